@@ -1,0 +1,3 @@
+from canopy_svc.cli import main
+
+raise SystemExit(main())

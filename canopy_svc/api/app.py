@@ -1,0 +1,111 @@
+"""The ASGI application: routes, middleware, error rendering, and the pool's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from canopy_svc.api import openapi
+from canopy_svc.api.authentication import AuthenticationMiddleware
+from canopy_svc.api.context import RequestContextMiddleware
+from canopy_svc.api.responses import error_response
+from canopy_svc.api.routes import auth, customers, health
+from canopy_svc.config import Settings
+from canopy_svc.db import create_pool, migrate_database
+from canopy_svc.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from canopy_svc.rules import models
+from canopy_svc.rules.cursors import CursorCodec
+from canopy_svc.rules.tokens import TokenAuthority
+
+OPERATIONS = [
+    openapi.Operation("POST", "/auth/token", "Exchange client credentials for a bearer token",
+                      models.TokenResponse, models.TokenRequest, public=True, errors=(401, 429, 500, 503)),
+    openapi.Operation("POST", "/customers", "Create a customer", models.Customer, models.CustomerCreate,
+                      errors=(401, 403, 404, 409, 429, 500, 503)),
+    openapi.Operation("GET", "/customers", "List customers, oldest first", models.CustomerList,
+                      query=(*openapi.PAGING_QUERY, ("search_parameters", "string",
+                             "Words matched at the start of names and business names"))),
+    openapi.Operation("GET", "/customers/{customer_id}", "Get a customer", models.Customer,
+                      errors=(401, 403, 404, 429, 500, 503)),
+    openapi.Operation("PUT", "/customers/{customer_id}", "Update a customer", models.Customer,
+                      models.CustomerUpdate, errors=(401, 403, 404, 409, 429, 500, 503)),
+    openapi.Operation("PATCH", "/customers/{customer_id}", "Update a customer (same as PUT)",
+                      models.Customer, models.CustomerUpdate, errors=(401, 403, 404, 409, 429, 500, 503)),
+    openapi.Operation("GET", "/healthz", "Process is up", models.Health, public=True, errors=()),
+    openapi.Operation("GET", "/readyz", "Database is reachable", models.Health, public=True, errors=(503,)),
+]
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ApiError
+    if exc.status_code == 404:
+        error = NotFound("No route matches this path")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(headers=dict(exc.headers or {}))
+    else:
+        error = BadRequest()
+    return error_response(error)
+
+
+def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = None) -> Starlette:
+    """The app. Given a pool (tests), it uses it; otherwise its lifespan migrates and opens one."""
+    settings = settings or Settings.from_env()
+    tokens = TokenAuthority(settings.jwt_secret, issuer=settings.issuer, audience=settings.audience,
+                            ttl_seconds=settings.token_ttl_seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if pool is not None:
+            app.state.pool = pool
+            yield
+            return
+        if settings.database_url is None:
+            raise RuntimeError("DATABASE_URL is not set (canopy-svc serve sets it for the embedded server)")
+        await migrate_database(settings.database_url)
+        app.state.pool = await create_pool(settings.database_url, min_size=settings.pool_min_size,
+                                           max_size=settings.pool_max_size)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = Starlette(
+        routes=[*auth.routes, *customers.routes, *health.routes, *openapi.routes(OPERATIONS)],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(AuthenticationMiddleware, tokens=tokens),
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_exception},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.tokens = tokens
+    app.state.cursors = CursorCodec(hmac.new(settings.jwt_secret.encode(), b"paging cursors",
+                                             hashlib.sha256).digest())
+    if pool is not None:
+        app.state.pool = pool
+    return app
+
+
+def create_served_app() -> Starlette:
+    """The factory uvicorn calls in each worker process: JSON logs, settings from the environment."""
+    from canopy_svc.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,80 @@
+"""The outermost middleware: request id, the access log line, and the last word on any failure."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import traceback
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from canopy_svc.db import UNAVAILABLE_ERRORS
+from canopy_svc.errors import ApiError, ServerError, Unavailable
+
+access_log = logging.getLogger("canopy_svc.access")
+error_log = logging.getLogger("canopy_svc.errors")
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        response_started = False
+        request_id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), request_id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception as exc:
+            error: ApiError = Unavailable() if isinstance(exc, UNAVAILABLE_ERRORS) else ServerError()
+            # Type and stack only: exception text can carry row values (an SSN in a CHECK failure).
+            stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+            error_log.error("request failed", extra={
+                "request_id": request_id, "error_type": type(exc).__name__, "stack": stack[-8:],
+            })
+            if not response_started:
+                await send_with_request_id({
+                    "type": "http.response.start", "status": error.status,
+                    "headers": [(b"content-type", b"application/json"),
+                                *((k.lower().encode(), v.encode()) for k, v in error.headers.items())],
+                })
+                await send({"type": "http.response.body", "body": error.body()})
+        finally:
+            principal = scope["state"].get("principal")
+            access_log.info("request", extra={
+                "request_id": request_id,
+                "client_id": principal.client_id if principal is not None else None,
+                "method": scope["method"],
+                "path": scope["path"],  # never the query string: search terms are personal data
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            })
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SANE_REQUEST_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex

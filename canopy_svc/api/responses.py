@@ -1,0 +1,24 @@
+"""JSON responses encoded by msgspec (one shared Encoder)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+from canopy_svc.errors import ApiError
+
+_encoder = msgspec.json.Encoder()
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+def error_response(error: ApiError) -> Response:
+    return Response(error.body(), status_code=error.status, headers=error.headers,
+                    media_type="application/json")

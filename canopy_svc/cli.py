@@ -1,0 +1,212 @@
+"""`canopy-svc`: serve, migrate, and manage organizations' API clients."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from canopy_svc.config import DEFAULT_DATA_DIR, load_or_create_secret
+from canopy_svc.db import migrate_database
+from canopy_svc.rules.ids import new_client_id, new_client_secret
+from canopy_svc.rules.passwords import hash_secret
+from canopy_svc.store import organizations
+
+DEV_ORG = "dev"
+DEV_CLIENT_FILE = "dev-client.json"
+
+
+def _add_database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path,
+        default=Path(os.environ.get("CANOPY_SVC_DATA_DIR", DEFAULT_DATA_DIR)),
+        help="folder of the embedded PostgreSQL and local keys (env CANOPY_SVC_DATA_DIR; default "
+             f"{DEFAULT_DATA_DIR}); unused for the database when DATABASE_URL is set",
+    )
+
+
+@contextmanager
+def database(data_dir: Path) -> Iterator[str]:
+    """DATABASE_URL if set, else the embedded PostgreSQL in data_dir (stopped after, if we started it)."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    from canopy_svc.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(data_dir)
+    uri = server.start()
+    try:
+        yield uri
+    finally:
+        server.stop()
+
+
+async def _create_client(dsn: str, org: str, scopes: str) -> dict[str, Any]:
+    await migrate_database(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            org_id = await organizations.get_or_create_organization(conn, org)
+            client_id, secret = new_client_id(), new_client_secret()
+            await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
+    finally:
+        await conn.close()
+    return {"org": org, "client_id": client_id, "client_secret": secret}
+
+
+async def _client_exists(dsn: str, client_id: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await organizations.find_client(conn, client_id) is not None
+    finally:
+        await conn.close()
+
+
+def cmd_clients_create(args: argparse.Namespace) -> int:
+    with database(args.data_dir) as dsn:
+        created = asyncio.run(_create_client(dsn, args.org, " ".join(args.scope)))
+    if args.json:
+        print(json.dumps(created))
+    else:
+        print(f"organization:  {created['org']}")
+        print(f"client_id:     {created['client_id']}")
+        print(f"client_secret: {created['client_secret']}")
+        print("The secret is shown only now; it is stored as a hash.", file=sys.stderr)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    with database(args.data_dir) as dsn:
+        version = asyncio.run(migrate_database(dsn))
+    print(f"schema at version {version}")
+    return 0
+
+
+def _dev_client(dsn: str, data_dir: Path) -> dict[str, Any]:
+    """The sandbox's dev client: made on first start, kept (0600) in the data folder after."""
+    path = data_dir / DEV_CLIENT_FILE
+    if path.exists():
+        saved: dict[str, Any] = json.loads(path.read_text())
+        if asyncio.run(_client_exists(dsn, saved["client_id"])):
+            return saved
+    created = asyncio.run(_create_client(dsn, DEV_ORG, "read write"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(created, handle)
+    return created
+
+
+SEED_CUSTOMER = {
+    "customer_id": "0x1234", "name_prefix": "Dr.", "name_first": "Miriam", "name_middle": "Louise",
+    "name_last": "Trevino", "name_suffix": "Jr", "phone_number": "+14105556789",
+    "address_line_one": "12 Strawberry Road", "address_line_two": "Suite 101", "address_city": "Atlanta",
+    "address_state": "GA", "address_zip": "99999-1000", "address_country_code": "US", "ssn": "888888888",
+    "international_customer_id": "9999999999", "email": "marissa@protonmail.com",
+    "date_of_birth": "1985-06-20",
+    "business_details": {"business_legal_name": "Umbrella Corporation", "doing_business_as": "Umbrella",
+                         "business_ein": "888-88-8888"},
+}  # fmt: skip
+
+
+def dev_banner(client: dict[str, Any], base_url: str) -> str:
+    credentials = json.dumps({"client_id": client["client_id"], "client_secret": client["client_secret"]})
+    return "\n".join([
+        "",
+        f"canopy-svc sandbox on {base_url}  (organization '{client['org']}', client {client['client_id']})",
+        "Paste these two lines into a shell: the first gets a token, the second creates a customer.",
+        "",
+        f"TOKEN=$(curl -s -X POST {base_url}/auth/token -H 'Content-Type: application/json' "
+        f"-d '{credentials}' | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')",
+        f"curl -s -X POST {base_url}/customers -H \"Authorization: Bearer $TOKEN\" "
+        f"-H 'Content-Type: application/json' -d '{json.dumps(SEED_CUSTOMER, separators=(',', ':'))}'",
+        "",
+        f"API docs: {base_url}/docs",
+        "",
+    ])
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from canopy_svc.logs import configure_logging
+
+    configure_logging(os.environ.get("CANOPY_SVC_LOG_LEVEL", "INFO"))
+    data_dir: Path = args.data_dir
+    os.environ["CANOPY_SVC_DATA_DIR"] = str(data_dir)
+    # Made here, once, so every worker process reads the same secret.
+    if not os.environ.get("CANOPY_SVC_JWT_SECRET"):
+        load_or_create_secret(data_dir, "jwt-secret")
+    # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
+    # lets the embedded PostgreSQL be stopped cleanly on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    with database(data_dir) as dsn:
+        os.environ["DATABASE_URL"] = dsn
+        asyncio.run(migrate_database(dsn))
+        if args.dev:
+            shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
+            print(dev_banner(_dev_client(dsn, data_dir), f"http://{shown_host}:{args.port}"), flush=True)
+        uvicorn.run(
+            "canopy_svc.api.app:create_served_app", factory=True, host=args.host, port=args.port,
+            workers=args.workers, log_config=None, access_log=False, proxy_headers=False,
+            timeout_graceful_shutdown=args.graceful_timeout,
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="canopy-svc", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    _add_database_options(serve)
+    serve.add_argument("--host", default=os.environ.get("CANOPY_SVC_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("CANOPY_SVC_PORT", "8000")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("CANOPY_SVC_WORKERS", "1")))
+    serve.add_argument("--graceful-timeout", type=int, default=20,
+                       help="seconds in-flight requests get to finish on SIGTERM")
+    serve.add_argument("--dev", action="store_true",
+                       help="make a dev organization and client on first start and print curl lines")
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply schema.sql and data migrations")
+    _add_database_options(migrate)
+    migrate.set_defaults(handler=cmd_migrate)
+
+    clients = commands.add_parser("clients", help="API clients of organizations")
+    client_commands = clients.add_subparsers(dest="clients_command", required=True)
+    create = client_commands.add_parser("create", help="make a client; prints its secret once")
+    _add_database_options(create)
+    create.add_argument("--org", required=True, help="organization name (made if new)")
+    create.add_argument("--scope", nargs="+", default=["read", "write"], choices=["read", "write"])
+    create.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
+    create.set_defaults(handler=cmd_clients_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = args.handler
+    try:
+        result: int = handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

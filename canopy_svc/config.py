@@ -1,0 +1,79 @@
+"""Settings, read once from the environment (and the CLI, which writes the same variables)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = ".canopy-data"
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    jwt_secret: str = field(default="", repr=False)
+    token_ttl_seconds: int = 3600
+    issuer: str = "canopy-svc"
+    audience: str = "canopy-svc-api"
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(os.environ.get("CANOPY_SVC_DATA_DIR", DEFAULT_DATA_DIR))
+        jwt_secret = os.environ.get("CANOPY_SVC_JWT_SECRET") or load_or_create_secret(data_dir, "jwt-secret")
+        return cls(
+            database_url=os.environ.get("DATABASE_URL") or None,
+            data_dir=data_dir,
+            jwt_secret=jwt_secret,
+            token_ttl_seconds=_int_env("CANOPY_SVC_TOKEN_TTL", 3600),
+            issuer=os.environ.get("CANOPY_SVC_JWT_ISSUER", "canopy-svc"),
+            audience=os.environ.get("CANOPY_SVC_JWT_AUDIENCE", "canopy-svc-api"),
+            pool_min_size=_int_env("CANOPY_SVC_POOL_MIN", 2),
+            pool_max_size=_int_env("CANOPY_SVC_POOL_MAX", 10),
+            log_level=os.environ.get("CANOPY_SVC_LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def load_or_create_secret(data_dir: Path, name: str, nbytes: int = 32) -> str:
+    """A random secret made once and kept in the data folder (mode 0600), for the sandbox.
+
+    Production sets the matching environment variable instead, so no secret sits on disk.
+    """
+    path = data_dir / name
+    if not path.exists():
+        value = base64.urlsafe_b64encode(secrets.token_bytes(nbytes)).decode().rstrip("=")
+        publish_secret_file(path, value)
+    return path.read_text().strip()
+
+
+def publish_secret_file(path: Path, text: str) -> None:
+    """Publish a complete secret file atomically; whoever links first wins, others use theirs.
+
+    A plain O_EXCL create on the final name would let a concurrent starter (another worker) read
+    the file while it is still empty, so it is written to an O_EXCL temp file and hard-linked into
+    place (link fails if the name exists, exactly like O_EXCL, but the content is already complete).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won the race: use its secret
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,173 @@
+"""The customer rules: what a create, an update and a listing do, over the store's SQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from canopy_svc.errors import BadRequest, InvalidInput, NotFound
+from canopy_svc.rules.cursors import CursorCodec
+from canopy_svc.rules.ids import new_customer_id
+from canopy_svc.rules.models import (
+    AccountAssignment,
+    BusinessDetailsOut,
+    Customer,
+    CustomerCreate,
+    CustomerList,
+    CustomerUpdate,
+    Paging,
+)
+from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
+from canopy_svc.store import customers as store
+
+CREATE_DECODER = BodyDecoder(CustomerCreate)
+UPDATE_DECODER = BodyDecoder(CustomerUpdate)
+CURSOR_KIND = "customers"
+_BUSINESS_COLUMNS = ("doing_business_as", "business_ein", "business_legal_name")
+_SEARCH_WORD = re.compile(r"[^\W_]+")
+MAX_SEARCH_WORDS = 10
+
+
+def parse_create(body: bytes) -> CustomerCreate:
+    return decode_customer(body, CREATE_DECODER, with_meaning=True)
+
+
+def parse_update(body: bytes) -> CustomerUpdate:
+    return decode_customer(body, UPDATE_DECODER, with_meaning=False)
+
+
+def customer_from_record(record: Mapping[str, Any]) -> Customer:
+    business = None
+    if record["doing_business_as"] is not None:
+        business = BusinessDetailsOut(
+            doing_business_as=record["doing_business_as"],
+            business_ein=record["business_ein"],
+            business_legal_name=record["business_legal_name"],
+        )
+    return Customer(
+        customer_id=record["customer_id"],
+        name_prefix=record["name_prefix"],
+        name_first=record["name_first"],
+        name_middle=record["name_middle"],
+        name_last=record["name_last"],
+        name_suffix=record["name_suffix"],
+        phone_number=record["phone_number"],
+        address_line_one=record["address_line_one"],
+        address_line_two=record["address_line_two"],
+        address_city=record["address_city"],
+        address_state=record["address_state"],
+        address_zip=record["address_zip"],
+        address_country_code=record["address_country_code"],
+        ssn=record["ssn"],
+        international_customer_id=record["international_customer_id"],
+        email=record["email"],
+        date_of_birth=record["date_of_birth"],
+        business_details=business,
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+    )
+
+
+def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """API fields -> table columns (business_details is flattened into three columns)."""
+    columns = {name: value for name, value in fields.items() if name in store.WRITABLE}
+    if "business_details" in fields:
+        business = fields["business_details"]
+        for column in _BUSINESS_COLUMNS:
+            columns[column] = None if business is None else getattr(business, column)
+    return columns
+
+
+async def assign_accounts(
+    conn: asyncpg.Connection, org_id: int, customer_row_id: int, assignments: list[AccountAssignment]
+) -> None:
+    """Links the customer to accounts. Accounts do not exist yet, so any named account is unknown."""
+    for assignment in assignments:
+        raise NotFound(f"No account found with the provided account_id: {assignment.account_id}")
+
+
+async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate) -> Customer:
+    customer_id = payload.customer_id or new_customer_id()
+    fields = {f: getattr(payload, f) for f in payload.__struct_fields__}
+    record = await store.insert(conn, org_id, customer_id, _columns(fields))
+    if payload.assign_to_accounts:
+        await assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
+    return customer_from_record(record)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, customer_id: str) -> Customer:
+    record = await store.fetch(conn, org_id, customer_id)
+    if record is None:
+        raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
+    return customer_from_record(record)
+
+
+async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch: CustomerUpdate) -> Customer:
+    record = await store.fetch(conn, org_id, customer_id, for_update=True)
+    if record is None:
+        raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
+    given = {
+        name: getattr(patch, name)
+        for name in patch.__struct_fields__
+        if getattr(patch, name) is not msgspec.UNSET and name not in ("assign_to_accounts", "ignore_warnings")
+    }
+    merged = msgspec.structs.asdict(customer_from_record(record)) | given
+    checked = set(given)
+    if "address_country_code" in given:  # the zip and state rules follow the country
+        checked |= {"address_zip", "address_state"}
+    problems = meaning_problems(merged, checked)
+    if problems:
+        raise InvalidInput(problems)
+    updated = await store.update(conn, record["id"], _columns(given))
+    if patch.assign_to_accounts:
+        await assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
+    return customer_from_record(updated)
+
+
+def clamp_limit(raw: str | None, default: int) -> int:
+    """`limit` is clamped to 1..1000 and never rejected; garbage means the default."""
+    try:
+        value = int(raw) if raw is not None else default
+    except ValueError:
+        return default
+    return min(max(value, 1), 1000)
+
+
+def search_words(raw: str | None) -> list[str]:
+    if raw is None:
+        return []
+    words = _SEARCH_WORD.findall(raw.lower())
+    if len(words) > MAX_SEARCH_WORDS:
+        raise BadRequest(f"search_parameters may have at most {MAX_SEARCH_WORDS} words")
+    return words
+
+
+async def list_page(
+    conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec, *, limit: int,
+    starting_after: str | None, ending_before: str | None, search: list[str],
+) -> CustomerList:
+    if starting_after is not None and ending_before is not None:
+        raise BadRequest("Send at most one of starting_after and ending_before")
+    after = cursors.decode(org_id, CURSOR_KIND, starting_after, "starting_after") if starting_after else None
+    before = cursors.decode(org_id, CURSOR_KIND, ending_before, "ending_before") if ending_before else None
+    records = await store.page(conn, org_id, limit=limit, after=after, before=before, search=search)
+    has_more = len(records) > limit
+    records = records[:limit]
+    if before is not None:
+        records.reverse()
+        has_previous, has_next = has_more, True
+    else:
+        has_previous, has_next = after is not None, has_more
+    first, last = (records[0]["id"], records[-1]["id"]) if records else (None, None)
+    return CustomerList(
+        results=[customer_from_record(r) for r in records],
+        paging=Paging(
+            starting_after=cursors.encode(org_id, CURSOR_KIND, last) if has_next and last else None,
+            ending_before=cursors.encode(org_id, CURSOR_KIND, first) if has_previous and first else None,
+            has_more=has_more,
+        ),
+    )

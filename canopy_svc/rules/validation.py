@@ -1,0 +1,347 @@
+"""Turns a request body into a typed Struct, or into every problem it has, AJV-shaped.
+
+Two phases:
+- shape: the Struct's own annotations (type, length, pattern, enum, minimum, maxItems). The fast path
+  is msgspec's decoder; only when it refuses do we walk the body ourselves to list *every* problem
+  (msgspec stops at the first), reading the same annotations, so the two cannot disagree on rules.
+- meaning: what a type cannot say (E.164, email syntax, calendar sanity, ZIP and state by country,
+  all-zero SSN groups, an account listed twice).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import types
+import typing
+from collections.abc import Callable, Collection, Mapping
+from functools import cache
+from typing import Any, TypeVar
+
+import email_validator
+import msgspec
+import phonenumbers
+
+from canopy_svc.errors import BadRequest, ErrorDetail, InvalidInput, detail
+from canopy_svc.rules.fields import US_RULES_COUNTRIES, US_STATE_CODES
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+_INVALID = object()  # marks a value that failed its shape check
+_json_decoder = msgspec.json.Decoder()
+
+_JSON_TYPE_NAMES: dict[type, str] = {
+    str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object",
+    datetime.date: "string",
+}  # fmt: skip
+
+
+class BodyDecoder(typing.Generic[T]):
+    """One per request type, made at import: msgspec's Decoder plus the error walk."""
+
+    def __init__(self, model: type[T]) -> None:
+        self.model = model
+        self._decoder = msgspec.json.Decoder(model)
+
+    def decode(self, body: bytes) -> T:
+        try:
+            return self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            document = parse_object(body)
+            problems: list[ErrorDetail] = []
+            walk(document, self.model, "", problems)
+            if not problems:  # the walk must never be laxer than msgspec; if it is, say what msgspec saw
+                problems.append(detail("", "type", {}, str(exc).split(" - at ")[0]))
+            raise InvalidInput(problems) from None
+        except msgspec.DecodeError:
+            parse_object(body)  # raises the right 400
+            raise BadRequest("Request body is not valid JSON") from None
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    try:
+        document = _json_decoder.decode(body)
+    except msgspec.DecodeError:
+        raise BadRequest("Request body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return document
+
+
+# --- shape ---------------------------------------------------------------------------------------
+
+
+@cache
+def _struct_fields(model: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    return msgspec.structs.fields(model)
+
+
+def walk(value: Any, tp: Any, path: str, problems: list[ErrorDetail]) -> Any:
+    """Checks `value` against type `tp`, appending a detail per problem; returns _INVALID on failure."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *metadata = typing.get_args(tp)
+        meta = next((m for m in metadata if isinstance(m, msgspec.Meta)), None)
+        return _walk_annotated(value, base, meta, path, problems)
+    if origin in (typing.Union, types.UnionType):
+        members = [m for m in typing.get_args(tp) if m is not msgspec.UnsetType]
+        if value is None and type(None) in members:
+            return None
+        concrete = [m for m in members if m is not type(None)]
+        return walk(value, concrete[0], path, problems)
+    if origin is typing.Literal:
+        allowed = list(typing.get_args(tp))
+        if not isinstance(value, str):
+            problems.append(detail(path, "type", {"type": "string"}, "must be string"))
+            return _INVALID
+        if value not in allowed:
+            problems.append(detail(path, "enum", {"allowedValues": allowed},
+                                   "must be equal to one of the allowed values"))
+            return _INVALID
+        return value
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return _walk_struct(value, tp, path, problems)
+    if origin is list:
+        return _walk_annotated(value, tp, None, path, problems)
+    return _walk_annotated(value, tp, None, path, problems)
+
+
+def _walk_struct(value: Any, model: type[msgspec.Struct], path: str, problems: list[ErrorDetail]) -> Any:
+    if not isinstance(value, dict):
+        problems.append(detail(path, "type", {"type": "object"}, "must be object"))
+        return _INVALID
+    before = len(problems)
+    for field in _struct_fields(model):
+        name = field.encode_name
+        if name not in value:
+            if field.required:
+                problems.append(detail(path, "required", {"missingProperty": name},
+                                       f"must have required property '{name}'"))
+            continue
+        walk(value[name], field.type, f"{path}/{_pointer_escape(name)}", problems)
+    return value if len(problems) == before else _INVALID
+
+
+def _walk_annotated(
+    value: Any, base: Any, meta: msgspec.Meta | None, path: str, problems: list[ErrorDetail]
+) -> Any:
+    if typing.get_origin(base) is list:
+        if not isinstance(value, list):
+            problems.append(detail(path, "type", {"type": "array"}, "must be array"))
+            return _INVALID
+        if meta is not None and meta.max_length is not None and len(value) > meta.max_length:
+            problems.append(detail(path, "maxItems", {"limit": meta.max_length},
+                                   f"must NOT have more than {meta.max_length} items"))
+            return _INVALID
+        (item_type,) = typing.get_args(base)
+        before = len(problems)
+        for index, item in enumerate(value):
+            walk(item, item_type, f"{path}/{index}", problems)
+        return value if len(problems) == before else _INVALID
+    if typing.get_origin(base) is not None:
+        return walk(value, base, path, problems)
+    if not _is_json_type(value, base):
+        json_type = _JSON_TYPE_NAMES.get(base, "string")
+        problems.append(detail(path, "type", {"type": json_type}, f"must be {json_type}"))
+        return _INVALID
+    if base is datetime.date:
+        try:
+            return datetime.date.fromisoformat(value) if _ISO_DATE.match(value) else _bad_date(path, problems)
+        except ValueError:
+            return _bad_date(path, problems)
+    if meta is None:
+        return value
+    if isinstance(value, str):
+        if meta.min_length is not None and len(value) < meta.min_length:
+            problems.append(detail(path, "minLength", {"limit": meta.min_length},
+                                   f"must NOT have fewer than {meta.min_length} characters"))
+            return _INVALID
+        if meta.max_length is not None and len(value) > meta.max_length:
+            problems.append(detail(path, "maxLength", {"limit": meta.max_length},
+                                   f"must NOT have more than {meta.max_length} characters"))
+            return _INVALID
+        if meta.pattern is not None and not _compiled(meta.pattern).search(value):
+            problems.append(detail(path, "pattern", {"pattern": meta.pattern},
+                                   f'must match pattern "{meta.pattern}"'))
+            return _INVALID
+    if isinstance(value, int) and meta.ge is not None and value < meta.ge:
+        problems.append(detail(path, "minimum", {"comparison": ">=", "limit": meta.ge},
+                               f"must be >= {meta.ge}"))
+        return _INVALID
+    return value
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _bad_date(path: str, problems: list[ErrorDetail]) -> Any:
+    problems.append(detail(path, "format", {"format": "date"}, 'must match format "date"'))
+    return _INVALID
+
+
+def _is_json_type(value: Any, base: Any) -> bool:
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if base is datetime.date:
+        return isinstance(value, str)
+    if base is typing.Any:
+        return True
+    return isinstance(value, base)
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _pointer_escape(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+# --- meaning -------------------------------------------------------------------------------------
+
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+EARLIEST_BIRTH_DATE = datetime.date(1900, 1, 1)
+
+
+def _phone_problem(value: str, country: str | None) -> str | None:
+    if _E164.match(value):
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(value, None)):
+                return None
+        except phonenumbers.NumberParseException:
+            pass
+        return "must be a valid phone number in E.164 format"
+    try:
+        parsed = phonenumbers.parse(value, country or "US")
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is not None and phonenumbers.is_valid_number(parsed):
+        suggestion = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return f"must be in E.164 format (+, country code, number, no spaces), e.g. {suggestion}"
+    return "must be a phone number in E.164 format (+, country code, number, no spaces)"
+
+
+def _email_problem(value: str) -> str | None:
+    try:
+        email_validator.validate_email(value, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        return 'must match format "email"'
+    return None
+
+
+def _uses_us_rules(country: str | None) -> bool:
+    return country is None or country in US_RULES_COUNTRIES
+
+
+_US_ZIP = re.compile(r"^\d{5}(-?\d{4})?$")
+_POSTAL_CODE = re.compile(r"^[A-Za-z0-9 -]{1,16}$")
+
+
+def meaning_problems(values: Mapping[str, Any], fields: Collection[str]) -> list[ErrorDetail]:
+    """Checks of the customer's fields named in `fields`, against the (merged) `values`."""
+    problems: list[ErrorDetail] = []
+    country = values.get("address_country_code")
+
+    def check(name: str, test: Callable[[Any], ErrorDetail | None]) -> None:
+        value = values.get(name)
+        if name in fields and value is not None and value is not _INVALID:
+            found = test(value)
+            if found is not None:
+                problems.append(found)
+
+    def phone(value: str) -> ErrorDetail | None:
+        message = _phone_problem(value, country if isinstance(country, str) else None)
+        return detail("/phone_number", "format", {"format": "e164"}, message) if message else None
+
+    def email(value: str) -> ErrorDetail | None:
+        message = _email_problem(value)
+        return detail("/email", "format", {"format": "email"}, message) if message else None
+
+    def date_of_birth(value: datetime.date) -> ErrorDetail | None:
+        if EARLIEST_BIRTH_DATE <= value <= datetime.datetime.now(datetime.UTC).date():
+            return None
+        return detail("/date_of_birth", "format", {"format": "date"},
+                      "must be a date from 1900-01-01 up to today")
+
+    def zip_code(value: str) -> ErrorDetail | None:
+        pattern = _US_ZIP if _uses_us_rules(country) else _POSTAL_CODE
+        if pattern.match(value):
+            return None
+        return detail("/address_zip", "pattern", {"pattern": pattern.pattern},
+                      "must be a five digit ZIP code or ZIP+4" if pattern is _US_ZIP
+                      else "must be a postal code of 1-16 letters, digits, spaces or hyphens")
+
+    def state(value: str) -> ErrorDetail | None:
+        if not _uses_us_rules(country) or value in US_STATE_CODES:
+            return None
+        return detail("/address_state", "enum", {"allowedValues": sorted(US_STATE_CODES)},
+                      "must be a USPS state or territory code")
+
+    def ssn(value: str) -> ErrorDetail | None:
+        digits = value.replace("-", "")
+        if digits[:3] != "000" and digits[3:5] != "00" and digits[5:] != "0000":
+            return None
+        return detail("/ssn", "format", {"format": "ssn"},
+                      "must not have an all-zero group (000-xx-xxxx, xxx-00-xxxx, xxx-xx-0000)")
+
+    check("phone_number", phone)
+    check("email", email)
+    check("date_of_birth", date_of_birth)
+    check("address_zip", zip_code)
+    check("address_state", state)
+    check("ssn", ssn)
+    return problems
+
+
+def duplicate_account_problems(assignments: list[Any] | None) -> list[ErrorDetail]:
+    """`assign_to_accounts` may not name one account twice (AJV's uniqueItems on account_id)."""
+    seen: dict[str, int] = {}
+    for index, item in enumerate(assignments or ()):
+        account_id = item["account_id"] if isinstance(item, dict) else item.account_id
+        if not isinstance(account_id, str):
+            continue
+        if account_id in seen:
+            return [detail("/assign_to_accounts", "uniqueItems", {"i": index, "j": seen[account_id]},
+                           f"must NOT have duplicate items (items ## {seen[account_id]} and {index} "
+                           "name the same account_id)")]
+        seen[account_id] = index
+    return []
+
+
+def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool) -> T:
+    """Decodes a customer body and, `with_meaning`, checks what types cannot say.
+
+    On a shape failure the meaning of the fields that did pass is checked too, so one 422 lists every
+    problem. Updates pass with_meaning=False: their meaning depends on the stored row (see
+    customers.py), so it is checked after the merge.
+    """
+    try:
+        payload = decoder.decode(body)
+    except InvalidInput as exc:
+        if not with_meaning:
+            raise
+        document = parse_object(body)
+        shaped: dict[str, Any] = {}
+        for field in _struct_fields(decoder.model):
+            name = field.encode_name
+            if name in document:
+                scratch: list[ErrorDetail] = []
+                checked = walk(document[name], field.type, f"/{name}", scratch)
+                shaped[name] = _INVALID if scratch else checked
+        fields = {name for name, value in shaped.items() if value is not _INVALID}
+        if shaped.get("address_country_code") is _INVALID:  # zip and state rules depend on it
+            fields -= {"address_zip", "address_state"}
+        assignments = document.get("assign_to_accounts")
+        extra = meaning_problems(shaped, fields)
+        extra += duplicate_account_problems(assignments if isinstance(assignments, list) else None)
+        raise InvalidInput([*exc.details, *extra]) from None
+    if with_meaning:
+        values = msgspec.structs.asdict(payload)
+        problems = meaning_problems(values, [name for name, value in values.items() if value is not None])
+        problems += duplicate_account_problems(values.get("assign_to_accounts"))
+        if problems:
+            raise InvalidInput(problems)
+    return payload

@@ -1,0 +1,168 @@
+"""Test harness: one real PostgreSQL per session (embedded, or TEST_DATABASE_URL), clean per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from canopy_svc.api.app import create_app
+from canopy_svc.config import Settings
+from canopy_svc.db import create_pool, migrate_database
+from canopy_svc.rules.ids import new_client_id, new_client_secret
+from canopy_svc.rules.passwords import hash_secret
+from canopy_svc.store import organizations
+
+TEST_JWT_SECRET = "test-jwt-secret-with-enough-length-0123456789"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    from canopy_svc.embedded import EmbeddedPostgres
+
+    data_dir = Path(tempfile.mkdtemp(prefix="canopy-test-"))
+    server = EmbeddedPostgres(data_dir)
+    uri = server.start()
+    try:
+        yield uri
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    await migrate_database(database_url)
+    created = await create_pool(database_url, min_size=2, max_size=10)
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture(autouse=True)
+async def clean_database(pool: asyncpg.Pool) -> None:
+    """Every test starts from empty tables (the schema and its version stay)."""
+    tables = await pool.fetch(
+        "SELECT quote_ident(tablename) AS name FROM pg_tables "
+        "WHERE schemaname = 'public' AND tablename <> 'schema_version'"
+    )
+    if tables:
+        await pool.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=None, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET)
+
+
+@pytest.fixture
+def app(settings: Settings, pool: asyncpg.Pool) -> Any:
+    return create_app(settings, pool=pool)
+
+
+@dataclass
+class ApiClient:
+    """A client of one organization: an httpx client that already carries its bearer token."""
+
+    org_id: int
+    client_id: str
+    client_secret: str
+    http: httpx.AsyncClient
+
+
+async def make_client(pool: asyncpg.Pool, org_name: str, scopes: str = "read write") -> tuple[int, str, str]:
+    async with pool.acquire() as conn:
+        org_id = await organizations.get_or_create_organization(conn, org_name)
+        client_id, secret = new_client_id(), new_client_secret()
+        await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
+    return org_id, client_id, secret
+
+
+@pytest.fixture
+async def anonymous(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+async def _api_client(app: Any, pool: asyncpg.Pool, org_name: str) -> ApiClient:
+    org_id, client_id, secret = await make_client(pool, org_name)
+    token = app.state.tokens.issue(client_id, org_id, "read write")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+                             headers={"Authorization": f"Bearer {token}"})
+    return ApiClient(org_id, client_id, secret, http)
+
+
+@pytest.fixture
+async def api(app: Any, pool: asyncpg.Pool) -> AsyncIterator[ApiClient]:
+    """A client of the organization "acme"."""
+    client = await _api_client(app, pool, "acme")
+    async with client.http:
+        yield client
+
+
+@pytest.fixture
+async def other_api(app: Any, pool: asyncpg.Pool) -> AsyncIterator[ApiClient]:
+    """A client of another organization, "globex", for isolation tests."""
+    client = await _api_client(app, pool, "globex")
+    async with client.http:
+        yield client
+
+
+def seed_customer(**overrides: Any) -> dict[str, Any]:
+    """The example body of Canopy's create-customer page (seed 003), without assign_to_accounts."""
+    body: dict[str, Any] = {
+        "customer_id": "0x1234",
+        "name_prefix": "Dr.",
+        "name_first": "Miriam",
+        "name_middle": "Louise",
+        "name_last": "Trevino",
+        "name_suffix": "Jr",
+        "phone_number": "+14105556789",
+        "address_line_one": "12 Strawberry Road",
+        "address_line_two": "Suite 101",
+        "address_city": "Atlanta",
+        "address_state": "GA",
+        "address_zip": "99999-1000",
+        "address_country_code": "US",
+        "ssn": "888888888",
+        "international_customer_id": "9999999999",
+        "email": "marissa@protonmail.com",
+        "date_of_birth": "1985-06-20",
+        "business_details": {
+            "business_legal_name": "Umbrella Corporation",
+            "doing_business_as": "Umbrella",
+            "business_ein": "888-88-8888",
+        },
+    }
+    body.update(overrides)
+    return {key: value for key, value in body.items() if value is not ...}
+
+
+def minimal_customer(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name_first": "Ada",
+        "name_last": "Lovelace",
+        "phone_number": "+14155550123",
+        "address_line_one": "1 Main St",
+        "address_city": "Springfield",
+        "address_state": "IL",
+        "address_zip": "62701",
+        "email": "ada@example.com",
+        "date_of_birth": "1990-12-10",
+    }
+    body.update(overrides)
+    return {key: value for key, value in body.items() if value is not ...}
