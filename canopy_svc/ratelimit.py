@@ -1,0 +1,207 @@
+"""Per-client rate limiting with GCRA (generic cell rate algorithm).
+
+State per client is one number, the theoretical arrival time (TAT): the instant at which the
+client's bucket would be empty again if it sent nothing more. With emission interval T = 1/rate,
+a request arriving at `now` is admitted iff
+
+    max(TAT, now) + T - now <= burst * T
+
+and then TAT := max(TAT, now) + T; a denied request leaves TAT untouched. From a full bucket
+(TAT <= now) exactly `burst` requests pass at once, then one every T seconds. This is the usual
+GCRA with delay-variation tolerance tau = (burst - 1) * T checked before the increment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+
+log = logging.getLogger("canopy_svc.ratelimit")
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after_seconds: int
+
+
+def _check(rate: float, burst: int) -> float:
+    if not rate > 0 or not math.isfinite(rate):
+        raise ValueError("rate must be a positive finite number of requests per second")
+    if burst < 1:
+        raise ValueError("burst must be at least 1")
+    return 1.0 / rate
+
+
+def _slack(interval: float) -> float:
+    # Float rounding must not deny a request that arrives exactly on time; capped so it can
+    # never add up to an extra request even at very high rates.
+    return min(1e-6, interval / 1000.0)
+
+
+def _bound(interval: float, burst: int) -> float:
+    """Largest allowed value of (new TAT - now); shared with SQL so both decide identically."""
+    return burst * interval + _slack(interval)
+
+
+def decision_from(allowed: bool, tat: float, now: float, interval: float, burst: int) -> Decision:
+    """Header values from the TAT after the decision (the new one, or the old one if denied)."""
+    slack = _slack(interval)
+    backlog = max(tat, now) - now  # seconds of capacity in use
+    remaining = math.floor((burst * interval + slack - backlog) / interval)
+    wait = backlog - (burst - 1) * interval - slack  # until one more request fits
+    return Decision(
+        allowed=allowed,
+        limit=burst,
+        remaining=min(burst, max(0, remaining)),
+        reset_seconds=max(0, math.ceil(backlog - slack)),
+        retry_after_seconds=max(1, math.ceil(wait)),
+    )
+
+
+def gcra(tat: float | None, now: float, rate: float, burst: int) -> tuple[Decision, float | None]:
+    """One GCRA step: the decision, and the TAT to store (unchanged when denied)."""
+    interval = _check(rate, burst)
+    candidate = (now if tat is None else max(tat, now)) + interval
+    if candidate - now <= _bound(interval, burst):
+        return decision_from(True, candidate, now, interval, burst), candidate
+    assert tat is not None  # an empty bucket always admits (burst >= 1)
+    return decision_from(False, tat, now, interval, burst), tat
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, rate: float, burst: int) -> Decision: ...
+
+
+class MemoryRateLimiter:
+    """TATs in a dict: exact for one process, no I/O."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self._clock = clock
+        self._max_keys = max_keys
+        self._sweep_at = max_keys
+        self._tats: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._tats)
+
+    async def hit(self, key: str, rate: float, burst: int) -> Decision:
+        # No await inside: the read-modify-write is atomic on the event loop.
+        now = self._clock()
+        decision, new_tat = gcra(self._tats.get(key), now, rate, burst)
+        if new_tat is not None:
+            self._tats[key] = new_tat
+            if len(self._tats) > self._sweep_at:
+                self._sweep(now)
+        return decision
+
+    def _sweep(self, now: float) -> None:
+        # A TAT in the past means a full bucket, which is what a missing key means too.
+        self._tats = {k: t for k, t in self._tats.items() if t > now}
+        # If most keys are still active, wait for the dict to double before sweeping again,
+        # so a flood of distinct clients costs amortised O(1) per hit, not O(n).
+        self._sweep_at = max(self._max_keys, 2 * len(self._tats))
+
+
+RATE_LIMIT_DDL = """\
+CREATE UNLOGGED TABLE IF NOT EXISTS rate_limit_buckets (
+    key     text PRIMARY KEY,
+    tat     double precision NOT NULL,
+    allowed boolean NOT NULL
+)"""
+
+# One round trip, atomic per key: ON CONFLICT locks the row, and the SET sees the latest committed
+# TAT even under READ COMMITTED. `allowed` is stored because RETURNING only sees the new row, and
+# the new TAT alone cannot tell "admitted" from "denied, TAT kept". The clock is the database's,
+# read once in a materialised CTE, so hosts with skewed clocks agree.
+# A new key is always admitted (burst >= 1). $1 key, $2 emission interval T, $3 burst*T + slack.
+_HIT_SQL = """\
+WITH c AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS now)
+INSERT INTO rate_limit_buckets AS b (key, tat, allowed)
+SELECT $1, c.now + $2, true FROM c
+ON CONFLICT (key) DO UPDATE SET
+    tat = CASE
+        WHEN greatest(b.tat, (SELECT now FROM c)) + $2 - (SELECT now FROM c) <= $3
+        THEN greatest(b.tat, (SELECT now FROM c)) + $2
+        ELSE b.tat
+    END,
+    allowed = greatest(b.tat, (SELECT now FROM c)) + $2 - (SELECT now FROM c) <= $3
+RETURNING b.allowed, b.tat, (SELECT now FROM c) AS now"""
+
+_PURGE_SQL = """\
+DELETE FROM rate_limit_buckets WHERE tat < extract(epoch FROM clock_timestamp())::double precision"""
+
+
+class PostgresRateLimiter:
+    """TATs in an UNLOGGED table, shared by every worker and host on the database."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def hit(self, key: str, rate: float, burst: int) -> Decision:
+        interval = _check(rate, burst)
+        row = await self._pool.fetchrow(_HIT_SQL, key, interval, _bound(interval, burst))
+        assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always returns the row
+        return decision_from(row["allowed"], row["tat"], row["now"], interval, burst)
+
+    async def purge_expired(self) -> int:
+        """Drop full buckets (same as absent); run now and then to keep the table small."""
+        status = await self._pool.execute(_PURGE_SQL)
+        return int(status.split()[-1])
+
+
+class FailOpenRateLimiter:
+    """Admit requests when the store is slow or down: rate limiting must not cause an outage."""
+
+    def __init__(self, inner: RateLimiter, *, timeout: float = 0.25) -> None:
+        self._inner = inner
+        self._timeout = timeout
+        self._failing = False
+
+    @property
+    def failing(self) -> bool:
+        return self._failing
+
+    async def hit(self, key: str, rate: float, burst: int) -> Decision:
+        _check(rate, burst)  # caller bugs must still surface, not be swallowed as store failures
+        try:
+            async with asyncio.timeout(self._timeout):
+                decision = await self._inner.hit(key, rate, burst)
+        except Exception as exc:  # includes TimeoutError; CancelledError still propagates
+            if not self._failing:
+                # Once per failure burst; the exception type only, its text may carry a DSN.
+                log.warning(
+                    "rate limit store unavailable, admitting requests: %s",
+                    type(exc).__name__,
+                    extra={"client_id": key},
+                )
+                self._failing = True
+            return Decision(
+                allowed=True, limit=burst, remaining=burst - 1, reset_seconds=0, retry_after_seconds=1
+            )
+        if self._failing:
+            log.info("rate limit store available again")
+            self._failing = False
+        return decision
+
+
+def headers_for(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """RateLimit-* response headers (and Retry-After when denied) as raw ASGI tuples."""
+    headers = [
+        (b"ratelimit-limit", str(decision.limit).encode()),
+        (b"ratelimit-remaining", str(decision.remaining).encode()),
+        (b"ratelimit-reset", str(decision.reset_seconds).encode()),
+    ]
+    if not decision.allowed:
+        headers.append((b"retry-after", str(decision.retry_after_seconds).encode()))
+    return headers
