@@ -1,0 +1,414 @@
+"""Issuing payment cards at Lithic: an async HTTP client and an offline simulator with the same shape.
+
+Wire rules, checked against Lithic's OpenAPI spec (card API: `POST /v1/cards` = operationId postCards,
+`PATCH /v1/cards/{card_token}` = patchCardByToken; mirrored in github.com/api-evangelist/lithic,
+openapi/lithic-card-api-openapi.yml) and Lithic's generated SDK (github.com/lithic-com/lithic-python,
+src/lithic/_client.py and types/card_create_params.py, card_update_params.py):
+
+- Auth is the `ApiKeyAuth` scheme: `Authorization: <api-key>`, the raw key with no "Bearer" (Lithic's
+  401 text: "Please provide API key in the form Authorization: [api-key]"; the SDK sends the bare key).
+- `POST /v1/cards` takes an `Idempotency-Key` header (format uuid). The body requires `type` (enum
+  MERCHANT_LOCKED, PHYSICAL, SINGLE_USE, VIRTUAL, and the deprecated UNLOCKED/DIGITAL_WALLET); optional
+  `memo` (string), `state` (OPEN|PAUSED), `spend_limit` (integer cents, minimum 0; 0 means "no limit"),
+  `card_program_token` (uuid). Lithic answers 200 with the card.
+- `PATCH /v1/cards/{card_token}` (card_token is a uuid) takes `state` (CLOSED|OPEN|PAUSED; CLOSED is final)
+  and/or `spend_limit`; unsupplied fields stay unchanged. The spec declares no Idempotency-Key here: setting
+  absolute values is idempotent already.
+- The card answer carries `token`, `last_four`, `state`, `type`, `spend_limit`, `memo`, `created`, ... and,
+  for PCI-enabled programs, `pan` and `cvv`, which we never keep.
+- Errors are `{"debugging_request_id": uuid, "message": str}` (schema `error`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+LITHIC_SANDBOX_URL = "https://sandbox.lithic.com"
+LITHIC_PRODUCTION_URL = "https://api.lithic.com"
+
+MAX_MESSAGE_LENGTH = 500
+MAX_RETRY_AFTER = 3600.0
+
+# Lithic's generated SDKs also retry 408 (request timeout) and 409 (lock timeout: e.g. our retry arrives while
+# Lithic still processes the first attempt with the same Idempotency-Key). Treating them as final would mark a
+# card FAILED that Lithic is about to create, so they count as retryable like 429 and 5xx.
+_RETRYABLE_4XX = frozenset({408, 409, 429})
+
+_DELAY_SECONDS = re.compile(r"\d+(\.\d+)?")
+
+
+class LithicError(Exception):
+    """Anything the client raises. `debugging_request_id` is Lithic's id for support, when it sent one."""
+
+    def __init__(self, message: str, *, debugging_request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.debugging_request_id = debugging_request_id
+
+
+class LithicRetryable(LithicError):
+    """Try again later with the same Idempotency-Key: 408/409/429/5xx, timeouts, connection failures.
+
+    `retry_after` is Lithic's Retry-After in seconds when it sent one; `status` is None when no HTTP answer
+    came back at all.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        debugging_request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, debugging_request_id=debugging_request_id)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class LithicRejected(LithicError):
+    """Final: retrying the same request cannot succeed. The card becomes FAILED with `message`.
+
+    `status` is Lithic's HTTP status, or 0 when the request could not be sent at all because of our own
+    configuration (base_url or API key unusable), which no retry fixes either.
+    """
+
+    def __init__(self, status: int, message: str, *, debugging_request_id: str | None = None) -> None:
+        super().__init__(message, debugging_request_id=debugging_request_id)
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"Lithic rejected the request ({self.status}): {self.message}"
+
+
+@dataclass(frozen=True)
+class CardRequest:
+    """What to ask Lithic for. None means "let Lithic decide" and is left out of the body."""
+
+    type: str
+    memo: str | None = None
+    state: str | None = None
+    spend_limit: int | None = None
+    card_program_token: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        fields = {
+            "type": self.type,
+            "memo": self.memo,
+            "state": self.state,
+            "spend_limit": self.spend_limit,
+            "card_program_token": self.card_program_token,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    """The part of Lithic's card object we keep (never the PAN or CVV)."""
+
+    token: str
+    last_four: str
+    state: str
+    type: str
+    memo: str | None
+    spend_limit: int | None
+
+
+class CardIssuer(Protocol):
+    """What the card worker needs; both LithicClient and CardSimulator provide it."""
+
+    async def create_card(
+        self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest
+    ) -> IssuedCard: ...
+
+    async def update_card(
+        self,
+        base_url: str,
+        api_key: str,
+        card_token: str,
+        *,
+        state: str | None = None,
+        spend_limit: int | None = None,
+    ) -> IssuedCard: ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date), clamped to [0, 3600].
+
+    None when the header is absent or unreadable, so the caller falls back to its own backoff.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if _DELAY_SECONDS.fullmatch(value):
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # HTTP-dates are always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class LithicClient:
+    """Talks to Lithic. One shared connection pool; base_url and key per call (each organization has its own).
+
+    It never retries by itself: the caller (the card worker) owns the schedule and persists the
+    Idempotency-Key, so a retry after a crash reuses it too.
+    """
+
+    def __init__(self, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        # No redirects: a redirected POST could be replayed as GET or leak the key to another host.
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
+        )
+
+    async def __aenter__(self) -> LithicClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create_card(
+        self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest
+    ) -> IssuedCard:
+        if not _is_uuid(idempotency_key):
+            raise ValueError("idempotency_key must be a UUID (Lithic's Idempotency-Key is a uuid)")
+        return await self._send(
+            "POST", base_url, "/v1/cards", api_key, card.to_json(), {"Idempotency-Key": idempotency_key}
+        )
+
+    async def update_card(
+        self,
+        base_url: str,
+        api_key: str,
+        card_token: str,
+        *,
+        state: str | None = None,
+        spend_limit: int | None = None,
+    ) -> IssuedCard:
+        body: dict[str, Any] = {}
+        if state is not None:
+            body["state"] = state
+        if spend_limit is not None:
+            body["spend_limit"] = spend_limit
+        if not body:
+            raise ValueError("update_card needs state and/or spend_limit")
+        # The spec's card_token is a uuid; checking it also keeps a token from reshaping the path ("../x").
+        if not _is_uuid(card_token):
+            raise ValueError("card_token must be a UUID")
+        return await self._send("PATCH", base_url, f"/v1/cards/{card_token}", api_key, body, {})
+
+    async def _send(
+        self,
+        method: str,
+        base_url: str,
+        path: str,
+        api_key: str,
+        body: dict[str, Any],
+        extra_headers: dict[str, str],
+    ) -> IssuedCard:
+        url = _endpoint(base_url, path)
+        _check_api_key(api_key)
+        headers = {"Authorization": api_key, "Accept": "application/json", **extra_headers}
+        try:
+            response = await self._http.request(method, url, headers=headers, json=body)
+        except httpx.TimeoutException as exc:
+            raise LithicRetryable(f"Lithic did not answer in time ({type(exc).__name__})") from exc
+        except httpx.LocalProtocolError as exc:
+            # Our own request is malformed; sending it again cannot help.
+            raise LithicRejected(0, f"Could not send the request to Lithic ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise LithicRetryable(f"Could not reach Lithic ({type(exc).__name__})") from exc
+        # Status and path only: bodies hold card data and headers hold the key.
+        log.debug("lithic %s %s -> %s", method, path, response.status_code)
+        return _interpret(response, api_key)
+
+
+class CardSimulator:
+    """Lithic stand-in for organizations without Lithic credentials (demos, development): no network.
+
+    Behaves like Lithic where the worker can tell: the same Idempotency-Key returns the same card, CLOSED is
+    final, an unknown token is a 404, out-of-spec values are a 400.
+    """
+
+    def __init__(self) -> None:
+        self._by_idempotency_key: dict[str, str] = {}
+        self._cards: dict[str, IssuedCard] = {}
+
+    async def create_card(
+        self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest
+    ) -> IssuedCard:
+        existing = self._by_idempotency_key.get(idempotency_key)
+        if existing is not None:
+            return self._cards[existing]
+        if card.type not in _CARD_TYPES:
+            raise LithicRejected(400, f"Invalid type: {card.type}")
+        if card.state is not None and card.state not in _CREATE_STATES:
+            raise LithicRejected(400, f"Invalid state: {card.state}")
+        _check_spend_limit(card.spend_limit)
+        issued = IssuedCard(
+            token=str(uuid.uuid4()),
+            last_four=f"{secrets.randbelow(10_000):04d}",
+            state=card.state or "OPEN",
+            type=card.type,
+            memo=card.memo,
+            spend_limit=card.spend_limit if card.spend_limit is not None else 0,
+        )
+        self._cards[issued.token] = issued
+        self._by_idempotency_key[idempotency_key] = issued.token
+        return issued
+
+    async def update_card(
+        self,
+        base_url: str,
+        api_key: str,
+        card_token: str,
+        *,
+        state: str | None = None,
+        spend_limit: int | None = None,
+    ) -> IssuedCard:
+        current = self._cards.get(card_token)
+        if current is None:
+            raise LithicRejected(404, "Card not found")
+        if current.state == "CLOSED":
+            raise LithicRejected(400, "Card is closed and cannot be updated")
+        if state is not None and state not in _UPDATE_STATES:
+            raise LithicRejected(400, f"Invalid state: {state}")
+        _check_spend_limit(spend_limit)
+        updated = replace(
+            current,
+            state=state if state is not None else current.state,
+            spend_limit=spend_limit if spend_limit is not None else current.spend_limit,
+        )
+        self._cards[card_token] = updated
+        return updated
+
+    async def aclose(self) -> None:
+        return None
+
+
+# The spec's enums (type includes the deprecated values Lithic still accepts).
+_CARD_TYPES = frozenset(
+    {"MERCHANT_LOCKED", "PHYSICAL", "SINGLE_USE", "VIRTUAL", "UNLOCKED", "DIGITAL_WALLET"}
+)
+_CREATE_STATES = frozenset({"OPEN", "PAUSED"})
+_UPDATE_STATES = frozenset({"OPEN", "PAUSED", "CLOSED"})
+
+
+def _is_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_spend_limit(spend_limit: int | None) -> None:
+    if spend_limit is not None and (isinstance(spend_limit, bool) or spend_limit < 0):
+        raise LithicRejected(400, "spend_limit must be a non-negative integer")
+
+
+def _endpoint(base_url: str, path: str) -> str:
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise LithicRejected(0, "Lithic base_url must be an absolute http(s) URL")
+    # The key travels in a header: plain http only to this machine (test fakes), never across a network.
+    if url.scheme == "http" and url.host not in ("127.0.0.1", "localhost", "::1"):
+        raise LithicRejected(0, "Lithic base_url must use https")
+    root = base_url.rstrip("/")
+    # Lithic's SDKs configure base URLs ending in /v1; accept that spelling instead of calling /v1/v1/cards.
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")]
+    return root + path
+
+
+def _check_api_key(api_key: str) -> None:
+    # A header value must be visible ASCII; anything else would fail in the HTTP layer on every retry.
+    if not isinstance(api_key, str) or not api_key.strip() or not all(" " <= ch <= "~" for ch in api_key):
+        raise LithicRejected(0, "Lithic API key is empty or not a valid header value")
+
+
+def _interpret(response: httpx.Response, api_key: str) -> IssuedCard:
+    status = response.status_code
+    if 200 <= status < 300:
+        try:
+            return _issued_card(response.json())
+        except ValueError:
+            # The request may well have worked; a retry with the same Idempotency-Key fetches the card again.
+            raise LithicRetryable(f"Lithic answered {status} without a card", status=status) from None
+    message, request_id = _error_details(response, api_key)
+    if status in _RETRYABLE_4XX or status >= 500:
+        raise LithicRetryable(
+            message,
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            debugging_request_id=request_id,
+        )
+    raise LithicRejected(status, message, debugging_request_id=request_id)
+
+
+def _issued_card(data: object) -> IssuedCard:
+    if not isinstance(data, dict):
+        raise ValueError("card is not an object")
+    required = {name: data.get(name) for name in ("token", "last_four", "state", "type")}
+    if not all(isinstance(value, str) and value for value in required.values()):
+        raise ValueError("card lacks token, last_four, state or type")
+    memo = data.get("memo")
+    spend_limit = data.get("spend_limit")
+    if isinstance(spend_limit, bool) or not isinstance(spend_limit, int):
+        spend_limit = None
+    return IssuedCard(
+        token=required["token"],
+        last_four=required["last_four"],
+        state=required["state"],
+        type=required["type"],
+        memo=memo if isinstance(memo, str) else None,
+        spend_limit=spend_limit,
+    )
+
+
+def _error_details(response: httpx.Response, api_key: str) -> tuple[str, str | None]:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    message = data.get("message") if isinstance(data, dict) else None
+    request_id = data.get("debugging_request_id") if isinstance(data, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    request_id = _clean(request_id, api_key)[:100] if isinstance(request_id, str) else None
+    return _clean(message, api_key)[:MAX_MESSAGE_LENGTH], request_id
+
+
+def _clean(text: str, api_key: str) -> str:
+    # The message is stored on the card and shown to operators: never the key, one printable line.
+    if api_key:
+        text = text.replace(api_key, "[redacted]")
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())

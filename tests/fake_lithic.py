@@ -1,0 +1,443 @@
+"""A fake Lithic card API on 127.0.0.1, strict about the wire rules so tests catch a client that breaks them.
+
+It runs http.server in its own thread, so it keeps answering while a test's event loop is busy awaiting.
+It checks what Lithic's OpenAPI spec (and our contract) require of `POST /v1/cards` and
+`PATCH /v1/cards/{token}`; anything off is answered 400/401 and appended to `spec_violations`, which tests
+assert is empty.
+
+    with FakeLithic(api_key="test-key") as fake:
+        ...  # point the client at fake.base_url
+        fake.fail_next(status=429, times=2, retry_after="1")
+        fake.lose_answer_next()          # do the work, then answer 500
+        assert fake.spec_violations == []
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+# From Lithic's spec: request body properties of postCards / patchCardByToken, and their enums.
+CREATE_FIELDS = frozenset(
+    {
+        "account_token", "card_program_token", "bulk_order_token", "carrier", "digital_card_art_token",
+        "exp_month", "exp_year", "memo", "pin", "product_id", "replacement_for", "replacement_substatus",
+        "replacement_comment", "replacement_account_token", "shipping_address", "shipping_method",
+        "spend_limit", "spend_limit_duration", "state", "type",
+    }
+)  # fmt: skip
+UPDATE_FIELDS = frozenset(
+    {
+        "digital_card_art_token", "memo", "network_program_token", "pin", "pin_status", "spend_limit",
+        "spend_limit_duration", "state", "substatus", "comment",
+    }
+)  # fmt: skip
+CARD_TYPES = frozenset({"MERCHANT_LOCKED", "PHYSICAL", "SINGLE_USE", "VIRTUAL", "UNLOCKED", "DIGITAL_WALLET"})
+CREATE_STATES = frozenset({"OPEN", "PAUSED"})
+UPDATE_STATES = frozenset({"OPEN", "PAUSED", "CLOSED"})
+SPEND_LIMIT_DURATIONS = frozenset({"ANNUALLY", "FOREVER", "MONTHLY", "TRANSACTION"})
+_UUID_FIELDS = ("account_token", "card_program_token", "bulk_order_token", "digital_card_art_token",
+                "replacement_for", "replacement_account_token", "network_program_token")  # fmt: skip
+
+MAX_BODY = 1 << 20
+
+
+class RecordedRequest(NamedTuple):
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON, the raw text when it is not JSON, or None when empty
+
+
+@dataclass
+class _Step:
+    kind: str  # "answer" | "delay" | "lose"
+    status: int = 500
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _is_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"debugging_request_id": str(uuid.uuid4()), "message": message}).encode()
+
+
+class FakeLithic:
+    """The fake server. All state is guarded by `lock`; read `cards`/`requests` freely between awaits."""
+
+    def __init__(self, api_key: str = "test-key") -> None:
+        self.api_key = api_key
+        self.cards: dict[str, dict[str, Any]] = {}
+        self.requests: list[RecordedRequest] = []
+        self.spec_violations: list[str] = []
+        self.errors: list[str] = []  # bugs in the fake itself; tests may assert it is empty too
+        self.lock = threading.RLock()
+        self.account_token = str(uuid.uuid4())
+        self.default_card_program_token = str(uuid.uuid4())
+        self._by_idempotency_key: dict[str, tuple[str, Any]] = {}  # key -> (card token, request body)
+        self._script: deque[_Step] = deque()
+        self._down = False
+        self._down_status: int | None = None
+        self._closing = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> FakeLithic:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True  # a scripted slow answer must not hold up shutdown
+        server.fake = self  # type: ignore[attr-defined]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-lithic", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._closing.set()  # wakes scripted delays
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeLithic:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "FakeLithic is not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- scripting ---------------------------------------------------------------------------------------
+
+    def fail_next(
+        self, status: int, *, times: int = 1, retry_after: str | None = None, message: str | None = None
+    ) -> None:
+        """Answer the next `times` requests with `status` and Lithic's error body, doing nothing else."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        text = message if message is not None else f"Scripted failure {status}"
+        self._push(times, _Step("answer", status=status, body=_error_body(text), headers=headers))
+
+    def answer_next(
+        self,
+        status: int,
+        body: bytes | str | dict[str, Any],
+        *,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next `times` requests with exactly this, doing nothing else (e.g. a malformed 200)."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        raw = body.encode() if isinstance(body, str) else body
+        self._push(times, _Step("answer", status=status, body=raw, headers=dict(headers or {})))
+
+    def delay_next(self, seconds: float, *, times: int = 1) -> None:
+        """Wait `seconds` before handling the next `times` requests (then do the work, like a slow Lithic)."""
+        self._push(times, _Step("delay", seconds=seconds))
+
+    def lose_answer_next(self, *, times: int = 1) -> None:
+        """Do the work of the next `times` requests (create/update the card), then answer 500 instead.
+
+        Simulates an answer lost on the way back: a retry with the same Idempotency-Key must find the card.
+        """
+        self._push(times, _Step("lose"))
+
+    def go_down(self, status: int | None = None) -> None:
+        """Until come_back(): drop every connection without answering, or answer `status` (e.g. 503)."""
+        with self.lock:
+            self._down = True
+            self._down_status = status
+
+    def come_back(self) -> None:
+        with self.lock:
+            self._down = False
+            self._down_status = None
+
+    @property
+    def down(self) -> bool:
+        with self.lock:
+            return self._down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        if value:
+            self.go_down()
+        else:
+            self.come_back()
+
+    def _push(self, times: int, step: _Step) -> None:
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self.lock:
+            self._script.extend(step for _ in range(times))
+
+    # -- serving -----------------------------------------------------------------------------------------
+
+    def _handle(self, handler: _Handler) -> None:
+        method = handler.command
+        headers = dict(handler.headers.items())
+        raw = self._read_body(handler)
+        body = self._decode(raw)
+        with self.lock:
+            self.requests.append(RecordedRequest(method, handler.path, headers, body))
+            down, down_status = self._down, self._down_status
+            step = self._script.popleft() if not down and self._script else None
+
+        if down:
+            if down_status is None:
+                handler.close_connection = True  # closes the socket without a byte of answer
+                return
+            self._send(handler, _Answer(down_status, _error_body("Service unavailable")))
+            return
+        if step is not None and step.kind == "delay":
+            if self._closing.wait(step.seconds):
+                return  # shutting down: give up quietly
+            step = None
+        if step is not None and step.kind == "answer":
+            self._send(handler, _Answer(step.status, step.body, step.headers))
+            return
+
+        answer = self._route(method, handler.path, handler.headers, raw, body)
+        if step is not None and step.kind == "lose" and 200 <= answer.status < 300:
+            answer = _Answer(500, _error_body("Internal server error"))
+        self._send(handler, answer)
+
+    def _read_body(self, handler: _Handler) -> bytes:
+        try:
+            length = int(handler.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        # Read it all even when the answer is an error: unread bytes would turn our answer into a reset.
+        return handler.rfile.read(min(max(length, 0), MAX_BODY)) if length else b""
+
+    @staticmethod
+    def _decode(raw: bytes) -> Any:
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
+
+    def _violation(self, status: int, message: str) -> _Answer:
+        with self.lock:
+            self.spec_violations.append(message)
+        return _Answer(status, _error_body(message))
+
+    def _route(self, method: str, target: str, headers: Any, raw: bytes, body: Any) -> _Answer:
+        path = urlsplit(target).path
+        auth = headers.get("Authorization")
+        if auth is None:
+            return self._violation(401, "Please provide API key in Authorization header")
+        if auth != self.api_key:
+            if auth.split(" ", 1)[0].lower() in ("bearer", "basic", "token"):
+                return self._violation(401, "Please provide API key in the form Authorization: [api-key]")
+            return _Answer(401, _error_body("Could not find API key"))
+
+        card_path = re.fullmatch(r"/v1/cards/([^/]+)", path)
+        if method == "POST" and path == "/v1/cards":
+            return self._create(headers, raw, body)
+        if method == "PATCH" and card_path:
+            return self._update(unquote(card_path[1]), headers, raw, body)
+        return self._violation(404, f"{method} {path} is not an endpoint the client should call")
+
+    def _json_body(self, headers: Any, raw: bytes, body: Any) -> str | None:
+        content_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            return f"Content-Type must be application/json, got {content_type or 'nothing'}"
+        if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+            return "the fake needs a Content-Length body"
+        if not isinstance(body, dict) or not raw:
+            return "body must be a JSON object"
+        return None
+
+    def _create(self, headers: Any, raw: bytes, body: Any) -> _Answer:
+        key = headers.get("Idempotency-Key")
+        if not key:
+            return self._violation(400, "Idempotency-Key header is required")
+        if not _is_uuid(key):
+            return self._violation(400, "Idempotency-Key must be a UUID")
+        problem = self._json_body(headers, raw, body)
+        if problem:
+            return self._violation(400, problem)
+        problems = _create_problems(body)
+        if problems:
+            return self._violation(400, "; ".join(problems))
+
+        with self.lock:
+            seen = self._by_idempotency_key.get(key)
+            if seen is not None:
+                token, first_body = seen
+                if first_body != body:
+                    return self._violation(422, "Idempotency-Key reused with a different body")
+                return _Answer(200, json.dumps(self.cards[token]).encode())
+            card = self._new_card(body)
+            self.cards[card["token"]] = card
+            self._by_idempotency_key[key] = (card["token"], body)
+            return _Answer(200, json.dumps(card).encode())
+
+    def _new_card(self, body: dict[str, Any]) -> dict[str, Any]:
+        pan = "4111" + "".join(str(secrets.randbelow(10)) for _ in range(12))
+        card: dict[str, Any] = {
+            "token": str(uuid.uuid4()),
+            "account_token": body.get("account_token", self.account_token),
+            "card_program_token": body.get("card_program_token", self.default_card_program_token),
+            "cardholder_currency": "USD",
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cvv": f"{secrets.randbelow(1000):03d}",
+            "exp_month": "06",
+            "exp_year": str(datetime.now(UTC).year + 5),
+            "funding": None,
+            "hostname": "",
+            "last_four": pan[-4:],
+            "pan": pan,
+            "pin_status": "NOT_SET",
+            "replacement_for": None,
+            "spend_limit": body.get("spend_limit", 0),
+            "spend_limit_duration": body.get("spend_limit_duration", "TRANSACTION"),
+            "state": body.get("state", "OPEN"),
+            "type": body["type"],
+        }
+        if "memo" in body:
+            card["memo"] = body["memo"]
+        return card
+
+    def _update(self, token: str, headers: Any, raw: bytes, body: Any) -> _Answer:
+        if not _is_uuid(token):
+            return self._violation(400, "card_token must be a UUID")
+        problem = self._json_body(headers, raw, body)
+        if problem:
+            return self._violation(400, problem)
+        problems = _update_problems(body)
+        if problems:
+            return self._violation(400, "; ".join(problems))
+        with self.lock:
+            card = self.cards.get(token)
+            if card is None:
+                return _Answer(404, _error_body("Card not found"))
+            if card["state"] == "CLOSED":
+                return _Answer(400, _error_body("Card is closed and cannot be updated"))
+            card.update(body)
+            return _Answer(200, json.dumps(card).encode())
+
+    def _send(self, handler: _Handler, answer: _Answer) -> None:
+        try:
+            handler.send_response(answer.status)
+            if answer.body:
+                handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(answer.body)))
+            for name, value in answer.headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(answer.body)
+        except OSError:
+            pass  # the client gave up (e.g. its timeout fired): nothing to answer to
+
+
+def _spend_limit_problem(body: dict[str, Any]) -> str | None:
+    if "spend_limit" not in body:
+        return None
+    value = body["spend_limit"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"spend_limit must be a non-negative integer (cents), got {value!r}"
+    return None
+
+
+def _common_problems(body: dict[str, Any], allowed: frozenset[str]) -> list[str]:
+    problems = [f"unknown field {name!r}" for name in sorted(body.keys() - allowed)]
+    problems += [f"{name} must not be null (omit it instead)" for name in sorted(body) if body[name] is None]
+    if "memo" in body and body["memo"] is not None and not isinstance(body["memo"], str):
+        problems.append("memo must be a string")
+    spend = _spend_limit_problem(body)
+    if spend:
+        problems.append(spend)
+    duration = body.get("spend_limit_duration")
+    if duration is not None and duration not in SPEND_LIMIT_DURATIONS:
+        problems.append(f"invalid spend_limit_duration {duration!r}")
+    problems += [
+        f"{name} must be a UUID"
+        for name in _UUID_FIELDS
+        if name in allowed and body.get(name) is not None and not _is_uuid(body[name])
+    ]
+    return problems
+
+
+def _create_problems(body: dict[str, Any]) -> list[str]:
+    problems = _common_problems(body, CREATE_FIELDS)
+    if "type" not in body:
+        problems.append("type is required")
+    elif body["type"] not in CARD_TYPES:
+        problems.append(f"invalid type {body['type']!r}")
+    if body.get("state") is not None and body["state"] not in CREATE_STATES:
+        problems.append(f"invalid state {body['state']!r} (OPEN or PAUSED on create)")
+    return problems
+
+
+def _update_problems(body: dict[str, Any]) -> list[str]:
+    problems = _common_problems(body, UPDATE_FIELDS)
+    if body.get("state") is not None and body["state"] not in UPDATE_STATES:
+        problems.append(f"invalid state {body['state']!r}")
+    return problems
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"  # one request per connection keeps "drop the connection" simple
+
+    def _dispatch(self) -> None:
+        fake: FakeLithic = self.server.fake  # type: ignore[attr-defined]
+        try:
+            fake._handle(self)
+        except Exception as exc:  # a bug in the fake must show up in the test, not only on stderr
+            with fake.lock:
+                fake.errors.append(f"{type(exc).__name__}: {exc}")
+            fake._send(self, _Answer(500, _error_body("fake crashed")))
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+
+@pytest.fixture
+def fake_lithic() -> Iterator[FakeLithic]:
+    with FakeLithic(api_key="test-key") as fake:
+        yield fake
