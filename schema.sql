@@ -65,3 +65,99 @@ CREATE TABLE IF NOT EXISTS customers (
 -- Keyset paging within one organization: the millionth page reads what the first does.
 CREATE INDEX IF NOT EXISTS customers_org_id_id ON customers (org_id, id);
 CREATE INDEX IF NOT EXISTS customers_search_vector ON customers USING gin (search_vector);
+
+-- The data key's check value: a process started with another key refuses to start instead of
+-- answering garbage (see canopy_svc/crypto.py).
+CREATE TABLE IF NOT EXISTS data_key_check (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key_check  bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The organization's Lithic account: the API key is AES-GCM encrypted (context "lithic_api_key").
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_api_key_encrypted bytea;
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_api_key_last_four text;
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_base_url text;
+
+CREATE TABLE IF NOT EXISTS products (
+    id                        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id                    bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    product_id                text NOT NULL CHECK (char_length(product_id) BETWEEN 1 AND 255),
+    product_name              text NOT NULL CHECK (char_length(product_name) BETWEEN 1 AND 255),
+    product_type              text NOT NULL CHECK (product_type IN ('REVOLVING', 'INSTALLMENT',
+                                  'MIXED_RATE_INSTALLMENT', 'DEFERRED_INSTALLMENT',
+                                  'FIXED_RATE_INSTALLMENT', 'INVENTORY_FINANCING', 'LOGISTICS_FINANCING')),
+    product_short_description text CHECK (char_length(product_short_description) <= 255),
+    product_long_description  text CHECK (char_length(product_long_description) <= 4096),
+    created_at                timestamptz(0) NOT NULL DEFAULT now(),
+    CONSTRAINT products_org_product_id_key UNIQUE (org_id, product_id)
+);
+CREATE INDEX IF NOT EXISTS products_org_id_id ON products (org_id, id);
+
+CREATE TABLE IF NOT EXISTS accounts (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id              bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    account_id          text NOT NULL CHECK (char_length(account_id) BETWEEN 1 AND 255),
+    -- RESTRICT: a product with accounts on it is not deleted from under them.
+    product_row_id      bigint NOT NULL REFERENCES products (id) ON DELETE RESTRICT,
+    external_account_id text CHECK (char_length(external_account_id) <= 255),
+    account_status      text NOT NULL DEFAULT 'ACTIVE'
+                        CHECK (account_status IN ('ACTIVE', 'SUSPENDED', 'CLOSED')),
+    credit_limit_cents  bigint CHECK (credit_limit_cents >= 0),
+    effective_at        timestamptz(0) NOT NULL DEFAULT now(),
+    created_at          timestamptz(0) NOT NULL DEFAULT now(),
+    updated_at          timestamptz(0) NOT NULL DEFAULT now(),
+    CONSTRAINT accounts_org_account_id_key UNIQUE (org_id, account_id),
+    CONSTRAINT accounts_org_external_account_id_key UNIQUE (org_id, external_account_id)
+);
+CREATE INDEX IF NOT EXISTS accounts_org_id_id ON accounts (org_id, id);
+
+-- A customer on an account, with its role and the card settings its cards are issued with.
+CREATE TABLE IF NOT EXISTS customer_account_links (
+    id                           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id                       bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    account_row_id               bigint NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    customer_row_id              bigint NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    customer_account_role        text NOT NULL CHECK (customer_account_role IN ('PRIMARY', 'SECONDARY')),
+    customer_account_external_id text NOT NULL
+                                 CHECK (char_length(customer_account_external_id) BETWEEN 1 AND 255),
+    spend_limit                  bigint CHECK (spend_limit >= 1),
+    lithic_memo                  text,
+    lithic_type                  text CHECK (lithic_type IN ('SINGLE_USE', 'MERCHANT_LOCKED', 'UNLOCKED')),
+    lithic_state                 text CHECK (lithic_state IN ('OPEN', 'PAUSED')),
+    lithic_card_program_token    uuid,
+    has_lithic_config            boolean NOT NULL DEFAULT false,
+    created_at                   timestamptz(0) NOT NULL DEFAULT now(),
+    updated_at                   timestamptz(0) NOT NULL DEFAULT now(),
+    CONSTRAINT links_account_customer_key UNIQUE (account_row_id, customer_row_id),
+    CONSTRAINT links_account_external_id_key UNIQUE (account_row_id, customer_account_external_id)
+);
+CREATE INDEX IF NOT EXISTS links_customer_row_id ON customer_account_links (customer_row_id, id);
+CREATE INDEX IF NOT EXISTS links_org_id_id ON customer_account_links (org_id, id);
+
+-- Cards, and the outbox of card issuing: a PENDING row is committed with the link, and a worker
+-- (any process) claims it with FOR UPDATE SKIP LOCKED and calls Lithic with idempotency_key, the
+-- same key on every retry, so Lithic makes one card however often we ask.
+CREATE TABLE IF NOT EXISTS cards (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id             bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    link_id            bigint NOT NULL REFERENCES customer_account_links (id) ON DELETE CASCADE,
+    status             text NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'ISSUED', 'FAILED')),
+    idempotency_key    uuid NOT NULL UNIQUE,
+    card_type          text NOT NULL CHECK (card_type IN ('SINGLE_USE', 'MERCHANT_LOCKED', 'UNLOCKED')),
+    memo               text,
+    state              text NOT NULL CHECK (state IN ('OPEN', 'PAUSED', 'CLOSED')),
+    spend_limit        bigint CHECK (spend_limit >= 1),
+    card_program_token uuid,
+    token              text,
+    last_four          text CHECK (last_four ~ '^[0-9]{4}$'),
+    error              text,
+    attempts           integer NOT NULL DEFAULT 0,
+    -- When the worker may (re)try: now for a new card, later after a failure or while leased.
+    next_attempt_at    timestamptz NOT NULL DEFAULT now(),
+    created_at         timestamptz(0) NOT NULL DEFAULT now(),
+    updated_at         timestamptz(0) NOT NULL DEFAULT now(),
+    CONSTRAINT cards_issued_complete CHECK (status <> 'ISSUED' OR (token IS NOT NULL AND last_four IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS cards_link_id ON cards (link_id, id);
+CREATE INDEX IF NOT EXISTS cards_pending_due ON cards (next_attempt_at) WHERE status = 'PENDING';

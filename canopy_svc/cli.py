@@ -16,10 +16,12 @@ from typing import Any
 import asyncpg
 
 from canopy_svc.config import DEFAULT_DATA_DIR, load_or_create_secret
+from canopy_svc.crypto import DataCipher, DataKeyError, load_data_key
 from canopy_svc.db import migrate_database
 from canopy_svc.rules.ids import new_client_id, new_client_secret
 from canopy_svc.rules.passwords import hash_secret
 from canopy_svc.store import organizations
+from canopy_svc.store.data_key import DataKeyMismatch, ensure_key_check
 
 DEV_ORG = "dev"
 DEV_CLIENT_FILE = "dev-client.json"
@@ -136,6 +138,14 @@ def dev_banner(client: dict[str, Any], base_url: str) -> str:
     ])
 
 
+async def _check_data_key(dsn: str, cipher: DataCipher) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await ensure_key_check(conn, cipher.key_check(), cipher.fingerprint())
+    finally:
+        await conn.close()
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -148,15 +158,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(os.environ.get("CANOPY_SVC_LOG_LEVEL", "INFO"))
     data_dir: Path = args.data_dir
     os.environ["CANOPY_SVC_DATA_DIR"] = str(data_dir)
-    # Made here, once, so every worker process reads the same secret.
+    # Made here, once, so every worker process reads the same secrets.
     if not os.environ.get("CANOPY_SVC_JWT_SECRET"):
         load_or_create_secret(data_dir, "jwt-secret")
+    cipher = DataCipher(load_data_key(data_dir))
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
     # lets the embedded PostgreSQL be stopped cleanly on the way out.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with database(data_dir) as dsn:
         os.environ["DATABASE_URL"] = dsn
         asyncio.run(migrate_database(dsn))
+        asyncio.run(_check_data_key(dsn, cipher))  # a wrong key stops here, with a clear message
         if args.dev:
             shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
             print(dev_banner(_dev_client(dsn, data_dir), f"http://{shown_host}:{args.port}"), flush=True)
@@ -205,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         result: int = handler(args)
     except KeyboardInterrupt:
         return 130
+    except (DataKeyMismatch, DataKeyError) as exc:
+        print(f"canopy-svc: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -17,6 +17,11 @@ def _int_env(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -28,12 +33,25 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 10
     log_level: str = "INFO"
+    # 32 bytes for AES-GCM at rest (SSNs, Lithic keys): CANOPY_SVC_DATA_KEY or <data_dir>/data-key.
+    data_key: bytes = field(default=b"", repr=False)
+    card_worker: bool = True
+    card_retry_base_seconds: float = 1.0
+    card_lease_seconds: float = 60.0
+    lithic_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
+        from canopy_svc.crypto import load_data_key
+
         data_dir = Path(os.environ.get("CANOPY_SVC_DATA_DIR", DEFAULT_DATA_DIR))
         jwt_secret = os.environ.get("CANOPY_SVC_JWT_SECRET") or load_or_create_secret(data_dir, "jwt-secret")
         return cls(
+            data_key=load_data_key(data_dir),
+            card_worker=os.environ.get("CANOPY_SVC_CARD_WORKER", "1") not in ("0", "false", "no"),
+            card_retry_base_seconds=_float_env("CANOPY_SVC_CARD_RETRY_BASE_SECONDS", 1.0),
+            card_lease_seconds=_float_env("CANOPY_SVC_CARD_LEASE_SECONDS", 60.0),
+            lithic_timeout_seconds=_float_env("CANOPY_SVC_LITHIC_TIMEOUT_SECONDS", 10.0),
             database_url=os.environ.get("DATABASE_URL") or None,
             data_dir=data_dir,
             jwt_secret=jwt_secret,

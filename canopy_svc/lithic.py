@@ -253,6 +253,9 @@ class CardSimulator:
     final, an unknown token is a 404, out-of-spec values are a 400.
     """
 
+    # Bounded: a long-running sandbox issues cards forever; old ones are never asked for again.
+    MAX_REMEMBERED = 10_000
+
     def __init__(self) -> None:
         self._by_idempotency_key: dict[str, str] = {}
         self._cards: dict[str, IssuedCard] = {}
@@ -278,6 +281,9 @@ class CardSimulator:
         )
         self._cards[issued.token] = issued
         self._by_idempotency_key[idempotency_key] = issued.token
+        if len(self._cards) > self.MAX_REMEMBERED:  # dicts keep insertion order: drop the oldest
+            oldest = next(iter(self._by_idempotency_key))
+            self._cards.pop(self._by_idempotency_key.pop(oldest), None)
         return issued
 
     async def update_card(

@@ -22,6 +22,7 @@ from canopy_svc.rules.passwords import hash_secret
 from canopy_svc.store import organizations
 
 TEST_JWT_SECRET = "test-jwt-secret-with-enough-length-0123456789"
+TEST_DATA_KEY = bytes(range(32))
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +66,7 @@ async def clean_database(pool: asyncpg.Pool) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=None, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET)
+    return Settings(database_url=None, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY)
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ class RecordedRequest(NamedTuple):
 
 @dataclass
 class _Step:
-    kind: str  # "answer" | "delay" | "lose"
+    kind: str  # "answer" | "delay" | "lose" | "stall"
     status: int = 500
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
@@ -108,6 +108,7 @@ class FakeLithic:
         self._down = False
         self._down_status: int | None = None
         self._closing = threading.Event()
+        self.work_done = threading.Event()  # set by a "stall" step once the card exists
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -174,6 +175,14 @@ class FakeLithic:
         """Wait `seconds` before handling the next `times` requests (then do the work, like a slow Lithic)."""
         self._push(times, _Step("delay", seconds=seconds))
 
+    def stall_after_work_next(self, seconds: float, *, times: int = 1) -> None:
+        """Do the work of the next `times` requests, then hold the answer back for `seconds`.
+
+        The window in which a test kills the caller: the card exists at Lithic, the caller has no answer.
+        `work_done` is set when the work is done, so the test knows when to strike.
+        """
+        self._push(times, _Step("stall", seconds=seconds))
+
     def lose_answer_next(self, *, times: int = 1) -> None:
         """Do the work of the next `times` requests (create/update the card), then answer 500 instead.
 
@@ -237,6 +246,10 @@ class FakeLithic:
             return
 
         answer = self._route(method, handler.path, handler.headers, raw, body)
+        if step is not None and step.kind == "stall":
+            self.work_done.set()
+            if self._closing.wait(step.seconds):
+                return
         if step is not None and step.kind == "lose" and 200 <= answer.status < 300:
             answer = _Answer(500, _error_body("Internal server error"))
         self._send(handler, answer)

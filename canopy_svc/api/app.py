@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -18,13 +19,17 @@ from canopy_svc.api import openapi
 from canopy_svc.api.authentication import AuthenticationMiddleware
 from canopy_svc.api.context import RequestContextMiddleware
 from canopy_svc.api.responses import error_response
-from canopy_svc.api.routes import auth, customers, health
+from canopy_svc.api.routes import accounts, auth, customers, health, organization
+from canopy_svc.card_worker import CardGateway, CardWorker, RetryPolicy
 from canopy_svc.config import Settings
+from canopy_svc.crypto import DataCipher
 from canopy_svc.db import create_pool, migrate_database
 from canopy_svc.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from canopy_svc.lithic import LithicClient
 from canopy_svc.rules import models
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.tokens import TokenAuthority
+from canopy_svc.store.data_key import ensure_key_check
 
 OPERATIONS = [
     openapi.Operation("POST", "/auth/token", "Exchange client credentials for a bearer token",
@@ -40,6 +45,30 @@ OPERATIONS = [
                       models.CustomerUpdate, errors=(401, 403, 404, 409, 429, 500, 503)),
     openapi.Operation("PATCH", "/customers/{customer_id}", "Update a customer (same as PUT)",
                       models.Customer, models.CustomerUpdate, errors=(401, 403, 404, 409, 429, 500, 503)),
+    openapi.Operation("GET", "/customers/{customer_id}/accounts", "The accounts a customer is on",
+                      models.AccountList, query=openapi.PAGING_QUERY, errors=(401, 403, 404, 429, 500, 503)),
+    openapi.Operation("GET", "/customers/accounts", "Every customer-account link (default limit 30)",
+                      models.CustomerAccountLinkList, query=openapi.PAGING_QUERY),
+    openapi.Operation("POST", "/products", "Create a product", models.Product, models.ProductCreate,
+                      errors=(401, 403, 409, 429, 500, 503)),
+    openapi.Operation("GET", "/products", "List products", models.ProductList, query=openapi.PAGING_QUERY),
+    openapi.Operation("GET", "/products/{product_id}", "Get a product", models.Product,
+                      errors=(401, 403, 404, 429, 500, 503)),
+    openapi.Operation("POST", "/accounts", "Create an account, optionally with customers", models.Account,
+                      models.AccountCreate, errors=(401, 403, 404, 409, 429, 500, 503)),
+    openapi.Operation("GET", "/accounts", "List accounts", models.AccountList, query=openapi.PAGING_QUERY),
+    openapi.Operation("GET", "/accounts/{account_id}", "Get an account with its customers and cards",
+                      models.Account, errors=(401, 403, 404, 429, 500, 503)),
+    openapi.Operation("POST", "/accounts/{account_id}/customers/{customer_id}/cards",
+                      "Issue a card for a customer on an account", models.CardDetails, models.CardCreate,
+                      errors=(401, 403, 404, 429, 500, 503)),
+    openapi.Operation("PUT", "/accounts/{account_id}/customers/{customer_id}/cards",
+                      "Change the state or spend limit of the link's newest card at Lithic", models.CardDetails,
+                      models.CardUpdate, errors=(401, 403, 404, 409, 429, 500, 503)),
+    openapi.Operation("GET", "/organization/issuer_processors", "The organization's Lithic settings (key masked)",
+                      models.IssuerProcessors),
+    openapi.Operation("PUT", "/organization/issuer_processors", "Set the organization's Lithic key",
+                      models.IssuerProcessors, models.IssuerProcessorsUpdate),
     openapi.Operation("GET", "/healthz", "Process is up", models.Health, public=True, errors=()),
     openapi.Operation("GET", "/readyz", "Database is reachable", models.Health, public=True, errors=(503,)),
 ]
@@ -62,30 +91,43 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = None) -> Starlette:
     """The app. Given a pool (tests), it uses it; otherwise its lifespan migrates and opens one."""
     settings = settings or Settings.from_env()
     tokens = TokenAuthority(settings.jwt_secret, issuer=settings.issuer, audience=settings.audience,
                             ttl_seconds=settings.token_ttl_seconds)
 
+    cipher = DataCipher(settings.data_key)
+    gateway = CardGateway(cipher, lithic=LithicClient(timeout=settings.lithic_timeout_seconds))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if pool is not None:
-            app.state.pool = pool
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(gateway.aclose)
+            if pool is None:
+                if settings.database_url is None:
+                    raise RuntimeError("DATABASE_URL is not set (canopy-svc serve sets it for the embedded server)")
+                await migrate_database(settings.database_url)
+                app.state.pool = await create_pool(settings.database_url, min_size=settings.pool_min_size,
+                                                   max_size=settings.pool_max_size)
+                stack.push_async_callback(app.state.pool.close)
+            await ensure_key_check(app.state.pool, cipher.key_check(), cipher.fingerprint())
+            if settings.card_worker:
+                worker = CardWorker(app.state.pool, settings.database_url, gateway, policy=RetryPolicy(
+                    base_seconds=settings.card_retry_base_seconds, lease_seconds=settings.card_lease_seconds))
+                task = asyncio.create_task(worker.run(), name="card-worker")
+                stack.push_async_callback(_cancel, task)
             yield
-            return
-        if settings.database_url is None:
-            raise RuntimeError("DATABASE_URL is not set (canopy-svc serve sets it for the embedded server)")
-        await migrate_database(settings.database_url)
-        app.state.pool = await create_pool(settings.database_url, min_size=settings.pool_min_size,
-                                           max_size=settings.pool_max_size)
-        try:
-            yield
-        finally:
-            await app.state.pool.close()
 
     app = Starlette(
-        routes=[*auth.routes, *customers.routes, *health.routes, *openapi.routes(OPERATIONS)],
+        routes=[*auth.routes, *customers.routes, *accounts.routes, *organization.routes, *health.routes,
+                *openapi.routes(OPERATIONS)],
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(AuthenticationMiddleware, tokens=tokens),
@@ -95,6 +137,8 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     )
     app.state.settings = settings
     app.state.tokens = tokens
+    app.state.cipher = cipher
+    app.state.card_gateway = gateway
     app.state.cursors = CursorCodec(hmac.new(settings.jwt_secret.encode(), b"paging cursors",
                                              hashlib.sha256).digest())
     if pool is not None:

@@ -10,17 +10,17 @@ import asyncpg
 import msgspec
 
 from canopy_svc.errors import BadRequest, InvalidInput, NotFound
+from canopy_svc.rules import links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import new_customer_id
 from canopy_svc.rules.models import (
-    AccountAssignment,
     BusinessDetailsOut,
     Customer,
     CustomerCreate,
     CustomerList,
     CustomerUpdate,
-    Paging,
 )
+from canopy_svc.rules.paging import PageRequest, keyset_page
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
 from canopy_svc.store import customers as store
 
@@ -82,20 +82,12 @@ def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
-async def assign_accounts(
-    conn: asyncpg.Connection, org_id: int, customer_row_id: int, assignments: list[AccountAssignment]
-) -> None:
-    """Links the customer to accounts. Accounts do not exist yet, so any named account is unknown."""
-    for assignment in assignments:
-        raise NotFound(f"No account found with the provided account_id: {assignment.account_id}")
-
-
 async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate) -> Customer:
     customer_id = payload.customer_id or new_customer_id()
     fields = {f: getattr(payload, f) for f in payload.__struct_fields__}
     record = await store.insert(conn, org_id, customer_id, _columns(fields))
     if payload.assign_to_accounts:
-        await assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
+        await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
     return customer_from_record(record)
 
 
@@ -124,17 +116,8 @@ async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch:
         raise InvalidInput(problems)
     updated = await store.update(conn, record["id"], _columns(given))
     if patch.assign_to_accounts:
-        await assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
+        await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
     return customer_from_record(updated)
-
-
-def clamp_limit(raw: str | None, default: int) -> int:
-    """`limit` is clamped to 1..1000 and never rejected; garbage means the default."""
-    try:
-        value = int(raw) if raw is not None else default
-    except ValueError:
-        return default
-    return min(max(value, 1), 1000)
 
 
 def search_words(raw: str | None) -> list[str]:
@@ -146,28 +129,10 @@ def search_words(raw: str | None) -> list[str]:
     return words
 
 
-async def list_page(
-    conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec, *, limit: int,
-    starting_after: str | None, ending_before: str | None, search: list[str],
-) -> CustomerList:
-    if starting_after is not None and ending_before is not None:
-        raise BadRequest("Send at most one of starting_after and ending_before")
-    after = cursors.decode(org_id, CURSOR_KIND, starting_after, "starting_after") if starting_after else None
-    before = cursors.decode(org_id, CURSOR_KIND, ending_before, "ending_before") if ending_before else None
-    records = await store.page(conn, org_id, limit=limit, after=after, before=before, search=search)
-    has_more = len(records) > limit
-    records = records[:limit]
-    if before is not None:
-        records.reverse()
-        has_previous, has_next = has_more, True
-    else:
-        has_previous, has_next = after is not None, has_more
-    first, last = (records[0]["id"], records[-1]["id"]) if records else (None, None)
-    return CustomerList(
-        results=[customer_from_record(r) for r in records],
-        paging=Paging(
-            starting_after=cursors.encode(org_id, CURSOR_KIND, last) if has_next and last else None,
-            ending_before=cursors.encode(org_id, CURSOR_KIND, first) if has_previous and first else None,
-            has_more=has_more,
-        ),
-    )
+async def list_page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
+                    page: PageRequest, search: list[str]) -> CustomerList:
+    async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
+        return await store.page(conn, org_id, limit=limit, after=after, before=before, search=search)
+
+    records, paging = await keyset_page(cursors, org_id, CURSOR_KIND, page, fetch)
+    return CustomerList(results=[customer_from_record(r) for r in records], paging=paging)

@@ -7,7 +7,7 @@ OpenAPI document, so what is documented is what is enforced.
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -185,3 +185,155 @@ class Health(msgspec.Struct):
 
 
 JsonObject = dict[str, Any]
+
+
+# --- products, accounts, links and cards ----------------------------------------------------------
+
+ProductType = Literal[
+    "REVOLVING", "INSTALLMENT", "MIXED_RATE_INSTALLMENT", "DEFERRED_INSTALLMENT",
+    "FIXED_RATE_INSTALLMENT", "INVENTORY_FINANCING", "LOGISTICS_FINANCING",
+]  # fmt: skip
+AccountStatus = Literal["ACTIVE", "SUSPENDED", "CLOSED"]
+CardStatus = Literal["PENDING", "ISSUED", "FAILED"]
+CardState = Literal["OPEN", "PAUSED", "CLOSED"]
+
+
+class ProductOverview(msgspec.Struct, kw_only=True):
+    product_name: RequiredText
+    product_type: ProductType
+    product_short_description: Text255 | None = None
+    product_long_description: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+
+
+class ProductCreate(msgspec.Struct, kw_only=True):
+    """POST /products."""
+
+    product_overview: ProductOverview
+    product_id: ResourceId | None = None
+
+
+class Product(msgspec.Struct):
+    product_id: str
+    product_overview: ProductOverview
+    created_at: datetime.datetime
+
+
+class ProductList(msgspec.Struct):
+    results: list[Product]
+    paging: Paging
+
+
+class CustomerAssignment(msgspec.Struct, kw_only=True):
+    """One item of `assign_customers` on POST /accounts."""
+
+    customer_id: ResourceId
+    customer_account_role: CustomerAccountRole = "PRIMARY"
+    customer_account_external_id: Text255 | None = None
+    customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
+
+
+class AccountSummaryIn(msgspec.Struct, kw_only=True):
+    credit_limit_cents: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class AccountCreate(msgspec.Struct, kw_only=True):
+    """POST /accounts."""
+
+    product_id: ResourceId
+    account_id: ResourceId | None = None
+    external_account_id: Text255 | None = None
+    effective_at: datetime.datetime | None = None
+    summary: AccountSummaryIn | None = None
+    assign_customers: Annotated[list[CustomerAssignment], msgspec.Meta(max_length=100)] | None = None
+
+
+class CardDetails(msgspec.Struct):
+    status: CardStatus
+    token: str | None
+    last_four: str | None
+    state: CardState
+    type: str
+    memo: str | None
+    spend_limit: int | None
+    error: str | None
+
+
+class CardCreate(msgspec.Struct, kw_only=True):
+    """POST /accounts/{account_id}/customers/{customer_id}/cards: defaults to the link's settings."""
+
+    spend_limit: SpendLimit | None = None
+    lithic: LithicCardConfig | None = None
+
+
+class CardUpdate(msgspec.Struct, kw_only=True):
+    """PUT /accounts/{account_id}/customers/{customer_id}/cards: changes the card at Lithic."""
+
+    state: CardState | UnsetType = UNSET
+    spend_limit: SpendLimit | UnsetType | None = UNSET
+
+
+class AccountOverview(msgspec.Struct):
+    account_status: AccountStatus
+
+
+class AccountSummary(msgspec.Struct):
+    credit_limit_cents: int | None
+
+
+class AccountCustomer(Customer, kw_only=True):
+    """A customer as seen from an account: its fields, its role, and its cards."""
+
+    customer_account_role: str
+    customer_account_external_id: str
+    card_details: list[CardDetails]
+
+
+class AccountCore(msgspec.Struct):
+    account_id: str
+    product_id: str
+    external_account_id: str | None
+    effective_at: datetime.datetime
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    account_overview: AccountOverview
+    summary: AccountSummary
+
+
+class Account(AccountCore, kw_only=True):
+    customers: list[AccountCustomer]
+
+
+class AccountList(msgspec.Struct):
+    results: list[Account]
+    paging: Paging
+
+
+class CustomerAccountLink(AccountCustomer, kw_only=True):
+    """A row of GET /customers/accounts: the customer's fields, the link, and the account."""
+
+    account: AccountCore
+
+
+class CustomerAccountLinkList(msgspec.Struct):
+    results: list[CustomerAccountLink]
+    paging: Paging
+
+
+class LithicConfigIn(msgspec.Struct, kw_only=True):
+    api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
+    base_url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://")] | None = None
+
+
+class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):
+    """PUT /organization/issuer_processors."""
+
+    lithic_config: LithicConfigIn | None = None
+
+
+class LithicConfigOut(msgspec.Struct):
+    api_key: str  # masked: "****" and its last four characters
+    base_url: str
+
+
+class IssuerProcessors(msgspec.Struct):
+    lithic_config: LithicConfigOut | None

@@ -9,11 +9,20 @@ import asyncpg
 
 from canopy_svc.errors import Conflict
 
-# Columns answered for a customer, in the order rules/customers.py reads them.
-COLUMNS = """id, customer_id, name_prefix, name_first, name_middle, name_last, name_suffix,
-    phone_number, address_line_one, address_line_two, address_city, address_state, address_zip,
-    address_country_code, ssn, international_customer_id, email, date_of_birth,
-    business_legal_name, doing_business_as, business_ein, created_at, updated_at"""
+# Columns answered for a customer (with "id", the internal row id and paging key).
+COLUMN_NAMES = (
+    "id", "customer_id", "name_prefix", "name_first", "name_middle", "name_last", "name_suffix",
+    "phone_number", "address_line_one", "address_line_two", "address_city", "address_state",
+    "address_zip", "address_country_code", "ssn", "international_customer_id", "email",
+    "date_of_birth", "business_legal_name", "doing_business_as", "business_ein", "created_at",
+    "updated_at",
+)  # fmt: skip
+COLUMNS = ", ".join(COLUMN_NAMES)
+
+
+def qualified_columns(alias: str) -> str:
+    """The customer's columns (without its row id) for a join, e.g. `c.customer_id, c.name_first`."""
+    return ", ".join(f"{alias}.{name}" for name in COLUMN_NAMES if name != "id")
 
 # Columns a request may write (all but ids and timestamps).
 WRITABLE = (
@@ -90,3 +99,11 @@ async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: i
         f"ORDER BY id {order} LIMIT ${len(args)}",
         *args,
     )
+
+
+async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT customer_id, id FROM customers WHERE org_id = $1 AND customer_id = ANY($2::text[])",
+        org_id, customer_ids,
+    )
+    return {row["customer_id"]: row["id"] for row in rows}

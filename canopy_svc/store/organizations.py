@@ -30,3 +30,22 @@ async def find_client(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -
     return await conn.fetchrow(
         "SELECT client_id, org_id, secret_hash, scopes FROM api_clients WHERE client_id = $1", client_id
     )
+
+
+async def set_lithic_config(conn: asyncpg.Connection, org_id: int, encrypted_key: bytes | None,
+                            last_four: str | None, base_url: str | None) -> None:
+    await conn.execute(
+        """UPDATE organizations SET lithic_api_key_encrypted = $2, lithic_api_key_last_four = $3,
+               lithic_base_url = $4 WHERE id = $1""",
+        org_id, encrypted_key, last_four, base_url,
+    )
+
+
+async def lithic_config(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> asyncpg.Record:
+    record = await conn.fetchrow(
+        """SELECT lithic_api_key_encrypted, lithic_api_key_last_four, lithic_base_url
+           FROM organizations WHERE id = $1""",
+        org_id,
+    )
+    assert record is not None
+    return record

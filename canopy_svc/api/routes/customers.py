@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from canopy_svc.api.body import read_json_body
 from canopy_svc.api.requests import cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
-from canopy_svc.rules import customers
+from canopy_svc.api.writes import write
+from canopy_svc.rules import accounts, customers
+from canopy_svc.rules.models import Customer
+from canopy_svc.rules.paging import PageRequest
 
 
 async def create_customer(request: Request) -> Response:
-    payload = customers.parse_create(await read_json_body(request))
     org_id = principal(request).org_id
-    async with pool(request).acquire() as conn, conn.transaction():
-        customer = await customers.create(conn, org_id, payload)
-    return JSONResponse(customer)
 
+    async def work(conn: asyncpg.Connection, body: bytes) -> Customer:
+        return await customers.create(conn, org_id, customers.parse_create(body))
 
-async def get_customer(request: Request) -> Response:
-    customer = await customers.get(pool(request), principal(request).org_id,
-                                   request.path_params["customer_id"])
-    return JSONResponse(customer)
+    return await write(request, work)
 
 
 async def update_customer(request: Request) -> Response:
-    patch = customers.parse_update(await read_json_body(request))
-    org_id = principal(request).org_id
-    async with pool(request).acquire() as conn, conn.transaction():
-        customer = await customers.update(conn, org_id, request.path_params["customer_id"], patch)
+    org_id, customer_id = principal(request).org_id, request.path_params["customer_id"]
+
+    async def work(conn: asyncpg.Connection, body: bytes) -> Customer:
+        return await customers.update(conn, org_id, customer_id, customers.parse_update(body))
+
+    return await write(request, work)
+
+
+async def get_customer(request: Request) -> Response:
+    customer = await customers.get(pool(request), principal(request).org_id, request.path_params["customer_id"])
     return JSONResponse(customer)
 
 
@@ -38,15 +42,32 @@ async def list_customers(request: Request) -> Response:
     query = request.query_params
     page = await customers.list_page(
         pool(request), principal(request).org_id, cursors(request),
-        limit=customers.clamp_limit(query.get("limit"), default=12),
-        starting_after=query.get("starting_after"),
-        ending_before=query.get("ending_before"),
-        search=customers.search_words(query.get("search_parameters")),
+        PageRequest.from_query(query, default_limit=12),
+        customers.search_words(query.get("search_parameters")),
+    )
+    return JSONResponse(page)
+
+
+async def list_customer_accounts(request: Request) -> Response:
+    page = await accounts.list_customer_accounts(
+        pool(request), principal(request).org_id, cursors(request),
+        PageRequest.from_query(request.query_params, default_limit=12), request.path_params["customer_id"],
+    )
+    return JSONResponse(page)
+
+
+async def list_links(request: Request) -> Response:
+    page = await accounts.list_links(
+        pool(request), principal(request).org_id, cursors(request),
+        PageRequest.from_query(request.query_params, default_limit=30),
     )
     return JSONResponse(page)
 
 
 routes = [
     by_method("/customers", GET=list_customers, POST=create_customer),
+    # Before /customers/{customer_id}: "accounts" is not a customer id here.
+    by_method("/customers/accounts", GET=list_links),
     by_method("/customers/{customer_id}", GET=get_customer, PUT=update_customer, PATCH=update_customer),
+    by_method("/customers/{customer_id}/accounts", GET=list_customer_accounts),
 ]

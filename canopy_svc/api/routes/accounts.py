@@ -1,0 +1,87 @@
+"""/products, /accounts, and the cards of an account's customers."""
+
+from __future__ import annotations
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from canopy_svc.api.requests import cursors, pool, principal
+from canopy_svc.api.responses import JSONResponse
+from canopy_svc.api.routing import by_method
+from canopy_svc.api.writes import write
+from canopy_svc.card_worker import CardGateway
+from canopy_svc.rules import accounts, cards
+from canopy_svc.rules.models import Account, CardDetails, Product
+from canopy_svc.rules.paging import PageRequest
+
+
+async def create_product(request: Request) -> Response:
+    org_id = principal(request).org_id
+
+    async def work(conn: asyncpg.Connection, body: bytes) -> Product:
+        return await accounts.create_product(conn, org_id, accounts.PRODUCT_DECODER.decode(body))
+
+    return await write(request, work)
+
+
+async def get_product(request: Request) -> Response:
+    product = await accounts.get_product(pool(request), principal(request).org_id, request.path_params["product_id"])
+    return JSONResponse(product)
+
+
+async def list_products(request: Request) -> Response:
+    page = await accounts.list_products(pool(request), principal(request).org_id, cursors(request),
+                                        PageRequest.from_query(request.query_params, default_limit=12))
+    return JSONResponse(page)
+
+
+async def create_account(request: Request) -> Response:
+    org_id = principal(request).org_id
+
+    async def work(conn: asyncpg.Connection, body: bytes) -> Account:
+        return await accounts.create_account(conn, org_id, accounts.ACCOUNT_DECODER.decode(body))
+
+    return await write(request, work)
+
+
+async def get_account(request: Request) -> Response:
+    account = await accounts.get_account(pool(request), principal(request).org_id, request.path_params["account_id"])
+    return JSONResponse(account)
+
+
+async def list_accounts(request: Request) -> Response:
+    page = await accounts.list_accounts(pool(request), principal(request).org_id, cursors(request),
+                                        PageRequest.from_query(request.query_params, default_limit=12))
+    return JSONResponse(page)
+
+
+async def issue_card(request: Request) -> Response:
+    org_id = principal(request).org_id
+    account_id, customer_id = request.path_params["account_id"], request.path_params["customer_id"]
+
+    async def work(conn: asyncpg.Connection, body: bytes) -> CardDetails:
+        return await cards.issue_card(conn, org_id, account_id, customer_id, cards.CARD_CREATE_DECODER.decode(body))
+
+    return await write(request, work)
+
+
+async def update_card(request: Request) -> Response:
+    org_id = principal(request).org_id
+    account_id, customer_id = request.path_params["account_id"], request.path_params["customer_id"]
+    gateway: CardGateway = request.app.state.card_gateway
+
+    async def work(conn: asyncpg.Connection, body: bytes) -> CardDetails:
+        change = cards.CARD_UPDATE_DECODER.decode(body)
+        return await cards.update_card(conn, org_id, account_id, customer_id, change, gateway)
+
+    return await write(request, work)
+
+
+routes = [
+    by_method("/products", GET=list_products, POST=create_product),
+    by_method("/products/{product_id}", GET=get_product),
+    by_method("/accounts", GET=list_accounts, POST=create_account),
+    by_method("/accounts/{account_id}", GET=get_account),
+    by_method("/accounts/{account_id}/customers/{customer_id}/cards", POST=issue_card, PUT=update_card),
+]

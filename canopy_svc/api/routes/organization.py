@@ -1,0 +1,34 @@
+"""/organization: the calling organization's own settings."""
+
+from __future__ import annotations
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from canopy_svc.api.requests import pool, principal
+from canopy_svc.api.responses import JSONResponse
+from canopy_svc.api.routing import by_method
+from canopy_svc.api.writes import write
+from canopy_svc.rules import organization
+from canopy_svc.rules.models import IssuerProcessors
+
+
+async def put_issuer_processors(request: Request) -> Response:
+    org_id = principal(request).org_id
+    cipher = request.app.state.cipher
+
+    async def work(conn: asyncpg.Connection, body: bytes) -> IssuerProcessors:
+        payload = organization.ISSUER_PROCESSORS_DECODER.decode(body)
+        return await organization.set_issuer_processors(conn, org_id, payload, cipher)
+
+    return await write(request, work)
+
+
+async def get_issuer_processors(request: Request) -> Response:
+    return JSONResponse(await organization.get_issuer_processors(pool(request), principal(request).org_id))
+
+
+routes = [
+    by_method("/organization/issuer_processors", GET=get_issuer_processors, PUT=put_issuer_processors),
+]

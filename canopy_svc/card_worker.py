@@ -1,0 +1,165 @@
+"""Issues the cards waiting in the outbox (the PENDING rows of `cards`), in every server process.
+
+Exactly one card per row, whatever happens in between:
+- a row is leased with FOR UPDATE SKIP LOCKED, so two workers never call Lithic for it at once;
+- every call for a row carries the row's Idempotency-Key, stored with it before the first call, so a
+  retry after a crash, a timeout or a lost answer gets Lithic's first card back, never a second;
+- a worker that dies mid-call leaves the lease to expire and another worker retries the same key.
+It wakes on NOTIFY when a card is committed, and otherwise sleeps until the next retry is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from canopy_svc.crypto import DataCipher
+from canopy_svc.lithic import (
+    LITHIC_SANDBOX_URL,
+    CardIssuer,
+    CardRequest,
+    CardSimulator,
+    LithicClient,
+    LithicRejected,
+    LithicRetryable,
+)
+from canopy_svc.store import cards as card_store
+
+log = logging.getLogger("canopy_svc.cards")
+
+LITHIC_KEY_CONTEXT = b"lithic_api_key"
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """Where an organization's cards are made: Lithic with its key, or the built-in simulator."""
+
+    client: CardIssuer
+    base_url: str
+    api_key: str
+
+
+class CardGateway:
+    """Chooses, per organization, Lithic (when it has a key) or the simulator."""
+
+    def __init__(self, cipher: DataCipher, *, lithic: LithicClient | None = None,
+                 simulator: CardSimulator | None = None) -> None:
+        self.cipher = cipher
+        self.lithic = lithic or LithicClient()
+        self.simulator = simulator or CardSimulator()
+
+    def issuer(self, encrypted_key: bytes | None, base_url: str | None) -> Issuer:
+        if encrypted_key is None:
+            return Issuer(self.simulator, "simulator", "simulator")
+        api_key = self.cipher.decrypt(bytes(encrypted_key), context=LITHIC_KEY_CONTEXT)
+        return Issuer(self.lithic, base_url or LITHIC_SANDBOX_URL, api_key)
+
+    async def aclose(self) -> None:
+        await self.lithic.aclose()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_seconds: float = 1.0
+    max_seconds: float = 300.0
+    lease_seconds: float = 60.0
+
+    def delay(self, attempts: int, retry_after: float | None) -> float:
+        if retry_after is not None:  # Lithic said when; sooner would only be refused again
+            return min(max(retry_after, self.base_seconds / 10), self.max_seconds)
+        backoff = min(self.base_seconds * 2 ** max(attempts - 1, 0), self.max_seconds)
+        return backoff * random.uniform(0.5, 1.0)  # jitter: workers that failed together spread out
+
+
+class CardWorker:
+    def __init__(self, pool: asyncpg.Pool, dsn: str | None, gateway: CardGateway, *,
+                 policy: RetryPolicy | None = None, batch_size: int = 8, idle_seconds: float = 30.0) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.gateway = gateway
+        self.policy = policy or RetryPolicy()
+        self.batch_size = batch_size
+        self.idle_seconds = idle_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def process_due(self) -> int:
+        """Claims the cards due now and issues them; returns how many it handled."""
+        claimed = await card_store.claim_due(self.pool, limit=self.batch_size,
+                                             lease_seconds=self.policy.lease_seconds)
+        if claimed:
+            await asyncio.gather(*(self._issue(card) for card in claimed))
+        return len(claimed)
+
+    async def _issue(self, card: Any) -> None:
+        try:
+            issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
+            issued = await issuer.client.create_card(
+                issuer.base_url, issuer.api_key, card["idempotency_key"],
+                CardRequest(type=card["card_type"], memo=card["memo"], state=card["state"],
+                            spend_limit=card["spend_limit"], card_program_token=card["card_program_token"]),
+            )
+        except LithicRejected as rejected:
+            log.warning("card rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
+            await card_store.mark_failed(self.pool, card["id"], rejected.message)
+        except LithicRetryable as retryable:
+            delay = self.policy.delay(card["attempts"], retryable.retry_after)
+            log.info("card issue will be retried",
+                     extra={"card_id": card["id"], "attempts": card["attempts"], "delay_s": round(delay, 2)})
+            await card_store.retry_later(self.pool, card["id"], delay_seconds=delay,
+                                         error="Issuer unavailable; retrying")
+        except Exception as exc:  # a bug or a bad key must not kill the worker; the lease retries later
+            log.error("card issue failed unexpectedly", extra={"card_id": card["id"], "error_type": type(exc).__name__})
+        else:
+            await card_store.mark_issued(self.pool, card["id"], token=issued.token, last_four=issued.last_four,
+                                         state=issued.state)
+
+    async def run(self) -> None:
+        """Until cancelled: drain what is due, then sleep until woken or the next retry is due."""
+        listener = asyncio.create_task(self._listen())
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    while await self.process_due() == self.batch_size:
+                        pass
+                    due_in = await card_store.seconds_until_next_due(self.pool)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("card worker cannot reach the database", extra={"error_type": type(exc).__name__})
+                    due_in = 1.0
+                timeout = self.idle_seconds if due_in is None else min(max(due_in, 0.01), self.idle_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own; reconnects when the database comes back."""
+        if self.dsn is None:
+            return
+        while True:
+            connection: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                connection = await asyncpg.connect(self.dsn, timeout=5)
+                connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
+                await connection.add_listener(card_store.NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # cards committed while we were not listening
+                while not connection.is_closed():  # a dead server may not call the termination listener
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 10)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                await asyncio.sleep(1)
+            finally:
+                if connection is not None and not connection.is_closed():
+                    await connection.close()

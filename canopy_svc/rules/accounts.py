@@ -1,0 +1,210 @@
+"""Products and accounts: creating them, and answering them with their customers and cards."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from canopy_svc.errors import NotFound
+from canopy_svc.rules import links
+from canopy_svc.rules.cursors import CursorCodec
+from canopy_svc.rules.customers import customer_from_record
+from canopy_svc.rules.ids import base62_id
+from canopy_svc.rules.models import (
+    Account,
+    AccountCore,
+    AccountCreate,
+    AccountCustomer,
+    AccountList,
+    AccountOverview,
+    AccountSummary,
+    CardDetails,
+    CustomerAccountLink,
+    CustomerAccountLinkList,
+    Product,
+    ProductCreate,
+    ProductList,
+    ProductOverview,
+)
+from canopy_svc.rules.paging import PageRequest, keyset_page
+from canopy_svc.rules.validation import BodyDecoder
+from canopy_svc.store import accounts as account_store
+from canopy_svc.store import cards as card_store
+from canopy_svc.store import customers as customer_store
+from canopy_svc.store import products as product_store
+
+PRODUCT_DECODER = BodyDecoder(ProductCreate)
+ACCOUNT_DECODER = BodyDecoder(AccountCreate)
+
+
+# --- products ------------------------------------------------------------------------------------
+
+def product_from_record(record: Mapping[str, Any]) -> Product:
+    return Product(
+        product_id=record["product_id"],
+        product_overview=ProductOverview(
+            product_name=record["product_name"], product_type=record["product_type"],
+            product_short_description=record["product_short_description"],
+            product_long_description=record["product_long_description"],
+        ),
+        created_at=record["created_at"],
+    )
+
+
+async def create_product(conn: asyncpg.Connection, org_id: int, payload: ProductCreate) -> Product:
+    overview = payload.product_overview
+    record = await product_store.insert(
+        conn, org_id, payload.product_id or base62_id(24), overview.product_name, overview.product_type,
+        overview.product_short_description, overview.product_long_description,
+    )
+    return product_from_record(record)
+
+
+async def get_product(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, product_id: str) -> Product:
+    record = await product_store.fetch(conn, org_id, product_id)
+    if record is None:
+        raise NotFound(f"No product found with the provided product_id: {product_id}")
+    return product_from_record(record)
+
+
+async def list_products(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
+                        page: PageRequest) -> ProductList:
+    async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
+        return await product_store.page(conn, org_id, limit=limit, after=after, before=before)
+
+    records, paging = await keyset_page(cursors, org_id, "products", page, fetch)
+    return ProductList(results=[product_from_record(r) for r in records], paging=paging)
+
+
+# --- accounts ------------------------------------------------------------------------------------
+
+def card_from_record(record: Mapping[str, Any]) -> CardDetails:
+    return CardDetails(
+        status=record["status"], token=record["token"], last_four=record["last_four"], state=record["state"],
+        type=record["card_type"], memo=record["memo"], spend_limit=record["spend_limit"], error=record["error"],
+    )
+
+
+def _core_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "account_id": record["account_id"], "product_id": record["product_id"],
+        "external_account_id": record["external_account_id"], "effective_at": record["effective_at"],
+        "created_at": record["created_at"], "updated_at": record["updated_at"],
+        "account_overview": AccountOverview(account_status=record["account_status"]),
+        "summary": AccountSummary(credit_limit_cents=record["credit_limit_cents"]),
+    }
+
+
+async def _cards_by_link(conn: asyncpg.Connection | asyncpg.Pool,
+                         link_ids: Sequence[int]) -> dict[int, list[CardDetails]]:
+    by_link: dict[int, list[CardDetails]] = defaultdict(list)
+    for card in await card_store.of_links(conn, link_ids):
+        by_link[card["link_id"]].append(card_from_record(card))
+    return by_link
+
+
+def _link_fields(link: Mapping[str, Any], cards: dict[int, list[CardDetails]]) -> dict[str, Any]:
+    customer = customer_from_record(link)
+    fields = {name: getattr(customer, name) for name in customer.__struct_fields__ if name != "warnings"}
+    fields.update(
+        customer_account_role=link["customer_account_role"],
+        customer_account_external_id=link["customer_account_external_id"],
+        card_details=cards.get(link["link_id"], []),
+    )
+    return fields
+
+
+async def load_accounts(conn: asyncpg.Connection | asyncpg.Pool,
+                        account_records: Sequence[Mapping[str, Any]]) -> list[Account]:
+    """Accounts with their customers and cards: three queries however many accounts."""
+    account_ids = [record["id"] for record in account_records]
+    link_records = await account_store.links_of_accounts(conn, account_ids)
+    cards = await _cards_by_link(conn, [link["link_id"] for link in link_records])
+    customers_by_account: dict[int, list[AccountCustomer]] = defaultdict(list)
+    for link in link_records:
+        customers_by_account[link["account_row_id"]].append(AccountCustomer(**_link_fields(link, cards)))
+    return [
+        Account(**_core_fields(record), customers=customers_by_account.get(record["id"], []))
+        for record in account_records
+    ]
+
+
+async def create_account(conn: asyncpg.Connection, org_id: int, payload: AccountCreate) -> Account:
+    product = await product_store.fetch(conn, org_id, payload.product_id)
+    if product is None:
+        raise NotFound("No product found with the provided product_id")
+    account_row_id = await account_store.insert(
+        conn, org_id, payload.account_id or base62_id(24), product["id"], payload.external_account_id,
+        payload.summary.credit_limit_cents if payload.summary else None, payload.effective_at,
+    )
+    if payload.assign_customers:
+        await links.assign_customers(conn, org_id, account_row_id, payload.assign_customers)
+    (record,) = await account_store.fetch_accounts(conn, org_id, [account_row_id])
+    (account,) = await load_accounts(conn, [record])
+    return account
+
+
+async def get_account(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, account_id: str) -> Account:
+    record = await account_store.fetch_account_by_id(conn, org_id, account_id)
+    if record is None:
+        raise NotFound(f"No account found with the provided account_id: {account_id}")
+    (account,) = await load_accounts(conn, [record])
+    return account
+
+
+async def list_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
+                        page: PageRequest) -> AccountList:
+    async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
+        return await account_store.page_accounts(conn, org_id, limit=limit, after=after, before=before)
+
+    records, paging = await keyset_page(cursors, org_id, "accounts", page, fetch)
+    return AccountList(results=await load_accounts(conn, records), paging=paging)
+
+
+async def list_customer_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
+                                 page: PageRequest, customer_id: str) -> AccountList:
+    """GET /customers/{id}/accounts: the accounts the customer is on, in the order it joined them."""
+    customer = await customer_store.fetch(conn, org_id, customer_id)
+    if customer is None:
+        raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
+
+    async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
+        return await account_store.page_links(conn, org_id, limit=limit, after=after, before=before,
+                                              customer_row_id=customer["id"])
+
+    link_records, paging = await keyset_page(cursors, org_id, f"customer-accounts:{customer['id']}", page, fetch,
+                                             key="link_id")
+    records = await _accounts_by_row_id(conn, org_id, link_records)
+    return AccountList(
+        results=await load_accounts(conn, [records[link["account_row_id"]] for link in link_records]),
+        paging=paging,
+    )
+
+
+async def _accounts_by_row_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
+                              link_records: Sequence[Mapping[str, Any]]) -> dict[int, asyncpg.Record]:
+    row_ids = sorted({link["account_row_id"] for link in link_records})
+    return {record["id"]: record for record in await account_store.fetch_accounts(conn, org_id, row_ids)}
+
+
+async def list_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
+                     page: PageRequest) -> CustomerAccountLinkList:
+    """GET /customers/accounts: one row per customer-account link."""
+
+    async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
+        return await account_store.page_links(conn, org_id, limit=limit, after=after, before=before)
+
+    link_records, paging = await keyset_page(cursors, org_id, "links", page, fetch, key="link_id")
+    accounts = await _accounts_by_row_id(conn, org_id, link_records)
+    cards = await _cards_by_link(conn, [link["link_id"] for link in link_records])
+    return CustomerAccountLinkList(
+        results=[
+            CustomerAccountLink(**_link_fields(link, cards),
+                                account=AccountCore(**_core_fields(accounts[link["account_row_id"]])))
+            for link in link_records
+        ],
+        paging=paging,
+    )

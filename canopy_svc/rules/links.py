@@ -1,0 +1,82 @@
+"""Links between customers and accounts, from either side, and the cards they ask for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from canopy_svc.errors import NotFound
+from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
+from canopy_svc.rules.models import AccountAssignment, CustomerAssignment, IssuerProcessorConfig, LithicCardConfig
+from canopy_svc.store import accounts as account_store
+from canopy_svc.store import cards as card_store
+from canopy_svc.store import customers as customer_store
+
+# Lithic requires a card type; a link that names none gets a general-purpose card.
+DEFAULT_CARD_TYPE = "UNLOCKED"
+DEFAULT_CARD_STATE = "OPEN"
+
+
+def card_config(config: IssuerProcessorConfig | None) -> dict[str, Any] | None:
+    """The link columns for an issuer-processor config (None: leave the link's config as it is)."""
+    if config is None:
+        return None
+    lithic = config.lithic
+    return {
+        "spend_limit": config.spend_limit,
+        "memo": lithic.memo if lithic else None,
+        "type": lithic.type if lithic else None,
+        "state": lithic.state if lithic else None,
+        "card_program_token": lithic.card_program_token if lithic else None,
+        "has_lithic": lithic is not None,
+    }
+
+
+async def queue_card(conn: asyncpg.Connection, org_id: int, link_id: int, *, spend_limit: int | None,
+                     lithic: LithicCardConfig | dict[str, Any]) -> asyncpg.Record:
+    """A PENDING card, committed with the caller's transaction; the worker issues it."""
+    get = lithic.get if isinstance(lithic, dict) else lambda name: getattr(lithic, name)
+    return await card_store.insert_pending(
+        conn, org_id, link_id, idempotency_key=new_idempotency_uuid(),
+        card_type=get("type") or DEFAULT_CARD_TYPE, memo=get("memo"), state=get("state") or DEFAULT_CARD_STATE,
+        spend_limit=spend_limit, card_program_token=get("card_program_token"),
+    )
+
+
+async def _link(conn: asyncpg.Connection, org_id: int, account_row_id: int, customer_row_id: int,
+                assignment: AccountAssignment | CustomerAssignment) -> None:
+    config = assignment.customer_account_issuer_processor_config
+    link_id, created = await account_store.upsert_link(
+        conn, org_id, account_row_id, customer_row_id,
+        role=assignment.customer_account_role,
+        external_id=assignment.customer_account_external_id,
+        new_external_id=base62_id(24),
+        card_config=card_config(config),
+    )
+    if config is not None and config.lithic is not None:
+        existing = await card_store.of_links(conn, [link_id])
+        if created or not any(card["status"] != "FAILED" for card in existing):
+            await queue_card(conn, org_id, link_id, spend_limit=config.spend_limit, lithic=config.lithic)
+
+
+async def assign_accounts(conn: asyncpg.Connection, org_id: int, customer_row_id: int,
+                          assignments: list[AccountAssignment]) -> None:
+    """`assign_to_accounts` of a customer: every account must be this organization's."""
+    found = await account_store.find_row_ids(conn, org_id, [a.account_id for a in assignments])
+    for assignment in assignments:
+        account_row_id = found.get(assignment.account_id)
+        if account_row_id is None:
+            raise NotFound(f"No account found with the provided account_id: {assignment.account_id}")
+        await _link(conn, org_id, account_row_id, customer_row_id, assignment)
+
+
+async def assign_customers(conn: asyncpg.Connection, org_id: int, account_row_id: int,
+                           assignments: list[CustomerAssignment]) -> None:
+    """`assign_customers` of an account: every customer must be this organization's."""
+    found = await customer_store.find_row_ids(conn, org_id, [a.customer_id for a in assignments])
+    for assignment in assignments:
+        customer_row_id = found.get(assignment.customer_id)
+        if customer_row_id is None:
+            raise NotFound(f"No customer found with the provided customer_id: {assignment.customer_id}")
+        await _link(conn, org_id, account_row_id, customer_row_id, assignment)

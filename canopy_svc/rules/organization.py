@@ -1,0 +1,54 @@
+"""The calling organization's own settings: its issuer processor (Lithic) account."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from canopy_svc.card_worker import LITHIC_KEY_CONTEXT
+from canopy_svc.crypto import DataCipher
+from canopy_svc.errors import InvalidInput, detail
+from canopy_svc.lithic import LITHIC_SANDBOX_URL
+from canopy_svc.rules.models import IssuerProcessors, IssuerProcessorsUpdate, LithicConfigOut
+from canopy_svc.rules.validation import BodyDecoder
+from canopy_svc.store import organizations as store
+
+ISSUER_PROCESSORS_DECODER = BodyDecoder(IssuerProcessorsUpdate)
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _check_base_url(base_url: str) -> None:
+    parts = urlsplit(base_url)
+    secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
+    if not parts.hostname or not secure:
+        # The key travels in a header: only TLS, or this machine (a local fake or proxy), may see it.
+        raise InvalidInput([detail("/lithic_config/base_url", "format", {"format": "uri"},
+                                   "must be an https URL (http only to localhost)")])
+
+
+def _answer(record: asyncpg.Record) -> IssuerProcessors:
+    if record["lithic_api_key_encrypted"] is None:
+        return IssuerProcessors(lithic_config=None)
+    return IssuerProcessors(lithic_config=LithicConfigOut(
+        api_key="****" + (record["lithic_api_key_last_four"] or ""),
+        base_url=record["lithic_base_url"] or LITHIC_SANDBOX_URL,
+    ))
+
+
+async def set_issuer_processors(conn: asyncpg.Connection, org_id: int, payload: IssuerProcessorsUpdate,
+                                cipher: DataCipher) -> IssuerProcessors:
+    config = payload.lithic_config
+    if config is None:  # null removes the key: cards go back to the simulator
+        await store.set_lithic_config(conn, org_id, None, None, None)
+    else:
+        if config.base_url is not None:
+            _check_base_url(config.base_url)
+        encrypted = cipher.encrypt(config.api_key, context=LITHIC_KEY_CONTEXT)
+        last_four = config.api_key[-4:] if len(config.api_key) >= 12 else ""
+        await store.set_lithic_config(conn, org_id, encrypted, last_four, config.base_url)
+    return _answer(await store.lithic_config(conn, org_id))
+
+
+async def get_issuer_processors(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> IssuerProcessors:
+    return _answer(await store.lithic_config(conn, org_id))

@@ -1,0 +1,65 @@
+"""Keyset paging shared by every listing: cursors in, a page and its Paging out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from canopy_svc.errors import BadRequest
+from canopy_svc.rules.cursors import CursorCodec
+from canopy_svc.rules.models import Paging
+
+MAX_LIMIT = 1000
+
+
+def clamp_limit(raw: str | None, default: int) -> int:
+    """`limit` is clamped to 1..1000 and never rejected; garbage means the default."""
+    try:
+        value = int(raw) if raw is not None else default
+    except ValueError:
+        return default
+    return min(max(value, 1), MAX_LIMIT)
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int
+    starting_after: str | None
+    ending_before: str | None
+
+    @classmethod
+    def from_query(cls, query: Any, default_limit: int) -> PageRequest:
+        return cls(clamp_limit(query.get("limit"), default_limit), query.get("starting_after"),
+                   query.get("ending_before"))
+
+
+Fetch = Callable[[int, int | None, int | None], Awaitable[Sequence[Any]]]
+
+
+async def keyset_page(
+    cursors: CursorCodec, org_id: int, kind: str, request: PageRequest, fetch: Fetch,
+    key: str = "id",
+) -> tuple[list[Any], Paging]:
+    """Runs `fetch(limit, after, before)` (which returns up to limit+1 rows, descending when
+    `before` is set) and turns the rows into one page in ascending order with its cursors."""
+    if request.starting_after is not None and request.ending_before is not None:
+        raise BadRequest("Send at most one of starting_after and ending_before")
+    after = cursors.decode(org_id, kind, request.starting_after, "starting_after") \
+        if request.starting_after else None
+    before = cursors.decode(org_id, kind, request.ending_before, "ending_before") \
+        if request.ending_before else None
+    rows = list(await fetch(request.limit, after, before))
+    has_more = len(rows) > request.limit
+    rows = rows[: request.limit]
+    if before is not None:
+        rows.reverse()
+        has_previous, has_next = has_more, True
+    else:
+        has_previous, has_next = after is not None, has_more
+    paging = Paging(
+        starting_after=cursors.encode(org_id, kind, rows[-1][key]) if has_next and rows else None,
+        ending_before=cursors.encode(org_id, kind, rows[0][key]) if has_previous and rows else None,
+        has_more=has_more,
+    )
+    return rows, paging

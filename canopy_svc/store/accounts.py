@@ -1,0 +1,161 @@
+"""SQL for accounts, the customer-account links, and what hangs off them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from canopy_svc.errors import Conflict
+from canopy_svc.store.customers import qualified_columns
+
+CUSTOMER_COLUMNS = qualified_columns("c")
+
+ACCOUNT_COLUMNS = """a.id, a.account_id, p.product_id, a.external_account_id, a.account_status,
+    a.credit_limit_cents, a.effective_at, a.created_at, a.updated_at"""
+_ACCOUNT_FROM = "accounts a JOIN products p ON p.id = a.product_row_id"
+
+LINK_COLUMNS = """l.id AS link_id, l.account_row_id, l.customer_row_id, l.customer_account_role,
+    l.customer_account_external_id, l.spend_limit, l.lithic_memo, l.lithic_type, l.lithic_state,
+    l.lithic_card_program_token, l.has_lithic_config"""
+
+
+async def insert(conn: asyncpg.Connection, org_id: int, account_id: str, product_row_id: int,
+                 external_account_id: str | None, credit_limit_cents: int | None,
+                 effective_at: Any) -> int:
+    try:
+        row_id: int = await conn.fetchval(
+            """INSERT INTO accounts (org_id, account_id, product_row_id, external_account_id,
+                   credit_limit_cents, effective_at)
+               VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) RETURNING id""",
+            org_id, account_id, product_row_id, external_account_id, credit_limit_cents, effective_at,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "accounts_org_external_account_id_key":
+            raise Conflict(f"An account with external_account_id '{external_account_id}' already exists") from None
+        raise Conflict(f"An account with account_id '{account_id}' already exists") from None
+    return row_id
+
+
+async def find_row_ids(conn: asyncpg.Connection, org_id: int, account_ids: Sequence[str]) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT account_id, id FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])",
+        org_id, list(account_ids),
+    )
+    return {row["account_id"]: row["id"] for row in rows}
+
+
+async def fetch_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
+                         row_ids: Sequence[int]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.id = ANY($2::bigint[]) "
+        "ORDER BY a.id",
+        org_id, list(row_ids),
+    )
+
+
+async def fetch_account_by_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
+                              account_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.account_id = $2",
+        org_id, account_id,
+    )
+
+
+async def page_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
+                        after: int | None, before: int | None) -> list[asyncpg.Record]:
+    if before is not None:
+        return await conn.fetch(
+            f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.id < $2 "
+            "ORDER BY a.id DESC LIMIT $3", org_id, before, limit + 1,
+        )
+    return await conn.fetch(
+        f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.id > $2 "
+        "ORDER BY a.id LIMIT $3", org_id, after or 0, limit + 1,
+    )
+
+
+# --- links ---------------------------------------------------------------------------------------
+
+async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int, customer_row_id: int,
+                      *, role: str, external_id: str | None, new_external_id: str,
+                      card_config: dict[str, Any] | None) -> tuple[int, bool]:
+    """Creates the link, or changes the given parts of an existing one; returns (link id, created)."""
+    config = card_config or {}
+    try:
+        row = await conn.fetchrow(
+            """INSERT INTO customer_account_links AS l (org_id, account_row_id, customer_row_id,
+                   customer_account_role, customer_account_external_id, spend_limit, lithic_memo,
+                   lithic_type, lithic_state, lithic_card_program_token, has_lithic_config)
+               VALUES ($1, $2, $3, $4, coalesce($5, $6), $7, $8, $9, $10, $11::uuid, $12)
+               ON CONFLICT (account_row_id, customer_row_id) DO UPDATE SET
+                   customer_account_role = excluded.customer_account_role,
+                   customer_account_external_id = coalesce($5, l.customer_account_external_id),
+                   spend_limit = CASE WHEN $13 THEN excluded.spend_limit ELSE l.spend_limit END,
+                   lithic_memo = CASE WHEN $13 THEN excluded.lithic_memo ELSE l.lithic_memo END,
+                   lithic_type = CASE WHEN $13 THEN excluded.lithic_type ELSE l.lithic_type END,
+                   lithic_state = CASE WHEN $13 THEN excluded.lithic_state ELSE l.lithic_state END,
+                   lithic_card_program_token = CASE WHEN $13 THEN excluded.lithic_card_program_token
+                                                    ELSE l.lithic_card_program_token END,
+                   has_lithic_config = CASE WHEN $13 THEN excluded.has_lithic_config
+                                            ELSE l.has_lithic_config END,
+                   updated_at = now()
+               RETURNING id, (xmax = 0) AS created""",
+            org_id, account_row_id, customer_row_id, role, external_id, new_external_id,
+            config.get("spend_limit"), config.get("memo"), config.get("type"), config.get("state"),
+            config.get("card_program_token"), bool(config.get("has_lithic")), card_config is not None,
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(
+            f"customer_account_external_id '{external_id}' is already used on this account"
+        ) from None
+    assert row is not None
+    return row["id"], row["created"]
+
+
+async def fetch_link(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, account_id: str,
+                     customer_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE OF l" if for_update else ""
+    return await conn.fetchrow(
+        f"""SELECT {LINK_COLUMNS} FROM customer_account_links l
+            JOIN accounts a ON a.id = l.account_row_id
+            JOIN customers c ON c.id = l.customer_row_id
+            WHERE l.org_id = $1 AND a.account_id = $2 AND c.customer_id = $3{lock}""",
+        org_id, account_id, customer_id,
+    )
+
+
+async def links_of_accounts(conn: asyncpg.Connection | asyncpg.Pool,
+                            account_row_ids: Sequence[int]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""SELECT {LINK_COLUMNS}, {CUSTOMER_COLUMNS} FROM customer_account_links l
+            JOIN customers c ON c.id = l.customer_row_id
+            WHERE l.account_row_id = ANY($1::bigint[]) ORDER BY l.id""",
+        list(account_row_ids),
+    )
+
+
+async def page_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
+                     after: int | None, before: int | None,
+                     customer_row_id: int | None = None) -> list[asyncpg.Record]:
+    """Links in id order (both GET /customers/accounts and GET /customers/{id}/accounts)."""
+    conditions = ["l.org_id = $1"]
+    args: list[Any] = [org_id]
+    if customer_row_id is not None:
+        args.append(customer_row_id)
+        conditions.append(f"l.customer_row_id = ${len(args)}")
+    if before is not None:
+        args.append(before)
+        conditions.append(f"l.id < ${len(args)}")
+    else:
+        args.append(after or 0)
+        conditions.append(f"l.id > ${len(args)}")
+    args.append(limit + 1)
+    return await conn.fetch(
+        f"""SELECT {LINK_COLUMNS}, {CUSTOMER_COLUMNS} FROM customer_account_links l
+            JOIN customers c ON c.id = l.customer_row_id
+            WHERE {" AND ".join(conditions)}
+            ORDER BY l.id {"DESC" if before is not None else "ASC"} LIMIT ${len(args)}""",
+        *args,
+    )

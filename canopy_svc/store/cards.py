@@ -1,0 +1,102 @@
+"""SQL for cards: the rows answered as card_details, and the issuing outbox the worker drains."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error"""
+NOTIFY_CHANNEL = "canopy_card_outbox"
+
+
+async def insert_pending(conn: asyncpg.Connection, org_id: int, link_id: int, *, idempotency_key: str,
+                         card_type: str, memo: str | None, state: str, spend_limit: int | None,
+                         card_program_token: str | None) -> asyncpg.Record:
+    record = await conn.fetchrow(
+        f"""INSERT INTO cards (org_id, link_id, idempotency_key, card_type, memo, state, spend_limit,
+                card_program_token)
+            VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid) RETURNING {CARD_COLUMNS}""",
+        org_id, link_id, idempotency_key, card_type, memo, state, spend_limit, card_program_token,
+    )
+    # Delivered at commit, so a worker never wakes for a card it cannot see yet.
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    assert record is not None
+    return record
+
+
+async def of_links(conn: asyncpg.Connection | asyncpg.Pool, link_ids: Sequence[int]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = ANY($1::bigint[]) ORDER BY id", list(link_ids)
+    )
+
+
+async def latest_of_link(conn: asyncpg.Connection, link_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = $1 ORDER BY id DESC LIMIT 1 FOR UPDATE", link_id
+    )
+
+
+async def set_state(conn: asyncpg.Connection, card_id: int, *, state: str, spend_limit: int | None) -> asyncpg.Record:
+    record = await conn.fetchrow(
+        f"""UPDATE cards SET state = $2, spend_limit = $3, updated_at = now() WHERE id = $1
+            RETURNING {CARD_COLUMNS}""",
+        card_id, state, spend_limit,
+    )
+    assert record is not None
+    return record
+
+
+# --- the outbox ----------------------------------------------------------------------------------
+
+async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
+    """Leases due PENDING cards to this worker: SKIP LOCKED so workers never take the same row, and
+    next_attempt_at pushed past the lease so a worker that dies leaves the card to be retried."""
+    return await conn.fetch(
+        """UPDATE cards c SET attempts = c.attempts + 1,
+                              next_attempt_at = now() + make_interval(secs => $2)
+           FROM (SELECT id FROM cards WHERE status = 'PENDING' AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due,
+                organizations o
+           WHERE c.id = due.id AND o.id = c.org_id
+           RETURNING c.id, c.org_id, c.idempotency_key::text AS idempotency_key, c.card_type, c.memo,
+                     c.state, c.spend_limit, c.card_program_token::text AS card_program_token, c.attempts,
+                     o.lithic_api_key_encrypted, o.lithic_base_url""",
+        limit, lease_seconds,
+    )
+
+
+async def mark_issued(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, *, token: str, last_four: str,
+                      state: str) -> None:
+    await conn.execute(
+        """UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, error = NULL,
+               updated_at = now()
+           WHERE id = $1 AND status = 'PENDING'""",
+        card_id, token, last_four, state,
+    )
+
+
+async def mark_failed(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, error: str) -> None:
+    await conn.execute(
+        "UPDATE cards SET status = 'FAILED', error = $2, updated_at = now() WHERE id = $1 AND status = 'PENDING'",
+        card_id, error,
+    )
+
+
+async def retry_later(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, *, delay_seconds: float,
+                      error: str) -> None:
+    await conn.execute(
+        """UPDATE cards SET next_attempt_at = now() + make_interval(secs => $2), error = $3,
+               updated_at = now()
+           WHERE id = $1 AND status = 'PENDING'""",
+        card_id, delay_seconds, error,
+    )
+
+
+async def seconds_until_next_due(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
+    value: Any = await conn.fetchval(
+        """SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()))
+           FROM cards WHERE status = 'PENDING'"""
+    )
+    return float(value) if value is not None else None

@@ -1,0 +1,44 @@
+"""SQL for products."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from canopy_svc.errors import Conflict
+
+COLUMNS = """id, product_id, product_name, product_type, product_short_description,
+    product_long_description, created_at"""
+
+
+async def insert(conn: asyncpg.Connection, org_id: int, product_id: str, name: str, product_type: str,
+                 short_description: str | None, long_description: str | None) -> asyncpg.Record:
+    try:
+        record = await conn.fetchrow(
+            f"""INSERT INTO products (org_id, product_id, product_name, product_type,
+                    product_short_description, product_long_description)
+                VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}""",
+            org_id, product_id, name, product_type, short_description, long_description,
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"A product with product_id '{product_id}' already exists") from None
+    assert record is not None
+    return record
+
+
+async def fetch(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, product_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM products WHERE org_id = $1 AND product_id = $2", org_id, product_id
+    )
+
+
+async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
+               after: int | None, before: int | None) -> list[asyncpg.Record]:
+    if before is not None:
+        return await conn.fetch(
+            f"SELECT {COLUMNS} FROM products WHERE org_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            org_id, before, limit + 1,
+        )
+    return await conn.fetch(
+        f"SELECT {COLUMNS} FROM products WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        org_id, after or 0, limit + 1,
+    )
