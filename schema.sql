@@ -161,3 +161,16 @@ CREATE TABLE IF NOT EXISTS cards (
 );
 CREATE INDEX IF NOT EXISTS cards_link_id ON cards (link_id, id);
 CREATE INDEX IF NOT EXISTS cards_pending_due ON cards (next_attempt_at) WHERE status = 'PENDING';
+
+-- Rate limits per API client (GCRA): sustained requests per second and burst.
+ALTER TABLE api_clients ADD COLUMN IF NOT EXISTS rate_per_second double precision NOT NULL DEFAULT 100
+    CHECK (rate_per_second > 0);
+ALTER TABLE api_clients ADD COLUMN IF NOT EXISTS burst integer NOT NULL DEFAULT 100 CHECK (burst >= 1);
+
+-- The shared limiter's buckets (canopy_svc/ratelimit.py). UNLOGGED: no WAL for state that may be lost
+-- in a crash without harm (a bucket forgotten is a bucket refilled).
+CREATE UNLOGGED TABLE IF NOT EXISTS rate_limit_buckets (
+    key     text PRIMARY KEY,
+    tat     double precision NOT NULL,
+    allowed boolean NOT NULL
+);

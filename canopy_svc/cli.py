@@ -21,7 +21,7 @@ from canopy_svc.db import migrate_database
 from canopy_svc.rules.ids import new_client_id, new_client_secret
 from canopy_svc.rules.passwords import hash_secret
 from canopy_svc.store import organizations
-from canopy_svc.store.data_key import DataKeyMismatch, ensure_key_check
+from canopy_svc.store.data_key import DataKeyMismatch
 
 DEV_ORG = "dev"
 DEV_CLIENT_FILE = "dev-client.json"
@@ -53,8 +53,8 @@ def database(data_dir: Path) -> Iterator[str]:
         server.stop()
 
 
-async def _create_client(dsn: str, org: str, scopes: str) -> dict[str, Any]:
-    await migrate_database(dsn)
+async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher) -> dict[str, Any]:
+    await migrate_database(dsn, cipher)
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
@@ -76,7 +76,7 @@ async def _client_exists(dsn: str, client_id: str) -> bool:
 
 def cmd_clients_create(args: argparse.Namespace) -> int:
     with database(args.data_dir) as dsn:
-        created = asyncio.run(_create_client(dsn, args.org, " ".join(args.scope)))
+        created = asyncio.run(_create_client(dsn, args.org, " ".join(args.scope), _cipher(args.data_dir)))
     if args.json:
         print(json.dumps(created))
     else:
@@ -89,9 +89,13 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     with database(args.data_dir) as dsn:
-        version = asyncio.run(migrate_database(dsn))
+        version = asyncio.run(migrate_database(dsn, _cipher(args.data_dir)))
     print(f"schema at version {version}")
     return 0
+
+
+def _cipher(data_dir: Path) -> DataCipher:
+    return DataCipher(load_data_key(data_dir))
 
 
 def _dev_client(dsn: str, data_dir: Path) -> dict[str, Any]:
@@ -101,7 +105,7 @@ def _dev_client(dsn: str, data_dir: Path) -> dict[str, Any]:
         saved: dict[str, Any] = json.loads(path.read_text())
         if asyncio.run(_client_exists(dsn, saved["client_id"])):
             return saved
-    created = asyncio.run(_create_client(dsn, DEV_ORG, "read write"))
+    created = asyncio.run(_create_client(dsn, DEV_ORG, "read write", _cipher(data_dir)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -138,14 +142,6 @@ def dev_banner(client: dict[str, Any], base_url: str) -> str:
     ])
 
 
-async def _check_data_key(dsn: str, cipher: DataCipher) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await ensure_key_check(conn, cipher.key_check(), cipher.fingerprint())
-    finally:
-        await conn.close()
-
-
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -161,14 +157,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Made here, once, so every worker process reads the same secrets.
     if not os.environ.get("CANOPY_SVC_JWT_SECRET"):
         load_or_create_secret(data_dir, "jwt-secret")
-    cipher = DataCipher(load_data_key(data_dir))
+    cipher = _cipher(data_dir)
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
     # lets the embedded PostgreSQL be stopped cleanly on the way out.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with database(data_dir) as dsn:
         os.environ["DATABASE_URL"] = dsn
-        asyncio.run(migrate_database(dsn))
-        asyncio.run(_check_data_key(dsn, cipher))  # a wrong key stops here, with a clear message
+        asyncio.run(migrate_database(dsn, cipher))  # a wrong data key stops here, with a clear message
         if args.dev:
             shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
             print(dev_banner(_dev_client(dsn, data_dir), f"http://{shown_host}:{args.port}"), flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from canopy_svc.crypto import DataCipher
 from canopy_svc.migrations import migrate
 
 # Failures that mean "the database is not there right now": answered 503, never 500.
@@ -35,9 +36,9 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     return pool
 
 
-async def migrate_database(dsn: str) -> int:
+async def migrate_database(dsn: str, cipher: DataCipher) -> int:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        return await migrate(conn)
+        return await migrate(conn, cipher)
     finally:
         await conn.close()

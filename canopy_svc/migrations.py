@@ -14,14 +14,17 @@ from pathlib import Path
 
 import asyncpg
 
+from canopy_svc.crypto import DataCipher
+from canopy_svc.store.data_key import ensure_key_check
+
 log = logging.getLogger("canopy_svc.migrations")
 
 _MIGRATION_LOCK_ID = 0x43616E6F7079  # "Canopy"
 
-Step = Callable[[asyncpg.Connection], Awaitable[None]]
+Step = Callable[[asyncpg.Connection, DataCipher], Awaitable[None]]
 
 
-async def _v1_initial(conn: asyncpg.Connection) -> None:
+async def _v1_initial(conn: asyncpg.Connection, cipher: DataCipher) -> None:
     """The first schema: nothing to move."""
 
 
@@ -39,13 +42,17 @@ def schema_path() -> Path:
     raise FileNotFoundError("schema.sql not found beside the canopy_svc package")
 
 
-async def migrate(conn: asyncpg.Connection) -> int:
-    """Brings the database to SCHEMA_VERSION; returns the version it is at."""
+async def migrate(conn: asyncpg.Connection, cipher: DataCipher) -> int:
+    """Brings the database to SCHEMA_VERSION; returns the version it is at.
+
+    The data key is checked first: data encrypted under two keys could never be read back whole.
+    """
     sql = schema_path().read_text()
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
     try:
         async with conn.transaction():
             await conn.execute(sql)
+            await ensure_key_check(conn, cipher.key_check(), cipher.fingerprint())
             current = await conn.fetchval("SELECT version FROM schema_version") or 0
             if current > SCHEMA_VERSION:
                 raise RuntimeError(
@@ -53,7 +60,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 log.info("applying schema step %d", version)
-                await STEPS[version](conn)
+                await STEPS[version](conn, cipher)
             await conn.execute(
                 """INSERT INTO schema_version (version) VALUES ($1)
                    ON CONFLICT (singleton) DO UPDATE SET version = $1, applied_at = now()""",

@@ -16,6 +16,7 @@ import pytest
 
 from canopy_svc.api.app import create_app
 from canopy_svc.config import Settings
+from canopy_svc.crypto import DataCipher
 from canopy_svc.db import create_pool, migrate_database
 from canopy_svc.rules.ids import new_client_id, new_client_secret
 from canopy_svc.rules.passwords import hash_secret
@@ -45,7 +46,7 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate_database(database_url)
+    await migrate_database(database_url, DataCipher(TEST_DATA_KEY))
     created = await create_pool(database_url, min_size=2, max_size=10)
     try:
         yield created

@@ -113,11 +113,12 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
             if pool is None:
                 if settings.database_url is None:
                     raise RuntimeError("DATABASE_URL is not set (canopy-svc serve sets it for the embedded server)")
-                await migrate_database(settings.database_url)
+                await migrate_database(settings.database_url, cipher)
                 app.state.pool = await create_pool(settings.database_url, min_size=settings.pool_min_size,
                                                    max_size=settings.pool_max_size)
                 stack.push_async_callback(app.state.pool.close)
-            await ensure_key_check(app.state.pool, cipher.key_check(), cipher.fingerprint())
+            else:
+                await ensure_key_check(app.state.pool, cipher.key_check(), cipher.fingerprint())
             if settings.card_worker:
                 worker = CardWorker(app.state.pool, settings.database_url, gateway, policy=RetryPolicy(
                     base_seconds=settings.card_retry_base_seconds, lease_seconds=settings.card_lease_seconds))
