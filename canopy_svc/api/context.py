@@ -10,6 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from canopy_svc.api.routing import keep_encoded_separators
 from canopy_svc.db import UNAVAILABLE_ERRORS
 from canopy_svc.errors import ApiError, ServerError, Unavailable
 
@@ -28,6 +29,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        keep_encoded_separators(scope)
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500

@@ -10,31 +10,37 @@ from typing import Annotated, Literal
 import msgspec
 import pycountry
 
-# Non-blank: at least one character that is not white space.
-NON_BLANK = r"\S"
+# PostgreSQL text cannot hold NUL: refused here (422), not left to the INSERT (500).
+NO_NUL = r"^[^\x00]*$"
+# Non-blank: at least one character that is not white space (nor NUL), and no NUL anywhere.
+NON_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# End of input, in Python (msgspec) and ECMA (OpenAPI readers) alike: Python's `$` also matches just
+# before a final newline, so "123456789\n" would pass a pattern ending in a bare `$`.
+END = r"$(?!\n)"
 
-Text255 = Annotated[str, msgspec.Meta(max_length=255)]
+Text255 = Annotated[str, msgspec.Meta(max_length=255, pattern=NO_NUL)]
 RequiredText = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NON_BLANK)]
 # Canopy reserves the can_ prefix for its own ids; control characters never belong in an id.
-CUSTOMER_ID_PATTERN = r"^(?!can_)[^\x00-\x1f\x7f]*$"
+CUSTOMER_ID_PATTERN = r"^(?!can_)[^\x00-\x1f\x7f]*" + END
 CustomerId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=255, pattern=CUSTOMER_ID_PATTERN,
                       description="Your id for the customer; generated when absent.")
 ]
 ResourceId = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$")
+    str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*" + END)
 ]
 PhoneNumber = Annotated[str, msgspec.Meta(max_length=32, description="E.164, e.g. +14105556789")]
 Email = Annotated[str, msgspec.Meta(max_length=254)]
 # 9 digits, hyphens only as 123-45-6789; the all-zero groups are checked in validation.py.
-SSN_PATTERN = r"^(\d{9}|\d{3}-\d{2}-\d{4})$"
+# [0-9], not \d: Python's \d also matches other scripts' digits (Arabic-Indic, Devanagari...).
+SSN_PATTERN = r"^([0-9]{9}|[0-9]{3}-[0-9]{2}-[0-9]{4})" + END
 Ssn = Annotated[str, msgspec.Meta(pattern=SSN_PATTERN)]
 # 9 digits; hyphens allowed between digits (the seed's example is 888-88-8888).
-EIN_PATTERN = r"^\d(-?\d){8}$"
+EIN_PATTERN = r"^[0-9](-?[0-9]){8}" + END
 Ein = Annotated[str, msgspec.Meta(pattern=EIN_PATTERN)]
 Uuid = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+    msgspec.Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}" + END),
 ]
 
 COUNTRY_CODES: tuple[str, ...] = tuple(sorted({c.alpha_2 for c in pycountry.countries} | {"AN"}))
@@ -52,4 +58,8 @@ US_RULES_COUNTRIES = frozenset({"US", "PR", "GU", "VI", "AS", "MP", "UM"})
 CustomerAccountRole = Literal["PRIMARY", "SECONDARY"]
 LithicCardType = Literal["SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"]
 LithicCreateState = Literal["OPEN", "PAUSED"]
-SpendLimit = Annotated[int, msgspec.Meta(ge=1, description="Cents")]
+BIGINT_MAX = 2**63 - 1  # the columns are bigint
+SpendLimit = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX, description="Cents")]
+Cents = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
+# An id the caller may give (or leave out, to have one made): never empty.
+OptionalId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*" + END)]

@@ -32,7 +32,7 @@ _json_decoder = msgspec.json.Decoder()
 
 _JSON_TYPE_NAMES: dict[type, str] = {
     str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object",
-    datetime.date: "string",
+    datetime.date: "string", datetime.datetime: "string",
 }  # fmt: skip
 
 
@@ -144,6 +144,12 @@ def _walk_annotated(
         json_type = _JSON_TYPE_NAMES.get(base, "string")
         problems.append(detail(path, "type", {"type": json_type}, f"must be {json_type}"))
         return _INVALID
+    if base is datetime.datetime:
+        try:
+            return msgspec.convert(value, datetime.datetime)
+        except msgspec.ValidationError:
+            problems.append(detail(path, "format", {"format": "date-time"}, 'must match format "date-time"'))
+            return _INVALID
     if base is datetime.date:
         try:
             return datetime.date.fromisoformat(value) if _ISO_DATE.match(value) else _bad_date(path, problems)
@@ -168,6 +174,10 @@ def _walk_annotated(
         problems.append(detail(path, "minimum", {"comparison": ">=", "limit": meta.ge},
                                f"must be >= {meta.ge}"))
         return _INVALID
+    if isinstance(value, int) and meta.le is not None and value > meta.le:
+        problems.append(detail(path, "maximum", {"comparison": "<=", "limit": meta.le},
+                               f"must be <= {meta.le}"))
+        return _INVALID
     return value
 
 
@@ -184,7 +194,7 @@ def _is_json_type(value: Any, base: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if base is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
-    if base is datetime.date:
+    if base is datetime.date or base is datetime.datetime:
         return isinstance(value, str)
     if base is typing.Any:
         return True
@@ -202,12 +212,12 @@ def _pointer_escape(name: str) -> str:
 
 # --- meaning -------------------------------------------------------------------------------------
 
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 EARLIEST_BIRTH_DATE = datetime.date(1900, 1, 1)
 
 
 def _phone_problem(value: str, country: str | None) -> str | None:
-    if _E164.match(value):
+    if _E164.fullmatch(value):
         try:
             if phonenumbers.is_valid_number(phonenumbers.parse(value, None)):
                 return None
@@ -236,7 +246,8 @@ def _uses_us_rules(country: str | None) -> bool:
     return country is None or country in US_RULES_COUNTRIES
 
 
-_US_ZIP = re.compile(r"^\d{5}(-?\d{4})?$")
+# Matched with fullmatch and [0-9]: Python's `$` admits a final "\n" and its \d other scripts' digits.
+_US_ZIP = re.compile(r"^[0-9]{5}(-?[0-9]{4})?$")
 _POSTAL_CODE = re.compile(r"^[A-Za-z0-9 -]{1,16}$")
 
 
@@ -268,7 +279,7 @@ def meaning_problems(values: Mapping[str, Any], fields: Collection[str]) -> list
 
     def zip_code(value: str) -> ErrorDetail | None:
         pattern = _US_ZIP if _uses_us_rules(country) else _POSTAL_CODE
-        if pattern.match(value):
+        if pattern.fullmatch(value):
             return None
         return detail("/address_zip", "pattern", {"pattern": pattern.pattern},
                       "must be a five digit ZIP code or ZIP+4" if pattern is _US_ZIP
@@ -300,7 +311,7 @@ def duplicate_account_problems(assignments: list[Any] | None) -> list[ErrorDetai
     """`assign_to_accounts` may not name one account twice (AJV's uniqueItems on account_id)."""
     seen: dict[str, int] = {}
     for index, item in enumerate(assignments or ()):
-        account_id = item["account_id"] if isinstance(item, dict) else item.account_id
+        account_id = item.get("account_id") if isinstance(item, dict) else getattr(item, "account_id", None)
         if not isinstance(account_id, str):
             continue
         if account_id in seen:
@@ -316,13 +327,12 @@ def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool)
 
     On a shape failure the meaning of the fields that did pass is checked too, so one 422 lists every
     problem. Updates pass with_meaning=False: their meaning depends on the stored row (see
-    customers.py), so it is checked after the merge.
+    customers.py), so it is checked after the merge; but when their shape fails, the checks that do not
+    need the row (all but zip and state) are listed too. An account named twice is refused always.
     """
     try:
         payload = decoder.decode(body)
     except InvalidInput as exc:
-        if not with_meaning:
-            raise
         document = parse_object(body)
         shaped: dict[str, Any] = {}
         for field in _struct_fields(decoder.model):
@@ -332,16 +342,16 @@ def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool)
                 checked = walk(document[name], field.type, f"/{name}", scratch)
                 shaped[name] = _INVALID if scratch else checked
         fields = {name for name, value in shaped.items() if value is not _INVALID}
-        if shaped.get("address_country_code") is _INVALID:  # zip and state rules depend on it
-            fields -= {"address_zip", "address_state"}
+        if not with_meaning or shaped.get("address_country_code") is _INVALID:
+            fields -= {"address_zip", "address_state"}  # their rules depend on the (stored) country
         assignments = document.get("assign_to_accounts")
         extra = meaning_problems(shaped, fields)
         extra += duplicate_account_problems(assignments if isinstance(assignments, list) else None)
         raise InvalidInput([*exc.details, *extra]) from None
+    values = msgspec.structs.asdict(payload)
+    problems = duplicate_account_problems(values.get("assign_to_accounts") or None)
     if with_meaning:
-        values = msgspec.structs.asdict(payload)
-        problems = meaning_problems(values, [name for name, value in values.items() if value is not None])
-        problems += duplicate_account_problems(values.get("assign_to_accounts"))
-        if problems:
-            raise InvalidInput(problems)
+        problems[:0] = meaning_problems(values, [name for name, value in values.items() if value is not None])
+    if problems:
+        raise InvalidInput(problems)
     return payload

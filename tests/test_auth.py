@@ -1,0 +1,284 @@
+"""POST /auth/token, bearer checks on every route, forged tokens, and scopes (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import TEST_JWT_SECRET, ApiClient, make_client, minimal_customer
+from jose import jwt
+
+ISSUER = "canopy-svc"
+AUDIENCE = "canopy-svc-api"
+PUBLIC_ROUTES = ["/healthz", "/readyz", "/openapi.json", "/docs"]
+PROTECTED = [
+    ("GET", "/customers"), ("POST", "/customers"), ("GET", "/customers/x"), ("PUT", "/customers/x"),
+    ("PATCH", "/customers/x"),
+]  # fmt: skip
+
+
+async def get_token(http: httpx.AsyncClient, client_id: str, client_secret: str) -> httpx.Response:
+    return await http.post("/auth/token", json={"client_id": client_id, "client_secret": client_secret})
+
+
+def claims_for(api: ApiClient, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER, "aud": AUDIENCE, "sub": api.client_id, "org": str(api.org_id), "scope": "read write",
+        "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex,
+    }  # fmt: skip
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not ...}
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def by_hand(header: dict[str, Any], claims: dict[str, Any], key: bytes | None) -> str:
+    """A JWT assembled without a library; `key` None leaves the signature empty."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    signature = b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+async def call(http: httpx.AsyncClient, token: str | None, method: str = "GET", path: str = "/customers",
+               scheme: str = "Bearer") -> httpx.Response:
+    headers = {} if token is None else {"Authorization": f"{scheme} {token}"}
+    kwargs: dict[str, Any] = {"json": minimal_customer()} if method in ("POST", "PUT", "PATCH") else {}
+    return await http.request(method, path, headers=headers, **kwargs)
+
+
+def assert_unauthorized(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == "unauthorized"
+
+
+def assert_forbidden(response: httpx.Response) -> None:
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "not_authorized"
+
+
+# --- POST /auth/token ----------------------------------------------------------------------------
+
+
+async def test_token_for_good_credentials_works(anonymous: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    org_id, client_id, secret = await make_client(pool, "acme")
+    response = await get_token(anonymous, client_id, secret)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"access_token", "expires_in", "token_type"}
+    assert body["expires_in"] == 3600 and body["token_type"] == "Bearer"
+    token = body["access_token"]
+    created = await anonymous.post("/customers", json=minimal_customer(customer_id="via-token"),
+                                   headers={"Authorization": f"Bearer {token}"})
+    assert created.status_code == 200, created.text
+    fetched = await anonymous.get("/customers/via-token", headers={"Authorization": f"Bearer {token}"})
+    assert fetched.status_code == 200
+    assert await pool.fetchval("SELECT org_id FROM customers WHERE customer_id = 'via-token'") == org_id
+
+
+async def test_issued_token_claims(anonymous: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    org_id, client_id, secret = await make_client(pool, "acme")
+    before = int(time.time())
+    first = (await get_token(anonymous, client_id, secret)).json()["access_token"]
+    second = (await get_token(anonymous, client_id, secret)).json()["access_token"]
+    after = int(time.time())
+    assert jwt.get_unverified_header(first)["alg"] == "HS256"
+    claims = jwt.decode(first, TEST_JWT_SECRET, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER)
+    assert set(claims) == {"iss", "aud", "sub", "org", "scope", "iat", "exp", "jti"}
+    assert claims["iss"] == ISSUER and claims["aud"] == AUDIENCE
+    assert claims["sub"] == client_id
+    assert str(claims["org"]) == str(org_id)
+    assert set(claims["scope"].split()) == {"read", "write"}
+    assert before <= claims["iat"] <= after
+    assert claims["exp"] - claims["iat"] == 3600
+    other = jwt.get_unverified_claims(second)
+    assert claims["jti"] and other["jti"] and claims["jti"] != other["jti"]
+
+
+async def test_wrong_secret_and_unknown_client_are_the_same_401(anonymous: httpx.AsyncClient,
+                                                                pool: asyncpg.Pool) -> None:
+    _, client_id, secret = await make_client(pool, "acme")
+    wrong = await get_token(anonymous, client_id, secret + "x")
+    unknown = await get_token(anonymous, "cli_doesnotexist000000", secret)
+    assert_unauthorized(wrong)
+    assert_unauthorized(unknown)
+    assert wrong.content == unknown.content
+    assert "access_token" not in wrong.text
+
+
+async def test_token_request_body_is_validated(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.post("/auth/token", json={"client_id": "cli_x"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["params"] == {"missingProperty": "client_secret"}
+    response = await anonymous.post("/auth/token", content=b"{oops", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+    response = await anonymous.post("/auth/token", content=b"client_id=a&client_secret=b",
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
+
+
+async def test_secret_is_stored_only_as_a_slow_hash(pool: asyncpg.Pool) -> None:
+    _, client_id, secret = await make_client(pool, "acme")
+    row = await pool.fetchrow("SELECT * FROM api_clients WHERE client_id = $1", client_id)
+    assert row is not None
+    assert row["secret_hash"].startswith("scrypt$")
+    assert secret not in row["secret_hash"]
+    assert all(secret not in str(value) for value in row.values())
+
+
+# --- public and protected routes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PUBLIC_ROUTES)
+async def test_public_routes_need_no_token(anonymous: httpx.AsyncClient, path: str) -> None:
+    response = await anonymous.get(path)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+async def test_protected_routes_need_a_token(anonymous: httpx.AsyncClient, method: str, path: str) -> None:
+    assert_unauthorized(await call(anonymous, None, method, path))
+
+
+@pytest.mark.parametrize(("scheme", "token"), [
+    ("Basic", "dXNlcjpwYXNz"), ("Token", "abc"), ("Bearer", ""), ("Bearer", "garbage"),
+    ("Bearer", "a.b.c"), ("Bearer", "eyJhbGciOiJIUzI1NiJ9.e30."), ("Bearer", "Bearer x"),
+])
+async def test_malformed_authorization_is_401(api: ApiClient, anonymous: httpx.AsyncClient, scheme: str,
+                                              token: str) -> None:
+    for method, path in PROTECTED:
+        assert_unauthorized(await call(anonymous, token, method, path, scheme=scheme))
+
+
+async def test_scheme_is_case_insensitive(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    token = api.http.headers["Authorization"].split(" ", 1)[1]
+    response = await call(anonymous, token, scheme="bearer")
+    assert response.status_code == 200, response.text
+
+
+# --- forged tokens -------------------------------------------------------------------------------
+
+
+async def test_a_correct_hand_made_token_is_accepted(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    """The control for the forgeries below: the same construction with everything right works."""
+    token = by_hand({"alg": "HS256", "typ": "JWT"}, claims_for(api), TEST_JWT_SECRET.encode())
+    response = await call(anonymous, token)
+    assert response.status_code == 200, response.text
+    library = jwt.encode(claims_for(api), TEST_JWT_SECRET, algorithm="HS256")
+    assert (await call(anonymous, library)).status_code == 200
+
+
+async def test_alg_none_is_401(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    for alg in ("none", "None", "NONE"):
+        token = by_hand({"alg": alg, "typ": "JWT"}, claims_for(api), None)
+        for method, path in PROTECTED:
+            assert_unauthorized(await call(anonymous, token, method, path))
+    # an unsigned token with a signature part copied from a genuine one
+    genuine = jwt.encode(claims_for(api), TEST_JWT_SECRET, algorithm="HS256")
+    unsigned = by_hand({"alg": "none"}, claims_for(api), None)
+    assert_unauthorized(await call(anonymous, unsigned[:-1] + genuine.split(".")[2]))
+
+
+async def test_token_signed_with_another_key_is_401(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    token = jwt.encode(claims_for(api), "another-secret-of-enough-length-0123456789", algorithm="HS256")
+    for method, path in PROTECTED:
+        assert_unauthorized(await call(anonymous, token, method, path))
+
+
+async def test_tampered_payload_is_401(api: ApiClient, other_api: ApiClient, anonymous: httpx.AsyncClient
+                                       ) -> None:
+    genuine = jwt.encode(claims_for(api), TEST_JWT_SECRET, algorithm="HS256")
+    header, _, signature = genuine.split(".")
+    evil = b64url(json.dumps(claims_for(api, org=str(other_api.org_id))).encode())
+    assert_unauthorized(await call(anonymous, f"{header}.{evil}.{signature}"))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"iss": "someone-else"}, {"aud": "another-api"}, {"aud": ["another-api"]},
+    {"iss": ...}, {"aud": ...}, {"sub": ...}, {"org": ...}, {"scope": ...}, {"iat": ...}, {"exp": ...},
+    {"jti": ...}, {"org": "not-a-number"}, {"org": None}, {"sub": 42}, {"scope": ["read", "write"]},
+    {"nbf": int(time.time()) + 3600},
+])
+async def test_wrong_or_missing_claims_are_401(api: ApiClient, anonymous: httpx.AsyncClient,
+                                               overrides: dict[str, Any]) -> None:
+    token = jwt.encode(claims_for(api, **overrides), TEST_JWT_SECRET, algorithm="HS256")
+    for method, path in PROTECTED:
+        assert_unauthorized(await call(anonymous, token, method, path))
+
+
+async def test_other_algorithms_are_401(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    for algorithm in ("HS512", "HS384"):
+        token = jwt.encode(claims_for(api), TEST_JWT_SECRET, algorithm=algorithm)
+        assert_unauthorized(await call(anonymous, token))
+    # RS256 declared, "signed" with the shared secret as if it were a public key (alg confusion)
+    for alg in ("RS256", "ES256", "PS256"):
+        token = by_hand({"alg": alg, "typ": "JWT"}, claims_for(api), TEST_JWT_SECRET.encode())
+        assert_unauthorized(await call(anonymous, token))
+
+
+async def test_expired_token_is_403(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    token = jwt.encode(claims_for(api, iat=now - 7200, exp=now - 3600), TEST_JWT_SECRET, algorithm="HS256")
+    for method, path in PROTECTED:
+        assert_forbidden(await call(anonymous, token, method, path))
+
+
+async def test_expired_token_that_was_valid_before_is_403(app: Any, api: ApiClient,
+                                                          anonymous: httpx.AsyncClient) -> None:
+    """A token seen (and cached) while valid is refused once its exp has passed."""
+    now = int(time.time())
+    token = jwt.encode(claims_for(api, iat=now - 10, exp=now + 1), TEST_JWT_SECRET, algorithm="HS256")
+    assert (await call(anonymous, token)).status_code == 200
+    cache = getattr(app.state.tokens, "_verified", None)
+    cached = cache.get(token) if isinstance(cache, dict) else None
+    if cached is None:
+        pytest.skip("no verified-token cache to age")
+    # age the cached entry instead of sleeping
+    cache[token] = type(cached)(cached.client_id, cached.org_id, cached.scopes, now - 1)
+    assert_forbidden(await call(anonymous, token))
+
+
+# --- scopes --------------------------------------------------------------------------------------
+
+
+async def test_read_scope_can_read_but_not_write(anonymous: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    _, client_id, secret = await make_client(pool, "acme", "read")
+    response = await get_token(anonymous, client_id, secret)
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    assert jwt.get_unverified_claims(token)["scope"] == "read"
+    assert (await call(anonymous, token, "GET", "/customers")).status_code == 200
+    assert (await call(anonymous, token, "GET", "/customers/x")).status_code == 404
+    for method, path in (("POST", "/customers"), ("PUT", "/customers/x"), ("PATCH", "/customers/x")):
+        assert_forbidden(await call(anonymous, token, method, path))
+    assert await pool.fetchval("SELECT count(*) FROM customers") == 0
+
+
+async def test_write_scope_alone_cannot_read(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    token = jwt.encode(claims_for(api, scope="write"), TEST_JWT_SECRET, algorithm="HS256")
+    assert_forbidden(await call(anonymous, token, "GET", "/customers"))
+    assert (await call(anonymous, token, "POST", "/customers")).status_code == 200
+
+
+async def test_no_scope_is_403(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    token = jwt.encode(claims_for(api, scope=""), TEST_JWT_SECRET, algorithm="HS256")
+    for method, path in PROTECTED:
+        assert_forbidden(await call(anonymous, token, method, path))
+
+
+async def test_token_of_one_org_sees_only_that_org(api: ApiClient, other_api: ApiClient) -> None:
+    assert (await api.http.post("/customers", json=minimal_customer(customer_id="mine"))).status_code == 200
+    assert (await other_api.http.get("/customers/mine")).status_code == 404
+    assert (await api.http.get("/customers/mine")).status_code == 200

@@ -1,0 +1,397 @@
+"""HTTP rules of CONTRACT section 1 and operations of section 8: the error envelope, 400/404/405/413/415,
+X-Request-Id, the access log, health, the OpenAPI document and the docs page, and 500/503 hygiene."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import ApiClient, make_client, minimal_customer, seed_customer
+
+from canopy_svc.api.app import create_app
+from canopy_svc.config import Settings
+from canopy_svc.logs import JsonFormatter
+
+MIB = 1024 * 1024
+JSON = {"Content-Type": "application/json"}
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def allow(response: httpx.Response) -> set[str]:
+    return {method.strip() for method in response.headers["allow"].split(",")}
+
+
+# --- envelope: 404, 405 --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/nope", "/customers/x/y/z", "/v1/customers", "/auth"])
+async def test_unknown_path_is_404_envelope(api: ApiClient, path: str) -> None:
+    assert_envelope(await api.http.get(path), 404, "not_found")
+
+
+async def test_wrong_method_is_405_with_allow(api: ApiClient) -> None:
+    response = await api.http.delete("/customers")
+    assert_envelope(response, 405, "method_not_allowed")
+    assert {"GET", "POST"} <= allow(response) <= {"GET", "POST", "HEAD"}
+
+    response = await api.http.delete("/customers/x")
+    assert_envelope(response, 405, "method_not_allowed")
+    assert {"GET", "PUT", "PATCH"} <= allow(response) <= {"GET", "PUT", "PATCH", "HEAD"}
+
+    response = await api.http.post("/customers/x", json={})
+    assert_envelope(response, 405, "method_not_allowed")
+    assert "POST" not in allow(response)
+
+
+async def test_wrong_method_on_public_routes(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.post("/healthz", json={})
+    assert_envelope(response, 405, "method_not_allowed")
+    assert "GET" in allow(response)
+    response = await anonymous.get("/auth/token")
+    assert_envelope(response, 405, "method_not_allowed")
+    assert allow(response) == {"POST"}
+
+
+# --- bodies: 415, 413, 400 -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "application/jsonx", "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(("method", "path"), [("POST", "/customers"), ("PUT", "/customers/x"),
+                                              ("PATCH", "/customers/x"), ("POST", "/auth/token")])
+async def test_body_must_be_json(api: ApiClient, pool: asyncpg.Pool, content_type: str | None, method: str,
+                                 path: str) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = await api.http.request(method, path, content=json.dumps(minimal_customer()).encode(),
+                                      headers=headers)
+    assert_envelope(response, 415, "unsupported_media_type")
+    assert await pool.fetchval("SELECT count(*) FROM customers") == 0
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON",
+                                          "application/json;charset=UTF-8"])
+async def test_json_media_type_with_parameters_is_accepted(api: ApiClient, content_type: str) -> None:
+    response = await api.http.post("/customers", content=json.dumps(minimal_customer()).encode(),
+                                   headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text
+
+
+def padded(size: int) -> bytes:
+    """A valid customer body padded with JSON white space to exactly `size` bytes."""
+    body = json.dumps(minimal_customer()).encode()
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+async def test_body_of_exactly_1_mib_is_accepted(api: ApiClient) -> None:
+    body = padded(MIB)
+    assert len(body) == MIB
+    response = await api.http.post("/customers", content=body, headers=JSON)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/customers"), ("PUT", "/customers/x"),
+                                              ("PATCH", "/customers/x"), ("POST", "/auth/token")])
+async def test_body_over_1_mib_with_content_length_is_413(api: ApiClient, pool: asyncpg.Pool, method: str,
+                                                           path: str) -> None:
+    response = await api.http.request(method, path, content=padded(MIB + 1), headers=JSON)
+    assert "content-length" in response.request.headers
+    assert_envelope(response, 413, "payload_too_large")
+    assert await pool.fetchval("SELECT count(*) FROM customers") == 0
+
+
+async def test_streamed_body_over_1_mib_without_content_length_is_413(api: ApiClient,
+                                                                       pool: asyncpg.Pool) -> None:
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"name_first": "' + b"x" * 1000
+        for _ in range(2 * MIB // 65536):
+            sent += 65536
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = await api.http.post("/customers", content=chunks(), headers=JSON)
+    assert "content-length" not in response.request.headers
+    assert_envelope(response, 413, "payload_too_large")
+    assert await pool.fetchval("SELECT count(*) FROM customers") == 0
+
+
+async def test_streamed_small_body_is_fine(api: ApiClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        raw = json.dumps(minimal_customer()).encode()
+        for i in range(0, len(raw), 7):
+            yield raw[i:i + 7]
+
+    response = await api.http.post("/customers", content=chunks(), headers=JSON)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("raw", [b"{", b"{'a': 1}", b"nope", b"", b"\xff\xfe", b'{"a": 1}}', b"[]", b"[{}]",
+                                 b'"a string"', b"42", b"null", b"true"])
+@pytest.mark.parametrize(("method", "path"), [("POST", "/customers"), ("PATCH", "/customers/x"),
+                                              ("POST", "/auth/token")])
+async def test_malformed_or_non_object_body_is_400(api: ApiClient, raw: bytes, method: str, path: str) -> None:
+    response = await api.http.request(method, path, content=raw, headers=JSON)
+    assert_envelope(response, 400, "bad_request")
+
+
+async def test_422_envelope_lists_details(api: ApiClient) -> None:
+    error = assert_envelope(await api.http.post("/customers", json={}), 422, "invalid_input")
+    assert len(error["details"]) == 9
+
+
+async def test_400_for_a_bad_query_parameter(api: ApiClient) -> None:
+    error = assert_envelope(await api.http.get("/customers", params={"starting_after": "forged"}), 400,
+                            "bad_request")
+    assert error["details"] == []
+
+
+# --- X-Request-Id --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sane", ["abc-123", "a", "0f8c2d1e-9b7a-4c3d-8e2f-1a2b3c4d5e6f", "req.1:2_3",
+                                  "x" * 128])
+async def test_sane_request_id_is_echoed(api: ApiClient, sane: str) -> None:
+    response = await api.http.get("/customers", headers={"X-Request-Id": sane})
+    assert response.headers["x-request-id"] == sane
+
+
+@pytest.mark.parametrize("insane", ["x" * 129, "has spaces", "semi;colon", "new\tline", "<script>", "é"])
+async def test_insane_request_id_is_replaced(api: ApiClient, insane: str) -> None:
+    response = await api.http.get("/customers", headers={"X-Request-Id": insane.encode("utf-8")})
+    replaced = response.headers["x-request-id"]
+    assert replaced and replaced != insane
+    assert re.fullmatch(r"[A-Za-z0-9._:\-]{1,128}", replaced)
+
+
+async def test_request_id_is_made_when_absent_and_fresh_each_time(api: ApiClient) -> None:
+    first = (await api.http.get("/customers")).headers["x-request-id"]
+    second = (await api.http.get("/customers")).headers["x-request-id"]
+    assert first and second and first != second
+
+
+async def test_request_id_on_every_kind_of_response(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    responses = [
+        await anonymous.get("/customers"),  # 401
+        await anonymous.get("/healthz"),
+        await anonymous.get("/openapi.json"),
+        await api.http.get("/nope"),  # 404
+        await api.http.delete("/customers"),  # 405
+        await api.http.post("/customers", content=b"{}"),  # 415
+        await api.http.post("/customers", content=padded(MIB + 10), headers=JSON),  # 413
+        await api.http.post("/customers", content=b"[", headers=JSON),  # 400
+        await api.http.post("/customers", json={}),  # 422
+        await api.http.post("/customers", json=minimal_customer()),  # 200
+        await anonymous.post("/auth/token", json={"client_id": "x", "client_secret": "y"}),  # 401
+    ]
+    statuses = {r.status_code for r in responses}
+    assert statuses == {200, 400, 401, 404, 405, 413, 415, 422}
+    for response in responses:
+        assert response.headers.get("x-request-id"), (response.status_code, response.headers)
+    echoed = await anonymous.get("/customers", headers={"X-Request-Id": "abc-123"})
+    assert echoed.status_code == 401 and echoed.headers["x-request-id"] == "abc-123"
+
+
+# --- the access log ------------------------------------------------------------------------------
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    formatter = JsonFormatter()
+    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "canopy_svc.access"]
+
+
+async def test_one_json_access_line_per_request(api: ApiClient, anonymous: httpx.AsyncClient,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="canopy_svc.access")
+    await api.http.post("/customers", json=seed_customer(), headers={"X-Request-Id": "req-create"})
+    await api.http.get("/customers/0x1234", headers={"X-Request-Id": "req-get"})
+    await anonymous.get("/customers", headers={"X-Request-Id": "req-anon"})
+    await api.http.get("/nope", headers={"X-Request-Id": "req-404"})
+    lines = access_lines(caplog)
+    assert [line["request_id"] for line in lines] == ["req-create", "req-get", "req-anon", "req-404"]
+    for line in lines:
+        assert {"request_id", "client_id", "method", "path", "status", "duration_ms"} <= set(line)
+        assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
+    create, get, anon, missing = lines
+    assert (create["method"], create["path"], create["status"], create["client_id"]) == (
+        "POST", "/customers", 200, api.client_id)
+    assert (get["method"], get["path"], get["status"]) == ("GET", "/customers/0x1234", 200)
+    assert (anon["status"], anon["client_id"]) == (401, None)
+    assert missing["status"] == 404
+
+
+async def test_access_log_carries_no_personal_data_tokens_or_secrets(
+        api: ApiClient, anonymous: httpx.AsyncClient, pool: asyncpg.Pool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    _, client_id, secret = await make_client(pool, "acme")
+    token_response = await anonymous.post("/auth/token", json={"client_id": client_id, "client_secret": secret})
+    token = token_response.json()["access_token"]
+    await anonymous.post("/customers", json=seed_customer(ssn="123-45-6789", email="secret.person@example.com"),
+                         headers={"Authorization": f"Bearer {token}"})
+    await api.http.get("/customers", params={"search_parameters": "trevino zebulon", "limit": "7"})
+    await api.http.patch("/customers/0x1234", json={"ssn": "987-65-4321"})
+    await api.http.post("/customers", json=seed_customer(customer_id="c2", ssn="000-11-2222"))  # 422
+    await anonymous.post("/auth/token", json={"client_id": client_id, "client_secret": "wrong-" + secret})
+    formatter = JsonFormatter()
+    # the service's own lines (the test's httpx client logs its URLs, that is not the service)
+    text = "\n".join(formatter.format(r) for r in caplog.records if not r.name.startswith("httpx"))
+    assert len(access_lines(caplog)) == 6
+    for needle in ("123-45-6789", "123456789", "987-65-4321", "000-11-2222", "secret.person", "example.com",
+                   secret, token, token.split(".")[2], "zebulon", "search_parameters", "limit=7", "Trevino"):
+        assert needle not in text, needle
+    assert api.http.headers["Authorization"].split(" ", 1)[1] not in text
+
+
+# --- health, OpenAPI, docs -----------------------------------------------------------------------
+
+
+async def test_healthz_and_readyz(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    response = await anonymous.get("/readyz")
+    assert response.status_code == 200 and response.json()["status"] == "ready"
+
+
+@pytest.fixture
+async def openapi_document(anonymous: httpx.AsyncClient) -> dict[str, Any]:
+    response = await anonymous.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        schema = document["components"]["schemas"][name]
+    return schema
+
+
+async def test_openapi_document(openapi_document: dict[str, Any]) -> None:
+    document = openapi_document
+    assert document["openapi"].startswith("3.1")
+    paths = document["paths"]
+    assert {"post", "get"} <= set(paths["/customers"])
+    assert {"get", "put", "patch"} <= set(paths["/customers/{customer_id}"])
+    assert "post" in paths["/auth/token"]
+    assert {"/healthz", "/readyz"} <= set(paths)
+    create = paths["/customers"]["post"]
+    request_schema = create["requestBody"]["content"]["application/json"]["schema"]
+    assert request_schema["$ref"].endswith("/CustomerCreate")
+    customer_create = resolve(document, request_schema)
+    required = set(customer_create["required"])
+    assert {"name_first", "name_last", "phone_number", "address_line_one", "address_city", "address_state",
+            "address_zip", "email", "date_of_birth"} == required
+    assign = customer_create["properties"]["assign_to_accounts"]
+    arrays = [s for s in assign.get("anyOf", [assign]) if s.get("type") == "array"]
+    assert arrays and arrays[0]["maxItems"] == 100
+    country = customer_create["properties"]["address_country_code"]
+    enums = [s["enum"] for s in country.get("anyOf", [country]) if "enum" in s]
+    assert enums and "AN" in enums[0] and "US" in enums[0] and "us" not in enums[0]
+    assert "security" not in create or create["security"] == [{"bearerAuth": []}]
+    assert paths["/customers"]["get"]["security"] == [{"bearerAuth": []}]
+    assert "security" not in paths["/auth/token"]["post"]
+    assert {"200", "422"} <= set(create["responses"])
+
+
+async def test_openapi_patterns_match_what_is_enforced(openapi_document: dict[str, Any]) -> None:
+    """The document is built from the validating types: its patterns are the enforced ones."""
+    from canopy_svc.rules import fields
+
+    customer_create = openapi_document["components"]["schemas"]["CustomerCreate"]
+    ssn = customer_create["properties"]["ssn"]
+    patterns = [s.get("pattern") for s in ssn.get("anyOf", [ssn])]
+    assert fields.SSN_PATTERN in patterns
+    customer_id = customer_create["properties"]["customer_id"]
+    assert fields.CUSTOMER_ID_PATTERN in [s.get("pattern") for s in customer_id.get("anyOf", [customer_id])]
+
+
+async def test_openapi_document_is_valid(openapi_document: dict[str, Any]) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(openapi_document)
+
+
+async def test_docs_page_renders_the_document(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<html" in response.text.lower()
+    assert "/openapi.json" in response.text
+
+
+# --- 500 and 503 ---------------------------------------------------------------------------------
+
+SENSITIVE = "SELECT ssn FROM customers WHERE ssn = '123-45-6789' -- at /srv/canopy_svc/store/customers.py"
+
+
+class _Failing:
+    """Any use raises `error`: as a pool, as a connection, as a context manager."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise self.error
+
+        return fail
+
+
+@pytest.fixture
+def broken_app(settings: Settings, request: pytest.FixtureRequest) -> Any:
+    error: BaseException = request.param
+    app = create_app(settings, pool=_Failing(error))  # type: ignore[arg-type]
+    return app
+
+
+async def client_of(app: Any) -> httpx.AsyncClient:
+    token = app.state.tokens.issue("cli_test", 1, "read write")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+                             headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.mark.parametrize("broken_app", [RuntimeError(SENSITIVE)], indirect=True)
+async def test_500_never_leaks_internals(broken_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with await client_of(broken_app) as http:
+        for response in (await http.get("/customers/0x1234"), await http.get("/customers"),
+                         await http.post("/customers", json=seed_customer(ssn="123-45-6789"))):
+            error = assert_envelope(response, 500, "server_error")
+            assert error["details"] == []
+            for needle in ("SELECT", "ssn", "123-45-6789", "Traceback", "RuntimeError", ".py"):
+                assert needle not in response.text
+            assert response.headers.get("x-request-id")
+    logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert "123-45-6789" not in logged and "SELECT" not in logged
+    assert "RuntimeError" in logged  # the type is logged for the operator, the text is not
+
+
+@pytest.mark.parametrize("broken_app", [ConnectionRefusedError(111, "Connection refused"),
+                                        OSError("unreachable")], indirect=True)
+async def test_database_unreachable_is_503_with_retry_after(broken_app: Any) -> None:
+    async with await client_of(broken_app) as http:
+        for response in (await http.get("/customers/0x1234"), await http.get("/readyz")):
+            assert_envelope(response, 503, "unavailable")
+            assert int(response.headers["retry-after"]) >= 1
+        healthz = await http.get("/healthz")
+        assert healthz.status_code == 200  # the process is up even when the database is not

@@ -1,0 +1,706 @@
+"""Unit tests of the field rules (rules/fields.py) and their checking (rules/validation.py), no HTTP.
+
+Every rule of CONTRACT section 4 gets a good and a bad value; the 422 details are AJV-shaped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from typing import Any
+
+import msgspec
+import pytest
+from conftest import minimal_customer, seed_customer
+
+from canopy_svc.errors import BadRequest, InvalidInput
+from canopy_svc.rules import fields
+from canopy_svc.rules.models import CustomerCreate, CustomerUpdate
+from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
+
+CREATE = BodyDecoder(CustomerCreate)
+UPDATE = BodyDecoder(CustomerUpdate)
+
+SEED_ASSIGNMENT: dict[str, Any] = {
+    "account_id": "31mNprzLd2bKl6koVna68ARM",
+    "customer_account_role": "PRIMARY",
+    "customer_account_external_id": "4465220133024156",
+    "customer_account_issuer_processor_config": {
+        "spend_limit": 8000000,
+        "lithic": {
+            "memo": "Primary College Card",
+            "type": "MERCHANT_LOCKED",
+            "state": "OPEN",
+            "card_program_token": "a5e38341-cc95-4a9b-a21c-751aeca67e9c",
+        },
+    },
+}
+
+
+def encode(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+def create(body: dict[str, Any]) -> CustomerCreate:
+    return decode_customer(encode(body), CREATE, with_meaning=True)
+
+
+def problems(body: dict[str, Any], decoder: BodyDecoder[Any] = CREATE, *, with_meaning: bool = True
+             ) -> list[dict[str, Any]]:
+    """The 422 details for `body` as plain dicts, or [] when it is valid."""
+    try:
+        decode_customer(encode(body), decoder, with_meaning=with_meaning)
+    except InvalidInput as exc:
+        assert exc.status == 422 and exc.code == "invalid_input"
+        return [msgspec.to_builtins(d) for d in exc.details]
+    return []
+
+
+def assert_valid(body: dict[str, Any]) -> None:
+    assert problems(body) == []
+
+
+def assert_refused(body: dict[str, Any], path: str, keyword: str | None = None) -> dict[str, Any]:
+    found = problems(body)
+    assert found, f"expected a problem at {path!r}, the body was accepted"
+    at_path = [d for d in found if d["instancePath"] == path]
+    assert at_path, f"no problem at {path!r}: {found}"
+    if keyword is not None:
+        assert at_path[0]["keyword"] == keyword, at_path
+    return at_path[0]
+
+
+def assignment(**overrides: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"account_id": "acc_1"}
+    item.update(overrides)
+    return item
+
+
+# --- the seed ------------------------------------------------------------------------------------
+
+
+def test_seed_example_without_accounts_is_valid() -> None:
+    payload = create(seed_customer())
+    assert payload.customer_id == "0x1234"
+    assert payload.date_of_birth == datetime.date(1985, 6, 20)
+    assert payload.business_details is not None
+    assert payload.business_details.business_legal_name == "Umbrella Corporation"
+    assert payload.business_details.business_ein == "888-88-8888"
+    assert payload.assign_to_accounts is None
+
+
+def test_seed_example_with_its_accounts_is_valid() -> None:
+    payload = create(seed_customer(assign_to_accounts=[SEED_ASSIGNMENT]))
+    assert payload.assign_to_accounts is not None
+    (item,) = payload.assign_to_accounts
+    assert item.account_id == "31mNprzLd2bKl6koVna68ARM"
+    assert item.customer_account_role == "PRIMARY"
+    config = item.customer_account_issuer_processor_config
+    assert config is not None and config.spend_limit == 8000000
+    assert config.lithic is not None and config.lithic.type == "MERCHANT_LOCKED"
+
+
+def test_minimal_body_is_valid_and_optional_fields_default_to_none() -> None:
+    payload = create(minimal_customer())
+    assert payload.customer_id is None
+    assert payload.address_country_code is None
+    assert payload.ssn is None
+    assert payload.business_details is None
+
+
+def test_unknown_fields_are_ignored() -> None:
+    payload = create(minimal_customer(favourite_colour="green", nested={"a": [1, 2]}))
+    assert payload.name_first == "Ada"
+    assert not hasattr(payload, "favourite_colour")
+
+
+# --- customer_id ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0x1234", "a", "x" * 255, "my_can_id", "CAN_upper", "émile-42", "a b"])
+def test_customer_id_good(value: str) -> None:
+    assert create(minimal_customer(customer_id=value)).customer_id == value
+
+
+@pytest.mark.parametrize(("value", "keyword"), [
+    ("", "minLength"),
+    ("x" * 256, "maxLength"),
+    ("can_123", "pattern"),
+    ("can_", "pattern"),
+    ("abc\x00def", "pattern"),
+    ("abc\tdef", "pattern"),
+    ("abc\x7f", "pattern"),
+    ("abc\n", "pattern"),  # Python's $ also matches before a final newline: must still be refused
+    ("\nabc", "pattern"),
+    (123, "type"),
+])
+def test_customer_id_bad(value: Any, keyword: str) -> None:
+    assert_refused(minimal_customer(customer_id=value), "/customer_id", keyword)
+
+
+def test_customer_id_null_means_absent() -> None:
+    assert create(minimal_customer(customer_id=None)).customer_id is None
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["name_first", "name_last"])
+def test_required_names(name: str) -> None:
+    detail = assert_refused(minimal_customer(**{name: ...}), "", "required")
+    missing = [d for d in problems(minimal_customer(**{name: ...})) if d["keyword"] == "required"]
+    assert [d["params"] for d in missing] == [{"missingProperty": name}]
+    assert detail["message"] == f"must have required property '{name}'"
+    assert_refused(minimal_customer(**{name: ""}), f"/{name}", "minLength")
+    assert_refused(minimal_customer(**{name: "   "}), f"/{name}", "pattern")
+    assert_refused(minimal_customer(**{name: "\t\n"}), f"/{name}")
+    assert_refused(minimal_customer(**{name: "x" * 256}), f"/{name}", "maxLength")
+    assert_refused(minimal_customer(**{name: None}), f"/{name}", "type")
+    assert_refused(minimal_customer(**{name: 7}), f"/{name}", "type")
+    assert_valid(minimal_customer(**{name: "x" * 255}))
+    assert_valid(minimal_customer(**{name: " O'Brien-Smith "}))
+
+
+@pytest.mark.parametrize("name", ["name_prefix", "name_middle", "name_suffix", "international_customer_id",
+                                  "address_line_two"])
+def test_optional_text_fields(name: str) -> None:
+    assert_valid(minimal_customer(**{name: "x" * 255}))
+    assert_valid(minimal_customer(**{name: None}))
+    assert_refused(minimal_customer(**{name: "x" * 256}), f"/{name}", "maxLength")
+    assert_refused(minimal_customer(**{name: ["x"]}), f"/{name}", "type")
+
+
+# --- phone ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phone", ["+14105556789", "+442079460958", "+33142685300", "+14155550123"])
+def test_phone_good(phone: str) -> None:
+    assert create(minimal_customer(phone_number=phone)).phone_number == phone
+
+
+@pytest.mark.parametrize("phone", ["4105556789", "+1 410 555 6789", "(410) 555-6789", "+1-410-555-6789"])
+def test_phone_not_e164_suggests_the_e164_form(phone: str) -> None:
+    detail = assert_refused(minimal_customer(phone_number=phone), "/phone_number", "format")
+    assert "+14105556789" in detail["message"]
+
+
+@pytest.mark.parametrize("phone", ["+1555", "+10000000000", "+999999999999", "12", "phone", "",
+                                   "+14105556789\n", "+1410555678٩"])
+def test_phone_bad(phone: str) -> None:
+    assert_refused(minimal_customer(phone_number=phone), "/phone_number")
+
+
+def test_phone_missing_is_required() -> None:
+    found = problems(minimal_customer(phone_number=...))
+    assert {"instancePath": "", "keyword": "required", "params": {"missingProperty": "phone_number"},
+            "message": "must have required property 'phone_number'"} in found
+
+
+def test_phone_invalid_number_in_e164_shape_is_format() -> None:
+    detail = assert_refused(minimal_customer(phone_number="+1555"), "/phone_number", "format")
+    assert "E.164" in detail["message"]
+
+
+# --- address -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["address_line_one", "address_city", "address_state", "address_zip"])
+def test_required_address_fields(name: str) -> None:
+    assert_refused(minimal_customer(**{name: ...}), "", "required")
+    assert_refused(minimal_customer(**{name: ""}), f"/{name}")
+    assert_refused(minimal_customer(**{name: "   "}), f"/{name}")
+    assert_refused(minimal_customer(**{name: "x" * 256}), f"/{name}", "maxLength")
+    assert_refused(minimal_customer(**{name: None}), f"/{name}", "type")
+
+
+def test_address_line_one_and_city_up_to_255() -> None:
+    assert_valid(minimal_customer(address_line_one="x" * 255, address_city="y" * 255))
+
+
+@pytest.mark.parametrize("code", ["US", "GB", "CA", "DE", "AN", "AX", "PR", "ZW", "SS", "FR"])
+def test_country_code_good(code: str) -> None:
+    body = minimal_customer(address_country_code=code)
+    if code not in fields.US_RULES_COUNTRIES:
+        body.update(address_state="Somewhere", address_zip="AB1 2CD")
+    assert create(body).address_country_code == code
+
+
+@pytest.mark.parametrize("code", ["us", "Us", "USA", "XX", "ZZ", "U", "", "840", 840])
+def test_country_code_bad(code: Any) -> None:
+    detail = assert_refused(minimal_customer(address_country_code=code), "/address_country_code")
+    assert detail["keyword"] in ("enum", "type")
+    if isinstance(code, str):
+        assert detail["keyword"] == "enum"
+        assert "US" in detail["params"]["allowedValues"] and "AN" in detail["params"]["allowedValues"]
+
+
+def test_country_codes_are_pycountry_plus_an() -> None:
+    import pycountry
+
+    assert set(fields.COUNTRY_CODES) == {c.alpha_2 for c in pycountry.countries} | {"AN"}
+
+
+def test_country_absent_applies_us_rules() -> None:
+    assert_refused(minimal_customer(address_zip="SW1A 1AA"), "/address_zip", "pattern")
+    assert_refused(minimal_customer(address_state="Georgia"), "/address_state", "enum")
+
+
+@pytest.mark.parametrize("country", [None, "US", "PR", "GU", "VI", "AS", "MP", "UM"])
+@pytest.mark.parametrize("zip_code", ["99999", "99999-1000", "999991000", "00501"])
+def test_us_zip_good(country: str | None, zip_code: str) -> None:
+    body = minimal_customer(address_zip=zip_code, address_country_code=country)
+    assert create(body).address_zip == zip_code
+
+
+@pytest.mark.parametrize("country", [None, "US", "PR", "GU", "VI", "AS", "MP", "UM"])
+@pytest.mark.parametrize("zip_code", ["9999", "ABCDE", "999999", "99999-100", "99999 1000", "9999-91000",
+                                      "99999-10000", "12345\n", "1234\u0665"])
+def test_us_zip_bad(country: str | None, zip_code: str) -> None:
+    body = minimal_customer(address_zip=zip_code, address_country_code=country)
+    assert_refused(body, "/address_zip", "pattern")
+
+
+@pytest.mark.parametrize("zip_code", ["SW1A 1AA", "10115", "H0H 0H0", "1", "A" * 16, "123-4567"])
+def test_foreign_postal_code_good(zip_code: str) -> None:
+    body = minimal_customer(address_country_code="GB", address_state="Greater London", address_zip=zip_code)
+    assert create(body).address_zip == zip_code
+
+
+@pytest.mark.parametrize("zip_code", ["A" * 17, "SW1A 1AA 12345678", "SW1A_1AA", "SW1A#1AA", "SW1A 1AA\n"])
+def test_foreign_postal_code_bad(zip_code: str) -> None:
+    body = minimal_customer(address_country_code="GB", address_state="Greater London", address_zip=zip_code)
+    assert_refused(body, "/address_zip", "pattern")
+
+
+@pytest.mark.parametrize("state", ["GA", "IL", "DC", "PR", "GU", "VI", "AS", "MP", "AA", "AE", "AP", "WY"])
+def test_us_state_good(state: str) -> None:
+    assert create(minimal_customer(address_state=state)).address_state == state
+    assert create(minimal_customer(address_state=state, address_country_code="US")).address_state == state
+
+
+@pytest.mark.parametrize("state", ["Georgia", "ga", "XX", "G", "GAA", "Illinois"])
+def test_us_state_bad(state: str) -> None:
+    detail = assert_refused(minimal_customer(address_state=state), "/address_state", "enum")
+    assert "GA" in detail["params"]["allowedValues"] and "DC" in detail["params"]["allowedValues"]
+    assert_refused(minimal_customer(address_state=state, address_country_code="PR"), "/address_state", "enum")
+
+
+@pytest.mark.parametrize("state", ["Georgia", "Île-de-France", "Greater London", "x" * 255, "ga"])
+def test_foreign_state_is_free_text(state: str) -> None:
+    body = minimal_customer(address_country_code="FR", address_state=state, address_zip="75001")
+    assert create(body).address_state == state
+
+
+def test_foreign_state_limits_still_apply() -> None:
+    body = minimal_customer(address_country_code="FR", address_zip="75001")
+    assert_refused({**body, "address_state": "x" * 256}, "/address_state", "maxLength")
+    assert_refused({**body, "address_state": "  "}, "/address_state")
+
+
+def test_bad_country_does_not_add_zip_or_state_noise() -> None:
+    found = problems(minimal_customer(address_country_code="us", address_state="Greater London",
+                                      address_zip="SW1A 1AA"))
+    assert [d["instancePath"] for d in found] == ["/address_country_code"]
+
+
+# --- ssn -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ssn", ["123456789", "123-45-6789", "888888888", "001-01-0001"])
+def test_ssn_good(ssn: str) -> None:
+    assert create(minimal_customer(ssn=ssn)).ssn == ssn
+
+
+@pytest.mark.parametrize(("ssn", "keyword"), [
+    ("12-345-6789", "pattern"),
+    ("12345678", "pattern"),
+    ("1234567890", "pattern"),
+    ("123-456789", "pattern"),
+    ("12345-6789", "pattern"),
+    ("123 45 6789", "pattern"),
+    ("abcdefghi", "pattern"),
+    ("123456789\n", "pattern"),
+    ("١٢٣٤٥٦٧٨٩", "pattern"),  # nine digits, but not ASCII ones
+    ("000-12-3456", "format"),
+    ("000123456", "format"),
+    ("123-00-4567", "format"),
+    ("123-45-0000", "format"),
+    ("123450000", "format"),
+    (123456789, "type"),
+])
+def test_ssn_bad(ssn: Any, keyword: str) -> None:
+    assert_refused(minimal_customer(ssn=ssn), "/ssn", keyword)
+
+
+def test_ssn_null_is_absent() -> None:
+    assert create(minimal_customer(ssn=None)).ssn is None
+
+
+# --- email ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("email", ["marissa@protonmail.com", "a.b+c@example.co.uk", "x@sub.example.org",
+                                   "o'brien@example.com"])
+def test_email_good(email: str) -> None:
+    assert create(minimal_customer(email=email)).email == email
+
+
+def test_email_at_254_chars_is_good() -> None:
+    local = "a" * 64
+    domain = ".".join(["b" * 63, "c" * 63, "d" * 50]) + ".com"
+    email = f"{local}@{domain}"
+    assert len(email) <= 254
+    assert create(minimal_customer(email=email)).email == email
+
+
+@pytest.mark.parametrize("email", ["nope", "a@", "@example.com", "a b@example.com", "a@@example.com",
+                                   "ada@example.com\n", "a@example..com"])
+def test_email_bad_syntax(email: str) -> None:
+    detail = assert_refused(minimal_customer(email=email), "/email", "format")
+    assert detail["params"] == {"format": "email"}
+
+
+def test_email_too_long() -> None:
+    email = "a" * 243 + "@example.com"
+    assert len(email) == 255
+    assert_refused(minimal_customer(email=email), "/email", "maxLength")
+
+
+def test_email_required() -> None:
+    assert_refused(minimal_customer(email=...), "", "required")
+    assert_refused(minimal_customer(email=None), "/email", "type")
+
+
+# --- date_of_birth -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1900-01-01", "1985-06-20", "2000-02-29", "2024-02-29"])
+def test_date_of_birth_good(value: str) -> None:
+    assert create(minimal_customer(date_of_birth=value)).date_of_birth == datetime.date.fromisoformat(value)
+
+
+def test_date_of_birth_today_is_good() -> None:
+    today = datetime.datetime.now(datetime.UTC).date()
+    assert create(minimal_customer(date_of_birth=today.isoformat())).date_of_birth == today
+
+
+@pytest.mark.parametrize("value", ["2020-02-30", "2023-02-29", "1985-13-01", "1985-00-10", "1985/06/20",
+                                   "20-06-1985", "1985-6-20", "June 20 1985", "", "1985-06-20T00:00:00",
+                                   "1899-12-31", "1000-01-01", "9999-12-31"])
+def test_date_of_birth_bad(value: str) -> None:
+    detail = assert_refused(minimal_customer(date_of_birth=value), "/date_of_birth", "format")
+    assert detail["params"] == {"format": "date"}
+
+
+def test_date_of_birth_in_the_future_is_refused() -> None:
+    tomorrow = datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=2)
+    assert_refused(minimal_customer(date_of_birth=tomorrow.isoformat()), "/date_of_birth", "format")
+
+
+def test_date_of_birth_required_and_a_string() -> None:
+    assert_refused(minimal_customer(date_of_birth=...), "", "required")
+    assert_refused(minimal_customer(date_of_birth=19850620), "/date_of_birth", "type")
+
+
+# --- business_details ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ein", ["12-3456789", "123456789", "888-88-8888", "1-2-3-4-5-6-7-8-9"])
+def test_ein_good(ein: str) -> None:
+    body = minimal_customer(business_details={"doing_business_as": "Umbrella", "business_ein": ein})
+    payload = create(body)
+    assert payload.business_details is not None and payload.business_details.business_ein == ein
+
+
+@pytest.mark.parametrize("ein", ["12345678", "1234567890", "12--3456789", "-123456789", "123456789-",
+                                 "12-345678a", "", "123456789\n", "١٢٣٤٥٦٧٨٩"])
+def test_ein_bad(ein: str) -> None:
+    body = minimal_customer(business_details={"doing_business_as": "Umbrella", "business_ein": ein})
+    assert_refused(body, "/business_details/business_ein", "pattern")
+
+
+def test_business_details_required_members() -> None:
+    found = problems(minimal_customer(business_details={"business_legal_name": "Umbrella Corporation"}))
+    required = sorted((d["instancePath"], d["params"]["missingProperty"]) for d in found)
+    assert required == [("/business_details", "business_ein"), ("/business_details", "doing_business_as")]
+    assert all(d["keyword"] == "required" for d in found)
+
+
+def test_business_details_doing_business_as_non_blank() -> None:
+    body = minimal_customer(business_details={"doing_business_as": "  ", "business_ein": "123456789"})
+    assert_refused(body, "/business_details/doing_business_as")
+
+
+def test_business_legal_name_optional_and_limited() -> None:
+    assert_valid(minimal_customer(business_details={"doing_business_as": "U", "business_ein": "123456789"}))
+    body = minimal_customer(business_details={"doing_business_as": "U", "business_ein": "123456789",
+                                              "business_legal_name": "x" * 256})
+    assert_refused(body, "/business_details/business_legal_name", "maxLength")
+
+
+def test_business_details_must_be_an_object_or_null() -> None:
+    assert_valid(minimal_customer(business_details=None))
+    assert_refused(minimal_customer(business_details="Umbrella"), "/business_details", "type")
+
+
+# --- assign_to_accounts --------------------------------------------------------------------------
+
+
+def test_assign_to_accounts_null_and_empty_are_valid() -> None:
+    assert create(minimal_customer(assign_to_accounts=None)).assign_to_accounts is None
+    assert create(minimal_customer(assign_to_accounts=[])).assign_to_accounts == []
+
+
+def test_assign_to_accounts_up_to_100() -> None:
+    items = [assignment(account_id=f"acc_{i}") for i in range(100)]
+    payload = create(minimal_customer(assign_to_accounts=items))
+    assert payload.assign_to_accounts is not None and len(payload.assign_to_accounts) == 100
+    detail = assert_refused(minimal_customer(assign_to_accounts=[*items, assignment(account_id="acc_x")]),
+                            "/assign_to_accounts", "maxItems")
+    assert detail["params"] == {"limit": 100}
+
+
+def test_assign_to_accounts_must_be_an_array() -> None:
+    assert_refused(minimal_customer(assign_to_accounts={"account_id": "a"}), "/assign_to_accounts", "type")
+
+
+def test_assignment_defaults() -> None:
+    payload = create(minimal_customer(assign_to_accounts=[assignment()]))
+    assert payload.assign_to_accounts is not None
+    (item,) = payload.assign_to_accounts
+    # Absent: PRIMARY on a new link, unchanged on an existing one (applied when linking).
+    assert item.customer_account_role is None
+    assert item.customer_account_external_id is None
+    assert item.customer_account_issuer_processor_config is None
+
+
+def test_assignment_account_id_required() -> None:
+    found = problems(minimal_customer(assign_to_accounts=[{"customer_account_role": "PRIMARY"}]))
+    assert found == [{"instancePath": "/assign_to_accounts/0", "keyword": "required",
+                      "params": {"missingProperty": "account_id"},
+                      "message": "must have required property 'account_id'"}]
+
+
+@pytest.mark.parametrize("role", ["PRIMARY", "SECONDARY"])
+def test_role_good(role: str) -> None:
+    payload = create(minimal_customer(assign_to_accounts=[assignment(customer_account_role=role)]))
+    assert payload.assign_to_accounts is not None
+    assert payload.assign_to_accounts[0].customer_account_role == role
+
+
+@pytest.mark.parametrize("role", ["OWNER", "primary", ""])
+def test_role_bad(role: str) -> None:
+    body = minimal_customer(assign_to_accounts=[assignment(), assignment(account_id="b",
+                                                                         customer_account_role=role)])
+    found = problems(body)
+    assert found == [{"instancePath": "/assign_to_accounts/1/customer_account_role", "keyword": "enum",
+                      "params": {"allowedValues": ["PRIMARY", "SECONDARY"]},
+                      "message": "must be equal to one of the allowed values"}]
+
+
+def test_several_primary_on_different_accounts_are_fine() -> None:
+    items = [assignment(account_id="a"), assignment(account_id="b")]
+    assert_valid(minimal_customer(assign_to_accounts=items))
+
+
+def test_same_account_twice_is_unique_items() -> None:
+    items = [assignment(account_id="a"), assignment(account_id="b"),
+             assignment(account_id="a", customer_account_role="SECONDARY")]
+    found = problems(minimal_customer(assign_to_accounts=items))
+    assert len(found) == 1
+    assert found[0]["instancePath"] == "/assign_to_accounts"
+    assert found[0]["keyword"] == "uniqueItems"
+    assert found[0]["params"] == {"i": 2, "j": 0}
+
+
+def test_same_account_twice_is_refused_on_update_too() -> None:
+    items = [assignment(account_id="a"), assignment(account_id="a")]
+    found = problems({"assign_to_accounts": items}, UPDATE, with_meaning=False)
+    assert [(d["instancePath"], d["keyword"]) for d in found] == [("/assign_to_accounts", "uniqueItems")]
+
+
+def test_external_id_limit() -> None:
+    assert_valid(minimal_customer(assign_to_accounts=[assignment(customer_account_external_id="x" * 255)]))
+    body = minimal_customer(assign_to_accounts=[assignment(customer_account_external_id="x" * 256)])
+    assert_refused(body, "/assign_to_accounts/0/customer_account_external_id", "maxLength")
+
+
+def config(**lithic: Any) -> dict[str, Any]:
+    return {"lithic": lithic}
+
+
+@pytest.mark.parametrize("card_type", ["SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"])
+@pytest.mark.parametrize("state", ["OPEN", "PAUSED"])
+def test_lithic_good(card_type: str, state: str) -> None:
+    item = assignment(customer_account_issuer_processor_config={
+        "spend_limit": 1, **config(type=card_type, state=state, memo="m",
+                                   card_program_token="A5E38341-CC95-4A9B-A21C-751AECA67E9C")})
+    assert_valid(minimal_customer(assign_to_accounts=[item]))
+
+
+@pytest.mark.parametrize(("lithic", "path", "keyword"), [
+    ({"type": "VIRTUAL"}, "type", "enum"),
+    ({"state": "CLOSED"}, "state", "enum"),
+    ({"state": "open"}, "state", "enum"),
+    ({"card_program_token": "not-a-uuid"}, "card_program_token", "pattern"),
+    ({"card_program_token": "a5e38341cc954a9ba21c751aeca67e9c"}, "card_program_token", "pattern"),
+    ({"card_program_token": "a5e38341-cc95-4a9b-a21c-751aeca67e9"}, "card_program_token", "pattern"),
+    ({"memo": "x" * 256}, "memo", "maxLength"),
+])
+def test_lithic_bad(lithic: dict[str, Any], path: str, keyword: str) -> None:
+    item = assignment(customer_account_issuer_processor_config=config(**lithic))
+    detail = assert_refused(minimal_customer(assign_to_accounts=[item]),
+                            f"/assign_to_accounts/0/customer_account_issuer_processor_config/lithic/{path}",
+                            keyword)
+    if keyword == "enum":
+        assert detail["params"]["allowedValues"]
+
+
+def test_lithic_type_enum_lists_allowed_values() -> None:
+    item = assignment(customer_account_issuer_processor_config=config(type="VIRTUAL"))
+    (detail,) = problems(minimal_customer(assign_to_accounts=[item]))
+    assert detail["params"] == {"allowedValues": ["SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"]}
+
+
+@pytest.mark.parametrize(("spend_limit", "keyword"), [(0, "minimum"), (-5, "minimum"), (1.5, "type"),
+                                                      ("100", "type"), (True, "type")])
+def test_spend_limit_bad(spend_limit: Any, keyword: str) -> None:
+    item = assignment(customer_account_issuer_processor_config={"spend_limit": spend_limit})
+    detail = assert_refused(minimal_customer(assign_to_accounts=[item]),
+                            "/assign_to_accounts/0/customer_account_issuer_processor_config/spend_limit",
+                            keyword)
+    if keyword == "minimum":
+        assert detail["params"] == {"comparison": ">=", "limit": 1}
+        assert detail["message"] == "must be >= 1"
+
+
+@pytest.mark.parametrize("spend_limit", [1, 8000000, None])
+def test_spend_limit_good(spend_limit: Any) -> None:
+    item = assignment(customer_account_issuer_processor_config={"spend_limit": spend_limit})
+    assert_valid(minimal_customer(assign_to_accounts=[item]))
+
+
+# --- the 422 shape -------------------------------------------------------------------------------
+
+
+def test_every_detail_has_exactly_the_ajv_keys() -> None:
+    body = seed_customer(customer_id="can_x", name_first="", phone_number="4105556789", ssn="000-12-3456",
+                         email="nope", date_of_birth="2020-02-30", address_state="Georgia",
+                         address_zip="9999",
+                         assign_to_accounts=[assignment(customer_account_role="OWNER")])
+    found = problems(body)
+    allowed_keywords = {"required", "type", "pattern", "format", "enum", "minimum", "maxItems",
+                        "minLength", "maxLength", "uniqueItems"}
+    assert found
+    for item in found:
+        assert set(item) == {"instancePath", "keyword", "params", "message"}
+        assert item["keyword"] in allowed_keywords
+        assert isinstance(item["params"], dict)
+        assert isinstance(item["message"], str) and item["message"]
+        assert item["instancePath"] == "" or item["instancePath"].startswith("/")
+
+
+def test_every_problem_is_listed_shape_and_meaning_together() -> None:
+    body = minimal_customer(name_first="", phone_number="4105556789", ssn="123-00-4567",
+                            email="a@", date_of_birth="1899-12-31", address_zip="ABCDE",
+                            name_last=...)
+    found = problems(body)
+    paths = sorted(d["instancePath"] for d in found)
+    assert paths == sorted(["", "/name_first", "/phone_number", "/ssn", "/email", "/date_of_birth",
+                            "/address_zip"])
+
+
+def test_five_bad_fields_give_five_details() -> None:
+    body = minimal_customer(name_first=" ", address_state="Georgia", ssn="12345678", email="nope",
+                            date_of_birth="2020-02-30")
+    found = problems(body)
+    assert sorted(d["instancePath"] for d in found) == sorted(
+        ["/name_first", "/address_state", "/ssn", "/email", "/date_of_birth"])
+
+
+def test_every_required_field_is_reported_when_the_body_is_empty() -> None:
+    found = problems({})
+    missing = sorted(d["params"]["missingProperty"] for d in found)
+    assert missing == sorted(["name_first", "name_last", "phone_number", "address_line_one",
+                              "address_city", "address_state", "address_zip", "email", "date_of_birth"])
+    assert {d["instancePath"] for d in found} == {""}
+
+
+def test_nested_pointer_paths_index_into_arrays() -> None:
+    items = [assignment(), assignment(account_id="b", customer_account_issuer_processor_config={
+        "spend_limit": 0, "lithic": {"state": "CLOSED"}})]
+    found = problems(minimal_customer(assign_to_accounts=items))
+    prefix = "/assign_to_accounts/1/customer_account_issuer_processor_config"
+    assert sorted(d["instancePath"] for d in found) == [f"{prefix}/lithic/state", f"{prefix}/spend_limit"]
+
+
+def test_not_json_or_not_an_object_is_bad_request() -> None:
+    for raw in (b"{", b"[]", b'"text"', b"null", b"42", b""):
+        with pytest.raises(BadRequest):
+            decode_customer(raw, CREATE, with_meaning=True)
+
+
+# --- updates -------------------------------------------------------------------------------------
+
+
+def test_update_decoder_accepts_partial_bodies_and_nulls_for_optional_fields() -> None:
+    patch = decode_customer(encode({"name_middle": None, "ssn": "123-45-6789"}), UPDATE, with_meaning=False)
+    assert patch.name_middle is None
+    assert patch.ssn == "123-45-6789"
+    assert patch.name_first is msgspec.UNSET
+
+
+@pytest.mark.parametrize("name", ["name_first", "name_last", "phone_number", "address_line_one",
+                                  "address_city", "address_state", "address_zip", "email", "date_of_birth"])
+def test_update_cannot_null_a_required_field(name: str) -> None:
+    found = problems({name: None}, UPDATE, with_meaning=False)
+    assert [(d["instancePath"], d["keyword"]) for d in found] == [(f"/{name}", "type")]
+
+
+def test_update_lists_meaning_problems_beside_shape_problems() -> None:
+    found = problems({"name_first": "", "phone_number": "4105556789", "email": "nope"}, UPDATE,
+                     with_meaning=False)
+    assert sorted(d["instancePath"] for d in found) == ["/email", "/name_first", "/phone_number"]
+
+
+def test_meaning_problems_follow_the_country() -> None:
+    values = {"address_country_code": "GB", "address_zip": "SW1A 1AA", "address_state": "London"}
+    assert meaning_problems(values, ["address_zip", "address_state"]) == []
+    values["address_country_code"] = "US"
+    paths = sorted(d.instancePath for d in meaning_problems(values, ["address_zip", "address_state"]))
+    assert paths == ["/address_state", "/address_zip"]
+    # only the named fields are checked
+    assert meaning_problems(values, ["address_state"])[0].instancePath == "/address_state"
+    assert len(meaning_problems(values, ["address_state"])) == 1
+
+
+# --- the patterns themselves ---------------------------------------------------------------------
+
+
+def test_patterns_are_anchored_against_a_trailing_newline() -> None:
+    for pattern, good in [(fields.CUSTOMER_ID_PATTERN, "abc"), (fields.SSN_PATTERN, "123456789"),
+                          (fields.EIN_PATTERN, "123456789")]:
+        assert re.search(pattern, good)
+        assert not re.search(pattern, good + "\n")
+
+
+@pytest.mark.parametrize("items", [["acc_1"], [None], [1, 2], [{"account_id": 5}], [[]]])
+def test_assignment_items_must_be_objects(items: list[Any]) -> None:
+    found = problems(minimal_customer(assign_to_accounts=items))
+    assert found and all(d["instancePath"].startswith("/assign_to_accounts/") for d in found)
+    assert {d["keyword"] for d in found} <= {"type"}
+
+
+@pytest.mark.parametrize("name", ["name_first", "name_prefix", "address_line_one", "address_line_two",
+                                  "address_zip", "international_customer_id"])
+def test_nul_is_refused_in_text_fields(name: str) -> None:
+    """PostgreSQL text cannot hold NUL: it must be a 422, never reach an INSERT."""
+    detail = assert_refused(minimal_customer(**{name: "Ab\u0000c"}), f"/{name}", "pattern")
+    assert detail["params"]["pattern"]
+    assert_refused(minimal_customer(**{name: "\u0000"}), f"/{name}", "pattern")
+
+
+def test_non_blank_still_admits_inner_spaces_and_unicode() -> None:
+    for value in ["a", " a ", "Ærøskøbing", "日本", "x\ty", "a\nb"]:
+        assert create(minimal_customer(address_city=value)).address_city == value
