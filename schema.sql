@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS customers (
     address_state             text NOT NULL CHECK (char_length(address_state) BETWEEN 1 AND 255),
     address_zip               text NOT NULL CHECK (char_length(address_zip) BETWEEN 1 AND 16),
     address_country_code      text CHECK (address_country_code ~ '^[A-Z]{2}$'),
-    ssn                       text CHECK (char_length(ssn) <= 11),
+    -- The SSN only AES-GCM encrypted (context "ssn"), and an HMAC of its digits for equality lookups.
+    ssn_encrypted             bytea,
+    ssn_hash                  bytea,
     international_customer_id text CHECK (char_length(international_customer_id) <= 255),
     email                     text NOT NULL CHECK (char_length(email) <= 254),
     date_of_birth             date NOT NULL,
@@ -174,3 +176,41 @@ CREATE UNLOGGED TABLE IF NOT EXISTS rate_limit_buckets (
     tat     double precision NOT NULL,
     allowed boolean NOT NULL
 );
+
+-- Version 2: SSNs encrypted at rest. A version-1 database gets the columns here and has its clear
+-- `ssn` column encrypted and dropped by migrations.py.
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS ssn_encrypted bytea;
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS ssn_hash bytea;
+
+-- Duplicate customers (LoanPro's transaction warnings): the policy, and one index per compared field.
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS duplicate_customer_policy text NOT NULL DEFAULT 'warn'
+    CHECK (duplicate_customer_policy IN ('warn', 'block', 'off'));
+
+-- The primary address as compared: line one lowercased with runs of spaces folded, the postal code's
+-- letters and digits (five for US ZIP+4), the country (absent means US).
+CREATE OR REPLACE FUNCTION canopy_address_key(line_one text, zip text, country text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN lower(regexp_replace(btrim(line_one), '\s+', ' ', 'g')) || '|' ||
+           CASE WHEN coalesce(country, 'US') IN ('US', 'PR', 'GU', 'VI', 'AS', 'MP', 'UM')
+                THEN left(regexp_replace(zip, '[^0-9]', '', 'g'), 5)
+                ELSE upper(regexp_replace(zip, '[^0-9A-Za-z]', '', 'g')) END || '|' ||
+           coalesce(country, 'US');
+
+CREATE INDEX IF NOT EXISTS customers_dup_ssn ON customers (org_id, ssn_hash) WHERE ssn_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS customers_dup_email ON customers (org_id, lower(email));
+CREATE INDEX IF NOT EXISTS customers_dup_phone ON customers (org_id, phone_number);
+CREATE INDEX IF NOT EXISTS customers_dup_address
+    ON customers (org_id, canopy_address_key(address_line_one, address_zip, address_country_code));
+
+-- Idempotency-Key: the first complete answer to a request, stored in the transaction of its work.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    org_id       bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    key          text NOT NULL CHECK (char_length(key) BETWEEN 1 AND 255),
+    request_hash bytea NOT NULL,
+    status       smallint NOT NULL,
+    body         bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, key)
+);
+-- Expired keys (24 h) are deleted in batches by the maintenance task, oldest first.
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);

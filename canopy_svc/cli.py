@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from canopy_svc.crypto import DataCipher, DataKeyError, load_data_key
 from canopy_svc.db import migrate_database
 from canopy_svc.rules.ids import new_client_id, new_client_secret
 from canopy_svc.rules.passwords import hash_secret
-from canopy_svc.store import organizations
+from canopy_svc.store import api_clients, organizations
 from canopy_svc.store.data_key import DataKeyMismatch
 
 DEV_ORG = "dev"
@@ -53,7 +54,8 @@ def database(data_dir: Path) -> Iterator[str]:
         server.stop()
 
 
-async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher) -> dict[str, Any]:
+async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher, *,
+                         rate: float | None = None, burst: int | None = None) -> dict[str, Any]:
     await migrate_database(dsn, cipher)
     conn = await asyncpg.connect(dsn)
     try:
@@ -61,9 +63,44 @@ async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher) ->
             org_id = await organizations.get_or_create_organization(conn, org)
             client_id, secret = new_client_id(), new_client_secret()
             await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
+            limits = await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
+            assert limits is not None
     finally:
         await conn.close()
-    return {"org": org, "client_id": client_id, "client_secret": secret}
+    return {"org": org, "client_id": client_id, "client_secret": secret,
+            "rate_per_second": limits[0], "burst": limits[1]}
+
+
+async def _set_limits(dsn: str, client_id: str, rate: float | None, burst: int | None,
+                      cipher: DataCipher) -> tuple[float, int] | None:
+    await migrate_database(dsn, cipher)
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
+    finally:
+        await conn.close()
+
+
+def _rate_arg(text: str) -> float:
+    """argparse type: requests per second, a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0 (requests per second), not {text}")
+    return value
+
+
+def _burst_arg(text: str) -> int:
+    """argparse type: the bucket size, a whole number >= 1 (and fitting the integer column)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text}")
+    return value
 
 
 async def _client_exists(dsn: str, client_id: str) -> bool:
@@ -76,14 +113,59 @@ async def _client_exists(dsn: str, client_id: str) -> bool:
 
 def cmd_clients_create(args: argparse.Namespace) -> int:
     with database(args.data_dir) as dsn:
-        created = asyncio.run(_create_client(dsn, args.org, " ".join(args.scope), _cipher(args.data_dir)))
+        created = asyncio.run(_create_client(dsn, args.org, " ".join(args.scope), _cipher(args.data_dir),
+                                             rate=args.rate, burst=args.burst))
     if args.json:
         print(json.dumps(created))
     else:
         print(f"organization:  {created['org']}")
         print(f"client_id:     {created['client_id']}")
         print(f"client_secret: {created['client_secret']}")
+        print(f"rate:          {created['rate_per_second']:g} requests/s, burst {created['burst']}")
         print("The secret is shown only now; it is stored as a hash.", file=sys.stderr)
+    return 0
+
+
+def cmd_clients_set_limits(args: argparse.Namespace) -> int:
+    if args.rate is None and args.burst is None:
+        print("canopy-svc clients set-limits: give --rate, --burst or both", file=sys.stderr)
+        return 2
+    with database(args.data_dir) as dsn:
+        limits = asyncio.run(_set_limits(dsn, args.client_id, args.rate, args.burst, _cipher(args.data_dir)))
+    if limits is None:
+        print(f"canopy-svc: no API client {args.client_id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"client_id": args.client_id, "rate_per_second": limits[0], "burst": limits[1]}))
+    else:
+        print(f"client_id: {args.client_id}")
+        print(f"rate:      {limits[0]:g} requests/s")
+        print(f"burst:     {limits[1]}")
+        print("Running servers use the new limits within CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS (default 5).",
+              file=sys.stderr)
+    return 0
+
+
+async def _set_duplicate_policy(dsn: str, org: str, policy: str, cipher: DataCipher) -> bool:
+    await migrate_database(dsn, cipher)
+    conn = await asyncpg.connect(dsn)
+    try:
+        org_id = await organizations.find_organization(conn, org)
+        if org_id is None:
+            return False
+        await organizations.set_duplicate_policy(conn, org_id, policy)
+        return True
+    finally:
+        await conn.close()
+
+
+def cmd_orgs_set_duplicate_policy(args: argparse.Namespace) -> int:
+    with database(args.data_dir) as dsn:
+        found = asyncio.run(_set_duplicate_policy(dsn, args.org, args.policy, _cipher(args.data_dir)))
+    if not found:
+        print(f"canopy-svc: no organization named {args.org!r}", file=sys.stderr)
+        return 1
+    print(f"organization {args.org}: duplicate_customer_policy = {args.policy}")
     return 0
 
 
@@ -157,6 +239,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Made here, once, so every worker process reads the same secrets.
     if not os.environ.get("CANOPY_SVC_JWT_SECRET"):
         load_or_create_secret(data_dir, "jwt-secret")
+    # Several workers must share their rate limits (CONTRACT section 3): the memory store would give
+    # each worker its own buckets, so a client would get N times its rate. The operator's choice wins.
+    if args.workers > 1 and not os.environ.get("CANOPY_SVC_RATE_LIMIT_STORE"):
+        os.environ["CANOPY_SVC_RATE_LIMIT_STORE"] = "postgres"
     cipher = _cipher(data_dir)
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
     # lets the embedded PostgreSQL be stopped cleanly on the way out.
@@ -201,7 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--org", required=True, help="organization name (made if new)")
     create.add_argument("--scope", nargs="+", default=["read", "write"], choices=["read", "write"])
     create.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
+    create.add_argument("--rate", type=_rate_arg, help="sustained requests per second (default 100)")
+    create.add_argument("--burst", type=_burst_arg, help="requests allowed at once (default 100)")
     create.set_defaults(handler=cmd_clients_create)
+    set_limits = client_commands.add_parser("set-limits", help="change a client's rate limit")
+    _add_database_options(set_limits)
+    set_limits.add_argument("client_id")
+    set_limits.add_argument("--rate", type=_rate_arg, help="sustained requests per second")
+    set_limits.add_argument("--burst", type=_burst_arg, help="requests allowed at once")
+    set_limits.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
+    set_limits.set_defaults(handler=cmd_clients_set_limits)
+
+    orgs = commands.add_parser("orgs", help="organizations' settings")
+    org_commands = orgs.add_subparsers(dest="orgs_command", required=True)
+    policy = org_commands.add_parser("set-duplicate-policy", help="warn (default), block or off")
+    _add_database_options(policy)
+    policy.add_argument("--org", required=True, help="organization name")
+    policy.add_argument("policy", choices=["warn", "block", "off"])
+    policy.set_defaults(handler=cmd_orgs_set_duplicate_policy)
     return parser
 
 

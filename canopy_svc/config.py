@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DATA_DIR = ".canopy-data"
+RATE_LIMIT_STORES = ("memory", "postgres")
 
 
 def _int_env(name: str, default: int) -> int:
@@ -39,6 +40,25 @@ class Settings:
     card_retry_base_seconds: float = 1.0
     card_lease_seconds: float = 60.0
     lithic_timeout_seconds: float = 10.0
+    # Rate limiting (CONTRACT section 3; canopy_svc/api/ratelimiting.py).
+    # CANOPY_SVC_RATE_LIMIT_STORE: "memory" (one process; the default) or "postgres" (shared by every
+    # worker and host on the database). `canopy-svc serve --workers N` with N > 1 sets it to "postgres"
+    # unless the operator set it.
+    rate_limit_store: str = "memory"
+    # CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS: how long a process keeps a client's (rate, burst) from
+    # api_clients before reading them again; 0 reads them on every request. Default 5.
+    rate_limit_cache_seconds: float = 5.0
+    # CANOPY_SVC_RATE_LIMIT_TIMEOUT: seconds the limiter's store gets per decision before the request
+    # is let through (fail open). Default 0.25.
+    rate_limit_timeout_seconds: float = 0.25
+    # CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS: how often the Postgres store's expired buckets are
+    # deleted. Default 60.
+    rate_limit_purge_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_store not in RATE_LIMIT_STORES:
+            raise ValueError(f"CANOPY_SVC_RATE_LIMIT_STORE must be one of {', '.join(RATE_LIMIT_STORES)}, "
+                             f"not {self.rate_limit_store!r}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -61,6 +81,10 @@ class Settings:
             pool_min_size=_int_env("CANOPY_SVC_POOL_MIN", 2),
             pool_max_size=_int_env("CANOPY_SVC_POOL_MAX", 10),
             log_level=os.environ.get("CANOPY_SVC_LOG_LEVEL", "INFO").upper(),
+            rate_limit_store=(os.environ.get("CANOPY_SVC_RATE_LIMIT_STORE") or "memory").strip().lower(),
+            rate_limit_cache_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS", 5.0),
+            rate_limit_timeout_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_TIMEOUT", 0.25),
+            rate_limit_purge_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS", 60.0),
         )
 
 

@@ -28,8 +28,42 @@ async def _v1_initial(conn: asyncpg.Connection, cipher: DataCipher) -> None:
     """The first schema: nothing to move."""
 
 
+SSN_CONTEXT = b"ssn"
+
+
+def ssn_digits(ssn: str) -> str:
+    """What the duplicate check compares: 123-45-6789 and 123456789 are one SSN."""
+    return ssn.replace("-", "")
+
+
+async def _v2_encrypt_ssn(conn: asyncpg.Connection, cipher: DataCipher) -> None:
+    """Version 1 kept SSNs in clear in `customers.ssn`: encrypt them, then drop the column."""
+    has_clear_column = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                          WHERE table_name = 'customers' AND column_name = 'ssn')"""
+    )
+    if not has_clear_column:
+        return
+    moved = 0
+    while True:
+        rows = await conn.fetch(
+            "SELECT id, ssn FROM customers WHERE ssn IS NOT NULL AND ssn_encrypted IS NULL ORDER BY id LIMIT 1000"
+        )
+        if not rows:
+            break
+        await conn.executemany(
+            "UPDATE customers SET ssn_encrypted = $2, ssn_hash = $3 WHERE id = $1",
+            [(row["id"], cipher.encrypt(row["ssn"], context=SSN_CONTEXT),
+              cipher.lookup_hash(ssn_digits(row["ssn"]), context=SSN_CONTEXT)) for row in rows],
+        )
+        moved += len(rows)
+    await conn.execute("ALTER TABLE customers DROP COLUMN ssn")
+    log.info("encrypted stored SSNs", extra={"customers": moved})
+
+
 STEPS: dict[int, Step] = {
     1: _v1_initial,
+    2: _v2_encrypt_ssn,
 }
 SCHEMA_VERSION = max(STEPS)
 

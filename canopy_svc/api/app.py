@@ -15,9 +15,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from canopy_svc import maintenance
 from canopy_svc.api import openapi
 from canopy_svc.api.authentication import AuthenticationMiddleware
 from canopy_svc.api.context import RequestContextMiddleware
+from canopy_svc.api.ratelimiting import RateLimiting, RateLimitMiddleware
 from canopy_svc.api.responses import error_response
 from canopy_svc.api.routes import accounts, auth, customers, health, organization
 from canopy_svc.card_worker import CardGateway, CardWorker, RetryPolicy
@@ -69,6 +71,9 @@ OPERATIONS = [
                       models.IssuerProcessors),
     openapi.Operation("PUT", "/organization/issuer_processors", "Set the organization's Lithic key",
                       models.IssuerProcessors, models.IssuerProcessorsUpdate),
+    openapi.Operation("GET", "/organization/settings", "The organization's settings", models.OrganizationSettings),
+    openapi.Operation("PUT", "/organization/settings", "Change the organization's duplicate-customer policy",
+                      models.OrganizationSettings, models.OrganizationSettingsUpdate),
     openapi.Operation("GET", "/healthz", "Process is up", models.Health, public=True, errors=()),
     openapi.Operation("GET", "/readyz", "Database is reachable", models.Health, public=True, errors=(503,)),
 ]
@@ -91,12 +96,6 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = None) -> Starlette:
     """The app. Given a pool (tests), it uses it; otherwise its lifespan migrates and opens one."""
     settings = settings or Settings.from_env()
@@ -105,6 +104,8 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
 
     cipher = DataCipher(settings.data_key)
     gateway = CardGateway(cipher, lithic=LithicClient(timeout=settings.lithic_timeout_seconds))
+    # The pool is the app's (passed in, or opened by the lifespan); read when first needed.
+    rate_limiting = RateLimiting(settings, lambda: getattr(app.state, "pool", None))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -123,7 +124,15 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 worker = CardWorker(app.state.pool, settings.database_url, gateway, policy=RetryPolicy(
                     base_seconds=settings.card_retry_base_seconds, lease_seconds=settings.card_lease_seconds))
                 task = asyncio.create_task(worker.run(), name="card-worker")
-                stack.push_async_callback(_cancel, task)
+                stack.push_async_callback(maintenance.stop, task)
+            purge = asyncio.create_task(maintenance.run_every(
+                300, "idempotency-keys", maintenance.purge_idempotency_keys(app.state.pool)))
+            stack.push_async_callback(maintenance.stop, purge)
+            if rate_limiting.store == "postgres":
+                buckets = rate_limiting.postgres_store()  # made now that the pool exists
+                bucket_purge = asyncio.create_task(maintenance.run_every(
+                    settings.rate_limit_purge_seconds, "rate-limit-buckets", buckets.purge_expired))
+                stack.push_async_callback(maintenance.stop, bucket_purge)
             yield
 
     app = Starlette(
@@ -132,6 +141,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(AuthenticationMiddleware, tokens=tokens),
+            Middleware(RateLimitMiddleware, limiting=rate_limiting),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_exception},
         lifespan=lifespan,
@@ -140,6 +150,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     app.state.tokens = tokens
     app.state.cipher = cipher
     app.state.card_gateway = gateway
+    app.state.rate_limiting = rate_limiting
     app.state.cursors = CursorCodec(hmac.new(settings.jwt_secret.encode(), b"paging cursors",
                                              hashlib.sha256).digest())
     if pool is not None:

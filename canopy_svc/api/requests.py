@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from starlette.requests import Request
 
+from canopy_svc.crypto import DataCipher
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.tokens import Principal, TokenAuthority
 
@@ -26,4 +27,9 @@ def cursors(request: Request) -> CursorCodec:
 
 def tokens(request: Request) -> TokenAuthority:
     found: TokenAuthority = request.app.state.tokens
+    return found
+
+
+def cipher(request: Request) -> DataCipher:
+    found: DataCipher = request.app.state.cipher
     return found

@@ -12,6 +12,10 @@ from canopy_svc.errors import ApiError
 _encoder = msgspec.json.Encoder()
 
 
+def encode(content: Any) -> bytes:
+    return _encoder.encode(content)
+
+
 class JSONResponse(Response):
     media_type = "application/json"
 

@@ -1,7 +1,16 @@
-"""Every POST, PUT and PATCH runs here: one request, one transaction."""
+"""Every POST, PUT and PATCH runs here: one request, one transaction, and its Idempotency-Key.
+
+With an Idempotency-Key (scoped to the organization) the transaction first takes a transaction-level
+advisory lock on the key: held, it means the first request still runs (409); it goes away with that
+transaction however it ends, crash included, so a key is never stuck "in progress". The answer, errors
+included but not a 5xx or 429, is stored in the same transaction as the work: a crash leaves both or
+neither. A repeat with the same method, path and body gets the stored answer back.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,16 +19,44 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api.body import read_json_body
-from canopy_svc.api.requests import pool
-from canopy_svc.api.responses import JSONResponse
+from canopy_svc.api.requests import pool, principal
+from canopy_svc.api.responses import JSONResponse, encode
+from canopy_svc.errors import ApiError, BadRequest, IdempotencyInProgress, IdempotencyKeyReused
+from canopy_svc.store import idempotency
 
 Work = Callable[[asyncpg.Connection, bytes], Awaitable[Any]]
+
+_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")  # 1-255 printable ASCII characters
 
 
 async def write(request: Request, work: Work) -> Response:
     """Runs `work(conn, body)` in one transaction and answers its result as JSON: on any error
     nothing it wrote is kept."""
     body = await read_json_body(request)
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        async with pool(request).acquire() as conn, conn.transaction():
+            result = await work(conn, body)
+        return JSONResponse(result)
+    if not _KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 1-255 printable characters")
+    org_id = principal(request).org_id
+    fingerprint = hashlib.sha256(b"\0".join((request.method.encode(), request.url.path.encode(), body))).digest()
     async with pool(request).acquire() as conn, conn.transaction():
-        result = await work(conn, body)
-    return JSONResponse(result)
+        if not await idempotency.try_lock(conn, org_id, key):
+            raise IdempotencyInProgress()
+        stored = await idempotency.fetch(conn, org_id, key)
+        if stored is not None:
+            if bytes(stored["request_hash"]) != fingerprint:
+                raise IdempotencyKeyReused()
+            return Response(bytes(stored["body"]), status_code=stored["status"], media_type="application/json",
+                            headers={"Idempotent-Replayed": "true"})
+        try:
+            async with conn.transaction():  # a savepoint: a refused request keeps none of its work
+                status, answer = 200, encode(await work(conn, body))
+        except ApiError as error:
+            if error.status >= 500 or error.status == 429:
+                raise  # not an answer to remember: the client should try again
+            status, answer = error.status, error.body()
+        await idempotency.store(conn, org_id, key, fingerprint, status, answer)
+    return Response(answer, status_code=status, media_type="application/json")

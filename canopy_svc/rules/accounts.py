@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.errors import NotFound
+from canopy_svc.crypto import DataCipher
+from canopy_svc.errors import InvalidInput, NotFound, detail
 from canopy_svc.rules import links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
@@ -38,6 +39,19 @@ from canopy_svc.store import products as product_store
 
 PRODUCT_DECODER = BodyDecoder(ProductCreate)
 ACCOUNT_DECODER = BodyDecoder(AccountCreate)
+
+
+def parse_account(body: bytes) -> AccountCreate:
+    payload = ACCOUNT_DECODER.decode(body)
+    seen: dict[str, int] = {}
+    for index, assignment in enumerate(payload.assign_customers or ()):
+        if assignment.customer_id in seen:
+            first = seen[assignment.customer_id]
+            raise InvalidInput([detail("/assign_customers", "uniqueItems", {"i": index, "j": first},
+                                       f"must NOT have duplicate items (items ## {first} and "
+                                       f"{index} name the same customer_id)")])
+        seen[assignment.customer_id] = index
+    return payload
 
 
 # --- products ------------------------------------------------------------------------------------
@@ -106,8 +120,8 @@ async def _cards_by_link(conn: asyncpg.Connection | asyncpg.Pool,
     return by_link
 
 
-def _link_fields(link: Mapping[str, Any], cards: dict[int, list[CardDetails]]) -> dict[str, Any]:
-    customer = customer_from_record(link)
+def _link_fields(link: Mapping[str, Any], cards: dict[int, list[CardDetails]], cipher: DataCipher) -> dict[str, Any]:
+    customer = customer_from_record(link, cipher)
     fields = {name: getattr(customer, name) for name in customer.__struct_fields__ if name != "warnings"}
     fields.update(
         customer_account_role=link["customer_account_role"],
@@ -117,22 +131,23 @@ def _link_fields(link: Mapping[str, Any], cards: dict[int, list[CardDetails]]) -
     return fields
 
 
-async def load_accounts(conn: asyncpg.Connection | asyncpg.Pool,
-                        account_records: Sequence[Mapping[str, Any]]) -> list[Account]:
+async def load_accounts(conn: asyncpg.Connection | asyncpg.Pool, account_records: Sequence[Mapping[str, Any]],
+                        cipher: DataCipher) -> list[Account]:
     """Accounts with their customers and cards: three queries however many accounts."""
     account_ids = [record["id"] for record in account_records]
     link_records = await account_store.links_of_accounts(conn, account_ids)
     cards = await _cards_by_link(conn, [link["link_id"] for link in link_records])
     customers_by_account: dict[int, list[AccountCustomer]] = defaultdict(list)
     for link in link_records:
-        customers_by_account[link["account_row_id"]].append(AccountCustomer(**_link_fields(link, cards)))
+        customers_by_account[link["account_row_id"]].append(AccountCustomer(**_link_fields(link, cards, cipher)))
     return [
         Account(**_core_fields(record), customers=customers_by_account.get(record["id"], []))
         for record in account_records
     ]
 
 
-async def create_account(conn: asyncpg.Connection, org_id: int, payload: AccountCreate) -> Account:
+async def create_account(conn: asyncpg.Connection, org_id: int, payload: AccountCreate,
+                         cipher: DataCipher) -> Account:
     product = await product_store.fetch(conn, org_id, payload.product_id)
     if product is None:
         raise NotFound("No product found with the provided product_id")
@@ -143,29 +158,30 @@ async def create_account(conn: asyncpg.Connection, org_id: int, payload: Account
     if payload.assign_customers:
         await links.assign_customers(conn, org_id, account_row_id, payload.assign_customers)
     (record,) = await account_store.fetch_accounts(conn, org_id, [account_row_id])
-    (account,) = await load_accounts(conn, [record])
+    (account,) = await load_accounts(conn, [record], cipher)
     return account
 
 
-async def get_account(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, account_id: str) -> Account:
+async def get_account(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, account_id: str,
+                      cipher: DataCipher) -> Account:
     record = await account_store.fetch_account_by_id(conn, org_id, account_id)
     if record is None:
         raise NotFound(f"No account found with the provided account_id: {account_id}")
-    (account,) = await load_accounts(conn, [record])
+    (account,) = await load_accounts(conn, [record], cipher)
     return account
 
 
 async def list_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                        page: PageRequest) -> AccountList:
+                        page: PageRequest, cipher: DataCipher) -> AccountList:
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
         return await account_store.page_accounts(conn, org_id, limit=limit, after=after, before=before)
 
     records, paging = await keyset_page(cursors, org_id, "accounts", page, fetch)
-    return AccountList(results=await load_accounts(conn, records), paging=paging)
+    return AccountList(results=await load_accounts(conn, records, cipher), paging=paging)
 
 
 async def list_customer_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                                 page: PageRequest, customer_id: str) -> AccountList:
+                                 page: PageRequest, customer_id: str, cipher: DataCipher) -> AccountList:
     """GET /customers/{id}/accounts: the accounts the customer is on, in the order it joined them."""
     customer = await customer_store.fetch(conn, org_id, customer_id)
     if customer is None:
@@ -179,7 +195,7 @@ async def list_customer_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id
                                              key="link_id")
     records = await _accounts_by_row_id(conn, org_id, link_records)
     return AccountList(
-        results=await load_accounts(conn, [records[link["account_row_id"]] for link in link_records]),
+        results=await load_accounts(conn, [records[link["account_row_id"]] for link in link_records], cipher),
         paging=paging,
     )
 
@@ -191,7 +207,7 @@ async def _accounts_by_row_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: i
 
 
 async def list_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                     page: PageRequest) -> CustomerAccountLinkList:
+                     page: PageRequest, cipher: DataCipher) -> CustomerAccountLinkList:
     """GET /customers/accounts: one row per customer-account link."""
 
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
@@ -202,7 +218,7 @@ async def list_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, curso
     cards = await _cards_by_link(conn, [link["link_id"] for link in link_records])
     return CustomerAccountLinkList(
         results=[
-            CustomerAccountLink(**_link_fields(link, cards),
+            CustomerAccountLink(**_link_fields(link, cards, cipher),
                                 account=AccountCore(**_core_fields(accounts[link["account_row_id"]])))
             for link in link_records
         ],

@@ -9,8 +9,10 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from canopy_svc.crypto import DataCipher
 from canopy_svc.errors import BadRequest, InvalidInput, NotFound
-from canopy_svc.rules import links
+from canopy_svc.migrations import SSN_CONTEXT, ssn_digits
+from canopy_svc.rules import duplicates, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import new_customer_id
 from canopy_svc.rules.models import (
@@ -40,7 +42,7 @@ def parse_update(body: bytes) -> CustomerUpdate:
     return decode_customer(body, UPDATE_DECODER, with_meaning=False)
 
 
-def customer_from_record(record: Mapping[str, Any]) -> Customer:
+def customer_from_record(record: Mapping[str, Any], cipher: DataCipher) -> Customer:
     business = None
     if record["doing_business_as"] is not None:
         business = BusinessDetailsOut(
@@ -62,7 +64,7 @@ def customer_from_record(record: Mapping[str, Any]) -> Customer:
         address_state=record["address_state"],
         address_zip=record["address_zip"],
         address_country_code=record["address_country_code"],
-        ssn=record["ssn"],
+        ssn=cipher.decrypt(record["ssn_encrypted"], context=SSN_CONTEXT) if record["ssn_encrypted"] else None,
         international_customer_id=record["international_customer_id"],
         email=record["email"],
         date_of_birth=record["date_of_birth"],
@@ -72,33 +74,48 @@ def customer_from_record(record: Mapping[str, Any]) -> Customer:
     )
 
 
-def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """API fields -> table columns (business_details is flattened into three columns)."""
+def _columns(fields: Mapping[str, Any], cipher: DataCipher) -> dict[str, Any]:
+    """API fields -> table columns: business_details flattened, the SSN encrypted and hashed."""
     columns = {name: value for name, value in fields.items() if name in store.WRITABLE}
     if "business_details" in fields:
         business = fields["business_details"]
         for column in _BUSINESS_COLUMNS:
             columns[column] = None if business is None else getattr(business, column)
+    if "ssn" in fields:
+        columns["ssn_encrypted"], columns["ssn_hash"] = ssn_columns(fields["ssn"], cipher)
     return columns
 
 
-async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate) -> Customer:
+def ssn_columns(ssn: str | None, cipher: DataCipher) -> tuple[bytes | None, bytes | None]:
+    if ssn is None:
+        return None, None
+    return cipher.encrypt(ssn, context=SSN_CONTEXT), cipher.lookup_hash(ssn_digits(ssn), context=SSN_CONTEXT)
+
+
+async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate, cipher: DataCipher) -> Customer:
     customer_id = payload.customer_id or new_customer_id()
     fields = {f: getattr(payload, f) for f in payload.__struct_fields__}
-    record = await store.insert(conn, org_id, customer_id, _columns(fields))
+    columns = _columns(fields, cipher)
+    warnings = await duplicates.check(conn, org_id, fields, columns["ssn_hash"],
+                                      ignore_warnings=payload.ignore_warnings)
+    record = await store.insert(conn, org_id, customer_id, columns)
     if payload.assign_to_accounts:
         await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
-    return customer_from_record(record)
+    customer = customer_from_record(record, cipher)
+    if warnings:
+        customer.warnings = warnings
+    return customer
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, customer_id: str) -> Customer:
+async def get(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, customer_id: str, cipher: DataCipher) -> Customer:
     record = await store.fetch(conn, org_id, customer_id)
     if record is None:
         raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
-    return customer_from_record(record)
+    return customer_from_record(record, cipher)
 
 
-async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch: CustomerUpdate) -> Customer:
+async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch: CustomerUpdate,
+                 cipher: DataCipher) -> Customer:
     record = await store.fetch(conn, org_id, customer_id, for_update=True)
     if record is None:
         raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
@@ -107,17 +124,26 @@ async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch:
         for name in patch.__struct_fields__
         if getattr(patch, name) is not msgspec.UNSET and name not in ("assign_to_accounts", "ignore_warnings")
     }
-    merged = msgspec.structs.asdict(customer_from_record(record)) | given
+    merged = msgspec.structs.asdict(customer_from_record(record, cipher)) | given
     checked = set(given)
     if "address_country_code" in given:  # the zip and state rules follow the country
         checked |= {"address_zip", "address_state"}
     problems = meaning_problems(merged, checked)
     if problems:
         raise InvalidInput(problems)
-    updated = await store.update(conn, record["id"], _columns(given))
+    columns = _columns(given, cipher)
+    warnings = []
+    if duplicates.CHECKED_FIELDS & given.keys():
+        ssn_hash = columns["ssn_hash"] if "ssn" in given else record["ssn_hash"]
+        warnings = await duplicates.check(conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings,
+                                          exclude_row_id=record["id"])
+    updated = await store.update(conn, record["id"], columns)
     if patch.assign_to_accounts:
         await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
-    return customer_from_record(updated)
+    customer = customer_from_record(updated, cipher)
+    if warnings:
+        customer.warnings = warnings
+    return customer
 
 
 def search_words(raw: str | None) -> list[str]:
@@ -130,9 +156,9 @@ def search_words(raw: str | None) -> list[str]:
 
 
 async def list_page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                    page: PageRequest, search: list[str]) -> CustomerList:
+                    page: PageRequest, search: list[str], cipher: DataCipher) -> CustomerList:
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
         return await store.page(conn, org_id, limit=limit, after=after, before=before, search=search)
 
     records, paging = await keyset_page(cursors, org_id, CURSOR_KIND, page, fetch)
-    return CustomerList(results=[customer_from_record(r) for r in records], paging=paging)
+    return CustomerList(results=[customer_from_record(r, cipher) for r in records], paging=paging)

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from canopy_svc.rules.fields import (
+    Cents,
     CountryCode,
     CustomerAccountRole,
     CustomerId,
@@ -20,6 +21,7 @@ from canopy_svc.rules.fields import (
     Email,
     LithicCardType,
     LithicCreateState,
+    OptionalId,
     PhoneNumber,
     RequiredText,
     ResourceId,
@@ -46,8 +48,9 @@ class AccountAssignment(msgspec.Struct, kw_only=True):
     """One item of `assign_to_accounts`: a link from the customer to a credit account."""
 
     account_id: ResourceId
-    customer_account_role: CustomerAccountRole = "PRIMARY"
-    customer_account_external_id: Text255 | None = None
+    # PRIMARY on a new link; left as it is on an existing one when absent.
+    customer_account_role: CustomerAccountRole | None = None
+    customer_account_external_id: OptionalId | None = None
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
 
 
@@ -227,13 +230,13 @@ class CustomerAssignment(msgspec.Struct, kw_only=True):
     """One item of `assign_customers` on POST /accounts."""
 
     customer_id: ResourceId
-    customer_account_role: CustomerAccountRole = "PRIMARY"
-    customer_account_external_id: Text255 | None = None
+    customer_account_role: CustomerAccountRole | None = None  # PRIMARY when absent
+    customer_account_external_id: OptionalId | None = None
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
 
 
 class AccountSummaryIn(msgspec.Struct, kw_only=True):
-    credit_limit_cents: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    credit_limit_cents: Cents | None = None
 
 
 class AccountCreate(msgspec.Struct, kw_only=True):
@@ -241,7 +244,7 @@ class AccountCreate(msgspec.Struct, kw_only=True):
 
     product_id: ResourceId
     account_id: ResourceId | None = None
-    external_account_id: Text255 | None = None
+    external_account_id: OptionalId | None = None
     effective_at: datetime.datetime | None = None
     summary: AccountSummaryIn | None = None
     assign_customers: Annotated[list[CustomerAssignment], msgspec.Meta(max_length=100)] | None = None
@@ -327,7 +330,8 @@ class LithicConfigIn(msgspec.Struct, kw_only=True):
 class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):
     """PUT /organization/issuer_processors."""
 
-    lithic_config: LithicConfigIn | None = None
+    # null removes the key (cards go back to the simulator); absent changes nothing.
+    lithic_config: LithicConfigIn | UnsetType | None = UNSET
 
 
 class LithicConfigOut(msgspec.Struct):
@@ -337,3 +341,16 @@ class LithicConfigOut(msgspec.Struct):
 
 class IssuerProcessors(msgspec.Struct):
     lithic_config: LithicConfigOut | None
+
+
+DuplicatePolicy = Literal["warn", "block", "off"]
+
+
+class OrganizationSettingsUpdate(msgspec.Struct, kw_only=True):
+    """PUT /organization/settings."""
+
+    duplicate_customer_policy: DuplicatePolicy | UnsetType = UNSET
+
+
+class OrganizationSettings(msgspec.Struct):
+    duplicate_customer_policy: DuplicatePolicy

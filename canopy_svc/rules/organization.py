@@ -1,20 +1,28 @@
-"""The calling organization's own settings: its issuer processor (Lithic) account."""
+"""The calling organization's own settings: its issuer processor (Lithic) account, its duplicate policy."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 import asyncpg
+from msgspec import UNSET
 
 from canopy_svc.card_worker import LITHIC_KEY_CONTEXT
 from canopy_svc.crypto import DataCipher
 from canopy_svc.errors import InvalidInput, detail
 from canopy_svc.lithic import LITHIC_SANDBOX_URL
-from canopy_svc.rules.models import IssuerProcessors, IssuerProcessorsUpdate, LithicConfigOut
+from canopy_svc.rules.models import (
+    IssuerProcessors,
+    IssuerProcessorsUpdate,
+    LithicConfigOut,
+    OrganizationSettings,
+    OrganizationSettingsUpdate,
+)
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import organizations as store
 
 ISSUER_PROCESSORS_DECODER = BodyDecoder(IssuerProcessorsUpdate)
+SETTINGS_DECODER = BodyDecoder(OrganizationSettingsUpdate)
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -39,7 +47,9 @@ def _answer(record: asyncpg.Record) -> IssuerProcessors:
 async def set_issuer_processors(conn: asyncpg.Connection, org_id: int, payload: IssuerProcessorsUpdate,
                                 cipher: DataCipher) -> IssuerProcessors:
     config = payload.lithic_config
-    if config is None:  # null removes the key: cards go back to the simulator
+    if config is UNSET:
+        pass
+    elif config is None:  # null removes the key: cards go back to the simulator
         await store.set_lithic_config(conn, org_id, None, None, None)
     else:
         if config.base_url is not None:
@@ -52,3 +62,14 @@ async def set_issuer_processors(conn: asyncpg.Connection, org_id: int, payload: 
 
 async def get_issuer_processors(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> IssuerProcessors:
     return _answer(await store.lithic_config(conn, org_id))
+
+
+async def get_settings(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> OrganizationSettings:
+    return OrganizationSettings(duplicate_customer_policy=await store.duplicate_policy(conn, org_id))  # type: ignore[arg-type]
+
+
+async def update_settings(conn: asyncpg.Connection, org_id: int,
+                          payload: OrganizationSettingsUpdate) -> OrganizationSettings:
+    if isinstance(payload.duplicate_customer_policy, str):
+        await store.set_duplicate_policy(conn, org_id, payload.duplicate_customer_policy)
+    return await get_settings(conn, org_id)

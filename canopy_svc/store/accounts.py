@@ -79,7 +79,7 @@ async def page_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *,
 # --- links ---------------------------------------------------------------------------------------
 
 async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int, customer_row_id: int,
-                      *, role: str, external_id: str | None, new_external_id: str,
+                      *, role: str | None, external_id: str | None, new_external_id: str,
                       card_config: dict[str, Any] | None) -> tuple[int, bool]:
     """Creates the link, or changes the given parts of an existing one; returns (link id, created)."""
     config = card_config or {}
@@ -88,9 +88,9 @@ async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int
             """INSERT INTO customer_account_links AS l (org_id, account_row_id, customer_row_id,
                    customer_account_role, customer_account_external_id, spend_limit, lithic_memo,
                    lithic_type, lithic_state, lithic_card_program_token, has_lithic_config)
-               VALUES ($1, $2, $3, $4, coalesce($5, $6), $7, $8, $9, $10, $11::uuid, $12)
+               VALUES ($1, $2, $3, coalesce($4, 'PRIMARY'), coalesce($5, $6), $7, $8, $9, $10, $11::uuid, $12)
                ON CONFLICT (account_row_id, customer_row_id) DO UPDATE SET
-                   customer_account_role = excluded.customer_account_role,
+                   customer_account_role = coalesce($4, l.customer_account_role),
                    customer_account_external_id = coalesce($5, l.customer_account_external_id),
                    spend_limit = CASE WHEN $13 THEN excluded.spend_limit ELSE l.spend_limit END,
                    lithic_memo = CASE WHEN $13 THEN excluded.lithic_memo ELSE l.lithic_memo END,

@@ -13,7 +13,7 @@ from canopy_svc.errors import Conflict
 COLUMN_NAMES = (
     "id", "customer_id", "name_prefix", "name_first", "name_middle", "name_last", "name_suffix",
     "phone_number", "address_line_one", "address_line_two", "address_city", "address_state",
-    "address_zip", "address_country_code", "ssn", "international_customer_id", "email",
+    "address_zip", "address_country_code", "ssn_encrypted", "ssn_hash", "international_customer_id", "email",
     "date_of_birth", "business_legal_name", "doing_business_as", "business_ein", "created_at",
     "updated_at",
 )  # fmt: skip
@@ -28,8 +28,8 @@ def qualified_columns(alias: str) -> str:
 WRITABLE = (
     "name_prefix", "name_first", "name_middle", "name_last", "name_suffix", "phone_number",
     "address_line_one", "address_line_two", "address_city", "address_state", "address_zip",
-    "address_country_code", "ssn", "international_customer_id", "email", "date_of_birth",
-    "business_legal_name", "doing_business_as", "business_ein",
+    "address_country_code", "ssn_encrypted", "ssn_hash", "international_customer_id", "email",
+    "date_of_birth", "business_legal_name", "doing_business_as", "business_ein",
 )  # fmt: skip
 
 _INSERT = f"""INSERT INTO customers (org_id, customer_id, {", ".join(WRITABLE)})
@@ -107,3 +107,42 @@ async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list
         org_id, customer_ids,
     )
     return {row["customer_id"]: row["id"] for row in rows}
+
+
+# Each branch is answered by its own index (customers_dup_*); LIMIT keeps a popular value cheap.
+_DUPLICATES = """
+    WITH policy AS (SELECT duplicate_customer_policy AS policy FROM organizations WHERE id = $1)
+    SELECT policy.policy, match.code, match.customer_id, match.date_of_birth
+    FROM policy LEFT JOIN LATERAL (
+        (SELECT 'ssn' AS code, customer_id, date_of_birth FROM customers
+         WHERE org_id = $1 AND ssn_hash = $2 AND id <> $7 LIMIT 5)
+        UNION ALL
+        (SELECT 'email', customer_id, date_of_birth FROM customers
+         WHERE org_id = $1 AND lower(email) = lower($3) AND id <> $7 LIMIT 5)
+        UNION ALL
+        (SELECT 'phone_number', customer_id, date_of_birth FROM customers
+         WHERE org_id = $1 AND phone_number = $4 AND id <> $7 LIMIT 5)
+        UNION ALL
+        (SELECT 'address', customer_id, date_of_birth FROM customers
+         WHERE org_id = $1 AND canopy_address_key(address_line_one, address_zip, address_country_code)
+                             = canopy_address_key($5, $6, $8) AND id <> $7 LIMIT 5)
+    ) match ON policy.policy <> 'off'
+"""
+
+
+async def duplicates(conn: asyncpg.Connection, org_id: int, *, ssn_hash: bytes | None, email: str, phone_number: str,
+                     address_line_one: str, address_zip: str, address_country_code: str | None,
+                     exclude_row_id: int = 0) -> tuple[str, list[asyncpg.Record]]:
+    """The organization's duplicate policy, and (unless it is `off`) the customers matching any field."""
+    rows = await conn.fetch(_DUPLICATES, org_id, ssn_hash, email, phone_number, address_line_one, address_zip,
+                            exclude_row_id, address_country_code)
+    return rows[0]["policy"], [row for row in rows if row["code"] is not None]
+
+
+async def lock_values(conn: asyncpg.Connection, org_id: int, values: list[str]) -> None:
+    """Transaction locks on the compared values, so two requests with one email cannot both pass a
+    `block` check before either commits. Sorted, so two such requests never deadlock."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || v, 0)) FROM unnest($2::text[]) v",
+        str(org_id), sorted(set(values)),
+    )

@@ -49,3 +49,17 @@ async def lithic_config(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) ->
     )
     assert record is not None
     return record
+
+
+async def duplicate_policy(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> str:
+    policy: str = await conn.fetchval("SELECT duplicate_customer_policy FROM organizations WHERE id = $1", org_id)
+    return policy
+
+
+async def set_duplicate_policy(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, policy: str) -> None:
+    await conn.execute("UPDATE organizations SET duplicate_customer_policy = $2 WHERE id = $1", org_id, policy)
+
+
+async def find_organization(conn: asyncpg.Connection, name: str) -> int | None:
+    org_id: int | None = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
+    return org_id

@@ -6,7 +6,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from canopy_svc.api.requests import cursors, pool, principal
+from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
 from canopy_svc.api.writes import write
@@ -37,22 +37,24 @@ async def list_products(request: Request) -> Response:
 
 
 async def create_account(request: Request) -> Response:
-    org_id = principal(request).org_id
+    org_id, data_cipher = principal(request).org_id, cipher(request)
 
     async def work(conn: asyncpg.Connection, body: bytes) -> Account:
-        return await accounts.create_account(conn, org_id, accounts.ACCOUNT_DECODER.decode(body))
+        return await accounts.create_account(conn, org_id, accounts.parse_account(body), data_cipher)
 
     return await write(request, work)
 
 
 async def get_account(request: Request) -> Response:
-    account = await accounts.get_account(pool(request), principal(request).org_id, request.path_params["account_id"])
+    account = await accounts.get_account(pool(request), principal(request).org_id, request.path_params["account_id"],
+                                         cipher(request))
     return JSONResponse(account)
 
 
 async def list_accounts(request: Request) -> Response:
     page = await accounts.list_accounts(pool(request), principal(request).org_id, cursors(request),
-                                        PageRequest.from_query(request.query_params, default_limit=12))
+                                        PageRequest.from_query(request.query_params, default_limit=12),
+                                        cipher(request))
     return JSONResponse(page)
 
 
@@ -80,8 +82,8 @@ async def update_card(request: Request) -> Response:
 
 routes = [
     by_method("/products", GET=list_products, POST=create_product),
-    by_method("/products/{product_id}", GET=get_product),
+    by_method("/products/{product_id:id}", GET=get_product),
     by_method("/accounts", GET=list_accounts, POST=create_account),
-    by_method("/accounts/{account_id}", GET=get_account),
-    by_method("/accounts/{account_id}/customers/{customer_id}/cards", POST=issue_card, PUT=update_card),
+    by_method("/accounts/{account_id:id}", GET=get_account),
+    by_method("/accounts/{account_id:id}/customers/{customer_id:id}/cards", POST=issue_card, PUT=update_card),
 ]

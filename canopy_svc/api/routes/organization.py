@@ -11,7 +11,7 @@ from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
 from canopy_svc.api.writes import write
 from canopy_svc.rules import organization
-from canopy_svc.rules.models import IssuerProcessors
+from canopy_svc.rules.models import IssuerProcessors, OrganizationSettings
 
 
 async def put_issuer_processors(request: Request) -> Response:
@@ -29,6 +29,20 @@ async def get_issuer_processors(request: Request) -> Response:
     return JSONResponse(await organization.get_issuer_processors(pool(request), principal(request).org_id))
 
 
+async def put_settings(request: Request) -> Response:
+    org_id = principal(request).org_id
+
+    async def work(conn: asyncpg.Connection, body: bytes) -> OrganizationSettings:
+        return await organization.update_settings(conn, org_id, organization.SETTINGS_DECODER.decode(body))
+
+    return await write(request, work)
+
+
+async def get_settings(request: Request) -> Response:
+    return JSONResponse(await organization.get_settings(pool(request), principal(request).org_id))
+
+
 routes = [
+    by_method("/organization/settings", GET=get_settings, PUT=put_settings),
     by_method("/organization/issuer_processors", GET=get_issuer_processors, PUT=put_issuer_processors),
 ]

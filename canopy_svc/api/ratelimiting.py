@@ -1,0 +1,202 @@
+"""Rate limiting on the wire (CONTRACT section 3): per-client limits, the store, and the middleware.
+
+The GCRA itself and its stores are in canopy_svc/ratelimit.py. Here:
+
+- `ClientLimitCache`: each client's (rate, burst) from api_clients, kept per process for a few
+  seconds (`CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS`) so a request does not pay a query for them.
+  A lookup that fails (database down, slow) gives the defaults: fail open.
+- `RateLimiting`: the process's limiter, chosen by `CANOPY_SVC_RATE_LIMIT_STORE` (memory for one
+  process, postgres when several workers or hosts share the database), always behind
+  `FailOpenRateLimiter`. (The Postgres store's purge_expired() runs every
+  `CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS` from the app's lifespan, by canopy_svc/maintenance.py.)
+- `RateLimitMiddleware`: runs after authentication; every response to a request with a principal
+  carries RateLimit-Limit/-Remaining/-Reset; over the limit is 429 `rate_limited` with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from canopy_svc.config import Settings
+from canopy_svc.db import UNAVAILABLE_ERRORS
+from canopy_svc.errors import ApiError, RateLimited, ServerError, Unavailable
+from canopy_svc.ratelimit import (
+    Decision,
+    FailOpenRateLimiter,
+    MemoryRateLimiter,
+    PostgresRateLimiter,
+    RateLimiter,
+    headers_for,
+)
+from canopy_svc.store import api_clients
+
+log = logging.getLogger("canopy_svc.ratelimit")
+
+DEFAULT_LIMITS = (api_clients.DEFAULT_RATE_PER_SECOND, api_clients.DEFAULT_BURST)
+# A limits lookup gets at least this long before the defaults are used: it is one indexed read, and
+# only a cold cache pays it, so a busy database should not turn a client's own limit into the default.
+_MIN_LOOKUP_TIMEOUT = 1.0
+
+Limits = tuple[float, int]
+
+
+class ClientLimitCache:
+    """(rate, burst) per client_id, each kept `ttl` seconds; at most `max_entries` (oldest dropped)."""
+
+    def __init__(self, fetch: Callable[[str], Awaitable[Limits | None]], *, ttl: float, timeout: float,
+                 max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._fetch = fetch
+        self.ttl = ttl
+        self._timeout = timeout
+        self._max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[float, Limits]] = {}  # client_id -> (expires_at, limits)
+        self._failing = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def forget(self) -> None:
+        self._entries.clear()
+
+    async def get(self, client_id: str) -> Limits:
+        now = self.clock()
+        cached = self._entries.get(client_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            async with asyncio.timeout(self._timeout):
+                found = await self._fetch(client_id)
+        except Exception as exc:  # includes TimeoutError; CancelledError still propagates
+            if not self._failing:
+                # The type only: the text of a connection error can carry the DSN.
+                log.warning("client rate limits unavailable, using defaults: %s", type(exc).__name__,
+                            extra={"client_id": client_id})
+                self._failing = True
+            return DEFAULT_LIMITS  # not cached: the client's own limits return with the database
+        self._failing = False
+        limits = found if found is not None else DEFAULT_LIMITS  # a deleted client's token: defaults
+        if self.ttl > 0:
+            self._entries.pop(client_id, None)
+            while len(self._entries) >= self._max_entries:
+                del self._entries[next(iter(self._entries))]  # insertion order: the oldest entry
+            self._entries[client_id] = (now + self.ttl, limits)
+        return limits
+
+
+class _NoPoolYet:
+    """The Postgres store before the pool exists (should not happen once serving): fail open."""
+
+    async def hit(self, key: str, rate: float, burst: int) -> Decision:
+        raise RuntimeError("rate limit store has no database pool yet")
+
+
+class RateLimiting:
+    """One per app (so one per worker process): the limiter and the client limits it is fed."""
+
+    def __init__(self, settings: Settings, pool_source: Callable[[], asyncpg.Pool | None]) -> None:
+        self.store = settings.rate_limit_store
+        self._timeout = settings.rate_limit_timeout_seconds
+        self._pool_source = pool_source
+        self.client_limits = ClientLimitCache(
+            self._fetch_limits, ttl=settings.rate_limit_cache_seconds,
+            timeout=max(_MIN_LOOKUP_TIMEOUT, settings.rate_limit_timeout_seconds))
+        self._limiter: FailOpenRateLimiter | None = None
+        self._postgres: PostgresRateLimiter | None = None
+        self._no_pool = FailOpenRateLimiter(_NoPoolYet(), timeout=self._timeout)
+        if self.store == "memory":
+            self.use_store(MemoryRateLimiter())
+
+    async def _fetch_limits(self, client_id: str) -> Limits | None:
+        pool = self._pool_source()
+        if pool is None:
+            raise RuntimeError("no database pool yet")
+        return await api_clients.limits(pool, client_id)
+
+    def use_store(self, store: RateLimiter) -> None:
+        """Put `store` (wrapped to fail open) in place of the configured one; for tests and tools."""
+        self._limiter = FailOpenRateLimiter(store, timeout=self._timeout)
+        self._postgres = store if isinstance(store, PostgresRateLimiter) else None
+
+    def limiter(self) -> FailOpenRateLimiter:
+        """The limiter; the Postgres one is made on first use, from the app's pool."""
+        if self._limiter is None:
+            pool = self._pool_source()
+            if pool is None:
+                return self._no_pool
+            self.use_store(PostgresRateLimiter(pool))
+        assert self._limiter is not None
+        return self._limiter
+
+    async def hit(self, key: str, rate: float, burst: int) -> Decision:
+        return await self.limiter().hit(key, rate, burst)
+
+    async def enforce(self, key: str, rate: float, burst: int) -> Decision:
+        """One hit; over the limit raises 429 `rate_limited` (Retry-After and RateLimit-* headers)."""
+        decision = await self.hit(key, rate, burst)
+        if not decision.allowed:
+            headers = {name.decode(): value.decode() for name, value in headers_for(decision)
+                       if name != b"retry-after"}  # RateLimited sets it
+            raise RateLimited(decision.retry_after_seconds, headers=headers)
+        return decision
+
+    def postgres_store(self) -> PostgresRateLimiter:
+        """The Postgres store (made from the pool if not yet), for its periodic purge_expired()."""
+        self.limiter()
+        if self._postgres is None:
+            raise RuntimeError("the rate limit store is not PostgreSQL, or there is no pool yet")
+        return self._postgres
+
+
+class RateLimitMiddleware:
+    """Pure ASGI, inside AuthenticationMiddleware: limits requests that carry a principal."""
+
+    def __init__(self, app: ASGIApp, limiting: RateLimiting) -> None:
+        self.app = app
+        self.limiting = limiting
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
+        if principal is None:  # public paths (and failed authentication, already answered)
+            await self.app(scope, receive, send)
+            return
+        rate, burst = await self.limiting.client_limits.get(principal.client_id)
+        decision = await self.limiting.hit(f"client:{principal.client_id}", rate, burst)
+        rate_headers = headers_for(decision)  # with Retry-After when denied
+        if not decision.allowed:
+            await _send_error(send, RateLimited(decision.retry_after_seconds), rate_headers)
+            return
+
+        response_started = False
+
+        async def send_with_limits(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                message["headers"] = [*message.get("headers", []), *rate_headers]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_limits)
+        except Exception as exc:
+            # RequestContextMiddleware (outside) logs the failure and answers it; answering here
+            # first, with the same error it would choose, lets this answer carry RateLimit-* too.
+            # It sees the response started and only logs.
+            if not response_started:
+                error: ApiError = Unavailable() if isinstance(exc, UNAVAILABLE_ERRORS) else ServerError()
+                await _send_error(send_with_limits, error, [])
+            raise
+
+
+async def _send_error(send: Send, error: ApiError, extra_headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", b"application/json"), *extra_headers]
+    present = {name for name, _ in headers}
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items() if k.lower().encode() not in present]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": error.body()})

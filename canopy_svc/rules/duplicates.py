@@ -1,0 +1,73 @@
+"""Duplicate customers (LoanPro's transaction warnings): same SSN, email, phone or primary address.
+
+Policies per organization: `warn` answers the warnings beside the customer, `block` refuses with 409
+unless `__ignoreWarnings` (never for a same-SSN-and-date-of-birth match), `off` checks nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import asyncpg
+
+from canopy_svc.errors import DuplicateCustomer
+from canopy_svc.rules.fields import US_RULES_COUNTRIES
+from canopy_svc.rules.models import DuplicateWarning
+from canopy_svc.store import customers as store
+
+POLICIES = ("warn", "block", "off")
+# The customer fields whose change calls for a new check.
+CHECKED_FIELDS = frozenset({"ssn", "email", "phone_number", "address_line_one", "address_zip", "address_country_code"})
+_MESSAGES = {
+    "ssn": "Another customer has the same SSN",
+    "email": "Another customer has the same email address",
+    "phone_number": "Another customer has the same phone number",
+    "address": "Another customer has the same primary address",
+}
+
+
+async def check(conn: asyncpg.Connection, org_id: int, values: dict[str, Any], ssn_hash: bytes | None, *,
+                ignore_warnings: bool, exclude_row_id: int = 0) -> list[DuplicateWarning]:
+    """The warnings for a customer with these (merged) values; raises DuplicateCustomer under `block`."""
+    arguments = {
+        "ssn_hash": ssn_hash, "email": values["email"], "phone_number": values["phone_number"],
+        "address_line_one": values["address_line_one"], "address_zip": values["address_zip"],
+        "address_country_code": values.get("address_country_code"), "exclude_row_id": exclude_row_id,
+    }
+    policy, matches = await store.duplicates(conn, org_id, **arguments)
+    if policy == "block":
+        # Check again under locks on the values: a concurrent twin now waits for our commit and sees us.
+        identity = [f"email:{values['email'].lower()}", f"phone:{values['phone_number']}",
+                    f"address:{_address_key(values)}"]
+        if ssn_hash is not None:
+            identity.append(f"ssn:{ssn_hash.hex()}")
+        await store.lock_values(conn, org_id, identity)
+        policy, matches = await store.duplicates(conn, org_id, **arguments)
+    warnings = [
+        DuplicateWarning(code=f"duplicate_{match['code']}", field=match["code"], customer_id=match["customer_id"],
+                         message=_MESSAGES[match["code"]])
+        for match in matches
+    ]
+    if policy == "block" and warnings:
+        same_person = _same_ssn_and_birth_date(matches, values["date_of_birth"])
+        if not ignore_warnings or same_person:
+            message = ("A customer with the same SSN and date of birth already exists" if same_person
+                       else "A customer with the same details already exists")
+            raise DuplicateCustomer(warnings, message)
+    return warnings
+
+
+def _address_key(values: dict[str, Any]) -> str:
+    """As canopy_address_key() in schema.sql: equal addresses there must lock the same key here."""
+    country = values.get("address_country_code") or "US"
+    zip_code = values["address_zip"]
+    if country in US_RULES_COUNTRIES:
+        zip_code = "".join(ch for ch in zip_code if ch.isdigit())[:5]
+    else:
+        zip_code = "".join(ch for ch in zip_code if ch.isalnum()).upper()
+    return f"{' '.join(values['address_line_one'].lower().split())}|{zip_code}|{country}"
+
+
+def _same_ssn_and_birth_date(matches: list[asyncpg.Record], date_of_birth: datetime.date) -> bool:
+    return any(match["code"] == "ssn" and match["date_of_birth"] == date_of_birth for match in matches)

@@ -1,0 +1,580 @@
+"""Rate limiting on the wire (CONTRACT section 3): headers, 429s, per-client limits, the token route,
+failing open, the CLI, and one limit across real worker processes sharing the database."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import http.client
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+from conftest import TEST_DATA_KEY, make_client, minimal_customer
+from processes import ServerProcess, poll, token_for
+
+from canopy_svc import cli
+from canopy_svc.api.app import create_app
+from canopy_svc.api.routes import auth as auth_routes
+from canopy_svc.config import Settings
+from canopy_svc.db import create_pool
+from canopy_svc.ratelimit import Decision, MemoryRateLimiter, PostgresRateLimiter
+from canopy_svc.store import api_clients
+
+TINY_RATE = 0.001  # one request per 1000 s: no refill can happen during a test
+RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+
+
+def app_with(settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> Any:
+    return create_app(dataclasses.replace(settings, **overrides), pool=pool)
+
+
+def http_for(app: Any, token: str | None = None, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 40000)),
+                             base_url="http://testserver", headers=headers)
+
+
+async def client_http(app: Any, pool: asyncpg.Pool, org: str = "acme", *, rate: float | None = None,
+                      burst: int | None = None) -> tuple[str, str, httpx.AsyncClient]:
+    """A new client of `org` (with these limits, if given): its id, secret, and an http client with its token."""
+    org_id, client_id, secret = await make_client(pool, org)
+    if rate is not None or burst is not None:
+        assert await api_clients.set_limits(pool, client_id, rate=rate, burst=burst) is not None
+    return client_id, secret, http_for(app, app.state.tokens.issue(client_id, org_id, "read write"))
+
+
+def limit_headers(response: httpx.Response) -> tuple[int, int, int]:
+    return tuple(int(response.headers[name]) for name in RATE_HEADERS)  # type: ignore[return-value]
+
+
+def assert_rate_limited(response: httpx.Response) -> int:
+    assert response.status_code == 429, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == "rate_limited" and body["error"]["message"]
+    assert response.headers["content-type"] == "application/json"
+    retry_after = int(response.headers["retry-after"])
+    assert retry_after >= 1
+    return retry_after
+
+
+# --- headers and 429 --------------------------------------------------------------------------
+
+
+async def test_headers_on_authenticated_successes_and_errors(app: Any, pool: asyncpg.Pool) -> None:
+    _, _, http = await client_http(app, pool)
+    async with http:
+        first = await http.get("/customers")
+        assert first.status_code == 200, first.text
+        assert limit_headers(first) == (100, 99, 1)  # the schema's default limits
+        assert "retry-after" not in first.headers
+        missing = await http.get("/customers/nobody")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        invalid = await http.post("/customers", json=minimal_customer(email="not-an-email"))
+        assert invalid.status_code == 422 and invalid.json()["error"]["code"] == "invalid_input"
+        no_route = await http.get("/no/such/route")
+        assert no_route.status_code == 404
+        assert no_route.headers["x-request-id"]
+        for response in (missing, invalid, no_route):  # at 100/s the bucket refills as we go
+            limit, remaining, reset = limit_headers(response)
+            assert limit == 100 and 95 <= remaining <= 99 and 0 <= reset <= 1
+    # With no refill, the count goes down on errors just as on successes.
+    _, _, slow = await client_http(app, pool, rate=TINY_RATE, burst=10)
+    async with slow:
+        answers = [await slow.get("/customers"), await slow.get("/customers/nobody"),
+                   await slow.post("/customers", json=minimal_customer(email="not-an-email")),
+                   await slow.get("/no/such/route")]
+    assert [a.status_code for a in answers] == [200, 404, 422, 404]
+    assert [limit_headers(a)[:2] for a in answers] == [(10, 9), (10, 8), (10, 7), (10, 6)]
+
+
+async def test_burst_then_429_and_other_clients_unaffected(app: Any, pool: asyncpg.Pool) -> None:
+    _, _, limited = await client_http(app, pool, rate=TINY_RATE, burst=5)
+    _, _, same_org = await client_http(app, pool, rate=TINY_RATE, burst=5)
+    async with limited, same_org:
+        answers = [await limited.get("/customers") for _ in range(8)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429] * 3
+        assert [int(a.headers["ratelimit-remaining"]) for a in answers[:5]] == [4, 3, 2, 1, 0]
+        for denied in answers[5:]:
+            retry_after = assert_rate_limited(denied)
+            assert retry_after > 900  # a whole emission interval (1000 s) away, in whole seconds
+            limit, remaining, reset = limit_headers(denied)
+            assert (limit, remaining) == (5, 0) and reset >= retry_after
+            assert denied.headers["x-request-id"]
+        other = await same_org.get("/customers")
+        assert other.status_code == 200 and limit_headers(other)[:2] == (5, 4)
+        assert (await limited.get("/customers")).status_code == 429
+
+
+async def test_requests_arriving_together_get_exactly_the_burst(app: Any, pool: asyncpg.Pool) -> None:
+    _, _, http = await client_http(app, pool, rate=TINY_RATE, burst=7)
+    async with http:
+        answers = await asyncio.gather(*(http.get("/customers") for _ in range(20)))
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [429] * 13
+
+
+async def test_public_routes_carry_no_headers_and_are_never_limited(app: Any, pool: asyncpg.Pool) -> None:
+    _, _, http = await client_http(app, pool, rate=TINY_RATE, burst=1)
+    async with http:  # it even sends its token, which public routes do not look at
+        for path in ("/healthz", "/readyz", "/openapi.json") * 10:
+            response = await http.get(path)
+            assert response.status_code == 200, (path, response.text)
+            assert not any(name in response.headers for name in (*RATE_HEADERS, "retry-after")), path
+        first = await http.get("/customers")  # its one request was not used up by the public ones
+        assert first.status_code == 200 and limit_headers(first)[:2] == (1, 0)
+        assert_rate_limited(await http.get("/customers"))
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_unauthenticated_requests_are_answered_401_without_rate_headers(app: Any) -> None:
+    async with http_for(app, "not-a-token") as http:
+        response = await http.get("/customers")
+    assert response.status_code == 401
+    assert not any(name in response.headers for name in RATE_HEADERS)
+
+
+# --- per-client limits from api_clients ---------------------------------------------------------
+
+
+async def test_changed_limits_apply_at_once_with_the_cache_disabled(settings: Settings, pool: asyncpg.Pool) -> None:
+    app = app_with(settings, pool, rate_limit_cache_seconds=0)
+    client_id, _, http = await client_http(app, pool)
+    async with http:
+        assert limit_headers(await http.get("/customers"))[0] == 100
+        assert await api_clients.set_limits(pool, client_id, rate=TINY_RATE, burst=2) == (TINY_RATE, 2)
+        second = await http.get("/customers")
+        assert second.status_code == 200 and limit_headers(second)[:2] == (2, 0)
+        assert_rate_limited(await http.get("/customers"))
+        assert await api_clients.set_limits(pool, client_id, burst=50) == (TINY_RATE, 50)
+        third = await http.get("/customers")
+        assert third.status_code == 200 and limit_headers(third)[0] == 50
+    assert len(app.state.rate_limiting.client_limits) == 0
+
+
+async def test_cached_limits_are_kept_until_they_expire(app: Any, pool: asyncpg.Pool) -> None:
+    clock = FakeClock()
+    cache = app.state.rate_limiting.client_limits
+    cache.clock = clock
+    assert cache.ttl == 5.0
+    client_id, _, http = await client_http(app, pool)
+    async with http:
+        assert limit_headers(await http.get("/customers"))[0] == 100
+        await api_clients.set_limits(pool, client_id, rate=TINY_RATE, burst=3)
+        clock.now += 4.9
+        assert limit_headers(await http.get("/customers"))[0] == 100  # no query: the cached limits
+        clock.now += 0.2
+        assert limit_headers(await http.get("/customers"))[0] == 3
+
+
+async def test_limits_cache_is_bounded(settings: Settings, pool: asyncpg.Pool) -> None:
+    app = app_with(settings, pool)
+    cache = app.state.rate_limiting.client_limits
+    cache._max_entries = 3
+    for _ in range(5):
+        _, _, http = await client_http(app, pool)
+        async with http:
+            assert (await http.get("/customers")).status_code == 200
+    assert len(cache) == 3
+
+
+# --- POST /auth/token ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the token route's secret verifications (the expensive part)."""
+    calls: list[str] = []
+    real = auth_routes.verify_secret
+
+    def counting(secret: str, stored: str) -> bool:
+        calls.append(secret)
+        return real(secret, stored)
+
+    monkeypatch.setattr(auth_routes, "verify_secret", counting)
+    return calls
+
+
+async def token_attempt(http: httpx.AsyncClient, client_id: str, secret: str) -> httpx.Response:
+    return await http.post("/auth/token", json={"client_id": client_id, "client_secret": secret})
+
+
+async def test_token_route_limits_each_client_id(app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]) -> None:
+    assert (auth_routes.TOKEN_CLIENT_BURST, auth_routes.TOKEN_CLIENT_RATE) == (10, 10 / 60)
+    app.state.rate_limiting.use_store(MemoryRateLimiter(clock=FakeClock()))  # scrypts take time; no refill
+    _, client_id, secret = await make_client(pool, "acme")
+    _, other_id, other_secret = await make_client(pool, "acme")
+    async with http_for(app) as http:
+        wrong = [await token_attempt(http, client_id, f"guess-{n}") for n in range(10)]
+        assert [r.status_code for r in wrong] == [401] * 10
+        assert len(scrypt_calls) == 10
+        # The 11th attempt within the window is refused, even with the right secret, before any scrypt.
+        retry_after = assert_rate_limited(await token_attempt(http, client_id, secret))
+        assert 1 <= retry_after <= 6  # one every 6 s refills the bucket
+        assert_rate_limited(await token_attempt(http, client_id, "guess-11"))
+        assert len(scrypt_calls) == 10
+        # Another client from the same address still gets its token.
+        other = await token_attempt(http, other_id, other_secret)
+        assert other.status_code == 200, other.text
+        assert other.json()["access_token"]
+
+
+async def test_token_route_limits_each_source_address(app: Any, pool: asyncpg.Pool,
+                                                      scrypt_calls: list[str]) -> None:
+    assert (auth_routes.TOKEN_ADDRESS_BURST, auth_routes.TOKEN_ADDRESS_RATE) == (30, 1.0)
+    clock = FakeClock()  # 30 scrypts take longer than the 1 s the address needs to earn another try
+    app.state.rate_limiting.use_store(MemoryRateLimiter(clock=clock))
+    _, client_id, secret = await make_client(pool, "acme")
+    async with http_for(app, address="203.0.113.9") as sprayer, http_for(app, address="198.51.100.4") as honest:
+        answers = await asyncio.gather(*(token_attempt(sprayer, f"cli_guess{n:03d}", "x") for n in range(30)))
+        assert [r.status_code for r in answers] == [401] * 30
+        assert len(scrypt_calls) == 30
+        # Every client_id is new, yet the address is out of attempts: even a right secret is refused.
+        assert_rate_limited(await token_attempt(sprayer, client_id, secret))
+        assert_rate_limited(await sprayer.post("/auth/token", content=b"{oops",
+                                               headers={"Content-Type": "application/json"}))
+        assert len(scrypt_calls) == 30
+        good = await token_attempt(honest, client_id, secret)
+        assert good.status_code == 200, good.text
+        clock.now += 1.0  # one more try a second
+        assert (await token_attempt(sprayer, client_id, secret)).status_code == 200
+        assert_rate_limited(await token_attempt(sprayer, client_id, secret))
+
+
+# --- the Postgres store, in-process ---------------------------------------------------------------
+
+
+async def test_postgres_store_limits_and_keeps_state_in_the_database(settings: Settings,
+                                                                      pool: asyncpg.Pool) -> None:
+    app = app_with(settings, pool, rate_limit_store="postgres")
+    client_id, _, http = await client_http(app, pool, rate=TINY_RATE, burst=3)
+    async with http:
+        answers = [await http.get("/customers") for _ in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    assert_rate_limited(answers[3])
+    assert isinstance(app.state.rate_limiting.limiter()._inner, PostgresRateLimiter)
+    keys = {r["key"] for r in await pool.fetch("SELECT key FROM rate_limit_buckets")}
+    assert keys == {f"client:{client_id}"}
+
+
+async def test_memory_store_by_default_touches_no_table(app: Any, pool: asyncpg.Pool) -> None:
+    _, _, http = await client_http(app, pool, rate=TINY_RATE, burst=1)
+    async with http:
+        assert (await http.get("/customers")).status_code == 200
+        assert_rate_limited(await http.get("/customers"))
+    assert app.state.rate_limiting.store == "memory"
+    assert await pool.fetchval("SELECT count(*) FROM rate_limit_buckets") == 0
+
+
+async def test_lifespan_purges_expired_buckets(settings: Settings, pool: asyncpg.Pool) -> None:
+    app = app_with(settings, pool, rate_limit_store="postgres", rate_limit_purge_seconds=0.02, card_worker=False)
+    await pool.execute(
+        """INSERT INTO rate_limit_buckets (key, tat, allowed) VALUES
+           ('test:expired', extract(epoch FROM now()) - 10, true),
+           ('test:active', extract(epoch FROM now()) + 3600, true)""")
+    async with app.router.lifespan_context(app):
+        for _ in range(500):
+            if await pool.fetchval("SELECT count(*) FROM rate_limit_buckets WHERE key = 'test:expired'") == 0:
+                break
+            await asyncio.sleep(0.01)
+        remaining = {r["key"] for r in await pool.fetch("SELECT key FROM rate_limit_buckets")}
+    assert remaining == {"test:active"}
+
+
+# --- failing open ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def closed_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    broken = await create_pool(database_url, min_size=1, max_size=1)
+    await broken.close()
+    yield broken
+
+
+async def test_failing_store_lets_requests_through_and_logs(app: Any, pool: asyncpg.Pool, closed_pool: asyncpg.Pool,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="canopy_svc.ratelimit")
+    app.state.rate_limiting.use_store(PostgresRateLimiter(closed_pool))
+    _, client_id, http = await client_http(app, pool, rate=TINY_RATE, burst=2)
+    async with http:
+        answers = [await http.get("/customers") for _ in range(6)]
+        assert [a.status_code for a in answers] == [200] * 6
+        assert all(limit_headers(a)[0] == 2 for a in answers)
+        tokens = [await token_attempt(http, client_id, "wrong") for _ in range(12)]
+        assert [t.status_code for t in tokens] == [401] * 12  # no 429: the token limits fail open too
+    warnings = [r for r in caplog.records if r.name == "canopy_svc.ratelimit" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # once per failure burst, not once per request
+    assert "rate limit store unavailable" in warnings[0].getMessage()
+    assert "InterfaceError" in warnings[0].getMessage()
+
+
+class HangingStore:
+    async def hit(self, key: str, rate: float, burst: int) -> Decision:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_slow_store_times_out_and_lets_requests_through(settings: Settings, pool: asyncpg.Pool) -> None:
+    app = app_with(settings, pool, rate_limit_timeout_seconds=0.05)
+    app.state.rate_limiting.use_store(HangingStore())
+    _, _, http = await client_http(app, pool, rate=TINY_RATE, burst=1)
+    async with http:
+        answers = [await http.get("/customers") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200] * 3
+
+
+async def test_limits_lookup_failure_uses_the_defaults(settings: Settings, pool: asyncpg.Pool,
+                                                       closed_pool: asyncpg.Pool,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="canopy_svc.ratelimit")
+    org_id, client_id, _ = await make_client(pool, "acme")
+    await api_clients.set_limits(pool, client_id, rate=TINY_RATE, burst=1)
+    app = create_app(settings, pool=closed_pool)  # every query fails, the limits lookup included
+    async with http_for(app, app.state.tokens.issue(client_id, org_id, "read write")) as http:
+        no_route = await http.get("/no/such/route")  # answered without the database
+        assert no_route.status_code == 404
+        assert limit_headers(no_route)[:2] == (100, 99)  # the defaults, not the client's burst of 1
+        # A request whose own query fails: 503 from the error path, still with the headers.
+        down = await http.get("/customers")
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "unavailable"
+        assert int(down.headers["retry-after"]) >= 1
+        assert limit_headers(down)[:2] == (100, 98)
+        assert down.headers["x-request-id"]
+    assert any("client rate limits unavailable" in r.getMessage() for r in caplog.records)
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def run_cli(database_url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url,
+           "CANOPY_SVC_DATA_KEY": base64.urlsafe_b64encode(TEST_DATA_KEY).decode()}
+    return subprocess.run([sys.executable, "-m", "canopy_svc", *args, "--data-dir", str(data_dir)],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+async def test_cli_create_and_set_limits(settings: Settings, pool: asyncpg.Pool, database_url: str,
+                                         tmp_path: Path) -> None:
+    made = await asyncio.to_thread(run_cli, database_url, tmp_path, "clients", "create", "--org", "acme",
+                                   "--rate", "2", "--burst", "3", "--json")
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert (created["rate_per_second"], created["burst"]) == (2.0, 3)
+    assert await api_clients.limits(pool, created["client_id"]) == (2.0, 3)
+
+    app = app_with(settings, pool, rate_limit_cache_seconds=0)
+    async with http_for(app) as anonymous:
+        token = await token_attempt(anonymous, created["client_id"], created["client_secret"])
+        assert token.status_code == 200, token.text
+    async with http_for(app, token.json()["access_token"]) as http:
+        answers = [await http.get("/customers") for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert limit_headers(answers[0])[0] == 3
+        assert_rate_limited(answers[3])
+
+        changed = await asyncio.to_thread(run_cli, database_url, tmp_path, "clients", "set-limits",
+                                          created["client_id"], "--rate", "2", "--burst", "10")
+        assert changed.returncode == 0, changed.stderr
+        assert "rate:      2 requests/s" in changed.stdout and "burst:     10" in changed.stdout
+        assert await api_clients.limits(pool, created["client_id"]) == (2.0, 10)
+        after = await http.get("/customers")
+        assert after.status_code == 200 and limit_headers(after)[0] == 10
+
+    unknown = await asyncio.to_thread(run_cli, database_url, tmp_path, "clients", "set-limits", "cli_nobody",
+                                      "--burst", "5")
+    assert unknown.returncode == 1
+    assert "no API client 'cli_nobody'" in unknown.stderr
+
+
+async def test_cli_create_without_limits_gets_the_defaults(pool: asyncpg.Pool, database_url: str,
+                                                           tmp_path: Path) -> None:
+    made = await asyncio.to_thread(run_cli, database_url, tmp_path, "clients", "create", "--org", "acme", "--json")
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert (created["rate_per_second"], created["burst"]) == (100.0, 100)
+    assert await api_clients.limits(pool, created["client_id"]) == (100.0, 100)
+
+
+@pytest.mark.parametrize("args", [
+    ["clients", "create", "--org", "acme", "--rate", "0"],
+    ["clients", "create", "--org", "acme", "--rate", "-1"],
+    ["clients", "create", "--org", "acme", "--rate", "nan"],
+    ["clients", "create", "--org", "acme", "--rate", "inf"],
+    ["clients", "create", "--org", "acme", "--rate", "fast"],
+    ["clients", "create", "--org", "acme", "--burst", "0"],
+    ["clients", "create", "--org", "acme", "--burst", "2.5"],
+    ["clients", "create", "--org", "acme", "--burst", "99999999999"],
+    ["clients", "set-limits", "cli_x", "--rate", "0"],
+    ["clients", "set-limits", "cli_x", "--burst", "-3"],
+])
+def test_cli_rejects_bad_limits(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument --" in err and ("--rate" in err or "--burst" in err)
+
+
+def test_cli_set_limits_needs_a_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli.main(["clients", "set-limits", "cli_x", "--data-dir", str(tmp_path)]) == 2
+    assert "give --rate, --burst or both" in capsys.readouterr().err
+
+
+# --- real worker processes on one database ---------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def worker_pids(server: ServerProcess) -> list[int]:
+    """The uvicorn worker processes under `canopy-svc serve` (none when it serves in-process)."""
+    assert server.process is not None
+    children = psutil.Process(server.process.pid).children()
+    return sorted(c.pid for c in children if "multiprocessing" in " ".join(c.cmdline())
+                  and "resource_tracker" not in " ".join(c.cmdline()))
+
+
+def connections_by_worker(server: ServerProcess, pids: list[int], per_worker: int) -> dict[int, list[Any]]:
+    """Keep-alive connections, opened until every worker process has accepted `per_worker` of them.
+
+    The kernel hands each new connection to whichever worker accepts first; psutil shows which one
+    holds the server end, so the test's requests provably reach every worker.
+    """
+    owned: dict[int, list[http.client.HTTPConnection]] = {pid: [] for pid in pids}
+    spare: list[http.client.HTTPConnection] = []
+    for _ in range(200):
+        if all(len(conns) >= per_worker for conns in owned.values()):
+            return owned
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.connect()
+        assert conn.sock is not None
+        local_port = conn.sock.getsockname()[1]
+
+        def owner(port: int = local_port) -> int | None:
+            for pid in pids:
+                for c in psutil.Process(pid).net_connections(kind="tcp"):
+                    if c.laddr and c.laddr.port == server.port and c.raddr and c.raddr.port == port:
+                        return pid
+            return None
+
+        pid = poll(owner, timeout=10, interval=0.01)
+        (owned[pid] if len(owned[pid]) < per_worker else spare).append(conn)
+    raise AssertionError(f"connections never spread over the workers: {[len(c) for c in owned.values()]}")
+
+
+def fire(connections: list[http.client.HTTPConnection], token: str, per_connection: int) -> list[int]:
+    """per_connection GETs on each connection, all connections at once (one thread each)."""
+
+    def run(conn: http.client.HTTPConnection) -> list[int]:
+        statuses = []
+        for _ in range(per_connection):
+            conn.request("GET", "/customers", headers={"Authorization": f"Bearer {token}"})
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+        return statuses
+
+    with ThreadPoolExecutor(max_workers=len(connections)) as executor:
+        return [s for statuses in executor.map(run, connections) for s in statuses]
+
+
+def burst_over_workers(server: ServerProcess, client_id: str, secret: str) -> tuple[list[int], list[int]]:
+    """60 requests, 30 through each of the two workers, over 6 simultaneous connections."""
+    pids = worker_pids(server)
+    token = token_for(server, client_id, secret)
+    owned = connections_by_worker(server, pids, per_worker=3)
+    try:
+        statuses = fire([c for conns in owned.values() for c in conns], token, per_connection=10)
+    finally:
+        for conns in owned.values():
+            for conn in conns:
+                conn.close()
+    return pids, statuses
+
+
+async def start(server: ServerProcess) -> ServerProcess:
+    return await asyncio.to_thread(server.start)
+
+
+async def test_two_workers_share_one_limit(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    _, client_id, secret = await make_client(pool, "acme")
+    await api_clients.set_limits(pool, client_id, rate=0.01, burst=20)
+    server = await start(ServerProcess(database_url, tmp_path, workers=2))
+    try:
+        pids, statuses = await asyncio.to_thread(burst_over_workers, server, client_id, secret)
+    finally:
+        server.kill()
+    assert len(pids) == 2
+    assert len(statuses) == 60
+    # The Postgres store decides atomically per key: exactly the burst, not 20 per worker.
+    assert statuses.count(200) == 20, statuses
+    assert statuses.count(429) == 40, statuses
+    keys = {r["key"] for r in await pool.fetch("SELECT key FROM rate_limit_buckets")}
+    assert f"client:{client_id}" in keys
+
+
+async def test_two_workers_with_the_memory_store_forced_each_keep_their_own(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The control: what the test above would see if serve did not switch to the shared store."""
+    _, client_id, secret = await make_client(pool, "acme")
+    await api_clients.set_limits(pool, client_id, rate=0.01, burst=20)
+    server = await start(ServerProcess(database_url, tmp_path, workers=2, CANOPY_SVC_RATE_LIMIT_STORE="memory"))
+    try:
+        pids, statuses = await asyncio.to_thread(burst_over_workers, server, client_id, secret)
+    finally:
+        server.kill()
+    assert len(pids) == 2
+    assert statuses.count(200) == 40, statuses  # 20 per worker: twice the client's rate
+    assert await pool.fetchval("SELECT count(*) FROM rate_limit_buckets") == 0
+
+
+async def test_one_worker_uses_memory_and_limits(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    _, client_id, secret = await make_client(pool, "acme")
+    await api_clients.set_limits(pool, client_id, rate=0.01, burst=20)
+    server = await start(ServerProcess(database_url, tmp_path, workers=1))
+    try:
+        assert worker_pids(server) == []  # serves in the one process
+        token = token_for(server, client_id, secret)
+
+        def burst() -> list[int]:
+            conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(6)]
+            try:
+                return fire(conns, token, per_connection=10)
+            finally:
+                for conn in conns:
+                    conn.close()
+
+        statuses = await asyncio.to_thread(burst)
+    finally:
+        server.kill()
+    assert statuses.count(200) == 20 and statuses.count(429) == 40, statuses
+    assert await pool.fetchval("SELECT count(*) FROM rate_limit_buckets") == 0  # nothing in the database
+
+
+def test_unknown_store_is_refused(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    with pytest.raises(ValueError, match="CANOPY_SVC_RATE_LIMIT_STORE"):
+        dataclasses.replace(settings, rate_limit_store="redis")
+    monkeypatch.setenv("CANOPY_SVC_JWT_SECRET", "x" * 40)
+    monkeypatch.setenv("CANOPY_SVC_DATA_KEY", base64.urlsafe_b64encode(TEST_DATA_KEY).decode())
+    monkeypatch.setenv("CANOPY_SVC_RATE_LIMIT_STORE", " Postgres ")
+    assert Settings.from_env().rate_limit_store == "postgres"
+    monkeypatch.delenv("CANOPY_SVC_RATE_LIMIT_STORE")
+    assert Settings.from_env().rate_limit_store == "memory"
