@@ -175,8 +175,8 @@ def _walk_annotated(
                                f"must be >= {meta.ge}"))
         return _INVALID
     if isinstance(value, int) and meta.le is not None and value > meta.le:
-        problems.append(detail(path, "maximum", {"comparison": "<=", "limit": meta.le},
-                               f"must be <= {meta.le}"))
+        # Our only upper bounds are the 64-bit columns; "format" keeps to the contract's keyword list.
+        problems.append(detail(path, "format", {"format": "int64"}, f"must be a 64-bit integer (<= {meta.le})"))
         return _INVALID
     return value
 
