@@ -1013,3 +1013,35 @@ async def test_effective_at_is_answered_in_utc(api: ApiClient) -> None:
     created = await make_account(api, effective_at="2026-01-01T10:00:00+02:00")
     assert created["effective_at"] == "2026-01-01T08:00:00Z"
     assert (await get_account(api, "acc-1"))["effective_at"] == "2026-01-01T08:00:00Z"
+
+
+async def test_an_update_without_a_role_keeps_the_links_role(api: ApiClient) -> None:
+    await make_product(api)
+    await make_account(api)
+    await make_customer(api, "c-1", assign_to_accounts=[{"account_id": "acc-1",
+                                                          "customer_account_role": "SECONDARY"}])
+    changed = await api.http.patch("/customers/c-1", json={"assign_to_accounts": [
+        {"account_id": "acc-1", "customer_account_external_id": "ext-9"}]})
+    assert changed.status_code == 200
+    (customer,) = (await api.http.get("/accounts/acc-1")).json()["customers"]
+    assert customer["customer_account_role"] == "SECONDARY"
+    assert customer["customer_account_external_id"] == "ext-9"
+
+
+async def test_assign_customers_may_not_name_a_customer_twice(api: ApiClient, pool: asyncpg.Pool) -> None:
+    await make_product(api)
+    await make_customer(api, "c-1")
+    response = await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1",
+                                                      "assign_customers": [{"customer_id": "c-1"},
+                                                                           {"customer_id": "c-1"}]})
+    (detail,) = assert_invalid(response)
+    assert detail["instancePath"] == "/assign_customers" and detail["keyword"] == "uniqueItems"
+    assert (await counts(pool))["accounts"] == 0
+
+
+async def test_issuer_processors_without_lithic_config_change_nothing(api: ApiClient) -> None:
+    key = "sk_test_abcdefghijkl1234"
+    await api.http.put("/organization/issuer_processors", json={"lithic_config": {"api_key": key}})
+    unchanged = await api.http.put("/organization/issuer_processors", json={})
+    assert unchanged.status_code == 200
+    assert unchanged.json()["lithic_config"]["api_key"] == "****1234"
