@@ -270,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("CANOPY_SVC_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("CANOPY_SVC_PORT", "8000")))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("CANOPY_SVC_WORKERS", "1")))
-    serve.add_argument("--graceful-timeout", type=int, default=20,
-                       help="seconds in-flight requests get to finish on SIGTERM")
+    serve.add_argument("--graceful-timeout", type=int,
+                       default=int(os.environ.get("CANOPY_SVC_GRACEFUL_TIMEOUT", "20")),
+                       help="seconds in-flight requests get to finish on SIGTERM (env CANOPY_SVC_GRACEFUL_TIMEOUT)")
     serve.add_argument("--dev", action="store_true",
                        help="make a dev organization and client on first start and print curl lines")
     serve.set_defaults(handler=cmd_serve)

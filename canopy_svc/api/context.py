@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -44,6 +46,14 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), request_id_header]
             await send(message)
 
+        async def answer(error: ApiError) -> None:
+            await send_with_request_id({
+                "type": "http.response.start", "status": error.status,
+                "headers": [(b"content-type", b"application/json"),
+                            *((k.lower().encode(), v.encode()) for k, v in error.headers.items())],
+            })
+            await send({"type": "http.response.body", "body": error.body()})
+
         try:
             await self.app(scope, receive, send_with_request_id)
         except Exception as exc:
@@ -54,12 +64,15 @@ class RequestContextMiddleware:
                 "request_id": request_id, "error_type": type(exc).__name__, "stack": stack[-8:],
             })
             if not response_started:
-                await send_with_request_id({
-                    "type": "http.response.start", "status": error.status,
-                    "headers": [(b"content-type", b"application/json"),
-                                *((k.lower().encode(), v.encode()) for k, v in error.headers.items())],
-                })
-                await send({"type": "http.response.body", "body": error.body()})
+                await answer(error)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when --graceful-timeout ends; its own answer
+            # would be a text/plain 500. Ours is the contract's: 503 `unavailable`, try again (elsewhere).
+            # Their transactions roll back with the cancellation.
+            if not response_started:
+                with contextlib.suppress(Exception):
+                    await answer(Unavailable())
+            raise
         finally:
             principal = scope["state"].get("principal")
             access_log.info("request", extra={

@@ -25,8 +25,11 @@ class Operation:
     query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
     public: bool = False
     errors: tuple[int, ...] = field(default=(401, 403, 429, 500, 503))
+    example: Any = None  # a request body, shown by /docs and sent first by schemathesis
 
 
+# The ids of the README's examples: /docs shows them in the paths.
+PATH_EXAMPLES = {"customer_id": "0x1234", "account_id": "acc-1", "product_id": "prod-1"}
 _PAGING_QUERY = (
     ("limit", "integer", "Page size, clamped to 1..1000"),
     ("starting_after", "string", "Cursor from paging.starting_after: the next page"),
@@ -52,11 +55,14 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
         responses: dict[str, Any] = {
             "200": {"description": "OK", "content": {"application/json": {"schema": refs[op.response]}}}
         }
-        for status in (*op.errors, *((400, 413, 415, 422) if op.request else ())):
+        # A bad query parameter (a limit that is not a number, a forged cursor) is a 400 too.
+        extra = (*((400,) if op.query else ()), *((400, 413, 415, 422) if op.request else ()))
+        for status in sorted({*op.errors, *extra}):
             responses[str(status)] = {"description": _ERROR_DESCRIPTIONS[status], "content": error_ref}
         operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
+             **({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {})}
             for name in _path_parameters(op.path)
         ] + [
             {"name": name, "in": "query", "required": False, "schema": {"type": kind},
@@ -66,9 +72,10 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
         if parameters:
             operation["parameters"] = parameters
         if op.request is not None:
-            operation["requestBody"] = {
-                "required": True, "content": {"application/json": {"schema": refs[op.request]}}
-            }
+            body: dict[str, Any] = {"schema": refs[op.request]}
+            if op.example is not None:
+                body["example"] = op.example
+            operation["requestBody"] = {"required": True, "content": {"application/json": body}}
         if not op.public:
             operation["security"] = [{"bearerAuth": []}]
         paths.setdefault(op.path, {})[op.method.lower()] = operation
