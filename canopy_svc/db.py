@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import asyncpg
 
 from canopy_svc.crypto import DataCipher
@@ -22,6 +25,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Releasing a connection to the pool sends no reset query (asyncpg's default costs a round trip
+    per request). Safe because requests leave no session state: transactions are always closed
+    (asyncpg rolls back any left open), locks are transaction-scoped, settings are SET LOCAL, and
+    LISTEN runs on connections of its own."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
@@ -31,6 +41,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         timeout=5,
         command_timeout=30,
         server_settings={"application_name": "canopy-svc", "timezone": "UTC"},
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
@@ -42,3 +53,10 @@ async def migrate_database(dsn: str, cipher: DataCipher) -> int:
         return await migrate(conn, cipher)
     finally:
         await conn.close()
+
+
+def atomic(conn: asyncpg.Connection) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A transaction, unless the connection is in one already (then the outer one holds the work)."""
+    if conn.is_in_transaction():
+        return contextlib.nullcontext()
+    return conn.transaction()

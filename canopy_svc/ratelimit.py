@@ -165,7 +165,8 @@ class FailOpenRateLimiter:
 
     def __init__(self, inner: RateLimiter, *, timeout: float = 0.25) -> None:
         self._inner = inner
-        self._timeout = timeout
+        # The in-memory store never waits on I/O: no timer for it (a timer per request shows in profiles).
+        self._timeout: float | None = None if isinstance(inner, MemoryRateLimiter) else timeout
         self._failing = False
 
     @property
@@ -175,8 +176,11 @@ class FailOpenRateLimiter:
     async def hit(self, key: str, rate: float, burst: int) -> Decision:
         _check(rate, burst)  # caller bugs must still surface, not be swallowed as store failures
         try:
-            async with asyncio.timeout(self._timeout):
+            if self._timeout is None:
                 decision = await self._inner.hit(key, rate, burst)
+            else:
+                async with asyncio.timeout(self._timeout):
+                    decision = await self._inner.hit(key, rate, burst)
         except Exception as exc:  # includes TimeoutError; CancelledError still propagates
             if not self._failing:
                 # Once per failure burst; the exception type only, its text may carry a DSN.

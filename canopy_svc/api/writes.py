@@ -29,14 +29,18 @@ Work = Callable[[asyncpg.Connection, bytes], Awaitable[Any]]
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")  # 1-255 printable ASCII characters
 
 
-async def write(request: Request, work: Work) -> Response:
+async def write(request: Request, work: Work, *, atomic: bool = True) -> Response:
     """Runs `work(conn, body)` in one transaction and answers its result as JSON: on any error
-    nothing it wrote is kept."""
+    nothing it wrote is kept. `atomic=False` is for work that is atomic by itself (one statement, or
+    its own transaction when it needs more): it saves the BEGIN and COMMIT round trips."""
     body = await read_json_body(request)
     key = request.headers.get("idempotency-key")
     if key is None:
-        async with pool(request).acquire() as conn, conn.transaction():
-            result = await work(conn, body)
+        async with pool(request).acquire() as conn:
+            if not atomic:
+                return JSONResponse(await work(conn, body))
+            async with conn.transaction():
+                result = await work(conn, body)
         return JSONResponse(result)
     if not _KEY.match(key):
         raise BadRequest("Idempotency-Key must be 1-255 printable characters")

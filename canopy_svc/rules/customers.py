@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from canopy_svc.crypto import DataCipher
+from canopy_svc.db import atomic
 from canopy_svc.errors import BadRequest, InvalidInput, NotFound
 from canopy_svc.migrations import SSN_CONTEXT, ssn_digits
 from canopy_svc.rules import duplicates, links
@@ -21,6 +22,7 @@ from canopy_svc.rules.models import (
     CustomerCreate,
     CustomerList,
     CustomerUpdate,
+    DuplicateWarning,
 )
 from canopy_svc.rules.paging import PageRequest, keyset_page
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
@@ -93,14 +95,26 @@ def ssn_columns(ssn: str | None, cipher: DataCipher) -> tuple[bytes | None, byte
 
 
 async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate, cipher: DataCipher) -> Customer:
+    """Creates the customer. Without links, in one statement that also compares it with the others
+    (the common case: one round trip); with links, or under the `block` policy (which must compare
+    first, under locks), in a transaction."""
     customer_id = payload.customer_id or new_customer_id()
     fields = {f: getattr(payload, f) for f in payload.__struct_fields__}
     columns = _columns(fields, cipher)
-    warnings = await duplicates.check(conn, org_id, fields, columns["ssn_hash"],
-                                      ignore_warnings=payload.ignore_warnings)
-    record = await store.insert(conn, org_id, customer_id, columns)
-    if payload.assign_to_accounts:
-        await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
+    if not payload.assign_to_accounts:
+        _, record, matches = await store.insert_comparing(conn, org_id, customer_id, columns)
+        if record is not None:
+            return _answer(record, cipher, duplicates.warnings_for(matches))
+    async with atomic(conn):
+        warnings = await duplicates.check(conn, org_id, fields, columns["ssn_hash"],
+                                          ignore_warnings=payload.ignore_warnings)
+        record = await store.insert(conn, org_id, customer_id, columns)
+        if payload.assign_to_accounts:
+            await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
+    return _answer(record, cipher, warnings)
+
+
+def _answer(record: Mapping[str, Any], cipher: DataCipher, warnings: list[DuplicateWarning]) -> Customer:
     customer = customer_from_record(record, cipher)
     if warnings:
         customer.warnings = warnings
@@ -132,7 +146,7 @@ async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch:
     if problems:
         raise InvalidInput(problems)
     columns = _columns(given, cipher)
-    warnings = []
+    warnings: list[DuplicateWarning] = []
     if duplicates.CHECKED_FIELDS & given.keys():
         ssn_hash = columns["ssn_hash"] if "ssn" in given else record["ssn_hash"]
         warnings = await duplicates.check(conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings,
@@ -140,10 +154,7 @@ async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch:
     updated = await store.update(conn, record["id"], columns)
     if patch.assign_to_accounts:
         await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
-    customer = customer_from_record(updated, cipher)
-    if warnings:
-        customer.warnings = warnings
-    return customer
+    return _answer(updated, cipher, warnings)
 
 
 def search_words(raw: str | None) -> list[str]:

@@ -44,11 +44,7 @@ async def check(conn: asyncpg.Connection, org_id: int, values: dict[str, Any], s
             identity.append(f"ssn:{ssn_hash.hex()}")
         await store.lock_values(conn, org_id, identity)
         policy, matches = await store.duplicates(conn, org_id, **arguments)
-    warnings = [
-        DuplicateWarning(code=f"duplicate_{match['code']}", field=match["code"], customer_id=match["customer_id"],
-                         message=_MESSAGES[match["code"]])
-        for match in matches
-    ]
+    warnings = warnings_for([(match["code"], match["customer_id"]) for match in matches])
     if policy == "block" and warnings:
         same_person = _same_ssn_and_birth_date(matches, values["date_of_birth"])
         if not ignore_warnings or same_person:
@@ -56,6 +52,12 @@ async def check(conn: asyncpg.Connection, org_id: int, values: dict[str, Any], s
                        else "A customer with the same details already exists")
             raise DuplicateCustomer(warnings, message)
     return warnings
+
+
+def warnings_for(matches: list[tuple[str, str]]) -> list[DuplicateWarning]:
+    """[(field, matching customer_id)] as the answer's `warnings`."""
+    return [DuplicateWarning(code=f"duplicate_{field}", field=field, customer_id=customer_id,
+                             message=_MESSAGES[field]) for field, customer_id in matches]
 
 
 def _address_key(values: dict[str, Any]) -> str:

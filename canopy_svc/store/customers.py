@@ -109,25 +109,72 @@ async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list
     return {row["customer_id"]: row["id"] for row in rows}
 
 
-# Each branch is answered by its own index (customers_dup_*); LIMIT keeps a popular value cheap.
-_DUPLICATES = """
-    WITH policy AS (SELECT duplicate_customer_policy AS policy FROM organizations WHERE id = $1)
-    SELECT policy.policy, match.code, match.customer_id, match.date_of_birth
-    FROM policy LEFT JOIN LATERAL (
+def _duplicate_matches(*, org: str, ssn_hash: str, email: str, phone: str, line_one: str, zip_code: str,
+                       country: str, exclude: str) -> str:
+    """The four comparisons, as SQL over the given parameter references. Each branch is answered by
+    its own index (customers_dup_*); LIMIT keeps a popular value cheap."""
+    return f"""
         (SELECT 'ssn' AS code, customer_id, date_of_birth FROM customers
-         WHERE org_id = $1 AND ssn_hash = $2 AND id <> $7 LIMIT 5)
+         WHERE org_id = {org} AND ssn_hash = {ssn_hash} AND id <> {exclude} LIMIT 5)
         UNION ALL
         (SELECT 'email', customer_id, date_of_birth FROM customers
-         WHERE org_id = $1 AND lower(email) = lower($3) AND id <> $7 LIMIT 5)
+         WHERE org_id = {org} AND lower(email) = lower({email}) AND id <> {exclude} LIMIT 5)
         UNION ALL
         (SELECT 'phone_number', customer_id, date_of_birth FROM customers
-         WHERE org_id = $1 AND phone_number = $4 AND id <> $7 LIMIT 5)
+         WHERE org_id = {org} AND phone_number = {phone} AND id <> {exclude} LIMIT 5)
         UNION ALL
         (SELECT 'address', customer_id, date_of_birth FROM customers
-         WHERE org_id = $1 AND canopy_address_key(address_line_one, address_zip, address_country_code)
-                             = canopy_address_key($5, $6, $8) AND id <> $7 LIMIT 5)
+         WHERE org_id = {org} AND canopy_address_key(address_line_one, address_zip, address_country_code)
+                                  = canopy_address_key({line_one}, {zip_code}, {country}) AND id <> {exclude}
+         LIMIT 5)"""
+
+
+_POLICY = "SELECT duplicate_customer_policy AS policy FROM organizations WHERE id = $1"
+
+_DUPLICATES = f"""
+    WITH policy AS ({_POLICY})
+    SELECT policy.policy, match.code, match.customer_id, match.date_of_birth
+    FROM policy LEFT JOIN LATERAL ({_duplicate_matches(
+        org="$1", ssn_hash="$2", email="$3", phone="$4", line_one="$5", zip_code="$6", country="$8", exclude="$7")}
     ) match ON policy.policy <> 'off'
 """
+
+# Create and compare in one statement, one round trip: the insert happens unless the policy is
+# `block` (whose check must come first, under locks); the comparisons cannot see the new row (a
+# statement's CTEs share one snapshot), so it is never its own duplicate.
+_PARAM = {name: f"${i}" for i, name in enumerate(WRITABLE, start=3)}
+_INSERT_COMPARING = f"""
+    WITH policy AS ({_POLICY}),
+    inserted AS (
+        INSERT INTO customers (org_id, customer_id, {", ".join(WRITABLE)})
+        SELECT $1, $2, {", ".join(_PARAM[c] for c in WRITABLE)} FROM policy WHERE policy.policy <> 'block'
+        RETURNING {COLUMNS}
+    ),
+    matches AS (
+        SELECT match.* FROM policy, LATERAL ({_duplicate_matches(
+            org="$1", ssn_hash=_PARAM["ssn_hash"], email=_PARAM["email"], phone=_PARAM["phone_number"],
+            line_one=_PARAM["address_line_one"], zip_code=_PARAM["address_zip"],
+            country=_PARAM["address_country_code"], exclude="0")}
+        ) match WHERE policy.policy = 'warn'
+    )
+    SELECT policy.policy, (SELECT array_agg(code) FROM matches) AS match_codes,
+           (SELECT array_agg(customer_id) FROM matches) AS match_customer_ids, inserted.*
+    FROM policy LEFT JOIN inserted ON true
+"""
+
+
+async def insert_comparing(conn: asyncpg.Connection, org_id: int, customer_id: str,
+                           row: Mapping[str, Any]) -> tuple[str, asyncpg.Record | None, list[tuple[str, str]]]:
+    """(policy, the new customer or None under `block`, [(field, matching customer_id)] under `warn`)."""
+    try:
+        record = await conn.fetchrow(_INSERT_COMPARING, org_id, customer_id, *(row.get(c) for c in WRITABLE))
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "customers_org_customer_id_key":
+            raise Conflict(f"A customer with customer_id '{customer_id}' already exists") from None
+        raise
+    assert record is not None
+    matches = list(zip(record["match_codes"] or (), record["match_customer_ids"] or (), strict=True))
+    return record["policy"], (record if record["id"] is not None else None), matches
 
 
 async def duplicates(conn: asyncpg.Connection, org_id: int, *, ssn_hash: bytes | None, email: str, phone_number: str,

@@ -21,7 +21,7 @@ async def create_customer(request: Request) -> Response:
     async def work(conn: asyncpg.Connection, body: bytes) -> Customer:
         return await customers.create(conn, org_id, customers.parse_create(body), data_cipher)
 
-    return await write(request, work)
+    return await write(request, work, atomic=False)  # create() makes its own transaction when it needs one
 
 
 async def update_customer(request: Request) -> Response:
