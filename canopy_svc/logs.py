@@ -22,13 +22,18 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                line[key] = value
+        fields = record.__dict__
+        for key in fields.keys() - _RESERVED:  # the `extra` fields
+            if not key.startswith("_"):
+                line[key] = fields[key]
         return _encoder.encode(line).decode()
 
 
 def configure_logging(level: str = "INFO") -> None:
+    # A line per request: skip what our lines never show (the caller's file and line, found by
+    # walking the stack; thread and process names).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -10,6 +10,7 @@ import re
 import time
 import traceback
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from canopy_svc.api.routing import keep_encoded_separators
@@ -56,6 +57,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_request_id)
+        except ClientDisconnect:
+            status = 499  # the client went away mid-request: nothing to answer, nothing wrong here
         except Exception as exc:
             error: ApiError = Unavailable() if isinstance(exc, UNAVAILABLE_ERRORS) else ServerError()
             # Type and stack only: exception text can carry row values (an SSN in a CHECK failure).
