@@ -19,6 +19,19 @@ test: $(STAMP)  ## lint, then the whole suite on a real (embedded) PostgreSQL
 	$(BIN)/ruff check canopy_svc tests
 	$(BIN)/pytest
 
+soak: $(STAMP)  ## 30,000 mixed requests on one worker (own embedded PostgreSQL); fails if RSS grows >= 10 MB
+	$(BIN)/python tests/soak.py --requests 30000 --seconds 600 --max-growth-mb 10
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## pgbench ceiling, then wrk against 1 and 2 workers on 1M customers; see BENCHMARKS.md
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk (HTTP load generator): sudo apt-get install -y wrk" >&2; exit 1; }
+	$(BIN)/python bench/run.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check canopy_svc tests
 	$(BIN)/ruff format --check canopy_svc tests
