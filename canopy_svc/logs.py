@@ -22,10 +22,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        fields = record.__dict__
-        for key in fields.keys() - _RESERVED:  # the `extra` fields
-            if not key.startswith("_"):
-                line[key] = fields[key]
+        for key, value in record.__dict__.items():  # the `extra` fields, in the order given
+            if key not in _RESERVED and not key.startswith("_"):
+                line[key] = value
         return _encoder.encode(line).decode()
 
 
