@@ -37,16 +37,22 @@ _INSERT = f"""INSERT INTO customers (org_id, customer_id, {", ".join(WRITABLE)})
     RETURNING {COLUMNS}"""
 
 
-async def insert(conn: asyncpg.Connection, org_id: int, customer_id: str,
-                 row: Mapping[str, Any]) -> asyncpg.Record:
+async def _insert_row(conn: asyncpg.Connection, sql: str, org_id: int, customer_id: str,
+                      row: Mapping[str, Any]) -> asyncpg.Record:
+    """Runs an INSERT taking (org_id, customer_id, *WRITABLE); a taken customer_id is 409."""
     try:
-        record = await conn.fetchrow(_INSERT, org_id, customer_id, *(row.get(c) for c in WRITABLE))
+        record = await conn.fetchrow(sql, org_id, customer_id, *(row.get(c) for c in WRITABLE))
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "customers_org_customer_id_key":
             raise Conflict(f"A customer with customer_id '{customer_id}' already exists") from None
         raise
     assert record is not None
     return record
+
+
+async def insert(conn: asyncpg.Connection, org_id: int, customer_id: str,
+                 row: Mapping[str, Any]) -> asyncpg.Record:
+    return await _insert_row(conn, _INSERT, org_id, customer_id, row)
 
 
 async def fetch(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, customer_id: str,
@@ -166,13 +172,7 @@ _INSERT_COMPARING = f"""
 async def insert_comparing(conn: asyncpg.Connection, org_id: int, customer_id: str,
                            row: Mapping[str, Any]) -> tuple[str, asyncpg.Record | None, list[tuple[str, str]]]:
     """(policy, the new customer or None under `block`, [(field, matching customer_id)] under `warn`)."""
-    try:
-        record = await conn.fetchrow(_INSERT_COMPARING, org_id, customer_id, *(row.get(c) for c in WRITABLE))
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "customers_org_customer_id_key":
-            raise Conflict(f"A customer with customer_id '{customer_id}' already exists") from None
-        raise
-    assert record is not None
+    record = await _insert_row(conn, _INSERT_COMPARING, org_id, customer_id, row)
     matches = list(zip(record["match_codes"] or (), record["match_customer_ids"] or (), strict=True))
     return record["policy"], (record if record["id"] is not None else None), matches
 
