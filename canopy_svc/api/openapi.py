@@ -30,7 +30,7 @@ class Operation:
 
 # The ids of the README's examples: /docs shows them in the paths.
 PATH_EXAMPLES = {"customer_id": "0x1234", "account_id": "acc-1", "product_id": "prod-1"}
-_PAGING_QUERY = (
+PAGING_QUERY = (
     ("limit", "integer", "Page size, clamped to 1..1000"),
     ("starting_after", "string", "Cursor from paging.starting_after: the next page"),
     ("ending_before", "string", "Cursor from paging.ending_before: the previous page"),
@@ -109,5 +109,3 @@ def routes(operations: list[Operation]) -> list[Route]:
 
     return [Route("/openapi.json", openapi_json, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
 
-
-PAGING_QUERY = _PAGING_QUERY

@@ -54,10 +54,18 @@ async def _link(conn: asyncpg.Connection, org_id: int, account_row_id: int, cust
         new_external_id=base62_id(24),
         card_config=card_config(config),
     )
-    if config is not None and config.lithic is not None:
-        existing = await card_store.of_links(conn, [link_id])
-        if created or not any(card["status"] != "FAILED" for card in existing):
-            await queue_card(conn, org_id, link_id, spend_limit=config.spend_limit, lithic=config.lithic)
+    if config is None or config.lithic is None:
+        return
+    # A new link gets its card; an existing one only if it has none that is pending or issued.
+    if created or all(card["status"] == "FAILED" for card in await card_store.of_links(conn, [link_id])):
+        await queue_card(conn, org_id, link_id, spend_limit=config.spend_limit, lithic=config.lithic)
+
+
+def _row_id(found: dict[str, int], wanted: str, kind: str) -> int:
+    row_id = found.get(wanted)
+    if row_id is None:
+        raise NotFound(f"No {kind} found with the provided {kind}_id: {wanted}")
+    return row_id
 
 
 async def assign_accounts(conn: asyncpg.Connection, org_id: int, customer_row_id: int,
@@ -65,10 +73,7 @@ async def assign_accounts(conn: asyncpg.Connection, org_id: int, customer_row_id
     """`assign_to_accounts` of a customer: every account must be this organization's."""
     found = await account_store.find_row_ids(conn, org_id, [a.account_id for a in assignments])
     for assignment in assignments:
-        account_row_id = found.get(assignment.account_id)
-        if account_row_id is None:
-            raise NotFound(f"No account found with the provided account_id: {assignment.account_id}")
-        await _link(conn, org_id, account_row_id, customer_row_id, assignment)
+        await _link(conn, org_id, _row_id(found, assignment.account_id, "account"), customer_row_id, assignment)
 
 
 async def assign_customers(conn: asyncpg.Connection, org_id: int, account_row_id: int,
@@ -76,7 +81,4 @@ async def assign_customers(conn: asyncpg.Connection, org_id: int, account_row_id
     """`assign_customers` of an account: every customer must be this organization's."""
     found = await customer_store.find_row_ids(conn, org_id, [a.customer_id for a in assignments])
     for assignment in assignments:
-        customer_row_id = found.get(assignment.customer_id)
-        if customer_row_id is None:
-            raise NotFound(f"No customer found with the provided customer_id: {assignment.customer_id}")
-        await _link(conn, org_id, account_row_id, customer_row_id, assignment)
+        await _link(conn, org_id, account_row_id, _row_id(found, assignment.customer_id, "customer"), assignment)

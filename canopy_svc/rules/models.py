@@ -7,7 +7,7 @@ OpenAPI document, so what is documented is what is enforced.
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -186,8 +186,6 @@ class TokenResponse(msgspec.Struct):
 class Health(msgspec.Struct):
     status: str
 
-
-JsonObject = dict[str, Any]
 
 
 # --- products, accounts, links and cards ----------------------------------------------------------

@@ -9,6 +9,7 @@ import asyncpg
 
 from canopy_svc.errors import Conflict
 from canopy_svc.store.customers import qualified_columns
+from canopy_svc.store.keyset import page_bounds
 
 CUSTOMER_COLUMNS = qualified_columns("c")
 
@@ -65,15 +66,10 @@ async def fetch_account_by_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: i
 
 async def page_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
                         after: int | None, before: int | None) -> list[asyncpg.Record]:
-    if before is not None:
-        return await conn.fetch(
-            f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.id < $2 "
-            "ORDER BY a.id DESC LIMIT $3", org_id, before, limit + 1,
-        )
-    return await conn.fetch(
-        f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.id > $2 "
-        "ORDER BY a.id LIMIT $3", org_id, after or 0, limit + 1,
-    )
+    args: list[Any] = [org_id]
+    bound, tail = page_bounds("a.id", args, limit=limit, after=after, before=before)
+    return await conn.fetch(f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND {bound} {tail}",
+                            *args)
 
 
 # --- links ---------------------------------------------------------------------------------------
@@ -145,17 +141,10 @@ async def page_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, li
     if customer_row_id is not None:
         args.append(customer_row_id)
         conditions.append(f"l.customer_row_id = ${len(args)}")
-    if before is not None:
-        args.append(before)
-        conditions.append(f"l.id < ${len(args)}")
-    else:
-        args.append(after or 0)
-        conditions.append(f"l.id > ${len(args)}")
-    args.append(limit + 1)
+    bound, tail = page_bounds("l.id", args, limit=limit, after=after, before=before)
     return await conn.fetch(
         f"""SELECT {LINK_COLUMNS}, {CUSTOMER_COLUMNS} FROM customer_account_links l
             JOIN customers c ON c.id = l.customer_row_id
-            WHERE {" AND ".join(conditions)}
-            ORDER BY l.id {"DESC" if before is not None else "ASC"} LIMIT ${len(args)}""",
+            WHERE {" AND ".join(conditions)} AND {bound} {tail}""",
         *args,
     )

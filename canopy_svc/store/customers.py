@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from canopy_svc.errors import Conflict
+from canopy_svc.store.keyset import page_bounds
 
 # Columns answered for a customer (with "id", the internal row id and paging key).
 COLUMN_NAMES = (
@@ -83,28 +84,15 @@ def prefix_query(words: list[str]) -> str:
 async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
                after: int | None = None, before: int | None = None,
                search: list[str] | None = None) -> list[asyncpg.Record]:
-    """Up to limit+1 rows in id order from the keyset position (the extra row says has_more).
-
-    Going backwards (`before`) reads in descending order; the caller reverses.
-    """
-    conditions = ["org_id = $1"]
+    """A page of customers in id order (see keyset.page_bounds), optionally only those matching `search`."""
     args: list[Any] = [org_id]
-    if after is not None:
-        args.append(after)
-        conditions.append(f"id > ${len(args)}")
-    if before is not None:
-        args.append(before)
-        conditions.append(f"id < ${len(args)}")
+    conditions = ["org_id = $1"]
     if search:
         args.append(prefix_query(search))
         conditions.append(f"search_vector @@ to_tsquery('simple', ${len(args)})")
-    args.append(limit + 1)
-    order = "DESC" if before is not None else "ASC"
-    return await conn.fetch(
-        f"SELECT {COLUMNS} FROM customers WHERE {' AND '.join(conditions)} "
-        f"ORDER BY id {order} LIMIT ${len(args)}",
-        *args,
-    )
+    bound, tail = page_bounds("id", args, limit=limit, after=after, before=before)
+    return await conn.fetch(f"SELECT {COLUMNS} FROM customers WHERE {' AND '.join(conditions)} AND {bound} {tail}",
+                            *args)
 
 
 async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list[str]) -> dict[str, int]:

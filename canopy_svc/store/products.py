@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from canopy_svc.errors import Conflict
+from canopy_svc.store.keyset import page_bounds
 
 COLUMNS = """id, product_id, product_name, product_type, product_short_description,
     product_long_description, created_at"""
@@ -33,12 +36,6 @@ async def fetch(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, product_id
 
 async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
                after: int | None, before: int | None) -> list[asyncpg.Record]:
-    if before is not None:
-        return await conn.fetch(
-            f"SELECT {COLUMNS} FROM products WHERE org_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-            org_id, before, limit + 1,
-        )
-    return await conn.fetch(
-        f"SELECT {COLUMNS} FROM products WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        org_id, after or 0, limit + 1,
-    )
+    args: list[Any] = [org_id]
+    bound, tail = page_bounds("id", args, limit=limit, after=after, before=before)
+    return await conn.fetch(f"SELECT {COLUMNS} FROM products WHERE org_id = $1 AND {bound} {tail}", *args)
