@@ -293,3 +293,24 @@ async def make_client_in_new_loop(database_url: str) -> tuple[int, str, str]:
         return await make_client(pool, "acme")
     finally:
         await pool.close()
+
+
+async def test_a_503_is_not_kept_under_an_idempotency_key(api: ApiClient, pool: asyncpg.Pool,
+                                                          fake_lithic: FakeLithic) -> None:
+    """Contract section 7: the stored answer is never a 5xx; a retry with the key does the work."""
+    await use_lithic(api, fake_lithic)
+    await linked_customer(api, await account(api))
+    await make_worker(pool).process_due()
+    fake_lithic.go_down(status=503)
+    headers = {"Idempotency-Key": "pause-1"}
+
+    down = await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}, headers=headers)
+    assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
+    assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
+    fake_lithic.come_back()
+    again = await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}, headers=headers)
+    assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
+    assert again.json()["state"] == "PAUSED"
+    replay = await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}, headers=headers)
+    assert replay.headers["Idempotent-Replayed"] == "true"

@@ -136,3 +136,11 @@ async def test_twenty_concurrent_repeats_on_two_worker_processes(pool: asyncpg.P
     for answer in answers:
         if answer.status_code == 409:
             assert answer.json()["error"]["code"] == "idempotency_in_progress"
+
+
+async def test_the_same_key_with_another_method_is_refused(api: ApiClient) -> None:
+    await api.http.post("/customers", json=minimal_customer(customer_id="c-1"))
+    put = await api.http.put("/customers/c-1", json={"name_middle": "X"}, headers=keyed("k-m"))
+    patch = await api.http.patch("/customers/c-1", json={"name_middle": "X"}, headers=keyed("k-m"))
+    assert put.status_code == 200
+    assert patch.status_code == 422 and patch.json()["error"]["code"] == "idempotency_key_reused"
