@@ -40,6 +40,11 @@ class Settings:
     card_retry_base_seconds: float = 1.0
     card_lease_seconds: float = 60.0
     lithic_timeout_seconds: float = 10.0
+    # The database gate (canopy_svc/db.py DatabaseGate): a probe every CANOPY_SVC_DB_PROBE_SECONDS
+    # (0 turns it off), failing after CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS, after which requests get a
+    # quick 503 until a probe succeeds.
+    db_probe_seconds: float = 1.0
+    db_probe_timeout_seconds: float = 2.0
     # Rate limiting (CONTRACT section 3; canopy_svc/api/ratelimiting.py).
     # CANOPY_SVC_RATE_LIMIT_STORE: "memory" (one process; the default) or "postgres" (shared by every
     # worker and host on the database). `canopy-svc serve --workers N` with N > 1 sets it to "postgres"
@@ -72,6 +77,8 @@ class Settings:
             card_retry_base_seconds=_float_env("CANOPY_SVC_CARD_RETRY_BASE_SECONDS", 1.0),
             card_lease_seconds=_float_env("CANOPY_SVC_CARD_LEASE_SECONDS", 60.0),
             lithic_timeout_seconds=_float_env("CANOPY_SVC_LITHIC_TIMEOUT_SECONDS", 10.0),
+            db_probe_seconds=_float_env("CANOPY_SVC_DB_PROBE_SECONDS", 1.0),
+            db_probe_timeout_seconds=_float_env("CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS", 2.0),
             database_url=os.environ.get("DATABASE_URL") or None,
             data_dir=data_dir,
             jwt_secret=jwt_secret,

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import weakref
 from typing import Any
 
 import asyncpg
 
 from canopy_svc.crypto import DataCipher
 from canopy_svc.migrations import migrate
+
+log = logging.getLogger("canopy_svc.db")
+
+
+class DatabaseUnavailable(ConnectionError):
+    """The gate is closed: the last probe found the database unreachable or hung."""
+
 
 # Failures that mean "the database is not there right now": answered 503, never 500.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -22,7 +32,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
-)
+)  # DatabaseUnavailable is a ConnectionError, hence an OSError
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -32,16 +42,118 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     LISTEN runs on connections of its own."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+# What a probe may fail with when the server is down, unreachable or frozen; anything else (too many
+# connections, a bad password) is not an outage of the server, so it does not close the gate.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+class DatabaseGate:
+    """Fail fast while the database is down or hung, instead of letting every request wait on it.
+
+    A stopped server refuses connections at once, but a frozen one (a paused VM, a stalled disk, a
+    partition whose packets the kernel still acknowledges) accepts them and never answers: queries wait
+    for command_timeout, new connections for the connect timeout, and requests queue behind the pool.
+    So a probe on a connection of its own runs `SELECT 1` every `interval` seconds with a `timeout`.
+    When it fails the gate closes: every connection the pool made is terminated (queries in flight
+    fail at once, their transactions roll back server-side) and the pool may not connect again, so
+    every request gets a quick 503. The first probe that succeeds opens the gate again.
+    """
+
+    def __init__(self, *, interval: float = 1.0, timeout: float = 2.0) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self._closed = asyncio.Event()
+        self._connections: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed.is_set()
+
+    async def connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        """The pool's `connect` hook: refused while closed, and abandoned if the gate closes meanwhile
+        (a connection attempt to a frozen server would otherwise wait out the connect timeout)."""
+        if not self.is_open:
+            raise DatabaseUnavailable("the database is unavailable")
+        connecting = asyncio.ensure_future(asyncpg.connect(*args, **kwargs))
+        closing = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait((connecting, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not connecting.done():
+                connecting.cancel()  # takes effect later: the task is not done yet
+        if not connecting.done() or connecting.cancelled():
+            raise DatabaseUnavailable("the database became unavailable while connecting")
+        connection = connecting.result()
+        self._connections.add(connection)
+        return connection
+
+    def close(self, reason: str) -> None:
+        if self.is_open:
+            # The exception type only: the text of a connection error can carry the DSN.
+            log.error("database unavailable, answering 503 until it is back", extra={"error_type": reason})
+        self._closed.set()
+        for connection in list(self._connections):
+            connection.terminate()
+
+    def open(self) -> None:
+        if not self.is_open:
+            log.warning("database available again")
+        self._closed.clear()
+
+    async def watch(self, dsn: str) -> None:
+        """Probe forever (until cancelled), opening and closing the gate."""
+        probe: asyncpg.Connection | None = None
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        if probe is None or probe.is_closed():
+                            probe = await asyncpg.connect(
+                                dsn, timeout=self.timeout,
+                                server_settings={"application_name": "canopy-svc-probe"})
+                        await probe.fetchval("SELECT 1")
+                except _UNREACHABLE as exc:
+                    if probe is not None:
+                        probe.terminate()
+                        probe = None
+                    self.close(type(exc).__name__)
+                except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    # Answered, so not down; the pool's own errors say the rest.
+                    log.warning("database probe failed", extra={"error_type": type(exc).__name__})
+                    if probe is not None:
+                        probe.terminate()
+                        probe = None
+                    self.open()
+                else:
+                    self.open()
+                await asyncio.sleep(self.interval)
+        finally:
+            if probe is not None:
+                probe.terminate()
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
+                      gate: DatabaseGate | None = None) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        # A dead server must surface as a quick 503, not a request that hangs.
+        # A dead server must surface as a quick 503, not a request that hangs; a hung one is the
+        # gate's to detect (its probe is much quicker than these last-resort timeouts).
         timeout=5,
         command_timeout=30,
         server_settings={"application_name": "canopy-svc", "timezone": "UTC"},
         reset=_keep_session,
+        connect=gate.connect if gate is not None else None,
     )
     assert pool is not None
     return pool

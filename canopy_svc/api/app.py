@@ -26,7 +26,7 @@ from canopy_svc.api.routes import accounts, auth, customers, health, organizatio
 from canopy_svc.card_worker import CardGateway, CardWorker, RetryPolicy
 from canopy_svc.config import Settings
 from canopy_svc.crypto import DataCipher
-from canopy_svc.db import create_pool, migrate_database
+from canopy_svc.db import DatabaseGate, create_pool, migrate_database
 from canopy_svc.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from canopy_svc.lithic import LithicClient
 from canopy_svc.rules import models
@@ -134,9 +134,16 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 if settings.database_url is None:
                     raise RuntimeError("DATABASE_URL is not set (canopy-svc serve sets it for the embedded server)")
                 await migrate_database(settings.database_url, cipher)
+                gate = None
+                if settings.db_probe_seconds > 0:
+                    gate = DatabaseGate(interval=settings.db_probe_seconds,
+                                        timeout=settings.db_probe_timeout_seconds)
                 app.state.pool = await create_pool(settings.database_url, min_size=settings.pool_min_size,
-                                                   max_size=settings.pool_max_size)
+                                                   max_size=settings.pool_max_size, gate=gate)
                 stack.push_async_callback(app.state.pool.close)
+                if gate is not None:
+                    watch = asyncio.create_task(gate.watch(settings.database_url), name="database-gate")
+                    stack.push_async_callback(maintenance.stop, watch)
             else:
                 await ensure_key_check(app.state.pool, cipher.key_check(), cipher.fingerprint())
             if settings.card_worker:

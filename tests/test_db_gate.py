@@ -1,0 +1,93 @@
+"""The database gate (canopy_svc/db.py): closed, it fails every database call at once and cuts the
+queries in flight; its probe closes it when the server is unreachable and opens it when it answers.
+The frozen-server case end to end is tests/test_resilience.py::test_postgres_hung_answers_503_quickly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from canopy_svc.db import UNAVAILABLE_ERRORS, DatabaseGate, DatabaseUnavailable, create_pool
+
+UNREACHABLE_DSN = "postgresql://nobody@127.0.0.1:1/none"  # port 1: refused at once
+
+
+async def wait_until(predicate: object, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def gated(database_url: str) -> AsyncIterator[tuple[DatabaseGate, asyncpg.Pool]]:
+    gate = DatabaseGate(interval=0.05, timeout=1.0)
+    pool = await create_pool(database_url, min_size=2, max_size=4, gate=gate)
+    try:
+        yield gate, pool
+    finally:
+        gate.open()
+        await pool.close()
+
+
+async def test_closing_cuts_queries_in_flight_and_refuses_new_ones_at_once(
+        gated: tuple[DatabaseGate, asyncpg.Pool]) -> None:
+    gate, pool = gated
+    assert await pool.fetchval("SELECT 1") == 1
+    in_flight = asyncio.create_task(pool.fetchval("SELECT pg_sleep(30)"))
+    await asyncio.sleep(0.2)  # let it reach the server; the assertion below does not depend on it
+    started = time.monotonic()
+    gate.close("test")
+    with pytest.raises(UNAVAILABLE_ERRORS):
+        await in_flight
+    with pytest.raises(DatabaseUnavailable):
+        await pool.fetchval("SELECT 1")
+    assert time.monotonic() - started < 2.0  # not the 30 s of pg_sleep, nor a connect timeout
+    assert not gate.is_open
+
+    gate.open()
+    assert await pool.fetchval("SELECT 1") == 1  # the pool reconnects by itself
+
+
+async def test_a_closed_gate_is_an_unavailable_error(gated: tuple[DatabaseGate, asyncpg.Pool]) -> None:
+    gate, pool = gated
+    gate.close("test")
+    with pytest.raises(DatabaseUnavailable) as raised:
+        async with pool.acquire():
+            pass
+    assert isinstance(raised.value, UNAVAILABLE_ERRORS)  # so the HTTP layer answers 503, not 500
+
+
+async def test_probe_closes_the_gate_when_unreachable_and_opens_it_when_back(database_url: str) -> None:
+    gate = DatabaseGate(interval=0.05, timeout=1.0)
+    watching = asyncio.create_task(gate.watch(UNREACHABLE_DSN))
+    try:
+        await wait_until(lambda: not gate.is_open, 5.0)
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+
+    watching = asyncio.create_task(gate.watch(database_url))
+    try:
+        await wait_until(lambda: gate.is_open, 5.0)
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+
+
+async def test_a_refused_login_is_not_an_outage(database_url: str) -> None:
+    """The server answered (here: no such database), so requests should not all be failed for it."""
+    gate = DatabaseGate(interval=0.05, timeout=1.0)
+    gate.close("earlier outage")
+    wrong_database = urlsplit(database_url)._replace(path="/no_such_database").geturl()
+    watching = asyncio.create_task(gate.watch(wrong_database))
+    try:
+        await wait_until(lambda: gate.is_open, 5.0)
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
