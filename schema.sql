@@ -7,6 +7,8 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version    integer NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+-- The digest of the schema.sql last applied: a start with the same file and version skips the DDL.
+ALTER TABLE schema_version ADD COLUMN IF NOT EXISTS schema_sha256 text;
 
 -- A tenant. Every other row hangs off one, and every query filters by org_id.
 CREATE TABLE IF NOT EXISTS organizations (

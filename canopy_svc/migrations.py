@@ -4,10 +4,15 @@ schema.sql is idempotent and always describes the newest schema. A step here mov
 stored by an older version (and may drop what schema.sql no longer declares). The recorded version
 says which steps a database has had; every process runs this under one advisory lock, so workers
 starting together migrate once.
+
+A database already at this build's version and schema.sql (by digest) is left alone: re-running the
+DDL takes table locks (CREATE INDEX IF NOT EXISTS locks its table before it finds the index exists),
+which would stall live traffic, and can deadlock with it, each time a worker or host starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -82,6 +87,10 @@ async def migrate(conn: asyncpg.Connection, cipher: DataCipher) -> int:
     The data key is checked first: data encrypted under two keys could never be read back whole.
     """
     sql = schema_path().read_text()
+    digest = hashlib.sha256(sql.encode()).hexdigest()
+    if await _is_current(conn, digest):
+        await ensure_key_check(conn, cipher.key_check(), cipher.fingerprint())
+        return SCHEMA_VERSION
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
     try:
         async with conn.transaction():
@@ -96,10 +105,20 @@ async def migrate(conn: asyncpg.Connection, cipher: DataCipher) -> int:
                 log.info("applying schema step %d", version)
                 await STEPS[version](conn, cipher)
             await conn.execute(
-                """INSERT INTO schema_version (version) VALUES ($1)
-                   ON CONFLICT (singleton) DO UPDATE SET version = $1, applied_at = now()""",
-                SCHEMA_VERSION,
+                """INSERT INTO schema_version (version, schema_sha256) VALUES ($1, $2)
+                   ON CONFLICT (singleton) DO UPDATE SET version = $1, schema_sha256 = $2, applied_at = now()""",
+                SCHEMA_VERSION, digest,
             )
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
     return SCHEMA_VERSION
+
+
+async def _is_current(conn: asyncpg.Connection, digest: str) -> bool:
+    """Whether this exact schema.sql has been applied at this version (reads only, takes no lock that
+    live traffic conflicts with). A fresh or older database has no such row, or not the column."""
+    try:
+        row = await conn.fetchrow("SELECT version, schema_sha256 FROM schema_version")
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+        return False
+    return row is not None and row["version"] == SCHEMA_VERSION and row["schema_sha256"] == digest
