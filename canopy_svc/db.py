@@ -141,10 +141,57 @@ class DatabaseGate:
                 probe.terminate()
 
 
+class FairPool(asyncpg.Pool):
+    """asyncpg's pool, with connections handed out first come, first served.
+
+    The pool queues for its connections on an asyncio.Queue, where a request arriving just as a
+    connection is released takes it ahead of the one that was woken for it, which goes back to the end
+    of the line. Under load (more requests than connections) that starves a few requests: at 32
+    connections on a pool of 10 the benchmark's GET p99 was 3-4x its median, and ~2x with a pool large
+    enough never to queue. So each acquire first takes a turn from a FIFO semaphore (asyncio's admits
+    no one ahead of a waiter) with one turn per connection: the pool itself never has a queue.
+    """
+
+    def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_size=max_size, **kwargs)
+        self._turns = asyncio.Semaphore(max_size)
+        self._turn_holders: set[Any] = set()  # the proxies holding a turn: each gives it back once
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's signature)
+        if timeout is None:
+            return await self._acquire_in_turn()
+        async with asyncio.timeout(timeout):  # one budget for the turn and the connection
+            return await self._acquire_in_turn()
+
+    async def _acquire_in_turn(self) -> Any:
+        await self._turns.acquire()
+        try:
+            proxy = await super()._acquire(None)
+        except BaseException:
+            self._turns.release()
+            raise
+        self._turn_holders.add(proxy)
+        return proxy
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        try:
+            await super().release(connection, timeout=timeout)
+        finally:
+            if connection in self._turn_holders:
+                self._turn_holders.discard(connection)
+                self._turns.release()
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                       gate: DatabaseGate | None = None) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+    # asyncpg.create_pool's defaults, made explicit because the class is ours.
+    pool = await FairPool(
         dsn,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         min_size=min_size,
         max_size=max_size,
         # A dead server must surface as a quick 503, not a request that hangs; a hung one is the
