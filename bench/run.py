@@ -32,7 +32,8 @@ BENCH_WORKERS ("1,2"), BENCH_WARMUP_SECONDS (2), BENCH_PAGE_ROUNDS (5), BENCH_LA
 0 skips the diagnostic), BENCH_DIAGNOSE_LIMITER (1; 0 skips the third server), BENCH_PROFILE (1 when
 py-spy is found; 0 skips), BENCH_PROFILE_SECONDS (10), BENCH_PROFILE_MODES ("python,native", see
 profile()), BENCH_LOG_LEVEL (WARNING; INFO puts the access log on), BENCH_DEEP_CURSOR ("search" or
-"walk", see find_deep_cursor), BENCH_RESULTS (bench-results).
+"walk", see find_deep_cursor), BENCH_RESULTS (bench-results), BENCH_SERVER_ENV (unset; e.g.
+"CANOPY_SVC_POOL_MAX=32": settings for the servers under test, recorded in the result).
 """
 
 from __future__ import annotations
@@ -152,6 +153,13 @@ def base_env(dsn: str, data_dir: Path) -> dict[str, str]:
             "CANOPY_SVC_LOG_LEVEL": LOG_LEVEL,
         }
     )
+    # BENCH_SERVER_ENV="CANOPY_SVC_POOL_MAX=32 ...": settings for the servers under test, for
+    # experiments (the caller's own CANOPY_SVC_* are dropped so a developer's shell can't skew a run).
+    for item in os.environ.get("BENCH_SERVER_ENV", "").split():
+        name, _, value = item.partition("=")
+        if not name.startswith("CANOPY_SVC_"):
+            raise SystemExit(f"BENCH_SERVER_ENV takes CANOPY_SVC_* settings only, not {name!r}")
+        env[name] = value
     return env
 
 
@@ -1516,6 +1524,7 @@ def main() -> int:
             "machine": machine() | {"postgres": version},
             "load_before_start": before,
             "settings": {
+                "server_env": os.environ.get("BENCH_SERVER_ENV", ""),
                 "seconds": SECONDS,
                 "connections": CONNECTIONS,
                 "wrk_threads": THREADS,
