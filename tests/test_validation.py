@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import random
 import re
 from typing import Any
 
+import email_validator
 import msgspec
 import pytest
 from conftest import minimal_customer, seed_customer
 
 from canopy_svc.errors import BadRequest, InvalidInput
-from canopy_svc.rules import fields
+from canopy_svc.rules import fields, validation
 from canopy_svc.rules.models import CustomerCreate, CustomerUpdate
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
 
@@ -704,3 +706,50 @@ def test_nul_is_refused_in_text_fields(name: str) -> None:
 def test_non_blank_still_admits_inner_spaces_and_unicode() -> None:
     for value in ["a", " a ", "Ærøskøbing", "日本", "x\ty", "a\nb"]:
         assert create(minimal_customer(address_city=value)).address_city == value
+
+
+# --- the plain-email fast path ---------------------------------------------------------------------
+
+
+def generated_addresses(count: int, seed: int = 20261122) -> list[str]:
+    """Near-misses around the fast path's edges: dots, hyphens, long parts, numeric and reserved TLDs."""
+    rng = random.Random(seed)
+    tlds = ["com", "io", "Co", "x", "c0m", "123", "test", "localhost", "invalid", "onion", "arpa", "local", "museum"]
+
+    def part(alphabet: str, longest: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.choice([1, 2, 3, 8, 20, longest])))
+
+    addresses = []
+    for _ in range(count):
+        local = part(rng.choice(["ab0Z_+-.", "ab0Z_+-"]), rng.choice([10, 64, 65, 70]))
+        labels = [part(rng.choice(["ab0-Z", "ab0Z"]), rng.choice([5, 63, 64])) for _ in range(rng.randint(0, 3))]
+        if rng.random() < 0.1:
+            labels.append("xn--" + part("ab0", 6))
+        domain = ".".join([*labels, rng.choice(tlds)])
+        addresses.append(f"{local}@{domain}" if rng.random() < 0.97 else f"{local}@@{domain}")
+    return addresses
+
+
+def test_the_plain_email_fast_path_accepts_only_what_email_validator_accepts() -> None:
+    accepted = 0
+    for address in generated_addresses(50_000):
+        if validation.is_plain_email(address):
+            accepted += 1
+            email_validator.validate_email(address, check_deliverability=False)  # raises if it disagrees
+    assert accepted > 1_500  # the fast path is exercised, not vacuous
+
+
+@pytest.mark.parametrize("address", ["marissa@protonmail.com", "a.b+c@x-y.co.uk", "UP_per-1@Example.ORG"])
+def test_everyday_addresses_take_the_fast_path(address: str) -> None:
+    assert validation.is_plain_email(address)
+
+
+@pytest.mark.parametrize("address", [
+    "a" * 64 + "@" + ("b" * 63 + ".") * 3 + "com",  # 260 characters: too long in all
+    "a@" + "b" * 64 + ".com",  # a label over 63
+    "a@b.test", "a@mail.localhost", "a@x.onion", "a@xn--abc.com", "a@ab--c.com", "a@b.123", "a.@b.com",
+])
+def test_near_misses_are_left_to_email_validator(address: str) -> None:
+    with pytest.raises(email_validator.EmailNotValidError):
+        email_validator.validate_email(address, check_deliverability=False)
+    assert not validation.is_plain_email(address)
