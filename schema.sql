@@ -178,6 +178,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS rate_limit_buckets (
     tat     double precision NOT NULL,
     allowed boolean NOT NULL
 );
+-- How many tokens the last decision granted (a worker may take a small batch at once; 0 is denied).
+ALTER TABLE rate_limit_buckets ADD COLUMN IF NOT EXISTS granted integer NOT NULL DEFAULT 1;
 
 -- Version 2: SSNs encrypted at rest. A version-1 database gets the columns here and has its clear
 -- `ssn` column encrypted and dropped by migrations.py.

@@ -117,26 +117,34 @@ RATE_LIMIT_DDL = """\
 CREATE UNLOGGED TABLE IF NOT EXISTS rate_limit_buckets (
     key     text PRIMARY KEY,
     tat     double precision NOT NULL,
-    allowed boolean NOT NULL
+    allowed boolean NOT NULL,
+    granted integer NOT NULL DEFAULT 1
 )"""
 
 # One round trip, atomic per key: ON CONFLICT locks the row, and the SET sees the latest committed
-# TAT even under READ COMMITTED. `allowed` is stored because RETURNING only sees the new row, and
-# the new TAT alone cannot tell "admitted" from "denied, TAT kept". The clock is the database's,
-# read once in a materialised CTE, so hosts with skewed clocks agree.
-# A new key is always admitted (burst >= 1). $1 key, $2 emission interval T, $3 burst*T + slack.
-_HIT_SQL = """\
-WITH c AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS now)
-INSERT INTO rate_limit_buckets AS b (key, tat, allowed)
-SELECT $1, c.now + $2, true FROM c
+# TAT even under READ COMMITTED. It first gives back `returned` tokens taken earlier and not spent
+# (each moves the TAT back by T, never before now: a full bucket stays full), then takes up to
+# `wanted` at once: GCRA with a cost, each token moving the TAT by T, as many granted as fit under
+# the bound. With wanted = 1 and nothing returned it is the plain GCRA step. Every SET expression
+# reads the old row, so `granted` and `tat` agree; `granted` is stored because RETURNING only sees
+# the new row. The clock is the database's, read once in a materialised CTE, so hosts with skewed
+# clocks agree. $1 key, $2 emission interval T, $3 burst*T + slack, $4 wanted (1..burst), $5 returned.
+_TAKE_SQL = """\
+WITH c AS (
+    SELECT extract(epoch FROM clock_timestamp())::double precision AS now, $2::double precision AS t,
+           $3::double precision AS bound, $4::double precision AS wanted, $5::double precision AS returned
+)
+INSERT INTO rate_limit_buckets AS b (key, tat, allowed, granted)
+SELECT $1, c.now + c.t * least(c.wanted, floor(c.bound / c.t)), true,
+       least(c.wanted, floor(c.bound / c.t))::integer FROM c
 ON CONFLICT (key) DO UPDATE SET
-    tat = CASE
-        WHEN greatest(b.tat, (SELECT now FROM c)) + $2 - (SELECT now FROM c) <= $3
-        THEN greatest(b.tat, (SELECT now FROM c)) + $2
-        ELSE b.tat
-    END,
-    allowed = greatest(b.tat, (SELECT now FROM c)) + $2 - (SELECT now FROM c) <= $3
-RETURNING b.allowed, b.tat, (SELECT now FROM c) AS now"""
+    granted = (SELECT greatest(0, least(c.wanted, floor((c.bound - (x.base - c.now)) / c.t)))::integer
+               FROM c, LATERAL (SELECT greatest(b.tat - c.returned * c.t, c.now) AS base) x),
+    tat = (SELECT x.base + c.t * greatest(0, least(c.wanted, floor((c.bound - (x.base - c.now)) / c.t)))
+           FROM c, LATERAL (SELECT greatest(b.tat - c.returned * c.t, c.now) AS base) x),
+    allowed = (SELECT least(c.wanted, floor((c.bound - (x.base - c.now)) / c.t)) >= 1
+               FROM c, LATERAL (SELECT greatest(b.tat - c.returned * c.t, c.now) AS base) x)
+RETURNING b.granted, b.tat, (SELECT now FROM c) AS now"""
 
 _PURGE_SQL = """\
 DELETE FROM rate_limit_buckets WHERE tat < extract(epoch FROM clock_timestamp())::double precision"""
@@ -149,10 +157,19 @@ class PostgresRateLimiter:
         self._pool = pool
 
     async def hit(self, key: str, rate: float, burst: int) -> Decision:
+        return (await self.take(key, rate, burst, 1))[1]
+
+    async def take(self, key: str, rate: float, burst: int, wanted: int,
+                   returned: int = 0) -> tuple[int, Decision]:
+        """Gives back `returned` unspent tokens and takes up to `wanted`, in one decision:
+        (tokens granted, the decision for the first of them)."""
         interval = _check(rate, burst)
-        row = await self._pool.fetchrow(_HIT_SQL, key, interval, _bound(interval, burst))
+        wanted = max(1, min(wanted, burst))
+        row = await self._pool.fetchrow(_TAKE_SQL, key, interval, _bound(interval, burst), wanted,
+                                        max(0, returned))
         assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always returns the row
-        return decision_from(row["allowed"], row["tat"], row["now"], interval, burst)
+        granted: int = row["granted"]
+        return granted, decision_from(granted > 0, row["tat"], row["now"], interval, burst)
 
     async def purge_expired(self) -> int:
         """Drop full buckets (same as absent); run now and then to keep the table small."""
@@ -160,13 +177,106 @@ class PostgresRateLimiter:
         return int(status.split()[-1])
 
 
+@dataclass
+class _Lease:
+    tokens: int  # granted by the store and not yet spent here
+    batch: int  # how many were asked for: the next batch grows from it, or shrinks to what was spent
+    expires_at: float
+    rate: float
+    burst: int
+    store_remaining: int  # what the store had left after granting them
+    reset_seconds: int
+
+
+class LeasingRateLimiter:
+    """The shared store, asked for small batches of tokens instead of one per request.
+
+    A busy client costs the database one upsert of its hot row per batch, not per request. A process
+    asks for one token, then twice as many each time a batch is spent within `lease_seconds`, up to
+    its rate times `lease_seconds` and an eighth of its burst (so no process sits on much of a burst
+    others may need). Tokens not spent within `lease_seconds` are given back with the next batch
+    (and the batch shrinks to what was spent). The limit holds across processes: tokens are counted
+    in the shared bucket when taken, whoever spends them, and unspent ones return to it. At low
+    rates the batch is one token: exactly the unbatched limiter.
+    """
+
+    def __init__(self, store: PostgresRateLimiter, *, lease_seconds: float = 0.05, timeout: float | None = 0.25,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000) -> None:
+        self._store = store
+        self._lease_seconds = lease_seconds
+        self._timeout = timeout
+        self._clock = clock
+        self._max_keys = max_keys
+        self._leases: dict[str, _Lease] = {}
+        self._taking: dict[str, asyncio.Future[None]] = {}  # keys with a batch being taken, one at a time
+
+    def batch_cap(self, rate: float, burst: int) -> int:
+        return max(1, min(burst // 8, int(rate * self._lease_seconds)))
+
+    async def hit(self, key: str, rate: float, burst: int) -> Decision:
+        cap = self.batch_cap(rate, burst)
+        if cap == 1:
+            return (await self._take(key, rate, burst, 1, 0))[1]
+        while True:
+            lease = self._leases.get(key)
+            if lease is not None and (lease.rate != rate or lease.burst != burst):
+                del self._leases[key]  # the client's limits changed: start over (its few tokens are lost)
+                lease = None
+            if lease is not None and lease.tokens > 0 and lease.expires_at > self._clock():
+                lease.tokens -= 1
+                return Decision(allowed=True, limit=burst,
+                                remaining=min(burst, lease.store_remaining + lease.tokens),
+                                reset_seconds=lease.reset_seconds, retry_after_seconds=1)
+            pending = self._taking.get(key)
+            if pending is None:
+                break
+            # Another request of this process is taking a batch for this client: spend from it after.
+            await asyncio.shield(pending)
+        returned = 0
+        if lease is None:
+            wanted = 1
+        elif lease.tokens == 0:  # spent in time: busy, ask for more
+            wanted = min(cap, 2 * lease.batch)
+        else:  # expired with some unspent: give them back, ask for about what was spent
+            returned, lease.tokens = lease.tokens, 0
+            wanted = max(1, min(cap, lease.batch - returned))
+        taking = asyncio.get_running_loop().create_future()
+        self._taking[key] = taking
+        try:
+            granted, decision = await self._take(key, rate, burst, wanted, returned)
+        finally:
+            del self._taking[key]
+            taking.set_result(None)
+        if granted == 0:
+            self._leases.pop(key, None)  # denied: the next request starts again from one token
+            return decision
+        if key not in self._leases and len(self._leases) >= self._max_keys:
+            now = self._clock()
+            self._leases = {k: v for k, v in self._leases.items() if v.expires_at > now}
+        self._leases[key] = _Lease(tokens=granted - 1, batch=wanted, expires_at=self._clock() + self._lease_seconds,
+                                   rate=rate, burst=burst, store_remaining=decision.remaining,
+                                   reset_seconds=decision.reset_seconds)
+        if granted == 1:
+            return decision
+        return Decision(allowed=True, limit=burst, remaining=min(burst, decision.remaining + granted - 1),
+                        reset_seconds=decision.reset_seconds, retry_after_seconds=1)
+
+    async def _take(self, key: str, rate: float, burst: int, wanted: int, returned: int) -> tuple[int, Decision]:
+        if self._timeout is None:
+            return await self._store.take(key, rate, burst, wanted, returned)
+        async with asyncio.timeout(self._timeout):
+            return await self._store.take(key, rate, burst, wanted, returned)
+
+
 class FailOpenRateLimiter:
     """Admit requests when the store is slow or down: rate limiting must not cause an outage."""
 
     def __init__(self, inner: RateLimiter, *, timeout: float = 0.25) -> None:
         self._inner = inner
-        # The in-memory store never waits on I/O: no timer for it (a timer per request shows in profiles).
-        self._timeout: float | None = None if isinstance(inner, MemoryRateLimiter) else timeout
+        # The in-memory store never waits on I/O: no timer for it (a timer per request shows in profiles);
+        # the leasing one times only its round trips itself, not the requests it answers from memory.
+        self._timeout: float | None = (
+            None if isinstance(inner, MemoryRateLimiter | LeasingRateLimiter) else timeout)
         self._failing = False
 
     @property

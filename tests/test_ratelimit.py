@@ -13,6 +13,7 @@ from canopy_svc.ratelimit import (
     RATE_LIMIT_DDL,
     Decision,
     FailOpenRateLimiter,
+    LeasingRateLimiter,
     MemoryRateLimiter,
     PostgresRateLimiter,
     gcra,
@@ -227,6 +228,106 @@ async def test_postgres_purge(pool: asyncpg.Pool, pg_limiter: PostgresRateLimite
     assert await pg_limiter.purge_expired() >= 1
     keys = await pool.fetch("SELECT key FROM rate_limit_buckets WHERE key = ANY($1)", [idle, busy])
     assert [r["key"] for r in keys] == [busy]
+
+
+async def test_postgres_take_grants_what_fits(pool: asyncpg.Pool, pg_limiter: PostgresRateLimiter) -> None:
+    key = _key()
+    granted, first = await pg_limiter.take(key, SLOW, 10, 4)
+    assert granted == 4 and first.allowed and first.remaining == 6
+    granted, _ = await pg_limiter.take(key, SLOW, 10, 4)
+    assert granted == 4
+    granted, last = await pg_limiter.take(key, SLOW, 10, 4)  # only 2 left: a partial batch
+    assert granted == 2 and last.allowed and last.remaining == 0
+    granted, denied = await pg_limiter.take(key, SLOW, 10, 4)
+    assert granted == 0 and not denied.allowed
+    tat, now = await pool.fetchrow(
+        "SELECT tat, extract(epoch FROM clock_timestamp())::double precision FROM rate_limit_buckets WHERE key = $1",
+        key)
+    assert 10 / SLOW - 60 < tat - now <= 10 / SLOW  # exactly 10 tokens' worth was taken, no more
+
+
+async def test_postgres_concurrent_takes_never_exceed_the_burst(pg_limiter: PostgresRateLimiter) -> None:
+    key = _key()
+    grants = await asyncio.gather(*(pg_limiter.take(key, SLOW, 25, 3) for _ in range(20)))
+    assert sum(granted for granted, _ in grants) == 25
+
+
+async def test_postgres_take_gives_back_unspent_tokens(pool: asyncpg.Pool, pg_limiter: PostgresRateLimiter) -> None:
+    key = _key()
+    assert (await pg_limiter.take(key, SLOW, 10, 4))[0] == 4
+    granted, decision = await pg_limiter.take(key, SLOW, 10, 4, returned=3)  # 1 of the 4 was spent
+    assert granted == 4 and decision.remaining == 5  # 1 + 4 taken in all
+    granted, decision = await pg_limiter.take(key, SLOW, 10, 1, returned=50)  # never more than full
+    assert granted == 1 and decision.remaining == 9
+
+
+class RecordingStore(PostgresRateLimiter):
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.takes: list[tuple[int, int, int]] = []  # (wanted, returned, granted)
+
+    async def take(self, key: str, rate: float, burst: int, wanted: int,
+                   returned: int = 0) -> tuple[int, Decision]:
+        granted, decision = await super().take(key, rate, burst, wanted, returned)
+        self.takes.append((wanted, returned, granted))
+        return granted, decision
+
+
+async def test_leasing_grows_its_batches_while_they_are_spent(pool: asyncpg.Pool,
+                                                              pg_limiter: PostgresRateLimiter) -> None:
+    store = RecordingStore(pool)
+    leasing = LeasingRateLimiter(store, lease_seconds=0.05, clock=FakeClock())
+    key = _key()
+    assert leasing.batch_cap(1000.0, 800) == 50  # rate x 50 ms; an eighth of the burst would be 100
+    decisions = [await leasing.hit(key, 1000.0, 800) for _ in range(200)]
+    assert all(d.allowed for d in decisions)
+    assert [wanted for wanted, _, _ in store.takes] == [1, 2, 4, 8, 16, 32, 50, 50, 50]  # 9 round trips
+
+
+async def test_concurrent_requests_of_one_client_share_one_batch(pool: asyncpg.Pool,
+                                                                 pg_limiter: PostgresRateLimiter) -> None:
+    """One request takes a batch while the others of that client wait for it, rather than each going
+    to the database (which would also keep the batch from growing)."""
+    store = RecordingStore(pool)
+    leasing = LeasingRateLimiter(store, lease_seconds=0.05, clock=FakeClock())
+    key = _key()
+    decisions = await asyncio.gather(*(leasing.hit(key, 1000.0, 800) for _ in range(60)))
+    assert all(d.allowed for d in decisions)
+    assert len(store.takes) <= 7, store.takes  # 1, 2, 4, 8, 16, 32: doubling, one at a time
+    assert sum(granted for _, _, granted in store.takes) >= 60
+
+
+async def test_leasing_gives_back_what_it_did_not_spend(pool: asyncpg.Pool, pg_limiter: PostgresRateLimiter) -> None:
+    store, clock = RecordingStore(pool), FakeClock()
+    leasing = LeasingRateLimiter(store, lease_seconds=0.05, clock=clock)
+    key = _key()
+    for _ in range(4):  # batches of 1, 2 and 4: 3 of the last are unspent
+        await leasing.hit(key, 1000.0, 800)
+    clock.now += 0.06  # the lease expires
+    await leasing.hit(key, 1000.0, 800)
+    assert store.takes[-1] == (1, 3, 1)  # gives the 3 back, asks for about what was spent
+
+
+async def test_leasing_at_low_rates_is_the_plain_limiter(pg_limiter: PostgresRateLimiter) -> None:
+    memory = MemoryRateLimiter(clock=FakeClock())
+    leasing = LeasingRateLimiter(pg_limiter, clock=FakeClock())
+    key = _key()
+    assert leasing.batch_cap(SLOW, 5) == 1
+    for _ in range(8):
+        assert await leasing.hit(key, SLOW, 5) == await memory.hit(key, SLOW, 5)
+
+
+async def test_two_leasing_processes_keep_one_limit(pool: asyncpg.Pool, pg_limiter: PostgresRateLimiter) -> None:
+    """Two workers' limiters on one store: batches are counted when taken, so together they admit at
+    most the burst plus what the bucket refills meanwhile, never a batch more per worker."""
+    rate, burst = 400.0, 80  # batches of up to 10
+    workers = [LeasingRateLimiter(PostgresRateLimiter(pool)) for _ in range(2)]
+    key = _key()
+    started = asyncio.get_running_loop().time()
+    decisions = [await workers[i % 2].hit(key, rate, burst) for i in range(200)]
+    elapsed = asyncio.get_running_loop().time() - started
+    admitted = sum(d.allowed for d in decisions)
+    assert burst <= admitted <= burst + rate * elapsed + 1, (admitted, elapsed)
 
 
 # --- fail open -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from canopy_svc.api.app import create_app
 from canopy_svc.api.routes import auth as auth_routes
 from canopy_svc.config import Settings
 from canopy_svc.db import create_pool
-from canopy_svc.ratelimit import Decision, MemoryRateLimiter, PostgresRateLimiter
+from canopy_svc.ratelimit import Decision, LeasingRateLimiter, MemoryRateLimiter, PostgresRateLimiter
 from canopy_svc.store import api_clients
 
 TINY_RATE = 0.001  # one request per 1000 s: no refill can happen during a test
@@ -265,7 +265,8 @@ async def test_postgres_store_limits_and_keeps_state_in_the_database(settings: S
         answers = [await http.get("/customers") for _ in range(5)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
     assert_rate_limited(answers[3])
-    assert isinstance(app.state.rate_limiting.limiter()._inner, PostgresRateLimiter)
+    assert isinstance(app.state.rate_limiting.limiter()._inner, LeasingRateLimiter)
+    assert isinstance(app.state.rate_limiting.postgres_store(), PostgresRateLimiter)
     keys = {r["key"] for r in await pool.fetch("SELECT key FROM rate_limit_buckets")}
     assert keys == {f"client:{client_id}"}
 

@@ -29,6 +29,7 @@ from canopy_svc.errors import ApiError, RateLimited, ServerError, Unavailable
 from canopy_svc.ratelimit import (
     Decision,
     FailOpenRateLimiter,
+    LeasingRateLimiter,
     MemoryRateLimiter,
     PostgresRateLimiter,
     RateLimiter,
@@ -120,9 +121,12 @@ class RateLimiting:
         return await api_clients.limits(pool, client_id)
 
     def use_store(self, store: RateLimiter) -> None:
-        """Put `store` (wrapped to fail open) in place of the configured one; for tests and tools."""
-        self._limiter = FailOpenRateLimiter(store, timeout=self._timeout)
+        """Put `store` (wrapped to fail open) in place of the configured one; for tests and tools.
+        A PostgresRateLimiter is used through a LeasingRateLimiter, as in serving."""
         self._postgres = store if isinstance(store, PostgresRateLimiter) else None
+        if self._postgres is not None:
+            store = LeasingRateLimiter(self._postgres, timeout=self._timeout)
+        self._limiter = FailOpenRateLimiter(store, timeout=self._timeout)
 
     def limiter(self) -> FailOpenRateLimiter:
         """The limiter; the Postgres one is made on first use, from the app's pool."""
