@@ -20,31 +20,10 @@ class DatabaseUnavailable(ConnectionError):
     """The gate is closed: the last probe found the database unreachable or hung."""
 
 
-# Failures that mean "the database is not there right now": answered 503, never 500.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.ConnectionFailureError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.InterfaceError,
-)  # DatabaseUnavailable is a ConnectionError, hence an OSError
-
-
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Releasing a connection to the pool sends no reset query (asyncpg's default costs a round trip
-    per request). Safe because requests leave no session state: transactions are always closed
-    (asyncpg rolls back any left open), locks are transaction-scoped, settings are SET LOCAL, and
-    LISTEN runs on connections of its own."""
-
-
-# What a probe may fail with when the server is down, unreachable or frozen; anything else (too many
-# connections, a bad password) is not an outage of the server, so it does not close the gate.
-_UNREACHABLE: tuple[type[BaseException], ...] = (
+# The server is down, unreachable or frozen (DatabaseUnavailable is a ConnectionError, hence an OSError).
+# A probe failing with one of these closes the gate; anything else (too many connections, a bad
+# password) is an answer from a server that is up.
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
@@ -53,6 +32,20 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
 )
+
+# Failures that mean "the database is not there right now": answered 503, never 500.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    *UNREACHABLE_ERRORS,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Releasing a connection to the pool sends no reset query (asyncpg's default costs a round trip
+    per request). Safe because requests leave no session state: transactions are always closed
+    (asyncpg rolls back any left open), locks are transaction-scoped, settings are SET LOCAL, and
+    LISTEN runs on connections of its own."""
 
 
 class DatabaseGate:
@@ -121,7 +114,7 @@ class DatabaseGate:
                                 dsn, timeout=self.timeout,
                                 server_settings={"application_name": "canopy-svc-probe"})
                         await probe.fetchval("SELECT 1")
-                except _UNREACHABLE as exc:
+                except UNREACHABLE_ERRORS as exc:
                     if probe is not None:
                         probe.terminate()
                         probe = None

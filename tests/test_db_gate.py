@@ -5,6 +5,7 @@ The frozen-server case end to end is tests/test_resilience.py::test_postgres_hun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -63,21 +64,22 @@ async def test_a_closed_gate_is_an_unavailable_error(gated: tuple[DatabaseGate, 
     assert isinstance(raised.value, UNAVAILABLE_ERRORS)  # so the HTTP layer answers 503, not 500
 
 
+@contextlib.asynccontextmanager
+async def watching(gate: DatabaseGate, dsn: str) -> AsyncIterator[None]:
+    task = asyncio.create_task(gate.watch(dsn))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_probe_closes_the_gate_when_unreachable_and_opens_it_when_back(database_url: str) -> None:
     gate = DatabaseGate(interval=0.05, timeout=1.0)
-    watching = asyncio.create_task(gate.watch(UNREACHABLE_DSN))
-    try:
+    async with watching(gate, UNREACHABLE_DSN):
         await wait_until(lambda: not gate.is_open, 5.0)
-    finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
-
-    watching = asyncio.create_task(gate.watch(database_url))
-    try:
+    async with watching(gate, database_url):
         await wait_until(lambda: gate.is_open, 5.0)
-    finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
 
 
 async def test_a_refused_login_is_not_an_outage(database_url: str) -> None:
@@ -85,9 +87,5 @@ async def test_a_refused_login_is_not_an_outage(database_url: str) -> None:
     gate = DatabaseGate(interval=0.05, timeout=1.0)
     gate.close("earlier outage")
     wrong_database = urlsplit(database_url)._replace(path="/no_such_database").geturl()
-    watching = asyncio.create_task(gate.watch(wrong_database))
-    try:
+    async with watching(gate, wrong_database):
         await wait_until(lambda: gate.is_open, 5.0)
-    finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
