@@ -368,6 +368,8 @@ async def test_postgres_hung_answers_503_quickly(tmp_path: Path) -> None:
             later = await asyncio.gather(*(timed("GET", f"/customers/h{i}") for i in range(4)))
             assert all(status == 503 and seconds < 1.0 for seconds, status in later), later
             assert_unavailable(await http.get("/readyz"))
+            assert_unavailable(await http.get("/customers/h0"))  # the contract's envelope, with Retry-After
+            assert_unavailable(await http.post("/customers", json=minimal_customer(customer_id="hung-late")))
             assert (await http.get("/healthz")).status_code == 200
 
             for process in frozen:
