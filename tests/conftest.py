@@ -168,3 +168,28 @@ def minimal_customer(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return {key: value for key, value in body.items() if value is not ...}
+
+
+# --- the contract's error envelope ----------------------------------------------------------------
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The contract's envelope: {"error": {"code", "message", "details"}} with this status and code."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def assert_invalid(response: httpx.Response) -> list[dict[str, Any]]:
+    """A 422 `invalid_input` whose details are AJV-shaped; the details."""
+    error = assert_error(response, 422, "invalid_input")
+    assert set(error) == {"code", "message", "details"}
+    details: list[dict[str, Any]] = error["details"]
+    assert details
+    for item in details:
+        assert set(item) == {"instancePath", "keyword", "params", "message"}
+    return details

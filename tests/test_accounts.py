@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, minimal_customer
+from conftest import ApiClient, assert_error, assert_invalid, minimal_customer
 
 from canopy_svc.card_worker import CardWorker
 
@@ -39,25 +39,6 @@ LITHIC_KEY = "sk_live_abcdefghijkl1234"
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    error: dict[str, Any] = body["error"]
-    return error
-
-
-def assert_invalid(response: httpx.Response) -> list[dict[str, Any]]:
-    error = assert_error(response, 422, "invalid_input")
-    details: list[dict[str, Any]] = error["details"]
-    assert details
-    for item in details:
-        assert set(item) == {"instancePath", "keyword", "params", "message"}
-    return details
 
 
 def ok(response: httpx.Response) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, minimal_customer, seed_customer
+from conftest import ApiClient, assert_error, assert_invalid, minimal_customer, seed_customer
 from test_validation import SEED_ASSIGNMENT
 
 CUSTOMER_FIELDS = {
@@ -38,30 +38,6 @@ async def create(api: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     created: dict[str, Any] = response.json()
     return created
-
-
-def assert_invalid(response: httpx.Response) -> list[dict[str, Any]]:
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == "invalid_input"
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    details: list[dict[str, Any]] = body["error"]["details"]
-    assert details
-    for item in details:
-        assert set(item) == {"instancePath", "keyword", "params", "message"}
-    return details
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 # --- create --------------------------------------------------------------------------------------
