@@ -63,9 +63,6 @@ class ClientLimitCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def forget(self) -> None:
-        self._entries.clear()
-
     async def get(self, client_id: str) -> Limits:
         now = self.clock()
         cached = self._entries.get(client_id)

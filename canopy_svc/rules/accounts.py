@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from canopy_svc.crypto import DataCipher
-from canopy_svc.errors import InvalidInput, NotFound, detail
+from canopy_svc.errors import InvalidInput, NotFound
 from canopy_svc.rules import links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
@@ -31,7 +31,7 @@ from canopy_svc.rules.models import (
     ProductOverview,
 )
 from canopy_svc.rules.paging import PageRequest, keyset_page
-from canopy_svc.rules.validation import BodyDecoder
+from canopy_svc.rules.validation import BodyDecoder, duplicate_problems
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import customers as customer_store
@@ -43,14 +43,9 @@ ACCOUNT_DECODER = BodyDecoder(AccountCreate)
 
 def parse_account(body: bytes) -> AccountCreate:
     payload = ACCOUNT_DECODER.decode(body)
-    seen: dict[str, int] = {}
-    for index, assignment in enumerate(payload.assign_customers or ()):
-        if assignment.customer_id in seen:
-            first = seen[assignment.customer_id]
-            raise InvalidInput([detail("/assign_customers", "uniqueItems", {"i": index, "j": first},
-                                       f"must NOT have duplicate items (items ## {first} and "
-                                       f"{index} name the same customer_id)")])
-        seen[assignment.customer_id] = index
+    problems = duplicate_problems(payload.assign_customers, "customer_id", "/assign_customers")
+    if problems:
+        raise InvalidInput(problems)
     return payload
 
 

@@ -16,7 +16,6 @@ from canopy_svc.rules.fields import US_RULES_COUNTRIES
 from canopy_svc.rules.models import DuplicateWarning
 from canopy_svc.store import customers as store
 
-POLICIES = ("warn", "block", "off")
 # The customer fields whose change calls for a new check.
 CHECKED_FIELDS = frozenset({"ssn", "email", "phone_number", "address_line_one", "address_zip", "address_country_code"})
 _MESSAGES = {

@@ -61,5 +61,3 @@ LithicCreateState = Literal["OPEN", "PAUSED"]
 BIGINT_MAX = 2**63 - 1  # the columns are bigint
 SpendLimit = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX, description="Cents")]
 Cents = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
-# An id the caller may give (or leave out, to have one made): never empty.
-OptionalId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*" + END)]

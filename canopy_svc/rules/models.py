@@ -21,7 +21,6 @@ from canopy_svc.rules.fields import (
     Email,
     LithicCardType,
     LithicCreateState,
-    OptionalId,
     PhoneNumber,
     RequiredText,
     ResourceId,
@@ -50,7 +49,7 @@ class AccountAssignment(msgspec.Struct, kw_only=True):
     account_id: ResourceId
     # PRIMARY on a new link; left as it is on an existing one when absent.
     customer_account_role: CustomerAccountRole | None = None
-    customer_account_external_id: OptionalId | None = None
+    customer_account_external_id: ResourceId | None = None
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
 
 
@@ -229,7 +228,7 @@ class CustomerAssignment(msgspec.Struct, kw_only=True):
 
     customer_id: ResourceId
     customer_account_role: CustomerAccountRole | None = None  # PRIMARY when absent
-    customer_account_external_id: OptionalId | None = None
+    customer_account_external_id: ResourceId | None = None
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
 
 
@@ -242,7 +241,7 @@ class AccountCreate(msgspec.Struct, kw_only=True):
 
     product_id: ResourceId
     account_id: ResourceId | None = None
-    external_account_id: OptionalId | None = None
+    external_account_id: ResourceId | None = None
     effective_at: datetime.datetime | None = None
     summary: AccountSummaryIn | None = None
     assign_customers: Annotated[list[CustomerAssignment], msgspec.Meta(max_length=100)] | None = None

@@ -329,18 +329,19 @@ def meaning_problems(values: Mapping[str, Any], fields: Collection[str]) -> list
     return problems
 
 
-def duplicate_account_problems(assignments: list[Any] | None) -> list[ErrorDetail]:
-    """`assign_to_accounts` may not name one account twice (AJV's uniqueItems on account_id)."""
+def duplicate_problems(items: list[Any] | None, key: str = "account_id",
+                       pointer: str = "/assign_to_accounts") -> list[ErrorDetail]:
+    """A list may not name one account (or customer) twice: AJV's uniqueItems on `key`."""
     seen: dict[str, int] = {}
-    for index, item in enumerate(assignments or ()):
-        account_id = item.get("account_id") if isinstance(item, dict) else getattr(item, "account_id", None)
-        if not isinstance(account_id, str):
+    for index, item in enumerate(items or ()):
+        value = item.get(key) if isinstance(item, dict) else getattr(item, key, None)
+        if not isinstance(value, str):
             continue
-        if account_id in seen:
-            return [detail("/assign_to_accounts", "uniqueItems", {"i": index, "j": seen[account_id]},
-                           f"must NOT have duplicate items (items ## {seen[account_id]} and {index} "
-                           "name the same account_id)")]
-        seen[account_id] = index
+        if value in seen:
+            return [detail(pointer, "uniqueItems", {"i": index, "j": seen[value]},
+                           f"must NOT have duplicate items (items ## {seen[value]} and {index} "
+                           f"name the same {key})")]
+        seen[value] = index
     return []
 
 
@@ -368,10 +369,10 @@ def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool)
             fields -= {"address_zip", "address_state"}  # their rules depend on the (stored) country
         assignments = document.get("assign_to_accounts")
         extra = meaning_problems(shaped, fields)
-        extra += duplicate_account_problems(assignments if isinstance(assignments, list) else None)
+        extra += duplicate_problems(assignments if isinstance(assignments, list) else None)
         raise InvalidInput([*exc.details, *extra]) from None
     values = msgspec.structs.asdict(payload)
-    problems = duplicate_account_problems(values.get("assign_to_accounts") or None)
+    problems = duplicate_problems(values.get("assign_to_accounts") or None)
     if with_meaning:
         problems[:0] = meaning_problems(values, [name for name, value in values.items() if value is not None])
     if problems:

@@ -6,7 +6,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from canopy_svc.api.requests import pool, principal
+from canopy_svc.api.requests import cipher, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
 from canopy_svc.api.writes import write
@@ -15,12 +15,11 @@ from canopy_svc.rules.models import IssuerProcessors, OrganizationSettings
 
 
 async def put_issuer_processors(request: Request) -> Response:
-    org_id = principal(request).org_id
-    cipher = request.app.state.cipher
+    org_id, data_cipher = principal(request).org_id, cipher(request)
 
     async def work(conn: asyncpg.Connection, body: bytes) -> IssuerProcessors:
         payload = organization.ISSUER_PROCESSORS_DECODER.decode(body)
-        return await organization.set_issuer_processors(conn, org_id, payload, cipher)
+        return await organization.set_issuer_processors(conn, org_id, payload, data_cipher)
 
     return await write(request, work)
 
