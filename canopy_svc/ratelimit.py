@@ -113,14 +113,6 @@ class MemoryRateLimiter:
         self._sweep_at = max(self._max_keys, 2 * len(self._tats))
 
 
-RATE_LIMIT_DDL = """\
-CREATE UNLOGGED TABLE IF NOT EXISTS rate_limit_buckets (
-    key     text PRIMARY KEY,
-    tat     double precision NOT NULL,
-    allowed boolean NOT NULL,
-    granted integer NOT NULL DEFAULT 1
-)"""
-
 # One round trip, atomic per key: ON CONFLICT locks the row, and the SET sees the latest committed
 # TAT even under READ COMMITTED. It first gives back `returned` tokens taken earlier and not spent
 # (each moves the TAT back by T, never before now: a full bucket stays full), then takes up to
@@ -137,13 +129,12 @@ WITH c AS (
 INSERT INTO rate_limit_buckets AS b (key, tat, allowed, granted)
 SELECT $1, c.now + c.t * least(c.wanted, floor(c.bound / c.t)), true,
        least(c.wanted, floor(c.bound / c.t))::integer FROM c
-ON CONFLICT (key) DO UPDATE SET
-    granted = (SELECT greatest(0, least(c.wanted, floor((c.bound - (x.base - c.now)) / c.t)))::integer
-               FROM c, LATERAL (SELECT greatest(b.tat - c.returned * c.t, c.now) AS base) x),
-    tat = (SELECT x.base + c.t * greatest(0, least(c.wanted, floor((c.bound - (x.base - c.now)) / c.t)))
-           FROM c, LATERAL (SELECT greatest(b.tat - c.returned * c.t, c.now) AS base) x),
-    allowed = (SELECT least(c.wanted, floor((c.bound - (x.base - c.now)) / c.t)) >= 1
-               FROM c, LATERAL (SELECT greatest(b.tat - c.returned * c.t, c.now) AS base) x)
+ON CONFLICT (key) DO UPDATE SET (granted, tat, allowed) = (
+    SELECT g.n, x.base + c.t * g.n, g.n > 0
+    FROM c,
+         LATERAL (SELECT greatest(b.tat - c.returned * c.t, c.now) AS base) x,
+         LATERAL (SELECT greatest(0, least(c.wanted, floor((c.bound - (x.base - c.now)) / c.t)))::integer AS n) g
+)
 RETURNING b.granted, b.tat, (SELECT now FROM c) AS now"""
 
 _PURGE_SQL = """\
@@ -187,6 +178,11 @@ class _Lease:
     store_remaining: int  # what the store had left after granting them
     reset_seconds: int
 
+    def decision(self) -> Decision:
+        """Admitted: the client's remaining tokens are the store's plus the ones still held here."""
+        return Decision(allowed=True, limit=self.burst, remaining=min(self.burst, self.store_remaining + self.tokens),
+                        reset_seconds=self.reset_seconds, retry_after_seconds=1)
+
 
 class LeasingRateLimiter:
     """The shared store, asked for small batches of tokens instead of one per request.
@@ -224,9 +220,7 @@ class LeasingRateLimiter:
                 lease = None
             if lease is not None and lease.tokens > 0 and lease.expires_at > self._clock():
                 lease.tokens -= 1
-                return Decision(allowed=True, limit=burst,
-                                remaining=min(burst, lease.store_remaining + lease.tokens),
-                                reset_seconds=lease.reset_seconds, retry_after_seconds=1)
+                return lease.decision()
             pending = self._taking.get(key)
             if pending is None:
                 break
@@ -253,13 +247,10 @@ class LeasingRateLimiter:
         if key not in self._leases and len(self._leases) >= self._max_keys:
             now = self._clock()
             self._leases = {k: v for k, v in self._leases.items() if v.expires_at > now}
-        self._leases[key] = _Lease(tokens=granted - 1, batch=wanted, expires_at=self._clock() + self._lease_seconds,
-                                   rate=rate, burst=burst, store_remaining=decision.remaining,
-                                   reset_seconds=decision.reset_seconds)
-        if granted == 1:
-            return decision
-        return Decision(allowed=True, limit=burst, remaining=min(burst, decision.remaining + granted - 1),
-                        reset_seconds=decision.reset_seconds, retry_after_seconds=1)
+        lease = _Lease(tokens=granted - 1, batch=wanted, expires_at=self._clock() + self._lease_seconds, rate=rate,
+                       burst=burst, store_remaining=decision.remaining, reset_seconds=decision.reset_seconds)
+        self._leases[key] = lease
+        return lease.decision()
 
     async def _take(self, key: str, rate: float, burst: int, wanted: int, returned: int) -> tuple[int, Decision]:
         if self._timeout is None:
@@ -271,12 +262,11 @@ class LeasingRateLimiter:
 class FailOpenRateLimiter:
     """Admit requests when the store is slow or down: rate limiting must not cause an outage."""
 
-    def __init__(self, inner: RateLimiter, *, timeout: float = 0.25) -> None:
+    def __init__(self, inner: RateLimiter, *, timeout: float | None = 0.25) -> None:
+        """`timeout=None` sets no timer, for a store that never waits on I/O or times its own round
+        trips (a timer per request shows in profiles)."""
         self._inner = inner
-        # The in-memory store never waits on I/O: no timer for it (a timer per request shows in profiles);
-        # the leasing one times only its round trips itself, not the requests it answers from memory.
-        self._timeout: float | None = (
-            None if isinstance(inner, MemoryRateLimiter | LeasingRateLimiter) else timeout)
+        self._timeout = timeout
         self._failing = False
 
     @property

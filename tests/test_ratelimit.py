@@ -10,7 +10,6 @@ import pytest
 import pytest_asyncio
 
 from canopy_svc.ratelimit import (
-    RATE_LIMIT_DDL,
     Decision,
     FailOpenRateLimiter,
     LeasingRateLimiter,
@@ -173,7 +172,6 @@ async def test_memory_limiter_evicts_idle_keys() -> None:
 
 @pytest_asyncio.fixture
 async def pg_limiter(pool: asyncpg.Pool) -> AsyncIterator[PostgresRateLimiter]:
-    await pool.execute(RATE_LIMIT_DDL)
     yield PostgresRateLimiter(pool)
     await pool.execute("DELETE FROM rate_limit_buckets WHERE key LIKE 'test:%'")
 

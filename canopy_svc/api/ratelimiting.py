@@ -123,7 +123,9 @@ class RateLimiting:
         self._postgres = store if isinstance(store, PostgresRateLimiter) else None
         if self._postgres is not None:
             store = LeasingRateLimiter(self._postgres, timeout=self._timeout)
-        self._limiter = FailOpenRateLimiter(store, timeout=self._timeout)
+        # Memory never waits on I/O, and the leasing store times its own round trips: no timer per request.
+        untimed = isinstance(store, MemoryRateLimiter | LeasingRateLimiter)
+        self._limiter = FailOpenRateLimiter(store, timeout=None if untimed else self._timeout)
 
     def limiter(self) -> FailOpenRateLimiter:
         """The limiter; the Postgres one is made on first use, from the app's pool."""
