@@ -114,18 +114,15 @@ class DatabaseGate:
                                 dsn, timeout=self.timeout,
                                 server_settings={"application_name": "canopy-svc-probe"})
                         await probe.fetchval("SELECT 1")
-                except UNREACHABLE_ERRORS as exc:
+                except (*UNREACHABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     if probe is not None:
-                        probe.terminate()
+                        probe.terminate()  # a fresh connection next round
                         probe = None
-                    self.close(type(exc).__name__)
-                except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    # Answered, so not down; the pool's own errors say the rest.
-                    log.warning("database probe failed", extra={"error_type": type(exc).__name__})
-                    if probe is not None:
-                        probe.terminate()
-                        probe = None
-                    self.open()
+                    if isinstance(exc, UNREACHABLE_ERRORS):
+                        self.close(type(exc).__name__)
+                    else:  # answered, so not down; the pool's own errors say the rest
+                        log.warning("database probe failed", extra={"error_type": type(exc).__name__})
+                        self.open()
                 else:
                     self.open()
                 await asyncio.sleep(self.interval)
