@@ -339,6 +339,9 @@ async def test_docs_page_renders_the_document(anonymous: httpx.AsyncClient) -> N
     assert "/openapi.json" in response.text
 
 
+RATE_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+
+
 # --- 500 and 503 ---------------------------------------------------------------------------------
 
 SENSITIVE = "SELECT ssn FROM customers WHERE ssn = '123-45-6789' -- at /srv/canopy_svc/store/customers.py"
@@ -381,6 +384,7 @@ async def test_500_never_leaks_internals(broken_app: Any, caplog: pytest.LogCapt
             for needle in ("SELECT", "ssn", "123-45-6789", "Traceback", "RuntimeError", ".py"):
                 assert needle not in response.text
             assert response.headers.get("x-request-id")
+            assert set(RATE_LIMIT_HEADERS) <= set(response.headers)  # an authenticated response, even a 500
     logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert "123-45-6789" not in logged and "SELECT" not in logged
     assert "RuntimeError" in logged  # the type is logged for the operator, the text is not
@@ -393,5 +397,36 @@ async def test_database_unreachable_is_503_with_retry_after(broken_app: Any) -> 
         for response in (await http.get("/customers/0x1234"), await http.get("/readyz")):
             assert_envelope(response, 503, "unavailable")
             assert int(response.headers["retry-after"]) >= 1
+            assert response.headers.get("x-request-id")
+        authenticated = await http.get("/customers/0x1234")
+        assert set(RATE_LIMIT_HEADERS) <= set(authenticated.headers)
         healthz = await http.get("/healthz")
         assert healthz.status_code == 200  # the process is up even when the database is not
+
+
+async def test_a_client_gone_mid_body_gets_no_answer_and_logs_499(app: Any, api: ApiClient, pool: asyncpg.Pool,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Not a server error: nothing is sent (it would be a 500 to nobody), nothing stored, no error line."""
+    caplog.set_level(logging.INFO, logger="canopy_svc")
+    token = api.http.headers["authorization"].encode()
+    chunks = [{"type": "http.request", "body": b'{"name_first": "Ada",', "more_body": True},
+              {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/customers", "raw_path": b"/customers", "query_string": b"",
+             "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 40000),
+             "headers": [(b"host", b"testserver"), (b"authorization", token),
+                         (b"content-type", b"application/json")]}
+    await app(scope, receive, send)
+    assert sent == []
+    (line,) = access_lines(caplog)
+    assert (line["path"], line["status"], line["client_id"]) == ("/customers", 499, api.client_id)
+    assert not [r for r in caplog.records if r.name == "canopy_svc.errors"]
+    assert await pool.fetchval("SELECT count(*) FROM customers") == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from canopy_svc.api.responses import send_error
 from canopy_svc.errors import ApiError, Unauthorized
 from canopy_svc.rules.tokens import TokenAuthority, require_scope
 
@@ -38,10 +39,3 @@ def _bearer_token(scope: Scope) -> str:
                 return token.strip()
             break
     raise Unauthorized("Missing or malformed bearer token")
-
-
-async def send_error(send: Send, error: ApiError) -> None:
-    headers = [(b"content-type", b"application/json")]
-    headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": error.body()})

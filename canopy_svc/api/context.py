@@ -13,9 +13,9 @@ import traceback
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from canopy_svc.api.responses import error_for, send_error
 from canopy_svc.api.routing import keep_encoded_separators
-from canopy_svc.db import UNAVAILABLE_ERRORS
-from canopy_svc.errors import ApiError, ServerError, Unavailable
+from canopy_svc.errors import Unavailable
 
 access_log = logging.getLogger("canopy_svc.access")
 error_log = logging.getLogger("canopy_svc.errors")
@@ -47,34 +47,26 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), request_id_header]
             await send(message)
 
-        async def answer(error: ApiError) -> None:
-            await send_with_request_id({
-                "type": "http.response.start", "status": error.status,
-                "headers": [(b"content-type", b"application/json"),
-                            *((k.lower().encode(), v.encode()) for k, v in error.headers.items())],
-            })
-            await send({"type": "http.response.body", "body": error.body()})
-
         try:
             await self.app(scope, receive, send_with_request_id)
         except ClientDisconnect:
             status = 499  # the client went away mid-request: nothing to answer, nothing wrong here
         except Exception as exc:
-            error: ApiError = Unavailable() if isinstance(exc, UNAVAILABLE_ERRORS) else ServerError()
+            error = error_for(exc)
             # Type and stack only: exception text can carry row values (an SSN in a CHECK failure).
             stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
             error_log.error("request failed", extra={
                 "request_id": request_id, "error_type": type(exc).__name__, "stack": stack[-8:],
             })
             if not response_started:
-                await answer(error)
+                await send_error(send_with_request_id, error)
         except asyncio.CancelledError:
             # uvicorn cancels the requests still running when --graceful-timeout ends; its own answer
             # would be a text/plain 500. Ours is the contract's: 503 `unavailable`, try again (elsewhere).
             # Their transactions roll back with the cancellation.
             if not response_started:
                 with contextlib.suppress(Exception):
-                    await answer(Unavailable())
+                    await send_error(send_with_request_id, Unavailable())
             raise
         finally:
             principal = scope["state"].get("principal")

@@ -21,11 +21,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from canopy_svc.api.responses import error_for, send_error
 from canopy_svc.config import Settings
-from canopy_svc.db import UNAVAILABLE_ERRORS
-from canopy_svc.errors import ApiError, RateLimited, ServerError, Unavailable
+from canopy_svc.errors import RateLimited
 from canopy_svc.ratelimit import (
     Decision,
     FailOpenRateLimiter,
@@ -144,9 +145,7 @@ class RateLimiting:
         """One hit; over the limit raises 429 `rate_limited` (Retry-After and RateLimit-* headers)."""
         decision = await self.hit(key, rate, burst)
         if not decision.allowed:
-            headers = {name.decode(): value.decode() for name, value in headers_for(decision)
-                       if name != b"retry-after"}  # RateLimited sets it
-            raise RateLimited(decision.retry_after_seconds, headers=headers)
+            raise denied(decision)
         return decision
 
     def postgres_store(self) -> PostgresRateLimiter:
@@ -171,10 +170,10 @@ class RateLimitMiddleware:
             return
         rate, burst = await self.limiting.client_limits.get(principal.client_id)
         decision = await self.limiting.hit(f"client:{principal.client_id}", rate, burst)
-        rate_headers = headers_for(decision)  # with Retry-After when denied
         if not decision.allowed:
-            await _send_error(send, RateLimited(decision.retry_after_seconds), rate_headers)
+            await send_error(send, denied(decision))
             return
+        rate_headers = headers_for(decision)
 
         response_started = False
 
@@ -190,16 +189,13 @@ class RateLimitMiddleware:
         except Exception as exc:
             # RequestContextMiddleware (outside) logs the failure and answers it; answering here
             # first, with the same error it would choose, lets this answer carry RateLimit-* too.
-            # It sees the response started and only logs.
-            if not response_started:
-                error: ApiError = Unavailable() if isinstance(exc, UNAVAILABLE_ERRORS) else ServerError()
-                await _send_error(send_with_limits, error, [])
+            # It sees the response started and only logs. A client that went away gets no answer.
+            if not response_started and not isinstance(exc, ClientDisconnect):
+                await send_error(send_with_limits, error_for(exc))
             raise
 
 
-async def _send_error(send: Send, error: ApiError, extra_headers: list[tuple[bytes, bytes]]) -> None:
-    headers = [(b"content-type", b"application/json"), *extra_headers]
-    present = {name for name, _ in headers}
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items() if k.lower().encode() not in present]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": error.body()})
+def denied(decision: Decision) -> RateLimited:
+    """429 `rate_limited`: Retry-After and the RateLimit-* headers of the decision."""
+    return RateLimited(decision.retry_after_seconds, headers={
+        name.decode(): value.decode() for name, value in headers_for(decision) if name != b"retry-after"})
