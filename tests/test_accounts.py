@@ -560,6 +560,18 @@ async def cards_of(api: ApiClient, account_id: str = "acc-1", customer_id: str =
     return details
 
 
+async def test_a_card_request_repeated_with_its_idempotency_key_makes_one_card(api: ApiClient,
+                                                                               pool: asyncpg.Pool) -> None:
+    await linked(api)
+    headers = {"Idempotency-Key": "card-once"}
+    first = await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}, headers=headers)
+    assert first.status_code == 200, first.text
+    again = await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}, headers=headers)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert (await counts(pool))["cards"] == 2  # the link's own card and this one, not a third
+
+
 async def test_link_with_lithic_config_gets_a_pending_card_then_an_issued_one(
         api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
     await linked(api)
@@ -893,6 +905,16 @@ async def test_other_orgs_cursor_is_400(api: ApiClient, other_api: ApiClient) ->
         cursor = ok(await api.http.get(path, params={"limit": 1}))["paging"]["starting_after"]
         assert cursor
         assert_error(await other_api.http.get(path, params={"starting_after": cursor}), 400, "bad_request")
+
+
+async def test_a_cursor_from_another_listing_is_400(api: ApiClient) -> None:
+    """A cursor is bound to the listing it came from, not only to the organization."""
+    await make_product(api, "p1")
+    await make_product(api, "p2")
+    cursor = ok(await api.http.get("/products", params={"limit": 1}))["paging"]["starting_after"]
+    assert cursor
+    for path in ("/customers", "/accounts", "/customers/accounts"):
+        assert_error(await api.http.get(path, params={"starting_after": cursor}), 400, "bad_request")
 
 
 async def test_lithic_config_is_per_organization(api: ApiClient, other_api: ApiClient) -> None:

@@ -21,7 +21,18 @@ AUDIENCE = "canopy-svc-api"
 PUBLIC_ROUTES = ["/healthz", "/readyz", "/openapi.json", "/docs"]
 PROTECTED = [
     ("GET", "/customers"), ("POST", "/customers"), ("GET", "/customers/x"), ("PUT", "/customers/x"),
-    ("PATCH", "/customers/x"),
+    ("PATCH", "/customers/x"), ("GET", "/customers/accounts"), ("GET", "/customers/x/accounts"),
+    ("GET", "/products"), ("POST", "/products"), ("GET", "/products/p"), ("GET", "/accounts"),
+    ("POST", "/accounts"), ("GET", "/accounts/a"), ("POST", "/accounts/a/customers/c/cards"),
+    ("PUT", "/accounts/a/customers/c/cards"), ("GET", "/organization/settings"),
+    ("PUT", "/organization/settings"), ("GET", "/organization/issuer_processors"),
+    ("PUT", "/organization/issuer_processors"),
+]  # fmt: skip
+# What a read-only token may not do, beyond the customer writes.
+WRITES_ELSEWHERE = [
+    ("POST", "/products"), ("POST", "/accounts"), ("POST", "/accounts/a/customers/c/cards"),
+    ("PUT", "/accounts/a/customers/c/cards"), ("PUT", "/organization/settings"),
+    ("PUT", "/organization/issuer_processors"),
 ]  # fmt: skip
 
 
@@ -261,8 +272,10 @@ async def test_read_scope_can_read_but_not_write(anonymous: httpx.AsyncClient, p
     assert jwt.get_unverified_claims(token)["scope"] == "read"
     assert (await call(anonymous, token, "GET", "/customers")).status_code == 200
     assert (await call(anonymous, token, "GET", "/customers/x")).status_code == 404
-    for method, path in (("POST", "/customers"), ("PUT", "/customers/x"), ("PATCH", "/customers/x")):
+    for method, path in (("POST", "/customers"), ("PUT", "/customers/x"), ("PATCH", "/customers/x"),
+                         *WRITES_ELSEWHERE):
         assert_forbidden(await call(anonymous, token, method, path))
+    assert (await call(anonymous, token, "GET", "/organization/settings")).status_code == 200
     assert await pool.fetchval("SELECT count(*) FROM customers") == 0
 
 

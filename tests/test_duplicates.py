@@ -39,6 +39,21 @@ async def test_no_duplicates_no_warnings(api: ApiClient) -> None:
     assert "warnings" not in answer.json()
 
 
+async def test_the_country_is_part_of_the_address_match(api: ApiClient) -> None:
+    """Line one, zip and country, normalized: no country means US (the contract's default)."""
+    await create(api, customer_id="first")  # 1 Main St, 62701, no country
+    same_line_abroad = {**STRANGER, "address_line_one": "1  MAIN st", "address_zip": "62701"}
+    abroad = await create(api, customer_id="abroad", address_country_code="GB", address_state="Kent",
+                          **same_line_abroad)
+    assert abroad.status_code == 200, abroad.text
+    assert "warnings" not in abroad.json()
+    at_home = await create(api, customer_id="at-home", address_country_code="US",
+                           **{**same_line_abroad, "email": "other@example.org", "phone_number": "+14155550188",
+                              "ssn": "555-44-3333"})
+    assert at_home.status_code == 200, at_home.text
+    assert [w["code"] for w in at_home.json()["warnings"]] == ["duplicate_address"]
+
+
 @pytest.mark.parametrize(
     ("changes", "code", "field"),
     [

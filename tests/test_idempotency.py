@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from conftest import ApiClient, make_client, minimal_customer
+from conftest import ApiClient, assert_error, make_client, minimal_customer
 from processes import ServerProcess, token_for
 
 from canopy_svc.store import idempotency
@@ -86,6 +86,24 @@ async def test_malformed_keys_are_400(api: ApiClient, pool: asyncpg.Pool) -> Non
         assert answer.status_code == 400, key
         assert answer.json()["error"]["code"] == "bad_request"
     assert await count(pool) == 0
+
+
+async def test_key_lengths_1_to_255_are_taken_and_an_empty_one_is_400(api: ApiClient, pool: asyncpg.Pool) -> None:
+    longest = await api.http.post("/customers", json=minimal_customer(), headers=keyed("k" * 255))
+    assert longest.status_code == 200, longest.text
+    empty = await api.http.post("/customers", json=minimal_customer(customer_id="other"), headers=keyed(""))
+    assert_error(empty, 400, "bad_request")
+    assert await count(pool) == 1
+
+
+async def test_a_repeat_while_the_first_runs_is_409_in_progress(api: ApiClient, pool: asyncpg.Pool) -> None:
+    """The first request is held deterministically: this transaction owns the key's lock, as it would."""
+    async with pool.acquire() as conn, conn.transaction():
+        assert await idempotency.try_lock(conn, api.org_id, "busy")
+        answer = await api.http.post("/customers", json=minimal_customer(), headers=keyed("busy"))
+        assert_error(answer, 409, "idempotency_in_progress")
+    assert await count(pool) == 0
+    assert await count(pool, "idempotency_keys") == 0  # the refusal is not remembered as the answer
 
 
 async def test_concurrent_repeats_make_one_customer(api: ApiClient, pool: asyncpg.Pool) -> None:
