@@ -11,7 +11,7 @@ import asyncpg
 import fake_lithic as fake_lithic_module
 import httpx
 import pytest
-from conftest import TEST_DATA_KEY, ApiClient, make_client, minimal_customer
+from conftest import TEST_DATA_KEY, ApiClient, assert_invalid, make_client, minimal_customer
 from fake_lithic import FakeLithic
 from processes import ServerProcess, poll, token_for
 
@@ -295,6 +295,25 @@ async def make_client_in_new_loop(database_url: str) -> tuple[int, str, str]:
         await pool.close()
 
 
+async def test_an_issuer_refusal_of_a_card_change_is_422_naming_the_field(api: ApiClient, pool: asyncpg.Pool,
+                                                                          fake_lithic: FakeLithic) -> None:
+    await use_lithic(api, fake_lithic)
+    await linked_customer(api, await account(api))
+    await make_worker(pool).process_due()
+    (token,) = [r["token"] for r in await pool.fetch("SELECT token FROM cards")]
+    fake_lithic.fail_next(status=400, message="Spend limit too high for this program")
+
+    refused = await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"spend_limit": 5})
+    (problem,) = assert_invalid(refused)
+    assert (problem["instancePath"], problem["keyword"]) == ("/spend_limit", "format")
+    assert "Spend limit too high" in problem["message"]
+    patch = fake_lithic.requests[-1]
+    assert (patch.method, patch.path, patch.body) == ("PATCH", f"/v1/cards/{token}", {"spend_limit": 5})
+    assert patch.headers["Authorization"] == LITHIC_KEY  # Lithic's scheme: the raw key
+    (stored,) = await pool.fetch("SELECT spend_limit FROM cards")
+    assert stored["spend_limit"] != 5  # the refused change is not recorded
+
+
 async def test_a_503_is_not_kept_under_an_idempotency_key(api: ApiClient, pool: asyncpg.Pool,
                                                           fake_lithic: FakeLithic) -> None:
     """Contract section 7: the stored answer is never a 5xx; a retry with the key does the work."""
@@ -306,6 +325,7 @@ async def test_a_503_is_not_kept_under_an_idempotency_key(api: ApiClient, pool: 
 
     down = await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}, headers=headers)
     assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
+    assert int(down.headers["retry-after"]) >= 1
     assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
 
     fake_lithic.come_back()

@@ -72,7 +72,11 @@ async def update_card(conn: asyncpg.Connection, org_id: int, account_id: str, cu
                 spend_limit=(spend_limit or 0) if limit_given else None,
             )
         except LithicRejected as rejected:
-            raise InvalidInput([], f"The issuer refused the change: {rejected.message}") from None
+            # The contract's 422 lists every problem: here, each field sent, refused by the issuer.
+            message = f"The issuer refused the change: {rejected.message}"
+            refused = [name for name, given in (("state", state_given), ("spend_limit", limit_given)) if given]
+            raise InvalidInput([detail(f"/{name}", "format", {"format": "issuer"}, message)
+                                for name in refused], message) from None
         except LithicRetryable as retryable:
             raise Unavailable(int(retryable.retry_after or 1)) from None
         state = issued.state
