@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 
 from canopy_svc.crypto import DataCipher
+from canopy_svc.rules.ssn import ssn_columns
 from canopy_svc.store.data_key import ensure_key_check
 
 log = logging.getLogger("canopy_svc.migrations")
@@ -31,14 +32,6 @@ Step = Callable[[asyncpg.Connection, DataCipher], Awaitable[None]]
 
 async def _v1_initial(conn: asyncpg.Connection, cipher: DataCipher) -> None:
     """The first schema: nothing to move."""
-
-
-SSN_CONTEXT = b"ssn"
-
-
-def ssn_digits(ssn: str) -> str:
-    """What the duplicate check compares: 123-45-6789 and 123456789 are one SSN."""
-    return ssn.replace("-", "")
 
 
 async def _v2_encrypt_ssn(conn: asyncpg.Connection, cipher: DataCipher) -> None:
@@ -58,8 +51,7 @@ async def _v2_encrypt_ssn(conn: asyncpg.Connection, cipher: DataCipher) -> None:
             break
         await conn.executemany(
             "UPDATE customers SET ssn_encrypted = $2, ssn_hash = $3 WHERE id = $1",
-            [(row["id"], cipher.encrypt(row["ssn"], context=SSN_CONTEXT),
-              cipher.lookup_hash(ssn_digits(row["ssn"]), context=SSN_CONTEXT)) for row in rows],
+            [(row["id"], *ssn_columns(row["ssn"], cipher)) for row in rows],
         )
         moved += len(rows)
     await conn.execute("ALTER TABLE customers DROP COLUMN ssn")

@@ -12,7 +12,6 @@ import msgspec
 from canopy_svc.crypto import DataCipher
 from canopy_svc.db import atomic
 from canopy_svc.errors import BadRequest, InvalidInput, NotFound
-from canopy_svc.migrations import SSN_CONTEXT, ssn_digits
 from canopy_svc.rules import duplicates, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import new_customer_id
@@ -25,6 +24,7 @@ from canopy_svc.rules.models import (
     DuplicateWarning,
 )
 from canopy_svc.rules.paging import PageRequest, keyset_page
+from canopy_svc.rules.ssn import SSN_CONTEXT, ssn_columns
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
 from canopy_svc.store import customers as store
 
@@ -86,12 +86,6 @@ def _columns(fields: Mapping[str, Any], cipher: DataCipher) -> dict[str, Any]:
     if "ssn" in fields:
         columns["ssn_encrypted"], columns["ssn_hash"] = ssn_columns(fields["ssn"], cipher)
     return columns
-
-
-def ssn_columns(ssn: str | None, cipher: DataCipher) -> tuple[bytes | None, bytes | None]:
-    if ssn is None:
-        return None, None
-    return cipher.encrypt(ssn, context=SSN_CONTEXT), cipher.lookup_hash(ssn_digits(ssn), context=SSN_CONTEXT)
 
 
 async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate, cipher: DataCipher) -> Customer:
