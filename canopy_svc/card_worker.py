@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc import maintenance
 from canopy_svc.crypto import DataCipher
 from canopy_svc.lithic import (
     LITHIC_SANDBOX_URL,
@@ -139,9 +140,7 @@ class CardWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await maintenance.stop(listener)
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own; reconnects when the database comes back."""

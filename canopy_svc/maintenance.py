@@ -9,8 +9,6 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from canopy_svc.store import idempotency
-
 log = logging.getLogger("canopy_svc.maintenance")
 
 Job = Callable[[], Awaitable[int]]
@@ -27,13 +25,6 @@ async def run_every(interval_seconds: float, name: str, job: Job) -> None:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("maintenance job failed", extra={"job": name, "error_type": type(exc).__name__})
         await asyncio.sleep(interval_seconds)
-
-
-def purge_idempotency_keys(pool: asyncpg.Pool) -> Job:
-    async def job() -> int:
-        return await idempotency.purge_expired(pool)
-
-    return job
 
 
 async def stop(task: asyncio.Task[None]) -> None:

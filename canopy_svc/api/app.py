@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hashlib
 import hmac
@@ -32,6 +33,7 @@ from canopy_svc.lithic import LithicClient
 from canopy_svc.rules import models
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.tokens import TokenAuthority
+from canopy_svc.store import idempotency
 from canopy_svc.store.data_key import ensure_key_check
 
 # Request examples for /docs (and the first requests schemathesis sends): the README's.
@@ -152,7 +154,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 task = asyncio.create_task(worker.run(), name="card-worker")
                 stack.push_async_callback(maintenance.stop, task)
             purge = asyncio.create_task(maintenance.run_every(
-                300, "idempotency-keys", maintenance.purge_idempotency_keys(app.state.pool)))
+                300, "idempotency-keys", functools.partial(idempotency.purge_expired, app.state.pool)))
             stack.push_async_callback(maintenance.stop, purge)
             if rate_limiting.store == "postgres":
                 buckets = rate_limiting.postgres_store()  # made now that the pool exists

@@ -12,7 +12,7 @@ async def get_or_create_organization(conn: asyncpg.Connection, name: str) -> int
         name,
     )
     if org_id is None:
-        org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
+        org_id = await find_organization(conn, name)
     assert org_id is not None
     return org_id
 
