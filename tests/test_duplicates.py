@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -90,6 +91,19 @@ async def test_block_refuses_and_stores_nothing(api: ApiClient, pool: asyncpg.Po
     body = answer.json()
     assert body["error"]["code"] == "duplicate_customer"
     assert [w["code"] for w in body["warnings"]] == ["duplicate_email"]
+    assert await pool.fetchval("SELECT count(*) FROM customers") == 1
+
+
+async def test_block_lets_one_of_concurrent_twins_through(api: ApiClient, pool: asyncpg.Pool) -> None:
+    """Ten creates at once of one address, spelled ten ways (the check's normalization): one is made.
+    The check runs again under locks keyed as the comparison normalizes, so the others see it."""
+    await set_policy(api, "block")
+    spellings = [("1 Main St", "62701"), ("1  MAIN st", "62701-1234"), (" 1 main ST ", "627011234")]
+    bodies = [{**STRANGER, "customer_id": f"twin-{i}", "email": f"twin{i}@example.org",
+               "phone_number": f"+1415555{1000 + i}", "ssn": f"{100 + i}-45-6789",
+               "address_line_one": spellings[i % 3][0], "address_zip": spellings[i % 3][1]} for i in range(10)]
+    answers = await asyncio.gather(*(api.http.post("/customers", json=minimal_customer(**body)) for body in bodies))
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 9, [a.text for a in answers]
     assert await pool.fetchval("SELECT count(*) FROM customers") == 1
 
 

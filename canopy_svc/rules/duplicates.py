@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 
 from canopy_svc.errors import DuplicateCustomer
-from canopy_svc.rules.fields import US_RULES_COUNTRIES
 from canopy_svc.rules.models import DuplicateWarning
 from canopy_svc.store import customers as store
 
@@ -37,11 +36,7 @@ async def check(conn: asyncpg.Connection, org_id: int, values: dict[str, Any], s
     policy, matches = await store.duplicates(conn, org_id, **arguments)
     if policy == "block":
         # Check again under locks on the values: a concurrent twin now waits for our commit and sees us.
-        identity = [f"email:{values['email'].lower()}", f"phone:{values['phone_number']}",
-                    f"address:{_address_key(values)}"]
-        if ssn_hash is not None:
-            identity.append(f"ssn:{ssn_hash.hex()}")
-        await store.lock_values(conn, org_id, identity)
+        await store.lock_values(conn, org_id, **arguments)
         policy, matches = await store.duplicates(conn, org_id, **arguments)
     warnings = warnings_for([(match["code"], match["customer_id"]) for match in matches])
     if policy == "block" and warnings:
@@ -57,17 +52,6 @@ def warnings_for(matches: list[tuple[str, str]]) -> list[DuplicateWarning]:
     """[(field, matching customer_id)] as the answer's `warnings`."""
     return [DuplicateWarning(code=f"duplicate_{field}", field=field, customer_id=customer_id,
                              message=_MESSAGES[field]) for field, customer_id in matches]
-
-
-def _address_key(values: dict[str, Any]) -> str:
-    """As canopy_address_key() in schema.sql: equal addresses there must lock the same key here."""
-    country = values.get("address_country_code") or "US"
-    zip_code = values["address_zip"]
-    if country in US_RULES_COUNTRIES:
-        zip_code = "".join(ch for ch in zip_code if ch.isdigit())[:5]
-    else:
-        zip_code = "".join(ch for ch in zip_code if ch.isalnum()).upper()
-    return f"{' '.join(values['address_line_one'].lower().split())}|{zip_code}|{country}"
 
 
 def _same_ssn_and_birth_date(matches: list[asyncpg.Record], date_of_birth: datetime.date) -> bool:

@@ -174,10 +174,21 @@ async def duplicates(conn: asyncpg.Connection, org_id: int, *, ssn_hash: bytes |
     return rows[0]["policy"], [row for row in rows if row["code"] is not None]
 
 
-async def lock_values(conn: asyncpg.Connection, org_id: int, values: list[str]) -> None:
+# The compared values as the comparisons see them (lower(email), canopy_address_key), so equal
+# values always make equal lock keys; computed by the database, never re-implemented here.
+_LOCK_KEYS = """SELECT ARRAY['email:' || lower($1::text), 'phone:' || $2::text,
+                     'address:' || canopy_address_key($3::text, $4::text, $5::text),
+                     'ssn:' || encode($6::bytea, 'hex')]"""
+
+
+async def lock_values(conn: asyncpg.Connection, org_id: int, *, ssn_hash: bytes | None, email: str,
+                      phone_number: str, address_line_one: str, address_zip: str,
+                      address_country_code: str | None, **_: Any) -> None:
     """Transaction locks on the compared values, so two requests with one email cannot both pass a
     `block` check before either commits. Sorted, so two such requests never deadlock."""
+    keys: list[str | None] = await conn.fetchval(_LOCK_KEYS, email, phone_number, address_line_one, address_zip,
+                                                 address_country_code, ssn_hash)
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || v, 0)) FROM unnest($2::text[]) v",
-        str(org_id), sorted(set(values)),
+        str(org_id), sorted({key for key in keys if key is not None}),
     )
