@@ -9,8 +9,8 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import asyncpg
 from canopy_svc.config import DEFAULT_DATA_DIR, load_or_create_secret
 from canopy_svc.crypto import DataCipher, DataKeyError, load_data_key
 from canopy_svc.db import migrate_database
+from canopy_svc.migrations import migrate
 from canopy_svc.rules.ids import new_client_id, new_client_secret
 from canopy_svc.rules.passwords import hash_secret
 from canopy_svc.store import api_clients, organizations
@@ -54,31 +55,33 @@ def database(data_dir: Path) -> Iterator[str]:
         server.stop()
 
 
-async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher, *,
-                         rate: float | None = None, burst: int | None = None) -> dict[str, Any]:
-    await migrate_database(dsn, cipher)
-    conn = await asyncpg.connect(dsn)
+@asynccontextmanager
+async def _migrated(dsn: str, cipher: DataCipher) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a database brought to this build's schema (the commands below need it)."""
+    conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        async with conn.transaction():
-            org_id = await organizations.get_or_create_organization(conn, org)
-            client_id, secret = new_client_id(), new_client_secret()
-            await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
-            limits = await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
-            assert limits is not None
+        await migrate(conn, cipher)
+        yield conn
     finally:
         await conn.close()
+
+
+async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher, *,
+                         rate: float | None = None, burst: int | None = None) -> dict[str, Any]:
+    async with _migrated(dsn, cipher) as conn, conn.transaction():
+        org_id = await organizations.get_or_create_organization(conn, org)
+        client_id, secret = new_client_id(), new_client_secret()
+        await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
+        limits = await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
+        assert limits is not None
     return {"org": org, "client_id": client_id, "client_secret": secret,
             "rate_per_second": limits[0], "burst": limits[1]}
 
 
 async def _set_limits(dsn: str, client_id: str, rate: float | None, burst: int | None,
                       cipher: DataCipher) -> tuple[float, int] | None:
-    await migrate_database(dsn, cipher)
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with _migrated(dsn, cipher) as conn:
         return await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
-    finally:
-        await conn.close()
 
 
 def _rate_arg(text: str) -> float:
@@ -147,16 +150,12 @@ def cmd_clients_set_limits(args: argparse.Namespace) -> int:
 
 
 async def _set_duplicate_policy(dsn: str, org: str, policy: str, cipher: DataCipher) -> bool:
-    await migrate_database(dsn, cipher)
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with _migrated(dsn, cipher) as conn:
         org_id = await organizations.find_organization(conn, org)
         if org_id is None:
             return False
         await organizations.set_duplicate_policy(conn, org_id, policy)
         return True
-    finally:
-        await conn.close()
 
 
 def cmd_orgs_set_duplicate_policy(args: argparse.Namespace) -> int:
