@@ -115,15 +115,11 @@ async def _cards_by_link(conn: asyncpg.Connection | asyncpg.Pool,
     return by_link
 
 
-def _link_fields(link: Mapping[str, Any], cards: dict[int, list[CardDetails]], cipher: DataCipher) -> dict[str, Any]:
-    customer = customer_from_record(link, cipher)
-    fields = {name: getattr(customer, name) for name in customer.__struct_fields__ if name != "warnings"}
-    fields.update(
-        customer_account_role=link["customer_account_role"],
-        customer_account_external_id=link["customer_account_external_id"],
-        card_details=cards.get(link["link_id"], []),
-    )
-    return fields
+def _link_extra(link: Mapping[str, Any], cards: dict[int, list[CardDetails]]) -> dict[str, Any]:
+    """What a link adds to its customer's fields."""
+    return {"customer_account_role": link["customer_account_role"],
+            "customer_account_external_id": link["customer_account_external_id"],
+            "card_details": cards.get(link["link_id"], [])}
 
 
 async def load_accounts(conn: asyncpg.Connection | asyncpg.Pool, account_records: Sequence[Mapping[str, Any]],
@@ -134,7 +130,8 @@ async def load_accounts(conn: asyncpg.Connection | asyncpg.Pool, account_records
     cards = await _cards_by_link(conn, [link["link_id"] for link in link_records])
     customers_by_account: dict[int, list[AccountCustomer]] = defaultdict(list)
     for link in link_records:
-        customers_by_account[link["account_row_id"]].append(AccountCustomer(**_link_fields(link, cards, cipher)))
+        customers_by_account[link["account_row_id"]].append(
+            customer_from_record(link, cipher, AccountCustomer, **_link_extra(link, cards)))
     return [
         Account(**_core_fields(record), customers=customers_by_account.get(record["id"], []))
         for record in account_records
@@ -213,8 +210,8 @@ async def list_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, curso
     cards = await _cards_by_link(conn, [link["link_id"] for link in link_records])
     return CustomerAccountLinkList(
         results=[
-            CustomerAccountLink(**_link_fields(link, cards, cipher),
-                                account=AccountCore(**_core_fields(accounts[link["account_row_id"]])))
+            customer_from_record(link, cipher, CustomerAccountLink, **_link_extra(link, cards),
+                                 account=AccountCore(**_core_fields(accounts[link["account_row_id"]])))
             for link in link_records
         ],
         paging=paging,

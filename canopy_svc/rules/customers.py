@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -28,6 +28,8 @@ from canopy_svc.rules.ssn import SSN_CONTEXT, ssn_columns
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
 from canopy_svc.store import customers as store
 
+C = TypeVar("C", bound=Customer)
+
 CREATE_DECODER = BodyDecoder(CustomerCreate)
 UPDATE_DECODER = BodyDecoder(CustomerUpdate)
 CURSOR_KIND = "customers"
@@ -44,7 +46,9 @@ def parse_update(body: bytes) -> CustomerUpdate:
     return decode_customer(body, UPDATE_DECODER, with_meaning=False)
 
 
-def customer_from_record(record: Mapping[str, Any], cipher: DataCipher) -> Customer:
+def customer_from_record(record: Mapping[str, Any], cipher: DataCipher, model: type[C] = Customer,  # type: ignore[assignment]
+                         **extra: Any) -> C:
+    """The customer of a row, as `model` (Customer, or a subclass given its `extra` fields)."""
     business = None
     if record["doing_business_as"] is not None:
         business = BusinessDetailsOut(
@@ -52,7 +56,7 @@ def customer_from_record(record: Mapping[str, Any], cipher: DataCipher) -> Custo
             business_ein=record["business_ein"],
             business_legal_name=record["business_legal_name"],
         )
-    return Customer(
+    return model(
         customer_id=record["customer_id"],
         name_prefix=record["name_prefix"],
         name_first=record["name_first"],
@@ -73,6 +77,7 @@ def customer_from_record(record: Mapping[str, Any], cipher: DataCipher) -> Custo
         business_details=business,
         created_at=record["created_at"],
         updated_at=record["updated_at"],
+        **extra,
     )
 
 
