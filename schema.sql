@@ -165,6 +165,15 @@ CREATE TABLE IF NOT EXISTS cards (
 );
 CREATE INDEX IF NOT EXISTS cards_link_id ON cards (link_id, id);
 CREATE INDEX IF NOT EXISTS cards_pending_due ON cards (next_attempt_at) WHERE status = 'PENDING';
+-- A change of an issued card at Lithic runs in phases, so no row lock or pooled connection is held
+-- across the call: the change is recorded here and committed, Lithic is called, the result is
+-- recorded. A change left here past its lease (its process died mid-call) is finished by the next
+-- request for the card or by the card worker: Lithic's PATCH sets absolute values, so sending it
+-- again is safe. change_fields holds only what the caller sent ({"state"?, "spend_limit"?}).
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS change_id uuid;
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS change_fields jsonb;
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS change_started_at timestamptz;
+CREATE INDEX IF NOT EXISTS cards_change_started ON cards (change_started_at) WHERE change_id IS NOT NULL;
 
 -- Rate limits per API client (GCRA): sustained requests per second and burst.
 ALTER TABLE api_clients ADD COLUMN IF NOT EXISTS rate_per_second double precision NOT NULL DEFAULT 100

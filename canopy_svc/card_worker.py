@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,12 +95,42 @@ class CardWorker:
         self._wake.set()
 
     async def process_due(self) -> int:
-        """Claims the cards due now and issues them; returns how many it handled."""
+        """Claims the cards due now and issues them, then finishes card changes whose request died
+        between recording the change and recording Lithic's answer; returns how many it handled."""
         claimed = await card_store.claim_due(self.pool, limit=self.batch_size,
                                              lease_seconds=self.policy.lease_seconds)
         if claimed:
             await asyncio.gather(*(self._issue(card) for card in claimed))
-        return len(claimed)
+        stale = await card_store.claim_stale_changes(self.pool, limit=self.batch_size,
+                                                     lease_seconds=self.policy.lease_seconds,
+                                                     change_id=str(uuid.uuid4()))
+        if stale:
+            await asyncio.gather(*(self._finish_change(change) for change in stale))
+        return max(len(claimed), len(stale))
+
+    async def _finish_change(self, card: Any) -> None:
+        """Sends the recorded change again (Lithic's PATCH sets absolute values: a repeat is harmless)."""
+        fields: dict[str, Any] = json.loads(card["change_fields"])
+        try:
+            issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
+            issued = await issuer.client.update_card(issuer.base_url, issuer.api_key, card["token"],
+                                                     state=fields.get("state"), spend_limit=fields.get("spend_limit"))
+        except LithicRetryable:
+            return  # the change stays recorded; the next sweep after the lease tries again
+        except LithicRejected as rejected:
+            log.warning("card change rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
+            await card_store.abandon_change(self.pool, card["id"], card["change_id"])
+            return
+        except Exception as exc:  # a bug or a bad key: forget the change rather than retry it forever
+            log.error("card change failed unexpectedly", extra={"card_id": card["id"],
+                                                                 "error_type": type(exc).__name__})
+            await card_store.abandon_change(self.pool, card["id"], card["change_id"])
+            return
+        limit_given = "spend_limit" in fields
+        spend_limit = (fields["spend_limit"] or None) if limit_given else card["spend_limit"]
+        await card_store.finish_change(self.pool, card["id"], card["change_id"], state=issued.state,
+                                       spend_limit=spend_limit)
+        log.info("finished an interrupted card change", extra={"card_id": card["id"]})
 
     async def _issue(self, card: Any) -> None:
         try:

@@ -63,7 +63,7 @@ class RecordedRequest(NamedTuple):
 
 @dataclass
 class _Step:
-    kind: str  # "answer" | "delay" | "lose" | "stall"
+    kind: str  # "answer" | "delay" | "lose" | "stall" | "hold"
     status: int = 500
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
@@ -109,6 +109,8 @@ class FakeLithic:
         self._down_status: int | None = None
         self._closing = threading.Event()
         self.work_done = threading.Event()  # set by a "stall" step once the card exists
+        self.holding = threading.Event()  # set by a "hold" step once the request arrived
+        self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -183,6 +185,17 @@ class FakeLithic:
         """
         self._push(times, _Step("stall", seconds=seconds))
 
+    def hold_next(self) -> None:
+        """Hold the next request, before doing its work, until release(): a Lithic as slow as a test needs.
+
+        `holding` is set when the request has arrived, so the test knows the caller is mid-call."""
+        self.holding.clear()
+        self._release.clear()
+        self._push(1, _Step("hold"))
+
+    def release(self) -> None:
+        self._release.set()
+
     def lose_answer_next(self, *, times: int = 1) -> None:
         """Do the work of the next `times` requests (create/update the card), then answer 500 instead.
 
@@ -237,6 +250,12 @@ class FakeLithic:
                 return
             self._send(handler, _Answer(down_status, _error_body("Service unavailable")))
             return
+        if step is not None and step.kind == "hold":
+            self.holding.set()
+            while not self._release.wait(0.05):
+                if self._closing.is_set():
+                    return
+            step = None
         if step is not None and step.kind == "delay":
             if self._closing.wait(step.seconds):
                 return  # shutting down: give up quietly

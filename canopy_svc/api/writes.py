@@ -29,6 +29,11 @@ Work = Callable[[asyncpg.Connection, bytes], Awaitable[Any]]
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")  # 1-255 printable ASCII characters
 
 
+def check_idempotency_key(key: str) -> None:
+    if not _KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 1-255 printable characters")
+
+
 async def write(request: Request, work: Work, *, atomic: bool = True) -> Response:
     """Runs `work(conn, body)` in one transaction and answers its result as JSON: on any error
     nothing it wrote is kept. `atomic=False` is for work that is atomic by itself (one statement, or
@@ -42,8 +47,7 @@ async def write(request: Request, work: Work, *, atomic: bool = True) -> Respons
             async with conn.transaction():
                 result = await work(conn, body)
         return JSONResponse(result)
-    if not _KEY.match(key):
-        raise BadRequest("Idempotency-Key must be 1-255 printable characters")
+    check_idempotency_key(key)
     org_id = principal(request).org_id
     fingerprint = hashlib.sha256(b"\0".join((request.method.encode(), request.url.path.encode(), body))).digest()
     async with pool(request).acquire() as conn, conn.transaction():

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
 import asyncpg
 from msgspec import UNSET
 
-from canopy_svc.card_worker import CardGateway
+from canopy_svc.card_worker import CardGateway, Issuer
 from canopy_svc.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
-from canopy_svc.lithic import CardSimulator, LithicRejected, LithicRetryable
+from canopy_svc.lithic import CardSimulator, IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.rules import links
 from canopy_svc.rules.accounts import card_from_record
 from canopy_svc.rules.models import CardCreate, CardDetails, CardUpdate
@@ -44,9 +49,38 @@ async def issue_card(conn: asyncpg.Connection, org_id: int, account_id: str, cus
     return card_from_record(card)
 
 
-async def update_card(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str,
-                      change: CardUpdate, gateway: CardGateway) -> CardDetails:
-    """Changes the link's newest card at the issuer (Lithic's PATCH /v1/cards/{token}), then here."""
+@dataclass(frozen=True)
+class CardChange:
+    """A change of an issued card, recorded and committed, to be sent to Lithic outside any transaction.
+
+    `done` is the answer when nothing needs sending (the simulator keeps no cards worth asking)."""
+
+    card_id: int
+    change_id: str
+    token: str
+    issuer: Issuer | None
+    fields: dict[str, Any]
+    state: str
+    spend_limit: int | None
+    done: CardDetails | None = None
+
+
+def _change_fields(change: CardUpdate) -> dict[str, Any]:
+    """What the caller sent, as Lithic's PATCH takes it (Lithic reads a spend_limit of 0 as "no limit")."""
+    fields: dict[str, Any] = {}
+    if change.state is not UNSET:
+        fields["state"] = change.state
+    if change.spend_limit is not UNSET:
+        fields["spend_limit"] = change.spend_limit or 0
+    return fields
+
+
+async def begin_card_change(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str,
+                            change: CardUpdate, gateway: CardGateway, *, lease_seconds: float) -> CardChange:
+    """Phase 1, in the caller's transaction: checks the change and records it on the link's newest card.
+
+    The row locks taken here go with the transaction, before Lithic is called: a slow Lithic holds
+    no lock and no pooled connection. A change another request is still sending is a 409."""
     if change.state is UNSET and change.spend_limit is UNSET:
         raise InvalidInput([detail("", "required", {"missingProperty": "state"},
                                    "must have property 'state' or 'spend_limit'")])
@@ -58,27 +92,48 @@ async def update_card(conn: asyncpg.Connection, org_id: int, account_id: str, cu
         raise Conflict(f"The card is {card['status']}; only an issued card can be changed")
     if card["state"] == "CLOSED":
         raise Conflict("The card is CLOSED; a closed card cannot be changed")
-    state_given, limit_given = change.state is not UNSET, change.spend_limit is not UNSET
-    state = change.state if state_given else card["state"]
-    spend_limit = change.spend_limit if limit_given else card["spend_limit"]
+    if await card_store.change_in_progress(conn, card["id"], lease_seconds):
+        raise Conflict("Another change of this card is in progress; retry shortly")
+    fields = _change_fields(change)
+    state = change.state if change.state is not UNSET else card["state"]
+    spend_limit = change.spend_limit if change.spend_limit is not UNSET else card["spend_limit"]
     config = await organization_store.lithic_config(conn, org_id)
     issuer = gateway.issuer(config["lithic_api_key_encrypted"], config["lithic_base_url"])
-    if not isinstance(issuer.client, CardSimulator):  # the simulator keeps no cards worth asking about
-        try:
-            issued = await issuer.client.update_card(
-                issuer.base_url, issuer.api_key, card["token"],
-                state=state if state_given else None,
-                # Lithic reads 0 as "no limit": how a cleared spend_limit is said there.
-                spend_limit=(spend_limit or 0) if limit_given else None,
-            )
-        except LithicRejected as rejected:
-            # The contract's 422 lists every problem: here, each field sent, refused by the issuer.
-            message = f"The issuer refused the change: {rejected.message}"
-            refused = [name for name, given in (("state", state_given), ("spend_limit", limit_given)) if given]
-            raise InvalidInput([detail(f"/{name}", "format", {"format": "issuer"}, message)
-                                for name in refused], message) from None
-        except LithicRetryable as retryable:
-            raise Unavailable(int(retryable.retry_after or 1)) from None
-        state = issued.state
-    updated = await card_store.set_state(conn, card["id"], state=state, spend_limit=spend_limit)
-    return card_from_record(updated)
+    change_id = str(uuid.uuid4())
+    if isinstance(issuer.client, CardSimulator):
+        updated = await card_store.set_state(conn, card["id"], state=state, spend_limit=spend_limit)
+        return CardChange(card["id"], change_id, card["token"], None, fields, state, spend_limit,
+                          done=card_from_record(updated))
+    await card_store.begin_change(conn, card["id"], change_id, json.dumps(fields))
+    return CardChange(card["id"], change_id, card["token"], issuer, fields, state, spend_limit)
+
+
+async def send_card_change(change: CardChange) -> IssuedCard:
+    """Phase 2, with no connection held: Lithic's PATCH /v1/cards/{token}.
+
+    A refusal is the contract's 422 naming each field sent; an unreachable issuer is a 503."""
+    assert change.issuer is not None
+    try:
+        return await change.issuer.client.update_card(
+            change.issuer.base_url, change.issuer.api_key, change.token,
+            state=change.fields.get("state"), spend_limit=change.fields.get("spend_limit"),
+        )
+    except LithicRejected as rejected:
+        message = f"The issuer refused the change: {rejected.message}"
+        raise InvalidInput([detail(f"/{name}", "format", {"format": "issuer"}, message)
+                            for name in ("state", "spend_limit") if name in change.fields], message) from None
+    except LithicRetryable as retryable:
+        raise Unavailable(int(retryable.retry_after or 1)) from None
+
+
+async def finish_card_change(conn: asyncpg.Connection, change: CardChange, issued: IssuedCard) -> CardDetails:
+    """Phase 3: records what Lithic answered. Lithic's state is the truth; the limit is what was set."""
+    updated = await card_store.finish_change(conn, change.card_id, change.change_id, state=issued.state,
+                                             spend_limit=change.spend_limit)
+    # None: our lease ran out and another request or the worker took the change over; it records it.
+    return card_from_record(updated if updated is not None else await card_store.fetch_card(conn, change.card_id))
+
+
+async def abandon_card_change(conn: asyncpg.Connection | asyncpg.Pool, change: CardChange) -> None:
+    """Phase 3 when Lithic refused the change or could not be reached: the card is as it was."""
+    await card_store.abandon_change(conn, change.card_id, change.change_id)

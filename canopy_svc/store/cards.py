@@ -48,6 +48,70 @@ async def set_state(conn: asyncpg.Connection, card_id: int, *, state: str, spend
     return record
 
 
+# --- changes at Lithic, in phases (see schema.sql) ------------------------------------------------
+
+async def change_in_progress(conn: asyncpg.Connection, card_id: int, lease_seconds: float) -> bool:
+    """Whether another request is between recording a change of this card and recording its result."""
+    busy: bool = await conn.fetchval(
+        """SELECT change_id IS NOT NULL AND change_started_at > now() - make_interval(secs => $2)
+           FROM cards WHERE id = $1""",
+        card_id, lease_seconds,
+    )
+    return busy
+
+
+async def begin_change(conn: asyncpg.Connection, card_id: int, change_id: str, fields: str) -> None:
+    """Records the change about to be sent (`fields` is its JSON); a stale one is taken over."""
+    await conn.execute(
+        """UPDATE cards SET change_id = $2::uuid, change_fields = $3::jsonb, change_started_at = now()
+           WHERE id = $1""",
+        card_id, change_id, fields,
+    )
+
+
+async def finish_change(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, change_id: str, *, state: str,
+                        spend_limit: int | None) -> asyncpg.Record | None:
+    """Records Lithic's answer to our change; None when another request took the change over."""
+    return await conn.fetchrow(
+        f"""UPDATE cards SET state = $3, spend_limit = $4, change_id = NULL, change_fields = NULL,
+                change_started_at = NULL, updated_at = now()
+            WHERE id = $1 AND change_id = $2::uuid RETURNING {CARD_COLUMNS}""",
+        card_id, change_id, state, spend_limit,
+    )
+
+
+async def abandon_change(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, change_id: str) -> None:
+    """Forgets a change Lithic refused or that could not be sent: nothing about the card changed."""
+    await conn.execute(
+        """UPDATE cards SET change_id = NULL, change_fields = NULL, change_started_at = NULL
+           WHERE id = $1 AND change_id = $2::uuid""",
+        card_id, change_id,
+    )
+
+
+async def fetch_card(conn: asyncpg.Connection | asyncpg.Pool, card_id: int) -> asyncpg.Record:
+    record = await conn.fetchrow(f"SELECT {CARD_COLUMNS} FROM cards WHERE id = $1", card_id)
+    assert record is not None
+    return record
+
+
+async def claim_stale_changes(conn: asyncpg.Connection, *, limit: int, lease_seconds: float,
+                              change_id: str) -> list[asyncpg.Record]:
+    """Changes whose request died mid-call (older than the lease), taken over under a new change_id."""
+    return await conn.fetch(
+        """UPDATE cards c SET change_id = $3::uuid, change_started_at = now()
+           FROM (SELECT id FROM cards WHERE change_id IS NOT NULL
+                     AND change_started_at <= now() - make_interval(secs => $2)
+                 ORDER BY change_started_at LIMIT $1 FOR UPDATE SKIP LOCKED) stale,
+                organizations o
+           WHERE c.id = stale.id AND o.id = c.org_id
+           RETURNING c.id, c.token, c.state, c.spend_limit, c.change_id::text AS change_id,
+                     c.change_fields::text AS change_fields,
+                     o.lithic_api_key_encrypted, o.lithic_base_url""",
+        limit, lease_seconds, change_id,
+    )
+
+
 # --- the outbox ----------------------------------------------------------------------------------
 
 async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_seconds: float) -> list[asyncpg.Record]:

@@ -48,3 +48,17 @@ async def purge_expired(conn: asyncpg.Connection | asyncpg.Pool, batch: int = 10
         batch,
     )
     return int(result.split()[-1])
+
+
+async def age_seconds(conn: asyncpg.Connection, org_id: int, key: str) -> float:
+    """How long ago the key's answer (or its in-progress placeholder) was stored."""
+    age: float = await conn.fetchval(
+        "SELECT extract(epoch FROM now() - created_at)::float8 FROM idempotency_keys WHERE org_id = $1 AND key = $2",
+        org_id, key,
+    )
+    return age
+
+
+async def forget(conn: asyncpg.Connection, org_id: int, key: str) -> None:
+    """Frees the key: its request ended with nothing worth remembering (a 5xx or 429)."""
+    await conn.execute("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2", org_id, key)

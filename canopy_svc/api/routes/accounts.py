@@ -6,6 +6,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from canopy_svc.api.phased_writes import Phases, write_in_phases
 from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
@@ -69,15 +70,21 @@ async def issue_card(request: Request) -> Response:
 
 
 async def update_card(request: Request) -> Response:
+    """Changes the card at Lithic in phases (api/phased_writes.py): no lock is held across the call."""
     org_id = principal(request).org_id
     account_id, customer_id = request.path_params["account_id"], request.path_params["customer_id"]
     gateway: CardGateway = request.app.state.card_gateway
+    lease_seconds: float = request.app.state.settings.card_lease_seconds
 
-    async def work(conn: asyncpg.Connection, body: bytes) -> CardDetails:
+    async def begin(conn: asyncpg.Connection, body: bytes) -> cards.CardChange:
         change = cards.CARD_UPDATE_DECODER.decode(body)
-        return await cards.update_card(conn, org_id, account_id, customer_id, change, gateway)
+        return await cards.begin_card_change(conn, org_id, account_id, customer_id, change, gateway,
+                                             lease_seconds=lease_seconds)
 
-    return await write(request, work)
+    return await write_in_phases(request, Phases(
+        begin=begin, done=lambda change: change.done, call=cards.send_card_change, finish=cards.finish_card_change,
+        abandon=cards.abandon_card_change, lease_seconds=lease_seconds,
+    ))
 
 
 routes = [

@@ -1,0 +1,117 @@
+"""Writes that call the outside world (Lithic) between two transactions, with their Idempotency-Key.
+
+`write` (api/writes.py) runs a request in one transaction. A request that must call Lithic cannot:
+row locks and a pooled connection held across a call of up to the Lithic timeout let a slow Lithic
+hold every connection. So it runs in phases, each short:
+
+1. begin, in a transaction: check the request, lock and read the rows, record the intent, commit;
+2. call, with no connection held;
+3. finish (or abandon, when the call failed), in a transaction: record the result.
+
+A crash between phases leaves the intent recorded, with the time it was recorded: the next attempt
+(the client's retry, or the card worker's sweep) finishes it once that lease has run out.
+
+With an Idempotency-Key, phase 1 also stores a placeholder answer (status 0) under the key, which
+says "in progress" to a repeat (409) until phase 3 replaces it with the answer, or the lease runs
+out and the repeat takes the request over. A 5xx or 429 answer is never kept: the placeholder goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from canopy_svc.api.body import read_json_body
+from canopy_svc.api.requests import pool, principal
+from canopy_svc.api.responses import JSONResponse, encode, error_response
+from canopy_svc.api.writes import check_idempotency_key
+from canopy_svc.errors import ApiError, IdempotencyInProgress, IdempotencyKeyReused
+from canopy_svc.store import idempotency
+
+Intent = TypeVar("Intent")
+Outcome = TypeVar("Outcome")
+
+IN_PROGRESS = 0  # the status of a placeholder answer: phase 1 committed, phase 3 not yet
+
+
+@dataclass(frozen=True)
+class Phases(Generic[Intent, Outcome]):
+    begin: Callable[[asyncpg.Connection, bytes], Awaitable[Intent]]
+    # The answer when begin already did everything (nothing to call), else None.
+    done: Callable[[Intent], Any | None]
+    call: Callable[[Intent], Awaitable[Outcome]]  # raises ApiError when the call fails
+    finish: Callable[[asyncpg.Connection, Intent, Outcome], Awaitable[Any]]
+    abandon: Callable[[asyncpg.Connection, Intent], Awaitable[None]]
+    lease_seconds: float
+
+
+def _keepable(error: ApiError) -> bool:
+    return error.status < 500 and error.status != 429
+
+
+async def write_in_phases(request: Request, phases: Phases[Intent, Outcome]) -> Response:
+    body = await read_json_body(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        check_idempotency_key(key)
+    org_id = principal(request).org_id
+    fingerprint = hashlib.sha256(b"\0".join((request.method.encode(), request.url.path.encode(), body))).digest()
+
+    # Phase 1: check, lock, record the intent (and the placeholder), commit.
+    async with pool(request).acquire() as conn, conn.transaction():
+        if key is not None:
+            if not await idempotency.try_lock(conn, org_id, key):
+                raise IdempotencyInProgress()
+            stored = await idempotency.fetch(conn, org_id, key)
+            if stored is not None:
+                if bytes(stored["request_hash"]) != fingerprint:
+                    raise IdempotencyKeyReused()
+                if stored["status"] != IN_PROGRESS:
+                    return Response(bytes(stored["body"]), status_code=stored["status"],
+                                    media_type="application/json", headers={"Idempotent-Replayed": "true"})
+                if await idempotency.age_seconds(conn, org_id, key) < phases.lease_seconds:
+                    raise IdempotencyInProgress()
+                # Else its request died between phases: this one takes it over.
+        try:
+            async with conn.transaction():  # a savepoint: a refused request keeps none of its work
+                intent = await phases.begin(conn, body)
+        except ApiError as error:
+            if key is None or not _keepable(error):
+                raise
+            await idempotency.store(conn, org_id, key, fingerprint, error.status, error.body())
+            return error_response(error)
+        answer = phases.done(intent)
+        if answer is not None:
+            if key is None:
+                return JSONResponse(answer)
+            encoded = encode(answer)
+            await idempotency.store(conn, org_id, key, fingerprint, 200, encoded)
+            return Response(encoded, media_type="application/json")
+        if key is not None:
+            await idempotency.store(conn, org_id, key, fingerprint, IN_PROGRESS, b"")
+
+    # Phase 2: the call, holding nothing.
+    try:
+        outcome = await phases.call(intent)
+    except ApiError as error:
+        async with pool(request).acquire() as conn, conn.transaction():
+            await phases.abandon(conn, intent)
+            if key is not None:
+                if _keepable(error):
+                    await idempotency.store(conn, org_id, key, fingerprint, error.status, error.body())
+                else:
+                    await idempotency.forget(conn, org_id, key)
+        raise
+
+    # Phase 3: record the result, and the answer under the key.
+    async with pool(request).acquire() as conn, conn.transaction():
+        result = encode(await phases.finish(conn, intent, outcome))
+        if key is not None:
+            await idempotency.store(conn, org_id, key, fingerprint, 200, result)
+    return Response(result, media_type="application/json")
