@@ -216,14 +216,19 @@ CREATE INDEX IF NOT EXISTS customers_dup_address
     ON customers (org_id, canopy_address_key(address_line_one, address_zip, address_country_code));
 
 -- Idempotency-Key: the first complete answer to a request, stored in the transaction of its work.
+-- The answer may hold an SSN: it is kept only AES-GCM encrypted, bound to its row, and the request's
+-- fingerprint is a keyed hash (canopy_svc/store/idempotency.py).
 CREATE TABLE IF NOT EXISTS idempotency_keys (
-    org_id       bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
-    key          text NOT NULL CHECK (char_length(key) BETWEEN 1 AND 255),
-    request_hash bytea NOT NULL,
-    status       smallint NOT NULL,
-    body         bytea NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
+    org_id         bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    key            text NOT NULL CHECK (char_length(key) BETWEEN 1 AND 255),
+    request_hash   bytea NOT NULL,
+    status         smallint NOT NULL,
+    body_encrypted bytea NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (org_id, key)
 );
+-- Version 3: a version-2 database gets the column here; migrations.py seals its clear `body` answers
+-- into it and drops `body`.
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS body_encrypted bytea;
 -- Expired keys (24 h) are deleted in batches by the maintenance task, oldest first.
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);

@@ -72,11 +72,22 @@ class DataCipher:
 
     def encrypt(self, plaintext: str, *, context: bytes) -> bytes:
         """version (1) || nonce (12) || ciphertext+tag; `context` is bound as associated data."""
+        return self.encrypt_bytes(plaintext.encode("utf-8"), context=context)
+
+    def encrypt_bytes(self, plaintext: bytes, *, context: bytes) -> bytes:
+        """`encrypt` for bytes (stored answers are JSON bytes already)."""
         nonce = secrets.token_bytes(NONCE_BYTES)
         # Random 96-bit nonces are safe far beyond the number of rows this service will write.
-        return _HEADER + nonce + self._aead.encrypt(nonce, plaintext.encode("utf-8"), context)
+        return _HEADER + nonce + self._aead.encrypt(nonce, plaintext, context)
 
     def decrypt(self, blob: bytes, *, context: bytes) -> str:
+        plain = self.decrypt_bytes(blob, context=context)
+        try:
+            return plain.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecryptionError("decrypted value is not valid UTF-8") from None
+
+    def decrypt_bytes(self, blob: bytes, *, context: bytes) -> bytes:
         data = bytes(blob)
         if len(data) < 1 + NONCE_BYTES + TAG_BYTES:
             raise DecryptionError("encrypted value is truncated")
@@ -84,23 +95,22 @@ class DataCipher:
             raise DecryptionError(f"unsupported encrypted value version {data[0]}")
         nonce, sealed = data[1 : 1 + NONCE_BYTES], data[1 + NONCE_BYTES :]
         try:
-            plain = self._aead.decrypt(nonce, sealed, context)
+            return self._aead.decrypt(nonce, sealed, context)
         except InvalidTag:
             raise DecryptionError(
                 "cannot decrypt value: wrong data key, wrong column, or corrupted data"
             ) from None
-        try:
-            return plain.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DecryptionError("decrypted value is not valid UTF-8") from None
 
     def lookup_hash(self, value: str, *, context: bytes) -> bytes:
         """Deterministic keyed hash, so equal values can be found without decrypting every row."""
+        return self.keyed_hash(value.encode("utf-8"), context=context)
+
+    def keyed_hash(self, data: bytes, *, context: bytes) -> bytes:
+        """`lookup_hash` for bytes: HMAC-SHA256 of context, NUL, data."""
         # A NUL in the context would make (context, value) splits ambiguous.
         if b"\x00" in context:
             raise ValueError("context must not contain NUL bytes")
-        message = context + b"\x00" + value.encode("utf-8")
-        return hmac.new(self._hmac_key, message, hashlib.sha256).digest()
+        return hmac.new(self._hmac_key, context + b"\x00" + data, hashlib.sha256).digest()
 
     def key_check(self) -> bytes:
         """16 bytes stored once in the database to detect a start with a different key."""

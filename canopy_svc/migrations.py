@@ -21,6 +21,7 @@ import asyncpg
 
 from canopy_svc.crypto import DataCipher
 from canopy_svc.rules.ssn import ssn_columns
+from canopy_svc.store import idempotency
 from canopy_svc.store.data_key import ensure_key_check
 
 log = logging.getLogger("canopy_svc.migrations")
@@ -58,9 +59,60 @@ async def _v2_encrypt_ssn(conn: asyncpg.Connection, cipher: DataCipher) -> None:
     log.info("encrypted stored SSNs", extra={"customers": moved})
 
 
+async def _v3_seal_idempotency_answers(conn: asyncpg.Connection, cipher: DataCipher) -> None:
+    """Version 2 kept Idempotency-Key answers (a created customer's SSN included) in clear in
+    `idempotency_keys.body`, under a plain SHA-256 of the request: seal each live answer and key its
+    fingerprint, as version 3 stores them, so a client's retry across the upgrade still gets its answer.
+
+    The rows go out and back in through a TRUNCATE: an UPDATE, a DELETE or DROP COLUMN would leave the
+    clear bytes in the table's files (dead rows, dropped columns are not rewritten) until a VACUUM FULL,
+    while TRUNCATE gives the table new files and removes the old ones at commit.
+    """
+    has_clear_column = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                          WHERE table_name = 'idempotency_keys' AND column_name = 'body')"""
+    )
+    if not has_clear_column:
+        return
+    # Only ciphertext is ever written here; the table is gone at commit.
+    await conn.execute(
+        """CREATE TEMPORARY TABLE idempotency_sealed (org_id bigint, key text, request_hash bytea,
+               status smallint, body_encrypted bytea, created_at timestamptz) ON COMMIT DROP"""
+    )
+    last: tuple[int, str] = (0, "")
+    sealed = 0
+    while True:
+        rows = await conn.fetch(
+            """SELECT org_id, key, request_hash, status, body, created_at FROM idempotency_keys
+               WHERE (org_id, key) > ($1, $2) AND created_at > now() - $3::text::interval
+               ORDER BY org_id, key LIMIT 1000""",
+            *last, idempotency.RETENTION,
+        )
+        if not rows:
+            break
+        converted = []
+        for row in rows:
+            request_hash = idempotency.keyed_fingerprint(cipher, bytes(row["request_hash"]))
+            context = idempotency.answer_context(row["org_id"], row["key"], row["status"], request_hash)
+            converted.append((row["org_id"], row["key"], request_hash, row["status"],
+                              cipher.encrypt_bytes(bytes(row["body"]), context=context), row["created_at"]))
+        await conn.executemany("INSERT INTO idempotency_sealed VALUES ($1, $2, $3, $4, $5, $6)", converted)
+        sealed += len(rows)
+        last = (rows[-1]["org_id"], rows[-1]["key"])
+    await conn.execute("TRUNCATE idempotency_keys")
+    await conn.execute("ALTER TABLE idempotency_keys DROP COLUMN body")
+    await conn.execute(
+        """INSERT INTO idempotency_keys (org_id, key, request_hash, status, body_encrypted, created_at)
+           SELECT org_id, key, request_hash, status, body_encrypted, created_at FROM idempotency_sealed"""
+    )
+    await conn.execute("ALTER TABLE idempotency_keys ALTER COLUMN body_encrypted SET NOT NULL")
+    log.info("sealed stored idempotency answers", extra={"answers": sealed})
+
+
 STEPS: dict[int, Step] = {
     1: _v1_initial,
     2: _v2_encrypt_ssn,
+    3: _v3_seal_idempotency_answers,
 }
 SCHEMA_VERSION = max(STEPS)
 

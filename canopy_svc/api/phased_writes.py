@@ -18,7 +18,6 @@ out and the repeat takes the request over. A 5xx or 429 answer is never kept: th
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -28,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api.body import read_json_body
-from canopy_svc.api.requests import pool, principal
+from canopy_svc.api.requests import cipher, pool, principal
 from canopy_svc.api.responses import JSONResponse, encode, error_response
 from canopy_svc.api.writes import check_idempotency_key
 from canopy_svc.errors import ApiError, IdempotencyInProgress, IdempotencyKeyReused
@@ -60,20 +59,20 @@ async def write_in_phases(request: Request, phases: Phases[Intent, Outcome]) -> 
     key = request.headers.get("idempotency-key")
     if key is not None:
         check_idempotency_key(key)
-    org_id = principal(request).org_id
-    fingerprint = hashlib.sha256(b"\0".join((request.method.encode(), request.url.path.encode(), body))).digest()
+    org_id, data_cipher = principal(request).org_id, cipher(request)
+    fingerprint = idempotency.fingerprint(data_cipher, request.method, request.url.path, body)
 
     # Phase 1: check, lock, record the intent (and the placeholder), commit.
     async with pool(request).acquire() as conn, conn.transaction():
         if key is not None:
             if not await idempotency.try_lock(conn, org_id, key):
                 raise IdempotencyInProgress()
-            stored = await idempotency.fetch(conn, org_id, key)
+            stored = await idempotency.fetch(conn, org_id, key, cipher=data_cipher)
             if stored is not None:
-                if bytes(stored["request_hash"]) != fingerprint:
+                if stored["request_hash"] != fingerprint:
                     raise IdempotencyKeyReused()
                 if stored["status"] != IN_PROGRESS:
-                    return Response(bytes(stored["body"]), status_code=stored["status"],
+                    return Response(stored["body"], status_code=stored["status"],
                                     media_type="application/json", headers={"Idempotent-Replayed": "true"})
                 if await idempotency.age_seconds(conn, org_id, key) < phases.lease_seconds:
                     raise IdempotencyInProgress()
@@ -84,17 +83,17 @@ async def write_in_phases(request: Request, phases: Phases[Intent, Outcome]) -> 
         except ApiError as error:
             if key is None or not _keepable(error):
                 raise
-            await idempotency.store(conn, org_id, key, fingerprint, error.status, error.body())
+            await idempotency.store(conn, org_id, key, fingerprint, error.status, error.body(), cipher=data_cipher)
             return error_response(error)
         answer = phases.done(intent)
         if answer is not None:
             if key is None:
                 return JSONResponse(answer)
             encoded = encode(answer)
-            await idempotency.store(conn, org_id, key, fingerprint, 200, encoded)
+            await idempotency.store(conn, org_id, key, fingerprint, 200, encoded, cipher=data_cipher)
             return Response(encoded, media_type="application/json")
         if key is not None:
-            await idempotency.store(conn, org_id, key, fingerprint, IN_PROGRESS, b"")
+            await idempotency.store(conn, org_id, key, fingerprint, IN_PROGRESS, b"", cipher=data_cipher)
 
     # Phase 2: the call, holding nothing.
     try:
@@ -104,7 +103,8 @@ async def write_in_phases(request: Request, phases: Phases[Intent, Outcome]) -> 
             await phases.abandon(conn, intent)
             if key is not None:
                 if _keepable(error):
-                    await idempotency.store(conn, org_id, key, fingerprint, error.status, error.body())
+                    await idempotency.store(conn, org_id, key, fingerprint, error.status, error.body(),
+                                            cipher=data_cipher)
                 else:
                     await idempotency.forget(conn, org_id, key)
         raise
@@ -113,5 +113,5 @@ async def write_in_phases(request: Request, phases: Phases[Intent, Outcome]) -> 
     async with pool(request).acquire() as conn, conn.transaction():
         result = encode(await phases.finish(conn, intent, outcome))
         if key is not None:
-            await idempotency.store(conn, org_id, key, fingerprint, 200, result)
+            await idempotency.store(conn, org_id, key, fingerprint, 200, result, cipher=data_cipher)
     return Response(result, media_type="application/json")

@@ -1,12 +1,43 @@
-"""SQL for Idempotency-Key answers."""
+"""SQL for Idempotency-Key answers.
+
+An answer may hold an SSN (a created customer is answered with it), so it is kept only AES-GCM
+encrypted, bound to its row (organization, key, status, request fingerprint): a blob moved to another
+row does not decrypt. The fingerprint is keyed too: a plain hash of a request would let anyone who
+reads the table try every SSN against it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from typing import TypedDict
 
 import asyncpg
 
+from canopy_svc.crypto import DataCipher
+
 RETENTION = "24 hours"
+_FINGERPRINT_CONTEXT = b"idempotency request"
+
+
+class StoredAnswer(TypedDict):
+    request_hash: bytes
+    status: int
+    body: bytes
+
+
+def fingerprint(cipher: DataCipher, method: str, path: str, body: bytes) -> bytes:
+    """What tells a repeat from another request under the same key."""
+    # A keyed hash of the digest earlier versions stored, so the v3 migration converts their rows.
+    return keyed_fingerprint(cipher, hashlib.sha256(b"\0".join((method.encode(), path.encode(), body))).digest())
+
+
+def keyed_fingerprint(cipher: DataCipher, digest: bytes) -> bytes:
+    return cipher.keyed_hash(digest, context=_FINGERPRINT_CONTEXT)
+
+
+def answer_context(org_id: int, key: str, status: int, request_hash: bytes) -> bytes:
+    # The key is printable ASCII (checked before it gets here) and comes last: no two rows share a context.
+    return b"idempotency answer\0%d\0%d\0%s\0%s" % (org_id, status, request_hash.hex().encode(), key.encode())
 
 
 def _lock_id(org_id: int, key: str) -> int:
@@ -20,22 +51,30 @@ async def try_lock(conn: asyncpg.Connection, org_id: int, key: str) -> bool:
     return locked
 
 
-async def fetch(conn: asyncpg.Connection, org_id: int, key: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        f"""SELECT request_hash, status, body FROM idempotency_keys
+async def fetch(conn: asyncpg.Connection, org_id: int, key: str, *, cipher: DataCipher) -> StoredAnswer | None:
+    row = await conn.fetchrow(
+        f"""SELECT request_hash, status, body_encrypted FROM idempotency_keys
             WHERE org_id = $1 AND key = $2 AND created_at > now() - interval '{RETENTION}'""",
         org_id, key,
     )
+    if row is None:
+        return None
+    request_hash, status = bytes(row["request_hash"]), row["status"]
+    # A blob that does not decrypt raises (a 500): answering as if the key were new could redo the work.
+    body = cipher.decrypt_bytes(row["body_encrypted"], context=answer_context(org_id, key, status, request_hash))
+    return StoredAnswer(request_hash=request_hash, status=status, body=body)
 
 
 async def store(conn: asyncpg.Connection, org_id: int, key: str, request_hash: bytes, status: int,
-                body: bytes) -> None:
+                body: bytes, *, cipher: DataCipher) -> None:
+    sealed = cipher.encrypt_bytes(body, context=answer_context(org_id, key, status, request_hash))
     # An expired answer still in the table (not yet purged) is replaced: the key is free again.
     await conn.execute(
-        """INSERT INTO idempotency_keys (org_id, key, request_hash, status, body) VALUES ($1, $2, $3, $4, $5)
+        """INSERT INTO idempotency_keys (org_id, key, request_hash, status, body_encrypted)
+           VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (org_id, key) DO UPDATE SET request_hash = excluded.request_hash,
-               status = excluded.status, body = excluded.body, created_at = now()""",
-        org_id, key, request_hash, status, body,
+               status = excluded.status, body_encrypted = excluded.body_encrypted, created_at = now()""",
+        org_id, key, request_hash, status, sealed,
     )
 
 

@@ -1,0 +1,223 @@
+"""No SSN is readable at rest: not in any table or column, not in the tables' files, not in the logs.
+
+Idempotency-Key answers hold the SSN of the customer they answer (the API answers it in clear), so
+they are kept only encrypted, bound to their row; version 2's clear answers are sealed by the v3
+migration (issue 8, item 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from pathlib import Path
+
+import asyncpg
+import pytest
+from conftest import TEST_DATA_KEY, ApiClient, assert_error, minimal_customer, seed_customer
+from test_encryption import with_database
+
+from canopy_svc.crypto import DataCipher
+from canopy_svc.logs import JsonFormatter
+from canopy_svc.migrations import SCHEMA_VERSION, migrate
+from canopy_svc.store import idempotency
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def new_ssn() -> tuple[str, str]:
+    """A valid SSN no other test uses, as (123-45-6789, 123456789)."""
+    area, group, serial = random.randint(100, 665), random.randint(10, 99), random.randint(1000, 9999)
+    return f"{area}-{group}-{serial}", f"{area}{group}{serial}"
+
+
+def spellings(*ssns: str) -> list[bytes]:
+    """Every way a clear SSN could show: as typed, its digits, and their hex (bytea cast to text)."""
+    found: list[bytes] = []
+    for ssn in ssns:
+        for text in {ssn, ssn.replace("-", "")}:
+            found += [text.encode(), text.encode().hex().encode()]
+    return found
+
+
+def keyed(key: str) -> dict[str, str]:
+    return {"Idempotency-Key": key}
+
+
+async def user_tables(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) AS name FROM pg_tables
+           WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"""
+    )
+    return [row["name"] for row in rows]
+
+
+async def clear_text_in_tables(conn: asyncpg.Connection | asyncpg.Pool, needles: list[bytes]) -> list[str]:
+    """Where a needle is found, reading every row of every table: each row cast to text, and each
+    column's own value (bytea as raw bytes)."""
+    hits: list[str] = []
+    for table in await user_tables(conn):
+        for row in await conn.fetch(f"SELECT t::text AS row_text, t.* FROM {table} t"):
+            for column, value in row.items():
+                if value is None:
+                    continue
+                raw = bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
+                hits += [f"{table}.{column}" for needle in needles if needle in raw]
+    return hits
+
+
+async def clear_text_in_files(conn: asyncpg.Connection, needles: list[bytes], relations: str = "true") -> list[str]:
+    """Where a needle is found in the files of the database's relations (tables, TOAST, indexes), dead
+    rows and dropped columns included, once a checkpoint has written every page. Needs a superuser."""
+    if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+        pytest.skip("reading relation files needs a superuser (the embedded PostgreSQL is one)")
+    await conn.execute("CHECKPOINT")
+    rows = await conn.fetch(
+        f"""SELECT c.oid::regclass::text AS name, pg_relation_filepath(c.oid) AS path FROM pg_class c
+            WHERE c.relkind IN ('r', 't', 'i', 'm') AND pg_relation_filepath(c.oid) IS NOT NULL
+              AND ({relations})"""
+    )
+    hits: list[str] = []
+    for row in rows:
+        segment = 0
+        while True:  # 1 GB segments: path, path.1, ...
+            path = row["path"] if segment == 0 else f"{row['path']}.{segment}"
+            try:
+                data = await conn.fetchval("SELECT pg_read_binary_file($1)", path)
+            except asyncpg.UndefinedFileError:
+                break
+            hits += [row["name"] for needle in needles if needle in data]
+            segment += 1
+    return hits
+
+
+def clear_text_in_logs(records: list[logging.LogRecord], needles: list[bytes]) -> list[str]:
+    formatter = JsonFormatter()
+    hits: list[str] = []
+    for record in records:
+        text = (formatter.format(record) + repr(record.__dict__)).encode()
+        if record.exc_info:
+            text += formatter.formatException(record.exc_info).encode()
+        hits += [record.name for needle in needles if needle in text]
+    return hits
+
+
+async def test_no_ssn_in_clear_anywhere_after_keyed_creates_and_updates(
+    api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    (first, _), (second, second_digits), (third, third_digits), (fourth, _) = (new_ssn() for _ in range(4))
+    business = {"business_legal_name": "Umbrella Corporation", "doing_business_as": "Umbrella",
+                "business_ein": "98-7654321"}
+    product = await api.http.post("/products", headers=keyed("p-1"), json={
+        "product_id": "prod-1", "product_overview": {"product_name": "Card", "product_type": "REVOLVING"}})
+    assert product.status_code == 200, product.text
+    writes = [
+        ("POST", "/customers", seed_customer(customer_id="c-1", ssn=first, business_details=business)),
+        ("POST", "/customers", minimal_customer(customer_id="c-2", ssn=second_digits, email="two@example.com",
+                                                phone_number="+14155550124", address_line_one="2 Main St")),
+        ("PUT", "/customers/c-1", {"ssn": third, "business_details": business}),
+        ("PATCH", "/customers/c-2", {"ssn": fourth}),
+        ("POST", "/accounts", {"account_id": "acc-1", "product_id": "prod-1",
+                               "assign_customers": [{"customer_id": "c-1", "customer_account_role": "PRIMARY"}]}),
+        # An error is an answer too, and is stored: a customer_id taken already.
+        ("POST", "/customers", minimal_customer(customer_id="c-1", ssn=third_digits)),
+    ]
+    answers = []
+    for number, (method, path, body) in enumerate(writes):
+        answer = await api.http.request(method, path, json=body, headers=keyed(f"k-{number}"))
+        assert answer.status_code in (200, 409), answer.text
+        replay = await api.http.request(method, path, json=body, headers=keyed(f"k-{number}"))
+        assert replay.headers["Idempotent-Replayed"] == "true" and replay.content == answer.content
+        answers.append(answer)
+    # The stored answers did hold SSNs: the replays gave them back.
+    assert first in answers[0].text and second_digits in answers[1].text
+    assert third in answers[2].text and fourth in answers[3].text
+    assert third in answers[4].text  # the account answers its customers with their SSNs
+    assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == len(writes) + 1
+
+    needles = spellings(first, second, third, fourth, third_digits)
+    assert await clear_text_in_tables(pool, needles) == []
+    async with pool.acquire() as conn:
+        assert await clear_text_in_files(conn, needles) == []
+    assert clear_text_in_logs(caplog.records, needles) == []
+
+
+async def test_a_stored_answer_does_not_decrypt_in_another_row(
+    api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sealed with its organization, key, status and request: copied into another row (another
+    organization's, or another key's), it is refused (a 500), never answered to someone else."""
+    ssn, _ = new_ssn()
+    body = minimal_customer(customer_id="same", ssn=ssn)
+    for client in (api, other_api):
+        assert (await client.http.post("/customers", json=body, headers=keyed("k"))).status_code == 200
+    assert (await api.http.post("/customers", json=minimal_customer(customer_id="other"),
+                                headers=keyed("k2"))).status_code == 200
+    mine = await pool.fetchrow("SELECT request_hash, body_encrypted FROM idempotency_keys WHERE org_id = $1 "
+                               "AND key = 'k'", api.org_id)
+
+    # Into the other organization's row for the same key and the same request: refused.
+    await pool.execute("UPDATE idempotency_keys SET body_encrypted = $2 WHERE org_id = $1 AND key = 'k'",
+                       other_api.org_id, mine["body_encrypted"])
+    moved = await other_api.http.post("/customers", json=body, headers=keyed("k"))
+    assert_error(moved, 500, "server_error")
+    # Into another key's row of the same organization, request fingerprint and all: refused.
+    await pool.execute("UPDATE idempotency_keys SET body_encrypted = $2, request_hash = $3 "
+                       "WHERE org_id = $1 AND key = 'k2'", api.org_id, mine["body_encrypted"], mine["request_hash"])
+    assert_error(await api.http.post("/customers", json=body, headers=keyed("k2")), 500, "server_error")
+    # Its own row still answers.
+    assert ssn in (await api.http.post("/customers", json=body, headers=keyed("k"))).text
+    assert clear_text_in_logs(caplog.records, spellings(ssn)) == []
+
+
+def v2_fingerprint(method: str, path: str, body: bytes) -> bytes:
+    return hashlib.sha256(b"\0".join((method.encode(), path.encode(), body))).digest()
+
+
+async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyncpg.Pool, database_url: str) -> None:
+    ssn, digits = new_ssn()
+    name = "canopy_v2_migration"
+    await pool.execute(f"DROP DATABASE IF EXISTS {name}")
+    await pool.execute(f"CREATE DATABASE {name}")
+    conn = await asyncpg.connect(with_database(database_url, name))
+    cipher = DataCipher(TEST_DATA_KEY)
+    try:
+        await conn.execute((FIXTURES / "schema_v2.sql").read_text())
+        await conn.execute("INSERT INTO schema_version (version) VALUES (2)")
+        await conn.execute("INSERT INTO data_key_check (key_check) VALUES ($1)", cipher.key_check())
+        org_id = await conn.fetchval("INSERT INTO organizations (name) VALUES ('acme') RETURNING id")
+        request = b'{"name_first":"Ada","ssn":"%s"}' % ssn.encode()
+        live_answer = b'{"customer_id":"c-1","ssn":"%s","name_first":"Ada"}' % ssn.encode()
+        big_answer = b'{"ssn":"%s","pad":"%s"}' % (digits.encode(), b"x" * 20_000)  # kept in TOAST
+        for key, answer, age in (("live", live_answer, "1 hour"), ("big", big_answer, "2 hours"),
+                                 ("expired", live_answer, "25 hours")):
+            await conn.execute(
+                """INSERT INTO idempotency_keys (org_id, key, request_hash, status, body, created_at)
+                   VALUES ($1, $2, $3, 200, $4, now() - $5::text::interval)""",
+                org_id, key, v2_fingerprint("POST", "/customers", request), answer, age,
+            )
+        table = "c.oid IN (SELECT oid FROM pg_class WHERE relname = 'idempotency_keys' UNION " \
+                "SELECT reltoastrelid FROM pg_class WHERE relname = 'idempotency_keys')"
+        # The check sees clear answers where they are (else its clean result below would prove nothing).
+        assert await clear_text_in_files(conn, spellings(ssn), table) != []
+
+        assert await migrate(conn, cipher) == SCHEMA_VERSION == 3
+
+        columns = {row["column_name"]: row["is_nullable"] for row in await conn.fetch(
+            "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'idempotency_keys'")}
+        assert "body" not in columns and columns["body_encrypted"] == "NO"
+        assert sorted(row["key"] for row in await conn.fetch("SELECT key FROM idempotency_keys")) == ["big", "live"]
+        # A retry of the same request after the upgrade gets its answer back, as before it.
+        async with conn.transaction():
+            live = await idempotency.fetch(conn, org_id, "live", cipher=cipher)
+            big = await idempotency.fetch(conn, org_id, "big", cipher=cipher)
+        assert live is not None and big is not None
+        assert live["body"] == live_answer and big["body"] == big_answer and live["status"] == 200
+        assert live["request_hash"] == idempotency.fingerprint(cipher, "POST", "/customers", request)
+        assert await clear_text_in_tables(conn, spellings(ssn)) == []
+        assert await clear_text_in_files(conn, spellings(ssn), table) == []
+        assert await migrate(conn, cipher) == SCHEMA_VERSION  # idempotent
+    finally:
+        await conn.close()
+    await pool.execute(f"DROP DATABASE {name}")
