@@ -209,11 +209,22 @@ CREATE OR REPLACE FUNCTION canopy_address_key(line_one text, zip text, country t
                 ELSE upper(regexp_replace(zip, '[^0-9A-Za-z]', '', 'g')) END || '|' ||
            coalesce(country, 'US');
 
-CREATE INDEX IF NOT EXISTS customers_dup_ssn ON customers (org_id, ssn_hash) WHERE ssn_hash IS NOT NULL;
-CREATE INDEX IF NOT EXISTS customers_dup_email ON customers (org_id, lower(email));
-CREATE INDEX IF NOT EXISTS customers_dup_phone ON customers (org_id, phone_number);
-CREATE INDEX IF NOT EXISTS customers_dup_address
-    ON customers (org_id, canopy_address_key(address_line_one, address_zip, address_country_code));
+-- One index per compared value, ending in created_at: each comparison asks for the oldest five
+-- matches, `ORDER BY created_at LIMIT 5`, which only this index answers without reading every match,
+-- so it reads five entries however many customers share the value, under every plan, with or
+-- without statistics. (Ordering by id would let the planner walk the primary key and filter, which
+-- reads the whole table when the shared value is a recent one.) Without an order, a popular value
+-- (an apartment block, a family's phone) made the planner pick a seq scan or a bitmap scan, whose
+-- cost grows with the table or with the number of customers sharing the value.
+DROP INDEX IF EXISTS customers_dup_ssn;
+DROP INDEX IF EXISTS customers_dup_email;
+DROP INDEX IF EXISTS customers_dup_phone;
+DROP INDEX IF EXISTS customers_dup_address;
+CREATE INDEX IF NOT EXISTS customers_dup_ssn_at ON customers (org_id, ssn_hash, created_at) WHERE ssn_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS customers_dup_email_at ON customers (org_id, lower(email), created_at);
+CREATE INDEX IF NOT EXISTS customers_dup_phone_at ON customers (org_id, phone_number, created_at);
+CREATE INDEX IF NOT EXISTS customers_dup_address_at
+    ON customers (org_id, canopy_address_key(address_line_one, address_zip, address_country_code), created_at);
 
 -- Idempotency-Key: the first complete answer to a request, stored in the transaction of its work.
 -- The answer may hold an SSN: it is kept only AES-GCM encrypted, bound to its row, and the request's

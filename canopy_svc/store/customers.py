@@ -105,22 +105,23 @@ async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list
 
 def _duplicate_matches(*, org: str, ssn_hash: str, email: str, phone: str, line_one: str, zip_code: str,
                        country: str, exclude: str) -> str:
-    """The four comparisons, as SQL over the given parameter references. Each branch is answered by
-    its own index (customers_dup_*); LIMIT keeps a popular value cheap."""
+    """The four comparisons, as SQL over the given parameter references. Each branch reads five
+    entries of its own index (customers_dup_*_id), whatever the table's size or statistics: the
+    index is ordered by id within a value, so `ORDER BY created_at LIMIT 5` stops there under every plan."""
     return f"""
         (SELECT 'ssn' AS code, customer_id, date_of_birth FROM customers
-         WHERE org_id = {org} AND ssn_hash = {ssn_hash} AND id <> {exclude} LIMIT 5)
+         WHERE org_id = {org} AND ssn_hash = {ssn_hash} AND id <> {exclude} ORDER BY created_at LIMIT 5)
         UNION ALL
         (SELECT 'email', customer_id, date_of_birth FROM customers
-         WHERE org_id = {org} AND lower(email) = lower({email}) AND id <> {exclude} LIMIT 5)
+         WHERE org_id = {org} AND lower(email) = lower({email}) AND id <> {exclude} ORDER BY created_at LIMIT 5)
         UNION ALL
         (SELECT 'phone_number', customer_id, date_of_birth FROM customers
-         WHERE org_id = {org} AND phone_number = {phone} AND id <> {exclude} LIMIT 5)
+         WHERE org_id = {org} AND phone_number = {phone} AND id <> {exclude} ORDER BY created_at LIMIT 5)
         UNION ALL
         (SELECT 'address', customer_id, date_of_birth FROM customers
          WHERE org_id = {org} AND canopy_address_key(address_line_one, address_zip, address_country_code)
                                   = canopy_address_key({line_one}, {zip_code}, {country}) AND id <> {exclude}
-         LIMIT 5)"""
+         ORDER BY created_at LIMIT 5)"""
 
 
 _POLICY = "SELECT duplicate_customer_policy AS policy FROM organizations WHERE id = $1"
