@@ -256,6 +256,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "canopy_svc.api.app:create_served_app", factory=True, host=args.host, port=args.port,
             workers=args.workers, log_config=None, access_log=False, proxy_headers=False,
             timeout_graceful_shutdown=args.graceful_timeout,
+            # httptools with limits on header size, header/body time and connections (CANOPY_SVC_*).
+            http="canopy_svc.http_protocol:LimitedHttpToolsProtocol",
         )
     return 0
 

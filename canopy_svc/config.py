@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -92,6 +93,39 @@ class Settings:
             rate_limit_cache_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS", cls.rate_limit_cache_seconds),
             rate_limit_timeout_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_TIMEOUT", cls.rate_limit_timeout_seconds),
             rate_limit_purge_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS", cls.rate_limit_purge_seconds),
+        )
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one HTTP connection may cost a worker (canopy_svc/http_protocol.py); read by each worker.
+
+    CANOPY_SVC_MAX_HEADER_BYTES: request line and headers together (default 64 KiB; more gets 431).
+    CANOPY_SVC_HEADER_TIMEOUT_SECONDS: for the whole header section, from the connection's start or
+    the end of the previous response (default 10; then 408 and close).
+    CANOPY_SVC_BODY_TIMEOUT_SECONDS: for the whole request body, from the end of its headers
+    (default 30; then 408 and close).
+    CANOPY_SVC_MAX_CONNECTIONS: open connections per worker (default 1000); more get 503 and close.
+    """
+
+    max_header_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.max_header_bytes < 1024 or self.max_connections < 1:
+            raise ValueError("CANOPY_SVC_MAX_HEADER_BYTES must be >= 1024 and CANOPY_SVC_MAX_CONNECTIONS >= 1")
+        if not (0 < self.header_timeout_seconds < math.inf and 0 < self.body_timeout_seconds < math.inf):
+            raise ValueError("CANOPY_SVC_HEADER_TIMEOUT_SECONDS and CANOPY_SVC_BODY_TIMEOUT_SECONDS must be > 0")
+
+    @classmethod
+    def from_env(cls) -> HttpLimits:
+        return cls(
+            max_header_bytes=_int_env("CANOPY_SVC_MAX_HEADER_BYTES", cls.max_header_bytes),
+            header_timeout_seconds=_float_env("CANOPY_SVC_HEADER_TIMEOUT_SECONDS", cls.header_timeout_seconds),
+            body_timeout_seconds=_float_env("CANOPY_SVC_BODY_TIMEOUT_SECONDS", cls.body_timeout_seconds),
+            max_connections=_int_env("CANOPY_SVC_MAX_CONNECTIONS", cls.max_connections),
         )
 
 
