@@ -230,6 +230,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from canopy_svc.http_protocol import LimitedHttpToolsProtocol  # reads its limits: a bad one stops here
     from canopy_svc.logs import configure_logging
 
     configure_logging(os.environ.get("CANOPY_SVC_LOG_LEVEL", "INFO"))
@@ -257,7 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers, log_config=None, access_log=False, proxy_headers=False,
             timeout_graceful_shutdown=args.graceful_timeout,
             # httptools with limits on header size, header/body time and connections (CANOPY_SVC_*).
-            http="canopy_svc.http_protocol:LimitedHttpToolsProtocol",
+            http=LimitedHttpToolsProtocol,
         )
     return 0
 
