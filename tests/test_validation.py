@@ -753,3 +753,119 @@ def test_near_misses_are_left_to_email_validator(address: str) -> None:
     with pytest.raises(email_validator.EmailNotValidError):
         email_validator.validate_email(address, check_deliverability=False)
     assert not validation.is_plain_email(address)
+
+
+# --- every body: nesting depth and NUL (issue 8, item 9) ------------------------------------------
+
+
+def parser_depth(body: bytes) -> int:
+    """How deep a JSON parser reading `body` left to right gets before it finishes or fails."""
+    depth = deepest = i = 0
+    while i < len(body):
+        c = body[i]
+        if c == ord('"'):
+            i += 1
+            while i < len(body) and body[i] != ord('"'):
+                i += 2 if body[i] == ord("\\") else 1
+        elif c == ord("\\"):
+            return deepest  # outside a string: the parser stops here
+        elif c in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in b"]}":
+            depth -= 1
+            if depth < 0:
+                return deepest
+        i += 1
+    return deepest
+
+
+def nested_json(depth: int) -> bytes:
+    text = json.dumps("[{]}\\\"") if depth % 3 else "1"  # brackets and escapes in strings are not structure
+    for level in range(depth):
+        text = f'[{text}, "]]"]' if level % 2 else f'{{"k{{": {text}}}'
+    return text.encode()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5, validation.MAX_JSON_DEPTH - 1, validation.MAX_JSON_DEPTH,
+                                   validation.MAX_JSON_DEPTH + 1, 200, 5000])
+def test_depth_limit_is_exact(depth: int) -> None:
+    body = nested_json(depth)
+    assert parser_depth(body) == depth
+    assert validation.json_depth_exceeds(body) == (depth > validation.MAX_JSON_DEPTH)
+
+
+@pytest.mark.parametrize("body", [
+    b"[]" * 300_000,  # many brackets, all flat
+    json.dumps({"x": [{"a": "[[[[[[[[", "b": [1, [2]]}] * 5_000}).encode(),
+    json.dumps({"x": "\\\"" + "[" * 100_000}).encode(),
+])
+def test_wide_bodies_are_not_deep(body: bytes) -> None:
+    assert not validation.json_depth_exceeds(body)
+
+
+def test_depth_check_never_says_less_than_a_parser_would_reach() -> None:
+    """On arbitrary (mostly malformed) text, it may refuse more than needed, never less."""
+    rng = random.Random(8)
+    alphabet = ["[", "]", "{", "}", '"', "\\", "a", ",", ":", "\\\\", '\\"']
+    for _ in range(5_000):
+        body = "".join(rng.choice(alphabet) for _ in range(rng.randint(10, 200))).encode()
+        for limit in (2, 4, 8):
+            if parser_depth(body) > limit:
+                assert validation.json_depth_exceeds(body, limit), body
+
+
+@pytest.mark.parametrize("body", [b"[" * 1000 + b"]" * 1000, b'{"name_first":' + b"[" * 100_000,
+                                  json.dumps({"extra": json.loads(nested_json(100))}).encode()])
+def test_deep_bodies_are_400_before_any_parser_recurses(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="levels deep"):
+        CREATE.decode(body)
+    with pytest.raises(BadRequest, match="levels deep"):
+        validation.parse_object(body)
+
+
+@pytest.mark.parametrize("field", ["name_first", "name_middle", "email", "phone_number", "ssn", "customer_id",
+                                   "address_zip", "date_of_birth"])
+def test_nul_in_any_field_is_a_pattern_problem(field: str) -> None:
+    body = encode(minimal_customer(**{field: "a\u0000b"}))
+    assert b"\\u0000" in body
+    with pytest.raises(InvalidInput) as refused:
+        CREATE.decode(body)
+    (found,) = [msgspec.to_builtins(d) for d in refused.value.details]
+    assert found["instancePath"] == f"/{field}"
+    assert found["keyword"] in ("pattern", "format")
+
+
+def test_nul_where_the_field_has_no_pattern_of_its_own() -> None:
+    """TokenRequest's fields and product_long_description had no NUL rule: the walk has one for all."""
+    from canopy_svc.rules.models import ProductCreate, TokenRequest
+
+    with pytest.raises(InvalidInput) as refused:
+        BodyDecoder(TokenRequest).decode(b'{"client_id": "cli_\\u0000", "client_secret": "s"}')
+    assert [msgspec.to_builtins(d) for d in refused.value.details] == [{
+        "instancePath": "/client_id", "keyword": "pattern", "params": {"pattern": fields.NO_NUL},
+        "message": "must not contain NUL (\\u0000)"}]
+    body = {"product_overview": {"product_name": "P", "product_type": "REVOLVING",
+                                 "product_long_description": "x\u0000"}}
+    with pytest.raises(InvalidInput) as refused:
+        BodyDecoder(ProductCreate).decode(encode(body))
+    assert refused.value.details[0].instancePath == "/product_overview/product_long_description"
+    # An escaped backslash before "u0000" is text, not a NUL.
+    decoded = BodyDecoder(TokenRequest).decode(b'{"client_id": "a\\\\u0000", "client_secret": "s"}')
+    assert decoded.client_id == "a\\u0000"
+
+
+@pytest.mark.parametrize("raw", [r'"\ud800"', r'"x\udfff"', r'"\ud800A"', r'"\udc00\ud800"'])
+def test_lone_surrogates_are_malformed_json(raw: str) -> None:
+    """msgspec refuses them (UTF-8 cannot hold them); this pins that it still does."""
+    with pytest.raises(BadRequest):
+        CREATE.decode(json.dumps(minimal_customer(name_first="PLACE")).replace('"PLACE"', raw).encode())
+    assert CREATE.decode(encode(minimal_customer(name_first="\U0001f600"))).name_first == "\U0001f600"
+
+
+@pytest.mark.parametrize("raw", ["1e400", "-1e400", "1" + "0" * 400])
+def test_numbers_no_column_holds_are_named_at_their_field(raw: str) -> None:
+    body = json.dumps(minimal_customer(name_first="PLACE")).replace('"PLACE"', raw).encode()
+    with pytest.raises(InvalidInput) as refused:
+        CREATE.decode(body)
+    assert [d.instancePath for d in refused.value.details] == ["/name_first"]

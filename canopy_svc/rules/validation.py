@@ -6,6 +6,13 @@ Two phases:
   (msgspec stops at the first), reading the same annotations, so the two cannot disagree on rules.
 - meaning: what a type cannot say (E.164, email syntax, calendar sanity, ZIP and state by country,
   all-zero SSN groups, an account listed twice).
+
+Before either, two rules for every body and every field, so no field can forget them:
+- nesting: at most MAX_JSON_DEPTH levels of arrays and objects (400), checked before any parser
+  recurses (msgspec recurses on the C stack until Python's recursion limit: a RecursionError, a 500).
+- text: no NUL in any string (422 `pattern`): PostgreSQL text cannot hold it. Lone surrogates need
+  no rule of ours: msgspec refuses them as malformed JSON (400), and tests/test_bad_input.py holds it
+  to that for every field.
 """
 
 from __future__ import annotations
@@ -23,12 +30,19 @@ import msgspec
 import phonenumbers
 
 from canopy_svc.errors import BadRequest, ErrorDetail, InvalidInput, detail
-from canopy_svc.rules.fields import US_RULES_COUNTRIES, US_STATE_CODES
+from canopy_svc.rules.fields import NO_NUL, US_RULES_COUNTRIES, US_STATE_CODES
 
 T = TypeVar("T", bound=msgspec.Struct)
 
 _INVALID = object()  # marks a value that failed its shape check
-_json_decoder = msgspec.json.Decoder()
+# float_hook: a number no float can hold (1e400) becomes inf, which the walk then names as the wrong
+# type at its field, instead of a "Number out of range" for the whole body.
+_json_decoder = msgspec.json.Decoder(float_hook=float)
+
+# Our bodies nest five levels at most; unknown fields (ignored) get room to spare.
+MAX_JSON_DEPTH = 64
+_BRACKETS_AS_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS_OR_QUOTES = bytes(sorted(set(range(256)) - set(b'[]{}"')))
 
 _JSON_TYPE_NAMES: dict[type, str] = {
     str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object",
@@ -44,21 +58,29 @@ class BodyDecoder(typing.Generic[T]):
         self._decoder = msgspec.json.Decoder(model)
 
     def decode(self, body: bytes) -> T:
+        check_depth(body)
         try:
-            return self._decoder.decode(body)
+            payload = self._decoder.decode(body)
         except msgspec.ValidationError as exc:
-            document = parse_object(body)
-            problems: list[ErrorDetail] = []
-            walk(document, self.model, "", problems)
-            if not problems:  # the walk must never be laxer than msgspec; if it is, say what msgspec saw
-                problems.append(detail("", "type", {}, str(exc).split(" - at ")[0]))
-            raise InvalidInput(problems) from None
+            reason = str(exc).split(" - at ")[0]
         except msgspec.DecodeError:
             parse_object(body)  # raises the right 400
             raise BadRequest("Request body is not valid JSON") from None
+        else:
+            # JSON can only write a NUL as the escape \u0000, so a body without one needs no walk.
+            if b"\\u0000" not in body or not _holds_nul(payload):
+                return payload
+            reason = "must not contain NUL"
+        document = parse_object(body)
+        problems: list[ErrorDetail] = []
+        walk(document, self.model, "", problems)
+        if not problems:  # the walk must never be laxer than msgspec; if it is, say what msgspec saw
+            problems.append(detail("", "type", {}, reason))
+        raise InvalidInput(problems) from None
 
 
 def parse_object(body: bytes) -> dict[str, Any]:
+    check_depth(body)
     try:
         document = _json_decoder.decode(body)
     except msgspec.DecodeError:
@@ -66,6 +88,51 @@ def parse_object(body: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BadRequest("Request body must be a JSON object")
     return document
+
+
+def check_depth(body: bytes) -> None:
+    if json_depth_exceeds(body):
+        raise BadRequest(f"Request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep")
+
+
+def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parser reading `body` would go more than `limit` arrays and objects deep (or, for
+    some malformed bodies, might: those are a 400 either way). Linear and in C but for a loop of at
+    most `limit` rounds, so a 1 MiB body costs milliseconds at worst."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # the everyday body
+    # Brackets in strings are not structure. Escaped backslashes, then escaped quotes, go first (left to
+    # right, as JSON pairs them); then every other quote opens or closes a string (an unterminated
+    # one runs to the end, as a parser reads it), so what is outside strings is every other piece.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    pieces = unescaped.translate(None, _NOT_BRACKETS_OR_QUOTES).split(b'"')
+    parens = b"".join(pieces[::2]).translate(_BRACKETS_AS_PARENS)
+    too_deep = b"(" * (limit + 1)
+    for done in range(limit + 1):  # rounds of removal behind us
+        if too_deep in parens:
+            return True
+        # Each round removes the innermost level everywhere: a balanced body of depth d is gone in d.
+        inner_removed = parens.replace(b"()", b"")
+        if len(inner_removed) == len(parens):
+            # Empty, or unbalanced and left as ")))(((": `done` levels closed, plus the ones left open.
+            return done + parens.count(b"(") > limit
+        if done == limit:
+            return True
+        parens = inner_removed
+    raise AssertionError("unreachable")
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a decoded body has a NUL in any string (unknown fields, never decoded, aside)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, msgspec.Struct):
+        return any(_holds_nul(getattr(value, name)) for name in value.__struct_fields__)
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    return False
 
 
 # --- shape ---------------------------------------------------------------------------------------
@@ -155,9 +222,7 @@ def _walk_annotated(
             return datetime.date.fromisoformat(value) if _ISO_DATE.match(value) else _bad_date(path, problems)
         except ValueError:
             return _bad_date(path, problems)
-    if meta is None:
-        return value
-    if isinstance(value, str):
+    if isinstance(value, str) and meta is not None:
         if meta.min_length is not None and len(value) < meta.min_length:
             problems.append(detail(path, "minLength", {"limit": meta.min_length},
                                    f"must NOT have fewer than {meta.min_length} characters"))
@@ -170,6 +235,11 @@ def _walk_annotated(
             problems.append(detail(path, "pattern", {"pattern": meta.pattern},
                                    f'must match pattern "{meta.pattern}"'))
             return _INVALID
+    if isinstance(value, str) and "\x00" in value:  # every string, whatever its own pattern says
+        problems.append(detail(path, "pattern", {"pattern": NO_NUL}, "must not contain NUL (\\u0000)"))
+        return _INVALID
+    if meta is None:
+        return value
     if isinstance(value, int) and meta.ge is not None and value < meta.ge:
         problems.append(detail(path, "minimum", {"comparison": ">=", "limit": meta.ge},
                                f"must be >= {meta.ge}"))
