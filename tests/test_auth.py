@@ -16,6 +16,8 @@ import pytest
 from conftest import TEST_JWT_SECRET, ApiClient, make_client, minimal_customer
 from jose import jwt
 
+from canopy_svc.errors import Unauthorized
+
 ISSUER = "canopy-svc"
 AUDIENCE = "canopy-svc-api"
 PUBLIC_ROUTES = ["/healthz", "/readyz", "/openapi.json", "/docs"]
@@ -295,3 +297,87 @@ async def test_token_of_one_org_sees_only_that_org(api: ApiClient, other_api: Ap
     assert (await api.http.post("/customers", json=minimal_customer(customer_id="mine"))).status_code == 200
     assert (await other_api.http.get("/customers/mine")).status_code == 404
     assert (await api.http.get("/customers/mine")).status_code == 200
+
+
+# --- canonical form and strict claims (issue 8, items 9 and 10) ----------------------------------
+
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# Every printable ASCII character outside the token alphabet, and a few beyond ASCII.
+NOT_B64URL = [c for c in map(chr, range(0x20, 0x7f)) if c not in B64URL and c != "."] + ["\t", "\xa0", "\xff"]
+
+
+def respellings(token: str) -> set[str]:
+    """The same token written otherwise: junk appended, inserted anywhere, padding, changed unused bits."""
+    variants = {token + junk for junk in ("~~", "!!!!", "=", "==", "===", ".", "..", "%3D")}
+    for position in range(len(token) + 1):
+        for junk in NOT_B64URL:
+            variants.add(token[:position] + junk + token[position:])
+    segments = token.split(".")
+    for index, segment in enumerate(segments):
+        variants.add(".".join([*segments[:index], segment + "=" * (-len(segment) % 4 or 4), *segments[index + 1:]]))
+        # Another last character whose meaningful bits are the same: decodes to the same bytes.
+        unused_bits = {2: 4, 3: 2}.get(len(segment) % 4, 0)
+        if unused_bits:
+            value = B64URL.index(segment[-1])
+            for other in range(value & ~((1 << unused_bits) - 1), (value | ((1 << unused_bits) - 1)) + 1):
+                if other != value:
+                    variants.add(".".join([*segments[:index], segment[:-1] + B64URL[other], *segments[index + 1:]]))
+    variants.discard(token)
+    return variants
+
+
+def test_only_the_canonical_spelling_of_a_token_verifies(app: Any) -> None:
+    authority = app.state.tokens
+    token = authority.issue("cli_x", 7, "read write")
+    variants = respellings(token)
+    assert len(variants) > 5_000
+    same_bytes = [v for v in variants if v.count(".") == 2 and all(c in B64URL + "." for c in v)]
+    assert same_bytes, "no variant changes only unused bits: the test would not test that"
+    for variant in sorted(variants):
+        with pytest.raises(Unauthorized):
+            authority.verify(variant)
+    assert authority.verify(token).org_id == 7
+
+
+async def test_respelled_tokens_are_401_over_http(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    """Also after the genuine one was verified (and cached): the cache knows only the canonical spelling."""
+    token = api.http.headers["Authorization"].split(" ", 1)[1]
+    assert (await call(anonymous, token)).status_code == 200
+    last = token.split(".")[2]
+    flipped = last[:-1] + B64URL[B64URL.index(last[-1]) ^ 1]  # 43 characters: 2 unused bits in the last
+    for variant in (token + "~~", token + "!!!!", token + "=", token + "==", f"{token[:-43]}{flipped}",
+                    token[:10] + "!" + token[10:], token.replace(".", "..", 1)):
+        assert_unauthorized(await call(anonymous, variant))
+    assert (await call(anonymous, token)).status_code == 200
+
+
+def signed_by_hand(claims_json: str, header: str = '{"alg":"HS256","typ":"JWT"}') -> str:
+    """A token with exactly this claims text, signed with the real key."""
+    signing_input = f"{b64url(header.encode())}.{b64url(claims_json.encode())}"
+    signature = hmac.new(TEST_JWT_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+@pytest.mark.parametrize(("name", "raw"), [
+    ("exp", "Infinity"), ("exp", "-Infinity"), ("exp", "NaN"), ("exp", '"{future}"'), ("exp", "{future}.5"),
+    ("exp", "1e400"), ("exp", "1" + "0" * 400), ("exp", "true"), ("exp", "null"), ("exp", "-1"),
+    ("exp", "{future}.0"), ("exp", str(2**53)), ("iat", '"{now}"'), ("iat", "Infinity"), ("iat", "{now}.25"),
+    ("nbf", "Infinity"), ("nbf", '"{now}"'), ("nbf", "-Infinity"), ("org", "{org}"), ("org", '" {org}"'),
+    ("aud", '["canopy-svc-api"]'), ("sub", '["x"]'),
+])
+async def test_claims_must_have_the_types_we_write(api: ApiClient, anonymous: httpx.AsyncClient, name: str,
+                                                   raw: str) -> None:
+    """A token signed with our key, but with a claim we never write so: 401, never a 500 or a 200."""
+    now = int(time.time())
+    claims = claims_for(api)
+    claims.pop(name, None)
+    text = json.dumps(claims)[:-1] + f', "{name}": ' + raw.format(future=now + 600, now=now, org=api.org_id) + "}"
+    assert_unauthorized(await call(anonymous, signed_by_hand(text)))
+    # The control: the same construction with the claim as we write it is accepted.
+    assert (await call(anonymous, signed_by_hand(json.dumps(claims_for(api, nbf=now - 1))))).status_code == 200
+
+
+@pytest.mark.parametrize("header", ['{"alg":"HS256","x":' + "[" * 1_200 + "]" * 1_200 + "}", "[" * 2_500,
+                                    "[" * 30_000, '{"alg":"HS256","typ":"JWT","kid":"\\ud800"}', '"HS256"'])
+async def test_hostile_headers_are_401(api: ApiClient, anonymous: httpx.AsyncClient, header: str) -> None:
+    assert_unauthorized(await call(anonymous, signed_by_hand(json.dumps(claims_for(api)), header)))
