@@ -138,8 +138,8 @@ def stop_leftover_postgres(pgdata: Path) -> None:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = (tmp_path / "canopy-data").resolve()
+def data_dir(embedded_data_dir: Path) -> Iterator[Path]:
+    path = (embedded_data_dir / "canopy-data").resolve()
     yield path
     stop_leftover_postgres(path / "pg")
 

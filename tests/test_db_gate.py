@@ -48,7 +48,8 @@ async def test_closing_cuts_queries_in_flight_and_refuses_new_ones_at_once(
         await in_flight
     with pytest.raises(DatabaseUnavailable):
         await pool.fetchval("SELECT 1")
-    assert time.monotonic() - started < 2.0  # not the 30 s of pg_sleep, nor a connect timeout
+    # Not the 30 s of pg_sleep, nor a connect timeout; generous, so a loaded machine passes too.
+    assert time.monotonic() - started < 10.0
     assert not gate.is_open
 
     gate.open()

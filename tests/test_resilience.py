@@ -221,8 +221,8 @@ def same_customer(sent: dict[str, Any], stored: dict[str, Any]) -> None:
 
 
 async def test_postgres_crash_under_load_answers_503_quickly_and_recovers_without_half_writes(
-        tmp_path: Path) -> None:
-    postgres = CrashablePostgres(tmp_path / "own-postgres")
+        tmp_path: Path, embedded_data_dir: Path) -> None:
+    postgres = CrashablePostgres(embedded_data_dir / "own-postgres")
     dsn = await asyncio.to_thread(postgres.start)
     server: ServerProcess | None = None
     try:
@@ -328,10 +328,10 @@ async def test_postgres_crash_under_load_answers_503_quickly_and_recovers_withou
         await asyncio.to_thread(postgres.stop)
 
 
-async def test_postgres_hung_answers_503_quickly(tmp_path: Path) -> None:
+async def test_postgres_hung_answers_503_quickly(tmp_path: Path, embedded_data_dir: Path) -> None:
     """PostgreSQL frozen (SIGSTOP: a paused VM, a frozen disk, a partition whose packets the kernel still
     acknowledges): /readyz says so quickly, and so should every request."""
-    postgres = CrashablePostgres(tmp_path / "own-postgres")
+    postgres = CrashablePostgres(embedded_data_dir / "own-postgres")
     dsn = await asyncio.to_thread(postgres.start)
     server: ServerProcess | None = None
     frozen: list[psutil.Process] = []
