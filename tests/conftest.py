@@ -193,3 +193,17 @@ def assert_invalid(response: httpx.Response) -> list[dict[str, Any]]:
     for item in details:
         assert set(item) == {"instancePath", "keyword", "params", "message"}
     return details
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data folder for an embedded PostgreSQL started by a test, outside pytest's tmp_path.
+
+    pgserver runs PostgreSQL as its own system user and opens every parent folder to it; pytest
+    closes its `pytest-of-<user>` root again (mode 0700) whenever another pytest session starts, and
+    the server then cannot reach its data. A folder of its own in the system temp dir has no such race."""
+    path = Path(tempfile.mkdtemp(prefix="canopy-e2e-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
