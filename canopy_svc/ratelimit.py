@@ -82,6 +82,9 @@ def gcra(tat: float | None, now: float, rate: float, burst: int) -> tuple[Decisi
 class RateLimiter(Protocol):
     async def hit(self, key: str, rate: float, burst: int) -> Decision: ...
 
+    # Stores may also have `async def give_back(key, rate, burst)`: take back one admitted request, for
+    # limits that count only some outcomes, known after the hit (the token route's failures).
+
 
 class MemoryRateLimiter:
     """TATs in a dict: exact for one process, no I/O."""
@@ -104,6 +107,12 @@ class MemoryRateLimiter:
             if len(self._tats) > self._sweep_at:
                 self._sweep(now)
         return decision
+
+    async def give_back(self, key: str, rate: float, burst: int) -> None:
+        _check(rate, burst)
+        tat = self._tats.get(key)
+        if tat is not None:  # T earlier, never before now: a full bucket stays full
+            self._tats[key] = max(tat - 1.0 / rate, self._clock())
 
     def _sweep(self, now: float) -> None:
         # A TAT in the past means a full bucket, which is what a missing key means too.
@@ -155,12 +164,15 @@ class PostgresRateLimiter:
         """Gives back `returned` unspent tokens and takes up to `wanted`, in one decision:
         (tokens granted, the decision for the first of them)."""
         interval = _check(rate, burst)
-        wanted = max(1, min(wanted, burst))
+        wanted = max(0 if returned > 0 else 1, min(wanted, burst))  # 0: only a give-back
         row = await self._pool.fetchrow(_TAKE_SQL, key, interval, _bound(interval, burst), wanted,
                                         max(0, returned))
         assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always returns the row
         granted: int = row["granted"]
         return granted, decision_from(granted > 0, row["tat"], row["now"], interval, burst)
+
+    async def give_back(self, key: str, rate: float, burst: int) -> None:
+        await self.take(key, rate, burst, 0, 1)
 
     async def purge_expired(self) -> int:
         """Drop full buckets (same as absent); run now and then to keep the table small."""
@@ -252,6 +264,11 @@ class LeasingRateLimiter:
         self._leases[key] = lease
         return lease.decision()
 
+    async def give_back(self, key: str, rate: float, burst: int) -> None:
+        """To the shared bucket, whether the request was admitted from a lease or by the store: one
+        token was counted there for it either way."""
+        await self._take(key, rate, burst, 0, 1)
+
     async def _take(self, key: str, rate: float, burst: int, wanted: int, returned: int) -> tuple[int, Decision]:
         if self._timeout is None:
             return await self._store.take(key, rate, burst, wanted, returned)
@@ -297,6 +314,23 @@ class FailOpenRateLimiter:
             log.info("rate limit store available again")
             self._failing = False
         return decision
+
+    async def give_back(self, key: str, rate: float, burst: int) -> None:
+        """Best effort, as hit: a store that cannot take it back (down, slow, or without give_back) keeps it."""
+        give_back = getattr(self._inner, "give_back", None)
+        if give_back is None:
+            return
+        try:
+            if self._timeout is None:
+                await give_back(key, rate, burst)
+            else:
+                async with asyncio.timeout(self._timeout):
+                    await give_back(key, rate, burst)
+        except Exception as exc:  # includes TimeoutError; CancelledError still propagates
+            if not self._failing:
+                log.warning("rate limit store unavailable, admitting requests: %s", type(exc).__name__,
+                            extra={"client_id": key})
+                self._failing = True
 
 
 def headers_for(decision: Decision) -> list[tuple[bytes, bytes]]:

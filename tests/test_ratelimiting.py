@@ -212,46 +212,190 @@ async def token_attempt(http: httpx.AsyncClient, client_id: str, secret: str) ->
     return await http.post("/auth/token", json={"client_id": client_id, "client_secret": secret})
 
 
-async def test_token_route_limits_each_client_id(app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]) -> None:
+def fresh_limiter(app: Any) -> FakeClock:
+    """A memory store on a clock that stands still unless moved: scrypts take time, and no bucket may
+    refill while a test counts."""
+    clock = FakeClock()
+    app.state.rate_limiting.use_store(MemoryRateLimiter(clock=clock))
+    return clock
+
+
+async def test_token_route_limits_failures_per_client_id(app: Any, pool: asyncpg.Pool,
+                                                         scrypt_calls: list[str]) -> None:
     assert (auth_routes.TOKEN_CLIENT_BURST, auth_routes.TOKEN_CLIENT_RATE) == (10, 10 / 60)
-    app.state.rate_limiting.use_store(MemoryRateLimiter(clock=FakeClock()))  # scrypts take time; no refill
+    assert auth_routes.TOKEN_SOURCE_FREE_RATE == 1 / 60
+    clock = fresh_limiter(app)
     _, client_id, secret = await make_client(pool, "acme")
     _, other_id, other_secret = await make_client(pool, "acme")
+    async with http_for(app, address="203.0.113.9") as attacker, http_for(app, address="198.51.100.4") as owner:
+        # One free failure for this source, then the client_id's shared budget of 10.
+        wrong = [await token_attempt(attacker, client_id, f"guess-{n}") for n in range(11)]
+        assert [r.status_code for r in wrong] == [401] * 11
+        assert len(scrypt_calls) == 11
+        retry_after = assert_rate_limited(await token_attempt(attacker, client_id, "guess-12"))
+        assert 1 <= retry_after <= 6  # one every 6 s refills the shared budget
+        # From the attacker's own address, a right secret never verified before is refused unchecked too...
+        assert_rate_limited(await token_attempt(attacker, client_id, secret))
+        assert len(scrypt_calls) == 11
+        # ...but the owner, elsewhere, gets its token: its address has not failed for this client.
+        good = await token_attempt(owner, client_id, secret)
+        assert good.status_code == 200, good.text
+        assert len(scrypt_calls) == 12
+        # Now verified lately: from anywhere, without a scrypt or a budget.
+        assert (await token_attempt(attacker, client_id, secret)).status_code == 200
+        assert len(scrypt_calls) == 12
+        # Another client from the attacker's address is not affected.
+        assert (await token_attempt(attacker, other_id, other_secret)).status_code == 200
+        clock.now += 6.0  # one more guess in the shared budget
+        assert (await token_attempt(attacker, client_id, "guess-13")).status_code == 401
+        assert_rate_limited(await token_attempt(attacker, client_id, "guess-14"))
+        assert len(scrypt_calls) == 14
+
+
+async def test_owner_gets_its_tokens_while_others_hammer_its_client_id(app: Any, pool: asyncpg.Pool,
+                                                                        scrypt_calls: list[str]) -> None:
+    """Guesses from 20 addresses at once, concurrently with the owner's token-per-job loop: every one of
+    the owner's requests is a 200, and the guesses cost only the failure budgets' scrypts."""
+    fresh_limiter(app)
+    _, client_id, secret = await make_client(pool, "acme")
+    attackers = [http_for(app, address=f"192.0.2.{n}") for n in range(1, 21)]
+    stop, spent = asyncio.Event(), asyncio.Event()
+    refused = 0
+
+    async def hammer(http: httpx.AsyncClient) -> None:
+        nonlocal refused
+        n = 0
+        while not stop.is_set():
+            n += 1
+            answer = await token_attempt(http, client_id, f"guess-{n}")
+            assert answer.status_code in (401, 429), answer.text
+            refused += answer.status_code == 429
+            if refused >= 100:
+                spent.set()
+            await asyncio.sleep(0)
+
+    async with http_for(app, address="198.51.100.4") as owner:
+        guessing = [asyncio.create_task(hammer(http)) for http in attackers]
+        try:
+            async with asyncio.timeout(60):  # generous: a busy machine is slow
+                await spent.wait()  # the budgets are spent: the attack is at full tilt
+            owner_answers = [await token_attempt(owner, client_id, secret) for _ in range(50)]
+        finally:
+            stop.set()
+            await asyncio.gather(*guessing)
+            for http in attackers:
+                await http.aclose()
+    assert [a.status_code for a in owner_answers] == [200] * 50
+    owner_scrypts = scrypt_calls.count(secret)
+    assert owner_scrypts == 1  # the first; then the secret is known
+    # 20 free failures (one per address) and the shared 10: the clock stands still, nothing refills.
+    assert len(scrypt_calls) - owner_scrypts == 20 + 10
+
+
+async def test_a_client_fetching_a_token_per_job_is_served(app: Any, pool: asyncpg.Pool,
+                                                           scrypt_calls: list[str]) -> None:
+    fresh_limiter(app)
+    _, client_id, secret = await make_client(pool, "acme")
     async with http_for(app) as http:
-        wrong = [await token_attempt(http, client_id, f"guess-{n}") for n in range(10)]
-        assert [r.status_code for r in wrong] == [401] * 10
-        assert len(scrypt_calls) == 10
-        # The 11th attempt within the window is refused, even with the right secret, before any scrypt.
-        retry_after = assert_rate_limited(await token_attempt(http, client_id, secret))
-        assert 1 <= retry_after <= 6  # one every 6 s refills the bucket
-        assert_rate_limited(await token_attempt(http, client_id, "guess-11"))
-        assert len(scrypt_calls) == 10
-        # Another client from the same address still gets its token.
-        other = await token_attempt(http, other_id, other_secret)
-        assert other.status_code == 200, other.text
-        assert other.json()["access_token"]
+        answers = [await token_attempt(http, client_id, secret) for _ in range(100)]
+        answers += await asyncio.gather(*(token_attempt(http, client_id, secret) for _ in range(50)))
+    assert [a.status_code for a in answers] == [200] * 150
+    assert len({a.json()["access_token"] for a in answers}) == 150
+    assert len(scrypt_calls) == 1
+
+
+async def test_successes_give_their_budget_back(app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]) -> None:
+    """With no secret remembered, every success pays a scrypt but spends no failure budget: a fleet
+    logging in from one address (more than the 1 free and 10 shared) is not refused."""
+    from canopy_svc.rules.passwords import RecentSecrets
+
+    fresh_limiter(app)
+    app.state.recent_secrets = RecentSecrets(ttl=0)  # remembers nothing
+    _, client_id, secret = await make_client(pool, "acme")
+    async with http_for(app) as http:
+        answers = [await token_attempt(http, client_id, secret) for _ in range(13)]
+        assert [a.status_code for a in answers] == [200] * 13
+        assert len(scrypt_calls) == 13
+        # And the budgets are whole: a guesser from here still has its 1 + 10.
+        wrong = [await token_attempt(http, client_id, "wrong") for _ in range(12)]
+    assert [a.status_code for a in wrong] == [401] * 11 + [429]
+
+
+async def test_a_changed_secret_ends_the_remembered_one(app: Any, pool: asyncpg.Pool,
+                                                        scrypt_calls: list[str]) -> None:
+    from canopy_svc.rules.passwords import hash_secret
+
+    fresh_limiter(app)
+    _, client_id, secret = await make_client(pool, "acme")
+    async with http_for(app) as http:
+        assert (await token_attempt(http, client_id, secret)).status_code == 200
+        assert (await token_attempt(http, client_id, secret)).status_code == 200
+        assert len(scrypt_calls) == 1
+        await pool.execute("UPDATE api_clients SET secret_hash = $2 WHERE client_id = $1", client_id,
+                           hash_secret("the-new-secret"))
+        assert (await token_attempt(http, client_id, secret)).status_code == 401  # checked again, and refused
+        assert len(scrypt_calls) == 2
+        assert (await token_attempt(http, client_id, "the-new-secret")).status_code == 200
+        await pool.execute("DELETE FROM api_clients WHERE client_id = $1", client_id)
+        assert (await token_attempt(http, client_id, "the-new-secret")).status_code == 401
 
 
 async def test_token_route_limits_each_source_address(app: Any, pool: asyncpg.Pool,
                                                       scrypt_calls: list[str]) -> None:
     assert (auth_routes.TOKEN_ADDRESS_BURST, auth_routes.TOKEN_ADDRESS_RATE) == (30, 1.0)
-    clock = FakeClock()  # 30 scrypts take longer than the 1 s the address needs to earn another try
-    app.state.rate_limiting.use_store(MemoryRateLimiter(clock=clock))
+    clock = fresh_limiter(app)
     _, client_id, secret = await make_client(pool, "acme")
     async with http_for(app, address="203.0.113.9") as sprayer, http_for(app, address="198.51.100.4") as honest:
         answers = await asyncio.gather(*(token_attempt(sprayer, f"cli_guess{n:03d}", "x") for n in range(30)))
         assert [r.status_code for r in answers] == [401] * 30
         assert len(scrypt_calls) == 30
-        # Every client_id is new, yet the address is out of attempts: even a right secret is refused.
+        # Every client_id is new, yet the address is out of attempts: a secret not verified lately is
+        # refused unchecked, even a right one.
         assert_rate_limited(await token_attempt(sprayer, client_id, secret))
-        assert_rate_limited(await sprayer.post("/auth/token", content=b"{oops",
-                                               headers={"Content-Type": "application/json"}))
         assert len(scrypt_calls) == 30
         good = await token_attempt(honest, client_id, secret)
         assert good.status_code == 200, good.text
-        clock.now += 1.0  # one more try a second
+        # Known now, so served to the sprayer's address too, without a scrypt.
         assert (await token_attempt(sprayer, client_id, secret)).status_code == 200
-        assert_rate_limited(await token_attempt(sprayer, client_id, secret))
+        assert len(scrypt_calls) == 31
+        clock.now += 1.0  # one more try a second
+        assert (await token_attempt(sprayer, "cli_guess999", "x")).status_code == 401
+        assert_rate_limited(await token_attempt(sprayer, "cli_guess999", "x"))
+
+
+async def test_an_ipv6_source_is_its_64(app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]) -> None:
+    """One host is given a /64: its 2**64 addresses are one source, not 2**64 budgets."""
+    fresh_limiter(app)
+    for n in range(30):
+        async with http_for(app, address=f"2001:db8:1:2::{n:x}") as http:
+            assert (await token_attempt(http, f"cli_guess{n:03d}", "x")).status_code == 401
+    async with http_for(app, address="2001:db8:1:2:ffff::1") as same_64, \
+            http_for(app, address="2001:db8:1:3::1") as next_64:
+        assert_rate_limited(await token_attempt(same_64, "cli_other", "x"))
+        assert (await token_attempt(next_64, "cli_other", "x")).status_code == 401
+    assert len(scrypt_calls) == 31
+
+
+def test_recent_secrets_are_keyed_bounded_and_expire() -> None:
+    from canopy_svc.rules.passwords import RecentSecrets
+
+    clock = FakeClock()
+    recent = RecentSecrets(max_entries=3, ttl=60.0, clock=clock)
+    key = recent.key("cli_a", "secret")
+    assert key == recent.key("cli_a", "secret") and len(key) == 32
+    assert b"secret" not in key and key != RecentSecrets().key("cli_a", "secret")  # a key of its own
+    assert recent.key("cli_a", "bsecret") != recent.key("cli_ab", "secret")  # no ambiguity at the join
+    assert not recent.known(key)
+    recent.remember(key, "scrypt$hash-1")
+    assert recent.known(key) and recent.matches(key, "scrypt$hash-1")
+    assert not recent.matches(key, "scrypt$hash-2") and not recent.known(key)  # changed: forgotten
+    recent.remember(key, "scrypt$hash-1")
+    clock.now += 60.0
+    assert not recent.known(key) and len(recent) == 0
+    for n in range(5):
+        recent.remember(recent.key(f"cli_{n}", "s"), "h")
+    assert len(recent) == 3
+    assert not recent.known(recent.key("cli_0", "s")) and recent.known(recent.key("cli_4", "s"))
 
 
 # --- the Postgres store, in-process ---------------------------------------------------------------
@@ -269,6 +413,37 @@ async def test_postgres_store_limits_and_keeps_state_in_the_database(settings: S
     assert isinstance(app.state.rate_limiting.postgres_store(), PostgresRateLimiter)
     keys = {r["key"] for r in await pool.fetch("SELECT key FROM rate_limit_buckets")}
     assert keys == {f"client:{client_id}"}
+
+
+@pytest.mark.parametrize("store", ["memory", "postgres"])
+async def test_give_back_returns_one_request_and_never_more_than_the_burst(settings: Settings, pool: asyncpg.Pool,
+                                                                            store: str) -> None:
+    """The token route gives back what a success took (RateLimiting -> fail-open -> the store; Postgres
+    through its leasing wrapper, as in serving)."""
+    limiting = app_with(settings, pool, rate_limit_store=store).state.rate_limiting
+    limiting.use_store(MemoryRateLimiter(clock=FakeClock()) if store == "memory" else PostgresRateLimiter(pool))
+    hits = [(await limiting.hit("k", TINY_RATE, 2)).allowed for _ in range(3)]
+    assert hits == [True, True, False]
+    await limiting.give_back("k", TINY_RATE, 2)
+    assert [(await limiting.hit("k", TINY_RATE, 2)).allowed for _ in range(2)] == [True, False]
+    # A bucket that is full (or unknown) stays full: giving back never adds room beyond the burst.
+    await limiting.give_back("fresh", TINY_RATE, 2)
+    await limiting.give_back("fresh", TINY_RATE, 2)
+    assert [(await limiting.hit("fresh", TINY_RATE, 2)).allowed for _ in range(3)] == [True, True, False]
+
+
+async def test_token_route_counts_only_failures_with_the_postgres_store(settings: Settings, pool: asyncpg.Pool,
+                                                                        scrypt_calls: list[str]) -> None:
+    from canopy_svc.rules.passwords import RecentSecrets
+
+    app = app_with(settings, pool, rate_limit_store="postgres")
+    app.state.recent_secrets = RecentSecrets(ttl=0)  # every success pays its scrypt and its budget
+    _, client_id, secret = await make_client(pool, "acme")
+    async with http_for(app) as http:
+        assert [(await token_attempt(http, client_id, secret)).status_code for _ in range(3)] == [200] * 3
+        wrong = [(await token_attempt(http, client_id, "wrong")).status_code for _ in range(12)]
+    assert wrong == [401] * 11 + [429]
+    assert len(scrypt_calls) == 3 + 11
 
 
 async def test_memory_store_by_default_touches_no_table(app: Any, pool: asyncpg.Pool) -> None:

@@ -141,12 +141,9 @@ class RateLimiting:
     async def hit(self, key: str, rate: float, burst: int) -> Decision:
         return await self.limiter().hit(key, rate, burst)
 
-    async def enforce(self, key: str, rate: float, burst: int) -> Decision:
-        """One hit; over the limit raises 429 `rate_limited` (Retry-After and RateLimit-* headers)."""
-        decision = await self.hit(key, rate, burst)
-        if not decision.allowed:
-            raise denied(decision)
-        return decision
+    async def give_back(self, key: str, rate: float, burst: int) -> None:
+        """Takes back one request `hit` admitted (best effort: fails open, as hit does)."""
+        await self.limiter().give_back(key, rate, burst)
 
     def postgres_store(self) -> PostgresRateLimiter:
         """The Postgres store (made from the pool if not yet), for its periodic purge_expired()."""
