@@ -326,6 +326,39 @@ async def test_openapi_patterns_match_what_is_enforced(openapi_document: dict[st
     assert fields.CUSTOMER_ID_PATTERN in [s.get("pattern") for s in customer_id.get("anyOf", [customer_id])]
 
 
+LISTINGS = ["/customers", "/customers/accounts", "/customers/{customer_id}/accounts", "/products", "/accounts"]
+
+
+def listing_query(document: dict[str, Any], path: str) -> dict[str, Any]:
+    (parameter,) = [p for p in document["paths"][path]["get"]["parameters"] if p["in"] == "query"]
+    assert (parameter["style"], parameter["explode"]) == ("form", True)  # ?limit=5&starting_after=...
+    schema: dict[str, Any] = parameter["schema"]
+    return schema
+
+
+async def test_openapi_listing_states_the_paging_rules(openapi_document: dict[str, Any], api: ApiClient) -> None:
+    """The cursors exclude each other (one object parameter, so OpenAPI can say it), match the pattern
+    the server checks (empty is none), and `limit` accepts anything: both as the server has them."""
+    import jsonschema
+
+    from canopy_svc.rules import paging
+
+    for path in LISTINGS:
+        query = listing_query(openapi_document, path)
+        assert {"limit", "starting_after", "ending_before"} <= set(query["properties"])
+        assert query["properties"]["starting_after"]["pattern"] == paging.CURSOR_PATTERN
+        validator = jsonschema.Draft202012Validator(query)
+        assert not validator.is_valid({"starting_after": "A" * 27, "ending_before": "A" * 27})
+        assert validator.is_valid({"starting_after": "A" * 27, "ending_before": "", "limit": "abc"})
+        assert not validator.is_valid({"starting_after": "A" * 27 + "="})
+    assert listing_query(openapi_document, "/customers/accounts")["properties"]["limit"]["default"] == 30
+    # What the document refuses, the server does; what it allows (an empty cursor is none), the server takes.
+    for params in ({"starting_after": "A" * 27, "ending_before": "A" * 27}, {"ending_before": "A" * 27 + "="},
+                   {"starting_after": "A" * 26 + "!"}):
+        assert_envelope(await api.http.get("/customers", params=params), 400, "bad_request")
+    assert (await api.http.get("/customers", params={"starting_after": "", "ending_before": ""})).status_code == 200
+
+
 async def test_openapi_document_is_valid(openapi_document: dict[str, Any]) -> None:
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(openapi_document)

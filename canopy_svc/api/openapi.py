@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from canopy_svc import __version__
 from canopy_svc.errors import ErrorEnvelope
+from canopy_svc.rules import paging
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Operation:
     summary: str
     response: Any
     request: Any = None
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
+    query: dict[str, Any] | None = None  # the query parameters as one object schema (listing_query)
     public: bool = False
     errors: tuple[int, ...] = field(default=(401, 403, 429, 500, 503))
     example: Any = None  # a request body, shown by /docs and sent first by schemathesis
@@ -30,11 +31,30 @@ class Operation:
 
 # The ids of the README's examples: /docs shows them in the paths.
 PATH_EXAMPLES = {"customer_id": "0x1234", "account_id": "acc-1", "product_id": "prod-1"}
-PAGING_QUERY = (
-    ("limit", "integer", "Page size, clamped to 1..1000"),
-    ("starting_after", "string", "Cursor from paging.starting_after: the next page"),
-    ("ending_before", "string", "Cursor from paging.ending_before: the previous page"),
-)
+
+
+def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str, Any]:
+    """A listing's query parameters as one form-exploded object (`?limit=5&starting_after=...` on the
+    wire, as separate parameters would be): the only way OpenAPI can say the two cursors exclude each
+    other. Unknown parameters are ignored, so the object is open."""
+    cursor = {"type": "string", "pattern": paging.CURSOR_PATTERN}
+    return {
+        "type": "object",
+        "properties": {
+            # Never rejected (the contract): anything int() does not read means the default.
+            "limit": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": paging.MAX_LIMIT}, {"type": "string"}],
+                      "default": default_limit,
+                      "description": f"Page size, default {default_limit}: an integer, clamped to "
+                                     f"1..{paging.MAX_LIMIT}; anything else means the default"},
+            "starting_after": {**cursor, "description": "Cursor from paging.starting_after: the next page"},
+            "ending_before": {**cursor, "description": "Cursor from paging.ending_before: the previous page"},
+            **extra,
+        },
+        # At most one cursor; an empty one is none.
+        "not": {"required": ["starting_after", "ending_before"],
+                "properties": {"starting_after": {"minLength": 1}, "ending_before": {"minLength": 1}}},
+    }
+
 _ERROR_DESCRIPTIONS = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
     413: "Payload too large", 415: "Unsupported media type", 422: "Invalid input",
@@ -49,6 +69,9 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
         sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
     )
     refs = {t: schema for t, schema in zip(sorted(types, key=lambda t: t.__name__), schemas, strict=True)}
+    for struct in _structs(types):
+        # A rule across a Struct's fields (msgspec's Meta annotates fields only), as the Struct states it.
+        components[struct.__name__].update(getattr(struct, "json_schema_extra", {}))
     error_ref = {"application/json": {"schema": refs[ErrorEnvelope]}}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
@@ -64,11 +87,13 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
              **({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {})}
             for name in _path_parameters(op.path)
-        ] + [
-            {"name": name, "in": "query", "required": False, "schema": {"type": kind},
-             "description": description}
-            for name, kind, description in op.query
         ]
+        if op.query is not None:
+            described = "; ".join(f"`{name}`: {schema.get('description', '')}"
+                                  for name, schema in op.query["properties"].items())
+            parameters.append({"name": "listing", "in": "query", "required": False, "style": "form",
+                               "explode": True, "schema": op.query,
+                               "description": f"{described}. At most one of the two cursors."})
         if parameters:
             operation["parameters"] = parameters
         if op.request is not None:
@@ -89,6 +114,32 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }
+
+
+def _structs(types: set[Any]) -> set[type[msgspec.Struct]]:
+    """Every Struct class in the types and in their fields, nested ones too."""
+    found: set[type[msgspec.Struct]] = set()
+
+    def visit(info: msgspec.inspect.Type) -> None:
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.cls in found:
+                return
+            found.add(info.cls)
+            for field_ in info.fields:
+                visit(field_.type)
+        elif isinstance(info, msgspec.inspect.UnionType):
+            for member in info.types:
+                visit(member)
+        elif isinstance(info, msgspec.inspect.Metadata):
+            visit(info.type)
+        elif isinstance(info, msgspec.inspect.ListType | msgspec.inspect.DictType):
+            for child in (getattr(info, "item_type", None), getattr(info, "value_type", None)):
+                if child is not None:
+                    visit(child)
+
+    for info in msgspec.inspect.multi_type_info(list(types)):
+        visit(info)
+    return found
 
 
 def _path_parameters(path: str) -> list[str]:

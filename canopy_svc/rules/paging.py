@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,10 @@ from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.models import Paging
 
 MAX_LIMIT = 1000
+# What cursors.py issues, 20 bytes in unpadded base64url, or empty (no cursor). Checked before the MAC,
+# so the document's pattern is the rule (base64's decoder would otherwise skip stray characters).
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{27})?$(?!\n)"
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{27}")
 
 
 def clamp_limit(raw: str | None, default: int) -> int:
@@ -34,6 +39,14 @@ class PageRequest:
                    query.get("ending_before"))
 
 
+def _decode(cursors: CursorCodec, org_id: int, kind: str, cursor: str | None, parameter: str) -> int | None:
+    if not cursor:
+        return None
+    if _CURSOR.fullmatch(cursor) is None:
+        raise BadRequest(f"Invalid {parameter} cursor")
+    return cursors.decode(org_id, kind, cursor, parameter)
+
+
 Fetch = Callable[[int, int | None, int | None], Awaitable[Sequence[Any]]]
 
 
@@ -43,12 +56,11 @@ async def keyset_page(
 ) -> tuple[list[Any], Paging]:
     """Runs `fetch(limit, after, before)` (which returns up to limit+1 rows, descending when
     `before` is set) and turns the rows into one page in ascending order with its cursors."""
-    if request.starting_after is not None and request.ending_before is not None:
+    # An empty cursor is no cursor (`?starting_after=` from a client templating a null), for both rules.
+    if request.starting_after and request.ending_before:
         raise BadRequest("Send at most one of starting_after and ending_before")
-    after = cursors.decode(org_id, kind, request.starting_after, "starting_after") \
-        if request.starting_after else None
-    before = cursors.decode(org_id, kind, request.ending_before, "ending_before") \
-        if request.ending_before else None
+    after = _decode(cursors, org_id, kind, request.starting_after, "starting_after")
+    before = _decode(cursors, org_id, kind, request.ending_before, "ending_before")
     rows = list(await fetch(request.limit, after, before))
     has_more = len(rows) > request.limit
     rows = rows[: request.limit]
