@@ -7,7 +7,7 @@ OpenAPI document, so what is documented is what is enforced.
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -53,7 +53,12 @@ class AccountAssignment(msgspec.Struct, kw_only=True):
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
 
 
-AssignToAccounts = Annotated[list[AccountAssignment], msgspec.Meta(max_length=100)]
+# No account twice (validation.duplicate_problems): uniqueItems is as near as JSON Schema can say it.
+AssignToAccounts = Annotated[
+    list[AccountAssignment],
+    msgspec.Meta(max_length=100, extra_json_schema={"uniqueItems": True},
+                 description="At most 100 items, no account_id twice"),
+]
 
 
 class BusinessDetails(msgspec.Struct, kw_only=True):
@@ -244,7 +249,11 @@ class AccountCreate(msgspec.Struct, kw_only=True):
     external_account_id: ResourceId | None = None
     effective_at: datetime.datetime | None = None
     summary: AccountSummaryIn | None = None
-    assign_customers: Annotated[list[CustomerAssignment], msgspec.Meta(max_length=100)] | None = None
+    assign_customers: Annotated[
+        list[CustomerAssignment],
+        msgspec.Meta(max_length=100, extra_json_schema={"uniqueItems": True},
+                     description="At most 100 items, no customer_id twice"),
+    ] | None = None
 
 
 class CardDetails(msgspec.Struct):
@@ -267,6 +276,10 @@ class CardCreate(msgspec.Struct, kw_only=True):
 
 class CardUpdate(msgspec.Struct, kw_only=True):
     """PUT /accounts/{account_id}/customers/{customer_id}/cards: changes the card at Lithic."""
+
+    # Struct-level keywords for its OpenAPI schema (api/openapi.py merges them): cards.py refuses a body
+    # with neither field.
+    json_schema_extra: ClassVar[dict[str, Any]] = {"anyOf": [{"required": ["state"]}, {"required": ["spend_limit"]}]}
 
     state: CardState | UnsetType = UNSET
     spend_limit: SpendLimit | UnsetType | None = UNSET
