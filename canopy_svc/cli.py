@@ -40,14 +40,15 @@ def _add_database_options(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def database(data_dir: Path) -> Iterator[str]:
-    """DATABASE_URL if set, else the embedded PostgreSQL in data_dir (stopped after, if we started it)."""
+    """DATABASE_URL if set (an outage of it is its operator's: the gate waits for it), else the embedded
+    PostgreSQL in data_dir: restarted if its postmaster dies meanwhile, stopped after, if we started it."""
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external
         return
     from canopy_svc.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(data_dir)
+    server = EmbeddedPostgres(data_dir, supervise=True)
     uri = server.start()
     try:
         yield uri

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from conftest import TEST_DATA_KEY, TEST_JWT_SECRET
 
 
@@ -101,3 +106,64 @@ def poll(predicate: Any, *, timeout: float = 15.0, interval: float = 0.05) -> An
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
+
+
+# --- `serve` on an embedded PostgreSQL of its own (no DATABASE_URL) -----------------------------------
+
+
+class EmbeddedServerProcess(ServerProcess):
+    """`canopy-svc serve` that starts (and supervises) its own embedded PostgreSQL in `data_dir/pg`."""
+
+    def __init__(self, data_dir: Path, *, workers: int = 1, **env: str) -> None:
+        super().__init__("", data_dir, workers=workers, **env)
+        for name in ("DATABASE_URL", "XDG_RUNTIME_DIR", "CANOPY_SVC_DATA_DIR", "TEST_DATABASE_URL"):
+            self.env.pop(name, None)  # the test session's server, runtime dir and folder are not this one's
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir.resolve() / "pg"
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The pid on the first line of `pgdata/postmaster.pid`, if the file is there."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+def embedded_dsn(pgdata: Path) -> str:
+    """The DSN of the embedded PostgreSQL running on `pgdata` (its socket dir is in postmaster.pid)."""
+    from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    assert info is not None, f"no postmaster.pid in {pgdata}"
+    uri: str = info.get_uri()
+    return uri
+
+
+def stop_leftover_postgres(pgdata: Path) -> None:
+    """Cleanup after a failure: pg_ctl runs the postmaster in a session of its own, so killing the
+    server's process group leaves it running. Stops it by its pid file (fast shutdown), within a bound."""
+    pid = postmaster_pid(pgdata)
+    if pid is None:
+        return
+    try:
+        process = psutil.Process(pid)
+        if "postgres" in process.name():
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        pass
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A fresh folder for an embedded PostgreSQL, outside pytest's tmp_path: run as root, PostgreSQL runs
+    as user `pgserver`, and any pytest session starting meanwhile resets /tmp/pytest-of-root to 0700."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
