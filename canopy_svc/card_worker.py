@@ -158,15 +158,21 @@ class CardWorker:
     async def run(self) -> None:
         """Until cancelled: drain what is due, then sleep until woken or the next retry is due."""
         listener = asyncio.create_task(self._listen())
+        unreachable = False  # logged once per outage, not every round
         try:
             while True:
                 self._wake.clear()
+                if listener.done():
+                    listener.result()  # a listener that died ends the worker, for its supervisor to restart
                 try:
                     while await self.process_due() == self.batch_size:
                         pass
                     due_in = await card_store.seconds_until_next_due(self.pool)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("card worker cannot reach the database", extra={"error_type": type(exc).__name__})
+                    unreachable = False
+                except maintenance.RETRIED_ERRORS as exc:
+                    if not unreachable:
+                        log.warning("card worker cannot reach the database", extra={"error_type": type(exc).__name__})
+                    unreachable = True
                     due_in = 1.0
                 timeout = self.idle_seconds if due_in is None else min(max(due_in, 0.01), self.idle_seconds)
                 with contextlib.suppress(TimeoutError):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -14,6 +16,8 @@ from canopy_svc.crypto import DataCipher
 from canopy_svc.migrations import migrate
 
 log = logging.getLogger("canopy_svc.db")
+
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(ConnectionError):
@@ -33,11 +37,13 @@ UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CrashShutdownError,
 )
 
-# Failures that mean "the database is not there right now": answered 503, never 500.
+# Failures that mean "the database is not there right now": answered 503, never 500. asyncpg's
+# InternalClientError is what a pooled connection that the gate terminated mid-operation can raise.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     *UNREACHABLE_ERRORS,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -194,6 +200,26 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
     )
     assert pool is not None
     return pool
+
+
+async def when_available(attempt: Callable[[], Awaitable[T]], *, what: str, seconds: float = 300.0) -> T:
+    """attempt(), tried again with backoff while the database is unavailable, for up to `seconds`.
+    For a worker's startup: one that starts while the database restarts (uvicorn starting a second
+    worker, or replacing one) waits for it, as running workers do, instead of failing its startup,
+    which makes uvicorn stop every worker."""
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    while True:
+        try:
+            return await attempt()
+        except UNAVAILABLE_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            if delay == 0.25:  # once per wait
+                log.warning("database unavailable at startup, waiting for it",
+                            extra={"step": what, "error_type": type(exc).__name__, "wait_s": seconds})
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 async def migrate_database(dsn: str, cipher: DataCipher) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import gc
@@ -27,7 +26,7 @@ from canopy_svc.api.routes import accounts, auth, customers, health, organizatio
 from canopy_svc.card_worker import CardGateway, CardWorker, RetryPolicy
 from canopy_svc.config import Settings
 from canopy_svc.crypto import DataCipher
-from canopy_svc.db import DatabaseGate, create_pool, migrate_database
+from canopy_svc.db import DatabaseGate, create_pool, migrate_database, when_available
 from canopy_svc.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from canopy_svc.lithic import LithicClient
 from canopy_svc.rules import models
@@ -133,35 +132,39 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(gateway.aclose)
+            gate = None
             if pool is None:
                 if settings.database_url is None:
                     raise RuntimeError("DATABASE_URL is not set (canopy-svc serve sets it for the embedded server)")
-                await migrate_database(settings.database_url, cipher)
-                gate = None
+                dsn = settings.database_url
+                await when_available(lambda: migrate_database(dsn, cipher), what="migrate")
                 if settings.db_probe_seconds > 0:
                     gate = DatabaseGate(interval=settings.db_probe_seconds,
                                         timeout=settings.db_probe_timeout_seconds)
-                app.state.pool = await create_pool(settings.database_url, min_size=settings.pool_min_size,
-                                                   max_size=settings.pool_max_size, gate=gate)
+                app.state.pool = await when_available(lambda: create_pool(
+                    dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size, gate=gate), what="pool")
                 stack.push_async_callback(app.state.pool.close)
-                if gate is not None:
-                    watch = asyncio.create_task(gate.watch(settings.database_url), name="database-gate")
-                    stack.push_async_callback(maintenance.stop, watch)
             else:
                 await ensure_key_check(app.state.pool, cipher.key_check(), cipher.fingerprint())
+            app.state.gate = gate  # the request log reads it: a closed gate's refusals are one outage
+            # Every background task supervised: restarted after any failure, and reported by /readyz
+            # while down. Stopped before the pool closes (the exit stack runs this callback first).
+            background = app.state.background = maintenance.Supervisor()
+            stack.push_async_callback(background.aclose)
+            if gate is not None:
+                background.start("database-gate", functools.partial(gate.watch, settings.database_url))
             if settings.card_worker:
                 worker = CardWorker(app.state.pool, settings.database_url, gateway, policy=RetryPolicy(
                     base_seconds=settings.card_retry_base_seconds, lease_seconds=settings.card_lease_seconds))
-                task = asyncio.create_task(worker.run(), name="card-worker")
-                stack.push_async_callback(maintenance.stop, task)
-            purge = asyncio.create_task(maintenance.run_every(
-                300, "idempotency-keys", functools.partial(idempotency.purge_expired, app.state.pool)))
-            stack.push_async_callback(maintenance.stop, purge)
+                background.start("card-worker", worker.run)
+            background.start("idempotency-keys", functools.partial(
+                maintenance.run_every, 300, "idempotency-keys",
+                functools.partial(idempotency.purge_expired, app.state.pool)))
             if rate_limiting.store == "postgres":
                 buckets = rate_limiting.postgres_store()  # made now that the pool exists
-                bucket_purge = asyncio.create_task(maintenance.run_every(
-                    settings.rate_limit_purge_seconds, "rate-limit-buckets", buckets.purge_expired))
-                stack.push_async_callback(maintenance.stop, bucket_purge)
+                background.start("rate-limit-buckets", functools.partial(
+                    maintenance.run_every, settings.rate_limit_purge_seconds, "rate-limit-buckets",
+                    buckets.purge_expired))
             yield
 
     app = Starlette(

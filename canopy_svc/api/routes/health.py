@@ -9,11 +9,22 @@ from starlette.routing import Route
 from canopy_svc.api.requests import pool
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.errors import Unavailable
+from canopy_svc.maintenance import Supervisor
 from canopy_svc.rules.models import Health
 
 
 async def healthz(request: Request) -> Response:
     return JSONResponse(Health(status="ok"))
+
+
+class TasksNotRunning(Unavailable):
+    """The database answers, but a background task of this process is down, waiting to be restarted."""
+
+    message = "A background task is not running"
+
+    def __init__(self, tasks: list[str]) -> None:
+        super().__init__()
+        self.details = [{"task": name} for name in tasks]  # names only: the logs have the errors
 
 
 async def readyz(request: Request) -> Response:
@@ -22,6 +33,9 @@ async def readyz(request: Request) -> Response:
             await conn.fetchval("SELECT 1", timeout=2)
     except Exception:
         raise Unavailable() from None
+    background: Supervisor | None = getattr(request.app.state, "background", None)  # None: no lifespan (tests)
+    if background is not None and (down := background.not_running()):
+        raise TasksNotRunning(down)
     return JSONResponse(Health(status="ready"))
 
 
