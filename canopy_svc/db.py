@@ -70,6 +70,8 @@ class DatabaseGate:
         self.interval = interval
         self.timeout = timeout
         self._closed = asyncio.Event()
+        self._closed_at = 0.0
+        self._probe_failing = False  # answered with an error: logged once until it answers right
         self._connections: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
 
     @property
@@ -96,7 +98,9 @@ class DatabaseGate:
         return connection
 
     def close(self, reason: str) -> None:
+        """One line per outage: this transition, and its end in open(); refused requests log none."""
         if self.is_open:
+            self._closed_at = time.monotonic()
             # The exception type only: the text of a connection error can carry the DSN.
             log.error("database unavailable, answering 503 until it is back", extra={"error_type": reason})
         self._closed.set()
@@ -105,7 +109,8 @@ class DatabaseGate:
 
     def open(self) -> None:
         if not self.is_open:
-            log.warning("database available again")
+            log.warning("database available again",
+                        extra={"down_s": round(time.monotonic() - self._closed_at, 2)})
         self._closed.clear()
 
     async def watch(self, dsn: str) -> None:
@@ -127,9 +132,12 @@ class DatabaseGate:
                     if isinstance(exc, UNREACHABLE_ERRORS):
                         self.close(type(exc).__name__)
                     else:  # answered, so not down; the pool's own errors say the rest
-                        log.warning("database probe failed", extra={"error_type": type(exc).__name__})
+                        if not self._probe_failing:
+                            log.warning("database probe failed", extra={"error_type": type(exc).__name__})
+                        self._probe_failing = True
                         self.open()
                 else:
+                    self._probe_failing = False
                     self.open()
                 await asyncio.sleep(self.interval)
         finally:

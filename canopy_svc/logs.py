@@ -28,6 +28,14 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode(line).decode()
 
 
+def _not_a_closed_gate(record: logging.LogRecord) -> bool:
+    """asyncpg's pool retries its minimum connections during an outage, logging each failed try; those
+    the closed gate refused are the outage the gate logged once as it closed (canopy_svc/db.py)."""
+    from canopy_svc.db import DatabaseUnavailable
+
+    return not (record.exc_info and isinstance(record.exc_info[1], DatabaseUnavailable))
+
+
 def configure_logging(level: str = "INFO") -> None:
     # A line per request: skip what our lines never show (the caller's file and line, found by
     # walking the stack; thread and process names).
@@ -39,6 +47,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines are whole command outputs
+    pool_log = logging.getLogger("asyncpg.pool")
+    if _not_a_closed_gate not in pool_log.filters:
+        pool_log.addFilter(_not_a_closed_gate)
     # Our access log replaces uvicorn's (which would log query strings, where search terms live).
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from canopy_svc.api.responses import error_for, send_error
 from canopy_svc.api.routing import keep_encoded_separators
+from canopy_svc.db import UNAVAILABLE_ERRORS, DatabaseUnavailable
 from canopy_svc.errors import Unavailable
 
 access_log = logging.getLogger("canopy_svc.access")
@@ -53,11 +54,7 @@ class RequestContextMiddleware:
             status = 499  # the client went away mid-request: nothing to answer, nothing wrong here
         except Exception as exc:
             error = error_for(exc)
-            # Type and stack only: exception text can carry row values (an SSN in a CHECK failure).
-            stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
-            error_log.error("request failed", extra={
-                "request_id": request_id, "error_type": type(exc).__name__, "stack": stack[-8:],
-            })
+            _log_failure(scope, request_id, exc)
             if not response_started:
                 await send_error(send_with_request_id, error)
         except asyncio.CancelledError:
@@ -78,6 +75,37 @@ class RequestContextMiddleware:
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             })
+
+
+# Per error type: when one was last logged, and how many have not been since.
+_unavailable_logged: dict[str, tuple[float, int]] = {}
+UNAVAILABLE_LOG_SECONDS = 10.0
+
+
+def _log_failure(scope: Scope, request_id: str, exc: Exception) -> None:
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        # The database not there is an outage, not this request's fault: the gate logs it once as it
+        # closes and once as it reopens (canopy_svc/db.py), and the requests it fails log their access
+        # line only. While the gate is still open (the moment before its probe notices, or no gate):
+        # one line per error type every few seconds, with no stack (it shows only where the request was).
+        gate = getattr(scope["app"].state, "gate", None) if "app" in scope else None
+        if isinstance(exc, DatabaseUnavailable) or (gate is not None and not gate.is_open):
+            return
+        name = type(exc).__name__
+        now = time.monotonic()
+        last, suppressed = _unavailable_logged.get(name, (-UNAVAILABLE_LOG_SECONDS, 0))
+        if now - last < UNAVAILABLE_LOG_SECONDS:
+            _unavailable_logged[name] = (last, suppressed + 1)
+            return
+        _unavailable_logged[name] = (now, 0)
+        error_log.warning("database error, answered 503", extra={
+            "request_id": request_id, "error_type": name, "unlogged_since_last": suppressed})
+        return
+    # Type and stack only: exception text can carry row values (an SSN in a CHECK failure).
+    stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+    error_log.error("request failed", extra={
+        "request_id": request_id, "error_type": type(exc).__name__, "stack": stack[-8:],
+    })
 
 
 def _request_id(scope: Scope) -> str:
