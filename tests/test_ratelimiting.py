@@ -292,6 +292,20 @@ async def test_owner_gets_its_tokens_while_others_hammer_its_client_id(app: Any,
     assert len(scrypt_calls) - owner_scrypts == 20 + 10
 
 
+async def test_a_client_id_cannot_name_another_clients_bucket(app: Any, pool: asyncpg.Pool,
+                                                              scrypt_calls: list[str]) -> None:
+    """"<client_id>:<address>" is a client_id too: guessing at it must not spend the owner's free try."""
+    fresh_limiter(app)
+    _, client_id, secret = await make_client(pool, "acme")
+    async with http_for(app, address="203.0.113.9") as attacker, http_for(app, address="198.51.100.4") as owner:
+        for target in (f"{client_id}:198.51.100.4", client_id):  # then the client's own shared budget
+            while (await token_attempt(attacker, target, "guess")).status_code == 401:
+                pass
+        answer = await token_attempt(owner, client_id, secret)
+    assert answer.status_code == 200, answer.text
+    assert len(scrypt_calls) == 2 * 11 + 1
+
+
 async def test_a_client_fetching_a_token_per_job_is_served(app: Any, pool: asyncpg.Pool,
                                                            scrypt_calls: list[str]) -> None:
     fresh_limiter(app)

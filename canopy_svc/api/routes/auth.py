@@ -76,7 +76,8 @@ async def _take_failure_budget(limiting: RateLimiting, client_id: str, source: s
     decision = await limiting.hit(*address)
     if not decision.allowed:
         raise denied(decision)
-    free: Budget = (f"token:client:{client_id}:{source}", TOKEN_SOURCE_FREE_RATE, 1)
+    # Length-prefixed: a client_id with a ":" in it must not name another client's bucket.
+    free: Budget = (f"token:free:{len(client_id)}:{client_id}:{source}", TOKEN_SOURCE_FREE_RATE, 1)
     if (await limiting.hit(*free)).allowed:
         return [address, free]
     shared: Budget = (f"token:client:{client_id}", TOKEN_CLIENT_RATE, TOKEN_CLIENT_BURST)
