@@ -41,6 +41,9 @@ class Settings:
     card_retry_base_seconds: float = 1.0
     card_lease_seconds: float = 60.0
     lithic_timeout_seconds: float = 10.0
+    # CANOPY_SVC_LITHIC_ALLOWED_HOSTS: hosts (or host:port) a tenant's Lithic base_url may name besides
+    # Lithic's own, connected to wherever they resolve (loopback for tests and the sandbox). Operator only.
+    lithic_allowed_hosts: tuple[str, ...] = ()
     # The database gate (canopy_svc/db.py DatabaseGate): a probe every CANOPY_SVC_DB_PROBE_SECONDS
     # (0 turns it off), failing after CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS, after which requests get a
     # quick 503 until a probe succeeds.
@@ -78,6 +81,7 @@ class Settings:
             card_retry_base_seconds=_float_env("CANOPY_SVC_CARD_RETRY_BASE_SECONDS", cls.card_retry_base_seconds),
             card_lease_seconds=_float_env("CANOPY_SVC_CARD_LEASE_SECONDS", cls.card_lease_seconds),
             lithic_timeout_seconds=_float_env("CANOPY_SVC_LITHIC_TIMEOUT_SECONDS", cls.lithic_timeout_seconds),
+            lithic_allowed_hosts=tuple(os.environ.get("CANOPY_SVC_LITHIC_ALLOWED_HOSTS", "").replace(",", " ").split()),
             db_probe_seconds=_float_env("CANOPY_SVC_DB_PROBE_SECONDS", cls.db_probe_seconds),
             db_probe_timeout_seconds=_float_env("CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS", cls.db_probe_timeout_seconds),
             database_url=os.environ.get("DATABASE_URL") or None,

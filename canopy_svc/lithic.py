@@ -22,20 +22,27 @@ src/lithic/_client.py and types/card_create_params.py, card_update_params.py):
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
 import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import httpx
+
+from canopy_svc.egress import DestinationRefused, GuardedTransport
 
 log = logging.getLogger(__name__)
 
 LITHIC_SANDBOX_URL = "https://sandbox.lithic.com"
 LITHIC_PRODUCTION_URL = "https://api.lithic.com"
+LITHIC_HOSTS = ("api.lithic.com", "sandbox.lithic.com")
+ALLOWED_HOSTS_ENV = "CANOPY_SVC_LITHIC_ALLOWED_HOSTS"
 
 MAX_MESSAGE_LENGTH = 500
 MAX_RETRY_AFTER = 3600.0
@@ -46,6 +53,85 @@ MAX_RETRY_AFTER = 3600.0
 _RETRYABLE_4XX = frozenset({408, 409, 429})
 
 _DELAY_SECONDS = re.compile(r"\d+(\.\d+)?")
+
+
+# A base_url in the narrowest form: scheme, host (a name, or an IPv6 literal in brackets), port, path. No
+# userinfo ("https://api.lithic.com@127.0.0.1/"), query, fragment, percent-escape, backslash or space, on
+# which URL parsers disagree about the host; no "." or ".." path segment.
+_HOST = r"[a-z0-9.-]+|\[[0-9a-f:.]+\]"
+_BASE_URL = re.compile(
+    rf"(?P<scheme>https?)://(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?(?P<path>(?:/[a-z0-9_~-][a-z0-9._~-]*)*/?)",
+    re.IGNORECASE,
+)
+_ENTRY = re.compile(rf"(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?", re.IGNORECASE)
+
+
+def _host_key(host: str) -> str:
+    """A host as compared: lowercase, an IP literal in its canonical form and without brackets."""
+    host = host.lower().removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host  # a name; "127.1", "2130706433" or "0x7f.1" stay names, equal to no IP entry
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@dataclass(frozen=True)
+class LithicHosts:
+    """Where a Lithic base_url may point: Lithic's own hosts (https, port 443), and the hosts the operator
+    allows (CANOPY_SVC_LITHIC_ALLOWED_HOSTS: a fake or a proxy; loopback for tests and the sandbox).
+
+    A tenant sets base_url, so without this it could make this server call any address it can reach
+    (metadata services, the database port) and read the answer back in a card's error.
+    """
+
+    # (host, port) pairs; port None means any port.
+    operator: frozenset[tuple[str, int | None]] = frozenset()
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[str]) -> LithicHosts:
+        """Entries are `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address."""
+        allowed: set[tuple[str, int | None]] = set()
+        for raw in entries:
+            entry = raw.strip()
+            if not entry:
+                continue
+            matched = _ENTRY.fullmatch(f"[{entry}]" if entry.count(":") > 1 and "[" not in entry else entry)
+            port = int(matched["port"]) if matched and matched["port"] else None
+            if matched is None or port == 0 or (port or 0) > 65535:
+                raise ValueError(f"{ALLOWED_HOSTS_ENV}: {entry!r} is not a host, host:port or [IPv6]:port")
+            allowed.add((_host_key(matched["host"]), port))
+        return cls(frozenset(allowed))
+
+    def trusts(self, host: str, port: int) -> bool:
+        key = _host_key(host)
+        return (key, None) in self.operator or (key, port) in self.operator
+
+    def allows(self, host: str, port: int) -> bool:
+        return self.trusts(host, port) or (_host_key(host) in LITHIC_HOSTS and port == 443)
+
+    def problem(self, base_url: str) -> str | None:
+        """Why base_url may not be used (a message for the tenant), or None."""
+        matched = _BASE_URL.fullmatch(base_url)
+        if matched is None:
+            return "must be an absolute https URL: scheme, host, optional port and path, nothing else"
+        scheme, host = matched["scheme"].lower(), _host_key(matched["host"])
+        port = int(matched["port"]) if matched["port"] else (443 if scheme == "https" else 80)
+        if not self.allows(host, port):
+            return f"must be a Lithic API host ({', '.join(LITHIC_HOSTS)}) over https"
+        if scheme == "http" and not _is_loopback(host):
+            # The key travels in a header: plain http only to this machine (a local fake), never across a network.
+            return "must use https (http only to this machine)"
+        return None
+
+
+LITHIC_ONLY = LithicHosts()
 
 
 class LithicError(Exception):
@@ -175,10 +261,14 @@ class LithicClient:
     Idempotency-Key, so a retry after a crash reuses it too.
     """
 
-    def __init__(self, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        # No redirects: a redirected POST could be replayed as GET or leak the key to another host.
+    def __init__(self, *, timeout: float = 10.0, hosts: LithicHosts = LITHIC_ONLY,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """`hosts` is checked on every base_url, and again on the address each connection dials;
+        `transport` replaces the guarded one (tests only: it dials whatever it likes)."""
+        self.hosts = hosts
+        # No redirects: a redirected POST could be replayed as GET, leak the key or reach another host.
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
+            timeout=httpx.Timeout(timeout), transport=transport or GuardedTransport(hosts), follow_redirects=False
         )
 
     async def __aenter__(self) -> LithicClient:
@@ -229,11 +319,14 @@ class LithicClient:
         body: dict[str, Any],
         extra_headers: dict[str, str],
     ) -> IssuedCard:
-        url = _endpoint(base_url, path)
+        url = _endpoint(self.hosts, base_url, path)
         _check_api_key(api_key)
         headers = {"Authorization": api_key, "Accept": "application/json", **extra_headers}
         try:
             response = await self._http.request(method, url, headers=headers, json=body)
+        except DestinationRefused as exc:
+            # The base_url (or what its name resolves to now) is not Lithic's: no retry makes it so.
+            raise LithicRejected(0, "Lithic base_url does not lead to an allowed Lithic host") from exc
         except httpx.TimeoutException as exc:
             raise LithicRetryable(f"Lithic did not answer in time ({type(exc).__name__})") from exc
         except httpx.LocalProtocolError as exc:
@@ -338,16 +431,11 @@ def _check_spend_limit(spend_limit: int | None) -> None:
         raise LithicRejected(400, "spend_limit must be a non-negative integer")
 
 
-def _endpoint(base_url: str, path: str) -> str:
-    try:
-        url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError):
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
-        raise LithicRejected(0, "Lithic base_url must be an absolute http(s) URL")
-    # The key travels in a header: plain http only to this machine (test fakes), never across a network.
-    if url.scheme == "http" and url.host not in ("127.0.0.1", "localhost", "::1"):
-        raise LithicRejected(0, "Lithic base_url must use https")
+def _endpoint(hosts: LithicHosts, base_url: str, path: str) -> str:
+    # Checked here too, not only when a tenant sets it: stored base_urls predate the rule, operators change it.
+    problem = hosts.problem(base_url) if isinstance(base_url, str) else "must be a string"
+    if problem is not None:
+        raise LithicRejected(0, f"Lithic base_url {problem}")
     root = base_url.rstrip("/")
     # Lithic's SDKs configure base URLs ending in /v1; accept that spelling instead of calling /v1/v1/cards.
     if root.endswith("/v1"):
@@ -401,16 +489,24 @@ def _issued_card(data: object) -> IssuedCard:
 
 
 def _error_details(response: httpx.Response, api_key: str) -> tuple[str, str | None]:
+    """Lithic's message and request id when the body is Lithic's error object, else "HTTP <status>".
+
+    Only Lithic's own shape is passed on (to the card's error, to the tenant): any other body, a proxy's
+    page or whatever else answered, is not repeated back, nor is the upstream's reason phrase.
+    """
     try:
         data = response.json()
     except ValueError:
         data = None
-    message = data.get("message") if isinstance(data, dict) else None
-    request_id = data.get("debugging_request_id") if isinstance(data, dict) else None
-    if not isinstance(message, str) or not message.strip():
-        message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
-    request_id = _clean(request_id, api_key)[:100] if isinstance(request_id, str) else None
-    return _clean(message, api_key)[:MAX_MESSAGE_LENGTH], request_id
+    if isinstance(data, dict) and isinstance(data.get("message"), str) and _is_uuid(data.get("debugging_request_id")):
+        message = _clean(data["message"], api_key)[:MAX_MESSAGE_LENGTH]
+        if message:
+            return message, str(uuid.UUID(data["debugging_request_id"]))
+    status = response.status_code
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}", None
+    except ValueError:
+        return f"HTTP {status}", None
 
 
 def _clean(text: str, api_key: str) -> str:

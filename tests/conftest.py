@@ -24,6 +24,8 @@ from canopy_svc.store import organizations
 
 TEST_JWT_SECRET = "test-jwt-secret-with-enough-length-0123456789"
 TEST_DATA_KEY = bytes(range(32))
+# The operator setting that lets the fake Lithic (tests/fake_lithic.py, on 127.0.0.1) be a base_url.
+TEST_LITHIC_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +69,8 @@ async def clean_database(pool: asyncpg.Pool) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=None, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY)
+    return Settings(database_url=None, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY,
+                    lithic_allowed_hosts=TEST_LITHIC_HOSTS)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import psutil
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET
+from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS
 
 
 def free_port() -> int:
@@ -43,6 +43,7 @@ class ServerProcess:
             "CANOPY_SVC_JWT_SECRET": TEST_JWT_SECRET,
             "CANOPY_SVC_DATA_KEY": base64.urlsafe_b64encode(TEST_DATA_KEY).decode(),
             "CANOPY_SVC_POOL_MIN": "1",
+            "CANOPY_SVC_LITHIC_ALLOWED_HOSTS": " ".join(TEST_LITHIC_HOSTS),  # the fake Lithic, on loopback
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -11,13 +11,13 @@ import asyncpg
 import fake_lithic as fake_lithic_module
 import httpx
 import pytest
-from conftest import TEST_DATA_KEY, ApiClient, assert_invalid, make_client, minimal_customer
+from conftest import TEST_DATA_KEY, TEST_LITHIC_HOSTS, ApiClient, assert_invalid, make_client, minimal_customer
 from fake_lithic import FakeLithic
 from processes import ServerProcess, poll, token_for
 
 from canopy_svc.card_worker import CardGateway, CardWorker, RetryPolicy
 from canopy_svc.crypto import DataCipher
-from canopy_svc.lithic import LithicClient
+from canopy_svc.lithic import LithicClient, LithicHosts
 
 fake_lithic = fake_lithic_module.fake_lithic
 LITHIC_KEY = "test-key"  # what the fake_lithic fixture expects
@@ -27,7 +27,8 @@ CARD_CONFIG = {"spend_limit": 8000000, "lithic": {"memo": "Primary College Card"
 
 
 def make_worker(pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float = 0.01) -> CardWorker:
-    gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=LithicClient(timeout=timeout))
+    lithic = LithicClient(timeout=timeout, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
+    gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
     return CardWorker(pool, None, gateway, policy=RetryPolicy(base_seconds=base_seconds, lease_seconds=30))
 
 

@@ -18,6 +18,7 @@ from canopy_svc.lithic import (
     CardSimulator,
     IssuedCard,
     LithicClient,
+    LithicHosts,
     LithicRejected,
     LithicRetryable,
     parse_retry_after,
@@ -27,12 +28,13 @@ from canopy_svc.lithic import (
 fake_lithic = fake_lithic_module.fake_lithic
 
 KEY = "test-key"
+FAKE = LithicHosts.from_entries(["127.0.0.1"])  # the operator's setting that lets the fake Lithic be reached
 PROGRAM = "00000000-0000-0000-1000-000000000000"  # Lithic's sandbox card program token
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[LithicClient]:
-    async with LithicClient(timeout=5.0) as lithic:
+    async with LithicClient(timeout=5.0, hosts=FAKE) as lithic:
         yield lithic
 
 
@@ -203,7 +205,7 @@ async def test_success_without_a_card_is_retryable(client: LithicClient, fake_li
 async def test_timeout_is_retryable(fake_lithic: FakeLithic) -> None:
     fake_lithic.delay_next(seconds=5.0)
 
-    async with LithicClient(timeout=0.2) as impatient:
+    async with LithicClient(timeout=0.2, hosts=FAKE) as impatient:
         with pytest.raises(LithicRetryable) as caught:
             await impatient.create_card(fake_lithic.base_url, KEY, new_key(), CardRequest(type="SINGLE_USE"))
 

@@ -28,7 +28,7 @@ from canopy_svc.config import Settings
 from canopy_svc.crypto import DataCipher
 from canopy_svc.db import DatabaseGate, create_pool, migrate_database, when_available
 from canopy_svc.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
-from canopy_svc.lithic import LithicClient
+from canopy_svc.lithic import LithicClient, LithicHosts
 from canopy_svc.rules import models
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.tokens import TokenAuthority
@@ -124,7 +124,8 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                             ttl_seconds=settings.token_ttl_seconds)
 
     cipher = DataCipher(settings.data_key)
-    gateway = CardGateway(cipher, lithic=LithicClient(timeout=settings.lithic_timeout_seconds))
+    lithic_hosts = LithicHosts.from_entries(settings.lithic_allowed_hosts)
+    gateway = CardGateway(cipher, lithic=LithicClient(timeout=settings.lithic_timeout_seconds, hosts=lithic_hosts))
     # The pool is the app's (passed in, or opened by the lifespan); read when first needed.
     rate_limiting = RateLimiting(settings, lambda: getattr(app.state, "pool", None))
 
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     app.state.tokens = tokens
     app.state.cipher = cipher
     app.state.card_gateway = gateway
+    app.state.lithic_hosts = lithic_hosts
     app.state.rate_limiting = rate_limiting
     app.state.cursors = CursorCodec(hmac.new(settings.jwt_secret.encode(), b"paging cursors",
                                              hashlib.sha256).digest())

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import asyncpg
 from msgspec import UNSET
 
 from canopy_svc.card_worker import LITHIC_KEY_CONTEXT
 from canopy_svc.crypto import DataCipher
 from canopy_svc.errors import InvalidInput, detail
-from canopy_svc.lithic import LITHIC_SANDBOX_URL
+from canopy_svc.lithic import LITHIC_ONLY, LITHIC_SANDBOX_URL, LithicHosts
 from canopy_svc.rules.models import (
     IssuerProcessors,
     IssuerProcessorsUpdate,
@@ -23,16 +21,13 @@ from canopy_svc.store import organizations as store
 
 ISSUER_PROCESSORS_DECODER = BodyDecoder(IssuerProcessorsUpdate)
 SETTINGS_DECODER = BodyDecoder(OrganizationSettingsUpdate)
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def _check_base_url(base_url: str) -> None:
-    parts = urlsplit(base_url)
-    secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
-    if not parts.hostname or not secure:
-        # The key travels in a header: only TLS, or this machine (a local fake or proxy), may see it.
-        raise InvalidInput([detail("/lithic_config/base_url", "format", {"format": "uri"},
-                                   "must be an https URL (http only to localhost)")])
+def _check_base_url(base_url: str, hosts: LithicHosts) -> None:
+    # Refused here, when set, and checked again at every connection (canopy_svc/egress.py).
+    problem = hosts.problem(base_url)
+    if problem is not None:
+        raise InvalidInput([detail("/lithic_config/base_url", "format", {"format": "uri"}, problem)])
 
 
 def _answer(record: asyncpg.Record) -> IssuerProcessors:
@@ -45,7 +40,7 @@ def _answer(record: asyncpg.Record) -> IssuerProcessors:
 
 
 async def set_issuer_processors(conn: asyncpg.Connection, org_id: int, payload: IssuerProcessorsUpdate,
-                                cipher: DataCipher) -> IssuerProcessors:
+                                cipher: DataCipher, hosts: LithicHosts = LITHIC_ONLY) -> IssuerProcessors:
     config = payload.lithic_config
     if config is UNSET:
         pass
@@ -53,7 +48,7 @@ async def set_issuer_processors(conn: asyncpg.Connection, org_id: int, payload: 
         await store.set_lithic_config(conn, org_id, None, None, None)
     else:
         if config.base_url is not None:
-            _check_base_url(config.base_url)
+            _check_base_url(config.base_url, hosts)
         encrypted = cipher.encrypt(config.api_key, context=LITHIC_KEY_CONTEXT)
         last_four = config.api_key[-4:] if len(config.api_key) >= 12 else ""
         await store.set_lithic_config(conn, org_id, encrypted, last_four, config.base_url)

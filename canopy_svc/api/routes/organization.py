@@ -10,16 +10,18 @@ from canopy_svc.api.requests import cipher, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
 from canopy_svc.api.writes import write
+from canopy_svc.lithic import LithicHosts
 from canopy_svc.rules import organization
 from canopy_svc.rules.models import IssuerProcessors, OrganizationSettings
 
 
 async def put_issuer_processors(request: Request) -> Response:
     org_id, data_cipher = principal(request).org_id, cipher(request)
+    hosts: LithicHosts = request.app.state.lithic_hosts
 
     async def work(conn: asyncpg.Connection, body: bytes) -> IssuerProcessors:
         payload = organization.ISSUER_PROCESSORS_DECODER.decode(body)
-        return await organization.set_issuer_processors(conn, org_id, payload, data_cipher)
+        return await organization.set_issuer_processors(conn, org_id, payload, data_cipher, hosts)
 
     return await write(request, work)
 
