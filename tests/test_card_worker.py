@@ -135,8 +135,9 @@ async def test_lost_answer_is_retried_with_the_same_key_and_gets_the_same_card(
 async def test_timeout_is_retried(api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic) -> None:
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))
-    worker = make_worker(pool, timeout=0.3)
-    fake_lithic.delay_next(3.0)
+    # A timeout far below the delay, yet long enough for the retry's answer on a loaded machine.
+    worker = make_worker(pool, timeout=1.5)
+    fake_lithic.delay_next(30.0)
 
     await worker.process_due()
     assert (await cards(pool))[0]["status"] == "PENDING"
