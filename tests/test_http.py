@@ -351,12 +351,72 @@ async def test_openapi_listing_states_the_paging_rules(openapi_document: dict[st
         assert not validator.is_valid({"starting_after": "A" * 27, "ending_before": "A" * 27})
         assert validator.is_valid({"starting_after": "A" * 27, "ending_before": "", "limit": "abc"})
         assert not validator.is_valid({"starting_after": "A" * 27 + "="})
-    assert listing_query(openapi_document, "/customers/accounts")["properties"]["limit"]["default"] == 30
+    assert listing_query(openapi_document, "/customers/accounts")["properties"]["limit"]["default"] == "30"
     # What the document refuses, the server does; what it allows (an empty cursor is none), the server takes.
     for params in ({"starting_after": "A" * 27, "ending_before": "A" * 27}, {"ending_before": "A" * 27 + "="},
                    {"starting_after": "A" * 26 + "!"}):
         assert_envelope(await api.http.get("/customers", params=params), 400, "bad_request")
     assert (await api.http.get("/customers", params={"starting_after": "", "ending_before": ""})).status_code == 200
+
+
+def request_schema(document: dict[str, Any], name: str) -> Any:
+    import jsonschema
+
+    components = {"components": document["components"]}
+    return jsonschema.Draft202012Validator({**document["components"]["schemas"][name], **components},
+                                           format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+async def test_openapi_states_the_meaning_rules(openapi_document: dict[str, Any], api: ApiClient) -> None:
+    """What validation.py refuses beyond the types is in the document too, and both refuse the same."""
+    import datetime
+
+    create, update = (request_schema(openapi_document, name) for name in ("CustomerCreate", "CustomerUpdate"))
+    today = datetime.datetime.now(datetime.UTC).date()
+    refused = [
+        {"ssn": "000-12-3456"}, {"ssn": "123004567"}, {"ssn": "123-45-0000"},
+        {"email": "someone@example.test"}, {"email": "no-at-sign"},
+        {"date_of_birth": "1899-12-31"}, {"date_of_birth": (today + datetime.timedelta(days=1)).isoformat()},
+        {"address_zip": "SW1A 1AA"}, {"address_state": "Bavaria"},  # the US rules: no country is the US
+        {"address_country_code": "PR", "address_zip": "ABC"},
+        {"address_country_code": "DE", "address_zip": "10115!"},
+        {"name_middle": "a\x00b"},
+    ]
+    for body in refused:
+        assert not create.is_valid(minimal_customer(**body)), body
+        assert not update.is_valid(body), body
+        assert_envelope(await api.http.post("/customers", json=minimal_customer(**body)), 422, "invalid_input")
+    allowed = [{"address_country_code": "DE", "address_zip": "10115", "address_state": "Berlin"},
+               {"date_of_birth": today.isoformat()}, {"ssn": "123-45-6789"}]
+    for n, change in enumerate(allowed):
+        assert create.is_valid(minimal_customer(**change)) and update.is_valid(change), change
+        response = await api.http.post("/customers", json=minimal_customer(customer_id=f"c{n}", **change))
+        assert response.status_code == 200, response.text
+    card = request_schema(openapi_document, "CardUpdate")
+    assert not card.is_valid({}) and not card.is_valid({"memo": "x"})
+    assert card.is_valid({"state": "OPEN"}) and card.is_valid({"spend_limit": None})
+
+
+def test_openapi_base_url_is_the_servers_rule() -> None:
+    """base_url's pattern is LithicHosts.problem, as the operator set it (CANOPY_SVC_LITHIC_ALLOWED_HOSTS)."""
+    from canopy_svc.api import openapi
+    from canopy_svc.api.app import OPERATIONS
+    from canopy_svc.lithic import LithicHosts
+
+    candidates = ["https://api.lithic.com", "https://SANDBOX.lithic.com:0443/v1/", "https://api.lithic.com:8443",
+                  "http://api.lithic.com", "HTTPS://api.lithic.com", "https://api.lithic.com.evil.com",
+                  "https://api.lithic.com/a/../b", "https://user@api.lithic.com", "http://127.0.0.1:8080/x",
+                  "https://127.0.0.1:8080", "http://127.0.0.1:9090", "http://localhost:1/", "https://fake.example",
+                  "http://fake.example", "https://fake.example:443/p", "https://fake.example:444", "http://[::1]:5"]
+    for entries in ((), ("127.0.0.1:8080", "localhost", "fake.example:443", "[::1]")):
+        hosts = LithicHosts.from_entries(entries)
+        schema = openapi.build_document(OPERATIONS, lithic_hosts=hosts)["components"]["schemas"]["LithicConfigIn"]
+        (url_schema,) = [s for s in schema["properties"]["base_url"]["anyOf"] if s.get("type") == "string"]
+        pattern = re.compile(url_schema["pattern"])
+        for url in candidates:
+            # LithicConfigIn's own pattern (^https?://, lowercase) and then LithicHosts.problem.
+            enforced = url.startswith(("https://", "http://")) and hosts.problem(url) is None
+            assert (pattern.search(url) is not None) == enforced, url
 
 
 async def test_openapi_document_is_valid(openapi_document: dict[str, Any]) -> None:

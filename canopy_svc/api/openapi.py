@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,10 @@ from starlette.routing import Route
 
 from canopy_svc import __version__
 from canopy_svc.errors import ErrorEnvelope
+from canopy_svc.lithic import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
 from canopy_svc.rules import paging
+from canopy_svc.rules.fields import NO_NUL
+from canopy_svc.rules.patterns import END, dates_from
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,9 @@ def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str,
     return {
         "type": "object",
         "properties": {
-            # Never rejected (the contract): anything int() does not read means the default.
-            "limit": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": paging.MAX_LIMIT}, {"type": "string"}],
-                      "default": default_limit,
+            # Never rejected (the contract): what int() does not read means the default, so any string
+            # is valid; the integers are clamped.
+            "limit": {"type": "string", "default": str(default_limit), "examples": ["1", str(paging.MAX_LIMIT)],
                       "description": f"Page size, default {default_limit}: an integer, clamped to "
                                      f"1..{paging.MAX_LIMIT}; anything else means the default"},
             "starting_after": {**cursor, "description": "Cursor from paging.starting_after: the next page"},
@@ -62,7 +68,10 @@ _ERROR_DESCRIPTIONS = {
 }  # fmt: skip
 
 
-def build_document(operations: list[Operation]) -> dict[str, Any]:
+def build_document(operations: list[Operation], today: datetime.date | None = None,
+                   lithic_hosts: LithicHosts = LITHIC_ONLY) -> dict[str, Any]:
+    """The document as of `today` (UTC; default now), for a server allowing these Lithic hosts: what
+    depends on the day or the operator's settings is stated as it is."""
     types = {op.response for op in operations} | {op.request for op in operations if op.request}
     types.add(ErrorEnvelope)
     schemas, components = msgspec.json.schema_components(
@@ -72,6 +81,9 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
     for struct in _structs(types):
         # A rule across a Struct's fields (msgspec's Meta annotates fields only), as the Struct states it.
         components[struct.__name__].update(getattr(struct, "json_schema_extra", {}))
+    for struct in _structs({op.request for op in operations if op.request}):
+        _refuse_nul(components[struct.__name__])
+    _state_settings(components, today or datetime.datetime.now(datetime.UTC).date(), lithic_hosts)
     error_ref = {"application/json": {"schema": refs[ErrorEnvelope]}}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
@@ -116,6 +128,71 @@ def build_document(operations: list[Operation]) -> dict[str, Any]:
     }
 
 
+def _refuse_nul(schema: Any) -> None:
+    """validation.py refuses NUL in every string of a body (PostgreSQL text cannot hold it): a string
+    schema with no pattern of its own says so with NO_NUL. (Every pattern of ours excludes NUL.)"""
+    if isinstance(schema, dict):
+        if schema.get("type") == "string" and not {"pattern", "enum", "format"} & set(schema):
+            schema["pattern"] = NO_NUL
+        for value in schema.values():
+            _refuse_nul(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _refuse_nul(item)
+
+
+def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts) -> None:
+    """Replaces the markers models.py leaves for rules that depend on the day or on settings, in place:
+    `x-date-range` (models.BirthDate) and `x-lithic-base-url` become patterns."""
+    if isinstance(schema, dict):
+        if "x-date-range" in schema:
+            first, last = (today if day == "today" else datetime.date.fromisoformat(day)
+                           for day in schema.pop("x-date-range"))
+            schema["pattern"] = dates_from(first, last)
+        if schema.pop("x-lithic-base-url", False):
+            schema["pattern"] = lithic_base_url_pattern(lithic_hosts)
+        for value in schema.values():
+            _state_settings(value, today, lithic_hosts)
+    elif isinstance(schema, list):
+        for item in schema:
+            _state_settings(item, today, lithic_hosts)
+
+
+def _any_case(text: str) -> str:  # ECMA patterns have no (?i)
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in text)
+
+
+def lithic_base_url_pattern(hosts: LithicHosts) -> str:
+    """What LithicHosts.problem accepts: lithic._BASE_URL's grammar (host and path in any case; a port of
+    up to five digits, leading zeros allowed; a path of plain segments), to Lithic's hosts over https on
+    443 or to the operator's hosts, over http too when loopback. An operator's IPv6 host is spelled in
+    its canonical form only (the server takes every spelling of the address)."""
+
+    def port(allowed: int | None, default: int) -> str:
+        if allowed is None:
+            return "(?::[0-9]{1,5})?"
+        spelled = f":0{{0,{5 - len(str(allowed))}}}{allowed}"
+        return f"(?:{spelled})?" if allowed == default else spelled
+
+    lithic = "(?:" + "|".join(_any_case(host) for host in LITHIC_HOSTS) + ")"
+    # The scheme in lowercase: models.LithicConfigIn's own pattern (^https?://) says so first.
+    origins = [f"https://{lithic}{port(443, 443)}"]
+    for host, allowed in sorted(hosts.operator, key=lambda entry: (entry[0], entry[1] or 0)):
+        spelled = rf"\[{host}\]" if ":" in host else _any_case(host)
+        origins.append(f"https://{spelled}{port(allowed, 443)}")
+        if _is_loopback(host):  # plain http only to this machine
+            origins.append(f"http://{spelled}{port(allowed, 80)}")
+    path = "(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?"
+    return f"^(?:{'|'.join(origins)}){path}{END}"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _structs(types: set[Any]) -> set[type[msgspec.Struct]]:
     """Every Struct class in the types and in their fields, nested ones too."""
     found: set[type[msgspec.Struct]] = set()
@@ -150,10 +227,15 @@ _DOCS_HTML = (Path(__file__).parent.parent / "static" / "docs.html").read_text()
 
 
 def routes(operations: list[Operation]) -> list[Route]:
-    document = msgspec.json.encode(build_document(operations))
+    built: dict[tuple[datetime.date, LithicHosts], bytes] = {}
 
     async def openapi_json(request: Request) -> Response:
-        return Response(document, media_type="application/json")
+        # Built again when the UTC day changes ("up to today" moves with it), for the app's Lithic hosts.
+        key = (datetime.datetime.now(datetime.UTC).date(), getattr(request.app.state, "lithic_hosts", LITHIC_ONLY))
+        if key not in built:
+            built.clear()
+            built[key] = msgspec.json.encode(build_document(operations, *key))
+        return Response(built[key], media_type="application/json")
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(_DOCS_HTML)

@@ -9,12 +9,13 @@ from typing import Any
 import asyncpg
 
 from canopy_svc.crypto import DataCipher
-from canopy_svc.errors import InvalidInput, NotFound
+from canopy_svc.errors import InvalidInput, NotFound, detail
 from canopy_svc.rules import links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
 from canopy_svc.rules.ids import base62_id
 from canopy_svc.rules.models import (
+    EFFECTIVE_YEARS,
     Account,
     AccountCore,
     AccountCreate,
@@ -44,6 +45,11 @@ ACCOUNT_DECODER = BodyDecoder(AccountCreate)
 def parse_account(body: bytes) -> AccountCreate:
     payload = ACCOUNT_DECODER.decode(body)
     problems = duplicate_problems(payload.assign_customers, "customer_id", "/assign_customers")
+    first, last = EFFECTIVE_YEARS
+    if payload.effective_at is not None and not first <= payload.effective_at.year <= last:
+        # Year 1 or 9999 with an offset is outside datetime's range in UTC: stored, it could not be read back.
+        problems.append(detail("/effective_at", "format", {"format": "date-time"},
+                               f"must be a date-time in the years {first} to {last}"))
     if problems:
         raise InvalidInput(problems)
     return payload

@@ -7,12 +7,16 @@ OpenAPI document, so what is documented is what is enforced.
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
+import email_validator
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from canopy_svc.rules.fields import (
+    US_RULES_COUNTRIES,
+    US_STATE_CODES,
     Cents,
     CountryCode,
     CustomerAccountRole,
@@ -29,6 +33,42 @@ from canopy_svc.rules.fields import (
     Text255,
     Uuid,
 )
+from canopy_svc.rules.patterns import END, rfc3339_datetime
+from canopy_svc.rules.validation import _POSTAL_CODE, _US_ZIP, EARLIEST_BIRTH_DATE
+
+# --- what validation.py refuses beyond the fields' types, said for the OpenAPI document ------------
+# msgspec does not enforce extra_json_schema; validation.py's meaning checks do, and
+# tests/test_schemathesis.py holds the two to each other.
+
+
+def _any_case(word: str) -> str:  # ECMA patterns have no (?i)
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+_SPECIAL_USE = "|".join(_any_case(name) for name in sorted(email_validator.SPECIAL_USE_DOMAIN_NAMES))
+EmailAddress = Annotated[Email, msgspec.Meta(
+    description="A mailbox (not at a special-use domain such as .test or .localhost)",
+    extra_json_schema={"format": "email", "not": {"pattern": f"[@.](?:{_SPECIAL_USE}){END}"}})]
+SsnNumber = Annotated[Ssn, msgspec.Meta(
+    description="123456789 or 123-45-6789, no all-zero group",
+    extra_json_schema={"not": {"pattern": f"^000|^[0-9]{{3}}-?00|0000{END}"}})]
+# openapi.py turns the range into a pattern of the day the document is built.
+BirthDate = Annotated[datetime.date, msgspec.Meta(
+    description=f"From {EARLIEST_BIRTH_DATE} up to today (UTC)",
+    extra_json_schema={"x-date-range": [EARLIEST_BIRTH_DATE.isoformat(), "today"]})]
+# accounts.py refuses other years (years 0001 and 9999 could leave datetime's range in UTC: a 500).
+EFFECTIVE_YEARS = (1900, 9998)
+EffectiveAt = Annotated[datetime.datetime, msgspec.Meta(
+    description=f"RFC 3339, years {EFFECTIVE_YEARS[0]}-{EFFECTIVE_YEARS[1]}; without an offset it is UTC",
+    extra_json_schema={"pattern": rfc3339_datetime(*EFFECTIVE_YEARS)})]
+# The zip and state rules follow the country; absent or null is the US. On an update without the
+# country the stored one decides: the document says the US rules there (what the default needs).
+ADDRESS_RULES: dict[str, Any] = {
+    "if": {"properties": {"address_country_code": {"enum": [None, *sorted(US_RULES_COUNTRIES)]}}},
+    "then": {"properties": {"address_zip": {"pattern": _US_ZIP.pattern.removesuffix("$") + END},
+                            "address_state": {"enum": sorted(US_STATE_CODES)}}},
+    "else": {"properties": {"address_zip": {"pattern": _POSTAL_CODE.pattern.removesuffix("$") + END}}},
+}
 
 
 class LithicCardConfig(msgspec.Struct, kw_only=True):
@@ -70,6 +110,8 @@ class BusinessDetails(msgspec.Struct, kw_only=True):
 class CustomerCreate(msgspec.Struct, kw_only=True):
     """POST /customers."""
 
+    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES
+
     name_first: RequiredText
     name_last: RequiredText
     phone_number: PhoneNumber
@@ -77,15 +119,15 @@ class CustomerCreate(msgspec.Struct, kw_only=True):
     address_city: RequiredText
     address_state: RequiredText
     address_zip: RequiredText
-    email: Email
-    date_of_birth: datetime.date
+    email: EmailAddress
+    date_of_birth: BirthDate
     customer_id: CustomerId | None = None
     name_prefix: Text255 | None = None
     name_middle: Text255 | None = None
     name_suffix: Text255 | None = None
     address_line_two: Text255 | None = None
     address_country_code: CountryCode | None = None
-    ssn: Ssn | None = None
+    ssn: SsnNumber | None = None
     international_customer_id: Text255 | None = None
     business_details: BusinessDetails | None = None
     assign_to_accounts: AssignToAccounts | None = None
@@ -95,6 +137,8 @@ class CustomerCreate(msgspec.Struct, kw_only=True):
 class CustomerUpdate(msgspec.Struct, kw_only=True):
     """PUT/PATCH /customers/{customer_id}: only the fields given change; null clears optional ones."""
 
+    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES
+
     name_first: RequiredText | UnsetType = UNSET
     name_last: RequiredText | UnsetType = UNSET
     phone_number: PhoneNumber | UnsetType = UNSET
@@ -102,14 +146,14 @@ class CustomerUpdate(msgspec.Struct, kw_only=True):
     address_city: RequiredText | UnsetType = UNSET
     address_state: RequiredText | UnsetType = UNSET
     address_zip: RequiredText | UnsetType = UNSET
-    email: Email | UnsetType = UNSET
-    date_of_birth: datetime.date | UnsetType = UNSET
+    email: EmailAddress | UnsetType = UNSET
+    date_of_birth: BirthDate | UnsetType = UNSET
     name_prefix: Text255 | UnsetType | None = UNSET
     name_middle: Text255 | UnsetType | None = UNSET
     name_suffix: Text255 | UnsetType | None = UNSET
     address_line_two: Text255 | UnsetType | None = UNSET
     address_country_code: CountryCode | UnsetType | None = UNSET
-    ssn: Ssn | UnsetType | None = UNSET
+    ssn: SsnNumber | UnsetType | None = UNSET
     international_customer_id: Text255 | UnsetType | None = UNSET
     business_details: BusinessDetails | UnsetType | None = UNSET
     assign_to_accounts: AssignToAccounts | UnsetType | None = UNSET
@@ -247,7 +291,7 @@ class AccountCreate(msgspec.Struct, kw_only=True):
     product_id: ResourceId
     account_id: ResourceId | None = None
     external_account_id: ResourceId | None = None
-    effective_at: datetime.datetime | None = None
+    effective_at: EffectiveAt | None = None
     summary: AccountSummaryIn | None = None
     assign_customers: Annotated[
         list[CustomerAssignment],
@@ -333,8 +377,11 @@ class CustomerAccountLinkList(msgspec.Struct):
 
 
 class LithicConfigIn(msgspec.Struct, kw_only=True):
-    api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")]
-    base_url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://")] | None = None
+    # Printable ASCII to the very end (END: a bare `$` let "key\n" through, into the Authorization header).
+    api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+" + END)]
+    # openapi.py states the whole rule (LithicHosts.problem: Lithic's hosts and the operator's) as a pattern.
+    base_url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://",
+                                          extra_json_schema={"x-lithic-base-url": True})] | None = None
 
 
 class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):
