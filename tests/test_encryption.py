@@ -18,6 +18,10 @@ from canopy_svc.migrations import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# CREATE/DROP DATABASE and CHECKPOINT write every dirty buffer: on a loaded machine that takes
+# longer than the pool's 30 s command timeout, which is for requests, not for this.
+SLOW_DDL_SECONDS = 300
+
 
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
@@ -62,8 +66,8 @@ async def test_ssn_can_be_cleared_and_changed(api: ApiClient, pool: asyncpg.Pool
 
 async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
     name = "canopy_v1_migration"
-    await pool.execute(f"DROP DATABASE IF EXISTS {name}")
-    await pool.execute(f"CREATE DATABASE {name}")
+    await pool.execute(f"DROP DATABASE IF EXISTS {name}", timeout=SLOW_DDL_SECONDS)
+    await pool.execute(f"CREATE DATABASE {name}", timeout=SLOW_DDL_SECONDS)
     old_url = with_database(database_url, name)
     old = await asyncpg.connect(old_url)
     try:
@@ -100,7 +104,7 @@ async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url
         await migrated.close()
     again = cli("migrate", database_url=old_url, data_dir=tmp_path, data_key=TEST_KEY_TEXT)
     assert again.returncode == 0, again.stderr  # idempotent
-    await pool.execute(f"DROP DATABASE {name}")
+    await pool.execute(f"DROP DATABASE {name}", timeout=SLOW_DDL_SECONDS)
 
 
 @pytest.mark.parametrize(

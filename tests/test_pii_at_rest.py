@@ -24,6 +24,10 @@ from canopy_svc.store import idempotency
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# CREATE/DROP DATABASE and CHECKPOINT write every dirty buffer: on a loaded machine that takes
+# longer than the pool's 30 s command timeout, which is for requests, not for this.
+SLOW_DDL_SECONDS = 300
+
 
 def new_ssn() -> tuple[str, str]:
     """A valid SSN no other test uses, as (123-45-6789, 123456789)."""
@@ -71,7 +75,7 @@ async def clear_text_in_files(conn: asyncpg.Connection, needles: list[bytes], re
     rows and dropped columns included, once a checkpoint has written every page. Needs a superuser."""
     if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
         pytest.skip("reading relation files needs a superuser (the embedded PostgreSQL is one)")
-    await conn.execute("CHECKPOINT")
+    await conn.execute("CHECKPOINT", timeout=SLOW_DDL_SECONDS)
     rows = await conn.fetch(
         f"""SELECT c.oid::regclass::text AS name, pg_relation_filepath(c.oid) AS path FROM pg_class c
             WHERE c.relkind IN ('r', 't', 'i', 'm') AND pg_relation_filepath(c.oid) IS NOT NULL
@@ -178,8 +182,8 @@ def v2_fingerprint(method: str, path: str, body: bytes) -> bytes:
 async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyncpg.Pool, database_url: str) -> None:
     ssn, digits = new_ssn()
     name = "canopy_v2_migration"
-    await pool.execute(f"DROP DATABASE IF EXISTS {name}")
-    await pool.execute(f"CREATE DATABASE {name}")
+    await pool.execute(f"DROP DATABASE IF EXISTS {name}", timeout=SLOW_DDL_SECONDS)
+    await pool.execute(f"CREATE DATABASE {name}", timeout=SLOW_DDL_SECONDS)
     conn = await asyncpg.connect(with_database(database_url, name))
     cipher = DataCipher(TEST_DATA_KEY)
     try:
@@ -220,4 +224,4 @@ async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyn
         assert await migrate(conn, cipher) == SCHEMA_VERSION  # idempotent
     finally:
         await conn.close()
-    await pool.execute(f"DROP DATABASE {name}")
+    await pool.execute(f"DROP DATABASE {name}", timeout=SLOW_DDL_SECONDS)
