@@ -56,7 +56,8 @@ OPERATIONS = [
                       errors=(401, 403, 404, 409, 429, 500, 503), example=_CUSTOMER_EXAMPLE),
     openapi.Operation("GET", "/customers", "List customers, oldest first", models.CustomerList,
                       query=openapi.listing_query(search_parameters={
-                          "type": "string", "description": "Words matched at the start of names and business names"})),
+                          "type": "string", "description": "At most 10 words (runs of letters and digits), "
+                                                          "each matched at the start of names and business names"})),
     openapi.Operation("GET", "/customers/{customer_id}", "Get a customer", models.Customer,
                       errors=(401, 403, 404, 429, 500, 503)),
     openapi.Operation("PUT", "/customers/{customer_id}", "Update a customer", models.Customer,
