@@ -1,10 +1,14 @@
-"""Schemathesis against the OpenAPI document the app serves, over the ASGI app (issue 5, item 3).
+"""Schemathesis against the OpenAPI document the app serves, over the ASGI app, with every check
+(issue 8, item 12): what `schemathesis run --checks all` does against a running server, bounded and
+deterministic for CI.
 
-For every operation of `/openapi.json`, a bounded, deterministic set of generated requests, valid
-and invalid ones, with a bearer token, checked for: no 5xx (`not_a_server_error`), a status code the
-document lists (`status_code_conformance`), the content type it lists, a body that matches the
-document's schema for that status (`response_schema_conformance`), 401 without a valid token
-(`ignored_auth`) and 405 for a method the path does not have (`unsupported_method`).
+For every operation of `/openapi.json`: its examples, schemathesis' coverage cases (boundaries and each
+constraint broken in turn) and a bounded number of generated requests, valid and invalid ones, NUL in
+strings included, with a bearer token; then a bounded stateful run following the links between
+operations. Every built-in check runs: no 5xx, status codes, content types, headers and bodies as the
+document lists them, valid data accepted and invalid data refused (so the document must state every rule
+the server enforces), 401 without a token, 405 for a method a path does not have, and the stateful
+ones. schemathesis.toml (and the hooks it names) is the configuration `schemathesis run` reads too.
 
 The document's request examples (the README's customer, product and account) are created first, and
 its path examples name them, so generated requests reach real objects and 200 bodies get checked too.
@@ -12,13 +16,16 @@ its path examples name them, so generated requests reach real objects and 200 bo
 The app runs with its own lifespan (its own pool, migrated on start) in schemathesis' event-loop
 thread, on the session's test database. Each operation is one test item, so each starts from empty
 tables (conftest's clean_database) with a fresh organization and client.
+
+Deterministic: a fixed seed, derandomized Hypothesis and no example database, so a failure here fails
+every run, and `EXAMPLES_PER_OPERATION` bounds the time (about two minutes on two cores).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import msgspec
@@ -26,30 +33,33 @@ import pytest
 import schemathesis
 from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, make_client
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi as schemathesis_asgi
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    ignored_auth,
-    response_schema_conformance,
-    status_code_conformance,
-    unsupported_method,
-)
 from starlette.applications import Starlette
 
 from canopy_svc.api import openapi
 from canopy_svc.api.app import OPERATIONS, create_app
 from canopy_svc.config import Settings
+from canopy_svc.lithic import CardSimulator
 from canopy_svc.store import api_clients
 
-EXAMPLES_PER_OPERATION = 25
-# Not negative_data_rejection: the contract has the server accept what the document's types alone would
-# reject (a `limit` that is not a number falls back to the default, "never rejected").
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          ignored_auth, unsupported_method]
+REPOSITORY = Path(__file__).resolve().parent.parent
+EXAMPLES_PER_OPERATION = 200
+STATEFUL_SCENARIOS, STATEFUL_STEPS = 30, 8
+SEED = 20261201
 
 # The document exactly as GET /openapi.json serves it (test_openapi_json_is_the_document_tested checks that).
 DOCUMENT = openapi.build_document(OPERATIONS)
+
+
+def load_config() -> SchemathesisConfig:
+    """schemathesis.toml, as `schemathesis run` reads it from the repository root (its hooks path is
+    relative to the root, so it is loaded from there whatever pytest's working directory)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPOSITORY)
+        config = SchemathesisConfig.from_path(REPOSITORY / "schemathesis.toml")
+    config.update(seed=SEED, max_failures=None)
+    return config
 
 
 class ServedApp:
@@ -64,8 +74,22 @@ class ServedApp:
 
 
 SERVED = ServedApp()
-schema = schemathesis.openapi.from_dict(DOCUMENT)
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=load_config())
 schema.app = SERVED
+
+
+@schema.auth(refresh_interval=None)
+class FixtureToken:
+    """The bearer token of the test's own client (bearer_headers sets it), given to schemathesis as its
+    auth, as `-H "Authorization: ..."` is on the command line: so the checks that drop or spoil it know."""
+
+    value: ClassVar[str | None] = None
+
+    def get(self, case: Any, context: Any) -> str | None:
+        return FixtureToken.value
+
+    def set(self, case: Any, data: str, context: Any) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
 def example(path: str) -> Any:
@@ -78,6 +102,9 @@ def served_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
                          jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY, pool_min_size=1, pool_max_size=4,
                          card_worker=False)
     SERVED.app = create_app(settings_)
+    # A generated PUT /organization/issuer_processors sets a Lithic key: cards are then changed "at Lithic",
+    # here the simulator, so the test never reaches out to api.lithic.com.
+    SERVED.app.state.card_gateway.lithic = CardSimulator()
     try:
         yield SERVED.app
     finally:
@@ -91,6 +118,7 @@ async def bearer_headers(pool: asyncpg.Pool, served_app: Starlette) -> dict[str,
     # Generated requests come fast; the rate limiter is tested elsewhere.
     await api_clients.set_limits(pool, client_id, rate=1_000_000.0, burst=1_000_000)
     token = served_app.state.tokens.issue(client_id, org_id, "read write")
+    FixtureToken.value = token
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -105,15 +133,35 @@ def seeded(served_app: Starlette, bearer_headers: dict[str, str]) -> dict[str, s
     return bearer_headers
 
 
-def test_openapi_json_is_the_document_tested(served_app: Starlette, tmp_path: Path) -> None:
+def test_openapi_json_is_the_document_tested(served_app: Starlette) -> None:
     with schemathesis_asgi.get_client(SERVED) as client:
         served = client.get("/openapi.json")
     assert served.status_code == 200
     assert msgspec.json.decode(served.content) == openapi.build_document(OPERATIONS)
 
 
+def test_every_check_runs() -> None:
+    """`--checks all`: the checks a case validates with are every built-in one (none left disabled)."""
+    from schemathesis.checks import CHECKS
+
+    config = schema.config.checks_config_for(operation=schema["/customers"]["POST"], phase=None)
+    names = CHECKS.get_all_names()
+    assert {"negative_data_rejection", "positive_data_acceptance", "use_after_free", "ignored_auth",
+            "response_headers_conformance", "missing_required_header"} <= set(names)
+    assert all(config.get_by_name(name=name).enabled for name in names)
+
+
 @schema.parametrize()
 @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case: Any, served_app: Starlette, seeded: dict[str, str]) -> None:
-    case.call_and_validate(headers=seeded, checks=CHECKS)
+    case.call_and_validate()
+
+
+def test_stateful_sequences_conform(served_app: Starlette, seeded: dict[str, str]) -> None:
+    """Sequences along the document's links (create, then read, change and list what was made), with the
+    stateful checks (use_after_free, ensure_resource_availability) beside the others."""
+
+    schema.as_state_machine().run(settings=settings(max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS,
+                                    derandomize=True, deadline=None, database=None,
+                                    suppress_health_check=list(HealthCheck)))

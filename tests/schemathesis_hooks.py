@@ -1,0 +1,97 @@
+"""What /openapi.json cannot say, for schemathesis (schemathesis.toml loads this; so does
+tests/test_schemathesis.py). Everything else the server enforces is in the document itself.
+
+Three rules depend on something no JSON Schema can see. A schema-valid request refused for one of them
+is not a disagreement between the document and the server, so that refusal, and only it, is dropped:
+
+- A paging cursor is valid only from the listing that issued it: an HMAC binds the organization, the
+  listing and the position (rules/cursors.py). The document states its shape; a generated cursor of
+  that shape is a forged one, which the contract answers with 400.
+- An assignment list names no account (customer) twice. JSON Schema's uniqueItems compares whole items,
+  so two items with one id and different roles satisfy it: the server still refuses them (422).
+- An update is checked merged with the stored customer: without address_country_code in the body the
+  stored country decides the zip and state rules, and a new country is checked against the stored zip
+  and state. The document states what holds for every customer.
+
+And one outside the server: with an organization's Lithic key set (a generated PUT
+/organization/issuer_processors does that), a card is changed at Lithic, and when Lithic cannot be reached
+the contract's answer is 503 `unavailable` with Retry-After (tests/test_schemathesis.py has no network to
+Lithic at all: its app issues cards with the simulator).
+
+And one the server enforces in a way ECMA-262 patterns cannot spell: `search_parameters` has at most
+ten words, counted as runs of Unicode letters and digits after lower-casing (400).
+
+One generated request is none a client can send: a listing's query is one form-exploded object
+(`?limit=5&starting_after=...`, the only way OpenAPI can say the cursors exclude each other), whose name
+never travels; made a non-object, it goes out as an unknown `listing=` parameter, which the server ignores
+as it ignores every unknown one. Such cases are not generated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import schemathesis
+from schemathesis.core.failures import ServerError
+from schemathesis.openapi.checks import RejectedPositiveData
+
+LISTINGS = {"/customers", "/customers/accounts", "/customers/{customer_id}/accounts", "/products", "/accounts"}
+_STATE_UNSEEN_400 = re.compile(r"Invalid (starting_after|ending_before) cursor|search_parameters may have at most")
+_ASSIGNMENT_LISTS = {"/assign_to_accounts": "account_id", "/assign_customers": "customer_id"}
+_ADDRESS = {"/address_zip", "/address_state"}
+CARDS = "/accounts/{account_id}/customers/{customer_id}/cards"
+
+
+def _error(response: Any) -> dict[str, Any]:
+    try:
+        body = json.loads(response.content)
+    except (ValueError, TypeError):
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _only_id_duplicates(details: list[dict[str, Any]], body: Any) -> bool:
+    """Every detail is a uniqueItems one, about a list whose items repeat an id without being equal."""
+    for item in details:
+        key = _ASSIGNMENT_LISTS.get(item.get("instancePath", ""))
+        if item.get("keyword") != "uniqueItems" or key is None or not isinstance(body, dict):
+            return False
+        items = body.get(item["instancePath"][1:])
+        i, j = item.get("params", {}).get("i"), item.get("params", {}).get("j")
+        if not (isinstance(items, list) and isinstance(i, int) and isinstance(j, int) and max(i, j) < len(items)):
+            return False
+        first, second = items[i], items[j]
+        if not (isinstance(first, dict) and isinstance(second, dict) and first.get(key) == second.get(key)):
+            return False
+        if json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True):
+            return False  # equal items: the document's uniqueItems refuses them too
+    return bool(details)
+
+
+@schemathesis.hook
+def filter_query(context: Any, query: Any) -> bool:
+    return not (isinstance(query, dict) and "listing" in query and not isinstance(query["listing"], dict))
+
+
+@schemathesis.hook
+def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    """False (drop) for a refusal for one of the reasons above; True for anything else."""
+    error = _error(response)
+    if isinstance(failure, ServerError):
+        return not (case.operation.path == CARDS and response.status_code == 503 and error.get("code") == "unavailable")
+    if not isinstance(failure, RejectedPositiveData):
+        return True
+    path, method = case.operation.path, case.method.upper()
+    if response.status_code == 400 and method == "GET" and path in LISTINGS:
+        return not _STATE_UNSEEN_400.match(str(error.get("message", "")))
+    if response.status_code != 422 or error.get("code") != "invalid_input":
+        return True
+    details = [d for d in error.get("details", []) if isinstance(d, dict)]
+    if _only_id_duplicates(details, case.body):
+        return False
+    if method in {"PUT", "PATCH"} and path == "/customers/{customer_id}":
+        return not (details and all(d.get("instancePath") in _ADDRESS for d in details))
+    return True
