@@ -583,6 +583,40 @@ def test_spend_limit_good(spend_limit: Any) -> None:
     assert_valid(minimal_customer(assign_to_accounts=[item]))
 
 
+@pytest.mark.parametrize(("raw", "cents"), [("8000000.0", 8000000), ("1e3", 1000), ("2.5E1", 25), ("1.000", 1)])
+def test_a_whole_float_is_an_integer(raw: str, cents: int) -> None:
+    """JSON Schema's integer is a number without a fraction (OpenAPI 3.1 clients send 5.0; Canopy's AJV
+    reads it as 5): refused only by msgspec, it is read as the integer it spells."""
+    item = json.dumps(assignment(customer_account_issuer_processor_config={"spend_limit": 424242}))
+    body = json.dumps(minimal_customer(assign_to_accounts=["ITEM"])).replace('"ITEM"', item).replace("424242", raw)
+    decoded = decode_customer(body.encode(), CREATE, with_meaning=True)
+    assert decoded.assign_to_accounts is not None
+    config = decoded.assign_to_accounts[0].customer_account_issuer_processor_config
+    assert config is not None and config.spend_limit == cents and type(config.spend_limit) is int
+
+
+@pytest.mark.parametrize(("raw", "keyword"), [("1.5", "type"), ("0.0", "minimum"), ("1e19", "format"),
+                                              ('"5"', "type")])
+def test_a_float_that_is_no_fitting_integer_is_still_refused(raw: str, keyword: str) -> None:
+    item = json.dumps(assignment(customer_account_issuer_processor_config={"spend_limit": 424242}))
+    body = json.dumps(minimal_customer(assign_to_accounts=["ITEM"], name_first="")).replace(
+        '"ITEM"', item).replace("424242", raw)
+    with pytest.raises(InvalidInput) as refused:
+        decode_customer(body.encode(), CREATE, with_meaning=True)
+    found = {(d.instancePath, d.keyword) for d in refused.value.details}
+    assert found == {("/name_first", "minLength"),
+                     ("/assign_to_accounts/0/customer_account_issuer_processor_config/spend_limit", keyword)}
+
+
+def test_a_whole_float_beside_another_problem_is_not_one() -> None:
+    item = json.dumps(assignment(customer_account_issuer_processor_config={"spend_limit": 424242}))
+    body = json.dumps(minimal_customer(assign_to_accounts=["ITEM"], name_first="")).replace(
+        '"ITEM"', item).replace("424242", "5.0")
+    with pytest.raises(InvalidInput) as refused:
+        decode_customer(body.encode(), CREATE, with_meaning=True)
+    assert [d.instancePath for d in refused.value.details] == ["/name_first"]
+
+
 # --- the 422 shape -------------------------------------------------------------------------------
 
 

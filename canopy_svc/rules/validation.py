@@ -59,14 +59,16 @@ class BodyDecoder(typing.Generic[T]):
 
     def decode(self, body: bytes) -> T:
         check_depth(body)
+        payload: T | None
         try:
             payload = self._decoder.decode(body)
         except msgspec.ValidationError as exc:
             reason = str(exc).split(" - at ")[0]
+            payload = self._decode_whole_floats(body)
         except msgspec.DecodeError:
             parse_object(body)  # raises the right 400
             raise BadRequest("Request body is not valid JSON") from None
-        else:
+        if payload is not None:
             # JSON can only write a NUL as the escape \u0000, so a body without one needs no walk.
             if b"\\u0000" not in body or not _holds_nul(payload):
                 return payload
@@ -79,7 +81,28 @@ class BodyDecoder(typing.Generic[T]):
         raise InvalidInput(problems) from None
 
 
+    def _decode_whole_floats(self, body: bytes) -> T | None:
+        """The body decoded with its whole floats (5.0, 1e3) as integers, or None if that changes nothing
+        or still fails. JSON Schema's integer is any number without a fraction (OpenAPI 3.1 clients send
+        5.0, and Canopy's AJV takes it): msgspec alone refuses a float for an int."""
+        if not _MAY_HOLD_A_FLOAT.search(body):
+            return None
+        try:
+            document = _json_decoder.decode(body)
+        except msgspec.DecodeError:
+            return None
+        changed = [False]
+        whole = _whole_floats_as_ints(document, changed)
+        if not changed[0]:
+            return None
+        try:
+            return self._decoder.decode(msgspec.json.encode(whole))
+        except msgspec.ValidationError:
+            return None
+
+
 def parse_object(body: bytes) -> dict[str, Any]:
+    """The body as Python objects, whole floats as integers (as the decoder reads them)."""
     check_depth(body)
     try:
         document = _json_decoder.decode(body)
@@ -87,7 +110,26 @@ def parse_object(body: bytes) -> dict[str, Any]:
         raise BadRequest("Request body is not valid JSON") from None
     if not isinstance(document, dict):
         raise BadRequest("Request body must be a JSON object")
-    return document
+    whole: dict[str, Any] = _whole_floats_as_ints(document, [False])
+    return whole
+
+
+# A fraction or an exponent: without either, JSON has no float to make whole.
+_MAY_HOLD_A_FLOAT = re.compile(rb"[0-9][.eE]")
+
+
+def _whole_floats_as_ints(value: Any, changed: list[bool]) -> Any:
+    """`value` with every finite float that has no fraction made an int; sets changed[0] if any was."""
+    if isinstance(value, float):
+        if value.is_integer():  # False for inf and nan
+            changed[0] = True
+            return int(value)
+        return value
+    if isinstance(value, list):
+        return [_whole_floats_as_ints(item, changed) for item in value]
+    if isinstance(value, dict):
+        return {key: _whole_floats_as_ints(item, changed) for key, item in value.items()}
+    return value
 
 
 def check_depth(body: bytes) -> None:
