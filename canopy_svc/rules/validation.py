@@ -328,14 +328,39 @@ _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 EARLIEST_BIRTH_DATE = datetime.date(1900, 1, 1)
 
 
+def _national_lengths() -> dict[str, frozenset[int]]:
+    """Country calling code -> the lengths a full national number there may have, by phonenumbers'
+    metadata: its is_possible_number (the contract's rule), less the local-only lengths (E.164 is the
+    whole number) and the parser's national-prefix guesses, so a regex can say it (models.py does)."""
+    lengths: dict[str, frozenset[int]] = {}
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        region = phonenumbers.region_code_for_country_code(code)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+        possible = metadata.general_desc.possible_length if metadata and metadata.general_desc else ()
+        fitting = frozenset(n for n in possible if n > 0 and len(str(code)) + n <= 15)
+        if fitting:
+            lengths[str(code)] = fitting
+    return lengths
+
+
+NATIONAL_LENGTHS = _national_lengths()
+
+
+def is_possible_e164(value: str) -> bool:
+    """`+`, a country calling code and a national number of a length possible there. Codes are
+    prefix-free (ITU), so at most one prefix of the digits is one."""
+    if not _E164.fullmatch(value):
+        return False
+    digits = value[1:]
+    code = next((digits[:n] for n in (1, 2, 3) if digits[:n] in NATIONAL_LENGTHS), None)
+    return code is not None and len(digits) - len(code) in NATIONAL_LENGTHS[code]
+
+
 def _phone_problem(value: str, country: str | None) -> str | None:
     if _E164.fullmatch(value):
-        try:
-            if phonenumbers.is_valid_number(phonenumbers.parse(value, None)):
-                return None
-        except phonenumbers.NumberParseException:
-            pass
-        return "must be a valid phone number in E.164 format"
+        if is_possible_e164(value):  # fictional and test ranges (+15555555555) too, as the contract has it
+            return None
+        return "must be a possible phone number in E.164 format (a national number of a length its country code has)"
     try:
         parsed = phonenumbers.parse(value, country or "US")
     except phonenumbers.NumberParseException:
