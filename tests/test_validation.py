@@ -176,7 +176,9 @@ def test_optional_text_fields(name: str) -> None:
 # --- phone ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("phone", ["+14105556789", "+442079460958", "+33142685300", "+14155550123"])
+# Possible, not necessarily assigned (the contract: is_possible_number): fictional and test ranges too.
+@pytest.mark.parametrize("phone", ["+14105556789", "+442079460958", "+33142685300", "+14155550123",
+                                   "+15555555555", "+10000000000", "+80012345678"])
 def test_phone_good(phone: str) -> None:
     assert create(minimal_customer(phone_number=phone)).phone_number == phone
 
@@ -187,7 +189,8 @@ def test_phone_not_e164_suggests_the_e164_form(phone: str) -> None:
     assert "+14105556789" in detail["message"]
 
 
-@pytest.mark.parametrize("phone", ["+1555", "+10000000000", "+999999999999", "12", "phone", "",
+# +15555555: a local-only length (7 digits in the US) is no whole E.164 number; +999...: no such code.
+@pytest.mark.parametrize("phone", ["+1555", "+15555555", "+141055567890", "+999999999999", "12", "phone", "",
                                    "+14105556789\n", "+1410555678٩"])
 def test_phone_bad(phone: str) -> None:
     assert_refused(minimal_customer(phone_number=phone), "/phone_number")
@@ -581,6 +584,40 @@ def test_spend_limit_bad(spend_limit: Any, keyword: str) -> None:
 def test_spend_limit_good(spend_limit: Any) -> None:
     item = assignment(customer_account_issuer_processor_config={"spend_limit": spend_limit})
     assert_valid(minimal_customer(assign_to_accounts=[item]))
+
+
+@pytest.mark.parametrize(("raw", "cents"), [("8000000.0", 8000000), ("1e3", 1000), ("2.5E1", 25), ("1.000", 1)])
+def test_a_whole_float_is_an_integer(raw: str, cents: int) -> None:
+    """JSON Schema's integer is a number without a fraction (OpenAPI 3.1 clients send 5.0; Canopy's AJV
+    reads it as 5): refused only by msgspec, it is read as the integer it spells."""
+    item = json.dumps(assignment(customer_account_issuer_processor_config={"spend_limit": 424242}))
+    body = json.dumps(minimal_customer(assign_to_accounts=["ITEM"])).replace('"ITEM"', item).replace("424242", raw)
+    decoded = decode_customer(body.encode(), CREATE, with_meaning=True)
+    assert decoded.assign_to_accounts is not None
+    config = decoded.assign_to_accounts[0].customer_account_issuer_processor_config
+    assert config is not None and config.spend_limit == cents and type(config.spend_limit) is int
+
+
+@pytest.mark.parametrize(("raw", "keyword"), [("1.5", "type"), ("0.0", "minimum"), ("1e19", "format"),
+                                              ('"5"', "type")])
+def test_a_float_that_is_no_fitting_integer_is_still_refused(raw: str, keyword: str) -> None:
+    item = json.dumps(assignment(customer_account_issuer_processor_config={"spend_limit": 424242}))
+    body = json.dumps(minimal_customer(assign_to_accounts=["ITEM"], name_first="")).replace(
+        '"ITEM"', item).replace("424242", raw)
+    with pytest.raises(InvalidInput) as refused:
+        decode_customer(body.encode(), CREATE, with_meaning=True)
+    found = {(d.instancePath, d.keyword) for d in refused.value.details}
+    assert found == {("/name_first", "minLength"),
+                     ("/assign_to_accounts/0/customer_account_issuer_processor_config/spend_limit", keyword)}
+
+
+def test_a_whole_float_beside_another_problem_is_not_one() -> None:
+    item = json.dumps(assignment(customer_account_issuer_processor_config={"spend_limit": 424242}))
+    body = json.dumps(minimal_customer(assign_to_accounts=["ITEM"], name_first="")).replace(
+        '"ITEM"', item).replace("424242", "5.0")
+    with pytest.raises(InvalidInput) as refused:
+        decode_customer(body.encode(), CREATE, with_meaning=True)
+    assert [d.instancePath for d in refused.value.details] == ["/name_first"]
 
 
 # --- the 422 shape -------------------------------------------------------------------------------

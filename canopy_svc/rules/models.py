@@ -34,7 +34,7 @@ from canopy_svc.rules.fields import (
     Uuid,
 )
 from canopy_svc.rules.patterns import END, rfc3339_datetime
-from canopy_svc.rules.validation import _POSTAL_CODE, _US_ZIP, EARLIEST_BIRTH_DATE
+from canopy_svc.rules.validation import _POSTAL_CODE, _US_ZIP, EARLIEST_BIRTH_DATE, NATIONAL_LENGTHS
 
 # --- what validation.py refuses beyond the fields' types, said for the OpenAPI document ------------
 # msgspec does not enforce extra_json_schema; validation.py's meaning checks do, and
@@ -49,6 +49,27 @@ _SPECIAL_USE = "|".join(_any_case(name) for name in sorted(email_validator.SPECI
 EmailAddress = Annotated[Email, msgspec.Meta(
     description="A mailbox (not at a special-use domain such as .test or .localhost)",
     extra_json_schema={"format": "email", "not": {"pattern": f"[@.](?:{_SPECIAL_USE}){END}"}})]
+
+
+def _e164_pattern() -> str:
+    """validation.is_possible_e164 as a regex: each country code with its national number lengths."""
+    codes_by_lengths: dict[frozenset[int], list[str]] = {}
+    for code, lengths in NATIONAL_LENGTHS.items():
+        codes_by_lengths.setdefault(lengths, []).append(code)
+    groups = []
+    for lengths, codes in sorted(codes_by_lengths.items(), key=lambda group: sorted(group[1])):
+        runs: list[list[int]] = []
+        for n in sorted(lengths):
+            if runs and runs[-1][-1] == n - 1:
+                runs[-1].append(n)
+            else:
+                runs.append([n])
+        counts = "|".join(f"[0-9]{{{r[0]}}}" if len(r) == 1 else f"[0-9]{{{r[0]},{r[-1]}}}" for r in runs)
+        groups.append(f"(?:{'|'.join(sorted(codes))})(?:{counts})")
+    return rf"^\+(?:{'|'.join(groups)}){END}"
+
+
+PhoneE164 = Annotated[PhoneNumber, msgspec.Meta(extra_json_schema={"pattern": _e164_pattern()})]
 SsnNumber = Annotated[Ssn, msgspec.Meta(
     description="123456789 or 123-45-6789, no all-zero group",
     extra_json_schema={"not": {"pattern": f"^000|^[0-9]{{3}}-?00|0000{END}"}})]
@@ -122,7 +143,7 @@ class CustomerCreate(msgspec.Struct, kw_only=True):
 
     name_first: RequiredText
     name_last: RequiredText
-    phone_number: PhoneNumber
+    phone_number: PhoneE164
     address_line_one: RequiredText
     address_city: RequiredText
     address_state: RequiredText
@@ -149,7 +170,7 @@ class CustomerUpdate(msgspec.Struct, kw_only=True):
 
     name_first: RequiredText | UnsetType = UNSET
     name_last: RequiredText | UnsetType = UNSET
-    phone_number: PhoneNumber | UnsetType = UNSET
+    phone_number: PhoneE164 | UnsetType = UNSET
     address_line_one: RequiredText | UnsetType = UNSET
     address_city: RequiredText | UnsetType = UNSET
     address_state: RequiredText | UnsetType = UNSET
