@@ -27,16 +27,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api.body import read_json_body
-from canopy_svc.api.requests import cipher, pool, principal
+from canopy_svc.api.requests import pool
 from canopy_svc.api.responses import JSONResponse, encode, error_response
-from canopy_svc.api.writes import check_idempotency_key
-from canopy_svc.errors import ApiError, IdempotencyInProgress, IdempotencyKeyReused
-from canopy_svc.store import idempotency
+from canopy_svc.api.writes import IN_PROGRESS, KeyedRequest, keepable
+from canopy_svc.errors import ApiError
 
 Intent = TypeVar("Intent")
 Outcome = TypeVar("Outcome")
-
-IN_PROGRESS = 0  # the status of a placeholder answer: phase 1 committed, phase 3 not yet
 
 
 @dataclass(frozen=True)
@@ -50,50 +47,33 @@ class Phases(Generic[Intent, Outcome]):
     lease_seconds: float
 
 
-def _keepable(error: ApiError) -> bool:
-    return error.status < 500 and error.status != 429
-
-
 async def write_in_phases(request: Request, phases: Phases[Intent, Outcome]) -> Response:
     body = await read_json_body(request)
-    key = request.headers.get("idempotency-key")
-    if key is not None:
-        check_idempotency_key(key)
-    org_id, data_cipher = principal(request).org_id, cipher(request)
-    fingerprint = idempotency.fingerprint(data_cipher, request.method, request.url.path, body)
+    keyed = KeyedRequest.of(request, body)
 
     # Phase 1: check, lock, record the intent (and the placeholder), commit.
     async with pool(request).acquire() as conn, conn.transaction():
-        if key is not None:
-            if not await idempotency.try_lock(conn, org_id, key):
-                raise IdempotencyInProgress()
-            stored = await idempotency.fetch(conn, org_id, key, cipher=data_cipher)
-            if stored is not None:
-                if stored["request_hash"] != fingerprint:
-                    raise IdempotencyKeyReused()
-                if stored["status"] != IN_PROGRESS:
-                    return Response(stored["body"], status_code=stored["status"],
-                                    media_type="application/json", headers={"Idempotent-Replayed": "true"})
-                if await idempotency.age_seconds(conn, org_id, key) < phases.lease_seconds:
-                    raise IdempotencyInProgress()
-                # Else its request died between phases: this one takes it over.
+        if keyed is not None:
+            replay = await keyed.claim(conn, lease_seconds=phases.lease_seconds)
+            if replay is not None:
+                return replay
         try:
             async with conn.transaction():  # a savepoint: a refused request keeps none of its work
                 intent = await phases.begin(conn, body)
         except ApiError as error:
-            if key is None or not _keepable(error):
+            if keyed is None or not keepable(error):
                 raise
-            await idempotency.store(conn, org_id, key, fingerprint, error.status, error.body(), cipher=data_cipher)
+            await keyed.remember(conn, error.status, error.body())
             return error_response(error)
         answer = phases.done(intent)
         if answer is not None:
-            if key is None:
+            if keyed is None:
                 return JSONResponse(answer)
             encoded = encode(answer)
-            await idempotency.store(conn, org_id, key, fingerprint, 200, encoded, cipher=data_cipher)
+            await keyed.remember(conn, 200, encoded)
             return Response(encoded, media_type="application/json")
-        if key is not None:
-            await idempotency.store(conn, org_id, key, fingerprint, IN_PROGRESS, b"", cipher=data_cipher)
+        if keyed is not None:
+            await keyed.remember(conn, IN_PROGRESS, b"")
 
     # Phase 2: the call, holding nothing.
     try:
@@ -101,17 +81,16 @@ async def write_in_phases(request: Request, phases: Phases[Intent, Outcome]) -> 
     except ApiError as error:
         async with pool(request).acquire() as conn, conn.transaction():
             await phases.abandon(conn, intent)
-            if key is not None:
-                if _keepable(error):
-                    await idempotency.store(conn, org_id, key, fingerprint, error.status, error.body(),
-                                            cipher=data_cipher)
+            if keyed is not None:
+                if keepable(error):
+                    await keyed.remember(conn, error.status, error.body())
                 else:
-                    await idempotency.forget(conn, org_id, key)
+                    await keyed.forget(conn)
         raise
 
     # Phase 3: record the result, and the answer under the key.
     async with pool(request).acquire() as conn, conn.transaction():
         result = encode(await phases.finish(conn, intent, outcome))
-        if key is not None:
-            await idempotency.store(conn, org_id, key, fingerprint, 200, result, cipher=data_cipher)
+        if keyed is not None:
+            await keyed.remember(conn, 200, result)
     return Response(result, media_type="application/json")

@@ -23,6 +23,7 @@ class StoredAnswer(TypedDict):
     request_hash: bytes
     status: int
     body: bytes
+    age_seconds: float  # since it was stored: how long an in-progress placeholder has been waiting
 
 
 def fingerprint(cipher: DataCipher, method: str, path: str, body: bytes) -> bytes:
@@ -53,8 +54,8 @@ async def try_lock(conn: asyncpg.Connection, org_id: int, key: str) -> bool:
 
 async def fetch(conn: asyncpg.Connection, org_id: int, key: str, *, cipher: DataCipher) -> StoredAnswer | None:
     row = await conn.fetchrow(
-        f"""SELECT request_hash, status, body_encrypted FROM idempotency_keys
-            WHERE org_id = $1 AND key = $2 AND created_at > now() - interval '{RETENTION}'""",
+        f"""SELECT request_hash, status, body_encrypted, extract(epoch FROM now() - created_at)::float8 AS age
+            FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND created_at > now() - interval '{RETENTION}'""",
         org_id, key,
     )
     if row is None:
@@ -62,7 +63,7 @@ async def fetch(conn: asyncpg.Connection, org_id: int, key: str, *, cipher: Data
     request_hash, status = bytes(row["request_hash"]), row["status"]
     # A blob that does not decrypt raises (a 500): answering as if the key were new could redo the work.
     body = cipher.decrypt_bytes(row["body_encrypted"], context=answer_context(org_id, key, status, request_hash))
-    return StoredAnswer(request_hash=request_hash, status=status, body=body)
+    return StoredAnswer(request_hash=request_hash, status=status, body=body, age_seconds=row["age"])
 
 
 async def store(conn: asyncpg.Connection, org_id: int, key: str, request_hash: bytes, status: int,
@@ -87,15 +88,6 @@ async def purge_expired(conn: asyncpg.Connection | asyncpg.Pool, batch: int = 10
         batch,
     )
     return int(result.split()[-1])
-
-
-async def age_seconds(conn: asyncpg.Connection, org_id: int, key: str) -> float:
-    """How long ago the key's answer (or its in-progress placeholder) was stored."""
-    age: float = await conn.fetchval(
-        "SELECT extract(epoch FROM now() - created_at)::float8 FROM idempotency_keys WHERE org_id = $1 AND key = $2",
-        org_id, key,
-    )
-    return age
 
 
 async def forget(conn: asyncpg.Connection, org_id: int, key: str) -> None:
