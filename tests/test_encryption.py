@@ -28,6 +28,29 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+_SCHEMA_QUERIES = (
+    # Columns (as a set: an added column comes last, a created one where CREATE TABLE has it).
+    """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+              pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated
+       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+       WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped""",
+    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+       WHERE connamespace = 'public'::regnamespace""",
+    "SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace",
+)
+
+
+async def schema_of(conn: asyncpg.Connection | asyncpg.Pool) -> set[tuple[object, ...]]:
+    """Every table's columns, index, constraint and function, to compare an upgraded database with a
+    fresh one: schema.sql creates what is new in CREATE TABLE, and must ALTER an older database to match."""
+    found: set[tuple[object, ...]] = set()
+    for query in _SCHEMA_QUERIES:
+        found |= {tuple(row.values()) for row in await conn.fetch(query)}
+    return found
+
+
 def cli(*args: str, database_url: str, data_dir: Path, data_key: str | None) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key != "CANOPY_SVC_DATA_KEY"}
     env["DATABASE_URL"] = database_url
@@ -100,6 +123,7 @@ async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url
         assert ssns == ["123-45-6789", "987654321", None]
         assert rows[0]["ssn_hash"] == cipher.lookup_hash("123456789", context=b"ssn")
         assert await migrated.fetchval("SELECT version FROM schema_version") == SCHEMA_VERSION
+        assert await schema_of(migrated) == await schema_of(pool)  # as the tests' database, made fresh
     finally:
         await migrated.close()
     again = cli("migrate", database_url=old_url, data_dir=tmp_path, data_key=TEST_KEY_TEXT)

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from conftest import TEST_DATA_KEY, ApiClient, assert_error, minimal_customer, seed_customer
-from test_encryption import with_database
+from test_encryption import schema_of, with_database
 
 from canopy_svc.crypto import DataCipher
 from canopy_svc.logs import JsonFormatter
@@ -180,6 +180,7 @@ def v2_fingerprint(method: str, path: str, body: bytes) -> bytes:
 
 
 async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyncpg.Pool, database_url: str) -> None:
+    """On a whole version-2 database: what schema.sql and the v3 step make of it is a fresh database."""
     ssn, digits = new_ssn()
     name = "canopy_v2_migration"
     await pool.execute(f"DROP DATABASE IF EXISTS {name}", timeout=SLOW_DDL_SECONDS)
@@ -211,6 +212,7 @@ async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyn
         columns = {row["column_name"]: row["is_nullable"] for row in await conn.fetch(
             "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'idempotency_keys'")}
         assert "body" not in columns and columns["body_encrypted"] == "NO"
+        assert await schema_of(conn) == await schema_of(pool)  # as the tests' database, made fresh
         assert sorted(row["key"] for row in await conn.fetch("SELECT key FROM idempotency_keys")) == ["big", "live"]
         # A retry of the same request after the upgrade gets its answer back, as before it.
         async with conn.transaction():
