@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from canopy_svc.errors import ErrorEnvelope
 from canopy_svc.lithic import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
 from canopy_svc.rules import paging
 from canopy_svc.rules.fields import NO_NUL
-from canopy_svc.rules.patterns import END, dates_from
+from canopy_svc.rules.patterns import END, any_case, dates_from
 
 
 @dataclass(frozen=True)
@@ -158,10 +157,6 @@ def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts
             _state_settings(item, today, lithic_hosts)
 
 
-def _any_case(text: str) -> str:  # ECMA patterns have no (?i)
-    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in text)
-
-
 def lithic_base_url_pattern(hosts: LithicHosts) -> str:
     """What LithicHosts.problem accepts: lithic._BASE_URL's grammar (host and path in any case; a port of
     up to five digits, leading zeros allowed; a path of plain segments), to Lithic's hosts over https on
@@ -174,11 +169,11 @@ def lithic_base_url_pattern(hosts: LithicHosts) -> str:
         spelled = f":0{{0,{5 - len(str(allowed))}}}{allowed}"
         return f"(?:{spelled})?" if allowed == default else spelled
 
-    lithic = "(?:" + "|".join(_any_case(host) for host in LITHIC_HOSTS) + ")"
+    lithic = "(?:" + "|".join(any_case(host) for host in LITHIC_HOSTS) + ")"
     # The scheme in lowercase: models.LithicConfigIn's own pattern (^https?://) says so first.
     origins = [f"https://{lithic}{port(443, 443)}"]
     for host, allowed in sorted(hosts.operator, key=lambda entry: (entry[0], entry[1] or 0)):
-        spelled = rf"\[{host}\]" if ":" in host else _any_case(host)
+        spelled = rf"\[{host}\]" if ":" in host else any_case(host)
         origins.append(f"https://{spelled}{port(allowed, 443)}")
         if _is_loopback(host):  # plain http only to this machine
             origins.append(f"http://{spelled}{port(allowed, 80)}")

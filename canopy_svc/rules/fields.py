@@ -10,15 +10,14 @@ from typing import Annotated, Literal
 import msgspec
 import pycountry
 
+from canopy_svc.rules.patterns import END
+
 # PostgreSQL text cannot hold NUL: refused here (422), not left to the INSERT (500).
 NO_NUL = r"^[^\x00]*$"
 # Non-blank: at least one character that is not white space (nor NUL), and no NUL anywhere. White space
 # spelled out as Python's \s has it: ECMA's \s (OpenAPI readers) lacks \x1c-\x1f and \x85 and adds \ufeff.
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NON_BLANK = rf"^[^\x00]*[^{_SPACE}\x00][^\x00]*$"
-# End of input, in Python (msgspec) and ECMA (OpenAPI readers) alike: Python's `$` also matches just
-# before a final newline, so "123456789\n" would pass a pattern ending in a bare `$`.
-END = r"$(?!\n)"
 
 Text255 = Annotated[str, msgspec.Meta(max_length=255, pattern=NO_NUL)]
 RequiredText = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NON_BLANK)]

@@ -7,7 +7,6 @@ OpenAPI document, so what is documented is what is enforced.
 from __future__ import annotations
 
 import datetime
-import re
 from typing import Annotated, Any, ClassVar, Literal
 
 import email_validator
@@ -33,7 +32,7 @@ from canopy_svc.rules.fields import (
     Text255,
     Uuid,
 )
-from canopy_svc.rules.patterns import END, rfc3339_datetime
+from canopy_svc.rules.patterns import END, any_case, rfc3339_datetime
 from canopy_svc.rules.validation import _POSTAL_CODE, _US_ZIP, EARLIEST_BIRTH_DATE, NATIONAL_LENGTHS
 
 # --- what validation.py refuses beyond the fields' types, said for the OpenAPI document ------------
@@ -41,11 +40,7 @@ from canopy_svc.rules.validation import _POSTAL_CODE, _US_ZIP, EARLIEST_BIRTH_DA
 # tests/test_schemathesis.py holds the two to each other.
 
 
-def _any_case(word: str) -> str:  # ECMA patterns have no (?i)
-    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
-
-
-_SPECIAL_USE = "|".join(_any_case(name) for name in sorted(email_validator.SPECIAL_USE_DOMAIN_NAMES))
+_SPECIAL_USE = "|".join(any_case(name) for name in sorted(email_validator.SPECIAL_USE_DOMAIN_NAMES))
 EmailAddress = Annotated[Email, msgspec.Meta(
     description="A mailbox (not at a special-use domain such as .test or .localhost)",
     extra_json_schema={"format": "email", "not": {"pattern": f"[@.](?:{_SPECIAL_USE}){END}"}})]

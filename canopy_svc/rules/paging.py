@@ -10,12 +10,13 @@ from typing import Any
 from canopy_svc.errors import BadRequest
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.models import Paging
+from canopy_svc.rules.patterns import END
 
 MAX_LIMIT = 1000
 # What cursors.py issues, 20 bytes in unpadded base64url, or empty (no cursor). Checked before the MAC,
-# so the document's pattern is the rule (base64's decoder would otherwise skip stray characters).
-CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{27})?$(?!\n)"
-_CURSOR = re.compile(r"[A-Za-z0-9_-]{27}")
+# with this very pattern, the document's (base64's decoder would otherwise skip stray characters).
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{27})?" + END
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 def clamp_limit(raw: str | None, default: int) -> int:
@@ -42,7 +43,7 @@ class PageRequest:
 def _decode(cursors: CursorCodec, org_id: int, kind: str, cursor: str | None, parameter: str) -> int | None:
     if not cursor:
         return None
-    if _CURSOR.fullmatch(cursor) is None:
+    if _CURSOR.search(cursor) is None:
         raise BadRequest(f"Invalid {parameter} cursor")
     return cursors.decode(org_id, kind, cursor, parameter)
 

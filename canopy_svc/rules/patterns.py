@@ -4,9 +4,16 @@ for the OpenAPI document: written in the subset ECMA-262 and Python's re read al
 from __future__ import annotations
 
 import datetime
+import re
 
-# End of input in both dialects: Python's `$` also matches before a final newline.
+# End of input, in Python (msgspec) and ECMA (OpenAPI readers) alike: Python's `$` also matches just
+# before a final newline, so "123456789\n" would pass a pattern ending in a bare `$`.
 END = r"$(?!\n)"
+
+
+def any_case(text: str) -> str:
+    """`text` matched in any letter case: ECMA patterns have no (?i)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in text)
 
 
 def digits_range(low: int, high: int, width: int) -> str:
