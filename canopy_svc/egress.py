@@ -28,9 +28,10 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 # Well-known prefixes that embed an IPv4 address: the embedded one decides (6to4 and Teredo are
 # unwrapped by ipaddress itself).
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-# Not globally reachable (IANA special-purpose registry) though Python 3.11 calls them global.
-_NOT_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("192.88.99.0/24"))
+# Not globally reachable (IANA special-purpose registries) though Python 3.11 calls them global:
+# IETF protocol assignments, 6to4 relay anycast, NAT64 local use, documentation (RFC 9637).
+_NOT_GLOBAL = tuple(ipaddress.ip_network(network)
+                    for network in ("192.0.0.0/24", "192.88.99.0/24", "64:ff9b:1::/48", "3fff::/20"))
 
 
 class DestinationRefused(Exception):
@@ -60,9 +61,9 @@ def is_public_address(address: str | IPAddress) -> bool:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public_address(embedded)
-        if ip in _NAT64_LOCAL or ip.is_site_local:
+        if ip.is_site_local:
             return False
-    elif any(ip in network for network in _NOT_GLOBAL):
+    if any(ip in network for network in _NOT_GLOBAL):
         return False
     return ip.is_global and not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
                                  or ip.is_reserved or ip.is_unspecified)

@@ -7,6 +7,7 @@ own error object is repeated back in a card's error.
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -205,6 +206,59 @@ def test_non_public_addresses_are_refused(address: str) -> None:
 @pytest.mark.parametrize("address", PUBLIC)
 def test_public_addresses_are_not(address: str) -> None:
     assert is_public_address(address)
+
+
+# Every range IANA's special-purpose registries mark not globally reachable (and those they mark N/A
+# but that lead inside: 6to4's relay anycast), multicast, and the deprecated site-local and
+# IPv4-compatible IPv6 ranges. The ranges that embed an IPv4 address (IPv4-mapped, NAT64, 6to4,
+# Teredo) are tested through the addresses they embed.
+NOT_GLOBAL_V4 = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+                 "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+                 "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32"]
+NOT_GLOBAL_V6 = ["::/128", "::1/128", "::/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
+                 "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"]
+NOT_GLOBAL = [ipaddress.ip_network(network) for network in NOT_GLOBAL_V4 + NOT_GLOBAL_V6]
+
+
+def first_middle_last(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[Any]:
+    return sorted({network[0], network[network.num_addresses // 2], network[-1]})
+
+
+def embeddings(v4: ipaddress.IPv4Address) -> list[ipaddress.IPv6Address]:
+    """The IPv6 addresses that lead to v4: IPv4-mapped, NAT64, 6to4, and a Teredo client's."""
+    teredo_server = int(ipaddress.IPv4Address("65.54.227.120"))
+    return [ipaddress.IPv6Address(f"::ffff:{v4}"), ipaddress.IPv6Address(f"64:ff9b::{v4}"),
+            ipaddress.IPv6Address((0x2002 << 112) | (int(v4) << 80) | 1),
+            ipaddress.IPv6Address((0x20010000 << 96) | (teredo_server << 64) | (~int(v4) & 0xFFFFFFFF))]
+
+
+@pytest.mark.parametrize("network", NOT_GLOBAL, ids=str)
+def test_every_address_of_every_non_global_range_is_refused(network: Any) -> None:
+    """The range's first, middle and last address, and for IPv4 each IPv6 form that embeds them."""
+    addresses = first_middle_last(network)
+    if network.version == 4:
+        addresses += [embedded for address in addresses for embedded in embeddings(address)]
+    assert [str(address) for address in addresses if is_public_address(address)] == []
+
+
+def test_the_ranges_end_where_they_do() -> None:
+    """The address just outside each range is public (when it is in no other range, and global unicast),
+    embedded in IPv6 too: a range is refused exactly, not by a coarser prefix."""
+    global_unicast = ipaddress.ip_network("2000::/3")
+    neighbours = []
+    for network in NOT_GLOBAL:
+        for step in (-1, network.num_addresses):
+            try:
+                neighbour = network[0] + step
+            except ipaddress.AddressValueError:
+                continue
+            if any(neighbour in other for other in NOT_GLOBAL):
+                continue
+            if neighbour.version == 6 and neighbour not in global_unicast:
+                continue  # reserved space around ::/8 and fc00::/7 and above: not public either
+            neighbours += [neighbour, *(embeddings(neighbour) if neighbour.version == 4 else [])]
+    assert len(neighbours) > 40
+    assert [str(address) for address in neighbours if not is_public_address(address)] == []
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "0x7f.1",
