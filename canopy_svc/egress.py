@@ -75,6 +75,12 @@ async def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def _share(remaining: float, addresses_left: int) -> float:
+    """An address's part of the time left, as Go's dialer gives it: an even share, at least 2 s (or what
+    is left), so one that never answers (an unrouted IPv6, say) leaves time for the next."""
+    return min(remaining, max(remaining / addresses_left, 2.0))
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend, refusing any connection the destinations do not allow."""
 
@@ -94,8 +100,11 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         if self._destinations.trusts(host, port):
             return await self._inner.connect_tcp(host, port, timeout=timeout, local_address=local_address,
                                                  socket_options=socket_options)
+        # One timeout for the lookup and every dial, as httpx's own connect has.
+        clock = asyncio.get_running_loop().time
+        deadline = None if timeout is None else clock() + timeout
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 addresses = await self._resolve(host, port)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
@@ -106,12 +115,15 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             # Every address, not just the first: a later attempt in the list must not reach inside either.
             log.warning("refused a connection to a non-public address", extra={"host": host, "addresses": refused})
             raise DestinationRefused(f"{host} resolves to an address that is not public")
-        failure: httpcore.ConnectError | None = None
-        for address in addresses:  # dial the checked address itself: no second lookup to rebind
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for index, address in enumerate(addresses):  # dial the checked address itself: no second lookup to rebind
+            share = None if deadline is None else _share(deadline - clock(), len(addresses) - index)
+            if share is not None and share <= 0:
+                raise httpcore.ConnectTimeout(f"connecting to {host} timed out")
             try:
-                return await self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
+                return await self._inner.connect_tcp(address, port, timeout=share, local_address=local_address,
                                                      socket_options=socket_options)
-            except httpcore.ConnectError as exc:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None
         raise failure

@@ -7,6 +7,7 @@ own error object is repeated back in a card's error.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import uuid
 from collections.abc import Iterable, Iterator
@@ -292,6 +293,53 @@ async def test_a_name_is_dialled_at_the_address_checked_not_looked_up_again() ->
         await backend.connect_tcp("sandbox.lithic.com", 443, timeout=5)
     assert resolve.asked == ["sandbox.lithic.com"]
     assert dialer.dialled == [("93.184.216.34", 443), ("2606:2800:220:1:248:1893:25c8:1946", 443)]
+
+
+class Unanswered(Dialer):
+    """The first address dialled never answers (its whole timeout, told at once); the others refuse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        self.timeouts.append(timeout)
+        if not self.dialled:
+            self.dialled.append((host, port))
+            raise httpcore.ConnectTimeout("no answer")
+        return await super().connect_tcp(host, port, timeout, local_address, socket_options)
+
+
+async def test_one_connect_timeout_covers_the_lookup_and_every_address() -> None:
+    """As httpx's own connect: the lookup's time counts, and an address that never answers takes only
+    its share, so the next one (IPv4 after an unrouted IPv6, say) is still dialled."""
+    async def slow_resolve(host: str, port: int) -> list[str]:
+        await asyncio.sleep(0.2)
+        return ["2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34", "1.1.1.1"]
+
+    dialer = Unanswered()
+    backend = GuardedBackend(LITHIC_ONLY, resolver=slow_resolve, inner=dialer)
+    with pytest.raises(httpcore.ConnectError):  # the last address refused
+        await backend.connect_tcp("api.lithic.com", 443, timeout=9)
+    assert [address for address, _ in dialer.dialled] == ["2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34",
+                                                          "1.1.1.1"]
+    # The lookup slept 0.2 s at least (give or take the clock's resolution).
+    assert all(timeout is not None and 0 < timeout < 9 - 0.19 for timeout in dialer.timeouts), dialer.timeouts
+    assert dialer.timeouts[0] is not None and dialer.timeouts[0] < (9 - 0.19) / 3  # its share of three
+
+
+async def test_a_lookup_that_uses_up_the_timeout_is_a_connect_timeout() -> None:
+    async def hanging_resolve(host: str, port: int) -> list[str]:
+        await asyncio.sleep(60)
+        return ["93.184.216.34"]
+
+    dialer = Dialer()
+    with pytest.raises(httpcore.ConnectTimeout):
+        await GuardedBackend(LITHIC_ONLY, resolver=hanging_resolve, inner=dialer).connect_tcp(
+            "api.lithic.com", 443, timeout=0.1)
+    assert dialer.dialled == []
 
 
 @pytest.mark.parametrize(("host", "port"), [("evil.example", 443), ("api.lithic.com", 5432), ("127.0.0.1", 443),
