@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.config import DEFAULT_DATA_DIR, load_or_create_secret
+from canopy_svc.config import DEFAULT_DATA_DIR, Settings, load_or_create_secret
 from canopy_svc.crypto import DataCipher, DataKeyError, load_data_key
 from canopy_svc.db import migrate_database
 from canopy_svc.migrations import migrate
@@ -244,6 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # each worker its own buckets, so a client would get N times its rate. The operator's choice wins.
     if args.workers > 1 and not os.environ.get("CANOPY_SVC_RATE_LIMIT_STORE"):
         os.environ["CANOPY_SVC_RATE_LIMIT_STORE"] = "postgres"
+    Settings.from_env()  # a bad CANOPY_SVC_* setting stops serve here, not every worker in a loop
     cipher = _cipher(data_dir)
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
     # lets the embedded PostgreSQL be stopped cleanly on the way out.

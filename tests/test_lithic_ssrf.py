@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import httpx
 import pytest
 from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, ApiClient, assert_invalid, minimal_customer
 from fake_lithic import FakeLithic
+from test_encryption import TEST_KEY_TEXT
 
 from canopy_svc.card_worker import CardGateway, CardWorker, RetryPolicy
 from canopy_svc.config import Settings
@@ -136,6 +140,20 @@ async def test_the_operator_allows_more_hosts_and_only_those(api: ApiClient) -> 
 def test_a_malformed_operator_entry_stops_the_start(entry: str) -> None:
     with pytest.raises(ValueError, match="CANOPY_SVC_LITHIC_ALLOWED_HOSTS"):
         LithicHosts.from_entries([entry])
+    with pytest.raises(ValueError, match="CANOPY_SVC_LITHIC_ALLOWED_HOSTS"):
+        Settings(lithic_allowed_hosts=("127.0.0.1", entry))
+
+
+def test_serve_with_a_malformed_operator_entry_stops_before_any_worker(tmp_path: Path) -> None:
+    """Checked once in serve's own process: each worker raising it would be restarted by uvicorn, in a loop.
+    The database named does not exist, so a check left to the workers fails on it instead."""
+    env = {**os.environ, "CANOPY_SVC_LITHIC_ALLOWED_HOSTS": "127.0.0.1 http://127.0.0.1",
+           "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "CANOPY_SVC_DATA_KEY": TEST_KEY_TEXT}
+    done = subprocess.run([sys.executable, "-m", "canopy_svc", "serve", "--workers", "2", "--port", "1",
+                           "--data-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode != 0
+    assert "CANOPY_SVC_LITHIC_ALLOWED_HOSTS: 'http://127.0.0.1'" in done.stderr, done.stderr
 
 
 def test_the_operator_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
