@@ -841,6 +841,22 @@ def test_wide_bodies_are_not_deep(body: bytes) -> None:
     assert not validation.json_depth_exceeds(body)
 
 
+@pytest.mark.parametrize("depth", [validation.MAX_JSON_DEPTH - 1, validation.MAX_JSON_DEPTH,
+                                   validation.MAX_JSON_DEPTH + 1])
+@pytest.mark.parametrize("shape", ["arrays", "mixed", "zigzag"])
+def test_depth_limit_is_exact_in_a_megabyte_of_nests(depth: int, shape: str) -> None:
+    """Thousands of nests side by side, each just under, at or just over the limit: the costliest
+    bodies for the check (every round of it takes little off), and still exact."""
+    inner = depth - 1  # each nest, inside the one array that holds them all
+    if shape == "zigzag":  # every level opens a sibling before going deeper
+        nest = b"[[]," * (inner - 1) + b"[]" + b"]" * (inner - 1)
+    else:
+        nest = nested_json(inner) if shape == "mixed" else b"[" * inner + b"]" * inner
+    body = b"[" + b",".join([nest] * ((1 << 20) // len(nest))) + b"]"
+    assert parser_depth(body) == depth
+    assert validation.json_depth_exceeds(body) == (depth > validation.MAX_JSON_DEPTH)
+
+
 def test_depth_check_never_says_less_than_a_parser_would_reach() -> None:
     """On arbitrary (mostly malformed) text, it may refuse more than needed, never less."""
     rng = random.Random(8)
