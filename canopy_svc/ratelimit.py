@@ -17,13 +17,15 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import asyncpg
 
 log = logging.getLogger("canopy_svc.ratelimit")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -292,21 +294,8 @@ class FailOpenRateLimiter:
 
     async def hit(self, key: str, rate: float, burst: int) -> Decision:
         _check(rate, burst)  # caller bugs must still surface, not be swallowed as store failures
-        try:
-            if self._timeout is None:
-                decision = await self._inner.hit(key, rate, burst)
-            else:
-                async with asyncio.timeout(self._timeout):
-                    decision = await self._inner.hit(key, rate, burst)
-        except Exception as exc:  # includes TimeoutError; CancelledError still propagates
-            if not self._failing:
-                # Once per failure burst; the exception type only, its text may carry a DSN.
-                log.warning(
-                    "rate limit store unavailable, admitting requests: %s",
-                    type(exc).__name__,
-                    extra={"client_id": key},
-                )
-                self._failing = True
+        decision = await self._call(self._inner.hit, key, rate, burst)
+        if decision is None:
             return Decision(
                 allowed=True, limit=burst, remaining=burst - 1, reset_seconds=0, retry_after_seconds=1
             )
@@ -318,19 +307,27 @@ class FailOpenRateLimiter:
     async def give_back(self, key: str, rate: float, burst: int) -> None:
         """Best effort, as hit: a store that cannot take it back (down, slow, or without give_back) keeps it."""
         give_back = getattr(self._inner, "give_back", None)
-        if give_back is None:
-            return
+        if give_back is not None:
+            await self._call(give_back, key, rate, burst)
+
+    async def _call(self, method: Callable[[str, float, int], Awaitable[T]], key: str, rate: float,
+                    burst: int) -> T | None:
+        """The store's answer, or None if it failed or took longer than the timeout."""
         try:
             if self._timeout is None:
-                await give_back(key, rate, burst)
-            else:
-                async with asyncio.timeout(self._timeout):
-                    await give_back(key, rate, burst)
+                return await method(key, rate, burst)
+            async with asyncio.timeout(self._timeout):
+                return await method(key, rate, burst)
         except Exception as exc:  # includes TimeoutError; CancelledError still propagates
             if not self._failing:
-                log.warning("rate limit store unavailable, admitting requests: %s", type(exc).__name__,
-                            extra={"client_id": key})
+                # Once per failure burst; the exception type only, its text may carry a DSN.
+                log.warning(
+                    "rate limit store unavailable, admitting requests: %s",
+                    type(exc).__name__,
+                    extra={"client_id": key},
+                )
                 self._failing = True
+            return None
 
 
 def headers_for(decision: Decision) -> list[tuple[bytes, bytes]]:

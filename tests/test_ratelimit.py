@@ -367,6 +367,33 @@ async def test_fail_open_logs_once_per_burst(caplog: pytest.LogCaptureFixture) -
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
 
 
+async def test_fail_open_give_back_is_best_effort(caplog: pytest.LogCaptureFixture) -> None:
+    """A give-back the store cannot take (down, slow, or a store without give_back) is dropped, logged
+    with the hits' failures: once per burst."""
+    caplog.set_level(logging.WARNING, logger="canopy_svc.ratelimit")
+
+    class BrokenGiveBack(BrokenLimiter):
+        async def give_back(self, key: str, rate: float, burst: int) -> None:
+            raise ConnectionRefusedError("db down")
+
+    class HangingGiveBack(HangingLimiter):
+        async def give_back(self, key: str, rate: float, burst: int) -> None:
+            await asyncio.Event().wait()
+
+    broken = FailOpenRateLimiter(BrokenGiveBack())
+    await broken.give_back("client-4", 1.0, 5)
+    assert broken.failing
+    await broken.hit("client-4", 1.0, 5)
+    await broken.give_back("client-4", 1.0, 5)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    hanging = FailOpenRateLimiter(HangingGiveBack(), timeout=0.05)
+    await asyncio.wait_for(hanging.give_back("client-5", 1.0, 5), timeout=2)
+    assert hanging.failing
+    without = FailOpenRateLimiter(BrokenLimiter())
+    await without.give_back("client-6", 1.0, 5)
+    assert not without.failing  # nothing to call: nothing failed
+
+
 async def test_fail_open_on_timeout() -> None:
     limiter = FailOpenRateLimiter(HangingLimiter(), timeout=0.05)
     decision = await asyncio.wait_for(limiter.hit("client-2", 1.0, 3), timeout=2)
