@@ -252,7 +252,8 @@ async def test_expired_token_that_was_valid_before_is_403(app: Any, api: ApiClie
                                                           anonymous: httpx.AsyncClient) -> None:
     """A token seen (and cached) while valid is refused once its exp has passed."""
     now = int(time.time())
-    token = jwt.encode(claims_for(api, iat=now - 10, exp=now + 1), TEST_JWT_SECRET, algorithm="HS256")
+    # exp well ahead: now + 1 expires at the next whole second, maybe before the first call is answered.
+    token = jwt.encode(claims_for(api, iat=now - 10, exp=now + 600), TEST_JWT_SECRET, algorithm="HS256")
     assert (await call(anonymous, token)).status_code == 200
     cache = getattr(app.state.tokens, "_verified", None)
     cached = cache.get(token) if isinstance(cache, dict) else None
