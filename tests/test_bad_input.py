@@ -5,7 +5,8 @@ name (so a field added to rules/models.py is covered without touching this file)
 hostile value: NUL, lone surrogates (as JSON escapes), numbers no column can hold (1e400, 10**400),
 -0, and arrays and objects nested thousands deep. Every value also goes at the root, in an unknown
 field, and in place of each nested object. First the whole cross product, deterministically; then
-hypothesis mixes them into generated text at generated places.
+hypothesis mixes them into generated text at generated places. Each answer is also the one its class
+gets (400 for malformed or too deep, 422 at the field for a value no field holds; see MALFORMED).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ REFUSED = {
 # May be accepted (where a field takes 0 or -0.0 is just 0), but never a 500.
 TOLERATED = {"negative-zero": "-0", "negative-zero-float": "-0.0"}
 BAD_VALUES = {**REFUSED, **TOLERATED}
+# Which answer each is, where it is refused (CONTRACT section 1): nesting too deep and lone surrogates
+# (which UTF-8 cannot hold) are malformed JSON, 400 `bad_request`, wherever they are, unknown fields
+# included; a NUL or a number no column holds in a known field is 422 `invalid_input`, with a detail
+# at that field. Anything at the root is no JSON object: 400. (1e-400 reads as 0, which a field that
+# takes 0 may accept, as it does -0: where refused, it is a 422 at its field too.)
+MALFORMED = {name for name in REFUSED if name.startswith("deep") or "surrogate" in name or name == "reversed-pair"}
+INVALID_AT_FIELD = set(REFUSED) - MALFORMED - {"float-underflow"}
 
 
 # --- the request types and their fields, from the Structs ---------------------------------------
@@ -220,6 +228,21 @@ def assert_answer(response: httpx.Response, *, refused: bool, case: str) -> None
         assert isinstance(body["error"]["code"], str) and body["error"]["message"], case
 
 
+def pointer(path: Path) -> str:
+    return "".join(f"/{key}" for key in path)
+
+
+def assert_refused_as_its_class(response: httpx.Response, name: str, place: Path, known: bool, case: str) -> None:
+    """The answer the contract gives this class of value at this place (see MALFORMED)."""
+    status = response.status_code
+    error = response.json()["error"] if status >= 400 else {}
+    if not place or name in MALFORMED:
+        assert (status, error.get("code")) == (400, "bad_request"), f"{case}: {status} {response.text[:300]}"
+    elif known and (name in INVALID_AT_FIELD or status == 422):
+        assert (status, error.get("code")) == (422, "invalid_input"), f"{case}: {status} {response.text[:300]}"
+        assert pointer(place) in {d["instancePath"] for d in error["details"]}, f"{case}: {error['details']}"
+
+
 # --- tests ---------------------------------------------------------------------------------------
 
 
@@ -274,7 +297,9 @@ async def test_every_bad_value_in_every_field_is_a_4xx(world: World) -> None:
                 refused = name in REFUSED and (known or deep)  # an unknown field's value is ignored, unless too deep
                 key = f"bad-{sent}" if sent % 3 == 0 else None  # a third through the Idempotency-Key path
                 answer = await world.send(method, path, planted(body, place, raw), key=key)
-                assert_answer(answer, refused=refused, case=f"{method} {path} {place} {name}")
+                case = f"{method} {path} {place} {name}"
+                assert_answer(answer, refused=refused, case=case)
+                assert_refused_as_its_class(answer, name, place, known, case)
                 sent += 1
     assert sent > 1500
 
@@ -291,6 +316,17 @@ HUGE_NUMBER = st.one_of(
 DEEP = st.builds(lambda depth, arrays: "[" * depth + "]" * depth if arrays else '{"a":' * depth + "0" + "}" * depth,
                  st.integers(min_value=1000, max_value=20_000), st.booleans())
 _OPS = request_operations()
+
+
+def class_of(raw: str) -> str:
+    """The class, as REFUSED names them, of a generated value."""
+    if raw.startswith(("[", "{")):
+        return "deep-arrays"
+    if not raw.startswith('"'):
+        return "huge-integer"
+    if r"\u0000" in raw and not any(ord(c) < 0x20 for c in raw):  # JSON strings hold no raw control character
+        return "nul-inside"
+    return "lone-high-surrogate"  # or a raw control character: malformed either way
 CASES = st.sampled_from([(method, path, model, field) for method, path, model in _OPS
                          for field in [(), *field_paths(model)]])
 
@@ -306,7 +342,9 @@ async def test_generated_bad_values_are_4xx(world: World) -> None:
         content = planted(valid_body(model, world.own), field, raw)
         # Hypothesis runs in a thread; the request runs on the test's loop, which waits for it.
         answer = asyncio.run_coroutine_threadsafe(world.send(method, path, content), loop).result(timeout=60)
-        assert_answer(answer, refused=True, case=f"{method} {path} {field} {raw[:40]!r}")
+        case_name = f"{method} {path} {field} {raw[:40]!r}"
+        assert_answer(answer, refused=True, case=case_name)
+        assert_refused_as_its_class(answer, class_of(raw), field, True, case_name)
 
     await asyncio.to_thread(check)
 
