@@ -390,6 +390,21 @@ async def test_an_ipv6_source_is_its_64(app: Any, pool: asyncpg.Pool, scrypt_cal
     assert len(scrypt_calls) == 31
 
 
+async def test_an_ipv4_mapped_source_is_its_ipv4_host(app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]) -> None:
+    """A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d: each is its IPv4 host (not one /64
+    holding every IPv4 client), the same host as when reported plainly."""
+    fresh_limiter(app)
+    for n in range(30):
+        async with http_for(app, address="::ffff:203.0.113.9" if n % 2 else "203.0.113.9") as http:
+            assert (await token_attempt(http, f"cli_guess{n:03d}", "x")).status_code == 401
+    async with http_for(app, address="203.0.113.9") as same, http_for(app, address="::ffff:203.0.113.9") as mapped, \
+            http_for(app, address="::ffff:203.0.113.10") as other:
+        assert_rate_limited(await token_attempt(same, "cli_other", "x"))
+        assert_rate_limited(await token_attempt(mapped, "cli_other", "x"))
+        assert (await token_attempt(other, "cli_other", "x")).status_code == 401
+    assert len(scrypt_calls) == 31
+
+
 def test_recent_secrets_are_keyed_bounded_and_expire() -> None:
     from canopy_svc.rules.passwords import RecentSecrets
 
