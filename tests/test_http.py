@@ -422,6 +422,46 @@ def test_openapi_base_url_is_the_servers_rule() -> None:
             assert (pattern.search(url) is not None) == enforced, url
 
 
+async def test_openapi_birth_dates_turn_with_the_utc_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/openapi.json states date_of_birth up to the day of the clock it reads: rebuilt when the UTC day
+    turns (into a leap day, out of it, into a new year), not within a day. A turned clock, not the wall."""
+    import datetime
+
+    from starlette.applications import Starlette
+
+    from canopy_svc.api import openapi
+    from canopy_svc.api.app import OPERATIONS
+    from canopy_svc.rules.validation import EARLIEST_BIRTH_DATE
+
+    days = [datetime.date(2024, 2, 28), datetime.date(2024, 2, 29), datetime.date(2024, 3, 1),
+            datetime.date(2024, 12, 31), datetime.date(2025, 1, 1)]
+    clock = [days[0]]
+    built: list[datetime.date | None] = []
+    build = openapi.build_document
+
+    def counted(operations: Any, today: datetime.date | None = None, *args: Any) -> dict[str, Any]:
+        built.append(today)
+        return build(operations, today, *args)
+
+    monkeypatch.setattr(openapi, "build_document", counted)
+    app = Starlette(routes=openapi.routes(OPERATIONS, today=lambda: clock[0]))
+    one_day = datetime.timedelta(days=1)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        for day in days:
+            clock[0] = day
+            for _ in range(2):  # the second is the first's document
+                response = await client.get("/openapi.json")
+                assert response.status_code == 200
+                schemas = response.json()["components"]["schemas"]
+                for name in ("CustomerCreate", "CustomerUpdate"):
+                    pattern = re.compile(schemas[name]["properties"]["date_of_birth"]["pattern"])
+                    for accepted in (EARLIEST_BIRTH_DATE, day - one_day, day):
+                        assert pattern.search(accepted.isoformat()), (day, accepted)
+                    for refused in (EARLIEST_BIRTH_DATE - one_day, day + one_day):
+                        assert not pattern.search(refused.isoformat()), (day, refused)
+    assert built == days
+
+
 async def test_openapi_document_is_valid(openapi_document: dict[str, Any]) -> None:
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(openapi_document)

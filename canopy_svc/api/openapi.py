@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def build_document(operations: list[Operation], today: datetime.date | None = No
         components[struct.__name__].update(getattr(struct, "json_schema_extra", {}))
     for struct in _structs({op.request for op in operations if op.request}):
         _refuse_nul(components[struct.__name__])
-    _state_settings(components, today or datetime.datetime.now(datetime.UTC).date(), lithic_hosts)
+    _state_settings(components, today or utc_today(), lithic_hosts)
     error_ref = {"application/json": {"schema": refs[ErrorEnvelope]}}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
@@ -221,12 +222,17 @@ def _path_parameters(path: str) -> list[str]:
 _DOCS_HTML = (Path(__file__).parent.parent / "static" / "docs.html").read_text()
 
 
-def routes(operations: list[Operation]) -> list[Route]:
+def utc_today() -> datetime.date:
+    return datetime.datetime.now(datetime.UTC).date()
+
+
+def routes(operations: list[Operation], today: Callable[[], datetime.date] = utc_today) -> list[Route]:
+    """`today` is the clock the document's day is read from (a test turns it)."""
     built: dict[tuple[datetime.date, LithicHosts], bytes] = {}
 
     async def openapi_json(request: Request) -> Response:
         # Built again when the UTC day changes ("up to today" moves with it), for the app's Lithic hosts.
-        key = (datetime.datetime.now(datetime.UTC).date(), getattr(request.app.state, "lithic_hosts", LITHIC_ONLY))
+        key = (today(), getattr(request.app.state, "lithic_hosts", LITHIC_ONLY))
         if key not in built:
             built.clear()
             built[key] = msgspec.json.encode(build_document(operations, *key))
