@@ -422,6 +422,71 @@ def test_openapi_base_url_is_the_servers_rule() -> None:
             assert (pattern.search(url) is not None) == enforced, url
 
 
+def server_refuses(body: dict[str, Any]) -> bool:
+    """Whether POST /customers' parse (shape and meaning) refuses the body."""
+    from canopy_svc.errors import InvalidInput
+    from canopy_svc.rules.customers import parse_create
+
+    try:
+        parse_create(json.dumps(body).encode())
+    except InvalidInput:
+        return True
+    return False
+
+
+def test_openapi_phone_pattern_is_phonenumbers_possible_lengths() -> None:
+    """The document's E.164 pattern, the server's check and phonenumbers' metadata agree for every
+    country calling code and every national number length (E.164 caps the whole at 15 digits)."""
+    import phonenumbers
+    from phonenumbers import PhoneNumber, ValidationResult, is_possible_number_with_reason
+
+    from canopy_svc.api import openapi
+    from canopy_svc.api.app import OPERATIONS
+    from canopy_svc.rules import validation
+
+    schema = openapi.build_document(OPERATIONS)["components"]["schemas"]["CustomerCreate"]
+    pattern = re.compile(schema["properties"]["phone_number"]["pattern"])
+    possible = 0
+    for code in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE):
+        for length in range(1, 16):
+            national = "5" * length
+            number = PhoneNumber(country_code=code, national_number=int(national))
+            expected = (is_possible_number_with_reason(number) == ValidationResult.IS_POSSIBLE
+                        and len(str(code)) + length <= 15)
+            e164 = f"+{code}{national}"
+            assert (pattern.search(e164) is not None) == validation.is_possible_e164(e164) == expected, e164
+            possible += expected
+    assert possible > 400  # not vacuous: every country code has a possible length or more
+    # Fictional and test ranges are possible numbers (the contract); a final newline is no number.
+    assert pattern.search("+15555555555") and not pattern.search("+15555555555\n")
+
+
+def test_openapi_ssn_and_email_rules_are_the_servers_for_the_whole_class() -> None:
+    """Every SSN with any of its groups all zeros, hyphenated or not, and every special-use domain in any
+    case, as a domain or a subdomain's parent: the document refuses exactly what the server does."""
+    import itertools
+
+    import email_validator
+
+    from canopy_svc.api import openapi
+    from canopy_svc.api.app import OPERATIONS
+
+    create = request_schema(openapi.build_document(OPERATIONS), "CustomerCreate")
+    bodies = []
+    for zeros in itertools.product([False, True], repeat=3):
+        groups = ["000" if zeros[0] else "123", "00" if zeros[1] else "45", "0000" if zeros[2] else "6789"]
+        bodies += [{"ssn": "".join(groups)}, {"ssn": "-".join(groups)}]
+    for name in sorted(email_validator.SPECIAL_USE_DOMAIN_NAMES):
+        for domain in (name, name.upper(), f"mail.{name}", f"{name}.example.com", f"not{name}.com"):
+            bodies.append({"email": f"someone@{domain}"})
+    refused = 0
+    for change in bodies:
+        body = minimal_customer(**change)
+        assert (not create.is_valid(body)) == server_refuses(body), change
+        refused += server_refuses(body)
+    assert refused == 14 + 3 * len(email_validator.SPECIAL_USE_DOMAIN_NAMES)  # the two lists, less what passes
+
+
 async def test_openapi_birth_dates_turn_with_the_utc_day(monkeypatch: pytest.MonkeyPatch) -> None:
     """/openapi.json states date_of_birth up to the day of the clock it reads: rebuilt when the UTC day
     turns (into a leap day, out of it, into a new year), not within a day. A turned clock, not the wall."""
