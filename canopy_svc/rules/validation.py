@@ -62,43 +62,35 @@ class BodyDecoder(typing.Generic[T]):
     def decode(self, body: bytes) -> T:
         check_depth(body)
         payload: T | None
+        document: dict[str, Any] | None = None
         try:
             payload = self._decoder.decode(body)
         except msgspec.ValidationError as exc:
             reason = str(exc).split(" - at ")[0]
-            payload = self._decode_whole_floats(body)
+            document, changed = _parse_object(body)
+            payload = self._decode_whole_floats(document) if changed else None
         except msgspec.DecodeError:
-            parse_object(body)  # raises the right 400
+            _parse_object(body)  # raises the right 400
             raise BadRequest("Request body is not valid JSON") from None
         if payload is not None:
             # JSON can only write a NUL as the escape \u0000, so a body without one needs no walk.
             if b"\\u0000" not in body or not _holds_nul(payload):
                 return payload
             reason = "must not contain NUL"
-        document = parse_object(body)
+        if document is None:
+            document, _ = _parse_object(body)
         problems: list[ErrorDetail] = []
         walk(document, self.model, "", problems)
         if not problems:  # the walk must never be laxer than msgspec; if it is, say what msgspec saw
             problems.append(detail("", "type", {}, reason))
         raise InvalidInput(problems) from None
 
-
-    def _decode_whole_floats(self, body: bytes) -> T | None:
-        """The body decoded with its whole floats (5.0, 1e3) as integers, or None if that changes nothing
-        or still fails. JSON Schema's integer is any number without a fraction (OpenAPI 3.1 clients send
-        5.0, and Canopy's AJV takes it): msgspec alone refuses a float for an int."""
-        if not _MAY_HOLD_A_FLOAT.search(body):
-            return None
+    def _decode_whole_floats(self, document: dict[str, Any]) -> T | None:
+        """The body (as parse_object reads it: its whole floats, 5.0 or 1e3, as integers) decoded, or
+        None if it still fails. JSON Schema's integer is any number without a fraction (OpenAPI 3.1
+        clients send 5.0, and Canopy's AJV takes it): msgspec alone refuses a float for an int."""
         try:
-            document = _json_decoder.decode(body)
-        except msgspec.DecodeError:
-            return None
-        changed = [False]
-        whole = _whole_floats_as_ints(document, changed)
-        if not changed[0]:
-            return None
-        try:
-            return self._decoder.decode(msgspec.json.encode(whole))
+            return self._decoder.decode(msgspec.json.encode(document))
         except msgspec.ValidationError:
             return None
 
@@ -106,14 +98,22 @@ class BodyDecoder(typing.Generic[T]):
 def parse_object(body: bytes) -> dict[str, Any]:
     """The body as Python objects, whole floats as integers (as the decoder reads them)."""
     check_depth(body)
+    return _parse_object(body)[0]
+
+
+def _parse_object(body: bytes) -> tuple[dict[str, Any], bool]:
+    """parse_object, once the depth is checked; and whether any whole float was made an integer."""
     try:
         document = _json_decoder.decode(body)
     except msgspec.DecodeError:
         raise BadRequest("Request body is not valid JSON") from None
     if not isinstance(document, dict):
         raise BadRequest("Request body must be a JSON object")
-    whole: dict[str, Any] = _whole_floats_as_ints(document, [False])
-    return whole
+    if not _MAY_HOLD_A_FLOAT.search(body):
+        return document, False
+    changed = [False]
+    whole: dict[str, Any] = _whole_floats_as_ints(document, changed)
+    return whole, changed[0]
 
 
 # A fraction or an exponent: without either, JSON has no float to make whole.
