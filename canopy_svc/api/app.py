@@ -31,6 +31,7 @@ from canopy_svc.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from canopy_svc.lithic import LithicClient, LithicHosts
 from canopy_svc.rules import models
 from canopy_svc.rules.cursors import CursorCodec
+from canopy_svc.rules.customers import MAX_SEARCH_WORDS
 from canopy_svc.rules.tokens import TokenAuthority
 from canopy_svc.store import idempotency
 from canopy_svc.store.data_key import ensure_key_check
@@ -55,9 +56,9 @@ OPERATIONS = [
     openapi.Operation("POST", "/customers", "Create a customer", models.Customer, models.CustomerCreate,
                       errors=(401, 403, 404, 409, 429, 500, 503), example=_CUSTOMER_EXAMPLE),
     openapi.Operation("GET", "/customers", "List customers, oldest first", models.CustomerList,
-                      query=openapi.listing_query(search_parameters={
-                          "type": "string", "description": "At most 10 words (runs of letters and digits), "
-                                                          "each matched at the start of names and business names"})),
+                      query=openapi.listing_query(search_parameters={"type": "string", "description": (
+                          f"At most {MAX_SEARCH_WORDS} words (runs of letters and digits), "
+                          "each matched at the start of names and business names")})),
     openapi.Operation("GET", "/customers/{customer_id}", "Get a customer", models.Customer,
                       errors=(401, 403, 404, 429, 500, 503)),
     openapi.Operation("PUT", "/customers/{customer_id}", "Update a customer", models.Customer,
