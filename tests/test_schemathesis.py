@@ -151,6 +151,58 @@ def test_every_check_runs() -> None:
     assert all(config.get_by_name(name=name).enabled for name in names)
 
 
+def test_hooks_drop_only_what_no_schema_can_see() -> None:
+    """schemathesis_hooks.py's failure filter (as schemathesis.toml registered it) drops each refusal it
+    names and nothing next to it: the same status with another cause is still a failure."""
+    import json
+    from types import SimpleNamespace
+
+    from schemathesis.core.failures import ServerError
+    from schemathesis.hooks import get_all_by_name
+    from schemathesis.openapi.checks import RejectedPositiveData
+
+    (keep,) = get_all_by_name("filter_failure")
+    customer, cards = "/customers/{customer_id}", "/accounts/{account_id}/customers/{customer_id}/cards"
+
+    def kept(failure: Any, method: str, path: str, status: int, error: dict[str, Any], body: Any = None) -> bool:
+        case = SimpleNamespace(operation=SimpleNamespace(path=path), method=method, body=body)
+        response = SimpleNamespace(status_code=status, content=json.dumps({"error": error}).encode())
+        return bool(keep(None, failure, case, response))
+
+    def rejected(status: int) -> RejectedPositiveData:
+        return RejectedPositiveData(operation="op", message="", status_code=status, allowed_statuses=["200"])
+
+    def invalid(*paths: str, keyword: str = "pattern", **params: Any) -> dict[str, Any]:
+        return {"code": "invalid_input", "details": [{"instancePath": p, "keyword": keyword, "params": params}
+                                                     for p in paths]}
+
+    # An update's zip and state, decided by what is stored: dropped only when the body leaves a part out.
+    for body in ({"address_zip": "SW1A 1AA"}, {"address_country_code": "US"}, {"address_state": "Bavaria"}):
+        assert not kept(rejected(422), "PATCH", customer, 422, invalid("/address_zip", "/address_state"), body)
+    assert kept(rejected(422), "PUT", customer, 422, invalid("/address_zip"),
+                {"address_country_code": "US", "address_zip": "12345"})
+    assert kept(rejected(422), "PUT", customer, 422, invalid("/address_zip", "/email"), {"address_zip": "1"})
+    assert kept(rejected(422), "POST", "/customers", 422, invalid("/address_zip"), {"address_zip": "1"})
+    # One id twice in items that differ: dropped; equal items (the document's uniqueItems) or another list: kept.
+    twice = {"assign_to_accounts": [{"account_id": "a", "customer_account_role": "PRIMARY"}, {"account_id": "a"}]}
+    duplicate = invalid("/assign_to_accounts", keyword="uniqueItems", i=1, j=0)
+    assert not kept(rejected(422), "POST", "/customers", 422, duplicate, twice)
+    assert kept(rejected(422), "POST", "/customers", 422, duplicate, {"assign_to_accounts": [{"account_id": "a"}] * 2})
+    assert kept(rejected(422), "POST", "/customers", 422, {**duplicate, "code": "conflict"}, twice)
+    # A listing's forged cursor or too many words: dropped; any other 400 there, or elsewhere: kept.
+    forged = {"code": "bad_request", "message": "Invalid starting_after cursor"}
+    words = {"code": "bad_request", "message": "search_parameters may have at most 10 words"}
+    assert not kept(rejected(400), "GET", "/customers", 400, forged)
+    assert not kept(rejected(400), "GET", "/customers", 400, words)
+    assert kept(rejected(400), "GET", "/customers", 400, {"code": "bad_request", "message": "Send at most one"})
+    assert kept(rejected(400), "GET", customer, 400, forged)
+    # Lithic unreachable on a card change: dropped; any other 5xx: kept.
+    unavailable = {"code": "unavailable", "message": "Service temporarily unavailable"}
+    assert not kept(ServerError(operation="op", status_code=503), "PUT", cards, 503, unavailable)
+    assert kept(ServerError(operation="op", status_code=500), "PUT", cards, 500, {"code": "server_error"})
+    assert kept(ServerError(operation="op", status_code=503), "POST", "/customers", 503, unavailable)
+
+
 @schema.parametrize()
 @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
