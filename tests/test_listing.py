@@ -167,6 +167,13 @@ async def test_both_cursors_at_once_is_400(api: ApiClient, many: list[str]) -> N
     response = await api.http.get("/customers", params={
         "starting_after": second["paging"]["starting_after"], "ending_before": second["paging"]["ending_before"]})
     assert_bad_request(response)
+    # An empty cursor is none (a client templating a null): beside the other, it is no second cursor.
+    cursor = second["paging"]["starting_after"]
+    assert await listing(api, limit=3, starting_after=cursor, ending_before="") == \
+        await listing(api, limit=3, starting_after=cursor)
+    cursor = second["paging"]["ending_before"]
+    assert await listing(api, limit=3, starting_after="", ending_before=cursor) == \
+        await listing(api, limit=3, ending_before=cursor)
 
 
 @pytest.mark.parametrize("parameter", ["starting_after", "ending_before"])
@@ -183,6 +190,12 @@ async def test_forged_and_truncated_cursors_are_400(api: ApiClient, many: list[s
         "not a cursor!",
         "0",
         "%%%",
+        # The real cursor with what base64's decoder would skip or pad: the cursor's pattern refuses it.
+        cursor + "=",
+        cursor + "\n",
+        " " + cursor,
+        cursor[:9] + "." + cursor[9:],
+        cursor[:9] + "\n" + cursor[9:],
     ]
     for candidate in candidates:
         assert_bad_request(await api.http.get("/customers", params={parameter: candidate}))
