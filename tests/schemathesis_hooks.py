@@ -13,6 +13,11 @@ is not a disagreement between the document and the server, so that refusal, and 
   stored country decides the zip and state rules, and a new country is checked against the stored zip
   and state. The document states what holds for every customer.
 
+A stateful sequence that creates a customer and then updates it with an assignment to an account that
+does not exist gets the contract's 404 for the referenced id ("No account found ..."): schemathesis reads
+any 404 after a create as the created resource gone (ST302). That 404, naming an id the body references,
+and only it, is dropped too; a 404 for the customer itself is still a failure.
+
 And one outside the server: with an organization's Lithic key set (a generated PUT
 /organization/issuer_processors does that), a card is changed at Lithic, and when Lithic cannot be reached
 the contract's answer is 503 `unavailable` with Retry-After (tests/test_schemathesis.py has no network to
@@ -35,13 +40,15 @@ from typing import Any
 
 import schemathesis
 from schemathesis.core.failures import ServerError
-from schemathesis.openapi.checks import RejectedPositiveData
+from schemathesis.openapi.checks import EnsureResourceAvailability, RejectedPositiveData
 
 LISTINGS = {"/customers", "/customers/accounts", "/customers/{customer_id}/accounts", "/products", "/accounts"}
 _STATE_UNSEEN_400 = re.compile(r"Invalid (starting_after|ending_before) cursor|search_parameters may have at most")
 _ASSIGNMENT_LISTS = {"/assign_to_accounts": "account_id", "/assign_customers": "customer_id"}
 _ADDRESS = {"/address_zip", "/address_state"}
 CARDS = "/accounts/{account_id}/customers/{customer_id}/cards"
+_REFERENCED_404 = re.compile(
+    r"No (account|customer|product) found with the provided (?:account|customer|product)_id: (.*)", re.DOTALL)
 
 
 def _error(response: Any) -> dict[str, Any]:
@@ -80,6 +87,8 @@ def filter_query(context: Any, query: Any) -> bool:
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
     """False (drop) for a refusal for one of the reasons above; True for anything else."""
     error = _error(response)
+    if isinstance(failure, EnsureResourceAvailability):
+        return not (response.status_code == 404 and _names_a_referenced_id(error, case.body))
     if isinstance(failure, ServerError):
         return not (case.operation.path == CARDS and response.status_code == 503 and error.get("code") == "unavailable")
     if not isinstance(failure, RejectedPositiveData):
@@ -104,3 +113,18 @@ def _stored_customer_decides(detail: dict[str, Any], body: Any) -> bool:
     path = detail.get("instancePath")
     return (path in _ADDRESS and isinstance(body, dict)
             and ("address_country_code" not in body or path[1:] not in body))
+
+
+def _names_a_referenced_id(error: dict[str, Any], body: Any) -> bool:
+    """A 404 whose message names an id the body refers to (an assignment's account or customer, a
+    product), not the resource on the path."""
+    found = _REFERENCED_404.fullmatch(str(error.get("message", "")))
+    if error.get("code") != "not_found" or found is None or not isinstance(body, dict):
+        return False
+    kind, wanted = found.group(1), found.group(2)
+    referenced = {body.get("product_id")} if kind == "product" else set()
+    for list_name, key in _ASSIGNMENT_LISTS.items():
+        items = body.get(list_name[1:])
+        if key == f"{kind}_id" and isinstance(items, list):
+            referenced |= {item.get(key) for item in items if isinstance(item, dict)}
+    return wanted in {str(value) for value in referenced if value is not None}

@@ -162,7 +162,7 @@ def test_hooks_drop_only_what_no_schema_can_see() -> None:
 
     from schemathesis.core.failures import ServerError
     from schemathesis.hooks import get_all_by_name
-    from schemathesis.openapi.checks import RejectedPositiveData
+    from schemathesis.openapi.checks import EnsureResourceAvailability, RejectedPositiveData
 
     (keep,) = get_all_by_name("filter_failure")
     customer, cards = "/customers/{customer_id}", "/accounts/{account_id}/customers/{customer_id}/cards"
@@ -204,6 +204,18 @@ def test_hooks_drop_only_what_no_schema_can_see() -> None:
     assert not kept(ServerError(operation="op", status_code=503), "PUT", cards, 503, unavailable)
     assert kept(ServerError(operation="op", status_code=500), "PUT", cards, 500, {"code": "server_error"})
     assert kept(ServerError(operation="op", status_code=503), "POST", "/customers", 503, unavailable)
+    # After a create, a 404 for an id the update's body references: dropped; for the customer itself, or
+    # for an id the body does not name: kept (the created resource really is gone).
+    gone = EnsureResourceAvailability(operation="op", message="", created_with="POST /customers",
+                                      not_available_with="PATCH /customers/{customer_id}")
+    unknown_account = {"code": "not_found", "message": "No account found with the provided account_id: acc-9"}
+    assigning = {"assign_to_accounts": [{"account_id": "acc-9"}]}
+    assert not kept(gone, "PATCH", customer, 404, unknown_account, assigning)
+    assert kept(gone, "PATCH", customer, 404, unknown_account, {"assign_to_accounts": [{"account_id": "acc-1"}]})
+    assert kept(gone, "PATCH", customer, 404, {"code": "not_found",
+                                               "message": "No customer found with the provided customer_id: c"},
+                assigning)
+    assert kept(gone, "PATCH", customer, 404, {**unknown_account, "code": "bad_request"}, assigning)
 
 
 @schema.parametrize()
