@@ -62,7 +62,8 @@ def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str,
     }
 
 _ERROR_DESCRIPTIONS = {
-    400: "Bad request", 401: "Unauthorized", 403: "not_authorized: the token expired; forbidden: it lacks the scope", 404: "Not found", 409: "Conflict",
+    400: "Bad request", 401: "Unauthorized", 403: "not_authorized: the token expired; forbidden: it lacks the scope",
+    404: "Not found", 409: "Conflict",
     413: "Payload too large", 415: "Unsupported media type", 422: "Invalid input",
     429: "Too many requests", 500: "Unexpected error", 503: "Unavailable",
 }  # fmt: skip
