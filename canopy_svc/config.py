@@ -68,7 +68,7 @@ class Settings:
         if self.rate_limit_store not in RATE_LIMIT_STORES:
             raise ValueError(f"CANOPY_SVC_RATE_LIMIT_STORE must be one of {', '.join(RATE_LIMIT_STORES)}, "
                              f"not {self.rate_limit_store!r}")
-        from canopy_svc.lithic import LithicHosts
+        from canopy_svc.issuers.hosts import LithicHosts
 
         LithicHosts.from_entries(self.lithic_allowed_hosts)  # a malformed entry raises here
 

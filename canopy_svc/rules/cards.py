@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 from msgspec import UNSET
 
-from canopy_svc.card_worker import CardGateway, Issuer
 from canopy_svc.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
-from canopy_svc.lithic import CardSimulator, IssuedCard, LithicRejected, LithicRetryable
+from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
+from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import links
 from canopy_svc.rules.accounts import card_from_record
 from canopy_svc.rules.models import CardCreate, CardDetails, CardUpdate
@@ -100,7 +100,7 @@ async def begin_card_change(conn: asyncpg.Connection, org_id: int, account_id: s
     config = await organization_store.lithic_config(conn, org_id)
     issuer = gateway.issuer(config["lithic_api_key_encrypted"], config["lithic_base_url"])
     change_id = str(uuid.uuid4())
-    if isinstance(issuer.client, CardSimulator):
+    if issuer.simulated:
         updated = await card_store.set_state(conn, card["id"], state=state, spend_limit=spend_limit)
         return CardChange(card["id"], change_id, card["token"], None, fields, state, spend_limit,
                           done=card_from_record(updated))

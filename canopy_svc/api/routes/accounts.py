@@ -11,7 +11,7 @@ from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
 from canopy_svc.api.writes import write
-from canopy_svc.card_worker import CardGateway
+from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.rules import accounts, cards
 from canopy_svc.rules.models import Account, CardDetails, Product
 from canopy_svc.rules.paging import PageRequest
