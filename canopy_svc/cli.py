@@ -20,9 +20,8 @@ from canopy_svc.config import DEFAULT_DATA_DIR, Settings, load_or_create_secret
 from canopy_svc.crypto import DataCipher, DataKeyError, load_data_key
 from canopy_svc.db import migrate_database
 from canopy_svc.migrations import migrate
-from canopy_svc.rules.ids import new_client_id, new_client_secret
-from canopy_svc.rules.passwords import hash_secret
-from canopy_svc.store import api_clients, organizations
+from canopy_svc.rules import clients
+from canopy_svc.store import organizations
 from canopy_svc.store.data_key import DataKeyMismatch
 
 DEV_ORG = "dev"
@@ -70,19 +69,15 @@ async def _migrated(dsn: str, cipher: DataCipher) -> AsyncIterator[asyncpg.Conne
 async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher, *,
                          rate: float | None = None, burst: int | None = None) -> dict[str, Any]:
     async with _migrated(dsn, cipher) as conn, conn.transaction():
-        org_id = await organizations.get_or_create_organization(conn, org)
-        client_id, secret = new_client_id(), new_client_secret()
-        await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
-        limits = await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
-        assert limits is not None
-    return {"org": org, "client_id": client_id, "client_secret": secret,
-            "rate_per_second": limits[0], "burst": limits[1]}
+        created = await clients.create_client(conn, org, scopes, rate=rate, burst=burst)
+    return {"org": created.org, "client_id": created.client_id, "client_secret": created.client_secret,
+            "rate_per_second": created.limits[0], "burst": created.limits[1]}
 
 
 async def _set_limits(dsn: str, client_id: str, rate: float | None, burst: int | None,
                       cipher: DataCipher) -> tuple[float, int] | None:
     async with _migrated(dsn, cipher) as conn:
-        return await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
+        return await clients.set_limits(conn, client_id, rate=rate, burst=burst)
 
 
 def _rate_arg(text: str) -> float:
@@ -110,7 +105,7 @@ def _burst_arg(text: str) -> int:
 async def _client_exists(dsn: str, client_id: str) -> bool:
     conn = await asyncpg.connect(dsn)
     try:
-        return await organizations.find_client(conn, client_id) is not None
+        return await clients.find_client(conn, client_id) is not None
     finally:
         await conn.close()
 
