@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import asyncpg
@@ -47,7 +48,7 @@ async def test_an_unlisted_constraint_stays_the_database_error(pool: asyncpg.Poo
 
 
 async def test_each_constraint_answers_its_message(api: ApiClient) -> None:
-    async def conflict(method: str, path: str, body: dict[str, object]) -> str:
+    async def conflict(method: str, path: str, body: Mapping[str, object]) -> str:
         first = await api.http.request(method, path, json=body)
         assert first.status_code == 200, first.text
         message: str = assert_error(await api.http.request(method, path, json=body), 409, "conflict")["message"]
