@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from canopy_svc.api.app import OPERATIONS
-from canopy_svc.ratelimit import MemoryRateLimiter
 from canopy_svc.rules import models
+from canopy_svc.rules.ratelimit import MemoryRateLimiter
 from canopy_svc.store import api_clients
 
 Path = tuple[str | int, ...]

@@ -404,7 +404,7 @@ def test_openapi_base_url_is_the_servers_rule() -> None:
     """base_url's pattern is LithicHosts.problem, as the operator set it (CANOPY_SVC_LITHIC_ALLOWED_HOSTS)."""
     from canopy_svc.api import openapi
     from canopy_svc.api.app import OPERATIONS
-    from canopy_svc.lithic import LithicHosts
+    from canopy_svc.issuers.hosts import LithicHosts
 
     candidates = ["https://api.lithic.com", "https://SANDBOX.lithic.com:0443/v1/", "https://api.lithic.com:8443",
                   "http://api.lithic.com", "HTTPS://api.lithic.com", "https://api.lithic.com.evil.com",

@@ -29,7 +29,7 @@ from canopy_svc.api.app import create_app
 from canopy_svc.api.routes import auth as auth_routes
 from canopy_svc.config import Settings
 from canopy_svc.db import create_pool
-from canopy_svc.ratelimit import Decision, LeasingRateLimiter, MemoryRateLimiter, PostgresRateLimiter
+from canopy_svc.rules.ratelimit import Decision, LeasingRateLimiter, MemoryRateLimiter, PostgresRateLimiter
 from canopy_svc.store import api_clients
 
 TINY_RATE = 0.001  # one request per 1000 s: no refill can happen during a test

@@ -41,7 +41,7 @@ from starlette.applications import Starlette
 from canopy_svc.api import openapi
 from canopy_svc.api.app import OPERATIONS, create_app
 from canopy_svc.config import Settings
-from canopy_svc.lithic import CardSimulator
+from canopy_svc.issuers.simulator import CardSimulator
 from canopy_svc.store import api_clients
 
 REPOSITORY = Path(__file__).resolve().parent.parent

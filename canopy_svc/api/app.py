@@ -23,12 +23,14 @@ from canopy_svc.api.context import RequestContextMiddleware
 from canopy_svc.api.ratelimiting import RateLimiting, RateLimitMiddleware
 from canopy_svc.api.responses import error_response
 from canopy_svc.api.routes import accounts, auth, customers, health, organization
-from canopy_svc.card_worker import CardGateway, CardWorker, RetryPolicy
+from canopy_svc.card_worker import CardWorker, RetryPolicy
 from canopy_svc.config import Settings
 from canopy_svc.crypto import DataCipher
 from canopy_svc.db import DatabaseGate, create_pool, migrate_database, when_available
 from canopy_svc.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
-from canopy_svc.lithic import LithicClient, LithicHosts
+from canopy_svc.issuers.gateway import CardGateway
+from canopy_svc.issuers.hosts import LithicHosts
+from canopy_svc.issuers.lithic import LithicClient
 from canopy_svc.rules import models
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import MAX_SEARCH_WORDS

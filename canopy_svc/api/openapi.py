@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from canopy_svc import __version__
 from canopy_svc.errors import ErrorEnvelope
-from canopy_svc.lithic import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
+from canopy_svc.issuers.hosts import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
 from canopy_svc.rules import paging
 from canopy_svc.rules.fields import NO_NUL
 from canopy_svc.rules.patterns import END, any_case, dates_from

@@ -1,6 +1,6 @@
 """Rate limiting on the wire (CONTRACT section 3): per-client limits, the store, and the middleware.
 
-The GCRA itself and its stores are in canopy_svc/ratelimit.py. Here:
+The GCRA itself and its stores are in canopy_svc/rules/ratelimit.py. Here:
 
 - `ClientLimitCache`: each client's (rate, burst) from api_clients, kept per process for a few
   seconds (`CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS`) so a request does not pay a query for them.
@@ -27,7 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from canopy_svc.api.responses import error_for, send_error
 from canopy_svc.config import Settings
 from canopy_svc.errors import RateLimited
-from canopy_svc.ratelimit import (
+from canopy_svc.rules import clients
+from canopy_svc.rules.clients import DEFAULT_LIMITS, Limits
+from canopy_svc.rules.ratelimit import (
     Decision,
     FailOpenRateLimiter,
     LeasingRateLimiter,
@@ -36,16 +38,12 @@ from canopy_svc.ratelimit import (
     RateLimiter,
     headers_for,
 )
-from canopy_svc.store import api_clients
 
 log = logging.getLogger("canopy_svc.ratelimit")
 
-DEFAULT_LIMITS = (api_clients.DEFAULT_RATE_PER_SECOND, api_clients.DEFAULT_BURST)
 # A limits lookup gets at least this long before the defaults are used: it is one indexed read, and
 # only a cold cache pays it, so a busy database should not turn a client's own limit into the default.
 _MIN_LOOKUP_TIMEOUT = 1.0
-
-Limits = tuple[float, int]
 
 
 class ClientLimitCache:
@@ -116,7 +114,7 @@ class RateLimiting:
         pool = self._pool_source()
         if pool is None:
             raise RuntimeError("no database pool yet")
-        return await api_clients.limits(pool, client_id)
+        return await clients.limits(pool, client_id)
 
     def use_store(self, store: RateLimiter) -> None:
         """Put `store` (wrapped to fail open) in place of the configured one; for tests and tools.

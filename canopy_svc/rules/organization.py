@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncpg
 from msgspec import UNSET
 
-from canopy_svc.card_worker import LITHIC_KEY_CONTEXT
 from canopy_svc.crypto import DataCipher
 from canopy_svc.errors import InvalidInput, detail
-from canopy_svc.lithic import LITHIC_ONLY, LITHIC_SANDBOX_URL, LithicHosts
+from canopy_svc.issuers.gateway import LITHIC_KEY_CONTEXT
+from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
+from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL
 from canopy_svc.rules.models import (
     IssuerProcessors,
     IssuerProcessorsUpdate,

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.errors import Conflict
+from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.customer_columns import STORAGE
 from canopy_svc.store.keyset import page_bounds
 
@@ -34,9 +34,7 @@ async def _insert_row(conn: asyncpg.Connection, sql: str, org_id: int, customer_
     try:
         record = await conn.fetchrow(sql, org_id, customer_id, *(row.get(c) for c in WRITABLE))
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "customers_org_customer_id_key":
-            raise Conflict(f"A customer with customer_id '{customer_id}' already exists") from None
-        raise
+        raise conflict_for(exc, customer_id=customer_id) from None
     assert record is not None
     return record
 

@@ -11,8 +11,8 @@ from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
 from canopy_svc.api.writes import write
-from canopy_svc.card_worker import CardGateway
-from canopy_svc.rules import accounts, cards
+from canopy_svc.issuers.gateway import CardGateway
+from canopy_svc.rules import accounts, cards, products
 from canopy_svc.rules.models import Account, CardDetails, Product
 from canopy_svc.rules.paging import PageRequest
 
@@ -21,18 +21,18 @@ async def create_product(request: Request) -> Response:
     org_id = principal(request).org_id
 
     async def work(conn: asyncpg.Connection, body: bytes) -> Product:
-        return await accounts.create_product(conn, org_id, accounts.PRODUCT_DECODER.decode(body))
+        return await products.create_product(conn, org_id, products.PRODUCT_DECODER.decode(body))
 
     return await write(request, work)
 
 
 async def get_product(request: Request) -> Response:
-    product = await accounts.get_product(pool(request), principal(request).org_id, request.path_params["product_id"])
+    product = await products.get_product(pool(request), principal(request).org_id, request.path_params["product_id"])
     return JSONResponse(product)
 
 
 async def list_products(request: Request) -> Response:
-    page = await accounts.list_products(pool(request), principal(request).org_id, cursors(request),
+    page = await products.list_products(pool(request), principal(request).org_id, cursors(request),
                                         PageRequest.from_query(request.query_params, default_limit=12))
     return JSONResponse(page)
 

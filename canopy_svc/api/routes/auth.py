@@ -15,10 +15,10 @@ from canopy_svc.api.ratelimiting import RateLimiting, denied
 from canopy_svc.api.requests import pool, tokens
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.errors import Unauthorized
+from canopy_svc.rules import clients
 from canopy_svc.rules.models import TokenRequest, TokenResponse
 from canopy_svc.rules.passwords import DUMMY_HASH, RecentSecrets, verify_secret
 from canopy_svc.rules.validation import BodyDecoder
-from canopy_svc.store import organizations
 
 TOKEN_DECODER = BodyDecoder(TokenRequest)
 
@@ -53,13 +53,13 @@ async def issue_token(request: Request) -> Response:
     key = recent.key(credentials.client_id, credentials.client_secret)
     client = None
     if recent.known(key):
-        client = await organizations.find_client(pool(request), credentials.client_id)
+        client = await clients.find_client(pool(request), credentials.client_id)
         if client is not None and recent.matches(key, client["secret_hash"]):
             return _token_for(request, client)
     limiting: RateLimiting = request.app.state.rate_limiting
     taken = await _take_failure_budget(limiting, credentials.client_id, source_of(request))
     if client is None:
-        client = await organizations.find_client(pool(request), credentials.client_id)
+        client = await clients.find_client(pool(request), credentials.client_id)
     # One scrypt either way, so a missing client and a wrong secret look and take the same.
     stored_hash = client["secret_hash"] if client is not None else DUMMY_HASH
     valid = await asyncio.to_thread(verify_secret, credentials.client_secret, stored_hash)

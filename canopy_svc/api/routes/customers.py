@@ -10,7 +10,7 @@ from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
 from canopy_svc.api.writes import write
-from canopy_svc.rules import accounts, customers
+from canopy_svc.rules import customer_accounts, customers
 from canopy_svc.rules.models import Customer
 from canopy_svc.rules.paging import PageRequest
 
@@ -51,7 +51,7 @@ async def list_customers(request: Request) -> Response:
 
 
 async def list_customer_accounts(request: Request) -> Response:
-    page = await accounts.list_customer_accounts(
+    page = await customer_accounts.list_customer_accounts(
         pool(request), principal(request).org_id, cursors(request),
         PageRequest.from_query(request.query_params, default_limit=12), request.path_params["customer_id"],
         cipher(request),
@@ -60,7 +60,7 @@ async def list_customer_accounts(request: Request) -> Response:
 
 
 async def list_links(request: Request) -> Response:
-    page = await accounts.list_links(
+    page = await customer_accounts.list_links(
         pool(request), principal(request).org_id, cursors(request),
         PageRequest.from_query(request.query_params, default_limit=30), cipher(request),
     )

@@ -10,7 +10,7 @@ from canopy_svc.api.requests import cipher, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import by_method
 from canopy_svc.api.writes import write
-from canopy_svc.lithic import LithicHosts
+from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.rules import organization
 from canopy_svc.rules.models import IssuerProcessors, OrganizationSettings
 
