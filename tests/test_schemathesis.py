@@ -38,7 +38,7 @@ from schemathesis.python import asgi as schemathesis_asgi
 from starlette.applications import Starlette
 
 from canopy_svc.api import openapi
-from canopy_svc.api.app import OPERATIONS, create_app
+from canopy_svc.api.app import ENDPOINTS, create_app
 from canopy_svc.config import Settings
 from canopy_svc.lithic import CardSimulator
 from canopy_svc.store import api_clients
@@ -49,7 +49,7 @@ STATEFUL_SCENARIOS, STATEFUL_STEPS = 30, 8
 SEED = 20261201
 
 # The document exactly as GET /openapi.json serves it (test_openapi_json_is_the_document_tested checks that).
-DOCUMENT = openapi.build_document(OPERATIONS)
+DOCUMENT = openapi.build_document(ENDPOINTS)
 
 
 def load_config() -> SchemathesisConfig:
@@ -104,7 +104,7 @@ def served_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     SERVED.app = create_app(settings_)
     # A generated PUT /organization/issuer_processors sets a Lithic key: cards are then changed "at Lithic",
     # here the simulator, so the test never reaches out to api.lithic.com.
-    SERVED.app.state.card_gateway.lithic = CardSimulator()
+    SERVED.app.resources.card_gateway.lithic = CardSimulator()
     try:
         yield SERVED.app
     finally:
@@ -117,7 +117,7 @@ async def bearer_headers(pool: asyncpg.Pool, served_app: Starlette) -> dict[str,
     org_id, client_id, _ = await make_client(pool, "acme")
     # Generated requests come fast; the rate limiter is tested elsewhere.
     await api_clients.set_limits(pool, client_id, rate=1_000_000.0, burst=1_000_000)
-    token = served_app.state.tokens.issue(client_id, org_id, "read write")
+    token = served_app.resources.tokens.issue(client_id, org_id, "read write")
     FixtureToken.value = token
     return {"Authorization": f"Bearer {token}"}
 
@@ -140,7 +140,7 @@ def test_openapi_json_is_the_document_tested(served_app: Starlette) -> None:
         served = client.get("/openapi.json")
     after = openapi.utc_today()
     assert served.status_code == 200
-    assert msgspec.json.decode(served.content) in [openapi.build_document(OPERATIONS, day) for day in {before, after}]
+    assert msgspec.json.decode(served.content) in [openapi.build_document(ENDPOINTS, day) for day in {before, after}]
 
 
 def test_every_check_runs() -> None:
