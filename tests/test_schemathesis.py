@@ -37,10 +37,9 @@ from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, make_client
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi as schemathesis_asgi
-from starlette.applications import Starlette
 
 from canopy_svc.api import openapi
-from canopy_svc.api.app import ENDPOINTS, create_app
+from canopy_svc.api.app import ENDPOINTS, CanopyApp, create_app
 from canopy_svc.config import Settings
 from canopy_svc.lithic import CardSimulator
 from canopy_svc.store import api_clients
@@ -68,7 +67,7 @@ class ServedApp:
     """The ASGI app schemathesis calls (its checks' extra requests too). The real one needs the test
     database's URL, a fixture: `served_app` plugs it in."""
 
-    app: Starlette | None = None
+    app: CanopyApp | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         assert self.app is not None, "the served_app fixture plugs the app in"
@@ -99,14 +98,14 @@ def example(path: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def served_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starlette]:
+def served_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanopyApp]:
     settings_ = Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("schemathesis"),
                          jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY, pool_min_size=1, pool_max_size=4,
                          card_worker=False)
     SERVED.app = create_app(settings_)
     # A generated PUT /organization/issuer_processors sets a Lithic key: cards are then changed "at Lithic",
     # here the simulator, so the test never reaches out to api.lithic.com.
-    SERVED.app.resources.card_gateway.lithic = CardSimulator()
+    SERVED.app.resources.card_gateway.lithic = CardSimulator()  # type: ignore[assignment]  # the same calls
     try:
         yield SERVED.app
     finally:
@@ -115,7 +114,7 @@ def served_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture
-async def bearer_headers(pool: asyncpg.Pool, served_app: Starlette) -> dict[str, str]:
+async def bearer_headers(pool: asyncpg.Pool, served_app: CanopyApp) -> dict[str, str]:
     org_id, client_id, _ = await make_client(pool, "acme")
     # Generated requests come fast; the rate limiter is tested elsewhere.
     await api_clients.set_limits(pool, client_id, rate=1_000_000.0, burst=1_000_000)
@@ -125,7 +124,7 @@ async def bearer_headers(pool: asyncpg.Pool, served_app: Starlette) -> dict[str,
 
 
 @pytest.fixture
-def seeded(served_app: Starlette, bearer_headers: dict[str, str]) -> dict[str, str]:
+def seeded(served_app: CanopyApp, bearer_headers: dict[str, str]) -> dict[str, str]:
     """The document's own examples, created: the customer, product and account (with the customer on
     it) its path examples name, so generated requests reach real objects, not only 404s."""
     with schemathesis_asgi.get_client(SERVED) as client:
@@ -135,7 +134,7 @@ def seeded(served_app: Starlette, bearer_headers: dict[str, str]) -> dict[str, s
     return bearer_headers
 
 
-def test_openapi_json_is_the_document_tested(served_app: Starlette) -> None:
+def test_openapi_json_is_the_document_tested(served_app: CanopyApp) -> None:
     # The document is the UTC day's: read the day on both sides, so a request at midnight is either day's.
     before = openapi.utc_today()
     with schemathesis_asgi.get_client(SERVED) as client:
@@ -223,11 +222,11 @@ def test_hooks_drop_only_what_no_schema_can_see() -> None:
 @schema.parametrize()
 @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_its_openapi_document(case: Any, served_app: Starlette, seeded: dict[str, str]) -> None:
+def test_api_conforms_to_its_openapi_document(case: Any, served_app: CanopyApp, seeded: dict[str, str]) -> None:
     case.call_and_validate()
 
 
-def test_stateful_sequences_conform(served_app: Starlette, database_url: str) -> None:
+def test_stateful_sequences_conform(served_app: CanopyApp, database_url: str) -> None:
     """Sequences along the document's links (create, then read, change and list what was made), with the
     stateful checks (use_after_free, ensure_resource_availability) beside the others.
 
@@ -244,7 +243,7 @@ def test_stateful_sequences_conform(served_app: Starlette, database_url: str) ->
                                    suppress_health_check=list(HealthCheck)))
 
 
-def seed_organization(served_app: Starlette, database_url: str) -> None:
+def seed_organization(served_app: CanopyApp, database_url: str) -> None:
     """A new organization and client, its token the one schemathesis sends, and the document's examples."""
 
     async def new_client() -> tuple[int, str]:
