@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from canopy_svc import secret_files
+from canopy_svc.api import examples
 from canopy_svc.config import Settings, variable
 from canopy_svc.crypto import DataCipher, DataKeyError
 from canopy_svc.db import migrate_database
@@ -195,18 +196,6 @@ def _dev_client(dsn: str, settings: Settings) -> dict[str, Any]:
     return created
 
 
-SEED_CUSTOMER = {
-    "customer_id": "0x1234", "name_prefix": "Dr.", "name_first": "Miriam", "name_middle": "Louise",
-    "name_last": "Trevino", "name_suffix": "Jr", "phone_number": "+14105556789",
-    "address_line_one": "12 Strawberry Road", "address_line_two": "Suite 101", "address_city": "Atlanta",
-    "address_state": "GA", "address_zip": "99999-1000", "address_country_code": "US", "ssn": "888888888",
-    "international_customer_id": "9999999999", "email": "marissa@protonmail.com",
-    "date_of_birth": "1985-06-20",
-    "business_details": {"business_legal_name": "Umbrella Corporation", "doing_business_as": "Umbrella",
-                         "business_ein": "888-88-8888"},
-}  # fmt: skip
-
-
 def dev_banner(client: dict[str, Any], base_url: str) -> str:
     credentials = json.dumps({"client_id": client["client_id"], "client_secret": client["client_secret"]})
     return "\n".join([
@@ -217,7 +206,7 @@ def dev_banner(client: dict[str, Any], base_url: str) -> str:
         f"TOKEN=$(curl -s -X POST {base_url}/auth/token -H 'Content-Type: application/json' "
         f"-d '{credentials}' | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')",
         f"curl -s -X POST {base_url}/customers -H \"Authorization: Bearer $TOKEN\" "
-        f"-H 'Content-Type: application/json' -d '{json.dumps(SEED_CUSTOMER, separators=(',', ':'))}'",
+        f"-H 'Content-Type: application/json' -d '{json.dumps(examples.CUSTOMER, separators=(',', ':'))}'",
         "",
         f"API docs: {base_url}/docs",
         "",

@@ -261,7 +261,7 @@ async def test_expired_token_that_was_valid_before_is_403(app: Any, api: ApiClie
     # exp well ahead: now + 1 expires at the next whole second, maybe before the first call is answered.
     token = jwt.encode(claims_for(api, iat=now - 10, exp=now + 600), TEST_JWT_SECRET, algorithm="HS256")
     assert (await call(anonymous, token)).status_code == 200
-    cache = getattr(app.state.tokens, "_verified", None)
+    cache = getattr(app.resources.tokens, "_verified", None)
     cached = cache.get(token) if isinstance(cache, dict) else None
     if cached is None:
         pytest.skip("no verified-token cache to age")
@@ -342,7 +342,7 @@ def respellings(token: str) -> set[str]:
 
 
 def test_only_the_canonical_spelling_of_a_token_verifies(app: Any) -> None:
-    authority = app.state.tokens
+    authority = app.resources.tokens
     token = authority.issue("cli_x", 7, "read write")
     variants = respellings(token)
     assert len(variants) > 5_000

@@ -42,6 +42,15 @@ async def cards_of_links(conn: asyncpg.Connection | asyncpg.Pool,
     return by_link
 
 
+def parse_card_update(body: bytes) -> CardUpdate:
+    """A change of a card's state, spend limit or both: one of them at least."""
+    change = CARD_UPDATE_DECODER.decode(body)
+    if change.state is UNSET and change.spend_limit is UNSET:
+        raise InvalidInput([detail("", "required", {"missingProperty": "state"},
+                                   "must have property 'state' or 'spend_limit'")])
+    return change
+
+
 async def _link(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
     link = await account_store.fetch_link(conn, org_id, account_id, customer_id, for_update=True)
     if link is None:
@@ -94,13 +103,11 @@ def _change_fields(change: CardUpdate) -> dict[str, Any]:
 
 async def begin_card_change(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str,
                             change: CardUpdate, gateway: CardGateway, *, lease_seconds: float) -> CardChange:
-    """Phase 1, in the caller's transaction: checks the change and records it on the link's newest card.
+    """Phase 1, in the caller's transaction: records the change (from parse_card_update) on the link's
+    newest card, if that card can take it.
 
     The row locks taken here go with the transaction, before Lithic is called: a slow Lithic holds
     no lock and no pooled connection. A change another request is still sending is a 409."""
-    if change.state is UNSET and change.spend_limit is UNSET:
-        raise InvalidInput([detail("", "required", {"missingProperty": "state"},
-                                   "must have property 'state' or 'spend_limit'")])
     link = await _link(conn, org_id, account_id, customer_id)
     card = await card_store.latest_of_link(conn, link["link_id"])
     if card is None:
