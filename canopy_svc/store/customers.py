@@ -85,14 +85,16 @@ async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: i
                after: int | None = None, before: int | None = None,
                search: list[str] | None = None) -> list[asyncpg.Record]:
     """A page of customers in id order (see keyset.page_bounds), optionally only those matching `search`."""
-    args: list[Any] = [org_id]
-    conditions = ["org_id = $1"]
-    if search:
-        args.append(prefix_query(search))
-        conditions.append(f"search_vector @@ to_tsquery('simple', ${len(args)})")
-    bound, tail = page_bounds("id", args, limit=limit, after=after, before=before)
-    return await conn.fetch(f"SELECT {COLUMNS} FROM customers WHERE {' AND '.join(conditions)} AND {bound} {tail}",
-                            *args)
+    if not search:
+        args: list[Any] = []
+        bound, tail = page_bounds("org_id", "id", args, group_value=org_id, limit=limit, after=after,
+                                  before=before)
+        rows: list[asyncpg.Record] = await conn.fetch(f"SELECT {COLUMNS} FROM customers WHERE {bound} {tail}", *args)
+        return rows
+    args = [prefix_query(search)]
+    bound, tail = page_bounds("org_id", "id", args, group_value=org_id, limit=limit, after=after, before=before)
+    return await conn.fetch(
+        f"SELECT {COLUMNS} FROM customers WHERE search_vector @@ to_tsquery('simple', $1) AND {bound} {tail}", *args)
 
 
 async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list[str]) -> dict[str, int]:
