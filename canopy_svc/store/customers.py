@@ -10,6 +10,9 @@ import asyncpg
 from canopy_svc.errors import Conflict
 from canopy_svc.store.keyset import page_bounds
 
+# How many characters of a word's start customer_search_terms keeps, as schema.sql's canopy_search_terms.
+SEARCH_TERM_LENGTH = 32
+
 # Columns answered for a customer (with "id", the internal row id and paging key).
 COLUMN_NAMES = (
     "id", "customer_id", "name_prefix", "name_first", "name_middle", "name_last", "name_suffix",
@@ -81,6 +84,18 @@ def prefix_query(words: list[str]) -> str:
     return " & ".join(f"'{word}':*" for word in words)
 
 
+# A search walks the customer_search_terms rows of one term in row id order (their primary key, see
+# schema.sql) and checks each customer against the whole query: every match of a one-word search is
+# a row of the page, so a page costs its limit+1 entries whether the word is shared by thousands or
+# by one. The term is the query's longest word as the column's text search config makes it (what the
+# terms were made from), cut to the stored prefix length; the check on search_vector is the exact
+# match, for a longer word and for the other words. (The GIN index over search_vector gave matches
+# without their order: a shared name sorted all its matches for each page, a rare one was found by
+# walking the primary key.)
+_SEARCH_TERM = f"""(SELECT left(word.lexeme, {SEARCH_TERM_LENGTH}) FROM unnest(to_tsvector('simple', $2)) word
+                    ORDER BY length(word.lexeme) DESC, word.lexeme LIMIT 1)"""
+
+
 async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
                after: int | None = None, before: int | None = None,
                search: list[str] | None = None) -> list[asyncpg.Record]:
@@ -91,10 +106,19 @@ async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: i
                                   before=before)
         rows: list[asyncpg.Record] = await conn.fetch(f"SELECT {COLUMNS} FROM customers WHERE {bound} {tail}", *args)
         return rows
-    args = [prefix_query(search)]
-    bound, tail = page_bounds("org_id", "id", args, group_value=org_id, limit=limit, after=after, before=before)
+    args = [org_id, " ".join(search), prefix_query(search)]
+    bound, tail = page_bounds("t.org_id", "t.customer_row_id", args, group_value=org_id, limit=limit,
+                              after=after, before=before)
     return await conn.fetch(
-        f"SELECT {COLUMNS} FROM customers WHERE search_vector @@ to_tsquery('simple', $1) AND {bound} {tail}", *args)
+        f"""SELECT {COLUMNS} FROM customers WHERE id = ANY(ARRAY(
+                SELECT t.customer_row_id FROM customer_search_terms t
+                JOIN customers candidate ON candidate.id = t.customer_row_id
+                WHERE {bound} AND t.term = {_SEARCH_TERM}
+                  AND candidate.org_id = $1 AND candidate.search_vector @@ to_tsquery('simple', $3)
+                {tail}))
+            ORDER BY id {"DESC" if before is not None else "ASC"}""",
+        *args,
+    )
 
 
 async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list[str]) -> dict[str, int]:
