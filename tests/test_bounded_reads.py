@@ -1,4 +1,4 @@
-"""Issue 9: what a page and a search read does not grow with the organization, nor with how
+"""Issue 9: what a page, a search and an update read does not grow with the organization, nor with how
 many customers share a name, an address, a phone or an SSN, under every plan (asyncpg prepares every
 statement: custom plans, and generic ones after five runs), on tables never analyzed, analyzed, and
 analyzed before the values became shared.
@@ -16,6 +16,8 @@ and an SSN most of ours share, and a name only the last of our customers has.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +31,7 @@ from canopy_svc.crypto import DataCipher
 from canopy_svc.rules import accounts as account_rules
 from canopy_svc.rules import customers as customer_rules
 from canopy_svc.rules.cursors import CursorCodec
+from canopy_svc.rules.models import Customer
 from canopy_svc.rules.paging import PageRequest
 
 TABLES = ["customers", "customer_search_terms", "products", "accounts", "customer_account_links", "cards"]
@@ -374,3 +377,53 @@ async def test_a_search_reads_a_page_whether_one_customer_or_thousands_match(
 def test_the_search_bound_is_per_page_not_per_match() -> None:
     """The bound above is a page's, far below the thousands of Smiths (else it would prove nothing)."""
     assert bound(12) * 10 < BLOCK and bound(100) * 5 < BLOCK * 2
+
+
+SHARED = {"name_last": "Smith", "address_line_one": "100 Main St", "address_zip": "21201",
+          "phone_number": "+14155550100", "email": "a1@example.com", "ssn": "123-45-6789",
+          "date_of_birth": "1985-05-05"}  # another birth date: under `block`, a match that may be waived
+
+
+@pytest.mark.parametrize("policy", ["warn", "block"])
+async def test_an_update_to_values_thousands_share_reads_a_few_entries_of_each_index(
+        pool: asyncpg.Pool, database_url: str, tenants: Tenants, policy: str) -> None:
+    """PATCH /customers/{id}: the customer last in the table takes the name, address, phone, SSN and
+    email thousands of ours share (and back): the duplicate check reads five entries of each of its
+    indexes (twice under `block`, which checks again under locks), the row and its search terms are
+    changed by their keys."""
+    await pool.execute("UPDATE organizations SET duplicate_customer_policy = $2 WHERE id = $1", tenants.ours, policy)
+    rare = {"name_last": "Zyxwv", "address_line_one": "9 Elm St", "address_zip": "94105",
+            "phone_number": "+14155550199", "email": "zyxwv@example.org", "ssn": "987-65-4320"}
+    changes = itertools.cycle([SHARED, rare])
+    async with contextlib.aclosing(plan_states(pool, database_url, crowd)) as states:
+        async for statistics, mode, conn in states:
+            for _ in range(6):  # past asyncpg's five custom plans, in each mode
+                body = dict(next(changes), **({"__ignoreWarnings": True} if policy == "block" else {}))
+                answer, reads = await reads_of(conn, partial(_update, conn, tenants.ours, "b1999", body))
+                what = (policy, statistics, mode, body["name_last"])
+                warned = {warning.code for warning in answer.warnings or ()}
+                if body["name_last"] == "Smith":
+                    assert warned == {"duplicate_ssn", "duplicate_email", "duplicate_phone_number",
+                                      "duplicate_address"}, what
+                assert not [name for name in reads if name.startswith("seq scans")], (what, reads)
+                # Each check reads at most six entries of each of its indexes (five matches, and the
+                # customer itself, which it skips), and their rows; the update reads its row by its keys.
+                checks = 2 if policy == "block" else 1
+                # The search terms change by their keys: the old name's five are found and deleted,
+                # the new one's five checked for and written, whoever else has either name.
+                limits = {"heap customers": checks * 4 * 6 + 2, "index customer_search_terms_pkey": 2 * 5,
+                          "heap customer_search_terms": 5}
+                too_many = {name: n for name, n in reads.items()
+                            if name.startswith(("index ", "heap ")) and n > limits.get(name, checks * 6 + 2)}
+                assert not too_many, (what, too_many)
+                assert not walked_indexes(reads), (what, walked_indexes(reads), reads)
+    found = await pool.fetch("SELECT customer_row_id FROM customer_search_terms WHERE org_id = $1 AND term = 'zyxwv'",
+                             tenants.ours)
+    assert len(found) == 1  # the search terms followed the name each time
+
+
+async def _update(conn: asyncpg.Connection, org_id: int, customer_id: str, body: dict[str, Any]) -> Customer:
+    """PATCH /customers/{customer_id}'s work, in its transaction, as the route runs it."""
+    async with conn.transaction():
+        return await customer_rules.update(conn, org_id, customer_id,
+                                           customer_rules.parse_update(json.dumps(body).encode()), CIPHER)
