@@ -37,8 +37,9 @@ def page_bounds(group: str, key: str, args: list[Any], *, group_value: int, limi
 
 def each_key(keys: str, rows: str, order: str) -> str:
     """`rows` (a SELECT comparing its key with `wanted.key`) for each of the keys in the array
-    parameter `keys`, ordered by `order` (a column of `rows`, as `matched.<name>`): what a page's rows
-    need beside them (their accounts, links, cards), looked up key by key through the index on that key.
+    parameter `keys` (distinct: a key given twice is answered twice), ordered by `order` (a column of
+    `rows`, as `matched.<name>`): what a page's rows need beside them (their accounts, links, cards),
+    looked up key by key through the index on that key.
 
     Written as a join (`key = ANY(keys)`, or against unnest), it is planned from estimates: with no
     statistics a table is taken to hold thousands of rows per key, and the planner reads all of it
