@@ -1421,7 +1421,7 @@ def main() -> int:
         )
     tmp = Path(tempfile.mkdtemp(prefix="canopy-bench-"))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
-    from canopy_svc.embedded import EmbeddedPostgres
+    from canopy_svc.core.embedded import EmbeddedPostgres
 
     postgres = EmbeddedPostgres(tmp / "pgdata")
     try:
