@@ -75,7 +75,7 @@ def test_each_error_has_its_status_code_and_parent(name: str, status: int, code:
 def make(name: str) -> errors.ApiError:
     cls = getattr(errors, name)
     if name == "InvalidInput":
-        return cls([errors.detail("", "required", {"missingProperty": "x"}, "must have required property 'x'")])
+        return cls([errors.detail("", "required", {"missingProperty": "x"}, "must have required property x")])
     if name == "DuplicateCustomer":
         return cls([{"code": "duplicate_email", "field": "email", "customer_id": "c1", "message": "m"}])
     if name == "RateLimited":

@@ -40,6 +40,7 @@ from canopy_svc.wire.fields import (
     US_STATE_CODES,
     US_ZIP,
 )
+from canopy_svc.wire.patterns import as_written
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -239,7 +240,7 @@ def _walk_struct(value: Any, model: type[msgspec.Struct], path: str, problems: l
         if name not in value:
             if field.required:
                 problems.append(detail(path, "required", {"missingProperty": name},
-                                       f"must have required property '{name}'"))
+                                       f"must have required property {name}"))
             continue
         walk(value[name], field.type, f"{path}/{_pointer_escape(name)}", problems)
     return value if len(problems) == before else _INVALID
@@ -288,8 +289,8 @@ def _walk_annotated(
                                    f"must NOT have more than {meta.max_length} characters"))
             return _INVALID
         if meta.pattern is not None and not _compiled(meta.pattern).search(value):
-            problems.append(detail(path, "pattern", {"pattern": meta.pattern},
-                                   f'must match pattern "{meta.pattern}"'))
+            written = as_written(meta.pattern)
+            problems.append(detail(path, "pattern", {"pattern": written}, f'must match pattern "{written}"'))
             return _INVALID
     if isinstance(value, str) and "\x00" in value:  # every string, whatever its own pattern says
         problems.append(detail(path, "pattern", {"pattern": NO_NUL}, "must not contain NUL (\\u0000)"))

@@ -11,6 +11,12 @@ import re
 END = r"$(?!\n)"
 
 
+def as_written(pattern: str) -> str:
+    """A pattern as the contract writes it, for a 422 detail: END's guard is how Python is told what
+    `$` means in JSON Schema, not part of the rule."""
+    return pattern.replace(END, "$")
+
+
 def any_case(text: str) -> str:
     """`text` matched in any letter case: ECMA patterns have no (?i)."""
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in text)
