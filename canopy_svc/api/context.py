@@ -112,7 +112,7 @@ def _log_failure(scope: Scope, request_id: str, exc: Exception) -> None:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             if _SANE_REQUEST_ID.match(candidate):
                 return candidate
             break

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn
+
 log = logging.getLogger("canopy_svc.core.db")
 
 T = TypeVar("T")
@@ -42,6 +44,10 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
+
+# What ends a probe without ending the gate's watch: the server down, or answering with an error.
+# Named (not unpacked inside `except`) because mypy cannot type a starred tuple there.
+PROBE_ERRORS: tuple[type[BaseException], ...] = (*UNREACHABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -90,7 +96,7 @@ class DatabaseGate:
                 connecting.cancel()  # takes effect later: the task is not done yet
         if not connecting.done() or connecting.cancelled():
             raise DatabaseUnavailable("the database became unavailable while connecting")
-        connection = connecting.result()
+        connection: asyncpg.Connection = connecting.result()
         self._connections.add(connection)
         return connection
 
@@ -122,7 +128,7 @@ class DatabaseGate:
                                 dsn, timeout=self.timeout,
                                 server_settings={"application_name": "canopy-svc-probe"})
                         await probe.fetchval("SELECT 1")
-                except (*UNREACHABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except PROBE_ERRORS as exc:
                     if probe is not None:
                         probe.terminate()  # a fresh connection next round
                         probe = None
@@ -167,7 +173,7 @@ class FairPool(asyncpg.Pool):
     async def _acquire_in_turn(self) -> Any:
         await self._turns.acquire()
         try:
-            proxy = await super()._acquire(None)
+            proxy = await super()._acquire(None)  # type: ignore[misc]  # private: asyncpg's stubs omit it
         except BaseException:
             self._turns.release()
             raise
@@ -227,7 +233,7 @@ async def when_available(attempt: Callable[[], Awaitable[T]], *, what: str, seco
         delay = min(delay * 2, 5.0)
 
 
-def atomic(conn: asyncpg.Connection) -> contextlib.AbstractAsyncContextManager[Any]:
+def atomic(conn: Conn) -> contextlib.AbstractAsyncContextManager[Any]:
     """A transaction, unless the connection is in one already (then the outer one holds the work)."""
     if conn.is_in_transaction():
         return contextlib.nullcontext()

@@ -76,7 +76,8 @@ class EmbeddedPostgres:
         if self._server is None or not self._started_here:
             self._server = None
             return
-        from pgserver._commands import pg_ctl
+        # pgserver makes its command wrappers with setattr at import time, so its types cannot see them.
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user)

@@ -209,8 +209,9 @@ def _interpret(response: httpx.Response, api_key: str) -> IssuedCard:
 def _issued_card(data: object) -> IssuedCard:
     if not isinstance(data, dict):
         raise ValueError("card is not an object")
-    required = {name: data.get(name) for name in ("token", "last_four", "state", "type")}
-    if not all(isinstance(value, str) and value for value in required.values()):
+    required = {name: value for name in ("token", "last_four", "state", "type")
+                if isinstance(value := data.get(name), str) and value}
+    if len(required) < 4:
         raise ValueError("card lacks token, last_four, state or type")
     memo = data.get("memo")
     spend_limit = data.get("spend_limit")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.dbtypes import Conn, Queryable, Row
 from canopy_svc.rules import cards, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
@@ -44,7 +45,7 @@ def parse_account(body: bytes) -> AccountCreate:
     return payload
 
 
-def account_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+def account_fields(record: Row) -> dict[str, Any]:
     """An account's own fields (AccountCore), without its customers."""
     return {
         "account_id": record["account_id"], "product_id": record["product_id"],
@@ -55,7 +56,7 @@ def account_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def load_accounts(conn: asyncpg.Connection | asyncpg.Pool, account_records: Sequence[Mapping[str, Any]],
+async def load_accounts(conn: Queryable, account_records: Sequence[Row],
                         cipher: DataCipher) -> list[Account]:
     """Accounts with their customers and cards: three queries however many accounts."""
     account_ids = [record["id"] for record in account_records]
@@ -71,14 +72,14 @@ async def load_accounts(conn: asyncpg.Connection | asyncpg.Pool, account_records
     ]
 
 
-async def accounts_by_row_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
-                             link_records: Sequence[Mapping[str, Any]]) -> dict[int, asyncpg.Record]:
+async def accounts_by_row_id(conn: Queryable, org_id: int,
+                             link_records: Sequence[Row]) -> dict[int, asyncpg.Record]:
     """The accounts of these links, by their row id."""
     row_ids = sorted({link["account_row_id"] for link in link_records})
     return {record["id"]: record for record in await account_store.fetch_accounts(conn, org_id, row_ids)}
 
 
-async def create_account(conn: asyncpg.Connection, org_id: int, payload: AccountCreate,
+async def create_account(conn: Conn, org_id: int, payload: AccountCreate,
                          cipher: DataCipher) -> Account:
     product = await product_store.fetch(conn, org_id, payload.product_id)
     if product is None:
@@ -94,7 +95,7 @@ async def create_account(conn: asyncpg.Connection, org_id: int, payload: Account
     return account
 
 
-async def get_account(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, account_id: str,
+async def get_account(conn: Queryable, org_id: int, account_id: str,
                       cipher: DataCipher) -> Account:
     record = await account_store.fetch_account_by_id(conn, org_id, account_id)
     if record is None:
@@ -103,7 +104,7 @@ async def get_account(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, acco
     return account
 
 
-async def list_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
+async def list_accounts(conn: Queryable, org_id: int, cursors: CursorCodec,
                         page: PageRequest, cipher: DataCipher) -> AccountList:
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
         return await account_store.page_accounts(conn, org_id, limit=limit, after=after, before=before)

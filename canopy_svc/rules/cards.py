@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from msgspec import UNSET
 
+from canopy_svc.core.dbtypes import Conn, Queryable, Row
 from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import links
@@ -26,14 +27,14 @@ CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)
 
 
-def card_from_record(record: Mapping[str, Any]) -> CardDetails:
+def card_from_record(record: Row) -> CardDetails:
     return CardDetails(
         status=record["status"], token=record["token"], last_four=record["last_four"], state=record["state"],
         type=record["card_type"], memo=record["memo"], spend_limit=record["spend_limit"], error=record["error"],
     )
 
 
-async def cards_of_links(conn: asyncpg.Connection | asyncpg.Pool,
+async def cards_of_links(conn: Queryable,
                          link_ids: Sequence[int]) -> dict[int, list[CardDetails]]:
     """The cards of each link, by link id (one query)."""
     by_link: dict[int, list[CardDetails]] = defaultdict(list)
@@ -51,14 +52,14 @@ def parse_card_update(body: bytes) -> CardUpdate:
     return change
 
 
-async def _link(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
+async def _link(conn: Conn, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
     link = await account_store.fetch_link(conn, org_id, account_id, customer_id, for_update=True)
     if link is None:
         raise NotFound(f"No customer {customer_id} found on account {account_id}")
     return link
 
 
-async def issue_card(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str,
+async def issue_card(conn: Conn, org_id: int, account_id: str, customer_id: str,
                      payload: CardCreate) -> CardDetails:
     """A new PENDING card for the link; what the body leaves out comes from the link's settings."""
     link = await _link(conn, org_id, account_id, customer_id)
@@ -101,7 +102,7 @@ def _change_fields(change: CardUpdate) -> dict[str, Any]:
     return fields
 
 
-async def begin_card_change(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str,
+async def begin_card_change(conn: Conn, org_id: int, account_id: str, customer_id: str,
                             change: CardUpdate, gateway: CardGateway, *, lease_seconds: float) -> CardChange:
     """Phase 1, in the caller's transaction: records the change (from parse_card_update) on the link's
     newest card, if that card can take it.
@@ -150,7 +151,7 @@ async def send_card_change(change: CardChange) -> IssuedCard:
         raise Unavailable(int(retryable.retry_after or 1)) from None
 
 
-async def finish_card_change(conn: asyncpg.Connection, change: CardChange, issued: IssuedCard) -> CardDetails:
+async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard) -> CardDetails:
     """Phase 3: records what Lithic answered. Lithic's state is the truth; the limit is what was set."""
     updated = await card_store.finish_change(conn, change.card_id, change.change_id, state=issued.state,
                                              spend_limit=change.spend_limit)
@@ -158,6 +159,6 @@ async def finish_card_change(conn: asyncpg.Connection, change: CardChange, issue
     return card_from_record(updated if updated is not None else await card_store.fetch_card(conn, change.card_id))
 
 
-async def abandon_card_change(conn: asyncpg.Connection | asyncpg.Pool, change: CardChange) -> None:
+async def abandon_card_change(conn: Queryable, change: CardChange) -> None:
     """Phase 3 when Lithic refused the change or could not be reached: the card is as it was."""
     await card_store.abandon_change(conn, change.card_id, change.change_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.dbtypes import Queryable
 from canopy_svc.rules import accounts, cards, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
@@ -19,7 +20,7 @@ from canopy_svc.wire.errors import NotFound
 from canopy_svc.wire.models import AccountCore, AccountList, CustomerAccountLink, CustomerAccountLinkList
 
 
-async def list_customer_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
+async def list_customer_accounts(conn: Queryable, org_id: int, cursors: CursorCodec,
                                  page: PageRequest, customer_id: str, cipher: DataCipher) -> AccountList:
     """GET /customers/{id}/accounts: the accounts the customer is on, in the order it joined them."""
     customer = await customer_store.fetch(conn, org_id, customer_id)
@@ -40,7 +41,7 @@ async def list_customer_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id
     )
 
 
-async def list_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
+async def list_links(conn: Queryable, org_id: int, cursors: CursorCodec,
                      page: PageRequest, cipher: DataCipher) -> CustomerAccountLinkList:
     """GET /customers/accounts: one row per customer-account link."""
 

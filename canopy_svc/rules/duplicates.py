@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.store import customers as store
 from canopy_svc.wire.errors import DuplicateCustomer
 from canopy_svc.wire.models import DuplicateWarning
@@ -25,7 +26,7 @@ _MESSAGES = {
 }
 
 
-async def check(conn: asyncpg.Connection, org_id: int, values: dict[str, Any], ssn_hash: bytes | None, *,
+async def check(conn: Conn, org_id: int, values: dict[str, Any], ssn_hash: bytes | None, *,
                 ignore_warnings: bool, exclude_row_id: int = 0) -> list[DuplicateWarning]:
     """The warnings for a customer with these (merged) values; raises DuplicateCustomer under `block`."""
     arguments = {

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Row
 from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
@@ -41,14 +42,14 @@ def card_config(config: IssuerProcessorConfig | None) -> dict[str, Any] | None:
     }
 
 
-def link_fields(link: Mapping[str, Any], cards_by_link: Mapping[int, list[CardDetails]]) -> dict[str, Any]:
+def link_fields(link: Row, cards_by_link: Mapping[int, list[CardDetails]]) -> dict[str, Any]:
     """What a link adds to its customer's fields (AccountCustomer, CustomerAccountLink)."""
     return {"customer_account_role": link["customer_account_role"],
             "customer_account_external_id": link["customer_account_external_id"],
             "card_details": cards_by_link.get(link["link_id"], [])}
 
 
-async def queue_card(conn: asyncpg.Connection, org_id: int, link_id: int, *, spend_limit: int | None,
+async def queue_card(conn: Conn, org_id: int, link_id: int, *, spend_limit: int | None,
                      lithic: LithicCardConfig | dict[str, Any]) -> asyncpg.Record:
     """A PENDING card, committed with the caller's transaction; the worker issues it."""
     get = lithic.get if isinstance(lithic, dict) else lambda name: getattr(lithic, name)
@@ -59,7 +60,7 @@ async def queue_card(conn: asyncpg.Connection, org_id: int, link_id: int, *, spe
     )
 
 
-async def _link(conn: asyncpg.Connection, org_id: int, account_row_id: int, customer_row_id: int,
+async def _link(conn: Conn, org_id: int, account_row_id: int, customer_row_id: int,
                 assignment: AccountAssignment | CustomerAssignment) -> None:
     config = assignment.customer_account_issuer_processor_config
     link_id, created = await account_store.upsert_link(
@@ -83,7 +84,7 @@ def _row_id(found: dict[str, int], wanted: str, kind: str) -> int:
     return row_id
 
 
-async def assign_accounts(conn: asyncpg.Connection, org_id: int, customer_row_id: int,
+async def assign_accounts(conn: Conn, org_id: int, customer_row_id: int,
                           assignments: list[AccountAssignment]) -> None:
     """`assign_to_accounts` of a customer: every account must be this organization's."""
     found = await account_store.find_row_ids(conn, org_id, [a.account_id for a in assignments])
@@ -91,7 +92,7 @@ async def assign_accounts(conn: asyncpg.Connection, org_id: int, customer_row_id
         await _link(conn, org_id, _row_id(found, assignment.account_id, "account"), customer_row_id, assignment)
 
 
-async def assign_customers(conn: asyncpg.Connection, org_id: int, account_row_id: int,
+async def assign_customers(conn: Conn, org_id: int, account_row_id: int,
                            assignments: list[CustomerAssignment]) -> None:
     """`assign_customers` of an account: every customer must be this organization's."""
     found = await customer_store.find_row_ids(conn, org_id, [a.customer_id for a in assignments])

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.customers import qualified_columns
 from canopy_svc.store.keyset import each_key, page_bounds
@@ -27,7 +28,7 @@ LINK_COLUMNS = """l.id AS link_id, l.account_row_id, l.customer_row_id, l.custom
     l.lithic_card_program_token, l.has_lithic_config"""
 
 
-async def insert(conn: asyncpg.Connection, org_id: int, account_id: str, product_row_id: int,
+async def insert(conn: Conn, org_id: int, account_id: str, product_row_id: int,
                  external_account_id: str | None, credit_limit_cents: int | None,
                  effective_at: Any) -> int:
     try:
@@ -42,7 +43,7 @@ async def insert(conn: asyncpg.Connection, org_id: int, account_id: str, product
     return row_id
 
 
-async def find_row_ids(conn: asyncpg.Connection, org_id: int, account_ids: Sequence[str]) -> dict[str, int]:
+async def find_row_ids(conn: Conn, org_id: int, account_ids: Sequence[str]) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT account_id, id FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])",
         org_id, list(account_ids),
@@ -50,7 +51,7 @@ async def find_row_ids(conn: asyncpg.Connection, org_id: int, account_ids: Seque
     return {row["account_id"]: row["id"] for row in rows}
 
 
-async def fetch_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
+async def fetch_accounts(conn: Queryable, org_id: int,
                          row_ids: Sequence[int]) -> list[asyncpg.Record]:
     return await conn.fetch(
         each_key("$2::bigint[]",
@@ -60,7 +61,7 @@ async def fetch_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
     )
 
 
-async def fetch_account_by_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
+async def fetch_account_by_id(conn: Queryable, org_id: int,
                               account_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.account_id = $2",
@@ -68,7 +69,7 @@ async def fetch_account_by_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: i
     )
 
 
-async def page_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
+async def page_accounts(conn: Queryable, org_id: int, *, limit: int,
                         after: int | None, before: int | None) -> list[asyncpg.Record]:
     args: list[Any] = []
     bound, tail = page_bounds("a.org_id", "a.id", args, group_value=org_id, limit=limit, after=after, before=before)
@@ -77,7 +78,7 @@ async def page_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *,
 
 # --- links ---------------------------------------------------------------------------------------
 
-async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int, customer_row_id: int,
+async def upsert_link(conn: Conn, org_id: int, account_row_id: int, customer_row_id: int,
                       *, role: str | None, external_id: str | None, new_external_id: str,
                       card_config: dict[str, Any] | None) -> tuple[int, bool]:
     """Creates the link, or changes the given parts of an existing one; returns (link id, created)."""
@@ -111,7 +112,7 @@ async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int
     return row["id"], row["created"]
 
 
-async def fetch_link(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, account_id: str,
+async def fetch_link(conn: Queryable, org_id: int, account_id: str,
                      customer_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE OF l" if for_update else ""
     return await conn.fetchrow(
@@ -123,7 +124,7 @@ async def fetch_link(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, accou
     )
 
 
-async def links_of_accounts(conn: asyncpg.Connection | asyncpg.Pool,
+async def links_of_accounts(conn: Queryable,
                             account_row_ids: Sequence[int]) -> list[asyncpg.Record]:
     return await conn.fetch(
         each_key("$1::bigint[]", f"""SELECT {LINK_COLUMNS}, customer.* FROM customer_account_links l
@@ -133,7 +134,7 @@ async def links_of_accounts(conn: asyncpg.Connection | asyncpg.Pool,
     )
 
 
-async def page_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
+async def page_links(conn: Queryable, org_id: int, *, limit: int,
                      after: int | None, before: int | None,
                      customer_row_id: int | None = None) -> list[asyncpg.Record]:
     """Links in id order (both GET /customers/accounts and GET /customers/{id}/accounts): an

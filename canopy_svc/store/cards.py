@@ -7,13 +7,14 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.keyset import each_key
 
 CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error"""
 NOTIFY_CHANNEL = "canopy_card_outbox"
 
 
-async def insert_pending(conn: asyncpg.Connection, org_id: int, link_id: int, *, idempotency_key: str,
+async def insert_pending(conn: Conn, org_id: int, link_id: int, *, idempotency_key: str,
                          card_type: str, memo: str | None, state: str, spend_limit: int | None,
                          card_program_token: str | None) -> asyncpg.Record:
     record = await conn.fetchrow(
@@ -28,20 +29,20 @@ async def insert_pending(conn: asyncpg.Connection, org_id: int, link_id: int, *,
     return record
 
 
-async def of_links(conn: asyncpg.Connection | asyncpg.Pool, link_ids: Sequence[int]) -> list[asyncpg.Record]:
+async def of_links(conn: Queryable, link_ids: Sequence[int]) -> list[asyncpg.Record]:
     return await conn.fetch(
         each_key("$1::bigint[]", f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = wanted.key", "matched.id"),
         list(link_ids),
     )
 
 
-async def latest_of_link(conn: asyncpg.Connection, link_id: int) -> asyncpg.Record | None:
+async def latest_of_link(conn: Conn, link_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = $1 ORDER BY id DESC LIMIT 1 FOR UPDATE", link_id
     )
 
 
-async def set_state(conn: asyncpg.Connection, card_id: int, *, state: str, spend_limit: int | None) -> asyncpg.Record:
+async def set_state(conn: Conn, card_id: int, *, state: str, spend_limit: int | None) -> asyncpg.Record:
     record = await conn.fetchrow(
         f"""UPDATE cards SET state = $2, spend_limit = $3, updated_at = now() WHERE id = $1
             RETURNING {CARD_COLUMNS}""",
@@ -53,7 +54,7 @@ async def set_state(conn: asyncpg.Connection, card_id: int, *, state: str, spend
 
 # --- changes at Lithic, in phases (see schema.sql) ------------------------------------------------
 
-async def change_in_progress(conn: asyncpg.Connection, card_id: int, lease_seconds: float) -> bool:
+async def change_in_progress(conn: Conn, card_id: int, lease_seconds: float) -> bool:
     """Whether another request is between recording a change of this card and recording its result."""
     busy: bool = await conn.fetchval(
         """SELECT change_id IS NOT NULL AND change_started_at > now() - make_interval(secs => $2)
@@ -63,7 +64,7 @@ async def change_in_progress(conn: asyncpg.Connection, card_id: int, lease_secon
     return busy
 
 
-async def begin_change(conn: asyncpg.Connection, card_id: int, change_id: str, fields: str) -> None:
+async def begin_change(conn: Conn, card_id: int, change_id: str, fields: str) -> None:
     """Records the change about to be sent (`fields` is its JSON); a stale one is taken over."""
     await conn.execute(
         """UPDATE cards SET change_id = $2::uuid, change_fields = $3::jsonb, change_started_at = now()
@@ -72,7 +73,7 @@ async def begin_change(conn: asyncpg.Connection, card_id: int, change_id: str, f
     )
 
 
-async def finish_change(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, change_id: str, *, state: str,
+async def finish_change(conn: Queryable, card_id: int, change_id: str, *, state: str,
                         spend_limit: int | None) -> asyncpg.Record | None:
     """Records Lithic's answer to our change; None when another request took the change over."""
     return await conn.fetchrow(
@@ -83,7 +84,7 @@ async def finish_change(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, c
     )
 
 
-async def abandon_change(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, change_id: str) -> None:
+async def abandon_change(conn: Queryable, card_id: int, change_id: str) -> None:
     """Forgets a change Lithic refused or that could not be sent: nothing about the card changed."""
     await conn.execute(
         """UPDATE cards SET change_id = NULL, change_fields = NULL, change_started_at = NULL
@@ -92,13 +93,13 @@ async def abandon_change(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, 
     )
 
 
-async def fetch_card(conn: asyncpg.Connection | asyncpg.Pool, card_id: int) -> asyncpg.Record:
+async def fetch_card(conn: Queryable, card_id: int) -> asyncpg.Record:
     record = await conn.fetchrow(f"SELECT {CARD_COLUMNS} FROM cards WHERE id = $1", card_id)
     assert record is not None
     return record
 
 
-async def claim_stale_changes(conn: asyncpg.Connection, *, limit: int, lease_seconds: float,
+async def claim_stale_changes(conn: Queryable, *, limit: int, lease_seconds: float,
                               change_id: str) -> list[asyncpg.Record]:
     """Changes whose request died mid-call (older than the lease), taken over under a new change_id."""
     return await conn.fetch(
@@ -117,7 +118,7 @@ async def claim_stale_changes(conn: asyncpg.Connection, *, limit: int, lease_sec
 
 # --- the outbox ----------------------------------------------------------------------------------
 
-async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
+async def claim_due(conn: Queryable, *, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
     """Leases due PENDING cards to this worker: SKIP LOCKED so workers never take the same row, and
     next_attempt_at pushed past the lease so a worker that dies leaves the card to be retried."""
     return await conn.fetch(
@@ -134,7 +135,7 @@ async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_seconds: floa
     )
 
 
-async def mark_issued(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, *, token: str, last_four: str,
+async def mark_issued(conn: Queryable, card_id: int, *, token: str, last_four: str,
                       state: str) -> None:
     await conn.execute(
         """UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, error = NULL,
@@ -144,14 +145,14 @@ async def mark_issued(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, *, 
     )
 
 
-async def mark_failed(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, error: str) -> None:
+async def mark_failed(conn: Queryable, card_id: int, error: str) -> None:
     await conn.execute(
         "UPDATE cards SET status = 'FAILED', error = $2, updated_at = now() WHERE id = $1 AND status = 'PENDING'",
         card_id, error,
     )
 
 
-async def retry_later(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, *, delay_seconds: float,
+async def retry_later(conn: Queryable, card_id: int, *, delay_seconds: float,
                       error: str) -> None:
     await conn.execute(
         """UPDATE cards SET next_attempt_at = now() + make_interval(secs => $2), error = $3,
@@ -161,7 +162,7 @@ async def retry_later(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, *, 
     )
 
 
-async def seconds_until_next_due(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
+async def seconds_until_next_due(conn: Queryable) -> float | None:
     value: Any = await conn.fetchval(
         """SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()))
            FROM cards WHERE status = 'PENDING'"""

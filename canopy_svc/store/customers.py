@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.customer_columns import STORAGE
 from canopy_svc.store.keyset import page_bounds
@@ -31,7 +32,7 @@ _INSERT = f"""INSERT INTO customers (org_id, customer_id, {", ".join(WRITABLE)})
     RETURNING {COLUMNS}"""
 
 
-async def _insert_row(conn: asyncpg.Connection, sql: str, org_id: int, customer_id: str,
+async def _insert_row(conn: Conn, sql: str, org_id: int, customer_id: str,
                       row: Mapping[str, Any]) -> asyncpg.Record:
     """Runs an INSERT taking (org_id, customer_id, *WRITABLE); a taken customer_id is 409."""
     try:
@@ -42,12 +43,12 @@ async def _insert_row(conn: asyncpg.Connection, sql: str, org_id: int, customer_
     return record
 
 
-async def insert(conn: asyncpg.Connection, org_id: int, customer_id: str,
+async def insert(conn: Conn, org_id: int, customer_id: str,
                  row: Mapping[str, Any]) -> asyncpg.Record:
     return await _insert_row(conn, _INSERT, org_id, customer_id, row)
 
 
-async def fetch(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, customer_id: str,
+async def fetch(conn: Queryable, org_id: int, customer_id: str,
                 *, for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
@@ -55,7 +56,7 @@ async def fetch(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, customer_i
     )
 
 
-async def update(conn: asyncpg.Connection, row_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
+async def update(conn: Conn, row_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
     names = [name for name in changes if name in WRITABLE]
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
     record = await conn.fetchrow(
@@ -84,7 +85,7 @@ _SEARCH_TERM = f"""(SELECT left(word.lexeme, {SEARCH_TERM_LENGTH}) FROM unnest(t
                     ORDER BY length(word.lexeme) DESC, word.lexeme LIMIT 1)"""
 
 
-async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
+async def page(conn: Queryable, org_id: int, *, limit: int,
                after: int | None = None, before: int | None = None,
                search: list[str] | None = None) -> list[asyncpg.Record]:
     """A page of customers in id order (see keyset.page_bounds), optionally only those matching `search`."""
@@ -109,7 +110,7 @@ async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: i
     )
 
 
-async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list[str]) -> dict[str, int]:
+async def find_row_ids(conn: Conn, org_id: int, customer_ids: list[str]) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT customer_id, id FROM customers WHERE org_id = $1 AND customer_id = ANY($2::text[])",
         org_id, customer_ids,
@@ -183,7 +184,7 @@ _INSERT_COMPARING = f"""
 """
 
 
-async def insert_comparing(conn: asyncpg.Connection, org_id: int, customer_id: str,
+async def insert_comparing(conn: Conn, org_id: int, customer_id: str,
                            row: Mapping[str, Any]) -> tuple[str, asyncpg.Record | None, list[tuple[str, str]]]:
     """(policy, the new customer or None under `block`, [(field, matching customer_id)] under `warn`)."""
     record = await _insert_row(conn, _INSERT_COMPARING, org_id, customer_id, row)
@@ -191,7 +192,7 @@ async def insert_comparing(conn: asyncpg.Connection, org_id: int, customer_id: s
     return record["policy"], (record if record["id"] is not None else None), matches
 
 
-async def duplicates(conn: asyncpg.Connection, org_id: int, *, ssn_hash: bytes | None, email: str, phone_number: str,
+async def duplicates(conn: Conn, org_id: int, *, ssn_hash: bytes | None, email: str, phone_number: str,
                      address_line_one: str, address_zip: str, address_country_code: str | None,
                      exclude_row_id: int = 0) -> tuple[str, list[asyncpg.Record]]:
     """The organization's duplicate policy, and (unless it is `off`) the customers matching any field."""
@@ -207,7 +208,7 @@ _LOCK_KEYS = """SELECT ARRAY['email:' || lower($1::text), 'phone:' || $2::text,
                      'ssn:' || encode($6::bytea, 'hex')]"""
 
 
-async def lock_values(conn: asyncpg.Connection, org_id: int, *, ssn_hash: bytes | None, email: str,
+async def lock_values(conn: Conn, org_id: int, *, ssn_hash: bytes | None, email: str,
                       phone_number: str, address_line_one: str, address_zip: str,
                       address_country_code: str | None, **_: Any) -> None:
     """Transaction locks on the compared values, so two requests with one email cannot both pass a

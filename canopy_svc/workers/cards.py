@@ -38,7 +38,7 @@ class RetryPolicy:
     def delay(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:  # Lithic said when; sooner would only be refused again
             return min(max(retry_after, self.base_seconds / 10), self.max_seconds)
-        backoff = min(self.base_seconds * 2 ** max(attempts - 1, 0), self.max_seconds)
+        backoff: float = min(self.base_seconds * 2 ** max(attempts - 1, 0), self.max_seconds)
         return backoff * random.uniform(0.5, 1.0)  # jitter: workers that failed together spread out
 
 

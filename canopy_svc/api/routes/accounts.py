@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,6 +11,7 @@ from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules import accounts
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire import models
@@ -21,7 +21,7 @@ from canopy_svc.wire.models import Account, AccountCreate
 async def create_account(request: Request) -> Response:
     org_id, data_cipher = principal(request).org_id, cipher(request)
 
-    async def work(conn: asyncpg.Connection, payload: AccountCreate) -> Account:
+    async def work(conn: Conn, payload: AccountCreate) -> Account:
         return await accounts.create_account(conn, org_id, payload, data_cipher)
 
     return await write(request, accounts.parse_account, work)

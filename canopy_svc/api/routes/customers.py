@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,6 +11,7 @@ from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules import customer_accounts, customers
 from canopy_svc.rules.customers import MAX_SEARCH_WORDS
 from canopy_svc.rules.paging import PageRequest
@@ -24,7 +24,7 @@ LINKS_DEFAULT_LIMIT = 30
 async def create_customer(request: Request) -> Response:
     org_id, data_cipher = principal(request).org_id, cipher(request)
 
-    async def work(conn: asyncpg.Connection, payload: CustomerCreate) -> Customer:
+    async def work(conn: Conn, payload: CustomerCreate) -> Customer:
         return await customers.create(conn, org_id, payload, data_cipher)
 
     # create() makes its own transaction when it needs one
@@ -35,7 +35,7 @@ async def update_customer(request: Request) -> Response:
     org_id, customer_id = principal(request).org_id, request.path_params["customer_id"]
     data_cipher = cipher(request)
 
-    async def work(conn: asyncpg.Connection, patch: CustomerUpdate) -> Customer:
+    async def work(conn: Conn, patch: CustomerUpdate) -> Customer:
         return await customers.update(conn, org_id, customer_id, patch, data_cipher)
 
     return await write(request, customers.parse_update, work)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,6 +11,7 @@ from canopy_svc.api.requests import cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules import products
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire import models
@@ -21,7 +21,7 @@ from canopy_svc.wire.models import Product, ProductCreate
 async def create_product(request: Request) -> Response:
     org_id = principal(request).org_id
 
-    async def work(conn: asyncpg.Connection, payload: ProductCreate) -> Product:
+    async def work(conn: Conn, payload: ProductCreate) -> Product:
         return await products.create_product(conn, org_id, payload)
 
     return await write(request, products.PRODUCT_DECODER.decode, work)
