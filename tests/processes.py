@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import psutil
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS
+
+from tests.helpers import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS
 
 
 def free_port() -> int:

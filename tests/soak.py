@@ -29,7 +29,9 @@ from typing import Any
 import httpx
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: conftest, processes
+# Run as a script (`make soak`), Python puts tests/ first on sys.path; tests.helpers and tests.processes
+# are found from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MB = 1024 * 1024
 
@@ -245,13 +247,13 @@ async def run_soak(base_url: str, token: str, pid: int, config: SoakConfig) -> S
 
 async def _make_client(dsn: str) -> tuple[str, str]:
     import asyncpg
-    from conftest import TEST_DATA_KEY
 
     from canopy_svc.core.crypto import DataCipher
     from canopy_svc.rules.ids import new_client_id, new_client_secret
     from canopy_svc.rules.passwords import hash_secret
     from canopy_svc.store import api_clients, organizations
     from canopy_svc.store.migrations import migrate_database
+    from tests.helpers import TEST_DATA_KEY
 
     await migrate_database(dsn, DataCipher(TEST_DATA_KEY))
     conn = await asyncpg.connect(dsn)
@@ -280,9 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = SoakConfig(args.requests, args.seconds, args.concurrency, args.warmup, args.sample_every)
 
-    from processes import ServerProcess
-
     from canopy_svc.core.embedded import EmbeddedPostgres
+    from tests.processes import ServerProcess
 
     workdir = Path(tempfile.mkdtemp(prefix="canopy-soak-"))
     postgres = None if args.database_url else EmbeddedPostgres(workdir / "postgres")

@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, assert_error, assert_invalid, minimal_customer
 
 from canopy_svc.workers.cards import CardWorker
+from tests.helpers import ApiClient, assert_error, assert_invalid, minimal_customer
 
 PRODUCT_TYPES = [
     "REVOLVING", "INSTALLMENT", "MIXED_RATE_INSTALLMENT", "DEFERRED_INSTALLMENT",

@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import TEST_JWT_SECRET, ApiClient, make_client, minimal_customer
 from jose import jwt
 
 from canopy_svc.wire.errors import Unauthorized
+from tests.helpers import TEST_JWT_SECRET, ApiClient, make_client, minimal_customer
 
 ISSUER = "canopy-svc"
 AUDIENCE = "canopy-svc-api"

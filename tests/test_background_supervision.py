@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import served
 
 from canopy_svc.api.app import create_app
 from canopy_svc.api.responses import error_for
@@ -26,6 +25,7 @@ from canopy_svc.core import supervision
 from canopy_svc.core.db import UNAVAILABLE_ERRORS
 from canopy_svc.core.settings import Settings
 from canopy_svc.store import cards, idempotency
+from tests.helpers import served
 
 BOUND_SECONDS = 60.0  # generous: a busy machine
 

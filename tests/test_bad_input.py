@@ -24,7 +24,6 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
-from conftest import make_client, minimal_customer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +31,7 @@ from canopy_svc.api.app import ENDPOINTS
 from canopy_svc.rules.ratelimit import MemoryRateLimiter
 from canopy_svc.store import api_clients
 from canopy_svc.wire import models
+from tests.helpers import make_client, minimal_customer
 
 Path = tuple[str | int, ...]
 PLACEHOLDER = "\x01bad-value\x01"  # json.dumps writes it as one known string, replaced by raw JSON text

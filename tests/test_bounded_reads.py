@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from conftest import TEST_DATA_KEY, ApiClient, make_client
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.rules import accounts as account_rules
@@ -35,6 +34,7 @@ from canopy_svc.rules import products as product_rules
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire.models import Customer
+from tests.helpers import TEST_DATA_KEY, ApiClient, make_client
 
 TABLES = ["customers", "customer_search_terms", "products", "accounts", "customer_account_links", "cards"]
 PLAN_MODES = ["force_custom_plan", "force_generic_plan"]

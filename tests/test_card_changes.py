@@ -10,14 +10,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import ApiClient, assert_error
-from fake_lithic import FakeLithic
-from test_card_worker import account, fake_lithic, linked_customer, make_worker, use_lithic
 
 from canopy_svc.rules import cards as card_rules
 from canopy_svc.wire.models import CardUpdate
-
-__all__ = ["fake_lithic"]  # the fixture, imported so pytest finds it here
+from tests.fake_lithic import FakeLithic
+from tests.helpers import ApiClient, account, assert_error, linked_customer, make_worker, use_lithic
 
 PATH = "/accounts/acc-1/customers/cust-1/cards"
 

@@ -8,53 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import fake_lithic as fake_lithic_module
 import httpx
 import pytest
-from conftest import TEST_DATA_KEY, TEST_LITHIC_HOSTS, ApiClient, assert_invalid, make_client, minimal_customer
-from fake_lithic import FakeLithic
-from processes import ServerProcess, poll, token_for
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.issuers.gateway import CardGateway
-from canopy_svc.issuers.hosts import LithicHosts
-from canopy_svc.issuers.lithic import LithicClient
-from canopy_svc.workers.cards import CardWorker, RetryPolicy
-
-fake_lithic = fake_lithic_module.fake_lithic
-LITHIC_KEY = "test-key"  # what the fake_lithic fixture expects
-PROGRAM = "a5e38341-cc95-4a9b-a21c-751aeca67e9c"
-CARD_CONFIG = {"spend_limit": 8000000, "lithic": {"memo": "Primary College Card", "type": "MERCHANT_LOCKED",
-                                                  "state": "OPEN", "card_program_token": PROGRAM}}
-
-
-def make_worker(pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float = 0.01) -> CardWorker:
-    lithic = LithicClient(timeout=timeout, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
-    gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
-    return CardWorker(pool, None, gateway, policy=RetryPolicy(base_seconds=base_seconds, lease_seconds=30))
-
-
-async def use_lithic(api: ApiClient, fake: FakeLithic) -> None:
-    answer = await api.http.put("/organization/issuer_processors",
-                                json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": fake.base_url}})
-    assert answer.status_code == 200, answer.text
-
-
-async def account(api: ApiClient, account_id: str = "acc-1") -> str:
-    product = await api.http.post("/products", json={"product_overview": {"product_name": "Card",
-                                                                          "product_type": "REVOLVING"}})
-    created = await api.http.post("/accounts", json={"account_id": account_id,
-                                                     "product_id": product.json()["product_id"]})
-    assert created.status_code == 200, created.text
-    return account_id
-
-
-async def linked_customer(api: ApiClient, account_id: str, customer_id: str = "cust-1") -> None:
-    answer = await api.http.post("/customers", json=minimal_customer(
-        customer_id=customer_id,
-        assign_to_accounts=[{"account_id": account_id, "customer_account_issuer_processor_config": CARD_CONFIG}],
-    ))
-    assert answer.status_code == 200, answer.text
+from canopy_svc.workers.cards import CardWorker
+from tests.fake_lithic import FakeLithic
+from tests.helpers import (
+    CARD_CONFIG,
+    LITHIC_KEY,
+    PROGRAM,
+    TEST_DATA_KEY,
+    ApiClient,
+    account,
+    assert_invalid,
+    linked_customer,
+    make_client,
+    make_worker,
+    minimal_customer,
+    use_lithic,
+)
+from tests.processes import ServerProcess, poll, token_for
 
 
 async def cards(pool: asyncpg.Pool) -> list[asyncpg.Record]:

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from conftest import TEST_DATA_KEY, seed_customer
+
+from tests.helpers import TEST_DATA_KEY, seed_customer
 
 STARTUP_SECONDS = 120
 SHUTDOWN_SECONDS = 60

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import ApiClient, assert_error, minimal_customer
 
 from canopy_svc.store.conflicts import UNIQUE_CONFLICTS, conflict_for
 from canopy_svc.wire.errors import Conflict
+from tests.helpers import ApiClient, assert_error, minimal_customer
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "canopy_svc" / "store"

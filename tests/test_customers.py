@@ -10,8 +10,8 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, assert_error, assert_invalid, minimal_customer, seed_customer
-from test_validation import SEED_ASSIGNMENT
+
+from tests.helpers import SEED_ASSIGNMENT, ApiClient, assert_error, assert_invalid, minimal_customer, seed_customer
 
 CUSTOMER_FIELDS = {
     "customer_id", "name_prefix", "name_first", "name_middle", "name_last", "name_suffix",

@@ -13,9 +13,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import ApiClient, minimal_customer
 
 from canopy_svc.store.customers import _DUPLICATES, _INSERT_COMPARING, WRITABLE
+from tests.helpers import ApiClient, minimal_customer
 
 # A customer sharing nothing with minimal_customer().
 STRANGER = {"email": "grace@example.org", "phone_number": "+14155550199", "address_line_one": "9 Elm St",
@@ -206,7 +206,7 @@ def test_policy_set_from_the_cli(api: ApiClient, database_url: str, pool: asyncp
 def _test_key() -> str:
     import base64
 
-    from conftest import TEST_DATA_KEY
+    from tests.helpers import TEST_DATA_KEY
 
     return base64.urlsafe_b64encode(TEST_DATA_KEY).decode()
 

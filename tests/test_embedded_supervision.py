@@ -20,8 +20,16 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import make_client, minimal_customer
-from processes import EmbeddedServerProcess, embedded_dsn, poll, postmaster_pid, scratch_dir, stop_leftover_postgres
+
+from tests.helpers import make_client, minimal_customer
+from tests.processes import (
+    EmbeddedServerProcess,
+    embedded_dsn,
+    poll,
+    postmaster_pid,
+    scratch_dir,
+    stop_leftover_postgres,
+)
 
 STARTUP_SECONDS = 180.0  # initdb on a busy machine
 RECOVERY_SECONDS = 120.0  # generous: crash recovery and backoff on two shared, busy cores

@@ -7,48 +7,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from conftest import TEST_DATA_KEY, ApiClient, minimal_customer, seed_customer
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.store.migrations import SCHEMA_VERSION
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-# CREATE/DROP DATABASE and CHECKPOINT write every dirty buffer: on a loaded machine that takes
-# longer than the pool's 30 s command timeout, which is for requests, not for this.
-SLOW_DDL_SECONDS = 300
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-_SCHEMA_QUERIES = (
-    # Columns (as a set: an added column comes last, a created one where CREATE TABLE has it).
-    """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-              pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated
-       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-       WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped""",
-    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
-    """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
-       WHERE connamespace = 'public'::regnamespace""",
-    "SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace",
+from tests.helpers import (
+    FIXTURES,
+    SLOW_DDL_SECONDS,
+    TEST_DATA_KEY,
+    TEST_KEY_TEXT,
+    ApiClient,
+    minimal_customer,
+    schema_of,
+    seed_customer,
+    with_database,
 )
-
-
-async def schema_of(conn: asyncpg.Connection | asyncpg.Pool) -> set[tuple[object, ...]]:
-    """Every table's columns, index, constraint and function, to compare an upgraded database with a
-    fresh one: schema.sql creates what is new in CREATE TABLE, and must ALTER an older database to match."""
-    found: set[tuple[object, ...]] = set()
-    for query in _SCHEMA_QUERIES:
-        found |= {tuple(row.values()) for row in await conn.fetch(query)}
-    return found
 
 
 def cli(*args: str, database_url: str, data_dir: Path, data_key: str | None) -> subprocess.CompletedProcess[str]:
@@ -58,9 +33,6 @@ def cli(*args: str, database_url: str, data_dir: Path, data_key: str | None) -> 
         env["CANOPY_SVC_DATA_KEY"] = data_key
     return subprocess.run([sys.executable, "-m", "canopy_svc", *args, "--data-dir", str(data_dir)], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
-
-
-TEST_KEY_TEXT = base64.urlsafe_b64encode(TEST_DATA_KEY).decode()
 
 
 async def test_ssn_is_stored_only_encrypted_and_answered_in_clear(api: ApiClient, pool: asyncpg.Pool) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ApiClient, seed_customer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -22,6 +21,7 @@ from canopy_svc.api import examples, openapi, routing
 from canopy_svc.api.app import ENDPOINTS
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.cli import dev_banner
+from tests.helpers import ApiClient, seed_customer
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Served, and not in the document: the document and its page do not describe themselves.

@@ -12,11 +12,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, make_client, minimal_customer, seed_customer
 
 from canopy_svc.api.app import create_app
 from canopy_svc.core.logs import JsonFormatter
 from canopy_svc.core.settings import Settings
+from tests.helpers import ApiClient, make_client, minimal_customer, seed_customer
 
 MIB = 1024 * 1024
 JSON = {"Content-Type": "application/json"}

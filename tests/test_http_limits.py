@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from processes import ServerProcess, free_port, poll
+
+from tests.processes import ServerProcess, free_port, poll
 
 SLOW_TIMEOUT = 1.5  # the header and body timeouts the slow-client servers run with
 # Generous bounds for a busy machine; the old code misses them by far (seconds of stall, never closing).

@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-from conftest import ApiClient, assert_error, make_client, minimal_customer
-from processes import ServerProcess, token_for
 
 from canopy_svc.store import idempotency
+from tests.helpers import ApiClient, assert_error, make_client, minimal_customer
+from tests.processes import ServerProcess, token_for
 
 
 def keyed(key: str) -> dict[str, str]:

@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, minimal_customer, seed_customer
 
 from canopy_svc.store import customers as customer_store
+from tests.helpers import ApiClient, minimal_customer, seed_customer
 
 MANY = 1050
 OTHERS_PER_OURS = 10

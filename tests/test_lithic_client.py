@@ -7,18 +7,14 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import fake_lithic as fake_lithic_module
 import httpx
 import pytest
-from fake_lithic import FakeLithic
 
 from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL, LithicClient, parse_retry_after
 from canopy_svc.issuers.simulator import CardSimulator
-
-# The fake's fixture, visible to pytest in this module (a conftest may import it instead).
-fake_lithic = fake_lithic_module.fake_lithic
+from tests.fake_lithic import FakeLithic
 
 KEY = "test-key"
 FAKE = LithicHosts.from_entries(["127.0.0.1"])  # the operator's setting that lets the fake Lithic be reached

@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import fake_lithic as fake_lithic_module
 import httpcore
 import httpx
 import pytest
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, ApiClient, assert_invalid, minimal_customer
-from fake_lithic import FakeLithic
-from test_encryption import TEST_KEY_TEXT
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.settings import Settings
@@ -34,8 +30,9 @@ from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
 from canopy_svc.workers.cards import CardWorker, RetryPolicy
+from tests.fake_lithic import FakeLithic
+from tests.helpers import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_KEY_TEXT, ApiClient, assert_invalid, minimal_customer
 
-fake_lithic = fake_lithic_module.fake_lithic
 KEY = "test-key"
 PROXY = "lithic-proxy.internal:8443"
 

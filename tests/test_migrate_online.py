@@ -8,12 +8,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import TEST_DATA_KEY
-from test_encryption import FIXTURES, SLOW_DDL_SECONDS, schema_of, with_database
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.store import customers, migrations
 from canopy_svc.store.migrations import SCHEMA_VERSION, migrate
+from tests.helpers import FIXTURES, SLOW_DDL_SECONDS, TEST_DATA_KEY, schema_of, with_database
 
 # Every table the service writes to; ROW EXCLUSIVE is the lock each INSERT/UPDATE/DELETE holds.
 LIVE_TABLES = ("organizations", "api_clients", "customers", "products", "accounts", "customer_account_links",

@@ -16,14 +16,21 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS, make_client, minimal_customer, served
-from processes import scratch_dir
-from test_resilience import CrashablePostgres
 
 from canopy_svc.api.app import create_app
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.settings import Settings
 from canopy_svc.store.migrations import migrate_database
+from tests.helpers import (
+    TEST_DATA_KEY,
+    TEST_JWT_SECRET,
+    TEST_LITHIC_HOSTS,
+    CrashablePostgres,
+    make_client,
+    minimal_customer,
+    served,
+)
+from tests.processes import scratch_dir
 
 BOUND_SECONDS = 60.0
 REQUESTS_DURING = 300

@@ -14,13 +14,20 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import TEST_DATA_KEY, ApiClient, assert_error, minimal_customer, seed_customer
-from test_encryption import schema_of, with_database
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.logs import JsonFormatter
 from canopy_svc.store import idempotency
 from canopy_svc.store.migrations import SCHEMA_VERSION, migrate
+from tests.helpers import (
+    TEST_DATA_KEY,
+    ApiClient,
+    assert_error,
+    minimal_customer,
+    schema_of,
+    seed_customer,
+    with_database,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

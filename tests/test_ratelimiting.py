@@ -21,8 +21,6 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from conftest import TEST_DATA_KEY, make_client, minimal_customer
-from processes import ServerProcess, poll, token_for
 
 from canopy_svc import cli
 from canopy_svc.api.app import create_app
@@ -31,6 +29,8 @@ from canopy_svc.core.db import create_pool
 from canopy_svc.core.settings import Settings
 from canopy_svc.rules.ratelimit import Decision, LeasingRateLimiter, MemoryRateLimiter, PostgresRateLimiter
 from canopy_svc.store import api_clients
+from tests.helpers import TEST_DATA_KEY, make_client, minimal_customer
+from tests.processes import ServerProcess, poll, token_for
 
 TINY_RATE = 0.001  # one request per 1000 s: no refill can happen during a test
 RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")

@@ -22,63 +22,22 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
 import psutil
-from conftest import TEST_DATA_KEY, make_client, minimal_customer, seed_customer
-from processes import ServerProcess
-from soak import SoakConfig, fetch_token, run_soak
 
 from canopy_svc.core.crypto import DataCipher
-from canopy_svc.core.embedded import EmbeddedPostgres
 from canopy_svc.store import api_clients, organizations
 from canopy_svc.store.migrations import migrate_database
+from tests.helpers import TEST_DATA_KEY, CrashablePostgres, make_client, minimal_customer, seed_customer
+from tests.processes import ServerProcess
+from tests.soak import SoakConfig, fetch_token, run_soak
 
 # An answer during the outage must come at least this fast (the pool's connect timeout is 5 s).
 OUTAGE_ANSWER_SECONDS = 6.0
 RECOVERY_SECONDS = 30.0
 LOAD_RATE_PER_SECOND = 40.0  # below the default rate limit (100/s), which applies while limits can't be read
-
-
-# --- an embedded PostgreSQL of the test's own, which can be crashed and restarted -------------------
-
-
-class CrashablePostgres:
-    """EmbeddedPostgres in `data_dir`, plus the harsh stop (`-m immediate`, a crash: no checkpoint, no
-    goodbye to clients) and a restart on the same data dir, socket and port, so the DSN stays valid."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.embedded = EmbeddedPostgres(data_dir)
-        self.dsn = ""
-
-    def start(self) -> str:
-        self.dsn = self.embedded.start()
-        return self.dsn
-
-    def _pgserver(self) -> Any:
-        server = self.embedded._server  # pgserver's PostgresServer: its data dir, OS user and log
-        assert server is not None
-        return server
-
-    def crash(self) -> None:
-        from pgserver._commands import pg_ctl
-
-        server = self._pgserver()
-        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
-
-    def restart(self) -> None:
-        """`pg_ctl start` with the options pgserver starts it with: no TCP, the same socket dir."""
-        from pgserver._commands import pg_ctl
-
-        server = self._pgserver()
-        socket_dir = parse_qs(urlsplit(self.dsn).query)["host"][0]
-        pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"],
-               pgdata=server.pgdata, user=server.system_user, timeout=60)
-
-    def stop(self) -> None:
-        self.embedded.stop()
 
 
 async def create_api_client(dsn: str, org: str = "acme") -> tuple[int, str, str]:

@@ -32,7 +32,6 @@ import asyncpg
 import msgspec
 import pytest
 import schemathesis
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, make_client
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi as schemathesis_asgi
@@ -42,6 +41,7 @@ from canopy_svc.api.app import ENDPOINTS, CanopyApp, create_app
 from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.simulator import CardSimulator
 from canopy_svc.store import api_clients
+from tests.helpers import TEST_DATA_KEY, TEST_JWT_SECRET, make_client
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXAMPLES_PER_OPERATION = 200

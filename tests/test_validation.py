@@ -14,31 +14,18 @@ from typing import Any
 import email_validator
 import msgspec
 import pytest
-from conftest import minimal_customer, seed_customer
 
 from canopy_svc.rules import validation
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
 from canopy_svc.wire import fields
 from canopy_svc.wire.errors import BadRequest, InvalidInput
 from canopy_svc.wire.models import CustomerCreate, CustomerUpdate
+from tests.helpers import SEED_ASSIGNMENT, minimal_customer, seed_customer
 
 CREATE = BodyDecoder(CustomerCreate)
 UPDATE = BodyDecoder(CustomerUpdate)
 
-SEED_ASSIGNMENT: dict[str, Any] = {
-    "account_id": "31mNprzLd2bKl6koVna68ARM",
-    "customer_account_role": "PRIMARY",
-    "customer_account_external_id": "4465220133024156",
-    "customer_account_issuer_processor_config": {
-        "spend_limit": 8000000,
-        "lithic": {
-            "memo": "Primary College Card",
-            "type": "MERCHANT_LOCKED",
-            "state": "OPEN",
-            "card_program_token": "a5e38341-cc95-4a9b-a21c-751aeca67e9c",
-        },
-    },
-}
+
 
 
 def encode(body: Any) -> bytes:

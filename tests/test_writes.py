@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, make_client, minimal_customer
 
 from canopy_svc.api.app import create_app
 from canopy_svc.core.db import create_pool
 from canopy_svc.core.settings import Settings
+from tests.helpers import ApiClient, make_client, minimal_customer
 
 BOUND_SECONDS = 30.0  # a bound on waiting, not a measure: on a busy machine everything is slow
 
