@@ -22,49 +22,11 @@ from typing import Any
 import asyncpg
 
 from canopy_svc import maintenance
-from canopy_svc.crypto import DataCipher
-from canopy_svc.lithic import (
-    LITHIC_SANDBOX_URL,
-    CardIssuer,
-    CardRequest,
-    CardSimulator,
-    LithicClient,
-    LithicRejected,
-    LithicRetryable,
-)
+from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable
+from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.store import cards as card_store
 
 log = logging.getLogger("canopy_svc.cards")
-
-LITHIC_KEY_CONTEXT = b"lithic_api_key"
-
-
-@dataclass(frozen=True)
-class Issuer:
-    """Where an organization's cards are made: Lithic with its key, or the built-in simulator."""
-
-    client: CardIssuer
-    base_url: str
-    api_key: str
-
-
-class CardGateway:
-    """Chooses, per organization, Lithic (when it has a key) or the simulator."""
-
-    def __init__(self, cipher: DataCipher, *, lithic: LithicClient | None = None,
-                 simulator: CardSimulator | None = None) -> None:
-        self.cipher = cipher
-        self.lithic = lithic or LithicClient()
-        self.simulator = simulator or CardSimulator()
-
-    def issuer(self, encrypted_key: bytes | None, base_url: str | None) -> Issuer:
-        if encrypted_key is None:
-            return Issuer(self.simulator, "simulator", "simulator")
-        api_key = self.cipher.decrypt(bytes(encrypted_key), context=LITHIC_KEY_CONTEXT)
-        return Issuer(self.lithic, base_url or LITHIC_SANDBOX_URL, api_key)
-
-    async def aclose(self) -> None:
-        await self.lithic.aclose()
 
 
 @dataclass(frozen=True)

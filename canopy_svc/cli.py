@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -16,39 +16,49 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.config import DEFAULT_DATA_DIR, Settings, load_or_create_secret
-from canopy_svc.crypto import DataCipher, DataKeyError, load_data_key
+from canopy_svc import secret_files
+from canopy_svc.api import examples
+from canopy_svc.config import Settings, variable
+from canopy_svc.crypto import DataCipher, DataKeyError
 from canopy_svc.db import migrate_database
 from canopy_svc.migrations import migrate
-from canopy_svc.rules.ids import new_client_id, new_client_secret
-from canopy_svc.rules.passwords import hash_secret
-from canopy_svc.store import api_clients, organizations
+from canopy_svc.rules import clients
+from canopy_svc.store import organizations
 from canopy_svc.store.data_key import DataKeyMismatch
 
 DEV_ORG = "dev"
-DEV_CLIENT_FILE = "dev-client.json"
+# Flags that are settings (dest = Settings field): given, they win over the environment.
+_SETTING_FLAGS = ("data_dir", "host", "port", "workers", "graceful_timeout_seconds")
+
+
+def _env_help(name: str) -> str:
+    return f"env {variable(Settings, name)}; default {getattr(Settings, name)}"
 
 
 def _add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", type=Path,
-        default=Path(os.environ.get("CANOPY_SVC_DATA_DIR", DEFAULT_DATA_DIR)),
-        help="folder of the embedded PostgreSQL and local keys (env CANOPY_SVC_DATA_DIR; default "
-             f"{DEFAULT_DATA_DIR}); unused for the database when DATABASE_URL is set",
+        help=f"folder of the embedded PostgreSQL and local keys ({_env_help('data_dir')}); "
+             f"unused for the database when {variable(Settings, 'database_url')} is set",
     )
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings, the command's flags winning over the environment."""
+    flags = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
+    return Settings.from_env(**{name: value for name, value in flags.items() if value is not None})
+
+
 @contextmanager
-def database(data_dir: Path) -> Iterator[str]:
+def database(settings: Settings) -> Iterator[str]:
     """DATABASE_URL if set (an outage of it is its operator's: the gate waits for it), else the embedded
     PostgreSQL in data_dir: restarted if its postmaster dies meanwhile, stopped after, if we started it."""
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield external
+    if settings.database_url:
+        yield settings.database_url
         return
     from canopy_svc.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(data_dir, supervise=True)
+    server = EmbeddedPostgres(settings.data_dir, supervise=True)
     uri = server.start()
     try:
         yield uri
@@ -70,19 +80,15 @@ async def _migrated(dsn: str, cipher: DataCipher) -> AsyncIterator[asyncpg.Conne
 async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher, *,
                          rate: float | None = None, burst: int | None = None) -> dict[str, Any]:
     async with _migrated(dsn, cipher) as conn, conn.transaction():
-        org_id = await organizations.get_or_create_organization(conn, org)
-        client_id, secret = new_client_id(), new_client_secret()
-        await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
-        limits = await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
-        assert limits is not None
-    return {"org": org, "client_id": client_id, "client_secret": secret,
-            "rate_per_second": limits[0], "burst": limits[1]}
+        created = await clients.create_client(conn, org, scopes, rate=rate, burst=burst)
+    return {"org": created.org, "client_id": created.client_id, "client_secret": created.client_secret,
+            "rate_per_second": created.limits[0], "burst": created.limits[1]}
 
 
 async def _set_limits(dsn: str, client_id: str, rate: float | None, burst: int | None,
                       cipher: DataCipher) -> tuple[float, int] | None:
     async with _migrated(dsn, cipher) as conn:
-        return await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)
+        return await clients.set_limits(conn, client_id, rate=rate, burst=burst)
 
 
 def _rate_arg(text: str) -> float:
@@ -110,14 +116,15 @@ def _burst_arg(text: str) -> int:
 async def _client_exists(dsn: str, client_id: str) -> bool:
     conn = await asyncpg.connect(dsn)
     try:
-        return await organizations.find_client(conn, client_id) is not None
+        return await clients.find_client(conn, client_id) is not None
     finally:
         await conn.close()
 
 
 def cmd_clients_create(args: argparse.Namespace) -> int:
-    with database(args.data_dir) as dsn:
-        created = asyncio.run(_create_client(dsn, args.org, " ".join(args.scope), _cipher(args.data_dir),
+    settings = _settings(args)
+    with database(settings) as dsn:
+        created = asyncio.run(_create_client(dsn, args.org, " ".join(args.scope), DataCipher(settings.data_key),
                                              rate=args.rate, burst=args.burst))
     if args.json:
         print(json.dumps(created))
@@ -134,8 +141,9 @@ def cmd_clients_set_limits(args: argparse.Namespace) -> int:
     if args.rate is None and args.burst is None:
         print("canopy-svc clients set-limits: give --rate, --burst or both", file=sys.stderr)
         return 2
-    with database(args.data_dir) as dsn:
-        limits = asyncio.run(_set_limits(dsn, args.client_id, args.rate, args.burst, _cipher(args.data_dir)))
+    settings = _settings(args)
+    with database(settings) as dsn:
+        limits = asyncio.run(_set_limits(dsn, args.client_id, args.rate, args.burst, DataCipher(settings.data_key)))
     if limits is None:
         print(f"canopy-svc: no API client {args.client_id!r}", file=sys.stderr)
         return 1
@@ -145,8 +153,8 @@ def cmd_clients_set_limits(args: argparse.Namespace) -> int:
         print(f"client_id: {args.client_id}")
         print(f"rate:      {limits[0]:g} requests/s")
         print(f"burst:     {limits[1]}")
-        print("Running servers use the new limits within CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS (default 5).",
-              file=sys.stderr)
+        print(f"Running servers use the new limits within {variable(Settings, 'rate_limit_cache_seconds')} "
+              f"(default {Settings.rate_limit_cache_seconds:g}).", file=sys.stderr)
     return 0
 
 
@@ -160,8 +168,9 @@ async def _set_duplicate_policy(dsn: str, org: str, policy: str, cipher: DataCip
 
 
 def cmd_orgs_set_duplicate_policy(args: argparse.Namespace) -> int:
-    with database(args.data_dir) as dsn:
-        found = asyncio.run(_set_duplicate_policy(dsn, args.org, args.policy, _cipher(args.data_dir)))
+    settings = _settings(args)
+    with database(settings) as dsn:
+        found = asyncio.run(_set_duplicate_policy(dsn, args.org, args.policy, DataCipher(settings.data_key)))
     if not found:
         print(f"canopy-svc: no organization named {args.org!r}", file=sys.stderr)
         return 1
@@ -170,41 +179,21 @@ def cmd_orgs_set_duplicate_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    with database(args.data_dir) as dsn:
-        version = asyncio.run(migrate_database(dsn, _cipher(args.data_dir)))
+    settings = _settings(args)
+    with database(settings) as dsn:
+        version = asyncio.run(migrate_database(dsn, DataCipher(settings.data_key)))
     print(f"schema at version {version}")
     return 0
 
 
-def _cipher(data_dir: Path) -> DataCipher:
-    return DataCipher(load_data_key(data_dir))
-
-
-def _dev_client(dsn: str, data_dir: Path) -> dict[str, Any]:
+def _dev_client(dsn: str, settings: Settings) -> dict[str, Any]:
     """The sandbox's dev client: made on first start, kept (0600) in the data folder after."""
-    path = data_dir / DEV_CLIENT_FILE
-    if path.exists():
-        saved: dict[str, Any] = json.loads(path.read_text())
-        if asyncio.run(_client_exists(dsn, saved["client_id"])):
-            return saved
-    created = asyncio.run(_create_client(dsn, DEV_ORG, "read write", _cipher(data_dir)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(created, handle)
+    saved = secret_files.read_dev_client(settings.data_dir)
+    if saved is not None and asyncio.run(_client_exists(dsn, saved["client_id"])):
+        return saved
+    created = asyncio.run(_create_client(dsn, DEV_ORG, "read write", DataCipher(settings.data_key)))
+    secret_files.write_dev_client(settings.data_dir, created)
     return created
-
-
-SEED_CUSTOMER = {
-    "customer_id": "0x1234", "name_prefix": "Dr.", "name_first": "Miriam", "name_middle": "Louise",
-    "name_last": "Trevino", "name_suffix": "Jr", "phone_number": "+14105556789",
-    "address_line_one": "12 Strawberry Road", "address_line_two": "Suite 101", "address_city": "Atlanta",
-    "address_state": "GA", "address_zip": "99999-1000", "address_country_code": "US", "ssn": "888888888",
-    "international_customer_id": "9999999999", "email": "marissa@protonmail.com",
-    "date_of_birth": "1985-06-20",
-    "business_details": {"business_legal_name": "Umbrella Corporation", "doing_business_as": "Umbrella",
-                         "business_ein": "888-88-8888"},
-}  # fmt: skip
 
 
 def dev_banner(client: dict[str, Any], base_url: str) -> str:
@@ -217,7 +206,7 @@ def dev_banner(client: dict[str, Any], base_url: str) -> str:
         f"TOKEN=$(curl -s -X POST {base_url}/auth/token -H 'Content-Type: application/json' "
         f"-d '{credentials}' | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')",
         f"curl -s -X POST {base_url}/customers -H \"Authorization: Bearer $TOKEN\" "
-        f"-H 'Content-Type: application/json' -d '{json.dumps(SEED_CUSTOMER, separators=(',', ':'))}'",
+        f"-H 'Content-Type: application/json' -d '{json.dumps(examples.CUSTOMER, separators=(',', ':'))}'",
         "",
         f"API docs: {base_url}/docs",
         "",
@@ -234,31 +223,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from canopy_svc.http_protocol import LimitedHttpToolsProtocol  # reads its limits: a bad one stops here
     from canopy_svc.logs import configure_logging
 
-    configure_logging(os.environ.get("CANOPY_SVC_LOG_LEVEL", "INFO"))
-    data_dir: Path = args.data_dir
-    os.environ["CANOPY_SVC_DATA_DIR"] = str(data_dir)
-    # Made here, once, so every worker process reads the same secrets.
-    if not os.environ.get("CANOPY_SVC_JWT_SECRET"):
-        load_or_create_secret(data_dir, "jwt-secret")
-    # Several workers must share their rate limits (CONTRACT section 3): the memory store would give
-    # each worker its own buckets, so a client would get N times its rate. The operator's choice wins.
-    if args.workers > 1 and not os.environ.get("CANOPY_SVC_RATE_LIMIT_STORE"):
-        os.environ["CANOPY_SVC_RATE_LIMIT_STORE"] = "postgres"
-    Settings.from_env()  # a bad CANOPY_SVC_* setting stops serve here, not every worker in a loop
-    cipher = _cipher(data_dir)
+    # Read here, once: a bad CANOPY_SVC_* setting stops serve here, not every worker in a loop, and
+    # the data folder's secrets are made before any worker reads them. Several workers share their
+    # rate limits unless the operator chose a store (Settings.rate_limit_store).
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    cipher = DataCipher(settings.data_key)
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
     # lets the embedded PostgreSQL be stopped cleanly on the way out.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    with database(data_dir) as dsn:
-        os.environ["DATABASE_URL"] = dsn
+    with database(settings) as dsn:
+        settings = dataclasses.replace(settings, database_url=dsn)
+        settings.export()  # each worker process builds its Settings from the environment: these
         asyncio.run(migrate_database(dsn, cipher))  # a wrong data key stops here, with a clear message
         if args.dev:
-            shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
-            print(dev_banner(_dev_client(dsn, data_dir), f"http://{shown_host}:{args.port}"), flush=True)
+            shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+            print(dev_banner(_dev_client(dsn, settings), f"http://{shown_host}:{settings.port}"), flush=True)
         uvicorn.run(
-            "canopy_svc.api.app:create_served_app", factory=True, host=args.host, port=args.port,
-            workers=args.workers, log_config=None, access_log=False, proxy_headers=False,
-            timeout_graceful_shutdown=args.graceful_timeout,
+            "canopy_svc.api.app:create_served_app", factory=True, host=settings.host, port=settings.port,
+            workers=settings.workers, log_config=None, access_log=False, proxy_headers=False,
+            timeout_graceful_shutdown=settings.graceful_timeout_seconds,
             # httptools with limits on header size, header/body time and connections (CANOPY_SVC_*).
             http=LimitedHttpToolsProtocol,
         )
@@ -271,12 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the HTTP server")
     _add_database_options(serve)
-    serve.add_argument("--host", default=os.environ.get("CANOPY_SVC_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("CANOPY_SVC_PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("CANOPY_SVC_WORKERS", "1")))
-    serve.add_argument("--graceful-timeout", type=int,
-                       default=int(os.environ.get("CANOPY_SVC_GRACEFUL_TIMEOUT", "20")),
-                       help="seconds in-flight requests get to finish on SIGTERM (env CANOPY_SVC_GRACEFUL_TIMEOUT)")
+    serve.add_argument("--host", help=f"address to listen on ({_env_help('host')})")
+    serve.add_argument("--port", type=int, help=f"port to listen on ({_env_help('port')})")
+    serve.add_argument("--workers", type=int, help=f"worker processes ({_env_help('workers')})")
+    serve.add_argument("--graceful-timeout", type=int, dest="graceful_timeout_seconds",
+                       help="seconds in-flight requests get to finish on SIGTERM "
+                            f"({_env_help('graceful_timeout_seconds')})")
     serve.add_argument("--dev", action="store_true",
                        help="make a dev organization and client on first start and print curl lines")
     serve.set_defaults(handler=cmd_serve)

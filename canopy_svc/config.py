@@ -1,169 +1,192 @@
-"""Settings, read once from the environment (and the CLI, which writes the same variables)."""
+"""Settings: the only reader of the environment.
+
+Each setting is a field that declares its variable and its default, once (`_env`). `Settings.from_env`
+reads them (the CLI's flags override them); `Settings.export` writes them back for the worker
+processes `canopy-svc serve` starts, so each worker reads the settings serve decided. A secret the
+environment does not give comes from the data folder (canopy_svc/secret_files.py).
+"""
 
 from __future__ import annotations
 
-import base64
-import contextlib
+import functools
 import math
 import os
-import secrets
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-DEFAULT_DATA_DIR = ".canopy-data"
+from canopy_svc import secret_files
+from canopy_svc.crypto import decode_key
+from canopy_svc.issuers.hosts import ALLOWED_HOSTS_ENV, LithicHosts
+
 RATE_LIMIT_STORES = ("memory", "postgres")
+DATA_KEY_ENV = "CANOPY_SVC_DATA_KEY"
+DEFAULT_DATA_DIR = Path(".canopy-data")
 
 
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw else default
+def _env(name: str, default: Any, parse: Callable[[str], Any] = str, *, secret: bool = False) -> Any:
+    """A setting read from the variable `name` by `parse`; unset or empty, it is `default`.
+    A secret is left out of repr and never exported."""
+    return field(default=default, repr=not secret, metadata={"env": name, "parse": parse, "secret": secret})
 
 
-def _float_env(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
+def _flag(raw: str) -> bool:
+    return raw not in ("0", "false", "no")
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(raw.replace(",", " ").split())
+
+
+def _lowercase(raw: str) -> str:
+    return raw.strip().lower()
+
+
+def _data_key(raw: str) -> bytes:
+    return decode_key(raw, source=DATA_KEY_ENV)
+
+
+def _text(value: Any) -> str:
+    """A setting's value as its variable spells it (what `parse` reads back)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return " ".join(value)
+    return str(value)
+
+
+def _given(setting: Field[Any], environ: Mapping[str, str]) -> tuple[bool, Any]:
+    raw = environ.get(setting.metadata["env"])
+    return (True, setting.metadata["parse"](raw)) if raw else (False, None)
+
+
+def _field(cls: type[Any], name: str) -> Field[Any]:
+    return next(setting for setting in fields(cls) if setting.name == name)
+
+
+def variable(cls: type[Any], name: str) -> str:
+    """The environment variable of the setting `name` of `cls`."""
+    return str(_field(cls, name).metadata["env"])
+
+
+def _read(cls: type[Any], environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """The settings of `cls` that the environment gives."""
+    source = os.environ if environ is None else environ
+    values = {}
+    for setting in fields(cls):
+        given, value = _given(setting, source)
+        if given:
+            values[setting.name] = value
+    return values
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None = None
-    data_dir: Path = Path(DEFAULT_DATA_DIR)
-    jwt_secret: str = field(default="", repr=False)
-    token_ttl_seconds: int = 3600
-    issuer: str = "canopy-svc"
-    audience: str = "canopy-svc-api"
-    pool_min_size: int = 2
-    pool_max_size: int = 10
-    log_level: str = "INFO"
-    # 32 bytes for AES-GCM at rest (SSNs, Lithic keys): CANOPY_SVC_DATA_KEY or <data_dir>/data-key.
-    data_key: bytes = field(default=b"", repr=False)
-    card_worker: bool = True
-    card_retry_base_seconds: float = 1.0
-    card_lease_seconds: float = 60.0
-    lithic_timeout_seconds: float = 10.0
-    # CANOPY_SVC_LITHIC_ALLOWED_HOSTS: hosts (or host:port) a tenant's Lithic base_url may name besides
-    # Lithic's own, connected to wherever they resolve (loopback for tests and the sandbox). Operator only.
-    lithic_allowed_hosts: tuple[str, ...] = ()
-    # The database gate (canopy_svc/db.py DatabaseGate): a probe every CANOPY_SVC_DB_PROBE_SECONDS
-    # (0 turns it off), failing after CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS, after which requests get a
-    # quick 503 until a probe succeeds.
-    db_probe_seconds: float = 1.0
-    db_probe_timeout_seconds: float = 2.0
-    # Rate limiting (CONTRACT section 3; canopy_svc/api/ratelimiting.py).
-    # CANOPY_SVC_RATE_LIMIT_STORE: "memory" (one process; the default) or "postgres" (shared by every
-    # worker and host on the database). `canopy-svc serve --workers N` with N > 1 sets it to "postgres"
-    # unless the operator set it.
-    rate_limit_store: str = "memory"
-    # CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS: how long a process keeps a client's (rate, burst) from
-    # api_clients before reading them again; 0 reads them on every request. Default 5.
-    rate_limit_cache_seconds: float = 5.0
-    # CANOPY_SVC_RATE_LIMIT_TIMEOUT: seconds the limiter's store gets per decision before the request
-    # is let through (fail open). Default 0.25.
-    rate_limit_timeout_seconds: float = 0.25
-    # CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS: how often the Postgres store's expired buckets are
-    # deleted. Default 60.
-    rate_limit_purge_seconds: float = 60.0
+    # DATABASE_URL: PostgreSQL to use; unset, `canopy-svc` starts the embedded one in data_dir.
+    database_url: str | None = _env("DATABASE_URL", None)
+    data_dir: Path = _env("CANOPY_SVC_DATA_DIR", DEFAULT_DATA_DIR, Path)  # noqa: RUF009 (_env is a field())
+    # Signs the tokens and keys the paging cursors; unset, the data folder's jwt-secret (made once).
+    jwt_secret: str = _env("CANOPY_SVC_JWT_SECRET", "", secret=True)
+    token_ttl_seconds: int = _env("CANOPY_SVC_TOKEN_TTL", 3600, int)
+    issuer: str = _env("CANOPY_SVC_JWT_ISSUER", "canopy-svc")
+    audience: str = _env("CANOPY_SVC_JWT_AUDIENCE", "canopy-svc-api")
+    pool_min_size: int = _env("CANOPY_SVC_POOL_MIN", 2, int)
+    pool_max_size: int = _env("CANOPY_SVC_POOL_MAX", 10, int)
+    log_level: str = _env("CANOPY_SVC_LOG_LEVEL", "INFO", str.upper)
+    # 32 bytes for AES-GCM at rest (SSNs, Lithic keys), urlsafe base64; unset, the data folder's data-key.
+    data_key: bytes = _env(DATA_KEY_ENV, b"", _data_key, secret=True)
+    card_worker: bool = _env("CANOPY_SVC_CARD_WORKER", True, _flag)
+    card_retry_base_seconds: float = _env("CANOPY_SVC_CARD_RETRY_BASE_SECONDS", 1.0, float)
+    card_lease_seconds: float = _env("CANOPY_SVC_CARD_LEASE_SECONDS", 60.0, float)
+    lithic_timeout_seconds: float = _env("CANOPY_SVC_LITHIC_TIMEOUT_SECONDS", 10.0, float)
+    # Hosts (or host:port) a tenant's Lithic base_url may name besides Lithic's own, connected to
+    # wherever they resolve (loopback for tests and the sandbox). Operator only.
+    lithic_allowed_hosts: tuple[str, ...] = _env(ALLOWED_HOSTS_ENV, (), _words)
+    # The database gate (canopy_svc/db.py DatabaseGate): a probe every db_probe_seconds (0 turns it
+    # off), failing after db_probe_timeout_seconds, after which requests get a quick 503 until a
+    # probe succeeds.
+    db_probe_seconds: float = _env("CANOPY_SVC_DB_PROBE_SECONDS", 1.0, float)
+    db_probe_timeout_seconds: float = _env("CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS", 2.0, float)
+    # Rate limiting (CONTRACT section 3; canopy_svc/api/ratelimiting.py): "memory" (one process) or
+    # "postgres" (shared by every worker and host on the database). Unset, memory for one worker and
+    # postgres for several: a memory store would give each worker its own buckets, N times the rate.
+    rate_limit_store: str = _env("CANOPY_SVC_RATE_LIMIT_STORE", "", _lowercase)
+    # How long a process keeps a client's (rate, burst) from api_clients before reading them again;
+    # 0 reads them on every request.
+    rate_limit_cache_seconds: float = _env("CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS", 5.0, float)
+    # Seconds the limiter's store gets per decision before the request is let through (fail open).
+    rate_limit_timeout_seconds: float = _env("CANOPY_SVC_RATE_LIMIT_TIMEOUT", 0.25, float)
+    # How often the Postgres store's expired buckets are deleted.
+    rate_limit_purge_seconds: float = _env("CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS", 60.0, float)
+    # `canopy-svc serve` (its flags win): where it listens, how many worker processes, and the
+    # seconds in-flight requests get to finish on SIGTERM.
+    host: str = _env("CANOPY_SVC_HOST", "127.0.0.1")
+    port: int = _env("CANOPY_SVC_PORT", 8000, int)
+    workers: int = _env("CANOPY_SVC_WORKERS", 1, int)
+    graceful_timeout_seconds: int = _env("CANOPY_SVC_GRACEFUL_TIMEOUT", 20, int)
 
     def __post_init__(self) -> None:
+        if not self.rate_limit_store:
+            object.__setattr__(self, "rate_limit_store", "postgres" if self.workers > 1 else "memory")
         if self.rate_limit_store not in RATE_LIMIT_STORES:
-            raise ValueError(f"CANOPY_SVC_RATE_LIMIT_STORE must be one of {', '.join(RATE_LIMIT_STORES)}, "
+            raise ValueError(f"{variable(Settings, 'rate_limit_store')} must be one of {', '.join(RATE_LIMIT_STORES)}, "
                              f"not {self.rate_limit_store!r}")
-        from canopy_svc.lithic import LithicHosts
-
         LithicHosts.from_entries(self.lithic_allowed_hosts)  # a malformed entry raises here
 
     @classmethod
-    def from_env(cls) -> Settings:
-        from canopy_svc.crypto import load_data_key
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """The settings `environ` (os.environ by default) gives, `overrides` (the CLI's flags) winning.
+        A secret neither gives is the data folder's, made there on first use."""
+        values = {**_read(cls, environ), **overrides}
+        data_dir = Path(values.get("data_dir", cls.data_dir))
+        if not values.get("jwt_secret"):
+            values["jwt_secret"] = secret_files.jwt_secret(data_dir)
+        if not values.get("data_key"):
+            values["data_key"] = secret_files.data_key(data_dir)
+        return cls(**values)
 
-        data_dir = Path(os.environ.get("CANOPY_SVC_DATA_DIR", DEFAULT_DATA_DIR))
-        jwt_secret = os.environ.get("CANOPY_SVC_JWT_SECRET") or load_or_create_secret(data_dir, "jwt-secret")
-        return cls(
-            data_key=load_data_key(data_dir),
-            card_worker=os.environ.get("CANOPY_SVC_CARD_WORKER", "1") not in ("0", "false", "no"),
-            card_retry_base_seconds=_float_env("CANOPY_SVC_CARD_RETRY_BASE_SECONDS", cls.card_retry_base_seconds),
-            card_lease_seconds=_float_env("CANOPY_SVC_CARD_LEASE_SECONDS", cls.card_lease_seconds),
-            lithic_timeout_seconds=_float_env("CANOPY_SVC_LITHIC_TIMEOUT_SECONDS", cls.lithic_timeout_seconds),
-            lithic_allowed_hosts=tuple(os.environ.get("CANOPY_SVC_LITHIC_ALLOWED_HOSTS", "").replace(",", " ").split()),
-            db_probe_seconds=_float_env("CANOPY_SVC_DB_PROBE_SECONDS", cls.db_probe_seconds),
-            db_probe_timeout_seconds=_float_env("CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS", cls.db_probe_timeout_seconds),
-            database_url=os.environ.get("DATABASE_URL") or None,
-            data_dir=data_dir,
-            jwt_secret=jwt_secret,
-            token_ttl_seconds=_int_env("CANOPY_SVC_TOKEN_TTL", cls.token_ttl_seconds),
-            issuer=os.environ.get("CANOPY_SVC_JWT_ISSUER", "canopy-svc"),
-            audience=os.environ.get("CANOPY_SVC_JWT_AUDIENCE", "canopy-svc-api"),
-            pool_min_size=_int_env("CANOPY_SVC_POOL_MIN", cls.pool_min_size),
-            pool_max_size=_int_env("CANOPY_SVC_POOL_MAX", cls.pool_max_size),
-            log_level=os.environ.get("CANOPY_SVC_LOG_LEVEL", "INFO").upper(),
-            rate_limit_store=(os.environ.get("CANOPY_SVC_RATE_LIMIT_STORE") or "memory").strip().lower(),
-            rate_limit_cache_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS", cls.rate_limit_cache_seconds),
-            rate_limit_timeout_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_TIMEOUT", cls.rate_limit_timeout_seconds),
-            rate_limit_purge_seconds=_float_env("CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS", cls.rate_limit_purge_seconds),
-        )
+    def exported(self) -> dict[str, str]:
+        """The environment that gives these settings back, secrets left out (each process reads them
+        where this one did: the environment it inherits, or the data folder)."""
+        return {setting.metadata["env"]: _text(value) for setting in fields(self)
+                if not setting.metadata["secret"] and (value := getattr(self, setting.name)) is not None}
+
+    def export(self) -> None:
+        """Writes these settings to this process's environment, for the processes it starts."""
+        os.environ.update(self.exported())
+
+
+def load_data_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:
+    """The data key alone: CANOPY_SVC_DATA_KEY if set, else the data folder's (made there once)."""
+    given, key = _given(_field(Settings, "data_key"), os.environ if environ is None else environ)
+    return key if given else secret_files.data_key(data_dir)
 
 
 @dataclass(frozen=True)
 class HttpLimits:
     """What one HTTP connection may cost a worker (canopy_svc/http_protocol.py); read by each worker.
 
-    CANOPY_SVC_MAX_HEADER_BYTES: request line and headers together (default 64 KiB; more gets 431).
+    CANOPY_SVC_MAX_HEADER_BYTES: request line and headers together (more gets 431).
     CANOPY_SVC_HEADER_TIMEOUT_SECONDS: for the whole header section, from the connection's start or
-    the end of the previous response (default 10; then 408 and close).
-    CANOPY_SVC_BODY_TIMEOUT_SECONDS: for the whole request body, from the end of its headers
-    (default 30; then 408 and close).
-    CANOPY_SVC_MAX_CONNECTIONS: open connections per worker (default 1000); more get 503 and close.
+    the end of the previous response (then 408 and close).
+    CANOPY_SVC_BODY_TIMEOUT_SECONDS: for the whole request body, from the end of its headers (then
+    408 and close).
+    CANOPY_SVC_MAX_CONNECTIONS: open connections per worker; more get 503 and close.
     """
 
-    max_header_bytes: int = 64 * 1024
-    header_timeout_seconds: float = 10.0
-    body_timeout_seconds: float = 30.0
-    max_connections: int = 1000
+    max_header_bytes: int = _env("CANOPY_SVC_MAX_HEADER_BYTES", 64 * 1024, int)
+    header_timeout_seconds: float = _env("CANOPY_SVC_HEADER_TIMEOUT_SECONDS", 10.0, float)
+    body_timeout_seconds: float = _env("CANOPY_SVC_BODY_TIMEOUT_SECONDS", 30.0, float)
+    max_connections: int = _env("CANOPY_SVC_MAX_CONNECTIONS", 1000, int)
 
     def __post_init__(self) -> None:
+        name = functools.partial(variable, HttpLimits)
         if self.max_header_bytes < 1024 or self.max_connections < 1:
-            raise ValueError("CANOPY_SVC_MAX_HEADER_BYTES must be >= 1024 and CANOPY_SVC_MAX_CONNECTIONS >= 1")
+            raise ValueError(f"{name('max_header_bytes')} must be >= 1024 and {name('max_connections')} >= 1")
         if not (0 < self.header_timeout_seconds < math.inf and 0 < self.body_timeout_seconds < math.inf):
-            raise ValueError("CANOPY_SVC_HEADER_TIMEOUT_SECONDS and CANOPY_SVC_BODY_TIMEOUT_SECONDS must be > 0")
+            raise ValueError(f"{name('header_timeout_seconds')} and {name('body_timeout_seconds')} must be > 0")
 
     @classmethod
-    def from_env(cls) -> HttpLimits:
-        return cls(
-            max_header_bytes=_int_env("CANOPY_SVC_MAX_HEADER_BYTES", cls.max_header_bytes),
-            header_timeout_seconds=_float_env("CANOPY_SVC_HEADER_TIMEOUT_SECONDS", cls.header_timeout_seconds),
-            body_timeout_seconds=_float_env("CANOPY_SVC_BODY_TIMEOUT_SECONDS", cls.body_timeout_seconds),
-            max_connections=_int_env("CANOPY_SVC_MAX_CONNECTIONS", cls.max_connections),
-        )
-
-
-def load_or_create_secret(data_dir: Path, name: str, nbytes: int = 32) -> str:
-    """A random secret made once and kept in the data folder (mode 0600), for the sandbox.
-
-    Production sets the matching environment variable instead, so no secret sits on disk.
-    """
-    path = data_dir / name
-    if not path.exists():
-        value = base64.urlsafe_b64encode(secrets.token_bytes(nbytes)).decode().rstrip("=")
-        publish_secret_file(path, value)
-    return path.read_text().strip()
-
-
-def publish_secret_file(path: Path, text: str) -> None:
-    """Publish a complete secret file atomically; whoever links first wins, others use theirs.
-
-    A plain O_EXCL create on the final name would let a concurrent starter (another worker) read
-    the file while it is still empty, so it is written to an O_EXCL temp file and hard-linked into
-    place (link fails if the name exists, exactly like O_EXCL, but the content is already complete).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another process won the race: use its secret
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpLimits:
+        return cls(**_read(cls, environ))

@@ -1,8 +1,9 @@
 """Encryption at rest for sensitive columns (SSNs, Lithic API keys).
 
-One 32-byte master key (env `CANOPY_SVC_DATA_KEY`, else `<data_dir>/data-key`) is expanded with
-HKDF into independent subkeys, so the AES-GCM key, the HMAC lookup key and the key check can never
-be confused with one another, and none of them reveals the master key.
+One 32-byte master key (Settings.data_key: env `CANOPY_SVC_DATA_KEY`, else the data folder's
+`data-key`, canopy_svc/secret_files.py) is expanded with HKDF into independent subkeys, so the AES-GCM
+key, the HMAC lookup key and the key check can never be confused with one another, and none of them
+reveals the master key.
 """
 
 from __future__ import annotations
@@ -11,22 +12,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-import logging
-import os
 import secrets
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from canopy_svc.config import publish_secret_file
-
-log = logging.getLogger("canopy_svc.crypto")
-
-ENV_VAR = "CANOPY_SVC_DATA_KEY"
-KEY_FILE = "data-key"
 KEY_BYTES = 32
 
 VERSION = 1
@@ -145,28 +137,6 @@ def decode_key(raw: str, *, source: str) -> bytes:
 
 def generate_key_text() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode().rstrip("=")
-
-
-def load_data_key(data_dir: Path) -> bytes:
-    """The key from `CANOPY_SVC_DATA_KEY`, else from `<data_dir>/data-key` (made once, 0600)."""
-    raw = os.environ.get(ENV_VAR)
-    if raw:
-        return decode_key(raw, source=ENV_VAR)
-    path = data_dir / KEY_FILE
-    if not path.exists():
-        _create_key_file(path)
-    return _read_key_file(path)
-
-
-def _read_key_file(path: Path) -> bytes:
-    mode = path.stat().st_mode
-    if mode & 0o077:
-        log.warning("data key file is readable by other users", extra={"path": str(path)})
-    return decode_key(path.read_text(), source=f"data key file {path}")
-
-
-def _create_key_file(path: Path) -> None:
-    publish_secret_file(path, generate_key_text())
 
 
 def mask(value: str, keep: int = 4) -> str:

@@ -6,6 +6,7 @@ The tree (status, code):
     ├── BadRequest ..................... 400 bad_request
     ├── Unauthorized ................... 401 unauthorized (WWW-Authenticate: Bearer)
     ├── NotAuthorized .................. 403 not_authorized
+    ├── Forbidden ...................... 403 forbidden
     ├── NotFound ....................... 404 not_found
     ├── MethodNotAllowed ............... 405 method_not_allowed
     ├── Conflict ....................... 409 conflict
@@ -96,9 +97,16 @@ class Unauthorized(ApiError):
 
 
 class NotAuthorized(ApiError):
-    """An expired token or one lacking the scope; Canopy's clients re-authenticate on this."""
+    """An expired token; Canopy's clients re-authenticate on this code."""
 
     status, code, message = 403, "not_authorized", "Forbidden"
+
+
+class Forbidden(ApiError):
+    """A valid token lacking the scope the route needs: a code of its own, so that a client does not
+    re-authenticate in a loop for a scope a new token will not have either."""
+
+    status, code, message = 403, "forbidden", "Forbidden"
 
 
 class NotFound(ApiError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import shutil
 import tempfile
@@ -13,7 +15,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from canopy_svc.api import examples
 from canopy_svc.api.app import create_app
 from canopy_svc.config import Settings
 from canopy_svc.crypto import DataCipher
@@ -78,6 +83,20 @@ def app(settings: Settings, pool: asyncpg.Pool) -> Any:
     return create_app(settings, pool=pool)
 
 
+@contextlib.asynccontextmanager
+async def served(app: Starlette) -> AsyncIterator[ASGIApp]:
+    """The app under its lifespan, each request given the lifespan's state as uvicorn gives it
+    (httpx's ASGITransport runs no lifespan): an ASGI app for the transport."""
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                scope["state"] = {**(state or {}), **scope.get("state", {})}
+            await app(scope, receive, send)
+
+        yield with_state
+
+
 @dataclass
 class ApiClient:
     """A client of one organization: an httpx client that already carries its bearer token."""
@@ -105,7 +124,7 @@ async def anonymous(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 async def _api_client(app: Any, pool: asyncpg.Pool, org_name: str) -> ApiClient:
     org_id, client_id, secret = await make_client(pool, org_name)
-    token = app.state.tokens.issue(client_id, org_id, "read write")
+    token = app.resources.tokens.issue(client_id, org_id, "read write")
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
                              headers={"Authorization": f"Bearer {token}"})
     return ApiClient(org_id, client_id, secret, http)
@@ -129,30 +148,7 @@ async def other_api(app: Any, pool: asyncpg.Pool) -> AsyncIterator[ApiClient]:
 
 def seed_customer(**overrides: Any) -> dict[str, Any]:
     """The example body of Canopy's create-customer page (seed 003), without assign_to_accounts."""
-    body: dict[str, Any] = {
-        "customer_id": "0x1234",
-        "name_prefix": "Dr.",
-        "name_first": "Miriam",
-        "name_middle": "Louise",
-        "name_last": "Trevino",
-        "name_suffix": "Jr",
-        "phone_number": "+14105556789",
-        "address_line_one": "12 Strawberry Road",
-        "address_line_two": "Suite 101",
-        "address_city": "Atlanta",
-        "address_state": "GA",
-        "address_zip": "99999-1000",
-        "address_country_code": "US",
-        "ssn": "888888888",
-        "international_customer_id": "9999999999",
-        "email": "marissa@protonmail.com",
-        "date_of_birth": "1985-06-20",
-        "business_details": {
-            "business_legal_name": "Umbrella Corporation",
-            "doing_business_as": "Umbrella",
-            "business_ein": "888-88-8888",
-        },
-    }
+    body: dict[str, Any] = copy.deepcopy(examples.CUSTOMER)
     body.update(overrides)
     return {key: value for key, value in body.items() if value is not ...}
 

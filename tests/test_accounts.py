@@ -83,7 +83,7 @@ async def counts(pool: asyncpg.Pool) -> dict[str, int]:
 
 async def issue_cards(pool: asyncpg.Pool, app: Any) -> int:
     """What the server's card worker would do: issue every due card (simulator: no Lithic key)."""
-    worker = CardWorker(pool, None, app.state.card_gateway)
+    worker = CardWorker(pool, None, app.resources.card_gateway)
     total = 0
     while handled := await worker.process_due():
         total += handled

@@ -77,9 +77,15 @@ def assert_unauthorized(response: httpx.Response) -> None:
     assert set(body) == {"error"} and body["error"]["code"] == "unauthorized"
 
 
-def assert_forbidden(response: httpx.Response) -> None:
+def assert_expired(response: httpx.Response) -> None:
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "not_authorized"
+
+
+def assert_forbidden(response: httpx.Response) -> None:
+    """A valid token lacking the route's scope: `forbidden`, never the code clients re-authenticate on."""
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "forbidden"
 
 
 # --- POST /auth/token ----------------------------------------------------------------------------
@@ -245,7 +251,7 @@ async def test_expired_token_is_403(api: ApiClient, anonymous: httpx.AsyncClient
     now = int(time.time())
     token = jwt.encode(claims_for(api, iat=now - 7200, exp=now - 3600), TEST_JWT_SECRET, algorithm="HS256")
     for method, path in PROTECTED:
-        assert_forbidden(await call(anonymous, token, method, path))
+        assert_expired(await call(anonymous, token, method, path))
 
 
 async def test_expired_token_that_was_valid_before_is_403(app: Any, api: ApiClient,
@@ -255,13 +261,13 @@ async def test_expired_token_that_was_valid_before_is_403(app: Any, api: ApiClie
     # exp well ahead: now + 1 expires at the next whole second, maybe before the first call is answered.
     token = jwt.encode(claims_for(api, iat=now - 10, exp=now + 600), TEST_JWT_SECRET, algorithm="HS256")
     assert (await call(anonymous, token)).status_code == 200
-    cache = getattr(app.state.tokens, "_verified", None)
+    cache = getattr(app.resources.tokens, "_verified", None)
     cached = cache.get(token) if isinstance(cache, dict) else None
     if cached is None:
         pytest.skip("no verified-token cache to age")
     # age the cached entry instead of sleeping
     cache[token] = type(cached)(cached.client_id, cached.org_id, cached.scopes, now - 1)
-    assert_forbidden(await call(anonymous, token))
+    assert_expired(await call(anonymous, token))
 
 
 # --- scopes --------------------------------------------------------------------------------------
@@ -292,6 +298,14 @@ async def test_no_scope_is_403(api: ApiClient, anonymous: httpx.AsyncClient) -> 
     token = jwt.encode(claims_for(api, scope=""), TEST_JWT_SECRET, algorithm="HS256")
     for method, path in PROTECTED:
         assert_forbidden(await call(anonymous, token, method, path))
+
+
+async def test_expired_token_lacking_the_scope_is_expired(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
+    """Expiry is told first: a new token may well carry the scope."""
+    now = int(time.time())
+    token = jwt.encode(claims_for(api, scope="read", iat=now - 7200, exp=now - 3600), TEST_JWT_SECRET,
+                       algorithm="HS256")
+    assert_expired(await call(anonymous, token, "POST", "/customers"))
 
 
 async def test_token_of_one_org_sees_only_that_org(api: ApiClient, other_api: ApiClient) -> None:
@@ -328,7 +342,7 @@ def respellings(token: str) -> set[str]:
 
 
 def test_only_the_canonical_spelling_of_a_token_verifies(app: Any) -> None:
-    authority = app.state.tokens
+    authority = app.resources.tokens
     token = authority.issue("cli_x", 7, "read write")
     variants = respellings(token)
     assert len(variants) > 5_000

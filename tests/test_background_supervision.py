@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from conftest import served
 
 from canopy_svc import maintenance
 from canopy_svc.api.app import create_app
@@ -74,8 +75,8 @@ async def test_a_failing_background_task_is_logged_once_restarted_and_reported_b
     monkeypatch.setattr(module, function, switch)
     caplog.set_level(logging.INFO, logger="canopy_svc.maintenance")
     app = create_app(dataclasses.replace(settings, card_worker=True), pool=pool)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+    async with served(app) as running, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=running), base_url="http://testserver") as http:
         down: list[httpx.Response] = []
 
         async def readyz_names_the_task() -> bool:

@@ -1,6 +1,6 @@
 """Bad input anywhere in a request body is a 4xx in the contract's envelope, never a 500 (issue 8, item 9).
 
-Every field of every request type, found by walking the msgspec request Structs the app's OPERATIONS
+Every field of every request type, found by walking the msgspec request Structs the app's ENDPOINTS
 name (so a field added to rules/models.py is covered without touching this file), gets each kind of
 hostile value: NUL, lone surrogates (as JSON escapes), numbers no column can hold (1e400, 10**400),
 -0, and arrays and objects nested thousands deep. Every value also goes at the root, in an unknown
@@ -28,9 +28,9 @@ from conftest import make_client, minimal_customer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canopy_svc.api.app import OPERATIONS
-from canopy_svc.ratelimit import MemoryRateLimiter
+from canopy_svc.api.app import ENDPOINTS
 from canopy_svc.rules import models
+from canopy_svc.rules.ratelimit import MemoryRateLimiter
 from canopy_svc.store import api_clients
 
 Path = tuple[str | int, ...]
@@ -71,7 +71,7 @@ INVALID_AT_FIELD = set(REFUSED) - MALFORMED - {"float-underflow"}
 
 
 def request_operations() -> list[tuple[str, str, type[msgspec.Struct]]]:
-    return [(op.method, op.path, op.request) for op in OPERATIONS if op.request is not None]
+    return [(op.method, op.path, op.request) for op in ENDPOINTS if op.request is not None]
 
 
 def _concrete(tp: Any) -> Any:
@@ -198,10 +198,10 @@ class World:
 
 @pytest.fixture
 async def world(app: Any, pool: asyncpg.Pool) -> typing.AsyncIterator[World]:
-    app.state.rate_limiting.use_store(MemoryRateLimiter())
+    app.given_state.rate_limiting.use_store(MemoryRateLimiter())
     org_id, client_id, secret = await make_client(pool, "acme")
     await api_clients.set_limits(pool, client_id, rate=1_000_000.0, burst=1_000_000)
-    token = app.state.tokens.issue(client_id, org_id, "read write")
+    token = app.resources.tokens.issue(client_id, org_id, "read write")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
                                  headers={"Authorization": f"Bearer {token}"}) as http:
         for path, body in [
@@ -248,7 +248,7 @@ def assert_refused_as_its_class(response: httpx.Response, name: str, place: Path
 
 def test_every_request_struct_is_walked() -> None:
     """The walk reaches the fields the issue names, through nested objects and lists."""
-    paths = {(op.path, path) for _, _, model in request_operations() for op in OPERATIONS
+    paths = {(op.path, path) for _, _, model in request_operations() for op in ENDPOINTS
              if op.request is model for path in field_paths(model)}
     assert ("/auth/token", ("client_id",)) in paths
     assert ("/products", ("product_overview", "product_long_description")) in paths

@@ -124,7 +124,7 @@ async def test_a_refused_change_leaves_the_card_and_no_recorded_change(api: ApiC
 async def crash_after_recording(pool: asyncpg.Pool, api: ApiClient, app: Any, change: CardUpdate) -> None:
     """Phase 1 committed, then the process died: the change is recorded, Lithic never called."""
     async with pool.acquire() as conn, conn.transaction():
-        await card_rules.begin_card_change(conn, api.org_id, "acc-1", "cust-1", change, app.state.card_gateway,
+        await card_rules.begin_card_change(conn, api.org_id, "acc-1", "cust-1", change, app.resources.card_gateway,
                                            lease_seconds=60)
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from canopy_svc import crypto
-from canopy_svc.crypto import DataCipher, DataKeyError, DecryptionError, load_data_key, mask
+from canopy_svc.config import DATA_KEY_ENV, load_data_key
+from canopy_svc.crypto import DataCipher, DataKeyError, DecryptionError, mask
+from canopy_svc.secret_files import DATA_KEY_FILE
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -22,7 +24,7 @@ def cipher() -> DataCipher:
 
 @pytest.fixture(autouse=True)
 def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(crypto.ENV_VAR, raising=False)
+    monkeypatch.delenv(DATA_KEY_ENV, raising=False)
 
 
 def test_roundtrip(cipher: DataCipher) -> None:
@@ -113,9 +115,9 @@ def test_cipher_rejects_bad_key(bad: bytes) -> None:
 def test_key_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, padded: bool) -> None:
     text = base64.urlsafe_b64encode(b"\xfb\xff" + bytes(30)).decode()  # exercises '-' and '_'
     assert text.endswith("=")
-    monkeypatch.setenv(crypto.ENV_VAR, text if padded else text.rstrip("="))
+    monkeypatch.setenv(DATA_KEY_ENV, text if padded else text.rstrip("="))
     assert load_data_key(tmp_path) == b"\xfb\xff" + bytes(30)
-    assert not (tmp_path / crypto.KEY_FILE).exists()
+    assert not (tmp_path / DATA_KEY_FILE).exists()
 
 
 @pytest.mark.parametrize(
@@ -128,34 +130,34 @@ def test_key_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, padded: b
     ],
 )
 def test_bad_env_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bad: str) -> None:
-    monkeypatch.setenv(crypto.ENV_VAR, bad)
+    monkeypatch.setenv(DATA_KEY_ENV, bad)
     with pytest.raises(DataKeyError) as info:
         load_data_key(tmp_path)
-    assert crypto.ENV_VAR in str(info.value)
+    assert DATA_KEY_ENV in str(info.value)
     assert bad not in str(info.value)
 
 
 def test_standard_alphabet_env_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(crypto.ENV_VAR, base64.b64encode(b"\xfb\xff" + bytes(30)).decode())
+    monkeypatch.setenv(DATA_KEY_ENV, base64.b64encode(b"\xfb\xff" + bytes(30)).decode())
     assert load_data_key(tmp_path) == b"\xfb\xff" + bytes(30)
 
 
 def test_empty_env_means_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(crypto.ENV_VAR, "")
+    monkeypatch.setenv(DATA_KEY_ENV, "")
     assert len(load_data_key(tmp_path)) == 32
-    assert (tmp_path / crypto.KEY_FILE).exists()
+    assert (tmp_path / DATA_KEY_FILE).exists()
 
 
 def test_key_file_created_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = load_data_key(data_dir)
-    path = data_dir / crypto.KEY_FILE
+    path = data_dir / DATA_KEY_FILE
     assert len(first) == 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     content = path.read_bytes()
     assert load_data_key(data_dir) == first
     assert path.read_bytes() == content
-    assert [p.name for p in data_dir.iterdir()] == [crypto.KEY_FILE]  # no temp files left
+    assert [p.name for p in data_dir.iterdir()] == [DATA_KEY_FILE]  # no temp files left
 
 
 def test_key_file_race(tmp_path: Path) -> None:
@@ -172,11 +174,11 @@ def test_key_file_race(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(results) == 8 and len(set(results)) == 1
-    assert os.listdir(tmp_path) == [crypto.KEY_FILE]
+    assert os.listdir(tmp_path) == [DATA_KEY_FILE]
 
 
 def test_corrupt_key_file(tmp_path: Path) -> None:
-    path = tmp_path / crypto.KEY_FILE
+    path = tmp_path / DATA_KEY_FILE
     path.write_text("tooshort\n")
     with pytest.raises(DataKeyError) as info:
         load_data_key(tmp_path)

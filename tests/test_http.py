@@ -403,8 +403,8 @@ async def test_openapi_states_the_meaning_rules(openapi_document: dict[str, Any]
 def test_openapi_base_url_is_the_servers_rule() -> None:
     """base_url's pattern is LithicHosts.problem, as the operator set it (CANOPY_SVC_LITHIC_ALLOWED_HOSTS)."""
     from canopy_svc.api import openapi
-    from canopy_svc.api.app import OPERATIONS
-    from canopy_svc.lithic import LithicHosts
+    from canopy_svc.api.app import ENDPOINTS
+    from canopy_svc.issuers.hosts import LithicHosts
 
     candidates = ["https://api.lithic.com", "https://SANDBOX.lithic.com:0443/v1/", "https://api.lithic.com:8443",
                   "http://api.lithic.com", "HTTPS://api.lithic.com", "https://api.lithic.com.evil.com",
@@ -413,7 +413,7 @@ def test_openapi_base_url_is_the_servers_rule() -> None:
                   "http://fake.example", "https://fake.example:443/p", "https://fake.example:444", "http://[::1]:5"]
     for entries in ((), ("127.0.0.1:8080", "localhost", "fake.example:443", "[::1]")):
         hosts = LithicHosts.from_entries(entries)
-        schema = openapi.build_document(OPERATIONS, lithic_hosts=hosts)["components"]["schemas"]["LithicConfigIn"]
+        schema = openapi.build_document(ENDPOINTS, lithic_hosts=hosts)["components"]["schemas"]["LithicConfigIn"]
         (url_schema,) = [s for s in schema["properties"]["base_url"]["anyOf"] if s.get("type") == "string"]
         pattern = re.compile(url_schema["pattern"])
         for url in candidates:
@@ -441,10 +441,10 @@ def test_openapi_phone_pattern_is_phonenumbers_possible_lengths() -> None:
     from phonenumbers import PhoneNumber, ValidationResult, is_possible_number_with_reason
 
     from canopy_svc.api import openapi
-    from canopy_svc.api.app import OPERATIONS
+    from canopy_svc.api.app import ENDPOINTS
     from canopy_svc.rules import validation
 
-    schema = openapi.build_document(OPERATIONS)["components"]["schemas"]["CustomerCreate"]
+    schema = openapi.build_document(ENDPOINTS)["components"]["schemas"]["CustomerCreate"]
     pattern = re.compile(schema["properties"]["phone_number"]["pattern"])
     possible = 0
     for code in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE):
@@ -469,9 +469,9 @@ def test_openapi_ssn_and_email_rules_are_the_servers_for_the_whole_class() -> No
     import email_validator
 
     from canopy_svc.api import openapi
-    from canopy_svc.api.app import OPERATIONS
+    from canopy_svc.api.app import ENDPOINTS
 
-    create = request_schema(openapi.build_document(OPERATIONS), "CustomerCreate")
+    create = request_schema(openapi.build_document(ENDPOINTS), "CustomerCreate")
     bodies = []
     for zeros in itertools.product([False, True], repeat=3):
         groups = ["000" if zeros[0] else "123", "00" if zeros[1] else "45", "0000" if zeros[2] else "6789"]
@@ -494,8 +494,8 @@ async def test_openapi_birth_dates_turn_with_the_utc_day(monkeypatch: pytest.Mon
 
     from starlette.applications import Starlette
 
-    from canopy_svc.api import openapi
-    from canopy_svc.api.app import OPERATIONS
+    from canopy_svc.api import openapi, routing
+    from canopy_svc.api.app import ENDPOINTS
     from canopy_svc.rules.validation import EARLIEST_BIRTH_DATE
 
     days = [datetime.date(2024, 2, 28), datetime.date(2024, 2, 29), datetime.date(2024, 3, 1),
@@ -509,7 +509,7 @@ async def test_openapi_birth_dates_turn_with_the_utc_day(monkeypatch: pytest.Mon
         return build(operations, today, *args)
 
     monkeypatch.setattr(openapi, "build_document", counted)
-    app = Starlette(routes=openapi.routes(OPERATIONS, today=lambda: clock[0]))
+    app = Starlette(routes=routing.routes(openapi.endpoints(ENDPOINTS, today=lambda: clock[0])))
     one_day = datetime.timedelta(days=1)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         for day in days:
@@ -569,7 +569,7 @@ def broken_app(settings: Settings, request: pytest.FixtureRequest) -> Any:
 
 
 async def client_of(app: Any) -> httpx.AsyncClient:
-    token = app.state.tokens.issue("cli_test", 1, "read write")
+    token = app.resources.tokens.issue("cli_test", 1, "read write")
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
                              headers={"Authorization": f"Bearer {token}"})
 

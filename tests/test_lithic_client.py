@@ -12,17 +12,10 @@ import httpx
 import pytest
 from fake_lithic import FakeLithic
 
-from canopy_svc.lithic import (
-    LITHIC_SANDBOX_URL,
-    CardRequest,
-    CardSimulator,
-    IssuedCard,
-    LithicClient,
-    LithicHosts,
-    LithicRejected,
-    LithicRetryable,
-    parse_retry_after,
-)
+from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected, LithicRetryable
+from canopy_svc.issuers.hosts import LithicHosts
+from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL, LithicClient, parse_retry_after
+from canopy_svc.issuers.simulator import CardSimulator
 
 # The fake's fixture, visible to pytest in this module (a conftest may import it instead).
 fake_lithic = fake_lithic_module.fake_lithic

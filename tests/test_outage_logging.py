@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS, make_client, minimal_customer
+from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS, make_client, minimal_customer, served
 from processes import scratch_dir
 from test_resilience import CrashablePostgres
 
@@ -59,10 +59,10 @@ async def test_an_outage_logs_its_two_transitions_and_no_stack_per_request(
         settings = Settings(database_url=dsn, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY,
                             lithic_allowed_hosts=TEST_LITHIC_HOSTS, db_probe_seconds=0.1, db_probe_timeout_seconds=2)
         app = create_app(settings)
-        auth = [{"Authorization": f"Bearer {app.state.tokens.issue(client_id, org_id, 'read write')}"}
+        auth = [{"Authorization": f"Bearer {app.resources.tokens.issue(client_id, org_id, 'read write')}"}
                 for org_id, client_id, _ in clients]
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=auth[0],
+        async with served(app) as running, httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=running), base_url="http://testserver", headers=auth[0],
                 timeout=30) as http:
             created = await http.post("/customers", json=minimal_customer(customer_id="c0"))
             assert created.status_code == 200, created.text

@@ -12,7 +12,7 @@ import pytest
 from canopy_svc import errors
 
 EXPORTED = {
-    "ApiError", "BadRequest", "Unauthorized", "NotAuthorized", "NotFound", "MethodNotAllowed", "Conflict",
+    "ApiError", "BadRequest", "Unauthorized", "NotAuthorized", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
     "DuplicateCustomer", "IdempotencyInProgress", "PayloadTooLarge", "UnsupportedMediaType", "InvalidInput",
     "IdempotencyKeyReused", "RateLimited", "ServerError", "Unavailable",
     "ErrorDetail", "ErrorBody", "ErrorEnvelope", "detail",
@@ -23,6 +23,7 @@ ERRORS = [
     ("BadRequest", 400, "bad_request", "ApiError"),
     ("Unauthorized", 401, "unauthorized", "ApiError"),
     ("NotAuthorized", 403, "not_authorized", "ApiError"),
+    ("Forbidden", 403, "forbidden", "ApiError"),
     ("NotFound", 404, "not_found", "ApiError"),
     ("MethodNotAllowed", 405, "method_not_allowed", "ApiError"),
     ("Conflict", 409, "conflict", "ApiError"),

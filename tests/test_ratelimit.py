@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from canopy_svc.ratelimit import (
+from canopy_svc.rules.ratelimit import (
     Decision,
     FailOpenRateLimiter,
     LeasingRateLimiter,

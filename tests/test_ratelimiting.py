@@ -29,7 +29,7 @@ from canopy_svc.api.app import create_app
 from canopy_svc.api.routes import auth as auth_routes
 from canopy_svc.config import Settings
 from canopy_svc.db import create_pool
-from canopy_svc.ratelimit import Decision, LeasingRateLimiter, MemoryRateLimiter, PostgresRateLimiter
+from canopy_svc.rules.ratelimit import Decision, LeasingRateLimiter, MemoryRateLimiter, PostgresRateLimiter
 from canopy_svc.store import api_clients
 
 TINY_RATE = 0.001  # one request per 1000 s: no refill can happen during a test
@@ -52,7 +52,7 @@ async def client_http(app: Any, pool: asyncpg.Pool, org: str = "acme", *, rate: 
     org_id, client_id, secret = await make_client(pool, org)
     if rate is not None or burst is not None:
         assert await api_clients.set_limits(pool, client_id, rate=rate, burst=burst) is not None
-    return client_id, secret, http_for(app, app.state.tokens.issue(client_id, org_id, "read write"))
+    return client_id, secret, http_for(app, app.resources.tokens.issue(client_id, org_id, "read write"))
 
 
 def limit_headers(response: httpx.Response) -> tuple[int, int, int]:
@@ -162,12 +162,12 @@ async def test_changed_limits_apply_at_once_with_the_cache_disabled(settings: Se
         assert await api_clients.set_limits(pool, client_id, burst=50) == (TINY_RATE, 50)
         third = await http.get("/customers")
         assert third.status_code == 200 and limit_headers(third)[0] == 50
-    assert len(app.state.rate_limiting.client_limits) == 0
+    assert len(app.given_state.rate_limiting.client_limits) == 0
 
 
 async def test_cached_limits_are_kept_until_they_expire(app: Any, pool: asyncpg.Pool) -> None:
     clock = FakeClock()
-    cache = app.state.rate_limiting.client_limits
+    cache = app.given_state.rate_limiting.client_limits
     cache.clock = clock
     assert cache.ttl == 5.0
     client_id, _, http = await client_http(app, pool)
@@ -182,7 +182,7 @@ async def test_cached_limits_are_kept_until_they_expire(app: Any, pool: asyncpg.
 
 async def test_limits_cache_is_bounded(settings: Settings, pool: asyncpg.Pool) -> None:
     app = app_with(settings, pool)
-    cache = app.state.rate_limiting.client_limits
+    cache = app.given_state.rate_limiting.client_limits
     cache._max_entries = 3
     for _ in range(5):
         _, _, http = await client_http(app, pool)
@@ -216,7 +216,7 @@ def fresh_limiter(app: Any) -> FakeClock:
     """A memory store on a clock that stands still unless moved: scrypts take time, and no bucket may
     refill while a test counts."""
     clock = FakeClock()
-    app.state.rate_limiting.use_store(MemoryRateLimiter(clock=clock))
+    app.given_state.rate_limiting.use_store(MemoryRateLimiter(clock=clock))
     return clock
 
 
@@ -324,7 +324,7 @@ async def test_successes_give_their_budget_back(app: Any, pool: asyncpg.Pool, sc
     from canopy_svc.rules.passwords import RecentSecrets
 
     fresh_limiter(app)
-    app.state.recent_secrets = RecentSecrets(ttl=0)  # remembers nothing
+    app.resources.recent_secrets = RecentSecrets(ttl=0)  # remembers nothing
     _, client_id, secret = await make_client(pool, "acme")
     async with http_for(app) as http:
         answers = [await token_attempt(http, client_id, secret) for _ in range(13)]
@@ -438,8 +438,8 @@ async def test_postgres_store_limits_and_keeps_state_in_the_database(settings: S
         answers = [await http.get("/customers") for _ in range(5)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
     assert_rate_limited(answers[3])
-    assert isinstance(app.state.rate_limiting.limiter()._inner, LeasingRateLimiter)
-    assert isinstance(app.state.rate_limiting.postgres_store(), PostgresRateLimiter)
+    assert isinstance(app.given_state.rate_limiting.limiter()._inner, LeasingRateLimiter)
+    assert isinstance(app.given_state.rate_limiting.postgres_store(), PostgresRateLimiter)
     keys = {r["key"] for r in await pool.fetch("SELECT key FROM rate_limit_buckets")}
     assert keys == {f"client:{client_id}"}
 
@@ -449,7 +449,7 @@ async def test_give_back_returns_one_request_and_never_more_than_the_burst(setti
                                                                             store: str) -> None:
     """The token route gives back what a success took (RateLimiting -> fail-open -> the store; Postgres
     through its leasing wrapper, as in serving)."""
-    limiting = app_with(settings, pool, rate_limit_store=store).state.rate_limiting
+    limiting = app_with(settings, pool, rate_limit_store=store).given_state.rate_limiting
     limiting.use_store(MemoryRateLimiter(clock=FakeClock()) if store == "memory" else PostgresRateLimiter(pool))
     hits = [(await limiting.hit("k", TINY_RATE, 2)).allowed for _ in range(3)]
     assert hits == [True, True, False]
@@ -466,7 +466,7 @@ async def test_token_route_counts_only_failures_with_the_postgres_store(settings
     from canopy_svc.rules.passwords import RecentSecrets
 
     app = app_with(settings, pool, rate_limit_store="postgres")
-    app.state.recent_secrets = RecentSecrets(ttl=0)  # every success pays its scrypt and its budget
+    app.resources.recent_secrets = RecentSecrets(ttl=0)  # every success pays its scrypt and its budget
     _, client_id, secret = await make_client(pool, "acme")
     async with http_for(app) as http:
         assert [(await token_attempt(http, client_id, secret)).status_code for _ in range(3)] == [200] * 3
@@ -480,7 +480,7 @@ async def test_memory_store_by_default_touches_no_table(app: Any, pool: asyncpg.
     async with http:
         assert (await http.get("/customers")).status_code == 200
         assert_rate_limited(await http.get("/customers"))
-    assert app.state.rate_limiting.store == "memory"
+    assert app.given_state.rate_limiting.store == "memory"
     assert await pool.fetchval("SELECT count(*) FROM rate_limit_buckets") == 0
 
 
@@ -512,7 +512,7 @@ async def closed_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def test_failing_store_lets_requests_through_and_logs(app: Any, pool: asyncpg.Pool, closed_pool: asyncpg.Pool,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="canopy_svc.ratelimit")
-    app.state.rate_limiting.use_store(PostgresRateLimiter(closed_pool))
+    app.given_state.rate_limiting.use_store(PostgresRateLimiter(closed_pool))
     _, client_id, http = await client_http(app, pool, rate=TINY_RATE, burst=2)
     async with http:
         answers = [await http.get("/customers") for _ in range(6)]
@@ -534,7 +534,7 @@ class HangingStore:
 
 async def test_slow_store_times_out_and_lets_requests_through(settings: Settings, pool: asyncpg.Pool) -> None:
     app = app_with(settings, pool, rate_limit_timeout_seconds=0.05)
-    app.state.rate_limiting.use_store(HangingStore())
+    app.given_state.rate_limiting.use_store(HangingStore())
     _, _, http = await client_http(app, pool, rate=TINY_RATE, burst=1)
     async with http:
         answers = [await http.get("/customers") for _ in range(3)]
@@ -549,8 +549,8 @@ async def test_limits_lookup_failure_uses_the_defaults(settings: Settings, pool:
     await api_clients.set_limits(pool, client_id, rate=TINY_RATE, burst=1)
     app = create_app(settings, pool=closed_pool)  # every query fails, the limits lookup included
     # At the default 100/s a request more than 10 ms after the last finds a token refilled: no clock moves here.
-    app.state.rate_limiting.use_store(MemoryRateLimiter(clock=FakeClock()))
-    async with http_for(app, app.state.tokens.issue(client_id, org_id, "read write")) as http:
+    app.given_state.rate_limiting.use_store(MemoryRateLimiter(clock=FakeClock()))
+    async with http_for(app, app.resources.tokens.issue(client_id, org_id, "read write")) as http:
         no_route = await http.get("/no/such/route")  # answered without the database
         assert no_route.status_code == 404
         assert limit_headers(no_route)[:2] == (100, 99)  # the defaults, not the client's burst of 1

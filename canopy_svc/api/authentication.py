@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from canopy_svc.api.responses import send_error
+from canopy_svc.api.routing import TokenScope, scope_for_method
 from canopy_svc.errors import ApiError, Unauthorized
 from canopy_svc.rules.tokens import TokenAuthority, require_scope
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/auth/token"})
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
 
 class AuthenticationMiddleware:
-    def __init__(self, app: ASGIApp, tokens: TokenAuthority) -> None:
+    """`public_paths` and `scopes` come from the endpoints (routing.public_paths, routing.scopes_by_method);
+    a method no endpoint has (a 405 or 404 to come) needs the scope its kind does."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenAuthority, public_paths: frozenset[str],
+                 scopes: Mapping[str, TokenScope]) -> None:
         self.app = app
         self.tokens = tokens
+        self.public_paths = public_paths
+        self.scopes = dict(scopes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
             await self.app(scope, receive, send)
             return
+        method = scope["method"]
         try:
             principal = self.tokens.verify(_bearer_token(scope))
-            require_scope(principal, "read" if scope["method"] in _READ_METHODS else "write")
+            require_scope(principal, self.scopes.get(method) or scope_for_method(method))
         except ApiError as error:
             await send_error(send, error)
             return

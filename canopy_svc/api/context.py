@@ -88,7 +88,8 @@ def _log_failure(scope: Scope, request_id: str, exc: Exception) -> None:
         # closes and once as it reopens (canopy_svc/db.py), and the requests it fails log their access
         # line only. While the gate is still open (the moment before its probe notices, or no gate):
         # one line per error type every few seconds, with no stack (it shows only where the request was).
-        gate = getattr(scope["app"].state, "gate", None) if "app" in scope else None
+        shared = scope["state"].get("canopy")  # api/state.py
+        gate = shared.gate if shared is not None else None
         if isinstance(exc, DatabaseUnavailable) or (gate is not None and not gate.is_open):
             return
         name = type(exc).__name__

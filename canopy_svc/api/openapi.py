@@ -4,39 +4,22 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
 from canopy_svc import __version__
+from canopy_svc.api.examples import PATH_IDS
+from canopy_svc.api.routing import Endpoint
 from canopy_svc.errors import ErrorEnvelope
-from canopy_svc.lithic import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
+from canopy_svc.issuers.hosts import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
 from canopy_svc.rules import paging
 from canopy_svc.rules.fields import NO_NUL
 from canopy_svc.rules.patterns import END, any_case, dates_from
-
-
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str
-    summary: str
-    response: Any
-    request: Any = None
-    query: dict[str, Any] | None = None  # the query parameters as one object schema (listing_query)
-    public: bool = False
-    errors: tuple[int, ...] = field(default=(401, 403, 429, 500, 503))
-    example: Any = None  # a request body, shown by /docs and sent first by schemathesis
-
-
-# The ids of the README's examples: /docs shows them in the paths.
-PATH_EXAMPLES = {"customer_id": "0x1234", "account_id": "acc-1", "product_id": "prod-1"}
 
 
 def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str, Any]:
@@ -62,13 +45,14 @@ def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str,
     }
 
 _ERROR_DESCRIPTIONS = {
-    400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
+    400: "Bad request", 401: "Unauthorized", 403: "not_authorized: the token expired; forbidden: it lacks the scope",
+    404: "Not found", 409: "Conflict",
     413: "Payload too large", 415: "Unsupported media type", 422: "Invalid input",
     429: "Too many requests", 500: "Unexpected error", 503: "Unavailable",
 }  # fmt: skip
 
 
-def build_document(operations: list[Operation], today: datetime.date | None = None,
+def build_document(operations: Sequence[Endpoint], today: datetime.date | None = None,
                    lithic_hosts: LithicHosts = LITHIC_ONLY) -> dict[str, Any]:
     """The document as of `today` (UTC; default now), for a server allowing these Lithic hosts: what
     depends on the day or the operator's settings is stated as it is."""
@@ -97,8 +81,8 @@ def build_document(operations: list[Operation], today: datetime.date | None = No
         operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-             **({"example": PATH_EXAMPLES[name]} if name in PATH_EXAMPLES else {})}
-            for name in _path_parameters(op.path)
+             **({"example": PATH_IDS[name]} if name in PATH_IDS else {})}
+            for name in op.parameters
         ]
         if op.query is not None:
             described = "; ".join(f"`{name}`: {schema.get('description', '')}"
@@ -215,10 +199,6 @@ def _structs(types: set[Any]) -> set[type[msgspec.Struct]]:
     return found
 
 
-def _path_parameters(path: str) -> list[str]:
-    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
-
-
 _DOCS_HTML = (Path(__file__).parent.parent / "static" / "docs.html").read_text()
 
 
@@ -226,20 +206,23 @@ def utc_today() -> datetime.date:
     return datetime.datetime.now(datetime.UTC).date()
 
 
-def routes(operations: list[Operation], today: Callable[[], datetime.date] = utc_today) -> list[Route]:
-    """`today` is the clock the document's day is read from (a test turns it)."""
-    built: dict[tuple[datetime.date, LithicHosts], bytes] = {}
+def endpoints(documented: Sequence[Endpoint], today: Callable[[], datetime.date] = utc_today,
+              lithic_hosts: LithicHosts = LITHIC_ONLY) -> list[Endpoint]:
+    """GET /openapi.json (the document of `documented`, for a server allowing `lithic_hosts`) and GET
+    /docs: public, and not in the document themselves. `today` is the clock the document's day is read
+    from (a test turns it)."""
+    built: dict[datetime.date, bytes] = {}
 
     async def openapi_json(request: Request) -> Response:
-        # Built again when the UTC day changes ("up to today" moves with it), for the app's Lithic hosts.
-        key = (today(), getattr(request.app.state, "lithic_hosts", LITHIC_ONLY))
-        if key not in built:
+        # Built again when the UTC day changes ("up to today" moves with it).
+        day = today()
+        if day not in built:
             built.clear()
-            built[key] = msgspec.json.encode(build_document(operations, *key))
-        return Response(built[key], media_type="application/json")
+            built[day] = msgspec.json.encode(build_document(documented, day, lithic_hosts))
+        return Response(built[day], media_type="application/json")
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(_DOCS_HTML)
 
-    return [Route("/openapi.json", openapi_json, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
-
+    return [Endpoint("GET", "/openapi.json", openapi_json, public=True),
+            Endpoint("GET", "/docs", docs, public=True)]

@@ -4,6 +4,7 @@
 row locks and a pooled connection held across a call of up to the Lithic timeout let a slow Lithic
 hold every connection. So it runs in phases, each short:
 
+0. parse the body, with no connection held (a refused body takes none, as in `write`);
 1. begin, in a transaction: check the request, lock and read the rows, record the intent, commit;
 2. call, with no connection held;
 3. finish (or abandon, when the call failed), in a transaction: record the result.
@@ -29,16 +30,19 @@ from starlette.responses import Response
 from canopy_svc.api.body import read_json_body
 from canopy_svc.api.requests import pool
 from canopy_svc.api.responses import JSONResponse, encode, error_response
-from canopy_svc.api.writes import IN_PROGRESS, KeyedRequest, keepable
+from canopy_svc.api.writes import Parse, idempotency_key, parsed, replayed
 from canopy_svc.errors import ApiError
+from canopy_svc.rules.idempotency import IN_PROGRESS, keepable
 
+Payload = TypeVar("Payload")
 Intent = TypeVar("Intent")
 Outcome = TypeVar("Outcome")
 
 
 @dataclass(frozen=True)
-class Phases(Generic[Intent, Outcome]):
-    begin: Callable[[asyncpg.Connection, bytes], Awaitable[Intent]]
+class Phases(Generic[Payload, Intent, Outcome]):
+    parse: Parse[Payload]
+    begin: Callable[[asyncpg.Connection, Payload], Awaitable[Intent]]
     # The answer when begin already did everything (nothing to call), else None.
     done: Callable[[Intent], Any | None]
     call: Callable[[Intent], Awaitable[Outcome]]  # raises ApiError when the call fails
@@ -47,19 +51,22 @@ class Phases(Generic[Intent, Outcome]):
     lease_seconds: float
 
 
-async def write_in_phases(request: Request, phases: Phases[Intent, Outcome]) -> Response:
+async def write_in_phases(request: Request, phases: Phases[Payload, Intent, Outcome]) -> Response:
     body = await read_json_body(request)
-    keyed = KeyedRequest.of(request, body)
+    keyed = idempotency_key(request, body)
+    payload, refusal = parsed(phases.parse, body, keyed)
 
     # Phase 1: check, lock, record the intent (and the placeholder), commit.
     async with pool(request).acquire() as conn, conn.transaction():
         if keyed is not None:
             replay = await keyed.claim(conn, lease_seconds=phases.lease_seconds)
             if replay is not None:
-                return replay
+                return replayed(replay)
         try:
+            if refusal is not None:
+                raise refusal
             async with conn.transaction():  # a savepoint: a refused request keeps none of its work
-                intent = await phases.begin(conn, body)
+                intent = await phases.begin(conn, payload)
         except ApiError as error:
             if keyed is None or not keepable(error):
                 raise

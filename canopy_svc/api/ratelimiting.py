@@ -1,6 +1,6 @@
 """Rate limiting on the wire (CONTRACT section 3): per-client limits, the store, and the middleware.
 
-The GCRA itself and its stores are in canopy_svc/ratelimit.py. Here:
+The GCRA itself and its stores are in canopy_svc/rules/ratelimit.py. Here:
 
 - `ClientLimitCache`: each client's (rate, burst) from api_clients, kept per process for a few
   seconds (`CANOPY_SVC_RATE_LIMIT_CACHE_SECONDS`) so a request does not pay a query for them.
@@ -25,9 +25,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from canopy_svc.api.responses import error_for, send_error
+from canopy_svc.api.state import state_of
 from canopy_svc.config import Settings
 from canopy_svc.errors import RateLimited
-from canopy_svc.ratelimit import (
+from canopy_svc.rules import clients
+from canopy_svc.rules.clients import DEFAULT_LIMITS, Limits
+from canopy_svc.rules.ratelimit import (
     Decision,
     FailOpenRateLimiter,
     LeasingRateLimiter,
@@ -36,16 +39,12 @@ from canopy_svc.ratelimit import (
     RateLimiter,
     headers_for,
 )
-from canopy_svc.store import api_clients
 
 log = logging.getLogger("canopy_svc.ratelimit")
 
-DEFAULT_LIMITS = (api_clients.DEFAULT_RATE_PER_SECOND, api_clients.DEFAULT_BURST)
 # A limits lookup gets at least this long before the defaults are used: it is one indexed read, and
 # only a cold cache pays it, so a busy database should not turn a client's own limit into the default.
 _MIN_LOOKUP_TIMEOUT = 1.0
-
-Limits = tuple[float, int]
 
 
 class ClientLimitCache:
@@ -89,36 +88,24 @@ class ClientLimitCache:
         return limits
 
 
-class _NoPoolYet:
-    """The Postgres store before the pool exists (should not happen once serving): fail open."""
-
-    async def hit(self, key: str, rate: float, burst: int) -> Decision:
-        raise RuntimeError("rate limit store has no database pool yet")
-
-
 class RateLimiting:
-    """One per app (so one per worker process): the limiter and the client limits it is fed."""
+    """One per app (so one per worker process), made once its pool exists: the limiter and the client
+    limits it is fed."""
 
-    def __init__(self, settings: Settings, pool_source: Callable[[], asyncpg.Pool | None]) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.store = settings.rate_limit_store
         self._timeout = settings.rate_limit_timeout_seconds
-        self._pool_source = pool_source
+        self._pool = pool
         self.client_limits = ClientLimitCache(
             self._fetch_limits, ttl=settings.rate_limit_cache_seconds,
             timeout=max(_MIN_LOOKUP_TIMEOUT, settings.rate_limit_timeout_seconds))
-        self._limiter: FailOpenRateLimiter | None = None
         self._postgres: PostgresRateLimiter | None = None
-        self._no_pool = FailOpenRateLimiter(_NoPoolYet(), timeout=self._timeout)
-        if self.store == "memory":
-            self.use_store(MemoryRateLimiter())
+        self._limiter = self.use_store(MemoryRateLimiter() if self.store == "memory" else PostgresRateLimiter(pool))
 
     async def _fetch_limits(self, client_id: str) -> Limits | None:
-        pool = self._pool_source()
-        if pool is None:
-            raise RuntimeError("no database pool yet")
-        return await api_clients.limits(pool, client_id)
+        return await clients.limits(self._pool, client_id)
 
-    def use_store(self, store: RateLimiter) -> None:
+    def use_store(self, store: RateLimiter) -> FailOpenRateLimiter:
         """Put `store` (wrapped to fail open) in place of the configured one; for tests and tools.
         A PostgresRateLimiter is used through a LeasingRateLimiter, as in serving."""
         self._postgres = store if isinstance(store, PostgresRateLimiter) else None
@@ -127,15 +114,9 @@ class RateLimiting:
         # Memory never waits on I/O, and the leasing store times its own round trips: no timer per request.
         untimed = isinstance(store, MemoryRateLimiter | LeasingRateLimiter)
         self._limiter = FailOpenRateLimiter(store, timeout=None if untimed else self._timeout)
+        return self._limiter
 
     def limiter(self) -> FailOpenRateLimiter:
-        """The limiter; the Postgres one is made on first use, from the app's pool."""
-        if self._limiter is None:
-            pool = self._pool_source()
-            if pool is None:
-                return self._no_pool
-            self.use_store(PostgresRateLimiter(pool))
-        assert self._limiter is not None
         return self._limiter
 
     async def hit(self, key: str, rate: float, burst: int) -> Decision:
@@ -146,27 +127,27 @@ class RateLimiting:
         await self.limiter().give_back(key, rate, burst)
 
     def postgres_store(self) -> PostgresRateLimiter:
-        """The Postgres store (made from the pool if not yet), for its periodic purge_expired()."""
-        self.limiter()
+        """The Postgres store, for its periodic purge_expired()."""
         if self._postgres is None:
-            raise RuntimeError("the rate limit store is not PostgreSQL, or there is no pool yet")
+            raise RuntimeError("the rate limit store is not PostgreSQL")
         return self._postgres
 
 
 class RateLimitMiddleware:
-    """Pure ASGI, inside AuthenticationMiddleware: limits requests that carry a principal."""
+    """Pure ASGI, inside AuthenticationMiddleware: limits requests that carry a principal, with the
+    RateLimiting of the app's state (api/state.py)."""
 
-    def __init__(self, app: ASGIApp, limiting: RateLimiting) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.limiting = limiting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
         if principal is None:  # public paths (and failed authentication, already answered)
             await self.app(scope, receive, send)
             return
-        rate, burst = await self.limiting.client_limits.get(principal.client_id)
-        decision = await self.limiting.hit(f"client:{principal.client_id}", rate, burst)
+        limiting = state_of(scope).rate_limiting
+        rate, burst = await limiting.client_limits.get(principal.client_id)
+        decision = await limiting.hit(f"client:{principal.client_id}", rate, burst)
         if not decision.allowed:
             await send_error(send, denied(decision))
             return

@@ -1,10 +1,11 @@
-"""What handlers read from a request: the caller's principal and the shared resources."""
+"""What handlers read from a request: the caller's principal and the shared resources (api/state.py)."""
 
 from __future__ import annotations
 
 import asyncpg
 from starlette.requests import Request
 
+from canopy_svc.api.state import Resources, state_of
 from canopy_svc.crypto import DataCipher
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.tokens import Principal, TokenAuthority
@@ -15,21 +16,21 @@ def principal(request: Request) -> Principal:
     return found
 
 
+def resources(request: Request) -> Resources:
+    return state_of(request.scope).resources
+
+
 def pool(request: Request) -> asyncpg.Pool:
-    found: asyncpg.Pool = request.app.state.pool
-    return found
+    return state_of(request.scope).pool
 
 
 def cursors(request: Request) -> CursorCodec:
-    found: CursorCodec = request.app.state.cursors
-    return found
+    return resources(request).cursors
 
 
 def tokens(request: Request) -> TokenAuthority:
-    found: TokenAuthority = request.app.state.tokens
-    return found
+    return resources(request).tokens
 
 
 def cipher(request: Request) -> DataCipher:
-    found: DataCipher = request.app.state.cipher
-    return found
+    return resources(request).cipher

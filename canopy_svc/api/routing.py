@@ -1,4 +1,5 @@
-"""Routing: one Route per path (a wrong method is a 405 with the full Allow), and ids in paths.
+"""Endpoints and routing: each endpoint declared once (`Endpoint`), one Route per path built from them
+(a wrong method is a 405 with the full Allow), and ids in paths.
 
 Ids are the caller's own (Canopy allows any character in a customer_id but control characters),
 so an id may hold '/' or '%', sent as %2F and %25. Starlette routes on the decoded path, where such
@@ -9,8 +10,9 @@ and the `id` convertor restores them inside the one path segment.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -21,9 +23,45 @@ from starlette.routing import Route
 from canopy_svc.errors import NotFound
 
 Handler = Callable[[Request], Awaitable[Response]]
+TokenScope = Literal["read", "write"]
 
 _KEPT_ESCAPES = re.compile(r"%2[fF5]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PARAMETER = re.compile(r"\{(\w+)\}")
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def scope_for_method(method: str) -> TokenScope:
+    """The scope a request needs by its method: reads need `read`, everything else `write`."""
+    return "read" if method in _READ_METHODS else "write"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation: its route, its entry in /openapi.json and what the authentication asks of it."""
+
+    method: str
+    path: str  # as documented: "/customers/{customer_id}"; every parameter is an id (IdConvertor)
+    handler: Handler
+    summary: str = ""
+    response: Any = None
+    request: Any = None
+    query: dict[str, Any] | None = None  # the query parameters as one object schema (openapi.listing_query)
+    public: bool = False  # no token needed
+    # The token scope it needs; None: by its method (scope_for_method). A public endpoint needs none.
+    scope: TokenScope | None = None
+    errors: tuple[int, ...] = field(default=(401, 403, 429, 500, 503))
+    example: Any = None  # a request body, shown by /docs and sent first by schemathesis
+
+    def __post_init__(self) -> None:
+        if self.public and self.scope is not None:
+            raise ValueError(f"{self.method} {self.path} is public: it needs no scope")
+        if not self.public and self.scope is None:
+            object.__setattr__(self, "scope", scope_for_method(self.method))
+
+    @property
+    def parameters(self) -> list[str]:
+        return _PARAMETER.findall(self.path)
 
 
 class IdConvertor(Convertor[str]):
@@ -55,7 +93,7 @@ def keep_encoded_separators(scope: dict[str, Any]) -> None:
     scope["path"] = "".join(p + e for p, e in zip(decoded, [*escapes, ""], strict=True))
 
 
-def by_method(path: str, **handlers: Handler) -> Route:
+def by_method(path: str, handlers: dict[str, Handler]) -> Route:
     async def endpoint(request: Request) -> Response:
         for value in request.path_params.values():
             # No stored id has a control character: answer 404 without asking the database.
@@ -65,3 +103,44 @@ def by_method(path: str, **handlers: Handler) -> Route:
         return await handlers[method](request)
 
     return Route(path, endpoint, methods=list(handlers))
+
+
+def routes(endpoints: Iterable[Endpoint]) -> list[Route]:
+    """One Route per path, its endpoints' methods on it. A literal segment is tried before a parameter
+    in the same place ("/customers/accounts" before "/customers/{customer_id}"), whatever the order of
+    the declarations."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for endpoint in endpoints:
+        handlers = by_path.setdefault(endpoint.path, {})
+        if endpoint.method in handlers:
+            raise ValueError(f"{endpoint.method} {endpoint.path} is declared twice")
+        handlers[endpoint.method] = endpoint.handler
+    ordered = sorted(by_path, key=lambda path: [part.startswith("{") for part in path.split("/")])
+    return [by_method(_PARAMETER.sub(r"{\1:id}", path), by_path[path]) for path in ordered]
+
+
+def public_paths(endpoints: Iterable[Endpoint]) -> frozenset[str]:
+    """The paths the authentication lets through without a token: every endpoint on them is public."""
+    endpoints = list(endpoints)
+    public = {e.path for e in endpoints if e.public}
+    for endpoint in endpoints:
+        if endpoint.path in public and not endpoint.public:
+            raise ValueError(f"{endpoint.method} {endpoint.path} needs a token on a public path")
+        if endpoint.public and endpoint.parameters:
+            raise ValueError(f"{endpoint.path}: a public path is matched as it is, without parameters")
+    return frozenset(public)
+
+
+def scopes_by_method(endpoints: Iterable[Endpoint]) -> dict[str, TokenScope]:
+    """The scope each method needs. The authentication decides before routing, by method alone: every
+    endpoint of a method must need the same scope (per-path scopes would need it to match paths)."""
+    scopes: dict[str, TokenScope] = {}
+    for endpoint in endpoints:
+        if endpoint.scope is None:
+            continue
+        methods = ("GET", "HEAD") if endpoint.method == "GET" else (endpoint.method,)
+        for method in methods:
+            if scopes.setdefault(method, endpoint.scope) != endpoint.scope:
+                raise ValueError(f"{endpoint.method} {endpoint.path} needs {endpoint.scope!r}, "
+                                 f"another {method} endpoint {scopes[method]!r}")
+    return scopes

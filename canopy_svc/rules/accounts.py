@@ -1,4 +1,4 @@
-"""Products and accounts: creating them, and answering them with their customers and cards."""
+"""Accounts: creating them, and answering them with their customers and cards."""
 
 from __future__ import annotations
 
@@ -10,35 +10,24 @@ import asyncpg
 
 from canopy_svc.crypto import DataCipher
 from canopy_svc.errors import InvalidInput, NotFound, detail
-from canopy_svc.rules import links
+from canopy_svc.rules import cards, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
 from canopy_svc.rules.ids import base62_id
 from canopy_svc.rules.models import (
     EFFECTIVE_YEARS,
     Account,
-    AccountCore,
     AccountCreate,
     AccountCustomer,
     AccountList,
     AccountOverview,
     AccountSummary,
-    CardDetails,
-    CustomerAccountLink,
-    CustomerAccountLinkList,
-    Product,
-    ProductCreate,
-    ProductList,
-    ProductOverview,
 )
 from canopy_svc.rules.paging import PageRequest, keyset_page
 from canopy_svc.rules.validation import BodyDecoder, duplicate_problems
 from canopy_svc.store import accounts as account_store
-from canopy_svc.store import cards as card_store
-from canopy_svc.store import customers as customer_store
 from canopy_svc.store import products as product_store
 
-PRODUCT_DECODER = BodyDecoder(ProductCreate)
 ACCOUNT_DECODER = BodyDecoder(AccountCreate)
 
 
@@ -55,55 +44,8 @@ def parse_account(body: bytes) -> AccountCreate:
     return payload
 
 
-# --- products ------------------------------------------------------------------------------------
-
-def product_from_record(record: Mapping[str, Any]) -> Product:
-    return Product(
-        product_id=record["product_id"],
-        product_overview=ProductOverview(
-            product_name=record["product_name"], product_type=record["product_type"],
-            product_short_description=record["product_short_description"],
-            product_long_description=record["product_long_description"],
-        ),
-        created_at=record["created_at"],
-    )
-
-
-async def create_product(conn: asyncpg.Connection, org_id: int, payload: ProductCreate) -> Product:
-    overview = payload.product_overview
-    record = await product_store.insert(
-        conn, org_id, payload.product_id or base62_id(24), overview.product_name, overview.product_type,
-        overview.product_short_description, overview.product_long_description,
-    )
-    return product_from_record(record)
-
-
-async def get_product(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, product_id: str) -> Product:
-    record = await product_store.fetch(conn, org_id, product_id)
-    if record is None:
-        raise NotFound(f"No product found with the provided product_id: {product_id}")
-    return product_from_record(record)
-
-
-async def list_products(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                        page: PageRequest) -> ProductList:
-    async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
-        return await product_store.page(conn, org_id, limit=limit, after=after, before=before)
-
-    records, paging = await keyset_page(cursors, org_id, "products", page, fetch)
-    return ProductList(results=[product_from_record(r) for r in records], paging=paging)
-
-
-# --- accounts ------------------------------------------------------------------------------------
-
-def card_from_record(record: Mapping[str, Any]) -> CardDetails:
-    return CardDetails(
-        status=record["status"], token=record["token"], last_four=record["last_four"], state=record["state"],
-        type=record["card_type"], memo=record["memo"], spend_limit=record["spend_limit"], error=record["error"],
-    )
-
-
-def _core_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+def account_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An account's own fields (AccountCore), without its customers."""
     return {
         "account_id": record["account_id"], "product_id": record["product_id"],
         "external_account_id": record["external_account_id"], "effective_at": record["effective_at"],
@@ -113,35 +55,27 @@ def _core_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _cards_by_link(conn: asyncpg.Connection | asyncpg.Pool,
-                         link_ids: Sequence[int]) -> dict[int, list[CardDetails]]:
-    by_link: dict[int, list[CardDetails]] = defaultdict(list)
-    for card in await card_store.of_links(conn, link_ids):
-        by_link[card["link_id"]].append(card_from_record(card))
-    return by_link
-
-
-def _link_extra(link: Mapping[str, Any], cards: dict[int, list[CardDetails]]) -> dict[str, Any]:
-    """What a link adds to its customer's fields."""
-    return {"customer_account_role": link["customer_account_role"],
-            "customer_account_external_id": link["customer_account_external_id"],
-            "card_details": cards.get(link["link_id"], [])}
-
-
 async def load_accounts(conn: asyncpg.Connection | asyncpg.Pool, account_records: Sequence[Mapping[str, Any]],
                         cipher: DataCipher) -> list[Account]:
     """Accounts with their customers and cards: three queries however many accounts."""
     account_ids = [record["id"] for record in account_records]
     link_records = await account_store.links_of_accounts(conn, account_ids)
-    cards = await _cards_by_link(conn, [link["link_id"] for link in link_records])
+    cards_by_link = await cards.cards_of_links(conn, [link["link_id"] for link in link_records])
     customers_by_account: dict[int, list[AccountCustomer]] = defaultdict(list)
     for link in link_records:
         customers_by_account[link["account_row_id"]].append(
-            customer_from_record(link, cipher, AccountCustomer, **_link_extra(link, cards)))
+            customer_from_record(link, cipher, AccountCustomer, **links.link_fields(link, cards_by_link)))
     return [
-        Account(**_core_fields(record), customers=customers_by_account.get(record["id"], []))
+        Account(**account_fields(record), customers=customers_by_account.get(record["id"], []))
         for record in account_records
     ]
+
+
+async def accounts_by_row_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
+                             link_records: Sequence[Mapping[str, Any]]) -> dict[int, asyncpg.Record]:
+    """The accounts of these links, by their row id."""
+    row_ids = sorted({link["account_row_id"] for link in link_records})
+    return {record["id"]: record for record in await account_store.fetch_accounts(conn, org_id, row_ids)}
 
 
 async def create_account(conn: asyncpg.Connection, org_id: int, payload: AccountCreate,
@@ -176,49 +110,3 @@ async def list_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cu
 
     records, paging = await keyset_page(cursors, org_id, "accounts", page, fetch)
     return AccountList(results=await load_accounts(conn, records, cipher), paging=paging)
-
-
-async def list_customer_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                                 page: PageRequest, customer_id: str, cipher: DataCipher) -> AccountList:
-    """GET /customers/{id}/accounts: the accounts the customer is on, in the order it joined them."""
-    customer = await customer_store.fetch(conn, org_id, customer_id)
-    if customer is None:
-        raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
-
-    async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
-        return await account_store.page_links(conn, org_id, limit=limit, after=after, before=before,
-                                              customer_row_id=customer["id"])
-
-    link_records, paging = await keyset_page(cursors, org_id, f"customer-accounts:{customer['id']}", page, fetch,
-                                             key="link_id")
-    records = await _accounts_by_row_id(conn, org_id, link_records)
-    return AccountList(
-        results=await load_accounts(conn, [records[link["account_row_id"]] for link in link_records], cipher),
-        paging=paging,
-    )
-
-
-async def _accounts_by_row_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
-                              link_records: Sequence[Mapping[str, Any]]) -> dict[int, asyncpg.Record]:
-    row_ids = sorted({link["account_row_id"] for link in link_records})
-    return {record["id"]: record for record in await account_store.fetch_accounts(conn, org_id, row_ids)}
-
-
-async def list_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                     page: PageRequest, cipher: DataCipher) -> CustomerAccountLinkList:
-    """GET /customers/accounts: one row per customer-account link."""
-
-    async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
-        return await account_store.page_links(conn, org_id, limit=limit, after=after, before=before)
-
-    link_records, paging = await keyset_page(cursors, org_id, "links", page, fetch, key="link_id")
-    accounts = await _accounts_by_row_id(conn, org_id, link_records)
-    cards = await _cards_by_link(conn, [link["link_id"] for link in link_records])
-    return CustomerAccountLinkList(
-        results=[
-            customer_from_record(link, cipher, CustomerAccountLink, **_link_extra(link, cards),
-                                 account=AccountCore(**_core_fields(accounts[link["account_row_id"]])))
-            for link in link_records
-        ],
-        paging=paging,
-    )

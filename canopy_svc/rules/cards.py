@@ -1,20 +1,21 @@
-"""Cards of a customer-account link: issuing another, and changing one at the issuer."""
+"""Cards of a customer-account link: answering them, issuing another, and changing one at the issuer."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from msgspec import UNSET
 
-from canopy_svc.card_worker import CardGateway, Issuer
 from canopy_svc.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
-from canopy_svc.lithic import CardSimulator, IssuedCard, LithicRejected, LithicRetryable
+from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
+from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import links
-from canopy_svc.rules.accounts import card_from_record
 from canopy_svc.rules.models import CardCreate, CardDetails, CardUpdate
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import accounts as account_store
@@ -23,6 +24,31 @@ from canopy_svc.store import organizations as organization_store
 
 CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)
+
+
+def card_from_record(record: Mapping[str, Any]) -> CardDetails:
+    return CardDetails(
+        status=record["status"], token=record["token"], last_four=record["last_four"], state=record["state"],
+        type=record["card_type"], memo=record["memo"], spend_limit=record["spend_limit"], error=record["error"],
+    )
+
+
+async def cards_of_links(conn: asyncpg.Connection | asyncpg.Pool,
+                         link_ids: Sequence[int]) -> dict[int, list[CardDetails]]:
+    """The cards of each link, by link id (one query)."""
+    by_link: dict[int, list[CardDetails]] = defaultdict(list)
+    for card in await card_store.of_links(conn, link_ids):
+        by_link[card["link_id"]].append(card_from_record(card))
+    return by_link
+
+
+def parse_card_update(body: bytes) -> CardUpdate:
+    """A change of a card's state, spend limit or both: one of them at least."""
+    change = CARD_UPDATE_DECODER.decode(body)
+    if change.state is UNSET and change.spend_limit is UNSET:
+        raise InvalidInput([detail("", "required", {"missingProperty": "state"},
+                                   "must have property 'state' or 'spend_limit'")])
+    return change
 
 
 async def _link(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
@@ -77,13 +103,11 @@ def _change_fields(change: CardUpdate) -> dict[str, Any]:
 
 async def begin_card_change(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str,
                             change: CardUpdate, gateway: CardGateway, *, lease_seconds: float) -> CardChange:
-    """Phase 1, in the caller's transaction: checks the change and records it on the link's newest card.
+    """Phase 1, in the caller's transaction: records the change (from parse_card_update) on the link's
+    newest card, if that card can take it.
 
     The row locks taken here go with the transaction, before Lithic is called: a slow Lithic holds
     no lock and no pooled connection. A change another request is still sending is a 409."""
-    if change.state is UNSET and change.spend_limit is UNSET:
-        raise InvalidInput([detail("", "required", {"missingProperty": "state"},
-                                   "must have property 'state' or 'spend_limit'")])
     link = await _link(conn, org_id, account_id, customer_id)
     card = await card_store.latest_of_link(conn, link["link_id"])
     if card is None:
@@ -100,7 +124,7 @@ async def begin_card_change(conn: asyncpg.Connection, org_id: int, account_id: s
     config = await organization_store.lithic_config(conn, org_id)
     issuer = gateway.issuer(config["lithic_api_key_encrypted"], config["lithic_base_url"])
     change_id = str(uuid.uuid4())
-    if isinstance(issuer.client, CardSimulator):
+    if issuer.simulated:
         updated = await card_store.set_state(conn, card["id"], state=state, spend_limit=spend_limit)
         return CardChange(card["id"], change_id, card["token"], None, fields, state, spend_limit,
                           done=card_from_record(updated))

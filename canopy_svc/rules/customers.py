@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -16,7 +14,6 @@ from canopy_svc.rules import duplicates, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import new_customer_id
 from canopy_svc.rules.models import (
-    BusinessDetailsOut,
     Customer,
     CustomerCreate,
     CustomerList,
@@ -24,16 +21,13 @@ from canopy_svc.rules.models import (
     DuplicateWarning,
 )
 from canopy_svc.rules.paging import PageRequest, keyset_page
-from canopy_svc.rules.ssn import SSN_CONTEXT, ssn_columns
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
 from canopy_svc.store import customers as store
-
-C = TypeVar("C", bound=Customer)
+from canopy_svc.store.customer_columns import STORAGE, Row
 
 CREATE_DECODER = BodyDecoder(CustomerCreate)
 UPDATE_DECODER = BodyDecoder(CustomerUpdate)
 CURSOR_KIND = "customers"
-_BUSINESS_COLUMNS = ("doing_business_as", "business_ein", "business_legal_name")
 _SEARCH_WORD = re.compile(r"[^\W_]+")
 MAX_SEARCH_WORDS = 10
 
@@ -46,51 +40,9 @@ def parse_update(body: bytes) -> CustomerUpdate:
     return decode_customer(body, UPDATE_DECODER, with_meaning=False)
 
 
-def customer_from_record(record: Mapping[str, Any], cipher: DataCipher, model: type[C] = Customer,  # type: ignore[assignment]
-                         **extra: Any) -> C:
-    """The customer of a row, as `model` (Customer, or a subclass given its `extra` fields)."""
-    business = None
-    if record["doing_business_as"] is not None:
-        business = BusinessDetailsOut(
-            doing_business_as=record["doing_business_as"],
-            business_ein=record["business_ein"],
-            business_legal_name=record["business_legal_name"],
-        )
-    return model(
-        customer_id=record["customer_id"],
-        name_prefix=record["name_prefix"],
-        name_first=record["name_first"],
-        name_middle=record["name_middle"],
-        name_last=record["name_last"],
-        name_suffix=record["name_suffix"],
-        phone_number=record["phone_number"],
-        address_line_one=record["address_line_one"],
-        address_line_two=record["address_line_two"],
-        address_city=record["address_city"],
-        address_state=record["address_state"],
-        address_zip=record["address_zip"],
-        address_country_code=record["address_country_code"],
-        ssn=cipher.decrypt(record["ssn_encrypted"], context=SSN_CONTEXT) if record["ssn_encrypted"] else None,
-        international_customer_id=record["international_customer_id"],
-        email=record["email"],
-        date_of_birth=record["date_of_birth"],
-        business_details=business,
-        created_at=record["created_at"],
-        updated_at=record["updated_at"],
-        **extra,
-    )
-
-
-def _columns(fields: Mapping[str, Any], cipher: DataCipher) -> dict[str, Any]:
-    """API fields -> table columns: business_details flattened, the SSN encrypted and hashed."""
-    columns = {name: value for name, value in fields.items() if name in store.WRITABLE}
-    if "business_details" in fields:
-        business = fields["business_details"]
-        for column in _BUSINESS_COLUMNS:
-            columns[column] = None if business is None else getattr(business, column)
-    if "ssn" in fields:
-        columns["ssn_encrypted"], columns["ssn_hash"] = ssn_columns(fields["ssn"], cipher)
-    return columns
+# customer_from_record(record, cipher) is the Customer of a row; (record, cipher, Model, **extra) is a
+# subclass of it given its own fields (AccountCustomer and its link). Generated from the types.
+customer_from_record = STORAGE.customer
 
 
 async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate, cipher: DataCipher) -> Customer:
@@ -99,7 +51,7 @@ async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate,
     first, under locks), in a transaction."""
     customer_id = payload.customer_id or new_customer_id()
     fields = {f: getattr(payload, f) for f in payload.__struct_fields__}
-    columns = _columns(fields, cipher)
+    columns = STORAGE.row(fields, cipher)
     if not payload.assign_to_accounts:
         _, record, matches = await store.insert_comparing(conn, org_id, customer_id, columns)
         if record is not None:
@@ -113,7 +65,7 @@ async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate,
     return _answer(record, cipher, warnings)
 
 
-def _answer(record: Mapping[str, Any], cipher: DataCipher, warnings: list[DuplicateWarning]) -> Customer:
+def _answer(record: Row, cipher: DataCipher, warnings: list[DuplicateWarning]) -> Customer:
     customer = customer_from_record(record, cipher)
     if warnings:
         customer.warnings = warnings
@@ -135,7 +87,7 @@ async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch:
     given = {
         name: getattr(patch, name)
         for name in patch.__struct_fields__
-        if getattr(patch, name) is not msgspec.UNSET and name not in ("assign_to_accounts", "ignore_warnings")
+        if name in STORAGE.writable_fields and getattr(patch, name) is not msgspec.UNSET
     }
     merged = msgspec.structs.asdict(customer_from_record(record, cipher)) | given
     checked = set(given)
@@ -144,7 +96,7 @@ async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch:
     problems = meaning_problems(merged, checked)
     if problems:
         raise InvalidInput(problems)
-    columns = _columns(given, cipher)
+    columns = STORAGE.row(given, cipher)
     warnings: list[DuplicateWarning] = []
     if duplicates.CHECKED_FIELDS & given.keys():
         ssn_hash = columns["ssn_hash"] if "ssn" in given else record["ssn_hash"]

@@ -1,14 +1,22 @@
-"""Links between customers and accounts, from either side, and the cards they ask for."""
+"""Links between customers and accounts: made from either side, the cards they ask for, and what a link
+adds to its customer in an answer."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 
 from canopy_svc.errors import NotFound
 from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
-from canopy_svc.rules.models import AccountAssignment, CustomerAssignment, IssuerProcessorConfig, LithicCardConfig
+from canopy_svc.rules.models import (
+    AccountAssignment,
+    CardDetails,
+    CustomerAssignment,
+    IssuerProcessorConfig,
+    LithicCardConfig,
+)
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import customers as customer_store
@@ -31,6 +39,13 @@ def card_config(config: IssuerProcessorConfig | None) -> dict[str, Any] | None:
         "card_program_token": lithic.card_program_token if lithic else None,
         "has_lithic": lithic is not None,
     }
+
+
+def link_fields(link: Mapping[str, Any], cards_by_link: Mapping[int, list[CardDetails]]) -> dict[str, Any]:
+    """What a link adds to its customer's fields (AccountCustomer, CustomerAccountLink)."""
+    return {"customer_account_role": link["customer_account_role"],
+            "customer_account_external_id": link["customer_account_external_id"],
+            "card_details": cards_by_link.get(link["link_id"], [])}
 
 
 async def queue_card(conn: asyncpg.Connection, org_id: int, link_id: int, *, spend_limit: int | None,

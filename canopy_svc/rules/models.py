@@ -184,15 +184,6 @@ class CustomerUpdate(msgspec.Struct, kw_only=True):
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
 
 
-# The customer's own fields, in answer order; the names are also the table's columns.
-CUSTOMER_FIELDS: tuple[str, ...] = (
-    "customer_id", "name_prefix", "name_first", "name_middle", "name_last", "name_suffix",
-    "phone_number", "address_line_one", "address_line_two", "address_city", "address_state",
-    "address_zip", "address_country_code", "ssn", "international_customer_id", "email",
-    "date_of_birth", "business_details",
-)  # fmt: skip
-
-
 class BusinessDetailsOut(msgspec.Struct):
     doing_business_as: str
     business_ein: str

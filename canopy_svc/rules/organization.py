@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncpg
 from msgspec import UNSET
 
-from canopy_svc.card_worker import LITHIC_KEY_CONTEXT
 from canopy_svc.crypto import DataCipher
 from canopy_svc.errors import InvalidInput, detail
-from canopy_svc.lithic import LITHIC_ONLY, LITHIC_SANDBOX_URL, LithicHosts
+from canopy_svc.issuers.gateway import LITHIC_KEY_CONTEXT
+from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
+from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL
 from canopy_svc.rules.models import (
     IssuerProcessors,
     IssuerProcessorsUpdate,
@@ -23,11 +24,16 @@ ISSUER_PROCESSORS_DECODER = BodyDecoder(IssuerProcessorsUpdate)
 SETTINGS_DECODER = BodyDecoder(OrganizationSettingsUpdate)
 
 
-def _check_base_url(base_url: str, hosts: LithicHosts) -> None:
-    # Refused here, when set, and checked again at every connection (canopy_svc/egress.py).
-    problem = hosts.problem(base_url)
-    if problem is not None:
-        raise InvalidInput([detail("/lithic_config/base_url", "format", {"format": "uri"}, problem)])
+def parse_issuer_processors(body: bytes, hosts: LithicHosts = LITHIC_ONLY) -> IssuerProcessorsUpdate:
+    """The body of PUT /organization/issuer_processors, its base_url one of `hosts`."""
+    payload = ISSUER_PROCESSORS_DECODER.decode(body)
+    config = payload.lithic_config
+    if config is not UNSET and config is not None and config.base_url is not None:
+        # Refused here, when set, and checked again at every connection (canopy_svc/egress.py).
+        problem = hosts.problem(config.base_url)
+        if problem is not None:
+            raise InvalidInput([detail("/lithic_config/base_url", "format", {"format": "uri"}, problem)])
+    return payload
 
 
 def _answer(record: asyncpg.Record) -> IssuerProcessors:
@@ -40,15 +46,14 @@ def _answer(record: asyncpg.Record) -> IssuerProcessors:
 
 
 async def set_issuer_processors(conn: asyncpg.Connection, org_id: int, payload: IssuerProcessorsUpdate,
-                                cipher: DataCipher, hosts: LithicHosts = LITHIC_ONLY) -> IssuerProcessors:
+                                cipher: DataCipher) -> IssuerProcessors:
+    """Sets what `payload` (from parse_issuer_processors) says."""
     config = payload.lithic_config
     if config is UNSET:
         pass
     elif config is None:  # null removes the key: cards go back to the simulator
         await store.set_lithic_config(conn, org_id, None, None, None)
     else:
-        if config.base_url is not None:
-            _check_base_url(config.base_url, hosts)
         encrypted = cipher.encrypt(config.api_key, context=LITHIC_KEY_CONTEXT)
         last_four = config.api_key[-4:] if len(config.api_key) >= 12 else ""
         await store.set_lithic_config(conn, org_id, encrypted, last_four, config.base_url)

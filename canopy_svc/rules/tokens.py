@@ -25,7 +25,7 @@ import msgspec
 from jose import jws, jwt
 from jose.exceptions import JOSEError
 
-from canopy_svc.errors import NotAuthorized, Unauthorized
+from canopy_svc.errors import Forbidden, NotAuthorized, Unauthorized
 from canopy_svc.rules.validation import json_depth_exceeds
 
 # Pinned: a token naming any other algorithm ("none", RS256 with our secret as a "public key"...)
@@ -142,4 +142,4 @@ def _canonical_b64url(segment: str) -> bytes:
 
 def require_scope(principal: Principal, scope: str) -> None:
     if scope not in principal.scopes:
-        raise NotAuthorized(f"Token lacks the '{scope}' scope")
+        raise Forbidden(f"Token lacks the '{scope}' scope")

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.errors import Conflict
+from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.customers import qualified_columns
 from canopy_svc.store.keyset import page_bounds
 
@@ -33,9 +33,7 @@ async def insert(conn: asyncpg.Connection, org_id: int, account_id: str, product
             org_id, account_id, product_row_id, external_account_id, credit_limit_cents, effective_at,
         )
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "accounts_org_external_account_id_key":
-            raise Conflict(f"An account with external_account_id '{external_account_id}' already exists") from None
-        raise Conflict(f"An account with account_id '{account_id}' already exists") from None
+        raise conflict_for(exc, account_id=account_id, external_account_id=external_account_id) from None
     return row_id
 
 
@@ -102,10 +100,8 @@ async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int
             config.get("spend_limit"), config.get("memo"), config.get("type"), config.get("state"),
             config.get("card_program_token"), bool(config.get("has_lithic")), card_config is not None,
         )
-    except asyncpg.UniqueViolationError:
-        raise Conflict(
-            f"customer_account_external_id '{external_id}' is already used on this account"
-        ) from None
+    except asyncpg.UniqueViolationError as exc:
+        raise conflict_for(exc, customer_account_external_id=external_id) from None
     assert row is not None
     return row["id"], row["created"]
 

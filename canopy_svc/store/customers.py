@@ -7,31 +7,21 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.errors import Conflict
+from canopy_svc.store.conflicts import conflict_for
+from canopy_svc.store.customer_columns import STORAGE
 from canopy_svc.store.keyset import page_bounds
 
-# Columns answered for a customer (with "id", the internal row id and paging key).
-COLUMN_NAMES = (
-    "id", "customer_id", "name_prefix", "name_first", "name_middle", "name_last", "name_suffix",
-    "phone_number", "address_line_one", "address_line_two", "address_city", "address_state",
-    "address_zip", "address_country_code", "ssn_encrypted", "ssn_hash", "international_customer_id", "email",
-    "date_of_birth", "business_legal_name", "doing_business_as", "business_ein", "created_at",
-    "updated_at",
-)  # fmt: skip
+# Columns answered for a customer (with "id", the internal row id and paging key), and those a
+# request may write (all but ids and timestamps): both derived from the wire types (customer_columns.py).
+COLUMN_NAMES = ("id", *STORAGE.read)
 COLUMNS = ", ".join(COLUMN_NAMES)
+WRITABLE = STORAGE.writable
 
 
 def qualified_columns(alias: str) -> str:
     """The customer's columns (without its row id) for a join, e.g. `c.customer_id, c.name_first`."""
     return ", ".join(f"{alias}.{name}" for name in COLUMN_NAMES if name != "id")
 
-# Columns a request may write (all but ids and timestamps).
-WRITABLE = (
-    "name_prefix", "name_first", "name_middle", "name_last", "name_suffix", "phone_number",
-    "address_line_one", "address_line_two", "address_city", "address_state", "address_zip",
-    "address_country_code", "ssn_encrypted", "ssn_hash", "international_customer_id", "email",
-    "date_of_birth", "business_legal_name", "doing_business_as", "business_ein",
-)  # fmt: skip
 
 _INSERT = f"""INSERT INTO customers (org_id, customer_id, {", ".join(WRITABLE)})
     VALUES ({", ".join(f"${i}" for i in range(1, len(WRITABLE) + 3))})
@@ -44,9 +34,7 @@ async def _insert_row(conn: asyncpg.Connection, sql: str, org_id: int, customer_
     try:
         record = await conn.fetchrow(sql, org_id, customer_id, *(row.get(c) for c in WRITABLE))
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "customers_org_customer_id_key":
-            raise Conflict(f"A customer with customer_id '{customer_id}' already exists") from None
-        raise
+        raise conflict_for(exc, customer_id=customer_id) from None
     assert record is not None
     return record
 

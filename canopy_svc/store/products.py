@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.errors import Conflict
+from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.keyset import page_bounds
 
 COLUMNS = """id, product_id, product_name, product_type, product_short_description,
@@ -22,8 +22,8 @@ async def insert(conn: asyncpg.Connection, org_id: int, product_id: str, name: s
                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}""",
             org_id, product_id, name, product_type, short_description, long_description,
         )
-    except asyncpg.UniqueViolationError:
-        raise Conflict(f"A product with product_id '{product_id}' already exists") from None
+    except asyncpg.UniqueViolationError as exc:
+        raise conflict_for(exc, product_id=product_id) from None
     assert record is not None
     return record
 

@@ -8,17 +8,18 @@ import ipaddress
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from canopy_svc.api.body import read_json_body
 from canopy_svc.api.ratelimiting import RateLimiting, denied
-from canopy_svc.api.requests import pool, tokens
+from canopy_svc.api.requests import pool, resources, tokens
 from canopy_svc.api.responses import JSONResponse
+from canopy_svc.api.routing import Endpoint
+from canopy_svc.api.state import state_of
 from canopy_svc.errors import Unauthorized
+from canopy_svc.rules import clients
 from canopy_svc.rules.models import TokenRequest, TokenResponse
-from canopy_svc.rules.passwords import DUMMY_HASH, RecentSecrets, verify_secret
+from canopy_svc.rules.passwords import DUMMY_HASH, verify_secret
 from canopy_svc.rules.validation import BodyDecoder
-from canopy_svc.store import organizations
 
 TOKEN_DECODER = BodyDecoder(TokenRequest)
 
@@ -49,17 +50,17 @@ Budget = tuple[str, float, int]  # (key, rate, burst)
 
 async def issue_token(request: Request) -> Response:
     credentials = TOKEN_DECODER.decode(await read_json_body(request))
-    recent = recent_secrets(request)
+    recent = resources(request).recent_secrets
     key = recent.key(credentials.client_id, credentials.client_secret)
     client = None
     if recent.known(key):
-        client = await organizations.find_client(pool(request), credentials.client_id)
+        client = await clients.find_client(pool(request), credentials.client_id)
         if client is not None and recent.matches(key, client["secret_hash"]):
             return _token_for(request, client)
-    limiting: RateLimiting = request.app.state.rate_limiting
+    limiting = state_of(request.scope).rate_limiting
     taken = await _take_failure_budget(limiting, credentials.client_id, source_of(request))
     if client is None:
-        client = await organizations.find_client(pool(request), credentials.client_id)
+        client = await clients.find_client(pool(request), credentials.client_id)
     # One scrypt either way, so a missing client and a wrong secret look and take the same.
     stored_hash = client["secret_hash"] if client is not None else DUMMY_HASH
     valid = await asyncio.to_thread(verify_secret, credentials.client_secret, stored_hash)
@@ -113,13 +114,7 @@ def source_of(request: Request) -> str:
     return str(address)
 
 
-def recent_secrets(request: Request) -> RecentSecrets:
-    """The app's RecentSecrets, made on first use (one per worker process)."""
-    state = request.app.state
-    recent: RecentSecrets | None = getattr(state, "recent_secrets", None)
-    if recent is None:
-        recent = state.recent_secrets = RecentSecrets()
-    return recent
-
-
-routes = [Route("/auth/token", issue_token, methods=["POST"])]
+endpoints = [
+    Endpoint("POST", "/auth/token", issue_token, "Exchange client credentials for a bearer token", TokenResponse,
+             TokenRequest, public=True, errors=(401, 429, 500, 503)),
+]

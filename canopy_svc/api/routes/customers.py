@@ -1,4 +1,4 @@
-"""/customers."""
+"""/customers, and the customer-account links listed under it."""
 
 from __future__ import annotations
 
@@ -6,32 +6,38 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from canopy_svc.api import examples
+from canopy_svc.api.openapi import listing_query
 from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
-from canopy_svc.api.routing import by_method
+from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
-from canopy_svc.rules import accounts, customers
-from canopy_svc.rules.models import Customer
+from canopy_svc.rules import customer_accounts, customers, models
+from canopy_svc.rules.customers import MAX_SEARCH_WORDS
+from canopy_svc.rules.models import Customer, CustomerCreate, CustomerUpdate
 from canopy_svc.rules.paging import PageRequest
+
+LINKS_DEFAULT_LIMIT = 30
 
 
 async def create_customer(request: Request) -> Response:
     org_id, data_cipher = principal(request).org_id, cipher(request)
 
-    async def work(conn: asyncpg.Connection, body: bytes) -> Customer:
-        return await customers.create(conn, org_id, customers.parse_create(body), data_cipher)
+    async def work(conn: asyncpg.Connection, payload: CustomerCreate) -> Customer:
+        return await customers.create(conn, org_id, payload, data_cipher)
 
-    return await write(request, work, atomic=False)  # create() makes its own transaction when it needs one
+    # create() makes its own transaction when it needs one
+    return await write(request, customers.parse_create, work, atomic=False)
 
 
 async def update_customer(request: Request) -> Response:
     org_id, customer_id = principal(request).org_id, request.path_params["customer_id"]
     data_cipher = cipher(request)
 
-    async def work(conn: asyncpg.Connection, body: bytes) -> Customer:
-        return await customers.update(conn, org_id, customer_id, customers.parse_update(body), data_cipher)
+    async def work(conn: asyncpg.Connection, patch: CustomerUpdate) -> Customer:
+        return await customers.update(conn, org_id, customer_id, patch, data_cipher)
 
-    return await write(request, work)
+    return await write(request, customers.parse_update, work)
 
 
 async def get_customer(request: Request) -> Response:
@@ -51,7 +57,7 @@ async def list_customers(request: Request) -> Response:
 
 
 async def list_customer_accounts(request: Request) -> Response:
-    page = await accounts.list_customer_accounts(
+    page = await customer_accounts.list_customer_accounts(
         pool(request), principal(request).org_id, cursors(request),
         PageRequest.from_query(request.query_params, default_limit=12), request.path_params["customer_id"],
         cipher(request),
@@ -60,17 +66,31 @@ async def list_customer_accounts(request: Request) -> Response:
 
 
 async def list_links(request: Request) -> Response:
-    page = await accounts.list_links(
+    page = await customer_accounts.list_links(
         pool(request), principal(request).org_id, cursors(request),
-        PageRequest.from_query(request.query_params, default_limit=30), cipher(request),
+        PageRequest.from_query(request.query_params, default_limit=LINKS_DEFAULT_LIMIT), cipher(request),
     )
     return JSONResponse(page)
 
 
-routes = [
-    by_method("/customers", GET=list_customers, POST=create_customer),
-    # Before /customers/{customer_id:id}: "accounts" is not a customer id here.
-    by_method("/customers/accounts", GET=list_links),
-    by_method("/customers/{customer_id:id}", GET=get_customer, PUT=update_customer, PATCH=update_customer),
-    by_method("/customers/{customer_id:id}/accounts", GET=list_customer_accounts),
+_ONE = (401, 403, 404, 429, 500, 503)  # the errors of an operation on one customer
+_WRITE = (401, 403, 404, 409, 429, 500, 503)
+
+endpoints = [
+    Endpoint("POST", "/customers", create_customer, "Create a customer", models.Customer, models.CustomerCreate,
+             errors=_WRITE, example=examples.CUSTOMER),
+    Endpoint("GET", "/customers", list_customers, "List customers, oldest first", models.CustomerList,
+             query=listing_query(search_parameters={"type": "string", "description": (
+                 f"At most {MAX_SEARCH_WORDS} words (runs of letters and digits), "
+                 "each matched at the start of names and business names")})),
+    Endpoint("GET", "/customers/{customer_id}", get_customer, "Get a customer", models.Customer, errors=_ONE),
+    Endpoint("PUT", "/customers/{customer_id}", update_customer, "Update a customer", models.Customer,
+             models.CustomerUpdate, errors=_WRITE, example=examples.CUSTOMER_UPDATE),
+    Endpoint("PATCH", "/customers/{customer_id}", update_customer, "Update a customer (same as PUT)",
+             models.Customer, models.CustomerUpdate, errors=_WRITE, example=examples.CUSTOMER_UPDATE),
+    Endpoint("GET", "/customers/{customer_id}/accounts", list_customer_accounts, "The accounts a customer is on",
+             models.AccountList, query=listing_query(), errors=_ONE),
+    Endpoint("GET", "/customers/accounts", list_links,
+             f"Every customer-account link (default limit {LINKS_DEFAULT_LIMIT})", models.CustomerAccountLinkList,
+             query=listing_query(default_limit=LINKS_DEFAULT_LIMIT)),
 ]

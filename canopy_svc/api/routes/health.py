@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from canopy_svc.api.requests import pool
 from canopy_svc.api.responses import JSONResponse
+from canopy_svc.api.routing import Endpoint
+from canopy_svc.api.state import state_of
 from canopy_svc.errors import Unavailable
-from canopy_svc.maintenance import Supervisor
 from canopy_svc.rules.models import Health
 
 
@@ -33,13 +33,13 @@ async def readyz(request: Request) -> Response:
             await conn.fetchval("SELECT 1", timeout=2)
     except Exception:
         raise Unavailable() from None
-    background: Supervisor | None = getattr(request.app.state, "background", None)  # None: no lifespan (tests)
+    background = state_of(request.scope).background  # None: no lifespan (an app given its pool)
     if background is not None and (down := background.not_running()):
         raise TasksNotRunning(down)
     return JSONResponse(Health(status="ready"))
 
 
-routes = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
+endpoints = [
+    Endpoint("GET", "/healthz", healthz, "Process is up", Health, public=True, errors=()),
+    Endpoint("GET", "/readyz", readyz, "Database is reachable", Health, public=True, errors=(503,)),
 ]

@@ -6,24 +6,28 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from canopy_svc.api.requests import cipher, pool, principal
+from canopy_svc.api import examples
+from canopy_svc.api.requests import cipher, pool, principal, resources
 from canopy_svc.api.responses import JSONResponse
-from canopy_svc.api.routing import by_method
+from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
-from canopy_svc.lithic import LithicHosts
-from canopy_svc.rules import organization
-from canopy_svc.rules.models import IssuerProcessors, OrganizationSettings
+from canopy_svc.rules import models, organization
+from canopy_svc.rules.models import (
+    IssuerProcessors,
+    IssuerProcessorsUpdate,
+    OrganizationSettings,
+    OrganizationSettingsUpdate,
+)
 
 
 async def put_issuer_processors(request: Request) -> Response:
     org_id, data_cipher = principal(request).org_id, cipher(request)
-    hosts: LithicHosts = request.app.state.lithic_hosts
+    hosts = resources(request).lithic_hosts
 
-    async def work(conn: asyncpg.Connection, body: bytes) -> IssuerProcessors:
-        payload = organization.ISSUER_PROCESSORS_DECODER.decode(body)
-        return await organization.set_issuer_processors(conn, org_id, payload, data_cipher, hosts)
+    async def work(conn: asyncpg.Connection, payload: IssuerProcessorsUpdate) -> IssuerProcessors:
+        return await organization.set_issuer_processors(conn, org_id, payload, data_cipher)
 
-    return await write(request, work)
+    return await write(request, lambda body: organization.parse_issuer_processors(body, hosts), work)
 
 
 async def get_issuer_processors(request: Request) -> Response:
@@ -33,17 +37,23 @@ async def get_issuer_processors(request: Request) -> Response:
 async def put_settings(request: Request) -> Response:
     org_id = principal(request).org_id
 
-    async def work(conn: asyncpg.Connection, body: bytes) -> OrganizationSettings:
-        return await organization.update_settings(conn, org_id, organization.SETTINGS_DECODER.decode(body))
+    async def work(conn: asyncpg.Connection, payload: OrganizationSettingsUpdate) -> OrganizationSettings:
+        return await organization.update_settings(conn, org_id, payload)
 
-    return await write(request, work)
+    return await write(request, organization.SETTINGS_DECODER.decode, work)
 
 
 async def get_settings(request: Request) -> Response:
     return JSONResponse(await organization.get_settings(pool(request), principal(request).org_id))
 
 
-routes = [
-    by_method("/organization/settings", GET=get_settings, PUT=put_settings),
-    by_method("/organization/issuer_processors", GET=get_issuer_processors, PUT=put_issuer_processors),
+endpoints = [
+    Endpoint("GET", "/organization/issuer_processors", get_issuer_processors,
+             "The organization's Lithic settings (key masked)", models.IssuerProcessors),
+    Endpoint("PUT", "/organization/issuer_processors", put_issuer_processors, "Set the organization's Lithic key",
+             models.IssuerProcessors, models.IssuerProcessorsUpdate),
+    Endpoint("GET", "/organization/settings", get_settings, "The organization's settings",
+             models.OrganizationSettings),
+    Endpoint("PUT", "/organization/settings", put_settings, "Change the organization's duplicate-customer policy",
+             models.OrganizationSettings, models.OrganizationSettingsUpdate, example=examples.ORGANIZATION_SETTINGS),
 ]

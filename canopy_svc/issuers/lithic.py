@@ -1,4 +1,4 @@
-"""Issuing payment cards at Lithic: an async HTTP client and an offline simulator with the same shape.
+"""Issuing payment cards at Lithic: the async HTTP client.
 
 Wire rules, checked against Lithic's OpenAPI spec (card API: `POST /v1/cards` = operationId postCards,
 `PATCH /v1/cards/{card_token}` = patchCardByToken; mirrored in github.com/api-evangelist/lithic,
@@ -22,27 +22,23 @@ src/lithic/_client.py and types/card_create_params.py, card_update_params.py):
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import logging
 import re
-import secrets
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from canopy_svc.egress import DestinationRefused, GuardedTransport
+from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected, LithicRetryable
+from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("canopy_svc.lithic")
 
 LITHIC_SANDBOX_URL = "https://sandbox.lithic.com"
 LITHIC_PRODUCTION_URL = "https://api.lithic.com"
-LITHIC_HOSTS = ("api.lithic.com", "sandbox.lithic.com")
-ALLOWED_HOSTS_ENV = "CANOPY_SVC_LITHIC_ALLOWED_HOSTS"
 
 MAX_MESSAGE_LENGTH = 500
 MAX_RETRY_AFTER = 3600.0
@@ -53,182 +49,6 @@ MAX_RETRY_AFTER = 3600.0
 _RETRYABLE_4XX = frozenset({408, 409, 429})
 
 _DELAY_SECONDS = re.compile(r"\d+(\.\d+)?")
-
-
-# A base_url in the narrowest form: scheme, host (a name, or an IPv6 literal in brackets), port, path. No
-# userinfo ("https://api.lithic.com@127.0.0.1/"), query, fragment, percent-escape, backslash or space, on
-# which URL parsers disagree about the host; no "." or ".." path segment.
-_HOST = r"[a-z0-9.-]+|\[[0-9a-f:.]+\]"
-_BASE_URL = re.compile(
-    rf"(?P<scheme>https?)://(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?(?P<path>(?:/[a-z0-9_~-][a-z0-9._~-]*)*/?)",
-    re.IGNORECASE,
-)
-_ENTRY = re.compile(rf"(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?", re.IGNORECASE)
-
-
-def _host_key(host: str) -> str:
-    """A host as compared: lowercase, an IP literal in its canonical form and without brackets."""
-    host = host.lower().removeprefix("[").removesuffix("]")
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host  # a name; "127.1", "2130706433" or "0x7f.1" stay names, equal to no IP entry
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-@dataclass(frozen=True)
-class LithicHosts:
-    """Where a Lithic base_url may point: Lithic's own hosts (https, port 443), and the hosts the operator
-    allows (CANOPY_SVC_LITHIC_ALLOWED_HOSTS: a fake or a proxy; loopback for tests and the sandbox).
-
-    A tenant sets base_url, so without this it could make this server call any address it can reach
-    (metadata services, the database port) and read the answer back in a card's error.
-    """
-
-    # (host, port) pairs; port None means any port.
-    operator: frozenset[tuple[str, int | None]] = frozenset()
-
-    @classmethod
-    def from_entries(cls, entries: Iterable[str]) -> LithicHosts:
-        """Entries are `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address."""
-        allowed: set[tuple[str, int | None]] = set()
-        for raw in entries:
-            entry = raw.strip()
-            if not entry:
-                continue
-            matched = _ENTRY.fullmatch(f"[{entry}]" if entry.count(":") > 1 and "[" not in entry else entry)
-            port = int(matched["port"]) if matched and matched["port"] else None
-            if matched is None or port == 0 or (port or 0) > 65535:
-                raise ValueError(f"{ALLOWED_HOSTS_ENV}: {entry!r} is not a host, host:port or [IPv6]:port")
-            allowed.add((_host_key(matched["host"]), port))
-        return cls(frozenset(allowed))
-
-    def trusts(self, host: str, port: int) -> bool:
-        key = _host_key(host)
-        return (key, None) in self.operator or (key, port) in self.operator
-
-    def allows(self, host: str, port: int) -> bool:
-        return self.trusts(host, port) or (_host_key(host) in LITHIC_HOSTS and port == 443)
-
-    def problem(self, base_url: str) -> str | None:
-        """Why base_url may not be used (a message for the tenant), or None."""
-        matched = _BASE_URL.fullmatch(base_url)
-        if matched is None:
-            return "must be an absolute https URL: scheme, host, optional port and path, nothing else"
-        scheme, host = matched["scheme"].lower(), _host_key(matched["host"])
-        port = int(matched["port"]) if matched["port"] else (443 if scheme == "https" else 80)
-        if not self.allows(host, port):
-            return f"must be a Lithic API host ({', '.join(LITHIC_HOSTS)}) over https"
-        if scheme == "http" and not _is_loopback(host):
-            # The key travels in a header: plain http only to this machine (a local fake), never across a network.
-            return "must use https (http only to this machine)"
-        return None
-
-
-LITHIC_ONLY = LithicHosts()
-
-
-class LithicError(Exception):
-    """Anything the client raises. `debugging_request_id` is Lithic's id for support, when it sent one."""
-
-    def __init__(self, message: str, *, debugging_request_id: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.debugging_request_id = debugging_request_id
-
-
-class LithicRetryable(LithicError):
-    """Try again later with the same Idempotency-Key: 408/409/429/5xx, timeouts, connection failures.
-
-    `retry_after` is Lithic's Retry-After in seconds when it sent one; `status` is None when no HTTP answer
-    came back at all.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        debugging_request_id: str | None = None,
-    ) -> None:
-        super().__init__(message, debugging_request_id=debugging_request_id)
-        self.status = status
-        self.retry_after = retry_after
-
-
-class LithicRejected(LithicError):
-    """Final: retrying the same request cannot succeed. The card becomes FAILED with `message`.
-
-    `status` is Lithic's HTTP status, or 0 when the request could not be sent at all because of our own
-    configuration (base_url or API key unusable), which no retry fixes either.
-    """
-
-    def __init__(self, status: int, message: str, *, debugging_request_id: str | None = None) -> None:
-        super().__init__(message, debugging_request_id=debugging_request_id)
-        self.status = status
-
-    def __str__(self) -> str:
-        return f"Lithic rejected the request ({self.status}): {self.message}"
-
-
-@dataclass(frozen=True)
-class CardRequest:
-    """What to ask Lithic for. None means "let Lithic decide" and is left out of the body."""
-
-    type: str
-    memo: str | None = None
-    state: str | None = None
-    spend_limit: int | None = None
-    card_program_token: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        fields = {
-            "type": self.type,
-            "memo": self.memo,
-            "state": self.state,
-            "spend_limit": self.spend_limit,
-            "card_program_token": self.card_program_token,
-        }
-        return {key: value for key, value in fields.items() if value is not None}
-
-
-@dataclass(frozen=True)
-class IssuedCard:
-    """The part of Lithic's card object we keep (never the PAN or CVV)."""
-
-    token: str
-    last_four: str
-    state: str
-    type: str
-    memo: str | None
-    spend_limit: int | None
-
-
-class CardIssuer(Protocol):
-    """What the card worker needs; both LithicClient and CardSimulator provide it."""
-
-    async def create_card(
-        self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest
-    ) -> IssuedCard: ...
-
-    async def update_card(
-        self,
-        base_url: str,
-        api_key: str,
-        card_token: str,
-        *,
-        state: str | None = None,
-        spend_limit: int | None = None,
-    ) -> IssuedCard: ...
-
-    async def aclose(self) -> None: ...
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -339,83 +159,6 @@ class LithicClient:
         return _interpret(response, api_key)
 
 
-class CardSimulator:
-    """Lithic stand-in for organizations without Lithic credentials (demos, development): no network.
-
-    Behaves like Lithic where the worker can tell: the same Idempotency-Key returns the same card, CLOSED is
-    final, an unknown token is a 404, out-of-spec values are a 400.
-    """
-
-    # Bounded: a long-running sandbox issues cards forever; old ones are never asked for again.
-    MAX_REMEMBERED = 10_000
-
-    def __init__(self) -> None:
-        self._by_idempotency_key: dict[str, str] = {}
-        self._cards: dict[str, IssuedCard] = {}
-
-    async def create_card(
-        self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest
-    ) -> IssuedCard:
-        existing = self._by_idempotency_key.get(idempotency_key)
-        if existing is not None:
-            return self._cards[existing]
-        if card.type not in _CARD_TYPES:
-            raise LithicRejected(400, f"Invalid type: {card.type}")
-        if card.state is not None and card.state not in _CREATE_STATES:
-            raise LithicRejected(400, f"Invalid state: {card.state}")
-        _check_spend_limit(card.spend_limit)
-        issued = IssuedCard(
-            token=str(uuid.uuid4()),
-            last_four=f"{secrets.randbelow(10_000):04d}",
-            state=card.state or "OPEN",
-            type=card.type,
-            memo=card.memo,
-            spend_limit=card.spend_limit if card.spend_limit is not None else 0,
-        )
-        self._cards[issued.token] = issued
-        self._by_idempotency_key[idempotency_key] = issued.token
-        if len(self._cards) > self.MAX_REMEMBERED:  # dicts keep insertion order: drop the oldest
-            oldest = next(iter(self._by_idempotency_key))
-            self._cards.pop(self._by_idempotency_key.pop(oldest), None)
-        return issued
-
-    async def update_card(
-        self,
-        base_url: str,
-        api_key: str,
-        card_token: str,
-        *,
-        state: str | None = None,
-        spend_limit: int | None = None,
-    ) -> IssuedCard:
-        current = self._cards.get(card_token)
-        if current is None:
-            raise LithicRejected(404, "Card not found")
-        if current.state == "CLOSED":
-            raise LithicRejected(400, "Card is closed and cannot be updated")
-        if state is not None and state not in _UPDATE_STATES:
-            raise LithicRejected(400, f"Invalid state: {state}")
-        _check_spend_limit(spend_limit)
-        updated = replace(
-            current,
-            state=state if state is not None else current.state,
-            spend_limit=spend_limit if spend_limit is not None else current.spend_limit,
-        )
-        self._cards[card_token] = updated
-        return updated
-
-    async def aclose(self) -> None:
-        return None
-
-
-# The spec's enums (type includes the deprecated values Lithic still accepts).
-_CARD_TYPES = frozenset(
-    {"MERCHANT_LOCKED", "PHYSICAL", "SINGLE_USE", "VIRTUAL", "UNLOCKED", "DIGITAL_WALLET"}
-)
-_CREATE_STATES = frozenset({"OPEN", "PAUSED"})
-_UPDATE_STATES = frozenset({"OPEN", "PAUSED", "CLOSED"})
-
-
 def _is_uuid(value: object) -> bool:
     if not isinstance(value, str):
         return False
@@ -424,11 +167,6 @@ def _is_uuid(value: object) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _check_spend_limit(spend_limit: int | None) -> None:
-    if spend_limit is not None and (isinstance(spend_limit, bool) or spend_limit < 0):
-        raise LithicRejected(400, "spend_limit must be a non-negative integer")
 
 
 def _endpoint(hosts: LithicHosts, base_url: str, path: str) -> str:

@@ -23,6 +23,8 @@ from typing import Protocol, TypeVar
 
 import asyncpg
 
+from canopy_svc.store import rate_limit_buckets
+
 log = logging.getLogger("canopy_svc.ratelimit")
 
 T = TypeVar("T")
@@ -124,36 +126,9 @@ class MemoryRateLimiter:
         self._sweep_at = max(self._max_keys, 2 * len(self._tats))
 
 
-# One round trip, atomic per key: ON CONFLICT locks the row, and the SET sees the latest committed
-# TAT even under READ COMMITTED. It first gives back `returned` tokens taken earlier and not spent
-# (each moves the TAT back by T, never before now: a full bucket stays full), then takes up to
-# `wanted` at once: GCRA with a cost, each token moving the TAT by T, as many granted as fit under
-# the bound. With wanted = 1 and nothing returned it is the plain GCRA step. Every SET expression
-# reads the old row, so `granted` and `tat` agree; `granted` is stored because RETURNING only sees
-# the new row. The clock is the database's, read once in a materialised CTE, so hosts with skewed
-# clocks agree. $1 key, $2 emission interval T, $3 burst*T + slack, $4 wanted (1..burst), $5 returned.
-_TAKE_SQL = """\
-WITH c AS (
-    SELECT extract(epoch FROM clock_timestamp())::double precision AS now, $2::double precision AS t,
-           $3::double precision AS bound, $4::double precision AS wanted, $5::double precision AS returned
-)
-INSERT INTO rate_limit_buckets AS b (key, tat, allowed, granted)
-SELECT $1, c.now + c.t * least(c.wanted, floor(c.bound / c.t)), true,
-       least(c.wanted, floor(c.bound / c.t))::integer FROM c
-ON CONFLICT (key) DO UPDATE SET (granted, tat, allowed) = (
-    SELECT g.n, x.base + c.t * g.n, g.n > 0
-    FROM c,
-         LATERAL (SELECT greatest(b.tat - c.returned * c.t, c.now) AS base) x,
-         LATERAL (SELECT greatest(0, least(c.wanted, floor((c.bound - (x.base - c.now)) / c.t)))::integer AS n) g
-)
-RETURNING b.granted, b.tat, (SELECT now FROM c) AS now"""
-
-_PURGE_SQL = """\
-DELETE FROM rate_limit_buckets WHERE tat < extract(epoch FROM clock_timestamp())::double precision"""
-
-
 class PostgresRateLimiter:
-    """TATs in an UNLOGGED table, shared by every worker and host on the database."""
+    """TATs in an UNLOGGED table (canopy_svc/store/rate_limit_buckets.py), shared by every worker and host
+    on the database."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -167,19 +142,17 @@ class PostgresRateLimiter:
         (tokens granted, the decision for the first of them)."""
         interval = _check(rate, burst)
         wanted = max(0 if returned > 0 else 1, min(wanted, burst))  # 0: only a give-back
-        row = await self._pool.fetchrow(_TAKE_SQL, key, interval, _bound(interval, burst), wanted,
-                                        max(0, returned))
-        assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always returns the row
-        granted: int = row["granted"]
-        return granted, decision_from(granted > 0, row["tat"], row["now"], interval, burst)
+        granted, tat, now = await rate_limit_buckets.take(self._pool, key, interval=interval,
+                                                          bound=_bound(interval, burst), wanted=wanted,
+                                                          returned=max(0, returned))
+        return granted, decision_from(granted > 0, tat, now, interval, burst)
 
     async def give_back(self, key: str, rate: float, burst: int) -> None:
         await self.take(key, rate, burst, 0, 1)
 
     async def purge_expired(self) -> int:
         """Drop full buckets (same as absent); run now and then to keep the table small."""
-        status = await self._pool.execute(_PURGE_SQL)
-        return int(status.split()[-1])
+        return await rate_limit_buckets.purge_expired(self._pool)
 
 
 @dataclass
