@@ -1758,11 +1758,26 @@ def prepare(cluster: Cluster, shape: Shape, tmp: Path) -> tuple[Database, dict[s
     return db, load
 
 
+def check_pgbench_scripts() -> None:
+    """The ceiling must be the service's own statements: its INSERT's columns, in the store's order."""
+    from canopy_svc.store.customers import COLUMN_NAMES, WRITABLE
+
+    text = (BENCH / "pgbench_insert.sql").read_text()
+    found = re.search(r"INSERT INTO customers \(([^)]*)\)", text)
+    columns = tuple(c.strip() for c in found.group(1).split(",")) if found else ()
+    if columns != ("org_id", "customer_id", *WRITABLE):
+        raise SystemExit(f"bench: bench/pgbench_insert.sql inserts {columns}, the service {WRITABLE}: update it")
+    for script in ("pgbench_insert.sql", "pgbench_lookup.sql", "pgbench_page_first.sql", "pgbench_page_deep.sql"):
+        if ", ".join(COLUMN_NAMES[1:]) not in " ".join((BENCH / script).read_text().split()):
+            raise SystemExit(f"bench: bench/{script} does not answer the store's columns {COLUMN_NAMES[1:]}")
+
+
 def main() -> int:
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed. On Debian/Ubuntu: sudo apt-get install -y wrk", file=sys.stderr)
         return 2
     pg_bin("pgbench")
+    check_pgbench_scripts()
     chosen = shapes()
     spy = py_spy()
     RESULTS.mkdir(parents=True, exist_ok=True)
