@@ -1233,9 +1233,13 @@ def run_pair(server: Server, token: str, shape: Shape, config: str, workers: int
         result["round_seconds"] = seconds
         merged.append(labelled(result, shape, config, workers, scenario))
     for stat in ("p50", "mean"):
-        by_round = [round(b["latency_ms"][stat] / a["latency_ms"][stat], 3) for a, b in zip(first, second, strict=True)]
+        # A round where either side answered nothing (every request past wrk's 2 s timeout) has no ratio.
+        by_round = [round(b["latency_ms"][stat] / a["latency_ms"][stat], 3)
+                    if a["requests"] and b["requests"] and a["latency_ms"][stat] and b["latency_ms"][stat] else None
+                    for a, b in zip(first, second, strict=True)]  # fmt: skip
+        valid = [x for x in by_round if x is not None]
         merged[1][f"{stat}_ratio_to_{pair[0].name}_by_round"] = by_round
-        merged[1][f"{stat}_ratio_to_{pair[0].name}"] = round(statistics.median(by_round), 3)
+        merged[1][f"{stat}_ratio_to_{pair[0].name}"] = round(statistics.median(valid), 3) if valid else None
     merged[1]["throughput_ratio"] = round(merged[0]["requests_per_s"] / max(merged[1]["requests_per_s"], 1e-9), 3)
     log(f"  {shape.key} {config} {pair[1].name}/{pair[0].name} p50 by round: "
         f"{merged[1][f'p50_ratio_to_{pair[0].name}_by_round']}, median {merged[1][f'p50_ratio_to_{pair[0].name}']}")
@@ -1542,9 +1546,10 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
 
     def target(shape: str, name: str, value: float | None, limit: float, passed: bool | None, unit: str = "",
-               note: str = "") -> None:
+               note: str = "", failed_without_figure: bool = False) -> None:
+        verdict = False if failed_without_figure else (passed if value is not None else None)
         targets.append({"shape": shape, "target": name, "value": value, "limit": limit, "unit": unit,
-                        "pass": passed if value is not None else None, "note": note})  # fmt: skip
+                        "pass": verdict, "note": note})  # fmt: skip
 
     for shape in result["shapes"]:
         key = shape["key"]
@@ -1575,11 +1580,17 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
             found = find_run(runs, key, scenario)
             if found and f"p50_ratio_to_{pair}" in found:
                 ratio = found[f"p50_ratio_to_{pair}"]
-                value = max(ratio, 1 / ratio) if both_ways else ratio
                 rounds = found[f"p50_ratio_to_{pair}_by_round"]
-                target(key, f"{name} (median of {len(rounds)} paired rounds)", round(value, 3), TARGETS[limit],
-                       value <= TARGETS[limit], "ratio",
-                       note=f"{scenario} / {pair} by round: " + ", ".join(f"{x:.2f}" for x in rounds))
+                shown = ", ".join("no answers" if x is None else f"{x:.2f}" for x in rounds)
+                note = f"{scenario} / {pair} by round: {shown}"
+                if None in rounds:  # a side that answered nothing in a round is not "as fast": no ratio hides it
+                    other = find_run(runs, key, pair)
+                    note += (f"; req/s {found['requests_per_s']:.1f} against {other['requests_per_s']:.1f}, "
+                             f"errors {found['errors']} and {other['errors']}" if other else "")
+                value = None if ratio is None else round(max(ratio, 1 / ratio) if both_ways else ratio, 3)
+                target(key, f"{name} (median of {len(rounds)} paired rounds)", value, TARGETS[limit],
+                       value is not None and value <= TARGETS[limit], "ratio", note=note,
+                       failed_without_figure=None in rounds)
         for scenario, limit, what in (("get_customer", "fixed_load_p99_ms_get", "GET"),
                                       ("post_customers", "fixed_load_p99_ms_post", "POST")):
             fixed = find_run(runs, key, scenario, kind="fixed")
