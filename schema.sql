@@ -55,9 +55,10 @@ CREATE TABLE IF NOT EXISTS customers (
     business_ein              text CHECK (char_length(business_ein) <= 17),
     created_at                timestamptz(0) NOT NULL DEFAULT now(),
     updated_at                timestamptz(0) NOT NULL DEFAULT now(),
-    -- Words searched by GET /customers?search_parameters= (prefix match, see store/customers.py).
-    -- The embedded PostgreSQL has no pg_trgm; the built-in 'simple' text search config lowercases
-    -- and does no stemming, which is what matching names at their start needs.
+    -- Words searched by GET /customers?search_parameters= (prefix match, see store/customers.py and
+    -- customer_search_terms below). The embedded PostgreSQL has no pg_trgm; the built-in 'simple'
+    -- text search config lowercases and does no stemming, which is what matching names at their
+    -- start needs.
     search_vector             tsvector GENERATED ALWAYS AS (
         to_tsvector('simple',
             coalesce(name_first, '') || ' ' || coalesce(name_last, '') || ' ' ||
@@ -68,7 +69,6 @@ CREATE TABLE IF NOT EXISTS customers (
 );
 -- Keyset paging within one organization: the millionth page reads what the first does.
 CREATE INDEX IF NOT EXISTS customers_org_id_id ON customers (org_id, id);
-CREATE INDEX IF NOT EXISTS customers_search_vector ON customers USING gin (search_vector);
 
 -- The data key's check value: a process started with another key refuses to start instead of
 -- answering garbage (see canopy_svc/crypto.py).
@@ -243,3 +243,80 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS body_encrypted bytea;
 -- Expired keys (24 h) are deleted in batches by the maintenance task, oldest first.
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
+
+-- Version 4: search by the start of a word, bounded per page. One row per start (1 to 32 characters)
+-- of each word of a customer's search_vector: a search reads one term's rows in customer row id
+-- order, from the page's cursor on, and checks each customer's search_vector for the whole query
+-- (store/customers.py). A GIN index over search_vector, which this replaces, gives matches in no
+-- order: a shared last name sorted every match for each page, and a rare word was found by walking
+-- the primary key through the whole organization. The words are names, already stored in clear in
+-- customers; no other field is kept here. Kept by the triggers below, so every way a customer is
+-- written (the API, COPY, psql) keeps its terms. No foreign keys: each inserted term would check
+-- one, and an index on customer_row_id alone, which a cascade needs, would let the planner walk it
+-- in row id order across every term; deleting a customer (or its organization) deletes its terms
+-- through the trigger. A term left behind (a TRUNCATE of customers alone) costs a search one read,
+-- never a wrong answer: every match is checked against the customer's own search_vector. A version-3 database gets its customers' terms from migrations.py, and its
+-- GIN index customers_search_vector is dropped there once they are in.
+CREATE TABLE IF NOT EXISTS customer_search_terms (
+    org_id          bigint NOT NULL,
+    term            text NOT NULL,
+    customer_row_id bigint NOT NULL,
+    PRIMARY KEY (org_id, term, customer_row_id)
+);
+
+-- The starts of a search_vector's words, up to 32 characters (store/customers.py's
+-- SEARCH_TERM_LENGTH; a longer word is found by its first 32 and checked whole). PL/pgSQL and not SQL:
+-- a SQL function with a subquery is planned again at every call, which the trigger makes per row.
+CREATE OR REPLACE FUNCTION canopy_search_terms(words tsvector) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN ARRAY(SELECT DISTINCT left(word.lexeme, n)
+                 FROM unnest(words) word, generate_series(1, least(length(word.lexeme), 32)) n);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION canopy_customer_search_terms() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    old_terms text[] := '{}';
+    new_terms text[] := '{}';
+    gone      text[];
+    old_term  text;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_terms := canopy_search_terms(OLD.search_vector);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_terms := canopy_search_terms(NEW.search_vector);
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.org_id = NEW.org_id AND OLD.id = NEW.id THEN
+        -- Only what changed: a new last name leaves the first name's terms where they are.
+        gone := ARRAY(SELECT unnest(old_terms) EXCEPT SELECT unnest(new_terms));
+        new_terms := ARRAY(SELECT unnest(new_terms) EXCEPT SELECT unnest(old_terms));
+        old_terms := gone;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        -- One term at a time, by the whole key: with `term = ANY(old_terms)` a generic plan has kept
+        -- the array as a filter and walked the organization's terms for the customer's row id.
+        FOREACH old_term IN ARRAY old_terms LOOP
+            DELETE FROM customer_search_terms
+            WHERE org_id = OLD.org_id AND term = old_term AND customer_row_id = OLD.id;
+        END LOOP;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        -- ON CONFLICT: a term the version-4 migration's backfill already wrote.
+        INSERT INTO customer_search_terms (org_id, term, customer_row_id)
+        SELECT NEW.org_id, new_term, NEW.id FROM unnest(new_terms) new_term
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER customers_search_terms_insert AFTER INSERT ON customers
+    FOR EACH ROW EXECUTE FUNCTION canopy_customer_search_terms();
+CREATE OR REPLACE TRIGGER customers_search_terms_update
+    AFTER UPDATE OF name_first, name_last, doing_business_as, business_legal_name ON customers
+    FOR EACH ROW WHEN (OLD.search_vector IS DISTINCT FROM NEW.search_vector)
+    EXECUTE FUNCTION canopy_customer_search_terms();
+CREATE OR REPLACE TRIGGER customers_search_terms_delete AFTER DELETE ON customers
+    FOR EACH ROW EXECUTE FUNCTION canopy_customer_search_terms();

@@ -109,12 +109,51 @@ async def _v3_seal_idempotency_answers(conn: asyncpg.Connection, cipher: DataCip
     log.info("sealed stored idempotency answers", extra={"answers": sealed})
 
 
+_SEARCH_TERMS_BATCH = 1000
+_SEARCH_TERMS_BACKFILL = """
+    WITH batch AS (SELECT id, org_id, search_vector FROM customers WHERE id > $1 ORDER BY id LIMIT $2),
+    written AS (
+        INSERT INTO customer_search_terms (org_id, term, customer_row_id)
+        SELECT batch.org_id, term, batch.id FROM batch, unnest(canopy_search_terms(batch.search_vector)) term
+        ON CONFLICT DO NOTHING
+    )
+    SELECT max(id) FROM batch"""
+
+
+async def _v4_search_terms(conn: asyncpg.Connection, cipher: DataCipher) -> None:
+    """Version 3 searched customers with a GIN index over search_vector: write the customer_search_terms
+    rows of the customers already stored, then drop that index.
+
+    Online: schema.sql's triggers are committed first, so what live traffic (old processes included)
+    writes meanwhile gets its terms from them, and each batch is its own short transaction. A customer
+    renamed while its batch runs may keep terms of its old name beside the new one's (the trigger
+    removes only the terms it finds): a search checks search_vector itself, so such a term costs one
+    read, never a wrong answer. The index goes last and CONCURRENTLY, which waits for the queries using
+    it instead of stopping every query on customers, so older processes still running search with it
+    until then.
+    """
+    last = 0
+    batches = 0
+    while (batch_end := await conn.fetchval(_SEARCH_TERMS_BACKFILL, last, _SEARCH_TERMS_BATCH)) is not None:
+        last = batch_end
+        batches += 1
+    await conn.execute("DROP INDEX CONCURRENTLY IF EXISTS customers_search_vector")
+    log.info("wrote customer search terms", extra={"batches": batches})
+
+
+# Steps run in the transaction that applies schema.sql.
 STEPS: dict[int, Step] = {
     1: _v1_initial,
     2: _v2_encrypt_ssn,
     3: _v3_seal_idempotency_answers,
 }
-SCHEMA_VERSION = max(STEPS)
+# Steps too long to hold schema.sql's locks through (they would stop writes to a table): run after
+# that transaction commits, each managing its own short transactions, before the version is recorded,
+# so a process that stops in one runs it again at the next start. Each must be safe to run again.
+ONLINE_STEPS: dict[int, Step] = {
+    4: _v4_search_terms,
+}
+SCHEMA_VERSION = max(STEPS.keys() | ONLINE_STEPS.keys())
 
 
 def schema_path() -> Path:
@@ -145,17 +184,30 @@ async def migrate(conn: asyncpg.Connection, cipher: DataCipher) -> int:
                 raise RuntimeError(
                     f"database schema version {current} is newer than this build ({SCHEMA_VERSION})"
                 )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                log.info("applying schema step %d", version)
-                await STEPS[version](conn, cipher)
-            await conn.execute(
-                """INSERT INTO schema_version (version, schema_sha256) VALUES ($1, $2)
-                   ON CONFLICT (singleton) DO UPDATE SET version = $1, schema_sha256 = $2, applied_at = now()""",
-                SCHEMA_VERSION, digest,
-            )
+            pending = range(current + 1, SCHEMA_VERSION + 1)
+            for version in pending:
+                if version in STEPS:
+                    log.info("applying schema step %d", version)
+                    await STEPS[version](conn, cipher)
+            online = [version for version in pending if version in ONLINE_STEPS]
+            if not online:
+                await _record_version(conn, digest)
+        if online:
+            for version in online:
+                log.info("applying online schema step %d", version)
+                await ONLINE_STEPS[version](conn, cipher)
+            await _record_version(conn, digest)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
     return SCHEMA_VERSION
+
+
+async def _record_version(conn: asyncpg.Connection, digest: str) -> None:
+    await conn.execute(
+        """INSERT INTO schema_version (version, schema_sha256) VALUES ($1, $2)
+           ON CONFLICT (singleton) DO UPDATE SET version = $1, schema_sha256 = $2, applied_at = now()""",
+        SCHEMA_VERSION, digest,
+    )
 
 
 async def _is_current(conn: asyncpg.Connection, digest: str) -> bool:

@@ -348,12 +348,37 @@ async def analyzed(api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool) -> 
                                               api.org_id)]
 
 
-async def test_search_is_answered_by_the_gin_index(api: ApiClient, pool: asyncpg.Pool,
-                                                   analyzed: list[int]) -> None:
-    plan = await plan_of(pool, api.org_id, limit=12, search=["last1049"])
-    assert "customers_search_vector" in plan, plan
-    plan = await plan_of(pool, api.org_id, limit=12, search=["first10", "last10"])
-    assert "customers_search_vector" in plan, plan
+async def test_search_walks_one_terms_rows_from_the_cursor(api: ApiClient, pool: asyncpg.Pool,
+                                                           analyzed: list[int]) -> None:
+    """A search reads customer_search_terms' primary key for one term, from the cursor on (test_bounded_reads
+    counts what that costs); the longest word leads, the others are checked on the customer."""
+    for search, after in ((["last1049"], None), (["first10", "last10"], analyzed[5])):
+        plan = await plan_of(pool, api.org_id, limit=12, search=search, after=after)
+        conditions = [line for line in plan.splitlines() if "customer_search_terms_pkey" in line]
+        assert conditions, plan
+        index_cond = plan.split(conditions[0])[1].splitlines()[1]
+        assert "term = " in index_cond and "customer_row_id >" in index_cond, plan
+        assert "customers_search_vector" not in plan, plan
+
+
+async def test_search_checks_words_longer_than_the_stored_start(api: ApiClient) -> None:
+    """Terms keep a word's first 32 characters: a longer search word is matched whole on search_vector."""
+    long_name = "Wolfeschlegelsteinhausenbergerdorffwelchevoralternwarengewissenhaft"
+    for customer_id, name_last in (("long", long_name), ("longer", long_name + "s"), ("other", long_name[:40] + "x")):
+        response = await api.http.post("/customers", json=minimal_customer(
+            customer_id=customer_id, name_last=name_last, email=f"{customer_id}@example.org"))
+        assert response.status_code == 200, response.text
+    assert ids_of(await listing(api, search_parameters=long_name[:32])) == ["long", "longer", "other"]
+    assert ids_of(await listing(api, search_parameters=long_name[:45])) == ["long", "longer"]
+    assert ids_of(await listing(api, search_parameters=long_name + "s")) == ["longer"]
+    assert ids_of(await listing(api, search_parameters=long_name[:40] + "y")) == []
+
+
+async def test_search_words_are_read_as_the_names_were(api: ApiClient, people: dict[str, str]) -> None:
+    """The term searched is the word as PostgreSQL's text search makes it, as the stored names were made:
+    a character the parser drops (½) is dropped from the search too, and a word of none finds nobody."""
+    assert ids_of(await listing(api, search_parameters="tre½")) == ["0x1234", "trevor"]
+    assert ids_of(await listing(api, search_parameters="½")) == []
 
 
 async def test_keyset_paging_reads_from_the_cursor_never_a_scan(api: ApiClient, pool: asyncpg.Pool,

@@ -207,7 +207,7 @@ async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyn
         # The check sees clear answers where they are (else its clean result below would prove nothing).
         assert await clear_text_in_files(conn, spellings(ssn), table) != []
 
-        assert await migrate(conn, cipher) == SCHEMA_VERSION == 3
+        assert await migrate(conn, cipher) == SCHEMA_VERSION >= 3
 
         columns = {row["column_name"]: row["is_nullable"] for row in await conn.fetch(
             "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'idempotency_keys'")}

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.store.keyset import each_key
+
 CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error"""
 NOTIFY_CHANNEL = "canopy_card_outbox"
 
@@ -28,7 +30,8 @@ async def insert_pending(conn: asyncpg.Connection, org_id: int, link_id: int, *,
 
 async def of_links(conn: asyncpg.Connection | asyncpg.Pool, link_ids: Sequence[int]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = ANY($1::bigint[]) ORDER BY id", list(link_ids)
+        each_key("$1::bigint[]", f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = wanted.key", "matched.id"),
+        list(link_ids),
     )
 
 

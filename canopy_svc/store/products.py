@@ -36,6 +36,6 @@ async def fetch(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, product_id
 
 async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
                after: int | None, before: int | None) -> list[asyncpg.Record]:
-    args: list[Any] = [org_id]
-    bound, tail = page_bounds("id", args, limit=limit, after=after, before=before)
-    return await conn.fetch(f"SELECT {COLUMNS} FROM products WHERE org_id = $1 AND {bound} {tail}", *args)
+    args: list[Any] = []
+    bound, tail = page_bounds("org_id", "id", args, group_value=org_id, limit=limit, after=after, before=before)
+    return await conn.fetch(f"SELECT {COLUMNS} FROM products WHERE {bound} {tail}", *args)
