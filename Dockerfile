@@ -23,16 +23,16 @@ RUN groupadd --system --gid 10001 canopy \
 WORKDIR /app
 
 # README.md is pyproject's `readme`: the build fails without it.
-COPY pyproject.toml README.md schema.sql ./
+COPY pyproject.toml README.md ./
 COPY canopy_svc ./canopy_svc
 
-# Editable on purpose: canopy_svc/migrations.py:schema_path() looks for schema.sql next to the
-# package directory (/app/schema.sql beside /app/canopy_svc). A plain `pip install .` would copy the
-# package into site-packages, where no schema.sql sits beside it, and every start would fail.
-# `-e` leaves the code at /app/canopy_svc; no dev extras. Files stay root-owned (read-only to the
-# app user); the bytecode is compiled now because that user cannot write __pycache__ at run time.
-RUN pip install --no-cache-dir -e . \
-    && python -m compileall -q /app/canopy_svc
+# A plain install into site-packages: schema.sql and the docs page ship inside the package (its
+# package-data), so nothing is read from /app at run time and /app can go. No dev extras; files stay
+# root-owned (read-only to the app user), and pip compiles the bytecode now because that user cannot
+# write __pycache__ at run time.
+RUN pip install --no-cache-dir --compile . \
+    && rm -rf /app/canopy_svc /app/build
+WORKDIR /var/lib/canopy-svc
 
 USER canopy
 

@@ -1843,7 +1843,7 @@ def main() -> int:
             f" {', '.join(h['command'][:60] for h in before['busy_processes'][:3])}); the figures will show it")
     tmp = Path(tempfile.mkdtemp(prefix="canopy-bench-"))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
-    from canopy_svc.embedded import EmbeddedPostgres
+    from canopy_svc.core.embedded import EmbeddedPostgres
 
     postgres = EmbeddedPostgres(tmp / "pgdata")
     try:

@@ -16,15 +16,14 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc import secret_files
 from canopy_svc.api import examples
-from canopy_svc.config import Settings, variable
-from canopy_svc.crypto import DataCipher, DataKeyError
-from canopy_svc.db import migrate_database
-from canopy_svc.migrations import migrate
+from canopy_svc.core import secret_files
+from canopy_svc.core.crypto import DataCipher, DataKeyError
+from canopy_svc.core.settings import Settings, variable
 from canopy_svc.rules import clients
 from canopy_svc.store import organizations
 from canopy_svc.store.data_key import DataKeyMismatch
+from canopy_svc.store.migrations import migrate, migrate_database
 
 DEV_ORG = "dev"
 # Flags that are settings (dest = Settings field): given, they win over the environment.
@@ -56,7 +55,7 @@ def database(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    from canopy_svc.embedded import EmbeddedPostgres
+    from canopy_svc.core.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(settings.data_dir, supervise=True)
     uri = server.start()
@@ -220,8 +219,8 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from canopy_svc.http_protocol import LimitedHttpToolsProtocol  # reads its limits: a bad one stops here
-    from canopy_svc.logs import configure_logging
+    from canopy_svc.core.http_protocol import LimitedHttpToolsProtocol  # reads its limits: a bad one stops here
+    from canopy_svc.core.logs import configure_logging
 
     # Read here, once: a bad CANOPY_SVC_* setting stops serve here, not every worker in a loop, and
     # the data folder's secrets are made before any worker reads them. Several workers share their

@@ -20,12 +20,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from canopy_svc.api import examples
 from canopy_svc.api.app import create_app
-from canopy_svc.config import Settings
-from canopy_svc.crypto import DataCipher
-from canopy_svc.db import create_pool, migrate_database
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.db import create_pool
+from canopy_svc.core.settings import Settings
 from canopy_svc.rules.ids import new_client_id, new_client_secret
 from canopy_svc.rules.passwords import hash_secret
 from canopy_svc.store import organizations
+from canopy_svc.store.migrations import migrate_database
 
 TEST_JWT_SECRET = "test-jwt-secret-with-enough-length-0123456789"
 TEST_DATA_KEY = bytes(range(32))
@@ -39,7 +40,7 @@ def database_url() -> Iterator[str]:
     if external:
         yield external
         return
-    from canopy_svc.embedded import EmbeddedPostgres
+    from canopy_svc.core.embedded import EmbeddedPostgres
 
     data_dir = Path(tempfile.mkdtemp(prefix="canopy-test-"))
     server = EmbeddedPostgres(data_dir)

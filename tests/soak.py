@@ -247,11 +247,11 @@ async def _make_client(dsn: str) -> tuple[str, str]:
     import asyncpg
     from conftest import TEST_DATA_KEY
 
-    from canopy_svc.crypto import DataCipher
-    from canopy_svc.db import migrate_database
+    from canopy_svc.core.crypto import DataCipher
     from canopy_svc.rules.ids import new_client_id, new_client_secret
     from canopy_svc.rules.passwords import hash_secret
     from canopy_svc.store import api_clients, organizations
+    from canopy_svc.store.migrations import migrate_database
 
     await migrate_database(dsn, DataCipher(TEST_DATA_KEY))
     conn = await asyncpg.connect(dsn)
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from processes import ServerProcess
 
-    from canopy_svc.embedded import EmbeddedPostgres
+    from canopy_svc.core.embedded import EmbeddedPostgres
 
     workdir = Path(tempfile.mkdtemp(prefix="canopy-soak-"))
     postgres = None if args.database_url else EmbeddedPostgres(workdir / "postgres")

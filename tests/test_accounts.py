@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import ApiClient, assert_error, assert_invalid, minimal_customer
 
-from canopy_svc.card_worker import CardWorker
+from canopy_svc.workers.cards import CardWorker
 
 PRODUCT_TYPES = [
     "REVOLVING", "INSTALLMENT", "MIXED_RATE_INSTALLMENT", "DEFERRED_INSTALLMENT",

@@ -16,7 +16,7 @@ import pytest
 from conftest import TEST_JWT_SECRET, ApiClient, make_client, minimal_customer
 from jose import jwt
 
-from canopy_svc.errors import Unauthorized
+from canopy_svc.wire.errors import Unauthorized
 
 ISSUER = "canopy-svc"
 AUDIENCE = "canopy-svc-api"

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from conftest import served
 
-from canopy_svc import maintenance
 from canopy_svc.api.app import create_app
 from canopy_svc.api.responses import error_for
-from canopy_svc.config import Settings
-from canopy_svc.db import UNAVAILABLE_ERRORS
+from canopy_svc.core import supervision
+from canopy_svc.core.db import UNAVAILABLE_ERRORS
+from canopy_svc.core.settings import Settings
 from canopy_svc.store import cards, idempotency
 
 BOUND_SECONDS = 60.0  # generous: a busy machine
@@ -73,7 +73,7 @@ async def test_a_failing_background_task_is_logged_once_restarted_and_reported_b
         task: str, module: Any, function: str) -> None:
     switch = Switch(getattr(module, function))
     monkeypatch.setattr(module, function, switch)
-    caplog.set_level(logging.INFO, logger="canopy_svc.maintenance")
+    caplog.set_level(logging.INFO, logger="canopy_svc.core.supervision")
     app = create_app(dataclasses.replace(settings, card_worker=True), pool=pool)
     async with served(app) as running, httpx.AsyncClient(
             transport=httpx.ASGITransport(app=running), base_url="http://testserver") as http:
@@ -99,7 +99,8 @@ async def test_a_failing_background_task_is_logged_once_restarted_and_reported_b
             return answer.status_code == 200 and answer.json() == {"status": "ready"}
         await wait_for(ready, "/readyz 200 once the task runs again")
 
-    mine = [r for r in caplog.records if r.name == "canopy_svc.maintenance" and getattr(r, "task", None) == task]
+    mine = [r for r in caplog.records
+            if r.name == "canopy_svc.core.supervision" and getattr(r, "task", None) == task]
     with_stack = [r for r in mine if getattr(r, "stack", None)]
     assert len(with_stack) == 1, [r.getMessage() for r in mine]  # once, however often it failed
     first = with_stack[0]
@@ -117,4 +118,4 @@ async def test_internal_client_error_is_unavailable_not_a_server_error() -> None
     error = asyncpg.exceptions.InternalClientError("cannot perform operation: connection is closed")
     assert isinstance(error, UNAVAILABLE_ERRORS)
     assert error_for(error).status == 503
-    assert isinstance(error, maintenance.RETRIED_ERRORS)  # and the background loops retry it next round
+    assert isinstance(error, supervision.RETRIED_ERRORS)  # and the background loops retry it next round

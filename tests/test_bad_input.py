@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from canopy_svc.api.app import ENDPOINTS
-from canopy_svc.rules import models
 from canopy_svc.rules.ratelimit import MemoryRateLimiter
 from canopy_svc.store import api_clients
+from canopy_svc.wire import models
 
 Path = tuple[str | int, ...]
 PLACEHOLDER = "\x01bad-value\x01"  # json.dumps writes it as one known string, replaced by raw JSON text

@@ -27,14 +27,14 @@ import asyncpg
 import pytest
 from conftest import TEST_DATA_KEY, ApiClient, make_client
 
-from canopy_svc.crypto import DataCipher
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.rules import accounts as account_rules
 from canopy_svc.rules import customer_accounts as customer_account_rules
 from canopy_svc.rules import customers as customer_rules
 from canopy_svc.rules import products as product_rules
 from canopy_svc.rules.cursors import CursorCodec
-from canopy_svc.rules.models import Customer
 from canopy_svc.rules.paging import PageRequest
+from canopy_svc.wire.models import Customer
 
 TABLES = ["customers", "customer_search_terms", "products", "accounts", "customer_account_links", "cards"]
 PLAN_MODES = ["force_custom_plan", "force_generic_plan"]

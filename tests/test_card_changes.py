@@ -15,7 +15,7 @@ from fake_lithic import FakeLithic
 from test_card_worker import account, fake_lithic, linked_customer, make_worker, use_lithic
 
 from canopy_svc.rules import cards as card_rules
-from canopy_svc.rules.models import CardUpdate
+from canopy_svc.wire.models import CardUpdate
 
 __all__ = ["fake_lithic"]  # the fixture, imported so pytest finds it here
 

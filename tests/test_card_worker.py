@@ -15,11 +15,11 @@ from conftest import TEST_DATA_KEY, TEST_LITHIC_HOSTS, ApiClient, assert_invalid
 from fake_lithic import FakeLithic
 from processes import ServerProcess, poll, token_for
 
-from canopy_svc.card_worker import CardWorker, RetryPolicy
-from canopy_svc.crypto import DataCipher
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
+from canopy_svc.workers.cards import CardWorker, RetryPolicy
 
 fake_lithic = fake_lithic_module.fake_lithic
 LITHIC_KEY = "test-key"  # what the fake_lithic fixture expects

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from conftest import ApiClient, assert_error, minimal_customer
 
-from canopy_svc.errors import Conflict
 from canopy_svc.store.conflicts import UNIQUE_CONFLICTS, conflict_for
+from canopy_svc.wire.errors import Conflict
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "canopy_svc" / "store"

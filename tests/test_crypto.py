@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from canopy_svc import crypto
-from canopy_svc.config import DATA_KEY_ENV, load_data_key
-from canopy_svc.crypto import DataCipher, DataKeyError, DecryptionError, mask
-from canopy_svc.secret_files import DATA_KEY_FILE
+from canopy_svc.core import crypto
+from canopy_svc.core.crypto import DataCipher, DataKeyError, DecryptionError, mask
+from canopy_svc.core.secret_files import DATA_KEY_FILE
+from canopy_svc.core.settings import DATA_KEY_ENV, load_data_key
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

@@ -15,8 +15,7 @@ import msgspec
 import pytest
 from conftest import TEST_DATA_KEY
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.rules import models
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.store import customers as store
 from canopy_svc.store.customer_columns import (
     INTERNAL_COLUMNS,
@@ -27,6 +26,7 @@ from canopy_svc.store.customer_columns import (
     Flattened,
     derive,
 )
+from canopy_svc.wire import models
 
 CIPHER = DataCipher(TEST_DATA_KEY)
 # What a request may send that is no field of the customer, and the answer's fields the database sets.

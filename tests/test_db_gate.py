@@ -1,4 +1,4 @@
-"""The database gate (canopy_svc/db.py): closed, it fails every database call at once and cuts the
+"""The database gate (canopy_svc/core/db.py): closed, it fails every database call at once and cuts the
 queries in flight; its probe closes it when the server is unreachable and opens it when it answers.
 The frozen-server case end to end is tests/test_resilience.py::test_postgres_hung_answers_503_quickly."""
 
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from canopy_svc.db import UNAVAILABLE_ERRORS, DatabaseGate, DatabaseUnavailable, create_pool
+from canopy_svc.core.db import UNAVAILABLE_ERRORS, DatabaseGate, DatabaseUnavailable, create_pool
 
 UNREACHABLE_DSN = "postgresql://nobody@127.0.0.1:1/none"  # port 1: refused at once
 

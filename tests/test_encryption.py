@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from conftest import TEST_DATA_KEY, ApiClient, minimal_customer, seed_customer
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.migrations import SCHEMA_VERSION
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.store.migrations import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -1,4 +1,4 @@
-"""The pool hands connections out first come, first served (canopy_svc/db.py FairPool): a request
+"""The pool hands connections out first come, first served (canopy_svc/core/db.py FairPool): a request
 arriving just as a connection is freed must not overtake the ones already waiting, or a few of them
 starve and the tail latency grows under load."""
 
@@ -10,8 +10,8 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from canopy_svc.db import _keep_session as keep_session
-from canopy_svc.db import create_pool
+from canopy_svc.core.db import _keep_session as keep_session
+from canopy_svc.core.db import create_pool
 
 
 async def serving_order(pool: asyncpg.Pool) -> list[str]:

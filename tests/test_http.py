@@ -15,8 +15,8 @@ import pytest
 from conftest import ApiClient, make_client, minimal_customer, seed_customer
 
 from canopy_svc.api.app import create_app
-from canopy_svc.config import Settings
-from canopy_svc.logs import JsonFormatter
+from canopy_svc.core.logs import JsonFormatter
+from canopy_svc.core.settings import Settings
 
 MIB = 1024 * 1024
 JSON = {"Content-Type": "application/json"}
@@ -316,8 +316,7 @@ async def test_openapi_document(openapi_document: dict[str, Any]) -> None:
 
 async def test_openapi_patterns_match_what_is_enforced(openapi_document: dict[str, Any]) -> None:
     """The document is built from the validating types: its patterns are the enforced ones."""
-    from canopy_svc.rules import fields
-
+    from canopy_svc.wire import fields
     customer_create = openapi_document["components"]["schemas"]["CustomerCreate"]
     ssn = customer_create["properties"]["ssn"]
     patterns = [s.get("pattern") for s in ssn.get("anyOf", [ssn])]
@@ -342,7 +341,6 @@ async def test_openapi_listing_states_the_paging_rules(openapi_document: dict[st
     import jsonschema
 
     from canopy_svc.rules import paging
-
     for path in LISTINGS:
         query = listing_query(openapi_document, path)
         assert {"limit", "starting_after", "ending_before"} <= set(query["properties"])
@@ -424,8 +422,8 @@ def test_openapi_base_url_is_the_servers_rule() -> None:
 
 def server_refuses(body: dict[str, Any]) -> bool:
     """Whether POST /customers' parse (shape and meaning) refuses the body."""
-    from canopy_svc.errors import InvalidInput
     from canopy_svc.rules.customers import parse_create
+    from canopy_svc.wire.errors import InvalidInput
 
     try:
         parse_create(json.dumps(body).encode())
@@ -443,7 +441,6 @@ def test_openapi_phone_pattern_is_phonenumbers_possible_lengths() -> None:
     from canopy_svc.api import openapi
     from canopy_svc.api.app import ENDPOINTS
     from canopy_svc.rules import validation
-
     schema = openapi.build_document(ENDPOINTS)["components"]["schemas"]["CustomerCreate"]
     pattern = re.compile(schema["properties"]["phone_number"]["pattern"])
     possible = 0
@@ -629,5 +626,5 @@ async def test_a_client_gone_mid_body_gets_no_answer_and_logs_499(app: Any, api:
     assert sent == []
     (line,) = access_lines(caplog)
     assert (line["path"], line["status"], line["client_id"]) == ("/customers", 499, api.client_id)
-    assert not [r for r in caplog.records if r.name == "canopy_svc.errors"]
+    assert not [r for r in caplog.records if r.name == "canopy_svc.wire.errors"]
     assert await pool.fetchval("SELECT count(*) FROM customers") == 0

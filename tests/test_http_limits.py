@@ -1,4 +1,4 @@
-"""`canopy-svc serve` against hostile clients on raw sockets (canopy_svc/http_protocol.py): huge headers
+"""`canopy-svc serve` against hostile clients on raw sockets (canopy_svc/core/http_protocol.py): huge headers
 get 431 at once, slow headers and bodies are cut off, connections over the cap are refused, and a normal
 client keeps getting quick answers meanwhile."""
 

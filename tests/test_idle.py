@@ -26,8 +26,8 @@ import pytest
 from conftest import ApiClient, minimal_customer
 
 from canopy_svc.api.app import create_app
-from canopy_svc.config import Settings
-from canopy_svc.embedded import EmbeddedPostgres
+from canopy_svc.core.embedded import EmbeddedPostgres
+from canopy_svc.core.settings import Settings
 from canopy_svc.store import cards as card_store
 
 IDLE_WINDOW_SECONDS = 2.5

@@ -26,14 +26,14 @@ from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, ApiClient, assert_invalid, 
 from fake_lithic import FakeLithic
 from test_encryption import TEST_KEY_TEXT
 
-from canopy_svc.card_worker import CardWorker, RetryPolicy
-from canopy_svc.config import Settings
-from canopy_svc.crypto import DataCipher
-from canopy_svc.egress import DestinationRefused, GuardedBackend, GuardedTransport, is_public_address
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected
+from canopy_svc.issuers.egress import DestinationRefused, GuardedBackend, GuardedTransport, is_public_address
 from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
+from canopy_svc.workers.cards import CardWorker, RetryPolicy
 
 fake_lithic = fake_lithic_module.fake_lithic
 KEY = "test-key"

@@ -1,4 +1,4 @@
-"""The JSON log line's timestamp, now that its second is formatted once a second (canopy_svc/logs.py)."""
+"""The JSON log line's timestamp, now that its second is formatted once a second (canopy_svc/core/logs.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import logging
 import time
 
-from canopy_svc.logs import JsonFormatter
+from canopy_svc.core.logs import JsonFormatter
 
 
 def line_at(formatter: JsonFormatter, created: float) -> dict[str, object]:

@@ -11,10 +11,9 @@ import pytest
 from conftest import TEST_DATA_KEY
 from test_encryption import FIXTURES, SLOW_DDL_SECONDS, schema_of, with_database
 
-from canopy_svc import migrations
-from canopy_svc.crypto import DataCipher
-from canopy_svc.migrations import SCHEMA_VERSION, migrate
-from canopy_svc.store import customers
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.store import customers, migrations
+from canopy_svc.store.migrations import SCHEMA_VERSION, migrate
 
 # Every table the service writes to; ROW EXCLUSIVE is the lock each INSERT/UPDATE/DELETE holds.
 LIVE_TABLES = ("organizations", "api_clients", "customers", "products", "accounts", "customer_account_links",

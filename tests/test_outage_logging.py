@@ -21,9 +21,9 @@ from processes import scratch_dir
 from test_resilience import CrashablePostgres
 
 from canopy_svc.api.app import create_app
-from canopy_svc.config import Settings
-from canopy_svc.crypto import DataCipher
-from canopy_svc.db import migrate_database
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.settings import Settings
+from canopy_svc.store.migrations import migrate_database
 
 BOUND_SECONDS = 60.0
 REQUESTS_DURING = 300
@@ -100,4 +100,4 @@ async def test_an_outage_logs_its_two_transitions_and_no_stack_per_request(
     during = records[caplog_at_close:]
     access = [r for r in during if r.name == "canopy_svc.access" and r.status == 503]  # type: ignore[attr-defined]
     assert len(access) >= REQUESTS_DURING
-    assert [r for r in during if r.name == "canopy_svc.errors"] == []
+    assert [r for r in during if r.name == "canopy_svc.wire.errors"] == []

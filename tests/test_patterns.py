@@ -1,4 +1,4 @@
-"""canopy_svc/rules/patterns.py: the regexes that state, in the OpenAPI document, number ranges inside
+"""canopy_svc/wire/patterns.py: the regexes that state, in the OpenAPI document, number ranges inside
 dates. Each is held to the rule it spells over the whole class (every range, every day near its ends,
 every spelling msgspec reads), with no clock: a day is always given."""
 
@@ -12,10 +12,10 @@ import re
 import msgspec
 import pytest
 
-from canopy_svc.errors import InvalidInput
-from canopy_svc.rules import patterns
 from canopy_svc.rules.accounts import parse_account
-from canopy_svc.rules.models import EFFECTIVE_YEARS
+from canopy_svc.wire import patterns
+from canopy_svc.wire.errors import InvalidInput
+from canopy_svc.wire.models import EFFECTIVE_YEARS
 
 ONE_DAY = datetime.timedelta(days=1)
 

@@ -17,10 +17,10 @@ import pytest
 from conftest import TEST_DATA_KEY, ApiClient, assert_error, minimal_customer, seed_customer
 from test_encryption import schema_of, with_database
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.logs import JsonFormatter
-from canopy_svc.migrations import SCHEMA_VERSION, migrate
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.logs import JsonFormatter
 from canopy_svc.store import idempotency
+from canopy_svc.store.migrations import SCHEMA_VERSION, migrate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -1,4 +1,4 @@
-"""Pins what canopy_svc.errors exports: every layer raises these, so a rename or a changed status/code is
+"""Pins what canopy_svc.wire.errors exports: every layer raises these, so a rename or a changed status/code is
 a contract change and must be made here on purpose."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import msgspec
 import pytest
 
-from canopy_svc import errors
+from canopy_svc.wire import errors
 
 EXPORTED = {
     "ApiError", "BadRequest", "Unauthorized", "NotAuthorized", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
@@ -40,7 +40,7 @@ ERRORS = [
 
 
 def public_names() -> set[str]:
-    """Names defined by canopy_svc.errors itself (not imported into it), without a leading underscore."""
+    """Names defined by canopy_svc.wire.errors itself (not imported into it), without a leading underscore."""
     names = set()
     for name, value in vars(errors).items():
         if name.startswith("_"):

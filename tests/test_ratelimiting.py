@@ -27,8 +27,8 @@ from processes import ServerProcess, poll, token_for
 from canopy_svc import cli
 from canopy_svc.api.app import create_app
 from canopy_svc.api.routes import auth as auth_routes
-from canopy_svc.config import Settings
-from canopy_svc.db import create_pool
+from canopy_svc.core.db import create_pool
+from canopy_svc.core.settings import Settings
 from canopy_svc.rules.ratelimit import Decision, LeasingRateLimiter, MemoryRateLimiter, PostgresRateLimiter
 from canopy_svc.store import api_clients
 

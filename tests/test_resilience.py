@@ -31,10 +31,10 @@ from conftest import TEST_DATA_KEY, make_client, minimal_customer, seed_customer
 from processes import ServerProcess
 from soak import SoakConfig, fetch_token, run_soak
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.db import migrate_database
-from canopy_svc.embedded import EmbeddedPostgres
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.embedded import EmbeddedPostgres
 from canopy_svc.store import api_clients, organizations
+from canopy_svc.store.migrations import migrate_database
 
 # An answer during the outage must come at least this fast (the pool's connect timeout is 5 s).
 OUTAGE_ANSWER_SECONDS = 6.0

@@ -1,4 +1,4 @@
-"""A response leaves the worker in one write (canopy_svc/http_protocol.py, issue 9 item 5): uvicorn writes
+"""A response leaves the worker in one write (canopy_svc/core/http_protocol.py, issue 9 item 5): uvicorn writes
 the head and the body apart, which cost a second system call and TCP segment per answer. Driven
 in-process on a transport that records each write, so what is counted is exactly what the socket gets."""
 
@@ -10,7 +10,7 @@ from typing import Any
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from canopy_svc.http_protocol import LimitedHttpToolsProtocol
+from canopy_svc.core.http_protocol import LimitedHttpToolsProtocol
 
 BOUND_SECONDS = 10.0
 

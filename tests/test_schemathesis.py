@@ -39,7 +39,7 @@ from schemathesis.python import asgi as schemathesis_asgi
 
 from canopy_svc.api import openapi
 from canopy_svc.api.app import ENDPOINTS, CanopyApp, create_app
-from canopy_svc.config import Settings
+from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.simulator import CardSimulator
 from canopy_svc.store import api_clients
 

@@ -1,4 +1,4 @@
-"""Settings (canopy_svc/config.py): the one reader of the environment, each variable declared once."""
+"""Settings (canopy_svc/core/settings.py): the one reader of the environment, each variable declared once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from canopy_svc import cli
-from canopy_svc.config import HttpLimits, Settings, variable
+from canopy_svc.core.settings import HttpLimits, Settings, variable
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "canopy_svc"
@@ -19,7 +19,7 @@ SECRETS = {"CANOPY_SVC_JWT_SECRET": "s" * 40, "CANOPY_SVC_DATA_KEY": "A" * 43}
 # Uses of the process environment outside config.py, per module, with why they are not settings.
 ENVIRONMENT_USES = {
     # setdefault("XDG_RUNTIME_DIR", ...): the runtime dir pgserver's child processes inherit.
-    "canopy_svc/embedded.py": 1,
+    "canopy_svc/core/embedded.py": 1,
 }
 _ENVIRONMENT_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
@@ -43,7 +43,7 @@ def test_only_config_reads_the_environment() -> None:
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         name = path.relative_to(ROOT).as_posix()
-        if name != "canopy_svc/config.py" and (uses := environment_uses(path.read_text())):
+        if name != "canopy_svc/core/settings.py" and (uses := environment_uses(path.read_text())):
             found[name] = uses
     assert found == ENVIRONMENT_USES
 

@@ -16,10 +16,11 @@ import msgspec
 import pytest
 from conftest import minimal_customer, seed_customer
 
-from canopy_svc.errors import BadRequest, InvalidInput
-from canopy_svc.rules import fields, validation
-from canopy_svc.rules.models import CustomerCreate, CustomerUpdate
+from canopy_svc.rules import validation
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
+from canopy_svc.wire import fields
+from canopy_svc.wire.errors import BadRequest, InvalidInput
+from canopy_svc.wire.models import CustomerCreate, CustomerUpdate
 
 CREATE = BodyDecoder(CustomerCreate)
 UPDATE = BodyDecoder(CustomerUpdate)
@@ -891,7 +892,7 @@ def test_nul_in_any_field_is_a_pattern_problem(field: str) -> None:
 
 def test_nul_where_the_field_has_no_pattern_of_its_own() -> None:
     """TokenRequest's fields and product_long_description had no NUL rule: the walk has one for all."""
-    from canopy_svc.rules.models import ProductCreate, TokenRequest
+    from canopy_svc.wire.models import ProductCreate, TokenRequest
 
     with pytest.raises(InvalidInput) as refused:
         BodyDecoder(TokenRequest).decode(b'{"client_id": "cli_\\u0000", "client_secret": "s"}')

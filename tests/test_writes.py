@@ -14,8 +14,8 @@ import pytest
 from conftest import ApiClient, make_client, minimal_customer
 
 from canopy_svc.api.app import create_app
-from canopy_svc.config import Settings
-from canopy_svc.db import create_pool
+from canopy_svc.core.db import create_pool
+from canopy_svc.core.settings import Settings
 
 BOUND_SECONDS = 30.0  # a bound on waiting, not a measure: on a busy machine everything is slow
 

@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from canopy_svc import maintenance
 from canopy_svc.api import openapi, routing
 from canopy_svc.api.authentication import AuthenticationMiddleware
 from canopy_svc.api.context import RequestContextMiddleware
@@ -26,11 +25,10 @@ from canopy_svc.api.ratelimiting import RateLimiting, RateLimitMiddleware
 from canopy_svc.api.responses import error_response
 from canopy_svc.api.routes import accounts, auth, cards, customers, health, organization, products
 from canopy_svc.api.state import LifespanState, Resources, State
-from canopy_svc.card_worker import CardWorker, RetryPolicy
-from canopy_svc.config import Settings
-from canopy_svc.crypto import DataCipher
-from canopy_svc.db import DatabaseGate, create_pool, migrate_database, when_available
-from canopy_svc.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from canopy_svc.core import supervision
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.db import DatabaseGate, create_pool, when_available
+from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
@@ -39,6 +37,9 @@ from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.passwords import RecentSecrets
 from canopy_svc.rules.tokens import TokenAuthority
 from canopy_svc.store.data_key import ensure_key_check
+from canopy_svc.store.migrations import migrate_database
+from canopy_svc.wire.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from canopy_svc.workers.cards import CardWorker, RetryPolicy
 
 # Every endpoint /openapi.json documents, in its order; each resource module declares its own.
 ENDPOINTS: list[routing.Endpoint] = [
@@ -126,7 +127,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 await ensure_key_check(opened, cipher.key_check(), cipher.fingerprint())
             # Every background task supervised: restarted after any failure, and reported by /readyz
             # while down. Stopped before the pool closes (the exit stack runs this callback first).
-            background = maintenance.Supervisor()
+            background = supervision.Supervisor()
             stack.push_async_callback(background.aclose)
             if gate is not None:
                 background.start("database-gate", functools.partial(gate.watch, dsn))
@@ -135,10 +136,10 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                     base_seconds=settings.card_retry_base_seconds, lease_seconds=settings.card_lease_seconds))
                 background.start("card-worker", worker.run)
             background.start("idempotency-keys", functools.partial(
-                maintenance.run_every, 300, "idempotency-keys", functools.partial(idempotency.purge_expired, opened)))
+                supervision.run_every, 300, "idempotency-keys", functools.partial(idempotency.purge_expired, opened)))
             if rate_limiting.store == "postgres":
                 background.start("rate-limit-buckets", functools.partial(
-                    maintenance.run_every, settings.rate_limit_purge_seconds, "rate-limit-buckets",
+                    supervision.run_every, settings.rate_limit_purge_seconds, "rate-limit-buckets",
                     rate_limiting.postgres_store().purge_expired))
             yield {"canopy": State(resources, opened, rate_limiting, gate=gate, background=background)}
 
@@ -159,7 +160,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
 
 def create_served_app() -> Starlette:
     """The factory uvicorn calls in each worker process: JSON logs, settings from the environment."""
-    from canopy_svc.logs import configure_logging
+    from canopy_svc.core.logs import configure_logging
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)

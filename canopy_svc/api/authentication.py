@@ -8,8 +8,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from canopy_svc.api.responses import send_error
 from canopy_svc.api.routing import TokenScope, scope_for_method
-from canopy_svc.errors import ApiError, Unauthorized
 from canopy_svc.rules.tokens import TokenAuthority, require_scope
+from canopy_svc.wire.errors import ApiError, Unauthorized
 
 
 class AuthenticationMiddleware:

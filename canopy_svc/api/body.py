@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from canopy_svc.errors import PayloadTooLarge, UnsupportedMediaType
+from canopy_svc.wire.errors import PayloadTooLarge, UnsupportedMediaType
 
 MAX_BODY_BYTES = 1024 * 1024
 

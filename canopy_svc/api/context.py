@@ -15,11 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from canopy_svc.api.responses import error_for, send_error
 from canopy_svc.api.routing import keep_encoded_separators
-from canopy_svc.db import UNAVAILABLE_ERRORS, DatabaseUnavailable
-from canopy_svc.errors import Unavailable
+from canopy_svc.core.db import UNAVAILABLE_ERRORS, DatabaseUnavailable
+from canopy_svc.wire.errors import Unavailable
 
 access_log = logging.getLogger("canopy_svc.access")
-error_log = logging.getLogger("canopy_svc.errors")
+error_log = logging.getLogger("canopy_svc.wire.errors")
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -85,7 +85,7 @@ UNAVAILABLE_LOG_SECONDS = 10.0
 def _log_failure(scope: Scope, request_id: str, exc: Exception) -> None:
     if isinstance(exc, UNAVAILABLE_ERRORS):
         # The database not there is an outage, not this request's fault: the gate logs it once as it
-        # closes and once as it reopens (canopy_svc/db.py), and the requests it fails log their access
+        # closes and once as it reopens (canopy_svc/core/db.py), and the requests it fails log their access
         # line only. While the gate is still open (the moment before its probe notices, or no gate):
         # one line per error type every few seconds, with no stack (it shows only where the request was).
         shared = scope["state"].get("canopy")  # api/state.py

@@ -15,11 +15,11 @@ from starlette.responses import HTMLResponse, Response
 from canopy_svc import __version__
 from canopy_svc.api.examples import PATH_IDS
 from canopy_svc.api.routing import Endpoint
-from canopy_svc.errors import ErrorEnvelope
 from canopy_svc.issuers.hosts import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
 from canopy_svc.rules import paging
-from canopy_svc.rules.fields import NO_NUL
-from canopy_svc.rules.patterns import END, any_case, dates_from
+from canopy_svc.wire.errors import ErrorEnvelope
+from canopy_svc.wire.fields import NO_NUL
+from canopy_svc.wire.patterns import END, any_case, dates_from
 
 
 def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from canopy_svc.api.body import read_json_body
 from canopy_svc.api.requests import pool
 from canopy_svc.api.responses import JSONResponse, encode, error_response
 from canopy_svc.api.writes import Parse, idempotency_key, parsed, replayed
-from canopy_svc.errors import ApiError
 from canopy_svc.rules.idempotency import IN_PROGRESS, keepable
+from canopy_svc.wire.errors import ApiError
 
 Payload = TypeVar("Payload")
 Intent = TypeVar("Intent")

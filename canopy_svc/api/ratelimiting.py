@@ -8,7 +8,7 @@ The GCRA itself and its stores are in canopy_svc/rules/ratelimit.py. Here:
 - `RateLimiting`: the process's limiter, chosen by `CANOPY_SVC_RATE_LIMIT_STORE` (memory for one
   process, postgres when several workers or hosts share the database), always behind
   `FailOpenRateLimiter`. (The Postgres store's purge_expired() runs every
-  `CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS` from the app's lifespan, by canopy_svc/maintenance.py.)
+  `CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS` from the app's lifespan, by canopy_svc/core/supervision.py.)
 - `RateLimitMiddleware`: runs after authentication; every response to a request with a principal
   carries RateLimit-Limit/-Remaining/-Reset; over the limit is 429 `rate_limited` with Retry-After.
 """
@@ -26,8 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from canopy_svc.api.responses import error_for, send_error
 from canopy_svc.api.state import state_of
-from canopy_svc.config import Settings
-from canopy_svc.errors import RateLimited
+from canopy_svc.core.settings import Settings
 from canopy_svc.rules import clients
 from canopy_svc.rules.clients import DEFAULT_LIMITS, Limits
 from canopy_svc.rules.ratelimit import (
@@ -39,6 +38,7 @@ from canopy_svc.rules.ratelimit import (
     RateLimiter,
     headers_for,
 )
+from canopy_svc.wire.errors import RateLimited
 
 log = logging.getLogger("canopy_svc.ratelimit")
 

@@ -6,7 +6,7 @@ import asyncpg
 from starlette.requests import Request
 
 from canopy_svc.api.state import Resources, state_of
-from canopy_svc.crypto import DataCipher
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.tokens import Principal, TokenAuthority
 

@@ -8,8 +8,8 @@ import msgspec
 from starlette.responses import Response
 from starlette.types import Send
 
-from canopy_svc.db import UNAVAILABLE_ERRORS
-from canopy_svc.errors import ApiError, ServerError, Unavailable
+from canopy_svc.core.db import UNAVAILABLE_ERRORS
+from canopy_svc.wire.errors import ApiError, ServerError, Unavailable
 
 _encoder = msgspec.json.Encoder()
 

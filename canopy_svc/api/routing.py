@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from canopy_svc.errors import NotFound
+from canopy_svc.wire.errors import NotFound
 
 Handler = Callable[[Request], Awaitable[Response]]
 TokenScope = Literal["read", "write"]

@@ -16,12 +16,12 @@ if TYPE_CHECKING:
     import asyncpg
 
     from canopy_svc.api.ratelimiting import RateLimiting
-    from canopy_svc.config import Settings
-    from canopy_svc.crypto import DataCipher
-    from canopy_svc.db import DatabaseGate
+    from canopy_svc.core.crypto import DataCipher
+    from canopy_svc.core.db import DatabaseGate
+    from canopy_svc.core.settings import Settings
+    from canopy_svc.core.supervision import Supervisor
     from canopy_svc.issuers.gateway import CardGateway
     from canopy_svc.issuers.hosts import LithicHosts
-    from canopy_svc.maintenance import Supervisor
     from canopy_svc.rules.cursors import CursorCodec
     from canopy_svc.rules.passwords import RecentSecrets
     from canopy_svc.rules.tokens import TokenAuthority

@@ -18,8 +18,8 @@ from starlette.responses import Response
 from canopy_svc.api.body import read_json_body
 from canopy_svc.api.requests import cipher, pool, principal
 from canopy_svc.api.responses import JSONResponse, encode
-from canopy_svc.errors import ApiError
 from canopy_svc.rules.idempotency import Answer, IdempotencyKey, keepable
+from canopy_svc.wire.errors import ApiError
 
 Payload = TypeVar("Payload")
 Parse = Callable[[bytes], Payload]  # decodes and checks a body: raises ApiError (400, 422) to refuse it

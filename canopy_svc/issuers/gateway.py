@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from canopy_svc.crypto import DataCipher
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.issuers.card_issuer import CardIssuer
 from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL, LithicClient
 from canopy_svc.issuers.simulator import CardSimulator

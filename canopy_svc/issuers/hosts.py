@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 LITHIC_HOSTS = ("api.lithic.com", "sandbox.lithic.com")
-# Read by canopy_svc.config.Settings (lithic_allowed_hosts); named here for the messages of a bad entry.
+# Read by canopy_svc.core.settings.Settings (lithic_allowed_hosts); named here for the messages of a bad entry.
 ALLOWED_HOSTS_ENV = "CANOPY_SVC_LITHIC_ALLOWED_HOSTS"
 
 # A base_url in the narrowest form: scheme, host (a name, or an IPv6 literal in brackets), port, path. No

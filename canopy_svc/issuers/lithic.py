@@ -31,8 +31,8 @@ from typing import Any
 
 import httpx
 
-from canopy_svc.egress import DestinationRefused, GuardedTransport
 from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected, LithicRetryable
+from canopy_svc.issuers.egress import DestinationRefused, GuardedTransport
 from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
 
 log = logging.getLogger("canopy_svc.lithic")

@@ -8,13 +8,17 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.errors import InvalidInput, NotFound, detail
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.rules import cards, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
 from canopy_svc.rules.ids import base62_id
-from canopy_svc.rules.models import (
+from canopy_svc.rules.paging import PageRequest, keyset_page
+from canopy_svc.rules.validation import BodyDecoder, duplicate_problems
+from canopy_svc.store import accounts as account_store
+from canopy_svc.store import products as product_store
+from canopy_svc.wire.errors import InvalidInput, NotFound, detail
+from canopy_svc.wire.models import (
     EFFECTIVE_YEARS,
     Account,
     AccountCreate,
@@ -23,10 +27,6 @@ from canopy_svc.rules.models import (
     AccountOverview,
     AccountSummary,
 )
-from canopy_svc.rules.paging import PageRequest, keyset_page
-from canopy_svc.rules.validation import BodyDecoder, duplicate_problems
-from canopy_svc.store import accounts as account_store
-from canopy_svc.store import products as product_store
 
 ACCOUNT_DECODER = BodyDecoder(AccountCreate)
 

@@ -12,15 +12,15 @@ from typing import Any
 import asyncpg
 from msgspec import UNSET
 
-from canopy_svc.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
 from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import links
-from canopy_svc.rules.models import CardCreate, CardDetails, CardUpdate
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import organizations as organization_store
+from canopy_svc.wire.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
+from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
 
 CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import struct
 
-from canopy_svc.errors import BadRequest
+from canopy_svc.wire.errors import BadRequest
 
 _POSITION = struct.Struct(">q")
 _MAC_BYTES = 12

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncpg
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.errors import NotFound
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.rules import accounts, cards, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
-from canopy_svc.rules.models import AccountCore, AccountList, CustomerAccountLink, CustomerAccountLinkList
 from canopy_svc.rules.paging import PageRequest, keyset_page
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import customers as customer_store
+from canopy_svc.wire.errors import NotFound
+from canopy_svc.wire.models import AccountCore, AccountList, CustomerAccountLink, CustomerAccountLinkList
 
 
 async def list_customer_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,

@@ -7,23 +7,23 @@ import re
 import asyncpg
 import msgspec
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.db import atomic
-from canopy_svc.errors import BadRequest, InvalidInput, NotFound
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.db import atomic
 from canopy_svc.rules import duplicates, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import new_customer_id
-from canopy_svc.rules.models import (
+from canopy_svc.rules.paging import PageRequest, keyset_page
+from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
+from canopy_svc.store import customers as store
+from canopy_svc.store.customer_columns import STORAGE, Row
+from canopy_svc.wire.errors import BadRequest, InvalidInput, NotFound
+from canopy_svc.wire.models import (
     Customer,
     CustomerCreate,
     CustomerList,
     CustomerUpdate,
     DuplicateWarning,
 )
-from canopy_svc.rules.paging import PageRequest, keyset_page
-from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
-from canopy_svc.store import customers as store
-from canopy_svc.store.customer_columns import STORAGE, Row
 
 CREATE_DECODER = BodyDecoder(CustomerCreate)
 UPDATE_DECODER = BodyDecoder(CustomerUpdate)

@@ -11,9 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.errors import DuplicateCustomer
-from canopy_svc.rules.models import DuplicateWarning
 from canopy_svc.store import customers as store
+from canopy_svc.wire.errors import DuplicateCustomer
+from canopy_svc.wire.models import DuplicateWarning
 
 # The customer fields whose change calls for a new check.
 CHECKED_FIELDS = frozenset({"ssn", "email", "phone_number", "address_line_one", "address_zip", "address_country_code"})

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.errors import ApiError, BadRequest, IdempotencyInProgress, IdempotencyKeyReused
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.store import idempotency as store
+from canopy_svc.wire.errors import ApiError, BadRequest, IdempotencyInProgress, IdempotencyKeyReused
 
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")  # 1-255 printable ASCII characters
 

@@ -8,18 +8,18 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.errors import NotFound
 from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
-from canopy_svc.rules.models import (
+from canopy_svc.store import accounts as account_store
+from canopy_svc.store import cards as card_store
+from canopy_svc.store import customers as customer_store
+from canopy_svc.wire.errors import NotFound
+from canopy_svc.wire.models import (
     AccountAssignment,
     CardDetails,
     CustomerAssignment,
     IssuerProcessorConfig,
     LithicCardConfig,
 )
-from canopy_svc.store import accounts as account_store
-from canopy_svc.store import cards as card_store
-from canopy_svc.store import customers as customer_store
 
 # Lithic requires a card type; a link that names none gets a general-purpose card.
 DEFAULT_CARD_TYPE = "UNLOCKED"

@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncpg
 from msgspec import UNSET
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.errors import InvalidInput, detail
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.issuers.gateway import LITHIC_KEY_CONTEXT
 from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
 from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL
-from canopy_svc.rules.models import (
+from canopy_svc.rules.validation import BodyDecoder
+from canopy_svc.store import organizations as store
+from canopy_svc.wire.errors import InvalidInput, detail
+from canopy_svc.wire.models import (
     IssuerProcessors,
     IssuerProcessorsUpdate,
     LithicConfigOut,
     OrganizationSettings,
     OrganizationSettingsUpdate,
 )
-from canopy_svc.rules.validation import BodyDecoder
-from canopy_svc.store import organizations as store
 
 ISSUER_PROCESSORS_DECODER = BodyDecoder(IssuerProcessorsUpdate)
 SETTINGS_DECODER = BodyDecoder(OrganizationSettingsUpdate)
@@ -29,7 +29,7 @@ def parse_issuer_processors(body: bytes, hosts: LithicHosts = LITHIC_ONLY) -> Is
     payload = ISSUER_PROCESSORS_DECODER.decode(body)
     config = payload.lithic_config
     if config is not UNSET and config is not None and config.base_url is not None:
-        # Refused here, when set, and checked again at every connection (canopy_svc/egress.py).
+        # Refused here, when set, and checked again at every connection (canopy_svc/issuers/egress.py).
         problem = hosts.problem(config.base_url)
         if problem is not None:
             raise InvalidInput([detail("/lithic_config/base_url", "format", {"format": "uri"}, problem)])

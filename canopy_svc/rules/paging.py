@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from canopy_svc.errors import BadRequest
 from canopy_svc.rules.cursors import CursorCodec
-from canopy_svc.rules.models import Paging
-from canopy_svc.rules.patterns import END
+from canopy_svc.wire.errors import BadRequest
+from canopy_svc.wire.models import Paging
+from canopy_svc.wire.patterns import END
 
 MAX_LIMIT = 1000
 # What cursors.py issues, 20 bytes in unpadded base64url, or empty (no cursor). Checked before the MAC,

@@ -7,13 +7,13 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.errors import NotFound
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import base62_id
-from canopy_svc.rules.models import Product, ProductCreate, ProductList, ProductOverview
 from canopy_svc.rules.paging import PageRequest, keyset_page
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import products as product_store
+from canopy_svc.wire.errors import NotFound
+from canopy_svc.wire.models import Product, ProductCreate, ProductList, ProductOverview
 
 PRODUCT_DECODER = BodyDecoder(ProductCreate)
 

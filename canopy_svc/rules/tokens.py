@@ -25,8 +25,8 @@ import msgspec
 from jose import jws, jwt
 from jose.exceptions import JOSEError
 
-from canopy_svc.errors import Forbidden, NotAuthorized, Unauthorized
 from canopy_svc.rules.validation import json_depth_exceeds
+from canopy_svc.wire.errors import Forbidden, NotAuthorized, Unauthorized
 
 # Pinned: a token naming any other algorithm ("none", RS256 with our secret as a "public key"...)
 # is refused before its signature is looked at.

@@ -30,8 +30,16 @@ import email_validator
 import msgspec
 import phonenumbers
 
-from canopy_svc.errors import BadRequest, ErrorDetail, InvalidInput, detail
-from canopy_svc.rules.fields import NO_NUL, US_RULES_COUNTRIES, US_STATE_CODES
+from canopy_svc.wire.errors import BadRequest, ErrorDetail, InvalidInput, detail
+from canopy_svc.wire.fields import (
+    EARLIEST_BIRTH_DATE,
+    NATIONAL_LENGTHS,
+    NO_NUL,
+    POSTAL_CODE,
+    US_RULES_COUNTRIES,
+    US_STATE_CODES,
+    US_ZIP,
+)
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -331,25 +339,6 @@ def _pointer_escape(name: str) -> str:
 # --- meaning -------------------------------------------------------------------------------------
 
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-EARLIEST_BIRTH_DATE = datetime.date(1900, 1, 1)
-
-
-def _national_lengths() -> dict[str, frozenset[int]]:
-    """Country calling code -> the lengths a full national number there may have, by phonenumbers'
-    metadata: its is_possible_number (the contract's rule), less the local-only lengths (E.164 is the
-    whole number) and the parser's national-prefix guesses, so a regex can say it (models.py does)."""
-    lengths: dict[str, frozenset[int]] = {}
-    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-        region = phonenumbers.region_code_for_country_code(code)
-        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, region)
-        possible = metadata.general_desc.possible_length if metadata and metadata.general_desc else ()
-        fitting = frozenset(n for n in possible if n > 0 and len(str(code)) + n <= 15)
-        if fitting:
-            lengths[str(code)] = fitting
-    return lengths
-
-
-NATIONAL_LENGTHS = _national_lengths()
 
 
 def is_possible_e164(value: str) -> bool:
@@ -413,8 +402,6 @@ def _uses_us_rules(country: str | None) -> bool:
 
 
 # Matched with fullmatch and [0-9]: Python's `$` admits a final "\n" and its \d other scripts' digits.
-_US_ZIP = re.compile(r"^[0-9]{5}(-?[0-9]{4})?$")
-_POSTAL_CODE = re.compile(r"^[A-Za-z0-9 -]{1,16}$")
 
 
 def _phone_detail(value: str, country: Any) -> ErrorDetail | None:
@@ -434,11 +421,11 @@ def _date_of_birth_detail(value: datetime.date, country: Any) -> ErrorDetail | N
 
 
 def _zip_detail(value: str, country: Any) -> ErrorDetail | None:
-    pattern = _US_ZIP if _uses_us_rules(country) else _POSTAL_CODE
+    pattern = US_ZIP if _uses_us_rules(country) else POSTAL_CODE
     if pattern.fullmatch(value):
         return None
     return detail("/address_zip", "pattern", {"pattern": pattern.pattern},
-                  "must be a five digit ZIP code or ZIP+4" if pattern is _US_ZIP
+                  "must be a five digit ZIP code or ZIP+4" if pattern is US_ZIP
                   else "must be a postal code of 1-16 letters, digits, spaces or hyphens")
 
 

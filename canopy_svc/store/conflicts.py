@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from canopy_svc.errors import Conflict
+from canopy_svc.wire.errors import Conflict
 
 # constraint name -> message; the placeholders are filled from the values the statement wrote.
 UNIQUE_CONFLICTS: dict[str, str] = {

@@ -22,9 +22,9 @@ from typing import Any, Protocol, TypeVar, overload
 import asyncpg
 import msgspec
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.rules.models import Customer, CustomerUpdate
-from canopy_svc.rules.ssn import SSN_CONTEXT, ssn_columns
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.store.ssn import SSN_CONTEXT, ssn_columns
+from canopy_svc.wire.models import Customer, CustomerUpdate
 
 C = TypeVar("C", bound=msgspec.Struct)
 Row = Mapping[str, Any] | asyncpg.Record

@@ -13,7 +13,7 @@ from typing import TypedDict
 
 import asyncpg
 
-from canopy_svc.crypto import DataCipher
+from canopy_svc.core.crypto import DataCipher
 
 RETENTION = "24 hours"
 _FINGERPRINT_CONTEXT = b"idempotency request"

@@ -12,9 +12,10 @@ from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
-from canopy_svc.rules import accounts, models
-from canopy_svc.rules.models import Account, AccountCreate
+from canopy_svc.rules import accounts
 from canopy_svc.rules.paging import PageRequest
+from canopy_svc.wire import models
+from canopy_svc.wire.models import Account, AccountCreate
 
 
 async def create_account(request: Request) -> Response:

@@ -15,11 +15,11 @@ from canopy_svc.api.requests import pool, resources, tokens
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.state import state_of
-from canopy_svc.errors import Unauthorized
 from canopy_svc.rules import clients
-from canopy_svc.rules.models import TokenRequest, TokenResponse
 from canopy_svc.rules.passwords import DUMMY_HASH, verify_secret
 from canopy_svc.rules.validation import BodyDecoder
+from canopy_svc.wire.errors import Unauthorized
+from canopy_svc.wire.models import TokenRequest, TokenResponse
 
 TOKEN_DECODER = BodyDecoder(TokenRequest)
 

@@ -11,8 +11,9 @@ from canopy_svc.api.phased_writes import Phases, write_in_phases
 from canopy_svc.api.requests import principal, resources
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
-from canopy_svc.rules import cards, models
-from canopy_svc.rules.models import CardCreate, CardDetails, CardUpdate
+from canopy_svc.rules import cards
+from canopy_svc.wire import models
+from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
 
 
 async def issue_card(request: Request) -> Response:

@@ -12,10 +12,11 @@ from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
-from canopy_svc.rules import customer_accounts, customers, models
+from canopy_svc.rules import customer_accounts, customers
 from canopy_svc.rules.customers import MAX_SEARCH_WORDS
-from canopy_svc.rules.models import Customer, CustomerCreate, CustomerUpdate
 from canopy_svc.rules.paging import PageRequest
+from canopy_svc.wire import models
+from canopy_svc.wire.models import Customer, CustomerCreate, CustomerUpdate
 
 LINKS_DEFAULT_LIMIT = 30
 

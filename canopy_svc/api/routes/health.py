@@ -9,8 +9,8 @@ from canopy_svc.api.requests import pool
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.state import state_of
-from canopy_svc.errors import Unavailable
-from canopy_svc.rules.models import Health
+from canopy_svc.wire.errors import Unavailable
+from canopy_svc.wire.models import Health
 
 
 async def healthz(request: Request) -> Response:

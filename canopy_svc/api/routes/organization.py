@@ -11,8 +11,9 @@ from canopy_svc.api.requests import cipher, pool, principal, resources
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
-from canopy_svc.rules import models, organization
-from canopy_svc.rules.models import (
+from canopy_svc.rules import organization
+from canopy_svc.wire import models
+from canopy_svc.wire.models import (
     IssuerProcessors,
     IssuerProcessorsUpdate,
     OrganizationSettings,

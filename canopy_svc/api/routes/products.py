@@ -12,9 +12,10 @@ from canopy_svc.api.requests import cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
-from canopy_svc.rules import models, products
-from canopy_svc.rules.models import Product, ProductCreate
+from canopy_svc.rules import products
 from canopy_svc.rules.paging import PageRequest
+from canopy_svc.wire import models
+from canopy_svc.wire.models import Product, ProductCreate
 
 
 async def create_product(request: Request) -> Response:

@@ -5,12 +5,15 @@ What a type cannot say (E.164, ISO 3166, calendar sanity, zip-by-country) lives 
 
 from __future__ import annotations
 
+import datetime
+import re
 from typing import Annotated, Literal
 
 import msgspec
+import phonenumbers
 import pycountry
 
-from canopy_svc.rules.patterns import END
+from canopy_svc.wire.patterns import END
 
 # PostgreSQL text cannot hold NUL: refused here (422), not left to the INSERT (500).
 NO_NUL = r"^[^\x00]*$"
@@ -62,3 +65,28 @@ LithicCreateState = Literal["OPEN", "PAUSED"]
 BIGINT_MAX = 2**63 - 1  # the columns are bigint
 SpendLimit = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX, description="Cents")]
 Cents = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
+
+
+EARLIEST_BIRTH_DATE = datetime.date(1900, 1, 1)
+
+
+def _national_lengths() -> dict[str, frozenset[int]]:
+    """Country calling code -> the lengths a full national number there may have, by phonenumbers'
+    metadata: its is_possible_number (the contract's rule), less the local-only lengths (E.164 is the
+    whole number) and the parser's national-prefix guesses, so a regex can say it (models.py does)."""
+    lengths: dict[str, frozenset[int]] = {}
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        region = phonenumbers.region_code_for_country_code(code)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+        possible = metadata.general_desc.possible_length if metadata and metadata.general_desc else ()
+        fitting = frozenset(n for n in possible if n > 0 and len(str(code)) + n <= 15)
+        if fitting:
+            lengths[str(code)] = fitting
+    return lengths
+
+
+NATIONAL_LENGTHS = _national_lengths()
+
+# A US ZIP or ZIP+4; elsewhere a postal code of letters, digits, spaces and hyphens.
+US_ZIP = re.compile(r"^[0-9]{5}(-?[0-9]{4})?$")
+POSTAL_CODE = re.compile(r"^[A-Za-z0-9 -]{1,16}$")

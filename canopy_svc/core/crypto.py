@@ -1,7 +1,7 @@
 """Encryption at rest for sensitive columns (SSNs, Lithic API keys).
 
 One 32-byte master key (Settings.data_key: env `CANOPY_SVC_DATA_KEY`, else the data folder's
-`data-key`, canopy_svc/secret_files.py) is expanded with HKDF into independent subkeys, so the AES-GCM
+`data-key`, canopy_svc/core/secret_files.py) is expanded with HKDF into independent subkeys, so the AES-GCM
 key, the HMAC lookup key and the key check can never be confused with one another, and none of them
 reveals the master key.
 """

@@ -1,7 +1,7 @@
 """The secret files of the data folder: `jwt-secret`, `data-key` and the sandbox's `dev-client.json`.
 
 Each is made once, mode 0600, for the sandbox; production sets CANOPY_SVC_JWT_SECRET and
-CANOPY_SVC_DATA_KEY instead (canopy_svc/config.py), so no secret sits on disk.
+CANOPY_SVC_DATA_KEY instead (canopy_svc/core/settings.py), so no secret sits on disk.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from canopy_svc.crypto import decode_key, generate_key_text
+from canopy_svc.core.crypto import decode_key, generate_key_text
 
-log = logging.getLogger("canopy_svc.crypto")
+log = logging.getLogger("canopy_svc.core.crypto")
 
 JWT_SECRET_FILE = "jwt-secret"  # noqa: S105 (a file name, not a secret)
 DATA_KEY_FILE = "data-key"

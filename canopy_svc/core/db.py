@@ -12,10 +12,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.migrations import migrate
-
-log = logging.getLogger("canopy_svc.db")
+log = logging.getLogger("canopy_svc.core.db")
 
 T = TypeVar("T")
 
@@ -228,14 +225,6 @@ async def when_available(attempt: Callable[[], Awaitable[T]], *, what: str, seco
                             extra={"step": what, "error_type": type(exc).__name__, "wait_s": seconds})
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
-
-
-async def migrate_database(dsn: str, cipher: DataCipher) -> int:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await migrate(conn, cipher)
-    finally:
-        await conn.close()
 
 
 def atomic(conn: asyncpg.Connection) -> contextlib.AbstractAsyncContextManager[Any]:

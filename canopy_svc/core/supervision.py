@@ -1,5 +1,6 @@
-"""Background work in every server process, off the request path: periodic housekeeping, and the
-supervisor that keeps every background task running."""
+"""How background work runs in every server process, off the request path: the periodic loop of
+housekeeping jobs, and the supervisor that keeps every background task running (workers/ holds the
+work itself; /readyz reads the supervisor)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from canopy_svc.db import UNAVAILABLE_ERRORS
+from canopy_svc.core.db import UNAVAILABLE_ERRORS
 
-log = logging.getLogger("canopy_svc.maintenance")
+log = logging.getLogger("canopy_svc.core.supervision")
 
 Job = Callable[[], Awaitable[int]]
 

@@ -37,8 +37,8 @@ class JsonFormatter(logging.Formatter):
 
 def _not_a_closed_gate(record: logging.LogRecord) -> bool:
     """asyncpg's pool retries its minimum connections during an outage, logging each failed try; those
-    the closed gate refused are the outage the gate logged once as it closed (canopy_svc/db.py)."""
-    from canopy_svc.db import DatabaseUnavailable
+    the closed gate refused are the outage the gate logged once as it closed (canopy_svc/core/db.py)."""
+    from canopy_svc.core.db import DatabaseUnavailable
 
     return not (record.exc_info and isinstance(record.exc_info[1], DatabaseUnavailable))
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("canopy_svc.embedded")
+log = logging.getLogger("canopy_svc.core.embedded")
 
 # pg_ctl's own wait for a start (crash recovery included), and ours for pg_ctl itself.
 START_WAIT_SECONDS = 60

@@ -5,7 +5,7 @@ migrated row and a new one always hash alike for the duplicate check."""
 
 from __future__ import annotations
 
-from canopy_svc.crypto import DataCipher
+from canopy_svc.core.crypto import DataCipher
 
 SSN_CONTEXT = b"ssn"
 

@@ -21,7 +21,7 @@ of the event loop and sends them as the step ends (_CoalescingTransport).
 
 A refused connection is closed gracefully: the answer is written, the write side shut, and what the
 client still sends is dropped for up to LINGER_SECONDS, so it can read the answer instead of a reset.
-Limits come from the environment (canopy_svc.config.HttpLimits), read once per worker process.
+Limits come from the environment (canopy_svc.core.settings.HttpLimits), read once per worker process.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from canopy_svc.config import HttpLimits
+from canopy_svc.core.settings import HttpLimits
 
 LIMITS = HttpLimits.from_env()  # at import: a bad value stops `serve` before it listens
 LINGER_SECONDS = 1.0

@@ -13,9 +13,13 @@ import email_validator
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from canopy_svc.rules.fields import (
+from canopy_svc.wire.fields import (
+    EARLIEST_BIRTH_DATE,
+    NATIONAL_LENGTHS,
+    POSTAL_CODE,
     US_RULES_COUNTRIES,
     US_STATE_CODES,
+    US_ZIP,
     Cents,
     CountryCode,
     CustomerAccountRole,
@@ -32,8 +36,7 @@ from canopy_svc.rules.fields import (
     Text255,
     Uuid,
 )
-from canopy_svc.rules.patterns import END, any_case, rfc3339_datetime
-from canopy_svc.rules.validation import _POSTAL_CODE, _US_ZIP, EARLIEST_BIRTH_DATE, NATIONAL_LENGTHS
+from canopy_svc.wire.patterns import END, any_case, rfc3339_datetime
 
 # --- what validation.py refuses beyond the fields' types, said for the OpenAPI document ------------
 # msgspec does not enforce extra_json_schema; validation.py's meaning checks do, and
@@ -79,9 +82,9 @@ EffectiveAt = Annotated[datetime.datetime, msgspec.Meta(
     extra_json_schema={"pattern": rfc3339_datetime(*EFFECTIVE_YEARS)})]
 # The zip and state rules follow the country; absent or null is the US.
 _US_COUNTRY = {"enum": [None, *sorted(US_RULES_COUNTRIES)]}
-_US_ADDRESS = {"properties": {"address_zip": {"pattern": _US_ZIP.pattern.removesuffix("$") + END},
+_US_ADDRESS = {"properties": {"address_zip": {"pattern": US_ZIP.pattern.removesuffix("$") + END},
                               "address_state": {"enum": sorted(US_STATE_CODES)}}}
-_OTHER_ADDRESS = {"properties": {"address_zip": {"pattern": _POSTAL_CODE.pattern.removesuffix("$") + END}}}
+_OTHER_ADDRESS = {"properties": {"address_zip": {"pattern": POSTAL_CODE.pattern.removesuffix("$") + END}}}
 ADDRESS_RULES: dict[str, Any] = {
     "if": {"properties": {"address_country_code": _US_COUNTRY}}, "then": _US_ADDRESS, "else": _OTHER_ADDRESS,
 }

@@ -20,7 +20,7 @@ from typing import Protocol
 import httpcore
 import httpx
 
-log = logging.getLogger("canopy_svc.egress")
+log = logging.getLogger("canopy_svc.issuers.egress")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import asyncpg
 
-from canopy_svc.crypto import DataCipher
-from canopy_svc.rules.ssn import ssn_columns
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.store import idempotency
 from canopy_svc.store.data_key import ensure_key_check
+from canopy_svc.store.ssn import ssn_columns
 
-log = logging.getLogger("canopy_svc.migrations")
+log = logging.getLogger("canopy_svc.store.migrations")
 
 _MIGRATION_LOCK_ID = 0x43616E6F7079  # "Canopy"
 
@@ -157,11 +157,9 @@ SCHEMA_VERSION = max(STEPS.keys() | ONLINE_STEPS.keys())
 
 
 def schema_path() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "schema.sql", here / "schema.sql"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("schema.sql not found beside the canopy_svc package")
+    """schema.sql ships inside the package, beside this module (the repository's top-level schema.sql is
+    a link to it), so a plain install and the container image carry it."""
+    return Path(__file__).resolve().with_name("schema.sql")
 
 
 async def migrate(conn: asyncpg.Connection, cipher: DataCipher) -> int:
@@ -218,3 +216,12 @@ async def _is_current(conn: asyncpg.Connection, digest: str) -> bool:
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
         return False
     return row is not None and row["version"] == SCHEMA_VERSION and row["schema_sha256"] == digest
+
+
+async def migrate_database(dsn: str, cipher: DataCipher) -> int:
+    """Migrates over a connection of its own (before any pool is made)."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await migrate(conn, cipher)
+    finally:
+        await conn.close()

@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc import maintenance
+from canopy_svc.core import supervision
 from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.store import cards as card_store
@@ -132,7 +132,7 @@ class CardWorker:
                     due_in = await card_store.seconds_until_next_due(self.pool,
                                                                         lease_seconds=self.policy.lease_seconds)
                     unreachable = False
-                except maintenance.RETRIED_ERRORS as exc:
+                except supervision.RETRIED_ERRORS as exc:
                     if not unreachable:
                         log.warning("card worker cannot reach the database", extra={"error_type": type(exc).__name__})
                     unreachable = True
@@ -141,7 +141,7 @@ class CardWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
-            await maintenance.stop(listener)
+            await supervision.stop(listener)
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own; reconnects when the database comes back."""

@@ -3,7 +3,7 @@
 Each setting is a field that declares its variable and its default, once (`_env`). `Settings.from_env`
 reads them (the CLI's flags override them); `Settings.export` writes them back for the worker
 processes `canopy-svc serve` starts, so each worker reads the settings serve decided. A secret the
-environment does not give comes from the data folder (canopy_svc/secret_files.py).
+environment does not give comes from the data folder (canopy_svc/core/secret_files.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from canopy_svc import secret_files
-from canopy_svc.crypto import decode_key
+from canopy_svc.core import secret_files
+from canopy_svc.core.crypto import decode_key
 from canopy_svc.issuers.hosts import ALLOWED_HOSTS_ENV, LithicHosts
 
 RATE_LIMIT_STORES = ("memory", "postgres")
@@ -103,7 +103,7 @@ class Settings:
     # Hosts (or host:port) a tenant's Lithic base_url may name besides Lithic's own, connected to
     # wherever they resolve (loopback for tests and the sandbox). Operator only.
     lithic_allowed_hosts: tuple[str, ...] = _env(ALLOWED_HOSTS_ENV, (), _words)
-    # The database gate (canopy_svc/db.py DatabaseGate): a probe every db_probe_seconds (0 turns it
+    # The database gate (canopy_svc/core/db.py DatabaseGate): a probe every db_probe_seconds (0 turns it
     # off), failing after db_probe_timeout_seconds, after which requests get a quick 503 until a
     # probe succeeds.
     db_probe_seconds: float = _env("CANOPY_SVC_DB_PROBE_SECONDS", 1.0, float)
@@ -165,7 +165,7 @@ def load_data_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> b
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """What one HTTP connection may cost a worker (canopy_svc/http_protocol.py); read by each worker.
+    """What one HTTP connection may cost a worker (canopy_svc/core/http_protocol.py); read by each worker.
 
     CANOPY_SVC_MAX_HEADER_BYTES: request line and headers together (more gets 431).
     CANOPY_SVC_HEADER_TIMEOUT_SECONDS: for the whole header section, from the connection's start or
