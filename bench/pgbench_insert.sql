@@ -8,12 +8,12 @@
 INSERT INTO customers (org_id, customer_id, name_prefix, name_first, name_middle, name_last, name_suffix,
     phone_number, address_line_one, address_line_two, address_city, address_state, address_zip,
     address_country_code, ssn_encrypted, ssn_hash, international_customer_id, email, date_of_birth,
-    business_legal_name, doing_business_as, business_ein)
+    doing_business_as, business_ein, business_legal_name)
   VALUES (:org_id, :cid, NULL, 'Pat', NULL, 'Bench', NULL,
     '+1' || :area || :phone, :cid || ' Bench Street', NULL, 'Springfield', 'IL', '62704',
     'US', NULL, NULL, NULL, 'p' || :cid || '@bench.example.com', '1985-06-20',
     NULL, NULL, NULL)
   RETURNING id, customer_id, name_prefix, name_first, name_middle, name_last, name_suffix, phone_number,
     address_line_one, address_line_two, address_city, address_state, address_zip, address_country_code,
-    ssn_encrypted, ssn_hash, international_customer_id, email, date_of_birth, business_legal_name,
-    doing_business_as, business_ein, created_at, updated_at;
+    ssn_encrypted, ssn_hash, international_customer_id, email, date_of_birth, doing_business_as,
+    business_ein, business_legal_name, created_at, updated_at;

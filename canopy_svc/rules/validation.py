@@ -353,9 +353,9 @@ def is_possible_e164(value: str) -> bool:
 
 
 def _phone_problem(value: str, country: str | None) -> str | None:
+    if is_possible_e164(value):  # fictional and test ranges (+15555555555) too, as the contract has it
+        return None
     if _E164.fullmatch(value):
-        if is_possible_e164(value):  # fictional and test ranges (+15555555555) too, as the contract has it
-            return None
         return "must be a possible phone number in E.164 format (a national number of a length its country code has)"
     try:
         parsed = phonenumbers.parse(value, country or "US")
@@ -373,7 +373,8 @@ def _phone_problem(value: str, country: str | None) -> str | None:
 _PLAIN_EMAIL = re.compile(
     r"[A-Za-z0-9_+\-]+(?:\.[A-Za-z0-9_+\-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
-_SPECIAL_USE_DOMAINS = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+_SPECIAL_USE_DOMAINS = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+_SPECIAL_USE_SUFFIXES = tuple(f".{name}" for name in sorted(_SPECIAL_USE_DOMAINS))  # one endswith() for all
 
 
 def is_plain_email(value: str) -> bool:
@@ -384,7 +385,7 @@ def is_plain_email(value: str) -> bool:
     # "--" anywhere: IDNA's rules for such labels (xn--, R-LDH) are email_validator's business.
     if len(local) > 64 or "--" in domain:
         return False
-    return not any(domain == name or domain.endswith("." + name) for name in _SPECIAL_USE_DOMAINS)
+    return domain not in _SPECIAL_USE_DOMAINS and not domain.endswith(_SPECIAL_USE_SUFFIXES)
 
 
 def _email_problem(value: str) -> str | None:
@@ -404,59 +405,68 @@ def _uses_us_rules(country: str | None) -> bool:
 # Matched with fullmatch and [0-9]: Python's `$` admits a final "\n" and its \d other scripts' digits.
 
 
+def _phone_detail(value: str, country: Any) -> ErrorDetail | None:
+    message = _phone_problem(value, country if isinstance(country, str) else None)
+    return detail("/phone_number", "format", {"format": "e164"}, message) if message else None
+
+
+def _email_detail(value: str, country: Any) -> ErrorDetail | None:
+    message = _email_problem(value)
+    return detail("/email", "format", {"format": "email"}, message) if message else None
+
+
+def _date_of_birth_detail(value: datetime.date, country: Any) -> ErrorDetail | None:
+    if EARLIEST_BIRTH_DATE <= value <= datetime.datetime.now(datetime.UTC).date():
+        return None
+    return detail("/date_of_birth", "format", {"format": "date"}, "must be a date from 1900-01-01 up to today")
+
+
+def _zip_detail(value: str, country: Any) -> ErrorDetail | None:
+    pattern = US_ZIP if _uses_us_rules(country) else POSTAL_CODE
+    if pattern.fullmatch(value):
+        return None
+    return detail("/address_zip", "pattern", {"pattern": pattern.pattern},
+                  "must be a five digit ZIP code or ZIP+4" if pattern is US_ZIP
+                  else "must be a postal code of 1-16 letters, digits, spaces or hyphens")
+
+
+def _state_detail(value: str, country: Any) -> ErrorDetail | None:
+    if not _uses_us_rules(country) or value in US_STATE_CODES:
+        return None
+    return detail("/address_state", "enum", {"allowedValues": sorted(US_STATE_CODES)},
+                  "must be a USPS state or territory code")
+
+
+def _ssn_detail(value: str, country: Any) -> ErrorDetail | None:
+    digits = value.replace("-", "")
+    if digits[:3] != "000" and digits[3:5] != "00" and digits[5:] != "0000":
+        return None
+    return detail("/ssn", "format", {"format": "ssn"},
+                  "must not have an all-zero group (000-xx-xxxx, xxx-00-xxxx, xxx-xx-0000)")
+
+
+# Field -> its check, given the value and the (merged) country; in the order the problems are listed.
+_MEANING_CHECKS: tuple[tuple[str, Callable[[Any, Any], ErrorDetail | None]], ...] = (
+    ("phone_number", _phone_detail),
+    ("email", _email_detail),
+    ("date_of_birth", _date_of_birth_detail),
+    ("address_zip", _zip_detail),
+    ("address_state", _state_detail),
+    ("ssn", _ssn_detail),
+)
+
+
 def meaning_problems(values: Mapping[str, Any], fields: Collection[str]) -> list[ErrorDetail]:
     """Checks of the customer's fields named in `fields`, against the (merged) `values`."""
     problems: list[ErrorDetail] = []
     country = values.get("address_country_code")
-
-    def check(name: str, test: Callable[[Any], ErrorDetail | None]) -> None:
-        value = values.get(name)
-        if name in fields and value is not None and value is not _INVALID:
-            found = test(value)
-            if found is not None:
-                problems.append(found)
-
-    def phone(value: str) -> ErrorDetail | None:
-        message = _phone_problem(value, country if isinstance(country, str) else None)
-        return detail("/phone_number", "format", {"format": "e164"}, message) if message else None
-
-    def email(value: str) -> ErrorDetail | None:
-        message = _email_problem(value)
-        return detail("/email", "format", {"format": "email"}, message) if message else None
-
-    def date_of_birth(value: datetime.date) -> ErrorDetail | None:
-        if EARLIEST_BIRTH_DATE <= value <= datetime.datetime.now(datetime.UTC).date():
-            return None
-        return detail("/date_of_birth", "format", {"format": "date"},
-                      "must be a date from 1900-01-01 up to today")
-
-    def zip_code(value: str) -> ErrorDetail | None:
-        pattern = US_ZIP if _uses_us_rules(country) else POSTAL_CODE
-        if pattern.fullmatch(value):
-            return None
-        return detail("/address_zip", "pattern", {"pattern": pattern.pattern},
-                      "must be a five digit ZIP code or ZIP+4" if pattern is US_ZIP
-                      else "must be a postal code of 1-16 letters, digits, spaces or hyphens")
-
-    def state(value: str) -> ErrorDetail | None:
-        if not _uses_us_rules(country) or value in US_STATE_CODES:
-            return None
-        return detail("/address_state", "enum", {"allowedValues": sorted(US_STATE_CODES)},
-                      "must be a USPS state or territory code")
-
-    def ssn(value: str) -> ErrorDetail | None:
-        digits = value.replace("-", "")
-        if digits[:3] != "000" and digits[3:5] != "00" and digits[5:] != "0000":
-            return None
-        return detail("/ssn", "format", {"format": "ssn"},
-                      "must not have an all-zero group (000-xx-xxxx, xxx-00-xxxx, xxx-xx-0000)")
-
-    check("phone_number", phone)
-    check("email", email)
-    check("date_of_birth", date_of_birth)
-    check("address_zip", zip_code)
-    check("address_state", state)
-    check("ssn", ssn)
+    for name, check in _MEANING_CHECKS:
+        if name in fields:
+            value = values.get(name)
+            if value is not None and value is not _INVALID:
+                found = check(value, country)
+                if found is not None:
+                    problems.append(found)
     return problems
 
 
@@ -505,7 +515,7 @@ def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool)
     values = msgspec.structs.asdict(payload)
     problems = duplicate_problems(values.get("assign_to_accounts") or None)
     if with_meaning:
-        problems[:0] = meaning_problems(values, [name for name, value in values.items() if value is not None])
+        problems[:0] = meaning_problems(values, values.keys())  # it skips the fields that are None
     if problems:
         raise InvalidInput(problems)
     return payload

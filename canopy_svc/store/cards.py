@@ -162,9 +162,15 @@ async def retry_later(conn: Queryable, card_id: int, *, delay_seconds: float,
     )
 
 
-async def seconds_until_next_due(conn: Queryable) -> float | None:
+async def seconds_until_next_due(conn: Queryable, *, lease_seconds: float) -> float | None:
+    """Seconds until a PENDING card is due or a recorded change's lease runs out (0 if one is now);
+    None when there is neither, so an idle worker sleeps instead of polling. (`greatest(0, NULL)` is
+    0, not NULL: clamping in SQL made an empty outbox look due at once, a query loop every 10 ms.)"""
     value: Any = await conn.fetchval(
-        """SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()))
-           FROM cards WHERE status = 'PENDING'"""
+        """SELECT extract(epoch FROM least(
+                      (SELECT min(next_attempt_at) FROM cards WHERE status = 'PENDING'),
+                      (SELECT min(change_started_at) FROM cards WHERE change_id IS NOT NULL)
+                          + make_interval(secs => $1)) - now())""",
+        lease_seconds,
     )
-    return float(value) if value is not None else None
+    return max(float(value), 0.0) if value is not None else None

@@ -129,7 +129,8 @@ class CardWorker:
                 try:
                     while await self.process_due() == self.batch_size:
                         pass
-                    due_in = await card_store.seconds_until_next_due(self.pool)
+                    due_in = await card_store.seconds_until_next_due(self.pool,
+                                                                        lease_seconds=self.policy.lease_seconds)
                     unreachable = False
                 except supervision.RETRIED_ERRORS as exc:
                     if not unreachable:
