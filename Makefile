@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## start the server on the embedded PostgreSQL, with a dev client and curl lines
 	$(BIN)/canopy-svc serve --dev
 
-test: $(STAMP)  ## lint and type-check, then the whole suite on a real (embedded) PostgreSQL
+test: $(STAMP)  ## lint, format check and type-check, then the whole suite on a real (embedded) PostgreSQL
 	$(BIN)/ruff check canopy_svc tests
+	$(BIN)/ruff format --check canopy_svc tests
 	$(BIN)/mypy
 	$(BIN)/pytest
 

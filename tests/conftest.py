@@ -65,8 +65,13 @@ async def clean_database(pool: asyncpg.Pool) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=None, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY,
-                    lithic_allowed_hosts=TEST_LITHIC_HOSTS)
+    return Settings(
+        database_url=None,
+        data_dir=tmp_path,
+        jwt_secret=TEST_JWT_SECRET,
+        data_key=TEST_DATA_KEY,
+        lithic_allowed_hosts=TEST_LITHIC_HOSTS,
+    )
 
 
 @pytest.fixture
@@ -84,8 +89,11 @@ async def anonymous(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 async def _api_client(app: Any, pool: asyncpg.Pool, org_name: str) -> ApiClient:
     org_id, client_id, secret = await make_client(pool, org_name)
     token = app.resources.tokens.issue(client_id, org_id, "read write")
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
-                             headers={"Authorization": f"Bearer {token}"})
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     return ApiClient(org_id, client_id, secret, http)
 
 

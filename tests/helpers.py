@@ -208,8 +208,12 @@ class CrashablePostgres:
 
         server = self._pgserver()
         socket_dir = parse_qs(urlsplit(self.dsn).query)["host"][0]
-        pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"],
-               pgdata=server.pgdata, user=server.system_user, timeout=60)
+        pg_ctl(
+            ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+            timeout=60,
+        )
 
     def stop(self) -> None:
         self.embedded.stop()
@@ -220,8 +224,15 @@ class CrashablePostgres:
 
 LITHIC_KEY = "test-key"  # the fake_lithic fixture's api key
 PROGRAM = "a5e38341-cc95-4a9b-a21c-751aeca67e9c"
-CARD_CONFIG = {"spend_limit": 8000000, "lithic": {"memo": "Primary College Card", "type": "MERCHANT_LOCKED",
-                                                  "state": "OPEN", "card_program_token": PROGRAM}}
+CARD_CONFIG = {
+    "spend_limit": 8000000,
+    "lithic": {
+        "memo": "Primary College Card",
+        "type": "MERCHANT_LOCKED",
+        "state": "OPEN",
+        "card_program_token": PROGRAM,
+    },
+}
 
 
 def make_worker(pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float = 0.01) -> CardWorker:
@@ -231,23 +242,29 @@ def make_worker(pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float
 
 
 async def use_lithic(api: ApiClient, fake: FakeLithic) -> None:
-    answer = await api.http.put("/organization/issuer_processors",
-                                json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": fake.base_url}})
+    answer = await api.http.put(
+        "/organization/issuer_processors", json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": fake.base_url}}
+    )
     assert answer.status_code == 200, answer.text
 
 
 async def account(api: ApiClient, account_id: str = "acc-1") -> str:
-    product = await api.http.post("/products", json={"product_overview": {"product_name": "Card",
-                                                                          "product_type": "REVOLVING"}})
-    created = await api.http.post("/accounts", json={"account_id": account_id,
-                                                     "product_id": product.json()["product_id"]})
+    product = await api.http.post(
+        "/products", json={"product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
+    )
+    created = await api.http.post(
+        "/accounts", json={"account_id": account_id, "product_id": product.json()["product_id"]}
+    )
     assert created.status_code == 200, created.text
     return account_id
 
 
 async def linked_customer(api: ApiClient, account_id: str, customer_id: str = "cust-1") -> None:
-    answer = await api.http.post("/customers", json=minimal_customer(
-        customer_id=customer_id,
-        assign_to_accounts=[{"account_id": account_id, "customer_account_issuer_processor_config": CARD_CONFIG}],
-    ))
+    answer = await api.http.post(
+        "/customers",
+        json=minimal_customer(
+            customer_id=customer_id,
+            assign_to_accounts=[{"account_id": account_id, "customer_account_issuer_processor_config": CARD_CONFIG}],
+        ),
+    )
     assert answer.status_code == 200, answer.text

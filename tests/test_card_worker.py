@@ -55,15 +55,21 @@ async def test_card_request_matches_lithic_spec(api: ApiClient, pool: asyncpg.Po
     (request,) = creates(fake_lithic)
     assert request.headers["Authorization"] == LITHIC_KEY  # the raw key: Lithic's scheme, no "Bearer"
     assert request.headers["Idempotency-Key"] == str(card["idempotency_key"])
-    assert request.body == {"type": "MERCHANT_LOCKED", "memo": "Primary College Card", "state": "OPEN",
-                            "spend_limit": 8000000, "card_program_token": PROGRAM}
+    assert request.body == {
+        "type": "MERCHANT_LOCKED",
+        "memo": "Primary College Card",
+        "state": "OPEN",
+        "spend_limit": 8000000,
+        "card_program_token": PROGRAM,
+    }
     lithic_card = fake_lithic.cards[card["token"]]
     assert card["last_four"] == lithic_card["last_four"]
     assert fake_lithic.spec_violations == []
 
 
-async def test_two_failures_then_success_make_one_card(api: ApiClient, pool: asyncpg.Pool,
-                                                       fake_lithic: FakeLithic) -> None:
+async def test_two_failures_then_success_make_one_card(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))
     worker = make_worker(pool)
@@ -125,8 +131,9 @@ async def test_timeout_is_retried(api: ApiClient, pool: asyncpg.Pool, fake_lithi
     assert len({r.headers["Idempotency-Key"] for r in creates(fake_lithic)}) == 1
 
 
-async def test_lithic_422_marks_the_card_failed_with_its_message(api: ApiClient, pool: asyncpg.Pool,
-                                                                 fake_lithic: FakeLithic) -> None:
+async def test_lithic_422_marks_the_card_failed_with_its_message(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))
     fake_lithic.fail_next(status=422, message="Invalid card_program_token")
@@ -141,8 +148,9 @@ async def test_lithic_422_marks_the_card_failed_with_its_message(api: ApiClient,
     assert await make_worker(pool).process_due() == 0  # a FAILED card is never retried
 
 
-async def test_lithic_down_keeps_the_card_pending_until_it_returns(api: ApiClient, pool: asyncpg.Pool,
-                                                                   fake_lithic: FakeLithic) -> None:
+async def test_lithic_down_keeps_the_card_pending_until_it_returns(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     fake_lithic.go_down()
     await linked_customer(api, await account(api))  # the customer does not wait for Lithic
@@ -160,8 +168,9 @@ async def test_lithic_down_keeps_the_card_pending_until_it_returns(api: ApiClien
     assert card["status"] == "ISSUED" and len(fake_lithic.cards) == 1
 
 
-async def test_two_workers_racing_issue_each_card_once(api: ApiClient, pool: asyncpg.Pool,
-                                                       fake_lithic: FakeLithic) -> None:
+async def test_two_workers_racing_issue_each_card_once(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     account_id = await account(api)
     for number in range(20):
@@ -211,16 +220,26 @@ async def test_killed_between_lithic_answer_and_commit_then_restarted_makes_one_
     try:
         headers = {"Authorization": f"Bearer {token_for(first, client_id, secret)}"}
         async with httpx.AsyncClient(base_url=first.base_url, headers=headers, timeout=10) as http:
-            configured = await http.put("/organization/issuer_processors", json={
-                "lithic_config": {"api_key": LITHIC_KEY, "base_url": fake_lithic.base_url}})
+            configured = await http.put(
+                "/organization/issuer_processors",
+                json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": fake_lithic.base_url}},
+            )
             assert configured.status_code == 200
-            product = await http.post("/products", json={"product_overview": {"product_name": "Card",
-                                                                              "product_type": "REVOLVING"}})
-            assert (await http.post("/accounts", json={"account_id": "acc-1",
-                                                       "product_id": product.json()["product_id"]})).status_code == 200
+            product = await http.post(
+                "/products", json={"product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
+            )
+            assert (
+                await http.post("/accounts", json={"account_id": "acc-1", "product_id": product.json()["product_id"]})
+            ).status_code == 200
             fake_lithic.stall_after_work_next(30)  # the card exists at Lithic; the answer never leaves
-            created = await http.post("/customers", json=minimal_customer(assign_to_accounts=[
-                {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}]))
+            created = await http.post(
+                "/customers",
+                json=minimal_customer(
+                    assign_to_accounts=[
+                        {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}
+                    ]
+                ),
+            )
             assert created.status_code == 200
         assert fake_lithic.work_done.wait(15), "the worker never called Lithic"
         first.kill()  # SIGKILL: no commit of the answer, no cleanup
@@ -230,6 +249,7 @@ async def test_killed_between_lithic_answer_and_commit_then_restarted_makes_one_
     assert (await cards(pool))[0]["status"] == "PENDING"
 
     with ServerProcess(database_url, tmp_path / "second", **env):
+
         async def issued() -> bool:
             return (await cards(pool))[0]["status"] == "ISSUED"
 
@@ -251,11 +271,18 @@ def test_simulator_issues_cards_in_a_real_server(pool: asyncpg.Pool, database_ur
     with ServerProcess(database_url, tmp_path) as server:
         headers = {"Authorization": f"Bearer {token_for(server, client_id, secret)}"}
         with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as http:
-            product = http.post("/products", json={"product_overview": {"product_name": "Card",
-                                                                        "product_type": "REVOLVING"}}).json()
+            product = http.post(
+                "/products", json={"product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
+            ).json()
             http.post("/accounts", json={"account_id": "acc-1", "product_id": product["product_id"]})
-            http.post("/customers", json=minimal_customer(assign_to_accounts=[
-                {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}]))
+            http.post(
+                "/customers",
+                json=minimal_customer(
+                    assign_to_accounts=[
+                        {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}
+                    ]
+                ),
+            )
 
             def issued_card() -> dict[str, Any] | None:
                 card = http.get("/accounts/acc-1").json()["customers"][0]["card_details"][0]
@@ -274,8 +301,9 @@ async def make_client_in_new_loop(database_url: str) -> tuple[int, str, str]:
         await pool.close()
 
 
-async def test_an_issuer_refusal_of_a_card_change_is_422_naming_the_field(api: ApiClient, pool: asyncpg.Pool,
-                                                                          fake_lithic: FakeLithic) -> None:
+async def test_an_issuer_refusal_of_a_card_change_is_422_naming_the_field(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))
     await make_worker(pool).process_due()
@@ -293,8 +321,9 @@ async def test_an_issuer_refusal_of_a_card_change_is_422_naming_the_field(api: A
     assert stored["spend_limit"] != 5  # the refused change is not recorded
 
 
-async def test_a_503_is_not_kept_under_an_idempotency_key(api: ApiClient, pool: asyncpg.Pool,
-                                                          fake_lithic: FakeLithic) -> None:
+async def test_a_503_is_not_kept_under_an_idempotency_key(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     """Contract section 7: the stored answer is never a 5xx; a retry with the key does the work."""
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))

@@ -31,8 +31,14 @@ def cli(*args: str, database_url: str, data_dir: Path, data_key: str | None) -> 
     env["DATABASE_URL"] = database_url
     if data_key is not None:
         env["CANOPY_SVC_DATA_KEY"] = data_key
-    return subprocess.run([sys.executable, "-m", "canopy_svc", *args, "--data-dir", str(data_dir)], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "canopy_svc", *args, "--data-dir", str(data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def test_ssn_is_stored_only_encrypted_and_answered_in_clear(api: ApiClient, pool: asyncpg.Pool) -> None:
@@ -40,12 +46,15 @@ async def test_ssn_is_stored_only_encrypted_and_answered_in_clear(api: ApiClient
     assert created.json()["ssn"] == "123-45-6789"
     assert (await api.http.get("/customers/0x1234")).json()["ssn"] == "123-45-6789"
 
-    columns = {row["column_name"] for row in await pool.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers'")}
+    columns = {
+        row["column_name"]
+        for row in await pool.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = 'customers'")
+    }
     assert "ssn" not in columns
     row = await pool.fetchrow("SELECT * FROM customers")
-    raw = b"|".join(bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
-                    for value in row.values())
+    raw = b"|".join(
+        bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode() for value in row.values()
+    )
     assert b"123-45-6789" not in raw and b"123456789" not in raw
     assert DataCipher(TEST_DATA_KEY).decrypt(row["ssn_encrypted"], context=b"ssn") == "123-45-6789"
 
@@ -75,7 +84,9 @@ async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url
                        address_line_one, address_city, address_state, address_zip, email, date_of_birth, ssn)
                    VALUES ($1, $2, 'A', 'B', '+14155550123', '1 Main St', 'X', 'CA', '94105', 'a@b.co',
                            '1990-01-01', $3)""",
-                org_id, f"c{number}", ssn,
+                org_id,
+                f"c{number}",
+                ssn,
             )
     finally:
         await old.close()
@@ -86,8 +97,12 @@ async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url
 
     migrated = await asyncpg.connect(old_url)
     try:
-        columns = {r["column_name"] for r in await migrated.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers'")}
+        columns = {
+            r["column_name"]
+            for r in await migrated.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers'"
+            )
+        }
         assert "ssn" not in columns
         rows = await migrated.fetch("SELECT customer_id, ssn_encrypted, ssn_hash FROM customers ORDER BY id")
         cipher = DataCipher(TEST_DATA_KEY)
@@ -111,11 +126,13 @@ async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url
         ("not-a-key", "CANOPY_SVC_DATA_KEY"),  # malformed
     ],
 )
-async def test_a_wrong_or_missing_data_key_fails_at_start(api: ApiClient, pool: asyncpg.Pool, database_url: str,
-                                                          tmp_path: Path, data_key: str | None, expected: str) -> None:
+async def test_a_wrong_or_missing_data_key_fails_at_start(
+    api: ApiClient, pool: asyncpg.Pool, database_url: str, tmp_path: Path, data_key: str | None, expected: str
+) -> None:
     # The database knows the tests' key once anything has run with it.
-    assert cli("migrate", database_url=database_url, data_dir=tmp_path / "right",
-               data_key=TEST_KEY_TEXT).returncode == 0
+    assert (
+        cli("migrate", database_url=database_url, data_dir=tmp_path / "right", data_key=TEST_KEY_TEXT).returncode == 0
+    )
     for command in (["migrate"], ["serve", "--port", "1"]):
         done = cli(*command, database_url=database_url, data_dir=tmp_path / "wrong", data_key=data_key)
         assert done.returncode == 2, (command, done.stdout, done.stderr)

@@ -115,7 +115,9 @@ def test_headers_of_errors() -> None:
 def test_invalid_input_details_are_ajv_shaped() -> None:
     item = errors.detail("/a/0/b", "enum", {"allowedValues": ["X"]}, "must be equal to one of the allowed values")
     assert msgspec.to_builtins(item) == {
-        "instancePath": "/a/0/b", "keyword": "enum", "params": {"allowedValues": ["X"]},
+        "instancePath": "/a/0/b",
+        "keyword": "enum",
+        "params": {"allowedValues": ["X"]},
         "message": "must be equal to one of the allowed values",
     }
     body = json.loads(errors.InvalidInput([item]).body())

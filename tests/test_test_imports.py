@@ -50,27 +50,33 @@ def test_no_module_imports_conftest_or_a_test_module(path: Path) -> None:
     assert problems(path.read_text()) == []
 
 
-@pytest.mark.parametrize("source", [
-    "from conftest import ApiClient",
-    "import conftest",
-    "from tests.conftest import served",
-    "from tests import conftest",
-    "from . import test_card_worker",
-    "from .test_encryption import schema_of",
-    "from test_validation import SEED_ASSIGNMENT",
-    "def f():\n    from tests.test_resilience import CrashablePostgres\n",
-    "from processes import ServerProcess",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from conftest import ApiClient",
+        "import conftest",
+        "from tests.conftest import served",
+        "from tests import conftest",
+        "from . import test_card_worker",
+        "from .test_encryption import schema_of",
+        "from test_validation import SEED_ASSIGNMENT",
+        "def f():\n    from tests.test_resilience import CrashablePostgres\n",
+        "from processes import ServerProcess",
+    ],
+)
 def test_the_check_finds_each_kind_of_import_it_forbids(source: str) -> None:
     assert problems(source)
 
 
-@pytest.mark.parametrize("source", [
-    "from tests.helpers import ApiClient",
-    "from tests import helpers",
-    "from tests.processes import ServerProcess",
-    "import pytest",
-    "from canopy_svc.api.app import create_app",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from tests.helpers import ApiClient",
+        "from tests import helpers",
+        "from tests.processes import ServerProcess",
+        "import pytest",
+        "from canopy_svc.api.app import create_app",
+    ],
+)
 def test_the_check_allows_the_package_s_helper_modules(source: str) -> None:
     assert problems(source) == []

@@ -142,6 +142,8 @@ def scopes_by_method(endpoints: Iterable[Endpoint]) -> dict[str, TokenScope]:
         methods = ("GET", "HEAD") if endpoint.method == "GET" else (endpoint.method,)
         for method in methods:
             if scopes.setdefault(method, endpoint.scope) != endpoint.scope:
-                raise ValueError(f"{endpoint.method} {endpoint.path} needs {endpoint.scope!r}, "
-                                 f"another {method} endpoint {scopes[method]!r}")
+                raise ValueError(
+                    f"{endpoint.method} {endpoint.path} needs {endpoint.scope!r}, "
+                    f"another {method} endpoint {scopes[method]!r}"
+                )
     return scopes

@@ -30,8 +30,7 @@ def idempotency_key(request: Request, body: bytes) -> IdempotencyKey | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    return IdempotencyKey.of(principal(request).org_id, key, request.method, request.url.path, body,
-                             cipher(request))
+    return IdempotencyKey.of(principal(request).org_id, key, request.method, request.url.path, body, cipher(request))
 
 
 def parsed(parse: Parse[Payload], body: bytes, keyed: IdempotencyKey | None) -> tuple[Payload, ApiError | None]:
@@ -47,12 +46,14 @@ def parsed(parse: Parse[Payload], body: bytes, keyed: IdempotencyKey | None) -> 
 
 
 def replayed(answer: Answer) -> Response:
-    return Response(answer.body, status_code=answer.status, media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"})
+    return Response(
+        answer.body, status_code=answer.status, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+    )
 
 
-async def write(request: Request, parse: Parse[Payload],
-                work: Callable[[Conn, Payload], Awaitable[Any]], *, atomic: bool = True) -> Response:
+async def write(
+    request: Request, parse: Parse[Payload], work: Callable[[Conn, Payload], Awaitable[Any]], *, atomic: bool = True
+) -> Response:
     """Runs `work(conn, parse(body))` in one transaction and answers its result as JSON: on any error
     nothing it wrote is kept. `atomic=False` is for work that is atomic by itself (one statement, or
     its own transaction when it needs more): it saves the BEGIN and COMMIT round trips."""

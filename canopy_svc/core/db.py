@@ -112,8 +112,7 @@ class DatabaseGate:
 
     def open(self) -> None:
         if not self.is_open:
-            log.warning("database available again",
-                        extra={"down_s": round(time.monotonic() - self._closed_at, 2)})
+            log.warning("database available again", extra={"down_s": round(time.monotonic() - self._closed_at, 2)})
         self._closed.clear()
 
     async def watch(self, dsn: str) -> None:
@@ -125,8 +124,8 @@ class DatabaseGate:
                     async with asyncio.timeout(self.timeout):
                         if probe is None or probe.is_closed():
                             probe = await asyncpg.connect(
-                                dsn, timeout=self.timeout,
-                                server_settings={"application_name": "canopy-svc-probe"})
+                                dsn, timeout=self.timeout, server_settings={"application_name": "canopy-svc-probe"}
+                            )
                         await probe.fetchval("SELECT 1")
                 except PROBE_ERRORS as exc:
                     if probe is not None:
@@ -189,8 +188,9 @@ class FairPool(asyncpg.Pool):
                 self._turns.release()
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
-                      gate: DatabaseGate | None = None) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, gate: DatabaseGate | None = None
+) -> asyncpg.Pool:
     # asyncpg.create_pool's defaults, made explicit because the class is ours.
     pool = await FairPool(
         dsn,
@@ -227,8 +227,10 @@ async def when_available(attempt: Callable[[], Awaitable[T]], *, what: str, seco
             if time.monotonic() + delay > deadline:
                 raise
             if delay == 0.25:  # once per wait
-                log.warning("database unavailable at startup, waiting for it",
-                            extra={"step": what, "error_type": type(exc).__name__, "wait_s": seconds})
+                log.warning(
+                    "database unavailable at startup, waiting for it",
+                    extra={"step": what, "error_type": type(exc).__name__, "wait_s": seconds},
+                )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
 

@@ -27,8 +27,9 @@ class NewClient:
     limits: Limits
 
 
-async def create_client(conn: Conn, org: str, scopes: str, *, rate: float | None = None,
-                        burst: int | None = None) -> NewClient:
+async def create_client(
+    conn: Conn, org: str, scopes: str, *, rate: float | None = None, burst: int | None = None
+) -> NewClient:
     """A client of `org` (made if new), in the caller's transaction."""
     org_id = await organizations.get_or_create_organization(conn, org)
     client_id, secret = new_client_id(), new_client_secret()
@@ -48,7 +49,8 @@ async def limits(conn: Queryable, client_id: str) -> Limits | None:
     return await api_clients.limits(conn, client_id)
 
 
-async def set_limits(conn: Queryable, client_id: str, *, rate: float | None = None,
-                     burst: int | None = None) -> Limits | None:
+async def set_limits(
+    conn: Queryable, client_id: str, *, rate: float | None = None, burst: int | None = None
+) -> Limits | None:
     """Changes the client's rate and/or burst (None keeps it); the new ones, or None if no such client."""
     return await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)

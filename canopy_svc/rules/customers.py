@@ -58,8 +58,9 @@ async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataC
         if record is not None:
             return _answer(record, cipher, duplicates.warnings_for(matches))
     async with atomic(conn):
-        warnings = await duplicates.check(conn, org_id, fields, columns["ssn_hash"],
-                                          ignore_warnings=payload.ignore_warnings)
+        warnings = await duplicates.check(
+            conn, org_id, fields, columns["ssn_hash"], ignore_warnings=payload.ignore_warnings
+        )
         record = await store.insert(conn, org_id, customer_id, columns)
         if payload.assign_to_accounts:
             await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
@@ -80,8 +81,7 @@ async def get(conn: Queryable, org_id: int, customer_id: str, cipher: DataCipher
     return customer_from_record(record, cipher)
 
 
-async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdate,
-                 cipher: DataCipher) -> Customer:
+async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdate, cipher: DataCipher) -> Customer:
     record = await store.fetch(conn, org_id, customer_id, for_update=True)
     if record is None:
         raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
@@ -101,8 +101,9 @@ async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdat
     warnings: list[DuplicateWarning] = []
     if duplicates.CHECKED_FIELDS & given.keys():
         ssn_hash = columns["ssn_hash"] if "ssn" in given else record["ssn_hash"]
-        warnings = await duplicates.check(conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings,
-                                          exclude_row_id=record["id"])
+        warnings = await duplicates.check(
+            conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings, exclude_row_id=record["id"]
+        )
     updated = await store.update(conn, record["id"], columns)
     if patch.assign_to_accounts:
         await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
@@ -118,8 +119,9 @@ def search_words(raw: str | None) -> list[str]:
     return words
 
 
-async def list_page(conn: Queryable, org_id: int, cursors: CursorCodec,
-                    page: PageRequest, search: list[str], cipher: DataCipher) -> CustomerList:
+async def list_page(
+    conn: Queryable, org_id: int, cursors: CursorCodec, page: PageRequest, search: list[str], cipher: DataCipher
+) -> CustomerList:
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
         return await store.page(conn, org_id, limit=limit, after=after, before=before, search=search)
 

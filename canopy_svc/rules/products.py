@@ -20,7 +20,8 @@ def product_from_record(record: Row) -> Product:
     return Product(
         product_id=record["product_id"],
         product_overview=ProductOverview(
-            product_name=record["product_name"], product_type=record["product_type"],
+            product_name=record["product_name"],
+            product_type=record["product_type"],
             product_short_description=record["product_short_description"],
             product_long_description=record["product_long_description"],
         ),
@@ -31,8 +32,13 @@ def product_from_record(record: Row) -> Product:
 async def create_product(conn: Conn, org_id: int, payload: ProductCreate) -> Product:
     overview = payload.product_overview
     record = await product_store.insert(
-        conn, org_id, payload.product_id or base62_id(24), overview.product_name, overview.product_type,
-        overview.product_short_description, overview.product_long_description,
+        conn,
+        org_id,
+        payload.product_id or base62_id(24),
+        overview.product_name,
+        overview.product_type,
+        overview.product_short_description,
+        overview.product_long_description,
     )
     return product_from_record(record)
 
@@ -44,8 +50,7 @@ async def get_product(conn: Queryable, org_id: int, product_id: str) -> Product:
     return product_from_record(record)
 
 
-async def list_products(conn: Queryable, org_id: int, cursors: CursorCodec,
-                        page: PageRequest) -> ProductList:
+async def list_products(conn: Queryable, org_id: int, cursors: CursorCodec, page: PageRequest) -> ProductList:
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
         return await product_store.page(conn, org_id, limit=limit, after=after, before=before)
 

@@ -22,6 +22,8 @@ async def set_limits(
     row = await conn.fetchrow(
         """UPDATE api_clients SET rate_per_second = coalesce($2, rate_per_second), burst = coalesce($3, burst)
            WHERE client_id = $1 RETURNING rate_per_second, burst""",
-        client_id, rate, burst,
+        client_id,
+        rate,
+        burst,
     )
     return None if row is None else (row["rate_per_second"], row["burst"])

@@ -55,7 +55,8 @@ async def fetch(conn: Conn, org_id: int, key: str, *, cipher: DataCipher) -> Sto
     row = await conn.fetchrow(
         f"""SELECT request_hash, status, body_encrypted, extract(epoch FROM now() - created_at)::float8 AS age
             FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND created_at > now() - interval '{RETENTION}'""",
-        org_id, key,
+        org_id,
+        key,
     )
     if row is None:
         return None
@@ -65,8 +66,9 @@ async def fetch(conn: Conn, org_id: int, key: str, *, cipher: DataCipher) -> Sto
     return StoredAnswer(request_hash=request_hash, status=status, body=body, age_seconds=row["age"])
 
 
-async def store(conn: Conn, org_id: int, key: str, request_hash: bytes, status: int,
-                body: bytes, *, cipher: DataCipher) -> None:
+async def store(
+    conn: Conn, org_id: int, key: str, request_hash: bytes, status: int, body: bytes, *, cipher: DataCipher
+) -> None:
     sealed = cipher.encrypt_bytes(body, context=answer_context(org_id, key, status, request_hash))
     # An expired answer still in the table (not yet purged) is replaced: the key is free again.
     await conn.execute(
@@ -74,7 +76,11 @@ async def store(conn: Conn, org_id: int, key: str, request_hash: bytes, status: 
            VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (org_id, key) DO UPDATE SET request_hash = excluded.request_hash,
                status = excluded.status, body_encrypted = excluded.body_encrypted, created_at = now()""",
-        org_id, key, request_hash, status, sealed,
+        org_id,
+        key,
+        request_hash,
+        status,
+        sealed,
     )
 
 

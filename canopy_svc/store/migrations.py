@@ -87,7 +87,8 @@ async def _v3_seal_idempotency_answers(conn: Conn, cipher: DataCipher) -> None:
             """SELECT org_id, key, request_hash, status, body, created_at FROM idempotency_keys
                WHERE (org_id, key) > ($1, $2) AND created_at > now() - $3::text::interval
                ORDER BY org_id, key LIMIT 1000""",
-            *last, idempotency.RETENTION,
+            *last,
+            idempotency.RETENTION,
         )
         if not rows:
             break
@@ -95,8 +96,16 @@ async def _v3_seal_idempotency_answers(conn: Conn, cipher: DataCipher) -> None:
         for row in rows:
             request_hash = idempotency.keyed_fingerprint(cipher, bytes(row["request_hash"]))
             context = idempotency.answer_context(row["org_id"], row["key"], row["status"], request_hash)
-            converted.append((row["org_id"], row["key"], request_hash, row["status"],
-                              cipher.encrypt_bytes(bytes(row["body"]), context=context), row["created_at"]))
+            converted.append(
+                (
+                    row["org_id"],
+                    row["key"],
+                    request_hash,
+                    row["status"],
+                    cipher.encrypt_bytes(bytes(row["body"]), context=context),
+                    row["created_at"],
+                )
+            )
         await conn.executemany("INSERT INTO idempotency_sealed VALUES ($1, $2, $3, $4, $5, $6)", converted)
         sealed += len(rows)
         last = (rows[-1]["org_id"], rows[-1]["key"])
@@ -180,9 +189,7 @@ async def migrate(conn: Conn, cipher: DataCipher) -> int:
             await ensure_key_check(conn, cipher.key_check(), cipher.fingerprint())
             current = await conn.fetchval("SELECT version FROM schema_version") or 0
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"database schema version {current} is newer than this build ({SCHEMA_VERSION})"
-                )
+                raise RuntimeError(f"database schema version {current} is newer than this build ({SCHEMA_VERSION})")
             pending = range(current + 1, SCHEMA_VERSION + 1)
             for version in pending:
                 if version in STEPS:
@@ -205,7 +212,8 @@ async def _record_version(conn: Conn, digest: str) -> None:
     await conn.execute(
         """INSERT INTO schema_version (version, schema_sha256) VALUES ($1, $2)
            ON CONFLICT (singleton) DO UPDATE SET version = $1, schema_sha256 = $2, applied_at = now()""",
-        SCHEMA_VERSION, digest,
+        SCHEMA_VERSION,
+        digest,
     )
 
 

@@ -19,12 +19,13 @@ async def get_or_create_organization(conn: Conn, name: str) -> int:
     return org_id
 
 
-async def insert_client(
-    conn: Conn, org_id: int, client_id: str, secret_hash: str, scopes: str
-) -> None:
+async def insert_client(conn: Conn, org_id: int, client_id: str, secret_hash: str, scopes: str) -> None:
     await conn.execute(
         "INSERT INTO api_clients (client_id, org_id, secret_hash, scopes) VALUES ($1, $2, $3, $4)",
-        client_id, org_id, secret_hash, scopes,
+        client_id,
+        org_id,
+        secret_hash,
+        scopes,
     )
 
 
@@ -34,12 +35,16 @@ async def find_client(conn: Queryable, client_id: str) -> asyncpg.Record | None:
     )
 
 
-async def set_lithic_config(conn: Conn, org_id: int, encrypted_key: bytes | None,
-                            last_four: str | None, base_url: str | None) -> None:
+async def set_lithic_config(
+    conn: Conn, org_id: int, encrypted_key: bytes | None, last_four: str | None, base_url: str | None
+) -> None:
     await conn.execute(
         """UPDATE organizations SET lithic_api_key_encrypted = $2, lithic_api_key_last_four = $3,
                lithic_base_url = $4 WHERE id = $1""",
-        org_id, encrypted_key, last_four, base_url,
+        org_id,
+        encrypted_key,
+        last_four,
+        base_url,
     )
 
 

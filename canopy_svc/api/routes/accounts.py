@@ -28,22 +28,41 @@ async def create_account(request: Request) -> Response:
 
 
 async def get_account(request: Request) -> Response:
-    account = await accounts.get_account(pool(request), principal(request).org_id, request.path_params["account_id"],
-                                         cipher(request))
+    account = await accounts.get_account(
+        pool(request), principal(request).org_id, request.path_params["account_id"], cipher(request)
+    )
     return JSONResponse(account)
 
 
 async def list_accounts(request: Request) -> Response:
-    page = await accounts.list_accounts(pool(request), principal(request).org_id, cursors(request),
-                                        PageRequest.from_query(request.query_params, default_limit=12),
-                                        cipher(request))
+    page = await accounts.list_accounts(
+        pool(request),
+        principal(request).org_id,
+        cursors(request),
+        PageRequest.from_query(request.query_params, default_limit=12),
+        cipher(request),
+    )
     return JSONResponse(page)
 
 
 endpoints = [
-    Endpoint("POST", "/accounts", create_account, "Create an account, optionally with customers", models.Account,
-             models.AccountCreate, errors=(401, 403, 404, 409, 429, 500, 503), example=examples.ACCOUNT),
+    Endpoint(
+        "POST",
+        "/accounts",
+        create_account,
+        "Create an account, optionally with customers",
+        models.Account,
+        models.AccountCreate,
+        errors=(401, 403, 404, 409, 429, 500, 503),
+        example=examples.ACCOUNT,
+    ),
     Endpoint("GET", "/accounts", list_accounts, "List accounts", models.AccountList, query=listing_query()),
-    Endpoint("GET", "/accounts/{account_id}", get_account, "Get an account with its customers and cards",
-             models.Account, errors=(401, 403, 404, 429, 500, 503)),
+    Endpoint(
+        "GET",
+        "/accounts/{account_id}",
+        get_account,
+        "Get an account with its customers and cards",
+        models.Account,
+        errors=(401, 403, 404, 429, 500, 503),
+    ),
 ]

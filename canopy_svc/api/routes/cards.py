@@ -34,21 +34,45 @@ async def update_card(request: Request) -> Response:
     lease_seconds = shared.settings.card_lease_seconds
 
     async def begin(conn: Conn, change: CardUpdate) -> cards.CardChange:
-        return await cards.begin_card_change(conn, org_id, account_id, customer_id, change, shared.card_gateway,
-                                             lease_seconds=lease_seconds)
+        return await cards.begin_card_change(
+            conn, org_id, account_id, customer_id, change, shared.card_gateway, lease_seconds=lease_seconds
+        )
 
-    return await write_in_phases(request, Phases(
-        parse=cards.parse_card_update, begin=begin, done=lambda change: change.done, call=cards.send_card_change,
-        finish=cards.finish_card_change, abandon=cards.abandon_card_change, lease_seconds=lease_seconds,
-    ))
+    return await write_in_phases(
+        request,
+        Phases(
+            parse=cards.parse_card_update,
+            begin=begin,
+            done=lambda change: change.done,
+            call=cards.send_card_change,
+            finish=cards.finish_card_change,
+            abandon=cards.abandon_card_change,
+            lease_seconds=lease_seconds,
+        ),
+    )
 
 
 _PATH = "/accounts/{account_id}/customers/{customer_id}/cards"
 
 endpoints = [
-    Endpoint("POST", _PATH, issue_card, "Issue a card for a customer on an account", models.CardDetails,
-             models.CardCreate, errors=(401, 403, 404, 429, 500, 503), example=examples.CARD),
-    Endpoint("PUT", _PATH, update_card, "Change the state or spend limit of the link's newest card at Lithic",
-             models.CardDetails, models.CardUpdate, errors=(401, 403, 404, 409, 429, 500, 503),
-             example=examples.CARD_UPDATE),
+    Endpoint(
+        "POST",
+        _PATH,
+        issue_card,
+        "Issue a card for a customer on an account",
+        models.CardDetails,
+        models.CardCreate,
+        errors=(401, 403, 404, 429, 500, 503),
+        example=examples.CARD,
+    ),
+    Endpoint(
+        "PUT",
+        _PATH,
+        update_card,
+        "Change the state or spend limit of the link's newest card at Lithic",
+        models.CardDetails,
+        models.CardUpdate,
+        errors=(401, 403, 404, 409, 429, 500, 503),
+        example=examples.CARD_UPDATE,
+    ),
 ]

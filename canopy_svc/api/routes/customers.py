@@ -42,25 +42,32 @@ async def update_customer(request: Request) -> Response:
 
 
 async def get_customer(request: Request) -> Response:
-    customer = await customers.get(pool(request), principal(request).org_id, request.path_params["customer_id"],
-                                   cipher(request))
+    customer = await customers.get(
+        pool(request), principal(request).org_id, request.path_params["customer_id"], cipher(request)
+    )
     return JSONResponse(customer)
 
 
 async def list_customers(request: Request) -> Response:
     query = request.query_params
     page = await customers.list_page(
-        pool(request), principal(request).org_id, cursors(request),
+        pool(request),
+        principal(request).org_id,
+        cursors(request),
         PageRequest.from_query(query, default_limit=12),
-        customers.search_words(query.get("search_parameters")), cipher(request),
+        customers.search_words(query.get("search_parameters")),
+        cipher(request),
     )
     return JSONResponse(page)
 
 
 async def list_customer_accounts(request: Request) -> Response:
     page = await customer_accounts.list_customer_accounts(
-        pool(request), principal(request).org_id, cursors(request),
-        PageRequest.from_query(request.query_params, default_limit=12), request.path_params["customer_id"],
+        pool(request),
+        principal(request).org_id,
+        cursors(request),
+        PageRequest.from_query(request.query_params, default_limit=12),
+        request.path_params["customer_id"],
         cipher(request),
     )
     return JSONResponse(page)
@@ -68,8 +75,11 @@ async def list_customer_accounts(request: Request) -> Response:
 
 async def list_links(request: Request) -> Response:
     page = await customer_accounts.list_links(
-        pool(request), principal(request).org_id, cursors(request),
-        PageRequest.from_query(request.query_params, default_limit=LINKS_DEFAULT_LIMIT), cipher(request),
+        pool(request),
+        principal(request).org_id,
+        cursors(request),
+        PageRequest.from_query(request.query_params, default_limit=LINKS_DEFAULT_LIMIT),
+        cipher(request),
     )
     return JSONResponse(page)
 
@@ -78,20 +88,68 @@ _ONE = (401, 403, 404, 429, 500, 503)  # the errors of an operation on one custo
 _WRITE = (401, 403, 404, 409, 429, 500, 503)
 
 endpoints = [
-    Endpoint("POST", "/customers", create_customer, "Create a customer", models.Customer, models.CustomerCreate,
-             errors=_WRITE, example=examples.CUSTOMER),
-    Endpoint("GET", "/customers", list_customers, "List customers, oldest first", models.CustomerList,
-             query=listing_query(search_parameters={"type": "string", "description": (
-                 f"At most {MAX_SEARCH_WORDS} words (runs of letters and digits), "
-                 "each matched at the start of names and business names")})),
+    Endpoint(
+        "POST",
+        "/customers",
+        create_customer,
+        "Create a customer",
+        models.Customer,
+        models.CustomerCreate,
+        errors=_WRITE,
+        example=examples.CUSTOMER,
+    ),
+    Endpoint(
+        "GET",
+        "/customers",
+        list_customers,
+        "List customers, oldest first",
+        models.CustomerList,
+        query=listing_query(
+            search_parameters={
+                "type": "string",
+                "description": (
+                    f"At most {MAX_SEARCH_WORDS} words (runs of letters and digits), "
+                    "each matched at the start of names and business names"
+                ),
+            }
+        ),
+    ),
     Endpoint("GET", "/customers/{customer_id}", get_customer, "Get a customer", models.Customer, errors=_ONE),
-    Endpoint("PUT", "/customers/{customer_id}", update_customer, "Update a customer", models.Customer,
-             models.CustomerUpdate, errors=_WRITE, example=examples.CUSTOMER_UPDATE),
-    Endpoint("PATCH", "/customers/{customer_id}", update_customer, "Update a customer (same as PUT)",
-             models.Customer, models.CustomerUpdate, errors=_WRITE, example=examples.CUSTOMER_UPDATE),
-    Endpoint("GET", "/customers/{customer_id}/accounts", list_customer_accounts, "The accounts a customer is on",
-             models.AccountList, query=listing_query(), errors=_ONE),
-    Endpoint("GET", "/customers/accounts", list_links,
-             f"Every customer-account link (default limit {LINKS_DEFAULT_LIMIT})", models.CustomerAccountLinkList,
-             query=listing_query(default_limit=LINKS_DEFAULT_LIMIT)),
+    Endpoint(
+        "PUT",
+        "/customers/{customer_id}",
+        update_customer,
+        "Update a customer",
+        models.Customer,
+        models.CustomerUpdate,
+        errors=_WRITE,
+        example=examples.CUSTOMER_UPDATE,
+    ),
+    Endpoint(
+        "PATCH",
+        "/customers/{customer_id}",
+        update_customer,
+        "Update a customer (same as PUT)",
+        models.Customer,
+        models.CustomerUpdate,
+        errors=_WRITE,
+        example=examples.CUSTOMER_UPDATE,
+    ),
+    Endpoint(
+        "GET",
+        "/customers/{customer_id}/accounts",
+        list_customer_accounts,
+        "The accounts a customer is on",
+        models.AccountList,
+        query=listing_query(),
+        errors=_ONE,
+    ),
+    Endpoint(
+        "GET",
+        "/customers/accounts",
+        list_links,
+        f"Every customer-account link (default limit {LINKS_DEFAULT_LIMIT})",
+        models.CustomerAccountLinkList,
+        query=listing_query(default_limit=LINKS_DEFAULT_LIMIT),
+    ),
 ]

@@ -49,12 +49,29 @@ async def get_settings(request: Request) -> Response:
 
 
 endpoints = [
-    Endpoint("GET", "/organization/issuer_processors", get_issuer_processors,
-             "The organization's Lithic settings (key masked)", models.IssuerProcessors),
-    Endpoint("PUT", "/organization/issuer_processors", put_issuer_processors, "Set the organization's Lithic key",
-             models.IssuerProcessors, models.IssuerProcessorsUpdate),
-    Endpoint("GET", "/organization/settings", get_settings, "The organization's settings",
-             models.OrganizationSettings),
-    Endpoint("PUT", "/organization/settings", put_settings, "Change the organization's duplicate-customer policy",
-             models.OrganizationSettings, models.OrganizationSettingsUpdate, example=examples.ORGANIZATION_SETTINGS),
+    Endpoint(
+        "GET",
+        "/organization/issuer_processors",
+        get_issuer_processors,
+        "The organization's Lithic settings (key masked)",
+        models.IssuerProcessors,
+    ),
+    Endpoint(
+        "PUT",
+        "/organization/issuer_processors",
+        put_issuer_processors,
+        "Set the organization's Lithic key",
+        models.IssuerProcessors,
+        models.IssuerProcessorsUpdate,
+    ),
+    Endpoint("GET", "/organization/settings", get_settings, "The organization's settings", models.OrganizationSettings),
+    Endpoint(
+        "PUT",
+        "/organization/settings",
+        put_settings,
+        "Change the organization's duplicate-customer policy",
+        models.OrganizationSettings,
+        models.OrganizationSettingsUpdate,
+        example=examples.ORGANIZATION_SETTINGS,
+    ),
 ]

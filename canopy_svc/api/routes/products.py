@@ -33,15 +33,33 @@ async def get_product(request: Request) -> Response:
 
 
 async def list_products(request: Request) -> Response:
-    page = await products.list_products(pool(request), principal(request).org_id, cursors(request),
-                                        PageRequest.from_query(request.query_params, default_limit=12))
+    page = await products.list_products(
+        pool(request),
+        principal(request).org_id,
+        cursors(request),
+        PageRequest.from_query(request.query_params, default_limit=12),
+    )
     return JSONResponse(page)
 
 
 endpoints = [
-    Endpoint("POST", "/products", create_product, "Create a product", models.Product, models.ProductCreate,
-             errors=(401, 403, 409, 429, 500, 503), example=examples.PRODUCT),
+    Endpoint(
+        "POST",
+        "/products",
+        create_product,
+        "Create a product",
+        models.Product,
+        models.ProductCreate,
+        errors=(401, 403, 409, 429, 500, 503),
+        example=examples.PRODUCT,
+    ),
     Endpoint("GET", "/products", list_products, "List products", models.ProductList, query=listing_query()),
-    Endpoint("GET", "/products/{product_id}", get_product, "Get a product", models.Product,
-             errors=(401, 403, 404, 429, 500, 503)),
+    Endpoint(
+        "GET",
+        "/products/{product_id}",
+        get_product,
+        "Get a product",
+        models.Product,
+        errors=(401, 403, 404, 429, 500, 503),
+    ),
 ]
