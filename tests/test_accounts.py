@@ -27,7 +27,9 @@ CUSTOMER_FIELDS = {
     "date_of_birth", "business_details", "created_at", "updated_at",
 }  # fmt: skip
 LINK_FIELDS = {"customer_account_role", "customer_account_external_id", "card_details"}
-CARD_FIELDS = {"status", "token", "last_four", "state", "type", "memo", "spend_limit", "error"}
+CARD_FIELDS = {"status", "token", "last_four", "state", "type", "memo", "spend_limit", "error", "lithic"}
+# Canopy's 2021 spec nests these under `lithic`; every card item carries them there too.
+LITHIC_CARD_FIELDS = ("type", "state", "token", "last_four", "memo")
 BASE62_24 = re.compile(r"^[0-9A-Za-z]{24}$")
 PROGRAM = "a5e38341-cc95-4a9b-a21c-751aeca67e9c"
 CARD_CONFIG: dict[str, Any] = {
@@ -49,6 +51,20 @@ def ok(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def issued_cards(response: httpx.Response) -> list[dict[str, Any]]:
+    """POST .../cards answers an array of card items, as Canopy does."""
+    assert response.status_code == 200, response.text
+    body: list[dict[str, Any]] = response.json()
+    assert isinstance(body, list)
+    return body
+
+
+def assert_both_forms(card: dict[str, Any]) -> None:
+    """A card item in both of Canopy's forms: the flat fields, and the same values nested under `lithic`."""
+    assert set(card) == CARD_FIELDS
+    assert card["lithic"] == {name: card[name] for name in LITHIC_CARD_FIELDS}
 
 
 async def make_product(
@@ -692,7 +708,7 @@ async def test_link_with_lithic_config_gets_a_pending_card_then_an_issued_one(
 ) -> None:
     await linked(api)
     (card,) = await cards_of(api)
-    assert set(card) == CARD_FIELDS
+    assert_both_forms(card)
     assert card["status"] == "PENDING"
     assert card["token"] is None and card["last_four"] is None
     assert card["type"] == "MERCHANT_LOCKED"
@@ -753,8 +769,8 @@ async def test_assign_customers_with_lithic_config_answers_a_pending_card(api: A
 async def test_post_cards_issues_another_pending_card(api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
     await linked(api)
     await issue_cards(pool, app)
-    card = ok(await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}))
-    assert set(card) == CARD_FIELDS
+    (card,) = issued_cards(await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}))
+    assert_both_forms(card)
     assert card["status"] == "PENDING"
     # what the body leaves out comes from the link's settings
     assert (card["type"], card["memo"], card["spend_limit"]) == ("MERCHANT_LOCKED", "Primary College Card", 8000000)
@@ -766,9 +782,42 @@ async def test_post_cards_issues_another_pending_card(api: ApiClient, pool: asyn
     assert second["status"] == "ISSUED" and second["token"] != first["token"]
 
 
+async def test_every_route_answers_card_items_in_both_forms(api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
+    await make_product(api)
+    await make_customer(api, "cust-1")
+    created = await make_account(
+        api,
+        "acc-1",
+        assign_customers=[{"customer_id": "cust-1", "customer_account_issuer_processor_config": CARD_CONFIG}],
+    )
+    (pending,) = on_account(created, "cust-1")["card_details"]  # POST /accounts
+    assert_both_forms(pending)
+    assert pending["lithic"] == {
+        "type": "MERCHANT_LOCKED", "state": "OPEN", "token": None, "last_four": None, "memo": "Primary College Card",
+    }  # fmt: skip
+    await issue_cards(pool, app)
+    (issued,) = await cards_of(api)
+    assert_both_forms(issued)
+    assert issued["lithic"]["token"] == issued["token"] and re.fullmatch(r"[0-9]{4}", issued["lithic"]["last_four"])
+    listings = {
+        "GET /accounts": ok(await api.http.get("/accounts"))["results"],
+        "GET /customers/cust-1/accounts": ok(await api.http.get("/customers/cust-1/accounts"))["results"],
+    }
+    for route, accounts in listings.items():
+        (account,) = accounts
+        assert on_account(account, "cust-1")["card_details"] == [issued], route
+    (row,) = ok(await api.http.get("/customers/accounts"))["results"]
+    assert row["card_details"] == [issued]
+    (another,) = issued_cards(await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}))
+    assert_both_forms(another)
+    await issue_cards(pool, app)  # PUT changes the newest card, once issued
+    changed = ok(await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}))
+    assert_both_forms(changed)
+
+
 async def test_post_cards_body_overrides_the_link_settings(api: ApiClient) -> None:
     await linked(api)
-    card = ok(
+    (card,) = issued_cards(
         await api.http.post(
             "/accounts/acc-1/customers/cust-1/cards",
             json={"spend_limit": 25, "lithic": {"type": "SINGLE_USE", "memo": "One-off"}},
@@ -797,7 +846,8 @@ async def test_put_cards_pauses_an_issued_card(api: ApiClient, pool: asyncpg.Poo
     await issue_cards(pool, app)
     (issued,) = await cards_of(api)
     card = ok(await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}))
-    assert card["state"] == "PAUSED"
+    assert_both_forms(card)
+    assert card["state"] == "PAUSED" and card["lithic"]["state"] == "PAUSED"
     assert card["status"] == "ISSUED" and card["token"] == issued["token"]
     assert card["spend_limit"] == issued["spend_limit"]
     assert (await cards_of(api)) == [card]
@@ -830,7 +880,7 @@ async def test_put_cards_when_the_newest_card_is_pending_is_409(api: ApiClient, 
         await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}), 409, "conflict"
     )
     await issue_cards(pool, app)
-    ok(await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}))
+    issued_cards(await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}))
     assert_error(
         await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}), 409, "conflict"
     )

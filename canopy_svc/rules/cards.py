@@ -21,13 +21,14 @@ from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import organizations as organization_store
 from canopy_svc.wire.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
-from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
+from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate, LithicCardDetails
 
 CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)
 
 
 def card_from_record(record: Row) -> CardDetails:
+    """The card item every route answers: the flat fields and the same values nested under `lithic`."""
     return CardDetails(
         status=record["status"],
         token=record["token"],
@@ -37,6 +38,13 @@ def card_from_record(record: Row) -> CardDetails:
         memo=record["memo"],
         spend_limit=record["spend_limit"],
         error=record["error"],
+        lithic=LithicCardDetails(
+            type=record["card_type"],
+            state=record["state"],
+            token=record["token"],
+            last_four=record["last_four"],
+            memo=record["memo"],
+        ),
     )
 
 

@@ -347,7 +347,19 @@ class AccountCreate(msgspec.Struct, kw_only=True):
     ) = None
 
 
+class LithicCardDetails(msgspec.Struct):
+    """A card as Canopy's 2021 spec nests it under `lithic`: the same values as the flat fields."""
+
+    type: str
+    state: CardState
+    token: str | None
+    last_four: str | None
+    memo: str | None
+
+
 class CardDetails(msgspec.Struct):
+    """A card item in both of Canopy's forms: the flat fields its later clients read, and `lithic`."""
+
     status: CardStatus
     token: str | None
     last_four: str | None
@@ -356,6 +368,7 @@ class CardDetails(msgspec.Struct):
     memo: str | None
     spend_limit: int | None
     error: str | None
+    lithic: LithicCardDetails
 
 
 class CardCreate(msgspec.Struct, kw_only=True):

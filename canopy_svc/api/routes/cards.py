@@ -20,8 +20,9 @@ async def issue_card(request: Request) -> Response:
     org_id = principal(request).org_id
     account_id, customer_id = request.path_params["account_id"], request.path_params["customer_id"]
 
-    async def work(conn: Conn, card: CardCreate) -> CardDetails:
-        return await cards.issue_card(conn, org_id, account_id, customer_id, card)
+    # Canopy answers this route with an array of card items, so its clients read one.
+    async def work(conn: Conn, card: CardCreate) -> list[CardDetails]:
+        return [await cards.issue_card(conn, org_id, account_id, customer_id, card)]
 
     return await write(request, cards.CARD_CREATE_DECODER.decode, work)
 
@@ -60,7 +61,7 @@ endpoints = [
         _PATH,
         issue_card,
         "Issue a card for a customer on an account",
-        models.CardDetails,
+        list[models.CardDetails],
         models.CardCreate,
         errors=(401, 403, 404, 429, 500, 503),
         example=examples.CARD,
