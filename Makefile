@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## start the server on the embedded PostgreSQL, with a dev client and curl lines
 	$(BIN)/canopy-svc serve --dev
 
-test: $(STAMP)  ## lint, then the whole suite on a real (embedded) PostgreSQL
+test: $(STAMP)  ## lint, format check and type-check, then the whole suite on a real (embedded) PostgreSQL
 	$(BIN)/ruff check canopy_svc tests
+	$(BIN)/ruff format --check canopy_svc tests
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 soak: $(STAMP)  ## 30,000 mixed requests on one worker (own embedded PostgreSQL); fails if RSS grows >= 10 MB
@@ -41,4 +43,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix canopy_svc tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

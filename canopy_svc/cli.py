@@ -36,9 +36,10 @@ def _env_help(name: str) -> str:
 
 def _add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data-dir", type=Path,
+        "--data-dir",
+        type=Path,
         help=f"folder of the embedded PostgreSQL and local keys ({_env_help('data_dir')}); "
-             f"unused for the database when {variable(Settings, 'database_url')} is set",
+        f"unused for the database when {variable(Settings, 'database_url')} is set",
     )
 
 
@@ -76,16 +77,23 @@ async def _migrated(dsn: str, cipher: DataCipher) -> AsyncIterator[asyncpg.Conne
         await conn.close()
 
 
-async def _create_client(dsn: str, org: str, scopes: str, cipher: DataCipher, *,
-                         rate: float | None = None, burst: int | None = None) -> dict[str, Any]:
+async def _create_client(
+    dsn: str, org: str, scopes: str, cipher: DataCipher, *, rate: float | None = None, burst: int | None = None
+) -> dict[str, Any]:
     async with _migrated(dsn, cipher) as conn, conn.transaction():
         created = await clients.create_client(conn, org, scopes, rate=rate, burst=burst)
-    return {"org": created.org, "client_id": created.client_id, "client_secret": created.client_secret,
-            "rate_per_second": created.limits[0], "burst": created.limits[1]}
+    return {
+        "org": created.org,
+        "client_id": created.client_id,
+        "client_secret": created.client_secret,
+        "rate_per_second": created.limits[0],
+        "burst": created.limits[1],
+    }
 
 
-async def _set_limits(dsn: str, client_id: str, rate: float | None, burst: int | None,
-                      cipher: DataCipher) -> tuple[float, int] | None:
+async def _set_limits(
+    dsn: str, client_id: str, rate: float | None, burst: int | None, cipher: DataCipher
+) -> tuple[float, int] | None:
     async with _migrated(dsn, cipher) as conn:
         return await clients.set_limits(conn, client_id, rate=rate, burst=burst)
 
@@ -123,8 +131,11 @@ async def _client_exists(dsn: str, client_id: str) -> bool:
 def cmd_clients_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with database(settings) as dsn:
-        created = asyncio.run(_create_client(dsn, args.org, " ".join(args.scope), DataCipher(settings.data_key),
-                                             rate=args.rate, burst=args.burst))
+        created = asyncio.run(
+            _create_client(
+                dsn, args.org, " ".join(args.scope), DataCipher(settings.data_key), rate=args.rate, burst=args.burst
+            )
+        )
     if args.json:
         print(json.dumps(created))
     else:
@@ -152,8 +163,11 @@ def cmd_clients_set_limits(args: argparse.Namespace) -> int:
         print(f"client_id: {args.client_id}")
         print(f"rate:      {limits[0]:g} requests/s")
         print(f"burst:     {limits[1]}")
-        print(f"Running servers use the new limits within {variable(Settings, 'rate_limit_cache_seconds')} "
-              f"(default {Settings.rate_limit_cache_seconds:g}).", file=sys.stderr)
+        print(
+            f"Running servers use the new limits within {variable(Settings, 'rate_limit_cache_seconds')} "
+            f"(default {Settings.rate_limit_cache_seconds:g}).",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -197,19 +211,21 @@ def _dev_client(dsn: str, settings: Settings) -> dict[str, Any]:
 
 def dev_banner(client: dict[str, Any], base_url: str) -> str:
     credentials = json.dumps({"client_id": client["client_id"], "client_secret": client["client_secret"]})
-    return "\n".join([
-        "",
-        f"canopy-svc sandbox on {base_url}  (organization '{client['org']}', client {client['client_id']})",
-        "Paste these two lines into a shell: the first gets a token, the second creates a customer.",
-        "",
-        f"TOKEN=$(curl -s -X POST {base_url}/auth/token -H 'Content-Type: application/json' "
-        f"-d '{credentials}' | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')",
-        f"curl -s -X POST {base_url}/customers -H \"Authorization: Bearer $TOKEN\" "
-        f"-H 'Content-Type: application/json' -d '{json.dumps(examples.CUSTOMER, separators=(',', ':'))}'",
-        "",
-        f"API docs: {base_url}/docs",
-        "",
-    ])
+    return "\n".join(
+        [
+            "",
+            f"canopy-svc sandbox on {base_url}  (organization '{client['org']}', client {client['client_id']})",
+            "Paste these two lines into a shell: the first gets a token, the second creates a customer.",
+            "",
+            f"TOKEN=$(curl -s -X POST {base_url}/auth/token -H 'Content-Type: application/json' "
+            f'-d \'{credentials}\' | sed -E \'s/.*"access_token":"([^"]+)".*/\\1/\')',
+            f'curl -s -X POST {base_url}/customers -H "Authorization: Bearer $TOKEN" '
+            f"-H 'Content-Type: application/json' -d '{json.dumps(examples.CUSTOMER, separators=(',', ':'))}'",
+            "",
+            f"API docs: {base_url}/docs",
+            "",
+        ]
+    )
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -239,8 +255,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
             print(dev_banner(_dev_client(dsn, settings), f"http://{shown_host}:{settings.port}"), flush=True)
         uvicorn.run(
-            "canopy_svc.api.app:create_served_app", factory=True, host=settings.host, port=settings.port,
-            workers=settings.workers, log_config=None, access_log=False, proxy_headers=False,
+            "canopy_svc.api.app:create_served_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
             timeout_graceful_shutdown=settings.graceful_timeout_seconds,
             # httptools with limits on header size, header/body time and connections (CANOPY_SVC_*).
             http=LimitedHttpToolsProtocol,
@@ -257,11 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help=f"address to listen on ({_env_help('host')})")
     serve.add_argument("--port", type=int, help=f"port to listen on ({_env_help('port')})")
     serve.add_argument("--workers", type=int, help=f"worker processes ({_env_help('workers')})")
-    serve.add_argument("--graceful-timeout", type=int, dest="graceful_timeout_seconds",
-                       help="seconds in-flight requests get to finish on SIGTERM "
-                            f"({_env_help('graceful_timeout_seconds')})")
-    serve.add_argument("--dev", action="store_true",
-                       help="make a dev organization and client on first start and print curl lines")
+    serve.add_argument(
+        "--graceful-timeout",
+        type=int,
+        dest="graceful_timeout_seconds",
+        help=f"seconds in-flight requests get to finish on SIGTERM ({_env_help('graceful_timeout_seconds')})",
+    )
+    serve.add_argument(
+        "--dev", action="store_true", help="make a dev organization and client on first start and print curl lines"
+    )
     serve.set_defaults(handler=cmd_serve)
 
     migrate = commands.add_parser("migrate", help="apply schema.sql and data migrations")

@@ -1,37 +1,27 @@
-"""Test harness: one real PostgreSQL per session (embedded, or TEST_DATABASE_URL), clean per test."""
+"""Test harness: one real PostgreSQL per session (embedded, or TEST_DATABASE_URL), clean per test.
+
+Fixtures only: what test modules share besides fixtures is in tests/helpers.py."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from canopy_svc.api import examples
 from canopy_svc.api.app import create_app
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.db import create_pool
 from canopy_svc.core.settings import Settings
-from canopy_svc.rules.ids import new_client_id, new_client_secret
-from canopy_svc.rules.passwords import hash_secret
-from canopy_svc.store import organizations
 from canopy_svc.store.migrations import migrate_database
-
-TEST_JWT_SECRET = "test-jwt-secret-with-enough-length-0123456789"
-TEST_DATA_KEY = bytes(range(32))
-# The operator setting that lets the fake Lithic (tests/fake_lithic.py, on 127.0.0.1) be a base_url.
-TEST_LITHIC_HOSTS = ("127.0.0.1", "localhost", "::1")
+from tests.fake_lithic import FakeLithic
+from tests.helpers import LITHIC_KEY, TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS, ApiClient, make_client
 
 
 @pytest.fixture(scope="session")
@@ -75,45 +65,18 @@ async def clean_database(pool: asyncpg.Pool) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(database_url=None, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY,
-                    lithic_allowed_hosts=TEST_LITHIC_HOSTS)
+    return Settings(
+        database_url=None,
+        data_dir=tmp_path,
+        jwt_secret=TEST_JWT_SECRET,
+        data_key=TEST_DATA_KEY,
+        lithic_allowed_hosts=TEST_LITHIC_HOSTS,
+    )
 
 
 @pytest.fixture
 def app(settings: Settings, pool: asyncpg.Pool) -> Any:
     return create_app(settings, pool=pool)
-
-
-@contextlib.asynccontextmanager
-async def served(app: Starlette) -> AsyncIterator[ASGIApp]:
-    """The app under its lifespan, each request given the lifespan's state as uvicorn gives it
-    (httpx's ASGITransport runs no lifespan): an ASGI app for the transport."""
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http":
-                scope["state"] = {**(state or {}), **scope.get("state", {})}
-            await app(scope, receive, send)
-
-        yield with_state
-
-
-@dataclass
-class ApiClient:
-    """A client of one organization: an httpx client that already carries its bearer token."""
-
-    org_id: int
-    client_id: str
-    client_secret: str
-    http: httpx.AsyncClient
-
-
-async def make_client(pool: asyncpg.Pool, org_name: str, scopes: str = "read write") -> tuple[int, str, str]:
-    async with pool.acquire() as conn:
-        org_id = await organizations.get_or_create_organization(conn, org_name)
-        client_id, secret = new_client_id(), new_client_secret()
-        await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
-    return org_id, client_id, secret
 
 
 @pytest.fixture
@@ -126,8 +89,11 @@ async def anonymous(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 async def _api_client(app: Any, pool: asyncpg.Pool, org_name: str) -> ApiClient:
     org_id, client_id, secret = await make_client(pool, org_name)
     token = app.resources.tokens.issue(client_id, org_id, "read write")
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
-                             headers={"Authorization": f"Bearer {token}"})
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     return ApiClient(org_id, client_id, secret, http)
 
 
@@ -147,54 +113,6 @@ async def other_api(app: Any, pool: asyncpg.Pool) -> AsyncIterator[ApiClient]:
         yield client
 
 
-def seed_customer(**overrides: Any) -> dict[str, Any]:
-    """The example body of Canopy's create-customer page (seed 003), without assign_to_accounts."""
-    body: dict[str, Any] = copy.deepcopy(examples.CUSTOMER)
-    body.update(overrides)
-    return {key: value for key, value in body.items() if value is not ...}
-
-
-def minimal_customer(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name_first": "Ada",
-        "name_last": "Lovelace",
-        "phone_number": "+14155550123",
-        "address_line_one": "1 Main St",
-        "address_city": "Springfield",
-        "address_state": "IL",
-        "address_zip": "62701",
-        "email": "ada@example.com",
-        "date_of_birth": "1990-12-10",
-    }
-    body.update(overrides)
-    return {key: value for key, value in body.items() if value is not ...}
-
-
-# --- the contract's error envelope ----------------------------------------------------------------
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The contract's envelope: {"error": {"code", "message", "details"}} with this status and code."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    error: dict[str, Any] = body["error"]
-    return error
-
-
-def assert_invalid(response: httpx.Response) -> list[dict[str, Any]]:
-    """A 422 `invalid_input` whose details are AJV-shaped; the details."""
-    error = assert_error(response, 422, "invalid_input")
-    assert set(error) == {"code", "message", "details"}
-    details: list[dict[str, Any]] = error["details"]
-    assert details
-    for item in details:
-        assert set(item) == {"instancePath", "keyword", "params", "message"}
-    return details
-
-
 @pytest.fixture
 def embedded_data_dir() -> Iterator[Path]:
     """A data folder for an embedded PostgreSQL started by a test, outside pytest's tmp_path.
@@ -207,3 +125,9 @@ def embedded_data_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def fake_lithic() -> Iterator[FakeLithic]:
+    with FakeLithic(api_key=LITHIC_KEY) as fake:
+        yield fake

@@ -20,14 +20,11 @@ import secrets
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
-
-import pytest
 
 # From Lithic's spec: request body properties of postCards / patchCardByToken, and their enums.
 CREATE_FIELDS = frozenset(
@@ -467,9 +464,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean
-
-
-@pytest.fixture
-def fake_lithic() -> Iterator[FakeLithic]:
-    with FakeLithic(api_key="test-key") as fake:
-        yield fake

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import psutil
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS
+
+from tests.helpers import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS
 
 
 def free_port() -> int:
@@ -52,9 +53,24 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "canopy_svc", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers), "--data-dir", str(self.data_dir)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "canopy_svc",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -90,8 +106,9 @@ class ServerProcess:
 
 
 def token_for(server: ServerProcess, client_id: str, client_secret: str) -> str:
-    answer = httpx.post(f"{server.base_url}/auth/token",
-                        json={"client_id": client_id, "client_secret": client_secret}, timeout=10)
+    answer = httpx.post(
+        f"{server.base_url}/auth/token", json={"client_id": client_id, "client_secret": client_secret}, timeout=10
+    )
     answer.raise_for_status()
     token: str = answer.json()["access_token"]
     return token

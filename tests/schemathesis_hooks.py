@@ -48,7 +48,8 @@ _ASSIGNMENT_LISTS = {"/assign_to_accounts": "account_id", "/assign_customers": "
 _ADDRESS = {"/address_zip", "/address_state"}
 CARDS = "/accounts/{account_id}/customers/{customer_id}/cards"
 _REFERENCED_404 = re.compile(
-    r"No (account|customer|product) found with the provided (?:account|customer|product)_id: (.*)", re.DOTALL)
+    r"No (account|customer|product) found with the provided (?:account|customer|product)_id: (.*)", re.DOTALL
+)
 
 
 def _error(response: Any) -> dict[str, Any]:
@@ -111,8 +112,7 @@ def _stored_customer_decides(detail: dict[str, Any], body: Any) -> bool:
     or the stored zip or state was checked against the body's new country (the body does not have it).
     With both in the body the document's if/then/else is the whole rule, so a refusal is a failure."""
     path = detail.get("instancePath")
-    return (path in _ADDRESS and isinstance(body, dict)
-            and ("address_country_code" not in body or path[1:] not in body))
+    return path in _ADDRESS and isinstance(body, dict) and ("address_country_code" not in body or path[1:] not in body)
 
 
 def _names_a_referenced_id(error: dict[str, Any], body: Any) -> bool:

@@ -29,7 +29,9 @@ from typing import Any
 import httpx
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: conftest, processes
+# Run as a script (`make soak`), Python puts tests/ first on sys.path; tests.helpers and tests.processes
+# are found from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MB = 1024 * 1024
 
@@ -65,15 +67,21 @@ class SoakResult:
             return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
         return {
-            "requests": self.total, "seconds": round(self.seconds, 1),
+            "requests": self.total,
+            "seconds": round(self.seconds, 1),
             "requests_per_second": round(self.total / self.seconds, 1) if self.seconds else 0,
-            "rss_mb": {"start": round(self.rss_start_mb, 1), "after_warmup": round(self.rss_warm_mb, 1),
-                       "end": round(self.rss_end_mb, 1), "growth_after_warmup": round(self.growth_mb, 2),
-                       "samples": [(n, round(mb, 1)) for n, mb in self.rss_samples_mb]},
+            "rss_mb": {
+                "start": round(self.rss_start_mb, 1),
+                "after_warmup": round(self.rss_warm_mb, 1),
+                "end": round(self.rss_end_mb, 1),
+                "growth_after_warmup": round(self.growth_mb, 2),
+                "samples": [(n, round(mb, 1)) for n, mb in self.rss_samples_mb],
+            },
             "errors": self.errors,
-            "by_kind": {kind: {"count": len(values), "p50_ms": round(statistics.median(values), 2),
-                               "p99_ms": pct(values, 0.99)}
-                        for kind, values in sorted(self.latencies_ms.items())},
+            "by_kind": {
+                kind: {"count": len(values), "p50_ms": round(statistics.median(values), 2), "p99_ms": pct(values, 0.99)}
+                for kind, values in sorted(self.latencies_ms.items())
+            },
         }
 
     def summary(self) -> str:
@@ -85,8 +93,10 @@ class SoakResult:
             f"RSS MB: start {rss['start']}, after warmup {rss['after_warmup']}, end {rss['end']}, "
             f"growth after warmup {rss['growth_after_warmup']}",
             "RSS MB by requests done: " + ", ".join(f"{n}: {mb}" for n, mb in rss["samples"]),
-            *(f"  {kind:<18} {v['count']:>6}  p50 {v['p50_ms']:>7} ms  p99 {v['p99_ms']:>7} ms"
-              for kind, v in report["by_kind"].items()),
+            *(
+                f"  {kind:<18} {v['count']:>6}  p50 {v['p50_ms']:>7} ms  p99 {v['p99_ms']:>7} ms"
+                for kind, v in report["by_kind"].items()
+            ),
         ]
         return "\n".join(lines)
 
@@ -97,10 +107,17 @@ def rss_mb(pid: int) -> float:
 
 def _customer(n: int, **extra: Any) -> dict[str, Any]:
     return {
-        "customer_id": f"soak-{n}", "name_first": f"Soak{n % 97}", "name_last": f"Tester{n % 89}",
-        "phone_number": "+14155550123", "address_line_one": f"{n} Main St", "address_city": "Springfield",
-        "address_state": "IL", "address_zip": "62701", "email": f"soak{n}@example.com",
-        "date_of_birth": "1990-12-10", "ssn": f"1234{n % 99_999 + 1:05d}",
+        "customer_id": f"soak-{n}",
+        "name_first": f"Soak{n % 97}",
+        "name_last": f"Tester{n % 89}",
+        "phone_number": "+14155550123",
+        "address_line_one": f"{n} Main St",
+        "address_city": "Springfield",
+        "address_state": "IL",
+        "address_zip": "62701",
+        "email": f"soak{n}@example.com",
+        "date_of_birth": "1990-12-10",
+        "ssn": f"1234{n % 99_999 + 1:05d}",
         **extra,
     }
 
@@ -110,9 +127,21 @@ class Mix:
 
     KINDS = (
         # (kind, weight)
-        ("create", 14), ("create_linked", 4), ("create_keyed", 3), ("replay", 2), ("get", 20), ("patch", 10),
-        ("list", 8), ("list_next", 6), ("search", 10), ("customer_accounts", 5), ("links", 3),
-        ("get_account", 5), ("create_account", 2), ("not_found", 4), ("invalid", 4),
+        ("create", 14),
+        ("create_linked", 4),
+        ("create_keyed", 3),
+        ("replay", 2),
+        ("get", 20),
+        ("patch", 10),
+        ("list", 8),
+        ("list_next", 6),
+        ("search", 10),
+        ("customer_accounts", 5),
+        ("links", 3),
+        ("get_account", 5),
+        ("create_account", 2),
+        ("not_found", 4),
+        ("invalid", 4),
     )
     EXPECTED = {"not_found": {404}, "invalid": {422}}
 
@@ -140,8 +169,17 @@ class Mix:
                 return kind, "POST", "/customers", _customer(n, customer_id=cid), {}
             case "create_linked":
                 account = self.accounts[n % len(self.accounts)]
-                return kind, "POST", "/customers", _customer(n, customer_id=cid, assign_to_accounts=[
-                    {"account_id": account, "customer_account_role": "SECONDARY"}]), {}
+                return (
+                    kind,
+                    "POST",
+                    "/customers",
+                    _customer(
+                        n,
+                        customer_id=cid,
+                        assign_to_accounts=[{"account_id": account, "customer_account_role": "SECONDARY"}],
+                    ),
+                    {},
+                )
             case "create_keyed":
                 return kind, "POST", "/customers", _customer(n, customer_id=cid), {"Idempotency-Key": f"{cid}-key"}
             case "replay":
@@ -169,8 +207,13 @@ class Mix:
             case "not_found":
                 return kind, "GET", f"/customers/{cid}-missing", None, {}
             case _:  # invalid: every problem listed, from the error path
-                return kind, "POST", "/customers", {"name_first": "", "phone_number": "4105556789",
-                                                     "date_of_birth": "1990-02-30"}, {}
+                return (
+                    kind,
+                    "POST",
+                    "/customers",
+                    {"name_first": "", "phone_number": "4105556789", "date_of_birth": "1990-02-30"},
+                    {},
+                )
 
     def answered(self, kind: str, status: int, payload: Any, body: Any, headers: dict[str, str]) -> None:
         if status != 200:
@@ -200,8 +243,13 @@ async def run_soak(base_url: str, token: str, pid: int, config: SoakConfig) -> S
     limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=30) as http:
-        product = await http.post("/products", json={"product_id": "soak-product", "product_overview": {
-            "product_name": "Soak", "product_type": "REVOLVING"}})
+        product = await http.post(
+            "/products",
+            json={
+                "product_id": "soak-product",
+                "product_overview": {"product_name": "Soak", "product_type": "REVOLVING"},
+            },
+        )
         if product.status_code not in (200, 409):  # 409: made by an earlier soak on this database
             raise RuntimeError(f"cannot make the soak product: {product.status_code} {product.text}")
         result.rss_start_mb = rss_mb(pid)
@@ -245,13 +293,13 @@ async def run_soak(base_url: str, token: str, pid: int, config: SoakConfig) -> S
 
 async def _make_client(dsn: str) -> tuple[str, str]:
     import asyncpg
-    from conftest import TEST_DATA_KEY
 
     from canopy_svc.core.crypto import DataCipher
     from canopy_svc.rules.ids import new_client_id, new_client_secret
     from canopy_svc.rules.passwords import hash_secret
     from canopy_svc.store import api_clients, organizations
     from canopy_svc.store.migrations import migrate_database
+    from tests.helpers import TEST_DATA_KEY
 
     await migrate_database(dsn, DataCipher(TEST_DATA_KEY))
     conn = await asyncpg.connect(dsn)
@@ -280,9 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = SoakConfig(args.requests, args.seconds, args.concurrency, args.warmup, args.sample_every)
 
-    from processes import ServerProcess
-
     from canopy_svc.core.embedded import EmbeddedPostgres
+    from tests.processes import ServerProcess
 
     workdir = Path(tempfile.mkdtemp(prefix="canopy-soak-"))
     postgres = None if args.database_url else EmbeddedPostgres(workdir / "postgres")
@@ -291,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         client_id, secret = asyncio.run(_make_client(dsn))
         with ServerProcess(dsn, workdir / "server", CANOPY_SVC_CARD_WORKER="0") as server:
             assert server.process is not None
-            print(f"soak: {config.requests} requests (at most {config.seconds:g} s), {config.concurrency} "
-                  f"connections, against pid {server.process.pid} on {server.base_url}", file=sys.stderr)
+            print(
+                f"soak: {config.requests} requests (at most {config.seconds:g} s), {config.concurrency} "
+                f"connections, against pid {server.process.pid} on {server.base_url}",
+                file=sys.stderr,
+            )
             token = asyncio.run(fetch_token(server.base_url, client_id, secret))
             result = asyncio.run(run_soak(server.base_url, token, server.process.pid, config))
             code = server.terminate(timeout=60)

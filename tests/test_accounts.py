@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, assert_error, assert_invalid, minimal_customer
 
 from canopy_svc.workers.cards import CardWorker
+from tests.helpers import ApiClient, assert_error, assert_invalid, minimal_customer
 
 PRODUCT_TYPES = [
     "REVOLVING", "INSTALLMENT", "MIXED_RATE_INSTALLMENT", "DEFERRED_INSTALLMENT",
@@ -32,8 +32,12 @@ BASE62_24 = re.compile(r"^[0-9A-Za-z]{24}$")
 PROGRAM = "a5e38341-cc95-4a9b-a21c-751aeca67e9c"
 CARD_CONFIG: dict[str, Any] = {
     "spend_limit": 8000000,
-    "lithic": {"memo": "Primary College Card", "type": "MERCHANT_LOCKED", "state": "OPEN",
-               "card_program_token": PROGRAM},
+    "lithic": {
+        "memo": "Primary College Card",
+        "type": "MERCHANT_LOCKED",
+        "state": "OPEN",
+        "card_program_token": PROGRAM,
+    },
 }
 LITHIC_KEY = "sk_live_abcdefghijkl1234"
 
@@ -47,16 +51,18 @@ def ok(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-async def make_product(api: ApiClient, product_id: str | None = "prod-1", product_type: str = "REVOLVING",
-                       name: str = "Card") -> dict[str, Any]:
+async def make_product(
+    api: ApiClient, product_id: str | None = "prod-1", product_type: str = "REVOLVING", name: str = "Card"
+) -> dict[str, Any]:
     body: dict[str, Any] = {"product_overview": {"product_name": name, "product_type": product_type}}
     if product_id is not None:
         body["product_id"] = product_id
     return ok(await api.http.post("/products", json=body))
 
 
-async def make_account(api: ApiClient, account_id: str | None = "acc-1", product_id: str = "prod-1",
-                       **extra: Any) -> dict[str, Any]:
+async def make_account(
+    api: ApiClient, account_id: str | None = "acc-1", product_id: str = "prod-1", **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"product_id": product_id, **extra}
     if account_id is not None:
         body["account_id"] = account_id
@@ -127,8 +133,10 @@ async def test_every_product_type_is_accepted(api: ApiClient, product_type: str)
 
 
 async def test_bad_product_type_is_422_enum(api: ApiClient, pool: asyncpg.Pool) -> None:
-    response = await api.http.post("/products", json={
-        "product_id": "p", "product_overview": {"product_name": "Card", "product_type": "CREDIT_CARD"}})
+    response = await api.http.post(
+        "/products",
+        json={"product_id": "p", "product_overview": {"product_name": "Card", "product_type": "CREDIT_CARD"}},
+    )
     (problem,) = assert_invalid(response)
     assert problem["instancePath"] == "/product_overview/product_type"
     assert problem["keyword"] == "enum"
@@ -154,8 +162,10 @@ async def test_product_id_is_generated_when_absent(api: ApiClient) -> None:
 
 async def test_taken_product_id_is_409_conflict(api: ApiClient, pool: asyncpg.Pool) -> None:
     await make_product(api, "prod-1", name="First")
-    response = await api.http.post("/products", json={
-        "product_id": "prod-1", "product_overview": {"product_name": "Second", "product_type": "REVOLVING"}})
+    response = await api.http.post(
+        "/products",
+        json={"product_id": "prod-1", "product_overview": {"product_name": "Second", "product_type": "REVOLVING"}},
+    )
     assert_error(response, 409, "conflict")
     assert await pool.fetchval("SELECT count(*) FROM products") == 1
     assert ok(await api.http.get("/products/prod-1"))["product_overview"]["product_name"] == "First"
@@ -176,11 +186,16 @@ async def test_products_paging_walks_every_product_once_in_order(api: ApiClient)
     assert [len(page) for page in pages] == [5, 5, 3]
     assert [product_id for page in pages for product_id in page] == ids
     # ending_before of the second page leads back to the first
-    second = ok(await api.http.get("/products", params={"limit": 5, "starting_after":
-                                                       ok(await api.http.get("/products?limit=5"))
-                                                       ["paging"]["starting_after"]}))
-    back = ok(await api.http.get("/products", params={"limit": 5,
-                                                     "ending_before": second["paging"]["ending_before"]}))
+    second = ok(
+        await api.http.get(
+            "/products",
+            params={
+                "limit": 5,
+                "starting_after": ok(await api.http.get("/products?limit=5"))["paging"]["starting_after"],
+            },
+        )
+    )
+    back = ok(await api.http.get("/products", params={"limit": 5, "ending_before": second["paging"]["ending_before"]}))
     assert [p["product_id"] for p in back["results"]] == ids[:5]
 
 
@@ -195,8 +210,7 @@ async def test_account_with_unknown_product_is_404_and_stores_nothing(api: ApiCl
 
 async def test_create_account_answers_it(api: ApiClient) -> None:
     await make_product(api)
-    created = await make_account(api, "acc-1", external_account_id="ext-1",
-                                 summary={"credit_limit_cents": 500000})
+    created = await make_account(api, "acc-1", external_account_id="ext-1", summary={"credit_limit_cents": 500000})
     assert created["account_id"] == "acc-1"
     assert created["product_id"] == "prod-1"
     assert created["external_account_id"] == "ext-1"
@@ -226,16 +240,18 @@ async def test_account_id_is_generated_when_absent(api: ApiClient) -> None:
 async def test_taken_account_id_is_409(api: ApiClient, pool: asyncpg.Pool) -> None:
     await make_product(api)
     await make_account(api, "acc-1")
-    assert_error(await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1"}),
-                 409, "conflict")
+    assert_error(
+        await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1"}), 409, "conflict"
+    )
     assert (await counts(pool))["accounts"] == 1
 
 
 async def test_taken_external_account_id_is_409(api: ApiClient, pool: asyncpg.Pool) -> None:
     await make_product(api)
     await make_account(api, "acc-1", external_account_id="ext-1")
-    response = await api.http.post("/accounts", json={"account_id": "acc-2", "product_id": "prod-1",
-                                                      "external_account_id": "ext-1"})
+    response = await api.http.post(
+        "/accounts", json={"account_id": "acc-2", "product_id": "prod-1", "external_account_id": "ext-1"}
+    )
     assert_error(response, 409, "conflict")
     assert_error(await api.http.get("/accounts/acc-2"), 404, "not_found")
     # accounts without an external id do not collide with one another
@@ -265,10 +281,14 @@ async def test_assign_to_accounts_on_create_links_with_defaults(api: ApiClient) 
     await make_product(api)
     await make_account(api, "acc-1")
     await make_account(api, "acc-2")
-    await make_customer(api, "cust-1", assign_to_accounts=[
-        {"account_id": "acc-1"},
-        {"account_id": "acc-2", "customer_account_role": "SECONDARY", "customer_account_external_id": "x-2"},
-    ])
+    await make_customer(
+        api,
+        "cust-1",
+        assign_to_accounts=[
+            {"account_id": "acc-1"},
+            {"account_id": "acc-2", "customer_account_role": "SECONDARY", "customer_account_external_id": "x-2"},
+        ],
+    )
     first = on_account(await get_account(api, "acc-1"), "cust-1")
     assert first["customer_account_role"] == "PRIMARY"
     assert BASE62_24.match(first["customer_account_external_id"])
@@ -280,8 +300,14 @@ async def test_assign_to_accounts_on_create_links_with_defaults(api: ApiClient) 
 async def test_account_customers_carry_every_customer_field_and_the_link(api: ApiClient) -> None:
     await make_product(api)
     await make_account(api, "acc-1")
-    await make_customer(api, "cust-1", name_middle="Grace", assign_to_accounts=[
-        {"account_id": "acc-1", "customer_account_role": "SECONDARY", "customer_account_external_id": "e-1"}])
+    await make_customer(
+        api,
+        "cust-1",
+        name_middle="Grace",
+        assign_to_accounts=[
+            {"account_id": "acc-1", "customer_account_role": "SECONDARY", "customer_account_external_id": "e-1"}
+        ],
+    )
     customer = ok(await api.http.get("/customers/cust-1"))
     (seen,) = (await get_account(api, "acc-1"))["customers"]
     assert set(seen) == CUSTOMER_FIELDS | LINK_FIELDS
@@ -305,18 +331,29 @@ async def test_several_primary_customers_on_one_account(api: ApiClient) -> None:
 
 
 async def test_same_external_id_twice_on_one_account_is_409_and_stores_nothing(
-        api: ApiClient, pool: asyncpg.Pool) -> None:
+    api: ApiClient, pool: asyncpg.Pool
+) -> None:
     await make_product(api)
     await make_account(api, "acc-1")
     await make_account(api, "acc-2")
-    await make_customer(api, "cust-1", assign_to_accounts=[
-        {"account_id": "acc-1", "customer_account_external_id": "shared"}])
+    await make_customer(
+        api, "cust-1", assign_to_accounts=[{"account_id": "acc-1", "customer_account_external_id": "shared"}]
+    )
     before = await counts(pool)
-    response = await api.http.post("/customers", json=minimal_customer(customer_id="cust-2", assign_to_accounts=[
-        {"account_id": "acc-2", "customer_account_issuer_processor_config": CARD_CONFIG},
-        {"account_id": "acc-1", "customer_account_external_id": "shared",
-         "customer_account_issuer_processor_config": CARD_CONFIG},
-    ]))
+    response = await api.http.post(
+        "/customers",
+        json=minimal_customer(
+            customer_id="cust-2",
+            assign_to_accounts=[
+                {"account_id": "acc-2", "customer_account_issuer_processor_config": CARD_CONFIG},
+                {
+                    "account_id": "acc-1",
+                    "customer_account_external_id": "shared",
+                    "customer_account_issuer_processor_config": CARD_CONFIG,
+                },
+            ],
+        ),
+    )
     assert_error(response, 409, "conflict")
     assert await counts(pool) == before
     assert_error(await api.http.get("/customers/cust-2"), 404, "not_found")
@@ -327,23 +364,32 @@ async def test_same_external_id_on_two_accounts_is_fine(api: ApiClient) -> None:
     await make_product(api)
     await make_account(api, "acc-1")
     await make_account(api, "acc-2")
-    await make_customer(api, "cust-1", assign_to_accounts=[
-        {"account_id": "acc-1", "customer_account_external_id": "shared"}])
-    await make_customer(api, "cust-2", assign_to_accounts=[
-        {"account_id": "acc-2", "customer_account_external_id": "shared"}])
+    await make_customer(
+        api, "cust-1", assign_to_accounts=[{"account_id": "acc-1", "customer_account_external_id": "shared"}]
+    )
+    await make_customer(
+        api, "cust-2", assign_to_accounts=[{"account_id": "acc-2", "customer_account_external_id": "shared"}]
+    )
     for account_id, customer_id in (("acc-1", "cust-1"), ("acc-2", "cust-2")):
         link = on_account(await get_account(api, account_id), customer_id)
         assert link["customer_account_external_id"] == "shared"
 
 
 async def test_unknown_account_in_assign_to_accounts_is_404_naming_it_and_stores_nothing(
-        api: ApiClient, pool: asyncpg.Pool) -> None:
+    api: ApiClient, pool: asyncpg.Pool
+) -> None:
     await make_product(api)
     await make_account(api, "acc-1")
-    response = await api.http.post("/customers", json=minimal_customer(customer_id="cust-1", assign_to_accounts=[
-        {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG},
-        {"account_id": "acc-missing"},
-    ]))
+    response = await api.http.post(
+        "/customers",
+        json=minimal_customer(
+            customer_id="cust-1",
+            assign_to_accounts=[
+                {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG},
+                {"account_id": "acc-missing"},
+            ],
+        ),
+    )
     error = assert_error(response, 404, "not_found")
     assert "acc-missing" in error["message"]
     assert await counts(pool) == {"customers": 0, "accounts": 1, "customer_account_links": 0, "cards": 0}
@@ -353,10 +399,14 @@ async def test_assign_customers_on_create_account(api: ApiClient) -> None:
     await make_product(api)
     await make_customer(api, "cust-1")
     await make_customer(api, "cust-2")
-    created = await make_account(api, "acc-1", assign_customers=[
-        {"customer_id": "cust-1"},
-        {"customer_id": "cust-2", "customer_account_role": "SECONDARY", "customer_account_external_id": "e-2"},
-    ])
+    created = await make_account(
+        api,
+        "acc-1",
+        assign_customers=[
+            {"customer_id": "cust-1"},
+            {"customer_id": "cust-2", "customer_account_role": "SECONDARY", "customer_account_external_id": "e-2"},
+        ],
+    )
     assert [c["customer_id"] for c in created["customers"]] == ["cust-1", "cust-2"]
     first, second = created["customers"]
     assert set(first) == CUSTOMER_FIELDS | LINK_FIELDS
@@ -368,32 +418,49 @@ async def test_assign_customers_on_create_account(api: ApiClient) -> None:
 
 
 async def test_assign_customers_same_external_id_is_409_and_creates_no_account(
-        api: ApiClient, pool: asyncpg.Pool) -> None:
+    api: ApiClient, pool: asyncpg.Pool
+) -> None:
     await make_product(api)
     await make_customer(api, "cust-1")
     await make_customer(api, "cust-2")
     before = await counts(pool)
-    response = await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1",
-                                                      "assign_customers": [
-        {"customer_id": "cust-1", "customer_account_external_id": "same",
-         "customer_account_issuer_processor_config": CARD_CONFIG},
-        {"customer_id": "cust-2", "customer_account_external_id": "same"},
-    ]})
+    response = await api.http.post(
+        "/accounts",
+        json={
+            "account_id": "acc-1",
+            "product_id": "prod-1",
+            "assign_customers": [
+                {
+                    "customer_id": "cust-1",
+                    "customer_account_external_id": "same",
+                    "customer_account_issuer_processor_config": CARD_CONFIG,
+                },
+                {"customer_id": "cust-2", "customer_account_external_id": "same"},
+            ],
+        },
+    )
     assert_error(response, 409, "conflict")
     assert await counts(pool) == before
     assert_error(await api.http.get("/accounts/acc-1"), 404, "not_found")
 
 
 async def test_unknown_customer_in_assign_customers_is_404_and_creates_no_account(
-        api: ApiClient, pool: asyncpg.Pool) -> None:
+    api: ApiClient, pool: asyncpg.Pool
+) -> None:
     await make_product(api)
     await make_customer(api, "cust-1")
     before = await counts(pool)
-    response = await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1",
-                                                      "assign_customers": [
-        {"customer_id": "cust-1", "customer_account_issuer_processor_config": CARD_CONFIG},
-        {"customer_id": "cust-missing"},
-    ]})
+    response = await api.http.post(
+        "/accounts",
+        json={
+            "account_id": "acc-1",
+            "product_id": "prod-1",
+            "assign_customers": [
+                {"customer_id": "cust-1", "customer_account_issuer_processor_config": CARD_CONFIG},
+                {"customer_id": "cust-missing"},
+            ],
+        },
+    )
     error = assert_error(response, 404, "not_found")
     assert "cust-missing" in error["message"]
     assert await counts(pool) == before
@@ -407,8 +474,17 @@ async def test_update_assign_to_accounts_adds_links(api: ApiClient, method: str)
     await make_account(api, "acc-2")
     await make_customer(api, "cust-1", assign_to_accounts=[{"account_id": "acc-1"}])
     kept = on_account(await get_account(api, "acc-1"), "cust-1")
-    ok(await api.http.request(method, "/customers/cust-1", json={"assign_to_accounts": [
-        {"account_id": "acc-2", "customer_account_role": "SECONDARY", "customer_account_external_id": "new"}]}))
+    ok(
+        await api.http.request(
+            method,
+            "/customers/cust-1",
+            json={
+                "assign_to_accounts": [
+                    {"account_id": "acc-2", "customer_account_role": "SECONDARY", "customer_account_external_id": "new"}
+                ]
+            },
+        )
+    )
     added = on_account(await get_account(api, "acc-2"), "cust-1")
     assert added["customer_account_role"] == "SECONDARY"
     assert added["customer_account_external_id"] == "new"
@@ -420,13 +496,28 @@ async def test_update_assign_to_accounts_adds_links(api: ApiClient, method: str)
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 async def test_update_assign_to_accounts_changes_an_existing_link(
-        api: ApiClient, pool: asyncpg.Pool, method: str) -> None:
+    api: ApiClient, pool: asyncpg.Pool, method: str
+) -> None:
     await make_product(api)
     await make_account(api, "acc-1")
-    await make_customer(api, "cust-1", assign_to_accounts=[
-        {"account_id": "acc-1", "customer_account_role": "PRIMARY", "customer_account_external_id": "old"}])
-    ok(await api.http.request(method, "/customers/cust-1", json={"assign_to_accounts": [
-        {"account_id": "acc-1", "customer_account_role": "SECONDARY", "customer_account_external_id": "new"}]}))
+    await make_customer(
+        api,
+        "cust-1",
+        assign_to_accounts=[
+            {"account_id": "acc-1", "customer_account_role": "PRIMARY", "customer_account_external_id": "old"}
+        ],
+    )
+    ok(
+        await api.http.request(
+            method,
+            "/customers/cust-1",
+            json={
+                "assign_to_accounts": [
+                    {"account_id": "acc-1", "customer_account_role": "SECONDARY", "customer_account_external_id": "new"}
+                ]
+            },
+        )
+    )
     (link,) = (await get_account(api, "acc-1"))["customers"]
     assert link["customer_account_role"] == "SECONDARY"
     assert link["customer_account_external_id"] == "new"
@@ -435,23 +526,31 @@ async def test_update_assign_to_accounts_changes_an_existing_link(
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 async def test_update_to_a_taken_external_id_is_409_and_changes_nothing(
-        api: ApiClient, pool: asyncpg.Pool, method: str) -> None:
+    api: ApiClient, pool: asyncpg.Pool, method: str
+) -> None:
     await make_product(api)
     await make_account(api, "acc-1")
     await make_account(api, "acc-2")
-    await make_customer(api, "cust-1", assign_to_accounts=[
-        {"account_id": "acc-1", "customer_account_external_id": "taken"}])
-    await make_customer(api, "cust-2", assign_to_accounts=[
-        {"account_id": "acc-1", "customer_account_external_id": "mine"}])
+    await make_customer(
+        api, "cust-1", assign_to_accounts=[{"account_id": "acc-1", "customer_account_external_id": "taken"}]
+    )
+    await make_customer(
+        api, "cust-2", assign_to_accounts=[{"account_id": "acc-1", "customer_account_external_id": "mine"}]
+    )
     customer_before = ok(await api.http.get("/customers/cust-2"))
     account_before = await get_account(api, "acc-1")
     counts_before = await counts(pool)
-    response = await api.http.request(method, "/customers/cust-2", json={
-        "name_first": "Changed",
-        "assign_to_accounts": [
-            {"account_id": "acc-2", "customer_account_issuer_processor_config": CARD_CONFIG},
-            {"account_id": "acc-1", "customer_account_role": "SECONDARY", "customer_account_external_id": "taken"},
-        ]})
+    response = await api.http.request(
+        method,
+        "/customers/cust-2",
+        json={
+            "name_first": "Changed",
+            "assign_to_accounts": [
+                {"account_id": "acc-2", "customer_account_issuer_processor_config": CARD_CONFIG},
+                {"account_id": "acc-1", "customer_account_role": "SECONDARY", "customer_account_external_id": "taken"},
+            ],
+        },
+    )
     assert_error(response, 409, "conflict")
     assert ok(await api.http.get("/customers/cust-2")) == customer_before
     assert await get_account(api, "acc-1") == account_before
@@ -464,9 +563,16 @@ async def test_update_with_unknown_account_is_404_naming_it(api: ApiClient, pool
     await make_account(api, "acc-1")
     await make_customer(api, "cust-1")
     before = await counts(pool)
-    response = await api.http.request(method, "/customers/cust-1", json={"assign_to_accounts": [
-        {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG},
-        {"account_id": "acc-missing"}]})
+    response = await api.http.request(
+        method,
+        "/customers/cust-1",
+        json={
+            "assign_to_accounts": [
+                {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG},
+                {"account_id": "acc-missing"},
+            ]
+        },
+    )
     assert "acc-missing" in assert_error(response, 404, "not_found")["message"]
     assert await counts(pool) == before
 
@@ -500,15 +606,23 @@ async def test_links_listing_is_one_row_per_link(api: ApiClient) -> None:
     await make_product(api)
     await make_account(api, "acc-1", external_account_id="ext-1", summary={"credit_limit_cents": 100})
     await make_account(api, "acc-2")
-    await make_customer(api, "cust-1", assign_to_accounts=[
-        {"account_id": "acc-1", "customer_account_role": "SECONDARY", "customer_account_external_id": "e-1"},
-        {"account_id": "acc-2"}])
+    await make_customer(
+        api,
+        "cust-1",
+        assign_to_accounts=[
+            {"account_id": "acc-1", "customer_account_role": "SECONDARY", "customer_account_external_id": "e-1"},
+            {"account_id": "acc-2"},
+        ],
+    )
     await make_customer(api, "cust-2", assign_to_accounts=[{"account_id": "acc-1"}])
     await make_customer(api, "cust-3")  # no link: no row
     page = ok(await api.http.get("/customers/accounts"))
     rows = page["results"]
     assert sorted((r["customer_id"], r["account"]["account_id"]) for r in rows) == [
-        ("cust-1", "acc-1"), ("cust-1", "acc-2"), ("cust-2", "acc-1")]
+        ("cust-1", "acc-1"),
+        ("cust-1", "acc-2"),
+        ("cust-2", "acc-1"),
+    ]
     customer = ok(await api.http.get("/customers/cust-1"))
     (row,) = [r for r in rows if r["customer_id"] == "cust-1" and r["account"]["account_id"] == "acc-1"]
     assert CUSTOMER_FIELDS | {"customer_account_role", "customer_account_external_id", "account"} <= set(row)
@@ -531,8 +645,7 @@ async def test_links_listing_default_limit_is_30(api: ApiClient) -> None:
     first = ok(await api.http.get("/customers/accounts"))
     assert len(first["results"]) == 30
     assert first["paging"]["has_more"] is True
-    second = ok(await api.http.get("/customers/accounts",
-                                   params={"starting_after": first["paging"]["starting_after"]}))
+    second = ok(await api.http.get("/customers/accounts", params={"starting_after": first["paging"]["starting_after"]}))
     assert len(second["results"]) == 5
     assert second["paging"]["has_more"] is False
     pairs = [(r["customer_id"], r["account"]["account_id"]) for r in first["results"] + second["results"]]
@@ -542,8 +655,9 @@ async def test_links_listing_default_limit_is_30(api: ApiClient) -> None:
 # --- cards ---------------------------------------------------------------------------------------
 
 
-async def linked(api: ApiClient, config: dict[str, Any] | None = CARD_CONFIG, account_id: str = "acc-1",
-                 customer_id: str = "cust-1") -> None:
+async def linked(
+    api: ApiClient, config: dict[str, Any] | None = CARD_CONFIG, account_id: str = "acc-1", customer_id: str = "cust-1"
+) -> None:
     """A product, an account and a customer on it (with `config` as its card config)."""
     if (await api.http.get("/products/prod-1")).status_code == 404:
         await make_product(api)
@@ -560,8 +674,9 @@ async def cards_of(api: ApiClient, account_id: str = "acc-1", customer_id: str =
     return details
 
 
-async def test_a_card_request_repeated_with_its_idempotency_key_makes_one_card(api: ApiClient,
-                                                                               pool: asyncpg.Pool) -> None:
+async def test_a_card_request_repeated_with_its_idempotency_key_makes_one_card(
+    api: ApiClient, pool: asyncpg.Pool
+) -> None:
     await linked(api)
     headers = {"Idempotency-Key": "card-once"}
     first = await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}, headers=headers)
@@ -573,7 +688,8 @@ async def test_a_card_request_repeated_with_its_idempotency_key_makes_one_card(a
 
 
 async def test_link_with_lithic_config_gets_a_pending_card_then_an_issued_one(
-        api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
+    api: ApiClient, pool: asyncpg.Pool, app: Any
+) -> None:
     await linked(api)
     (card,) = await cards_of(api)
     assert set(card) == CARD_FIELDS
@@ -599,16 +715,21 @@ async def test_link_with_lithic_config_gets_a_pending_card_then_an_issued_one(
 async def test_paused_lithic_state_is_echoed(api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
     await linked(api, {"lithic": {"type": "SINGLE_USE", "state": "PAUSED"}})
     (card,) = await cards_of(api)
-    assert (card["status"], card["type"], card["state"], card["spend_limit"]) == ("PENDING", "SINGLE_USE",
-                                                                                  "PAUSED", None)
+    assert (card["status"], card["type"], card["state"], card["spend_limit"]) == (
+        "PENDING",
+        "SINGLE_USE",
+        "PAUSED",
+        None,
+    )
     await issue_cards(pool, app)
     (card,) = await cards_of(api)
     assert (card["status"], card["state"]) == ("ISSUED", "PAUSED")
 
 
 @pytest.mark.parametrize("config", [None, {"spend_limit": 100}], ids=["no-config", "no-lithic"])
-async def test_link_without_lithic_config_has_no_card(api: ApiClient, pool: asyncpg.Pool, app: Any,
-                                                      config: dict[str, Any] | None) -> None:
+async def test_link_without_lithic_config_has_no_card(
+    api: ApiClient, pool: asyncpg.Pool, app: Any, config: dict[str, Any] | None
+) -> None:
     await linked(api, config)
     assert await cards_of(api) == []
     assert await issue_cards(pool, app) == 0
@@ -618,8 +739,11 @@ async def test_link_without_lithic_config_has_no_card(api: ApiClient, pool: asyn
 async def test_assign_customers_with_lithic_config_answers_a_pending_card(api: ApiClient, pool: asyncpg.Pool) -> None:
     await make_product(api)
     await make_customer(api, "cust-1")
-    created = await make_account(api, "acc-1", assign_customers=[
-        {"customer_id": "cust-1", "customer_account_issuer_processor_config": CARD_CONFIG}])
+    created = await make_account(
+        api,
+        "acc-1",
+        assign_customers=[{"customer_id": "cust-1", "customer_account_issuer_processor_config": CARD_CONFIG}],
+    )
     (customer,) = created["customers"]
     (card,) = customer["card_details"]
     assert (card["status"], card["type"], card["memo"]) == ("PENDING", "MERCHANT_LOCKED", "Primary College Card")
@@ -644,10 +768,13 @@ async def test_post_cards_issues_another_pending_card(api: ApiClient, pool: asyn
 
 async def test_post_cards_body_overrides_the_link_settings(api: ApiClient) -> None:
     await linked(api)
-    card = ok(await api.http.post("/accounts/acc-1/customers/cust-1/cards",
-                                  json={"spend_limit": 25, "lithic": {"type": "SINGLE_USE", "memo": "One-off"}}))
-    assert (card["status"], card["type"], card["memo"], card["spend_limit"]) == ("PENDING", "SINGLE_USE",
-                                                                                 "One-off", 25)
+    card = ok(
+        await api.http.post(
+            "/accounts/acc-1/customers/cust-1/cards",
+            json={"spend_limit": 25, "lithic": {"type": "SINGLE_USE", "memo": "One-off"}},
+        )
+    )
+    assert (card["status"], card["type"], card["memo"], card["spend_limit"]) == ("PENDING", "SINGLE_USE", "One-off", 25)
 
 
 async def test_post_cards_for_a_customer_not_on_the_account_is_404(api: ApiClient, pool: asyncpg.Pool) -> None:
@@ -655,8 +782,12 @@ async def test_post_cards_for_a_customer_not_on_the_account_is_404(api: ApiClien
     await make_account(api, "acc-2")
     await make_customer(api, "cust-2")
     before = await counts(pool)
-    for path in ("/accounts/acc-2/customers/cust-1/cards", "/accounts/acc-1/customers/cust-2/cards",
-                 "/accounts/nope/customers/cust-1/cards", "/accounts/acc-1/customers/nope/cards"):
+    for path in (
+        "/accounts/acc-2/customers/cust-1/cards",
+        "/accounts/acc-1/customers/cust-2/cards",
+        "/accounts/nope/customers/cust-1/cards",
+        "/accounts/acc-1/customers/nope/cards",
+    ):
         assert_error(await api.http.post(path, json={}), 404, "not_found")
     assert await counts(pool) == before
 
@@ -695,12 +826,14 @@ async def test_closed_card_is_final(api: ApiClient, pool: asyncpg.Pool, app: Any
 
 async def test_put_cards_when_the_newest_card_is_pending_is_409(api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
     await linked(api)
-    assert_error(await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}),
-                 409, "conflict")
+    assert_error(
+        await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}), 409, "conflict"
+    )
     await issue_cards(pool, app)
     ok(await api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}))
-    assert_error(await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}),
-                 409, "conflict")
+    assert_error(
+        await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "PAUSED"}), 409, "conflict"
+    )
     assert [c["state"] for c in await cards_of(api)] == ["OPEN", "OPEN"]
 
 
@@ -713,8 +846,7 @@ async def test_put_cards_with_an_empty_body_is_422(api: ApiClient, pool: asyncpg
 async def test_put_cards_spend_limit_zero_is_422_minimum(api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
     await linked(api)
     await issue_cards(pool, app)
-    (problem,) = assert_invalid(await api.http.put("/accounts/acc-1/customers/cust-1/cards",
-                                                   json={"spend_limit": 0}))
+    (problem,) = assert_invalid(await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"spend_limit": 0}))
     assert problem["instancePath"] == "/spend_limit"
     assert problem["keyword"] == "minimum"
     assert (await cards_of(api))[0]["spend_limit"] == 8000000
@@ -723,22 +855,25 @@ async def test_put_cards_spend_limit_zero_is_422_minimum(api: ApiClient, pool: a
 async def test_put_cards_bad_state_is_422_enum(api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
     await linked(api)
     await issue_cards(pool, app)
-    (problem,) = assert_invalid(await api.http.put("/accounts/acc-1/customers/cust-1/cards",
-                                                   json={"state": "FROZEN"}))
+    (problem,) = assert_invalid(await api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "FROZEN"}))
     assert (problem["instancePath"], problem["keyword"]) == ("/state", "enum")
 
 
 async def test_put_cards_without_a_link_or_a_card_is_404(api: ApiClient) -> None:
     await linked(api, None)
     await make_customer(api, "cust-2")
-    for path in ("/accounts/acc-1/customers/cust-1/cards",  # on the account, but no card
-                 "/accounts/acc-1/customers/cust-2/cards", "/accounts/nope/customers/cust-1/cards"):
+    for path in (
+        "/accounts/acc-1/customers/cust-1/cards",  # on the account, but no card
+        "/accounts/acc-1/customers/cust-2/cards",
+        "/accounts/nope/customers/cust-1/cards",
+    ):
         assert_error(await api.http.put(path, json={"state": "PAUSED"}), 404, "not_found")
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 async def test_adding_a_lithic_config_to_an_existing_link_issues_one_card(
-        api: ApiClient, pool: asyncpg.Pool, method: str) -> None:
+    api: ApiClient, pool: asyncpg.Pool, method: str
+) -> None:
     await linked(api, None)
     body = {"assign_to_accounts": [{"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}]}
     ok(await api.http.request(method, "/customers/cust-1", json=body))
@@ -749,14 +884,18 @@ async def test_adding_a_lithic_config_to_an_existing_link_issues_one_card(
     assert (await counts(pool))["customer_account_links"] == 1
 
 
-@pytest.mark.parametrize(("body", "path", "keyword"), [
-    ({"lithic": {"state": "CLOSED"}}, "/lithic/state", "enum"),
-    ({"lithic": {"type": "PHYSICAL"}}, "/lithic/type", "enum"),
-    ({"lithic": {"card_program_token": "not-a-uuid"}}, "/lithic/card_program_token", "pattern"),
-    ({"spend_limit": 0}, "/spend_limit", "minimum"),
-])
-async def test_post_cards_refuses_bad_values(api: ApiClient, pool: asyncpg.Pool, body: dict[str, Any], path: str,
-                                             keyword: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "path", "keyword"),
+    [
+        ({"lithic": {"state": "CLOSED"}}, "/lithic/state", "enum"),
+        ({"lithic": {"type": "PHYSICAL"}}, "/lithic/type", "enum"),
+        ({"lithic": {"card_program_token": "not-a-uuid"}}, "/lithic/card_program_token", "pattern"),
+        ({"spend_limit": 0}, "/spend_limit", "minimum"),
+    ],
+)
+async def test_post_cards_refuses_bad_values(
+    api: ApiClient, pool: asyncpg.Pool, body: dict[str, Any], path: str, keyword: str
+) -> None:
     await linked(api)
     (problem,) = assert_invalid(await api.http.post("/accounts/acc-1/customers/cust-1/cards", json=body))
     assert (problem["instancePath"], problem["keyword"]) == (path, keyword)
@@ -771,8 +910,10 @@ async def test_issuer_processors_start_empty(api: ApiClient) -> None:
 
 
 async def test_lithic_key_is_masked_and_encrypted(api: ApiClient, pool: asyncpg.Pool) -> None:
-    response = await api.http.put("/organization/issuer_processors", json={
-        "lithic_config": {"api_key": LITHIC_KEY, "base_url": "https://sandbox.lithic.com"}})
+    response = await api.http.put(
+        "/organization/issuer_processors",
+        json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": "https://sandbox.lithic.com"}},
+    )
     answer = ok(response)
     assert LITHIC_KEY not in response.text
     assert answer["lithic_config"]["base_url"] == "https://sandbox.lithic.com"
@@ -793,18 +934,22 @@ async def test_lithic_key_is_masked_and_encrypted(api: ApiClient, pool: asyncpg.
 
 @pytest.mark.parametrize("base_url", ["http://sandbox.lithic.com", "http://10.0.0.5:8080", "ftp://lithic.com"])
 async def test_lithic_base_url_must_be_https_off_loopback(api: ApiClient, pool: asyncpg.Pool, base_url: str) -> None:
-    response = await api.http.put("/organization/issuer_processors",
-                                  json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": base_url}})
+    response = await api.http.put(
+        "/organization/issuer_processors", json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": base_url}}
+    )
     details = assert_invalid(response)
     assert {d["instancePath"] for d in details} == {"/lithic_config/base_url"}
     assert LITHIC_KEY not in response.text
-    assert await pool.fetchval("SELECT lithic_api_key_encrypted FROM organizations WHERE id = $1",
-                               api.org_id) is None
+    assert await pool.fetchval("SELECT lithic_api_key_encrypted FROM organizations WHERE id = $1", api.org_id) is None
 
 
 async def test_lithic_base_url_may_be_plain_http_to_loopback(api: ApiClient) -> None:
-    answer = ok(await api.http.put("/organization/issuer_processors", json={
-        "lithic_config": {"api_key": LITHIC_KEY, "base_url": "http://127.0.0.1:8089"}}))
+    answer = ok(
+        await api.http.put(
+            "/organization/issuer_processors",
+            json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": "http://127.0.0.1:8089"}},
+        )
+    )
     assert answer["lithic_config"]["base_url"] == "http://127.0.0.1:8089"
 
 
@@ -812,10 +957,13 @@ async def test_lithic_config_null_removes_it(api: ApiClient, pool: asyncpg.Pool)
     ok(await api.http.put("/organization/issuer_processors", json={"lithic_config": {"api_key": LITHIC_KEY}}))
     assert ok(await api.http.get("/organization/issuer_processors"))["lithic_config"] is not None
     assert ok(await api.http.put("/organization/issuer_processors", json={"lithic_config": None})) == {
-        "lithic_config": None}
+        "lithic_config": None
+    }
     assert ok(await api.http.get("/organization/issuer_processors")) == {"lithic_config": None}
-    row = await pool.fetchrow("SELECT lithic_api_key_encrypted, lithic_api_key_last_four, lithic_base_url "
-                              "FROM organizations WHERE id = $1", api.org_id)
+    row = await pool.fetchrow(
+        "SELECT lithic_api_key_encrypted, lithic_api_key_last_four, lithic_base_url FROM organizations WHERE id = $1",
+        api.org_id,
+    )
     assert row is not None and set(row.values()) == {None}
 
 
@@ -823,7 +971,8 @@ async def test_lithic_config_null_removes_it(api: ApiClient, pool: asyncpg.Pool)
 
 
 async def test_other_org_cannot_see_our_product_account_or_cards(
-        api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool, app: Any) -> None:
+    api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool, app: Any
+) -> None:
     await linked(api)
     await issue_cards(pool, app)
     before = await counts(pool)
@@ -834,31 +983,38 @@ async def test_other_org_cannot_see_our_product_account_or_cards(
     assert_error(await other_api.http.get("/accounts/acc-1"), 404, "not_found")
     assert_error(await other_api.http.get("/customers/cust-1/accounts"), 404, "not_found")
     assert_error(await other_api.http.post("/accounts/acc-1/customers/cust-1/cards", json={}), 404, "not_found")
-    assert_error(await other_api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "CLOSED"}),
-                 404, "not_found")
+    assert_error(
+        await other_api.http.put("/accounts/acc-1/customers/cust-1/cards", json={"state": "CLOSED"}), 404, "not_found"
+    )
     assert await counts(pool) == before
     (card,) = await cards_of(api)
     assert card["state"] == "OPEN"
 
 
 async def test_other_org_cannot_reference_our_product_customer_or_account(
-        api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool) -> None:
+    api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool
+) -> None:
     await linked(api, None)
     await make_product(other_api, "their-prod")
     await make_account(other_api, "their-acc", product_id="their-prod")
     before = await counts(pool)
-    error = assert_error(await other_api.http.post("/accounts", json={"account_id": "x", "product_id": "prod-1"}),
-                         404, "not_found")
+    error = assert_error(
+        await other_api.http.post("/accounts", json={"account_id": "x", "product_id": "prod-1"}), 404, "not_found"
+    )
     assert error["message"] == "No product found with the provided product_id"
-    response = await other_api.http.post("/accounts", json={
-        "account_id": "x", "product_id": "their-prod", "assign_customers": [{"customer_id": "cust-1"}]})
+    response = await other_api.http.post(
+        "/accounts",
+        json={"account_id": "x", "product_id": "their-prod", "assign_customers": [{"customer_id": "cust-1"}]},
+    )
     assert_error(response, 404, "not_found")
-    response = await other_api.http.post("/customers", json=minimal_customer(
-        customer_id="theirs", assign_to_accounts=[{"account_id": "acc-1"}]))
+    response = await other_api.http.post(
+        "/customers", json=minimal_customer(customer_id="theirs", assign_to_accounts=[{"account_id": "acc-1"}])
+    )
     assert_error(response, 404, "not_found")
     await make_customer(other_api, "their-cust")
-    response = await other_api.http.patch("/customers/their-cust", json={"assign_to_accounts": [
-        {"account_id": "acc-1"}]})
+    response = await other_api.http.patch(
+        "/customers/their-cust", json={"assign_to_accounts": [{"account_id": "acc-1"}]}
+    )
     assert_error(response, 404, "not_found")
     after = await counts(pool)
     assert after == before | {"customers": before["customers"] + 1}
@@ -931,18 +1087,28 @@ BIGINT_MAX = 2**63 - 1
 
 @pytest.mark.parametrize("side", ["assign_to_accounts", "assign_customers"])
 async def test_empty_customer_account_external_id_is_not_a_server_error(
-        api: ApiClient, pool: asyncpg.Pool, side: str) -> None:
+    api: ApiClient, pool: asyncpg.Pool, side: str
+) -> None:
     await make_product(api)
     if side == "assign_to_accounts":
         await make_account(api, "acc-1")
-        response = await api.http.post("/customers", json=minimal_customer(customer_id="cust-1", assign_to_accounts=[
-            {"account_id": "acc-1", "customer_account_external_id": ""}]))
+        response = await api.http.post(
+            "/customers",
+            json=minimal_customer(
+                customer_id="cust-1", assign_to_accounts=[{"account_id": "acc-1", "customer_account_external_id": ""}]
+            ),
+        )
         path = "/assign_to_accounts/0/customer_account_external_id"
     else:
         await make_customer(api, "cust-1")
-        response = await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1",
-                                                          "assign_customers": [
-            {"customer_id": "cust-1", "customer_account_external_id": ""}]})
+        response = await api.http.post(
+            "/accounts",
+            json={
+                "account_id": "acc-1",
+                "product_id": "prod-1",
+                "assign_customers": [{"customer_id": "cust-1", "customer_account_external_id": ""}],
+            },
+        )
         path = "/assign_customers/0/customer_account_external_id"
     # either refused where it is, or accepted and answered with a usable (non-empty) external id
     if response.status_code == 422:
@@ -956,8 +1122,10 @@ async def test_empty_customer_account_external_id_is_not_a_server_error(
 
 async def test_credit_limit_beyond_bigint_is_422(api: ApiClient, pool: asyncpg.Pool) -> None:
     await make_product(api)
-    response = await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1",
-                                                      "summary": {"credit_limit_cents": BIGINT_MAX + 1}})
+    response = await api.http.post(
+        "/accounts",
+        json={"account_id": "acc-1", "product_id": "prod-1", "summary": {"credit_limit_cents": BIGINT_MAX + 1}},
+    )
     details = assert_invalid(response)
     assert {d["instancePath"] for d in details} == {"/summary/credit_limit_cents"}
     assert details[0]["keyword"] == "format" and details[0]["params"] == {"format": "int64"}  # contract's keywords
@@ -973,20 +1141,28 @@ async def test_credit_limit_at_bigint_max_is_kept(api: ApiClient) -> None:
 @pytest.mark.parametrize("route", ["create-customer", "patch-customer", "post-card", "put-card"])
 async def test_spend_limit_beyond_bigint_is_422(api: ApiClient, pool: asyncpg.Pool, app: Any, route: str) -> None:
     huge = BIGINT_MAX + 1
-    items = [{"account_id": "acc-1",
-              "customer_account_issuer_processor_config": {"spend_limit": huge, "lithic": {"type": "UNLOCKED"}}}]
+    items = [
+        {
+            "account_id": "acc-1",
+            "customer_account_issuer_processor_config": {"spend_limit": huge, "lithic": {"type": "UNLOCKED"}},
+        }
+    ]
     link_path = "/assign_to_accounts/0/customer_account_issuer_processor_config/spend_limit"
     await linked(api, CARD_CONFIG if route.endswith("card") else None)
     await issue_cards(pool, app)
     before = await counts(pool)
     if route == "create-customer":
-        response = await api.http.post("/customers", json=minimal_customer(customer_id="cust-2",
-                                                                           assign_to_accounts=items))
+        response = await api.http.post(
+            "/customers", json=minimal_customer(customer_id="cust-2", assign_to_accounts=items)
+        )
     elif route == "patch-customer":
         response = await api.http.patch("/customers/cust-1", json={"assign_to_accounts": items})
     else:
-        response = await api.http.request("POST" if route == "post-card" else "PUT",
-                                          "/accounts/acc-1/customers/cust-1/cards", json={"spend_limit": huge})
+        response = await api.http.request(
+            "POST" if route == "post-card" else "PUT",
+            "/accounts/acc-1/customers/cust-1/cards",
+            json={"spend_limit": huge},
+        )
     details = assert_invalid(response)
     assert {d["instancePath"] for d in details} == {link_path if route.endswith("customer") else "/spend_limit"}
     assert await counts(pool) == before
@@ -1002,8 +1178,9 @@ async def test_spend_limit_at_bigint_max_is_kept(api: ApiClient, pool: asyncpg.P
 @pytest.mark.parametrize("effective_at", ["2026-13-01T00:00:00Z", "2026-12-01", "yesterday"])
 async def test_bad_effective_at_is_422_format(api: ApiClient, pool: asyncpg.Pool, effective_at: str) -> None:
     await make_product(api)
-    response = await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1",
-                                                      "effective_at": effective_at})
+    response = await api.http.post(
+        "/accounts", json={"account_id": "acc-1", "product_id": "prod-1", "effective_at": effective_at}
+    )
     (problem,) = assert_invalid(response)
     assert problem["instancePath"] == "/effective_at"
     assert problem["keyword"] == "format"
@@ -1021,10 +1198,11 @@ async def test_effective_at_is_answered_in_utc(api: ApiClient) -> None:
 async def test_an_update_without_a_role_keeps_the_links_role(api: ApiClient) -> None:
     await make_product(api)
     await make_account(api)
-    await make_customer(api, "c-1", assign_to_accounts=[{"account_id": "acc-1",
-                                                          "customer_account_role": "SECONDARY"}])
-    changed = await api.http.patch("/customers/c-1", json={"assign_to_accounts": [
-        {"account_id": "acc-1", "customer_account_external_id": "ext-9"}]})
+    await make_customer(api, "c-1", assign_to_accounts=[{"account_id": "acc-1", "customer_account_role": "SECONDARY"}])
+    changed = await api.http.patch(
+        "/customers/c-1",
+        json={"assign_to_accounts": [{"account_id": "acc-1", "customer_account_external_id": "ext-9"}]},
+    )
     assert changed.status_code == 200
     (customer,) = (await api.http.get("/accounts/acc-1")).json()["customers"]
     assert customer["customer_account_role"] == "SECONDARY"
@@ -1034,9 +1212,14 @@ async def test_an_update_without_a_role_keeps_the_links_role(api: ApiClient) -> 
 async def test_assign_customers_may_not_name_a_customer_twice(api: ApiClient, pool: asyncpg.Pool) -> None:
     await make_product(api)
     await make_customer(api, "c-1")
-    response = await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": "prod-1",
-                                                      "assign_customers": [{"customer_id": "c-1"},
-                                                                           {"customer_id": "c-1"}]})
+    response = await api.http.post(
+        "/accounts",
+        json={
+            "account_id": "acc-1",
+            "product_id": "prod-1",
+            "assign_customers": [{"customer_id": "c-1"}, {"customer_id": "c-1"}],
+        },
+    )
     (detail,) = assert_invalid(response)
     assert detail["instancePath"] == "/assign_customers" and detail["keyword"] == "uniqueItems"
     assert (await counts(pool))["accounts"] == 0

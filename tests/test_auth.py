@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import TEST_JWT_SECRET, ApiClient, make_client, minimal_customer
 from jose import jwt
 
 from canopy_svc.wire.errors import Unauthorized
+from tests.helpers import TEST_JWT_SECRET, ApiClient, make_client, minimal_customer
 
 ISSUER = "canopy-svc"
 AUDIENCE = "canopy-svc-api"
@@ -63,8 +63,9 @@ def by_hand(header: dict[str, Any], claims: dict[str, Any], key: bytes | None) -
     return f"{signing_input}.{b64url(signature)}"
 
 
-async def call(http: httpx.AsyncClient, token: str | None, method: str = "GET", path: str = "/customers",
-               scheme: str = "Bearer") -> httpx.Response:
+async def call(
+    http: httpx.AsyncClient, token: str | None, method: str = "GET", path: str = "/customers", scheme: str = "Bearer"
+) -> httpx.Response:
     headers = {} if token is None else {"Authorization": f"{scheme} {token}"}
     kwargs: dict[str, Any] = {"json": minimal_customer()} if method in ("POST", "PUT", "PATCH") else {}
     return await http.request(method, path, headers=headers, **kwargs)
@@ -99,8 +100,9 @@ async def test_token_for_good_credentials_works(anonymous: httpx.AsyncClient, po
     assert set(body) == {"access_token", "expires_in", "token_type"}
     assert body["expires_in"] == 3600 and body["token_type"] == "Bearer"
     token = body["access_token"]
-    created = await anonymous.post("/customers", json=minimal_customer(customer_id="via-token"),
-                                   headers={"Authorization": f"Bearer {token}"})
+    created = await anonymous.post(
+        "/customers", json=minimal_customer(customer_id="via-token"), headers={"Authorization": f"Bearer {token}"}
+    )
     assert created.status_code == 200, created.text
     fetched = await anonymous.get("/customers/via-token", headers={"Authorization": f"Bearer {token}"})
     assert fetched.status_code == 200
@@ -126,8 +128,9 @@ async def test_issued_token_claims(anonymous: httpx.AsyncClient, pool: asyncpg.P
     assert claims["jti"] and other["jti"] and claims["jti"] != other["jti"]
 
 
-async def test_wrong_secret_and_unknown_client_are_the_same_401(anonymous: httpx.AsyncClient,
-                                                                pool: asyncpg.Pool) -> None:
+async def test_wrong_secret_and_unknown_client_are_the_same_401(
+    anonymous: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
     _, client_id, secret = await make_client(pool, "acme")
     wrong = await get_token(anonymous, client_id, secret + "x")
     unknown = await get_token(anonymous, "cli_doesnotexist000000", secret)
@@ -143,8 +146,11 @@ async def test_token_request_body_is_validated(anonymous: httpx.AsyncClient) -> 
     assert response.json()["error"]["details"][0]["params"] == {"missingProperty": "client_secret"}
     response = await anonymous.post("/auth/token", content=b"{oops", headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
-    response = await anonymous.post("/auth/token", content=b"client_id=a&client_secret=b",
-                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await anonymous.post(
+        "/auth/token",
+        content=b"client_id=a&client_secret=b",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
 
 
@@ -171,12 +177,21 @@ async def test_protected_routes_need_a_token(anonymous: httpx.AsyncClient, metho
     assert_unauthorized(await call(anonymous, None, method, path))
 
 
-@pytest.mark.parametrize(("scheme", "token"), [
-    ("Basic", "dXNlcjpwYXNz"), ("Token", "abc"), ("Bearer", ""), ("Bearer", "garbage"),
-    ("Bearer", "a.b.c"), ("Bearer", "eyJhbGciOiJIUzI1NiJ9.e30."), ("Bearer", "Bearer x"),
-])
-async def test_malformed_authorization_is_401(api: ApiClient, anonymous: httpx.AsyncClient, scheme: str,
-                                              token: str) -> None:
+@pytest.mark.parametrize(
+    ("scheme", "token"),
+    [
+        ("Basic", "dXNlcjpwYXNz"),
+        ("Token", "abc"),
+        ("Bearer", ""),
+        ("Bearer", "garbage"),
+        ("Bearer", "a.b.c"),
+        ("Bearer", "eyJhbGciOiJIUzI1NiJ9.e30."),
+        ("Bearer", "Bearer x"),
+    ],
+)
+async def test_malformed_authorization_is_401(
+    api: ApiClient, anonymous: httpx.AsyncClient, scheme: str, token: str
+) -> None:
     for method, path in PROTECTED:
         assert_unauthorized(await call(anonymous, token, method, path, scheme=scheme))
 
@@ -216,22 +231,37 @@ async def test_token_signed_with_another_key_is_401(api: ApiClient, anonymous: h
         assert_unauthorized(await call(anonymous, token, method, path))
 
 
-async def test_tampered_payload_is_401(api: ApiClient, other_api: ApiClient, anonymous: httpx.AsyncClient
-                                       ) -> None:
+async def test_tampered_payload_is_401(api: ApiClient, other_api: ApiClient, anonymous: httpx.AsyncClient) -> None:
     genuine = jwt.encode(claims_for(api), TEST_JWT_SECRET, algorithm="HS256")
     header, _, signature = genuine.split(".")
     evil = b64url(json.dumps(claims_for(api, org=str(other_api.org_id))).encode())
     assert_unauthorized(await call(anonymous, f"{header}.{evil}.{signature}"))
 
 
-@pytest.mark.parametrize("overrides", [
-    {"iss": "someone-else"}, {"aud": "another-api"}, {"aud": ["another-api"]},
-    {"iss": ...}, {"aud": ...}, {"sub": ...}, {"org": ...}, {"scope": ...}, {"iat": ...}, {"exp": ...},
-    {"jti": ...}, {"org": "not-a-number"}, {"org": None}, {"sub": 42}, {"scope": ["read", "write"]},
-    {"nbf": int(time.time()) + 3600},
-])
-async def test_wrong_or_missing_claims_are_401(api: ApiClient, anonymous: httpx.AsyncClient,
-                                               overrides: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"iss": "someone-else"},
+        {"aud": "another-api"},
+        {"aud": ["another-api"]},
+        {"iss": ...},
+        {"aud": ...},
+        {"sub": ...},
+        {"org": ...},
+        {"scope": ...},
+        {"iat": ...},
+        {"exp": ...},
+        {"jti": ...},
+        {"org": "not-a-number"},
+        {"org": None},
+        {"sub": 42},
+        {"scope": ["read", "write"]},
+        {"nbf": int(time.time()) + 3600},
+    ],
+)
+async def test_wrong_or_missing_claims_are_401(
+    api: ApiClient, anonymous: httpx.AsyncClient, overrides: dict[str, Any]
+) -> None:
     token = jwt.encode(claims_for(api, **overrides), TEST_JWT_SECRET, algorithm="HS256")
     for method, path in PROTECTED:
         assert_unauthorized(await call(anonymous, token, method, path))
@@ -254,8 +284,9 @@ async def test_expired_token_is_403(api: ApiClient, anonymous: httpx.AsyncClient
         assert_expired(await call(anonymous, token, method, path))
 
 
-async def test_expired_token_that_was_valid_before_is_403(app: Any, api: ApiClient,
-                                                          anonymous: httpx.AsyncClient) -> None:
+async def test_expired_token_that_was_valid_before_is_403(
+    app: Any, api: ApiClient, anonymous: httpx.AsyncClient
+) -> None:
     """A token seen (and cached) while valid is refused once its exp has passed."""
     now = int(time.time())
     # exp well ahead: now + 1 expires at the next whole second, maybe before the first call is answered.
@@ -281,8 +312,7 @@ async def test_read_scope_can_read_but_not_write(anonymous: httpx.AsyncClient, p
     assert jwt.get_unverified_claims(token)["scope"] == "read"
     assert (await call(anonymous, token, "GET", "/customers")).status_code == 200
     assert (await call(anonymous, token, "GET", "/customers/x")).status_code == 404
-    for method, path in (("POST", "/customers"), ("PUT", "/customers/x"), ("PATCH", "/customers/x"),
-                         *WRITES_ELSEWHERE):
+    for method, path in (("POST", "/customers"), ("PUT", "/customers/x"), ("PATCH", "/customers/x"), *WRITES_ELSEWHERE):
         assert_forbidden(await call(anonymous, token, method, path))
     assert (await call(anonymous, token, "GET", "/organization/settings")).status_code == 200
     assert await pool.fetchval("SELECT count(*) FROM customers") == 0
@@ -303,8 +333,9 @@ async def test_no_scope_is_403(api: ApiClient, anonymous: httpx.AsyncClient) -> 
 async def test_expired_token_lacking_the_scope_is_expired(api: ApiClient, anonymous: httpx.AsyncClient) -> None:
     """Expiry is told first: a new token may well carry the scope."""
     now = int(time.time())
-    token = jwt.encode(claims_for(api, scope="read", iat=now - 7200, exp=now - 3600), TEST_JWT_SECRET,
-                       algorithm="HS256")
+    token = jwt.encode(
+        claims_for(api, scope="read", iat=now - 7200, exp=now - 3600), TEST_JWT_SECRET, algorithm="HS256"
+    )
     assert_expired(await call(anonymous, token, "POST", "/customers"))
 
 
@@ -318,7 +349,7 @@ async def test_token_of_one_org_sees_only_that_org(api: ApiClient, other_api: Ap
 
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # Every printable ASCII character outside the token alphabet, and a few beyond ASCII.
-NOT_B64URL = [c for c in map(chr, range(0x20, 0x7f)) if c not in B64URL and c != "."] + ["\t", "\xa0", "\xff"]
+NOT_B64URL = [c for c in map(chr, range(0x20, 0x7F)) if c not in B64URL and c != "."] + ["\t", "\xa0", "\xff"]
 
 
 def respellings(token: str) -> set[str]:
@@ -329,14 +360,14 @@ def respellings(token: str) -> set[str]:
             variants.add(token[:position] + junk + token[position:])
     segments = token.split(".")
     for index, segment in enumerate(segments):
-        variants.add(".".join([*segments[:index], segment + "=" * (-len(segment) % 4 or 4), *segments[index + 1:]]))
+        variants.add(".".join([*segments[:index], segment + "=" * (-len(segment) % 4 or 4), *segments[index + 1 :]]))
         # Another last character whose meaningful bits are the same: decodes to the same bytes.
         unused_bits = {2: 4, 3: 2}.get(len(segment) % 4, 0)
         if unused_bits:
             value = B64URL.index(segment[-1])
             for other in range(value & ~((1 << unused_bits) - 1), (value | ((1 << unused_bits) - 1)) + 1):
                 if other != value:
-                    variants.add(".".join([*segments[:index], segment[:-1] + B64URL[other], *segments[index + 1:]]))
+                    variants.add(".".join([*segments[:index], segment[:-1] + B64URL[other], *segments[index + 1 :]]))
     variants.discard(token)
     return variants
 
@@ -360,8 +391,15 @@ async def test_respelled_tokens_are_401_over_http(api: ApiClient, anonymous: htt
     assert (await call(anonymous, token)).status_code == 200
     last = token.split(".")[2]
     flipped = last[:-1] + B64URL[B64URL.index(last[-1]) ^ 1]  # 43 characters: 2 unused bits in the last
-    for variant in (token + "~~", token + "!!!!", token + "=", token + "==", f"{token[:-43]}{flipped}",
-                    token[:10] + "!" + token[10:], token.replace(".", "..", 1)):
+    for variant in (
+        token + "~~",
+        token + "!!!!",
+        token + "=",
+        token + "==",
+        f"{token[:-43]}{flipped}",
+        token[:10] + "!" + token[10:],
+        token.replace(".", "..", 1),
+    ):
         assert_unauthorized(await call(anonymous, variant))
     assert (await call(anonymous, token)).status_code == 200
 
@@ -373,15 +411,36 @@ def signed_by_hand(claims_json: str, header: str = '{"alg":"HS256","typ":"JWT"}'
     return f"{signing_input}.{b64url(signature)}"
 
 
-@pytest.mark.parametrize(("name", "raw"), [
-    ("exp", "Infinity"), ("exp", "-Infinity"), ("exp", "NaN"), ("exp", '"{future}"'), ("exp", "{future}.5"),
-    ("exp", "1e400"), ("exp", "1" + "0" * 400), ("exp", "true"), ("exp", "null"), ("exp", "-1"),
-    ("exp", "{future}.0"), ("exp", str(2**53)), ("iat", '"{now}"'), ("iat", "Infinity"), ("iat", "{now}.25"),
-    ("nbf", "Infinity"), ("nbf", '"{now}"'), ("nbf", "-Infinity"), ("org", "{org}"), ("org", '" {org}"'),
-    ("aud", '["canopy-svc-api"]'), ("sub", '["x"]'),
-])
-async def test_claims_must_have_the_types_we_write(api: ApiClient, anonymous: httpx.AsyncClient, name: str,
-                                                   raw: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("exp", "Infinity"),
+        ("exp", "-Infinity"),
+        ("exp", "NaN"),
+        ("exp", '"{future}"'),
+        ("exp", "{future}.5"),
+        ("exp", "1e400"),
+        ("exp", "1" + "0" * 400),
+        ("exp", "true"),
+        ("exp", "null"),
+        ("exp", "-1"),
+        ("exp", "{future}.0"),
+        ("exp", str(2**53)),
+        ("iat", '"{now}"'),
+        ("iat", "Infinity"),
+        ("iat", "{now}.25"),
+        ("nbf", "Infinity"),
+        ("nbf", '"{now}"'),
+        ("nbf", "-Infinity"),
+        ("org", "{org}"),
+        ("org", '" {org}"'),
+        ("aud", '["canopy-svc-api"]'),
+        ("sub", '["x"]'),
+    ],
+)
+async def test_claims_must_have_the_types_we_write(
+    api: ApiClient, anonymous: httpx.AsyncClient, name: str, raw: str
+) -> None:
     """A token signed with our key, but with a claim we never write so: 401, never a 500 or a 200."""
     now = int(time.time())
     claims = claims_for(api)
@@ -392,7 +451,15 @@ async def test_claims_must_have_the_types_we_write(api: ApiClient, anonymous: ht
     assert (await call(anonymous, signed_by_hand(json.dumps(claims_for(api, nbf=now - 1))))).status_code == 200
 
 
-@pytest.mark.parametrize("header", ['{"alg":"HS256","x":' + "[" * 1_200 + "]" * 1_200 + "}", "[" * 2_500,
-                                    "[" * 30_000, '{"alg":"HS256","typ":"JWT","kid":"\\ud800"}', '"HS256"'])
+@pytest.mark.parametrize(
+    "header",
+    [
+        '{"alg":"HS256","x":' + "[" * 1_200 + "]" * 1_200 + "}",
+        "[" * 2_500,
+        "[" * 30_000,
+        '{"alg":"HS256","typ":"JWT","kid":"\\ud800"}',
+        '"HS256"',
+    ],
+)
 async def test_hostile_headers_are_401(api: ApiClient, anonymous: httpx.AsyncClient, header: str) -> None:
     assert_unauthorized(await call(anonymous, signed_by_hand(json.dumps(claims_for(api)), header)))

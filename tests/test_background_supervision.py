@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import served
 
 from canopy_svc.api.app import create_app
 from canopy_svc.api.responses import error_for
@@ -26,6 +25,7 @@ from canopy_svc.core import supervision
 from canopy_svc.core.db import UNAVAILABLE_ERRORS
 from canopy_svc.core.settings import Settings
 from canopy_svc.store import cards, idempotency
+from tests.helpers import served
 
 BOUND_SECONDS = 60.0  # generous: a busy machine
 
@@ -64,19 +64,30 @@ async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], what: str) -
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize(("task", "module", "function"), [
-    ("idempotency-keys", idempotency, "purge_expired"),
-    ("card-worker", cards, "seconds_until_next_due"),
-])
+@pytest.mark.parametrize(
+    ("task", "module", "function"),
+    [
+        ("idempotency-keys", idempotency, "purge_expired"),
+        ("card-worker", cards, "seconds_until_next_due"),
+    ],
+)
 async def test_a_failing_background_task_is_logged_once_restarted_and_reported_by_readyz(
-        settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-        task: str, module: Any, function: str) -> None:
+    settings: Settings,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    task: str,
+    module: Any,
+    function: str,
+) -> None:
     switch = Switch(getattr(module, function))
     monkeypatch.setattr(module, function, switch)
     caplog.set_level(logging.INFO, logger="canopy_svc.core.supervision")
     app = create_app(dataclasses.replace(settings, card_worker=True), pool=pool)
-    async with served(app) as running, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=running), base_url="http://testserver") as http:
+    async with (
+        served(app) as running,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=running), base_url="http://testserver") as http,
+    ):
         down: list[httpx.Response] = []
 
         async def readyz_names_the_task() -> bool:
@@ -84,10 +95,12 @@ async def test_a_failing_background_task_is_logged_once_restarted_and_reported_b
             if answer.status_code == 503:
                 down.append(answer)
             return answer.status_code == 503
+
         await wait_for(readyz_names_the_task, f"/readyz to report {task}")
         body = down[-1].json()
-        assert body == {"error": {"code": "unavailable", "message": "A background task is not running",
-                                  "details": [{"task": task}]}}
+        assert body == {
+            "error": {"code": "unavailable", "message": "A background task is not running", "details": [{"task": task}]}
+        }
         assert int(down[-1].headers["retry-after"]) >= 1
 
         await wait_for(lambda: switch.failures >= 3, "the task to be restarted and fail twice more")
@@ -97,10 +110,10 @@ async def test_a_failing_background_task_is_logged_once_restarted_and_reported_b
         async def ready() -> bool:
             answer = await http.get("/readyz")
             return answer.status_code == 200 and answer.json() == {"status": "ready"}
+
         await wait_for(ready, "/readyz 200 once the task runs again")
 
-    mine = [r for r in caplog.records
-            if r.name == "canopy_svc.core.supervision" and getattr(r, "task", None) == task]
+    mine = [r for r in caplog.records if r.name == "canopy_svc.core.supervision" and getattr(r, "task", None) == task]
     with_stack = [r for r in mine if getattr(r, "stack", None)]
     assert len(with_stack) == 1, [r.getMessage() for r in mine]  # once, however often it failed
     first = with_stack[0]

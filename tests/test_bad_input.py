@@ -24,7 +24,6 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
-from conftest import make_client, minimal_customer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +31,7 @@ from canopy_svc.api.app import ENDPOINTS
 from canopy_svc.rules.ratelimit import MemoryRateLimiter
 from canopy_svc.store import api_clients
 from canopy_svc.wire import models
+from tests.helpers import make_client, minimal_customer
 
 Path = tuple[str | int, ...]
 PLACEHOLDER = "\x01bad-value\x01"  # json.dumps writes it as one known string, replaced by raw JSON text
@@ -158,19 +158,36 @@ class World:
             models.TokenRequest: {"client_id": client_id, "client_secret": secret},
             models.CustomerCreate: customer | {"customer_id": "bad-input-base"},
             models.CustomerUpdate: customer,
-            models.BusinessDetails: {"doing_business_as": "Umbrella", "business_ein": "888-88-8888",
-                                     "business_legal_name": "Umbrella Corporation"},
-            models.AccountAssignment: {"account_id": "acct-base", "customer_account_role": "SECONDARY",
-                                       "customer_account_external_id": "ext-base"},
-            models.CustomerAssignment: {"customer_id": "cust-base", "customer_account_role": "SECONDARY",
-                                        "customer_account_external_id": "ext-other"},
+            models.BusinessDetails: {
+                "doing_business_as": "Umbrella",
+                "business_ein": "888-88-8888",
+                "business_legal_name": "Umbrella Corporation",
+            },
+            models.AccountAssignment: {
+                "account_id": "acct-base",
+                "customer_account_role": "SECONDARY",
+                "customer_account_external_id": "ext-base",
+            },
+            models.CustomerAssignment: {
+                "customer_id": "cust-base",
+                "customer_account_role": "SECONDARY",
+                "customer_account_external_id": "ext-other",
+            },
             models.IssuerProcessorConfig: {"spend_limit": 1000},
             models.LithicCardConfig: card,
             models.ProductCreate: {"product_id": "prod-other"},
-            models.ProductOverview: {"product_name": "Card", "product_type": "REVOLVING",
-                                     "product_short_description": "short", "product_long_description": "long"},
-            models.AccountCreate: {"product_id": "prod-base", "account_id": "acct-other",
-                                   "external_account_id": "ext-acct", "effective_at": "2026-01-01T00:00:00Z"},
+            models.ProductOverview: {
+                "product_name": "Card",
+                "product_type": "REVOLVING",
+                "product_short_description": "short",
+                "product_long_description": "long",
+            },
+            models.AccountCreate: {
+                "product_id": "prod-base",
+                "account_id": "acct-other",
+                "external_account_id": "ext-acct",
+                "effective_at": "2026-01-01T00:00:00Z",
+            },
             models.AccountSummaryIn: {"credit_limit_cents": 100},
             models.CardCreate: {"spend_limit": 500},
             models.CardUpdate: {"state": "PAUSED", "spend_limit": 500},
@@ -202,14 +219,23 @@ async def world(app: Any, pool: asyncpg.Pool) -> typing.AsyncIterator[World]:
     org_id, client_id, secret = await make_client(pool, "acme")
     await api_clients.set_limits(pool, client_id, rate=1_000_000.0, burst=1_000_000)
     token = app.resources.tokens.issue(client_id, org_id, "read write")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
-                                 headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as http:
         for path, body in [
-            ("/products", {"product_id": "prod-base", "product_overview": {"product_name": "P",
-                                                                           "product_type": "REVOLVING"}}),
+            (
+                "/products",
+                {"product_id": "prod-base", "product_overview": {"product_name": "P", "product_type": "REVOLVING"}},
+            ),
             ("/accounts", {"account_id": "acct-base", "product_id": "prod-base"}),
-            ("/customers", minimal_customer(customer_id="cust-base", email="base@example.com",
-                                            assign_to_accounts=[{"account_id": "acct-base"}])),
+            (
+                "/customers",
+                minimal_customer(
+                    customer_id="cust-base", email="base@example.com", assign_to_accounts=[{"account_id": "acct-base"}]
+                ),
+            ),
         ]:
             answer = await http.post(path, json=body)
             assert answer.status_code == 200, answer.text
@@ -248,13 +274,20 @@ def assert_refused_as_its_class(response: httpx.Response, name: str, place: Path
 
 def test_every_request_struct_is_walked() -> None:
     """The walk reaches the fields the issue names, through nested objects and lists."""
-    paths = {(op.path, path) for _, _, model in request_operations() for op in ENDPOINTS
-             if op.request is model for path in field_paths(model)}
+    paths = {
+        (op.path, path)
+        for _, _, model in request_operations()
+        for op in ENDPOINTS
+        if op.request is model
+        for path in field_paths(model)
+    }
     assert ("/auth/token", ("client_id",)) in paths
     assert ("/products", ("product_overview", "product_long_description")) in paths
     assert ("/organization/issuer_processors", ("lithic_config", "base_url")) in paths
-    assert ("/customers", ("assign_to_accounts", 0, "customer_account_issuer_processor_config", "lithic",
-                           "card_program_token")) in paths
+    assert (
+        "/customers",
+        ("assign_to_accounts", 0, "customer_account_issuer_processor_config", "lithic", "card_program_token"),
+    ) in paths
     assert len(paths) > 100
 
 
@@ -313,8 +346,11 @@ HUGE_NUMBER = st.one_of(
     st.integers(min_value=309, max_value=5000).map(lambda e: f"1e{e}"),
     st.integers(min_value=309, max_value=5000).map(lambda e: f"-2.5E+{e}"),
 )
-DEEP = st.builds(lambda depth, arrays: "[" * depth + "]" * depth if arrays else '{"a":' * depth + "0" + "}" * depth,
-                 st.integers(min_value=1000, max_value=20_000), st.booleans())
+DEEP = st.builds(
+    lambda depth, arrays: "[" * depth + "]" * depth if arrays else '{"a":' * depth + "0" + "}" * depth,
+    st.integers(min_value=1000, max_value=20_000),
+    st.booleans(),
+)
 _OPS = request_operations()
 
 
@@ -327,15 +363,17 @@ def class_of(raw: str) -> str:
     if r"\u0000" in raw and not any(ord(c) < 0x20 for c in raw):  # JSON strings hold no raw control character
         return "nul-inside"
     return "lone-high-surrogate"  # or a raw control character: malformed either way
-CASES = st.sampled_from([(method, path, model, field) for method, path, model in _OPS
-                         for field in [(), *field_paths(model)]])
+
+
+CASES = st.sampled_from(
+    [(method, path, model, field) for method, path, model in _OPS for field in [(), *field_paths(model)]]
+)
 
 
 async def test_generated_bad_values_are_4xx(world: World) -> None:
     loop = asyncio.get_running_loop()
 
-    @settings(max_examples=300, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=CASES, raw=st.one_of(BAD_TEXT, HUGE_NUMBER, DEEP))
     def check(case: tuple[str, str, type[msgspec.Struct], Path], raw: str) -> None:
         method, path, model, field = case

@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from conftest import TEST_DATA_KEY, ApiClient, make_client
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.rules import accounts as account_rules
@@ -35,12 +34,14 @@ from canopy_svc.rules import products as product_rules
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire.models import Customer
+from tests.helpers import TEST_DATA_KEY, ApiClient, make_client
 
 TABLES = ["customers", "customer_search_terms", "products", "accounts", "customer_account_links", "cards"]
 PLAN_MODES = ["force_custom_plan", "force_generic_plan"]
 BLOCK = 2000  # our customers before the other tenant's, and again after
 CURSORS = CursorCodec(b"bounded-reads-test-cursor-key-00")
 CIPHER = DataCipher(TEST_DATA_KEY)
+
 
 # A page may read each index once per row it answers (and the one that says has_more), and once more
 # where one row is looked up twice (a search checks a candidate, then answers it); a few more for
@@ -95,8 +96,12 @@ def walked_indexes(reads: Reads) -> Reads:
             # A descent is at most 3 blocks here (indexes of a few thousand rows), one more for a scan
             # that crosses into the next leaf, and a leaf holds well over 50 entries; a row written
             # descends to its leaf (twice for ON CONFLICT); planning reads a few metapages.
-            allowed = (4 * reads.get(f"scans {index}", 0) + reads.get(f"index {index}", 0) // 50
-                       + 8 * reads.get(f"writes {table}", 0) + 4)
+            allowed = (
+                4 * reads.get(f"scans {index}", 0)
+                + reads.get(f"index {index}", 0) // 50
+                + 8 * reads.get(f"writes {table}", 0)
+                + 4
+            )
             if blocks > allowed:
                 walked[index] = blocks
     return walked
@@ -105,8 +110,9 @@ def walked_indexes(reads: Reads) -> Reads:
 def assert_bounded(reads: Reads, limit: int, what: str, per_row: int = 2) -> None:
     assert not [name for name in reads if name.startswith("seq scans")], (what, reads)
     assert reads, (what, "nothing counted: the statistics were not flushed")
-    too_many = {name: n for name, n in reads.items()
-                if name.startswith(("index ", "heap ")) and n > bound(limit, per_row)}
+    too_many = {
+        name: n for name, n in reads.items() if name.startswith(("index ", "heap ")) and n > bound(limit, per_row)
+    }
     assert not too_many, (what, f"more than {bound(limit, per_row)}", too_many, reads)
     assert not walked_indexes(reads), (what, walked_indexes(reads), reads)
 
@@ -126,8 +132,9 @@ async def no_autovacuum(pool: asyncpg.Pool) -> AsyncIterator[None]:
 Crowd = Callable[[asyncpg.Pool, bool], Awaitable[None]]
 
 
-async def plan_states(pool: asyncpg.Pool, database_url: str,
-                      crowd: Crowd | None = None) -> AsyncGenerator[tuple[str, str, asyncpg.Connection]]:
+async def plan_states(
+    pool: asyncpg.Pool, database_url: str, crowd: Crowd | None = None
+) -> AsyncGenerator[tuple[str, str, asyncpg.Connection]]:
     """(statistics, plan mode, a connection) for tables with no statistics (a new server before
     autovacuum's first ANALYZE), then analyzed ones, then (given `crowd`, which disperses the customers
     sharing values and gathers them again) statistics taken while those values were rare; each with a
@@ -139,7 +146,9 @@ async def plan_states(pool: asyncpg.Pool, database_url: str,
             """DELETE FROM pg_statistic WHERE starelid IN (
                    SELECT oid FROM pg_class WHERE relname = ANY($1::text[])
                    UNION SELECT indexrelid FROM pg_index WHERE indrelid IN (
-                       SELECT oid FROM pg_class WHERE relname = ANY($1::text[])))""", TABLES)
+                       SELECT oid FROM pg_class WHERE relname = ANY($1::text[])))""",
+            TABLES,
+        )
     except asyncpg.InsufficientPrivilegeError:
         pytest.skip("clearing a table's statistics needs a superuser (TEST_DATABASE_URL is not one)")
     for statistics in ("fresh", "analyzed", "stale") if crowd else ("fresh", "analyzed"):
@@ -174,8 +183,7 @@ class Tenants:
 SHARED_SSN_HASH = CIPHER.lookup_hash("123456789", context=b"ssn")
 
 
-async def _insert_customers(conn: asyncpg.Connection, org_id: int, prefix: str, count: int,
-                            last_name: str) -> None:
+async def _insert_customers(conn: asyncpg.Connection, org_id: int, prefix: str, count: int, last_name: str) -> None:
     """`count` customers (SQL: the triggers write their search terms): two of three named `last_name`,
     half at one address with one phone, a quarter with one SSN; the others' addresses and phones each
     a family's (eight, four), their names and SSNs their own. A generic plan prices a value as the
@@ -190,7 +198,11 @@ async def _insert_customers(conn: asyncpg.Connection, org_id: int, prefix: str, 
                   $2 || n || '@example.com', '1990-01-01',
                   CASE WHEN n % 4 = 0 THEN $5::bytea ELSE sha256(($2 || n)::bytea) END
            FROM generate_series(1, $3::int) n""",
-        org_id, prefix, count, last_name, SHARED_SSN_HASH,
+        org_id,
+        prefix,
+        count,
+        last_name,
+        SHARED_SSN_HASH,
     )
 
 
@@ -199,22 +211,35 @@ async def _insert_accounts(conn: asyncpg.Connection, org_id: int, prefix: str, c
     customers (the customer of the same rank) and a card."""
     await conn.execute(
         """INSERT INTO products (org_id, product_id, product_name, product_type)
-           SELECT $1, $2 || n, 'P', 'REVOLVING' FROM generate_series(1, $3::int) n""", org_id, prefix, count)
+           SELECT $1, $2 || n, 'P', 'REVOLVING' FROM generate_series(1, $3::int) n""",
+        org_id,
+        prefix,
+        count,
+    )
     await conn.execute(
         """INSERT INTO accounts (org_id, account_id, product_row_id)
            SELECT $1, $2 || n, (SELECT min(id) FROM products WHERE org_id = $1)
-           FROM generate_series(1, $3::int) n""", org_id, prefix, count)
+           FROM generate_series(1, $3::int) n""",
+        org_id,
+        prefix,
+        count,
+    )
     await conn.execute(
         """INSERT INTO customer_account_links (org_id, account_row_id, customer_row_id, customer_account_role,
                customer_account_external_id)
            SELECT $1, a.id, c.id, 'PRIMARY', 'x' FROM accounts a
            JOIN customers c ON c.org_id = $1 AND c.customer_id = $2 || substr(a.account_id, length($2) + 1)
-           WHERE a.org_id = $1 AND a.account_id LIKE $2 || '%'""", org_id, prefix)
+           WHERE a.org_id = $1 AND a.account_id LIKE $2 || '%'""",
+        org_id,
+        prefix,
+    )
     await conn.execute(
         """INSERT INTO cards (org_id, link_id, idempotency_key, card_type, state)
            SELECT $1, l.id, gen_random_uuid(), 'UNLOCKED', 'OPEN' FROM customer_account_links l
            JOIN accounts a ON a.id = l.account_row_id WHERE a.org_id = $1 AND a.account_id LIKE $2 || '%'""",
-        org_id, prefix)
+        org_id,
+        prefix,
+    )
 
 
 @pytest.fixture
@@ -230,30 +255,40 @@ async def tenants(api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool, no_a
         await _insert_customers(conn, small, "s", 30, "Smith")
         await _insert_accounts(conn, small, "s", 30)
         # One of ours, last of all, is the only Zyxwv; another is on 1,500 of our accounts.
-        await conn.execute("UPDATE customers SET name_last = 'Zyxwv' WHERE org_id = $1 AND customer_id = 'b1999'",
-                           api.org_id)
+        await conn.execute(
+            "UPDATE customers SET name_last = 'Zyxwv' WHERE org_id = $1 AND customer_id = 'b1999'", api.org_id
+        )
         busy = await conn.fetchval("SELECT id FROM customers WHERE org_id = $1 AND customer_id = 'a3'", api.org_id)
         await conn.execute(
             """INSERT INTO customer_account_links (org_id, account_row_id, customer_row_id, customer_account_role,
                    customer_account_external_id)
                SELECT $1, id, $2, 'SECONDARY', 'busy' FROM accounts WHERE org_id = $1 AND id % 4 <> 3
-               ON CONFLICT DO NOTHING""", api.org_id, busy)
+               ON CONFLICT DO NOTHING""",
+            api.org_id,
+            busy,
+        )
         deep = {
             "customers": await conn.fetchval(
-                "SELECT id FROM customers WHERE org_id = $1 AND customer_id = $2", api.org_id, f"a{BLOCK}"),
+                "SELECT id FROM customers WHERE org_id = $1 AND customer_id = $2", api.org_id, f"a{BLOCK}"
+            ),
             "search": await conn.fetchval(
-                "SELECT id FROM customers WHERE org_id = $1 AND customer_id = $2", api.org_id, f"a{BLOCK - 1}"),
+                "SELECT id FROM customers WHERE org_id = $1 AND customer_id = $2", api.org_id, f"a{BLOCK - 1}"
+            ),
             "products": await conn.fetchval(
-                "SELECT id FROM products WHERE org_id = $1 AND product_id = $2", api.org_id, f"a{BLOCK // 2}"),
+                "SELECT id FROM products WHERE org_id = $1 AND product_id = $2", api.org_id, f"a{BLOCK // 2}"
+            ),
             "accounts": await conn.fetchval(
-                "SELECT id FROM accounts WHERE org_id = $1 AND account_id = $2", api.org_id, f"a{BLOCK // 2}"),
+                "SELECT id FROM accounts WHERE org_id = $1 AND account_id = $2", api.org_id, f"a{BLOCK // 2}"
+            ),
             "links": await conn.fetchval(
                 "SELECT max(id) FROM customer_account_links WHERE org_id = $1 AND customer_account_external_id = 'x'"
                 " AND id < (SELECT min(id) FROM customer_account_links WHERE org_id = $2)",
-                api.org_id, other_api.org_id),
+                api.org_id,
+                other_api.org_id,
+            ),
             "customer-accounts": await conn.fetchval(
-                "SELECT id FROM customer_account_links WHERE customer_row_id = $1 ORDER BY id OFFSET 700 LIMIT 1",
-                busy),
+                "SELECT id FROM customer_account_links WHERE customer_row_id = $1 ORDER BY id OFFSET 700 LIMIT 1", busy
+            ),
         }
     return Tenants(ours=api.org_id, small=small, deep=deep, busy_customer="a3", busy_customer_row_id=busy)
 
@@ -276,7 +311,9 @@ async def crowd(pool: asyncpg.Pool, gathered: bool) -> None:
                FROM (SELECT id AS row_id, substr(customer_id, 2)::int AS n FROM customers
                      WHERE org_id = $1 AND customer_id <> 'b1999') numbered
                WHERE id = numbered.row_id""",
-            org_id, gathered, SHARED_SSN_HASH,
+            org_id,
+            gathered,
+            SHARED_SSN_HASH,
         )
         # Without the dead row versions this leaves, which index scans would count (VACUUM keeps the
         # statistics as they were).
@@ -300,10 +337,13 @@ Listing = Callable[[asyncpg.Connection, int, PageRequest], Awaitable[Any]]
 
 def _listings(tenants: Tenants) -> dict[str, tuple[str, str, Listing]]:
     """name -> (the deep position's key in Tenants.deep, the cursor's kind, a call of the route's rule)."""
+
     def customers(search: str | None) -> Listing:
         async def call(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
-            return await customer_rules.list_page(conn, org_id, CURSORS, page,
-                                                  customer_rules.search_words(search), CIPHER)
+            return await customer_rules.list_page(
+                conn, org_id, CURSORS, page, customer_rules.search_words(search), CIPHER
+            )
+
         return call
 
     async def products(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
@@ -316,8 +356,9 @@ def _listings(tenants: Tenants) -> dict[str, tuple[str, str, Listing]]:
         return await customer_account_rules.list_links(conn, org_id, CURSORS, page, CIPHER)
 
     async def customer_accounts(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
-        return await customer_account_rules.list_customer_accounts(conn, org_id, CURSORS, page, tenants.busy_customer,
-                                                          CIPHER)
+        return await customer_account_rules.list_customer_accounts(
+            conn, org_id, CURSORS, page, tenants.busy_customer, CIPHER
+        )
 
     return {
         "GET /customers": ("customers", "customers", customers(None)),
@@ -325,13 +366,17 @@ def _listings(tenants: Tenants) -> dict[str, tuple[str, str, Listing]]:
         "GET /products": ("products", "products", products),
         "GET /accounts": ("accounts", "accounts", accounts),
         "GET /customers/accounts": ("links", "links", links),
-        "GET /customers/{id}/accounts": ("customer-accounts", f"customer-accounts:{tenants.busy_customer_row_id}",
-                                         customer_accounts),
+        "GET /customers/{id}/accounts": (
+            "customer-accounts",
+            f"customer-accounts:{tenants.busy_customer_row_id}",
+            customer_accounts,
+        ),
     }
 
 
 async def test_a_page_deep_in_an_organization_reads_what_the_first_page_reads(
-        pool: asyncpg.Pool, database_url: str, tenants: Tenants, tiny_tenants: None) -> None:
+    pool: asyncpg.Pool, database_url: str, tenants: Tenants, tiny_tenants: None
+) -> None:
     """Every list route: the first page, a page from deep in our rows (the other tenant's rows after it
     in id order), back from there, the largest page, and a small tenant's page after everyone's rows."""
     listings = _listings(tenants)
@@ -339,10 +384,12 @@ async def test_a_page_deep_in_an_organization_reads_what_the_first_page_reads(
         async for statistics, mode, conn in states:
             for name, (deep_key, kind, call) in listings.items():
                 deep = CURSORS.encode(tenants.ours, kind, tenants.deep[deep_key])
-                pages = [(tenants.ours, PageRequest(100, None, None), 100),
-                         (tenants.ours, PageRequest(100, deep, None), 100),
-                         (tenants.ours, PageRequest(100, None, deep), 100),
-                         (tenants.ours, PageRequest(1000, None, None), 1000)]
+                pages = [
+                    (tenants.ours, PageRequest(100, None, None), 100),
+                    (tenants.ours, PageRequest(100, deep, None), 100),
+                    (tenants.ours, PageRequest(100, None, deep), 100),
+                    (tenants.ours, PageRequest(1000, None, None), 1000),
+                ]
                 if name != "GET /customers/{id}/accounts":
                     pages.append((tenants.small, PageRequest(12, None, None), 12))
                 for org_id, page, limit in pages:
@@ -353,18 +400,36 @@ async def test_a_page_deep_in_an_organization_reads_what_the_first_page_reads(
 
 
 async def test_a_search_reads_a_page_whether_one_customer_or_thousands_match(
-        pool: asyncpg.Pool, database_url: str, tenants: Tenants, tiny_tenants: None) -> None:
+    pool: asyncpg.Pool, database_url: str, tenants: Tenants, tiny_tenants: None
+) -> None:
     """A last name two thirds of ours share, one only the last of them has, the start of each, two
     words; first pages and one from deep among the Smiths."""
     deep = CURSORS.encode(tenants.ours, "customers", tenants.deep["search"])
-    searches = [("smith", None, 12), ("smi", None, 12), ("smith", deep, 12), ("smith", None, 1000),
-                ("zyxwv", None, 12), ("zyx", None, 1000), ("first1999 zyxwv", None, 12), ("nobody", None, 12)]
+    searches = [
+        ("smith", None, 12),
+        ("smi", None, 12),
+        ("smith", deep, 12),
+        ("smith", None, 1000),
+        ("zyxwv", None, 12),
+        ("zyx", None, 1000),
+        ("first1999 zyxwv", None, 12),
+        ("nobody", None, 12),
+    ]
     async with contextlib.aclosing(plan_states(pool, database_url, crowd)) as states:
         async for statistics, mode, conn in states:
             for search, after, limit in searches:
-                answer, reads = await reads_of(conn, partial(
-                    customer_rules.list_page, conn, tenants.ours, CURSORS, PageRequest(limit, after, None),
-                    customer_rules.search_words(search), CIPHER))
+                answer, reads = await reads_of(
+                    conn,
+                    partial(
+                        customer_rules.list_page,
+                        conn,
+                        tenants.ours,
+                        CURSORS,
+                        PageRequest(limit, after, None),
+                        customer_rules.search_words(search),
+                        CIPHER,
+                    ),
+                )
                 what = (search, after is not None, limit, statistics, mode)
                 expected = {"zyxwv": 1, "zyx": 1, "first1999 zyxwv": 1, "nobody": 0}.get(search, limit)
                 assert len(answer.results) == expected, what
@@ -372,8 +437,10 @@ async def test_a_search_reads_a_page_whether_one_customer_or_thousands_match(
                     assert_bounded(reads, limit, str(what))
                 else:
                     assert not [name for name in reads if name.startswith("seq scans")], (what, reads)
-                    assert sum(n for name, n in reads.items() if name.startswith(("index ", "heap "))) <= 5, \
-                        (what, reads)
+                    assert sum(n for name, n in reads.items() if name.startswith(("index ", "heap "))) <= 5, (
+                        what,
+                        reads,
+                    )
 
 
 def test_the_search_bound_is_per_page_not_per_match() -> None:
@@ -381,21 +448,34 @@ def test_the_search_bound_is_per_page_not_per_match() -> None:
     assert bound(12) * 10 < BLOCK and bound(100) * 5 < BLOCK * 2
 
 
-SHARED = {"name_last": "Smith", "address_line_one": "100 Main St", "address_zip": "21201",
-          "phone_number": "+14155550100", "email": "a1@example.com", "ssn": "123-45-6789",
-          "date_of_birth": "1985-05-05"}  # another birth date: under `block`, a match that may be waived
+SHARED = {
+    "name_last": "Smith",
+    "address_line_one": "100 Main St",
+    "address_zip": "21201",
+    "phone_number": "+14155550100",
+    "email": "a1@example.com",
+    "ssn": "123-45-6789",
+    "date_of_birth": "1985-05-05",
+}  # another birth date: under `block`, a match that may be waived
 
 
 @pytest.mark.parametrize("policy", ["warn", "block"])
 async def test_an_update_to_values_thousands_share_reads_a_few_entries_of_each_index(
-        pool: asyncpg.Pool, database_url: str, tenants: Tenants, policy: str) -> None:
+    pool: asyncpg.Pool, database_url: str, tenants: Tenants, policy: str
+) -> None:
     """PATCH /customers/{id}: the customer last in the table takes the name, address, phone, SSN and
     email thousands of ours share (and back): the duplicate check reads five entries of each of its
     indexes (twice under `block`, which checks again under locks), the row and its search terms are
     changed by their keys."""
     await pool.execute("UPDATE organizations SET duplicate_customer_policy = $2 WHERE id = $1", tenants.ours, policy)
-    rare = {"name_last": "Zyxwv", "address_line_one": "9 Elm St", "address_zip": "94105",
-            "phone_number": "+14155550199", "email": "zyxwv@example.org", "ssn": "987-65-4320"}
+    rare = {
+        "name_last": "Zyxwv",
+        "address_line_one": "9 Elm St",
+        "address_zip": "94105",
+        "phone_number": "+14155550199",
+        "email": "zyxwv@example.org",
+        "ssn": "987-65-4320",
+    }
     changes = itertools.cycle([SHARED, rare])
     async with contextlib.aclosing(plan_states(pool, database_url, crowd)) as states:
         async for statistics, mode, conn in states:
@@ -405,27 +485,39 @@ async def test_an_update_to_values_thousands_share_reads_a_few_entries_of_each_i
                 what = (policy, statistics, mode, body["name_last"])
                 warned = {warning.code for warning in answer.warnings or ()}
                 if body["name_last"] == "Smith":
-                    assert warned == {"duplicate_ssn", "duplicate_email", "duplicate_phone_number",
-                                      "duplicate_address"}, what
+                    assert warned == {
+                        "duplicate_ssn",
+                        "duplicate_email",
+                        "duplicate_phone_number",
+                        "duplicate_address",
+                    }, what
                 assert not [name for name in reads if name.startswith("seq scans")], (what, reads)
                 # Each check reads at most six entries of each of its indexes (five matches, and the
                 # customer itself, which it skips), and their rows; the update reads its row by its keys.
                 checks = 2 if policy == "block" else 1
                 # The search terms change by their keys: the old name's five are found and deleted,
                 # the new one's five checked for and written, whoever else has either name.
-                limits = {"heap customers": checks * 4 * 6 + 2, "index customer_search_terms_pkey": 2 * 5,
-                          "heap customer_search_terms": 5}
-                too_many = {name: n for name, n in reads.items()
-                            if name.startswith(("index ", "heap ")) and n > limits.get(name, checks * 6 + 2)}
+                limits = {
+                    "heap customers": checks * 4 * 6 + 2,
+                    "index customer_search_terms_pkey": 2 * 5,
+                    "heap customer_search_terms": 5,
+                }
+                too_many = {
+                    name: n
+                    for name, n in reads.items()
+                    if name.startswith(("index ", "heap ")) and n > limits.get(name, checks * 6 + 2)
+                }
                 assert not too_many, (what, too_many)
                 assert not walked_indexes(reads), (what, walked_indexes(reads), reads)
-    found = await pool.fetch("SELECT customer_row_id FROM customer_search_terms WHERE org_id = $1 AND term = 'zyxwv'",
-                             tenants.ours)
+    found = await pool.fetch(
+        "SELECT customer_row_id FROM customer_search_terms WHERE org_id = $1 AND term = 'zyxwv'", tenants.ours
+    )
     assert len(found) == 1  # the search terms followed the name each time
 
 
 async def _update(conn: asyncpg.Connection, org_id: int, customer_id: str, body: dict[str, Any]) -> Customer:
     """PATCH /customers/{customer_id}'s work, in its transaction, as the route runs it."""
     async with conn.transaction():
-        return await customer_rules.update(conn, org_id, customer_id,
-                                           customer_rules.parse_update(json.dumps(body).encode()), CIPHER)
+        return await customer_rules.update(
+            conn, org_id, customer_id, customer_rules.parse_update(json.dumps(body).encode()), CIPHER
+        )

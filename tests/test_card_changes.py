@@ -10,14 +10,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import ApiClient, assert_error
-from fake_lithic import FakeLithic
-from test_card_worker import account, fake_lithic, linked_customer, make_worker, use_lithic
 
 from canopy_svc.rules import cards as card_rules
 from canopy_svc.wire.models import CardUpdate
-
-__all__ = ["fake_lithic"]  # the fixture, imported so pytest finds it here
+from tests.fake_lithic import FakeLithic
+from tests.helpers import ApiClient, account, assert_error, linked_customer, make_worker, use_lithic
 
 PATH = "/accounts/acc-1/customers/cust-1/cards"
 
@@ -39,8 +36,8 @@ async def held_at_lithic(fake: FakeLithic) -> None:
 @pytest.mark.parametrize("body", [{"state": "PAUSED"}, {"spend_limit": 4321}, {"state": "CLOSED", "spend_limit": None}])
 @pytest.mark.parametrize("idempotency_key", [None, "change-1"])
 async def test_a_slow_lithic_holds_no_row_lock_and_no_open_transaction(
-        api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic, body: dict[str, Any],
-        idempotency_key: str | None) -> None:
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic, body: dict[str, Any], idempotency_key: str | None
+) -> None:
     card = await issued_card(api, pool, fake_lithic)
     fake_lithic.hold_next()
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -50,11 +47,11 @@ async def test_a_slow_lithic_holds_no_row_lock_and_no_open_transaction(
         async with pool.acquire() as conn, conn.transaction():
             # NOWAIT: a lock still held by the request would raise LockNotAvailableError at once.
             await conn.execute("SELECT 1 FROM cards WHERE id = $1 FOR UPDATE NOWAIT", card["id"])
-            await conn.execute("SELECT 1 FROM customer_account_links WHERE id = $1 FOR UPDATE NOWAIT",
-                               card["link_id"])
+            await conn.execute("SELECT 1 FROM customer_account_links WHERE id = $1 FOR UPDATE NOWAIT", card["link_id"])
         open_transactions = await pool.fetchval(
             """SELECT count(*) FROM pg_stat_activity
-               WHERE datname = current_database() AND state LIKE 'idle in transaction%'""")
+               WHERE datname = current_database() AND state LIKE 'idle in transaction%'"""
+        )
         assert open_transactions == 0
         # Work that locks the same link goes through meanwhile.
         another = await api.http.post(PATH, json={})
@@ -65,8 +62,9 @@ async def test_a_slow_lithic_holds_no_row_lock_and_no_open_transaction(
     assert answer.status_code == 200, answer.text
     expected_state = body.get("state", "OPEN")
     assert answer.json()["state"] == expected_state
-    stored = await pool.fetchrow("SELECT state, spend_limit, change_id, change_fields FROM cards WHERE id = $1",
-                                 card["id"])
+    stored = await pool.fetchrow(
+        "SELECT state, spend_limit, change_id, change_fields FROM cards WHERE id = $1", card["id"]
+    )
     assert stored["state"] == expected_state
     assert stored["spend_limit"] == body.get("spend_limit", card["spend_limit"])
     assert stored["change_id"] is None and stored["change_fields"] is None
@@ -78,8 +76,9 @@ async def test_a_slow_lithic_holds_no_row_lock_and_no_open_transaction(
         assert len(patches) == 1
 
 
-async def test_a_second_change_while_the_first_is_at_lithic_is_409(api: ApiClient, pool: asyncpg.Pool,
-                                                                   fake_lithic: FakeLithic) -> None:
+async def test_a_second_change_while_the_first_is_at_lithic_is_409(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await issued_card(api, pool, fake_lithic)
     fake_lithic.hold_next()
     first = asyncio.create_task(api.http.put(PATH, json={"state": "PAUSED"}))
@@ -92,23 +91,26 @@ async def test_a_second_change_while_the_first_is_at_lithic_is_409(api: ApiClien
     assert (await pool.fetchrow("SELECT state FROM cards"))["state"] == "PAUSED"
 
 
-async def test_a_repeat_under_the_key_while_at_lithic_is_409_in_progress(api: ApiClient, pool: asyncpg.Pool,
-                                                                        fake_lithic: FakeLithic) -> None:
+async def test_a_repeat_under_the_key_while_at_lithic_is_409_in_progress(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await issued_card(api, pool, fake_lithic)
     fake_lithic.hold_next()
     headers = {"Idempotency-Key": "pause-1"}
     first = asyncio.create_task(api.http.put(PATH, json={"state": "PAUSED"}, headers=headers))
     try:
         await held_at_lithic(fake_lithic)
-        assert_error(await api.http.put(PATH, json={"state": "PAUSED"}, headers=headers), 409,
-                     "idempotency_in_progress")
+        assert_error(
+            await api.http.put(PATH, json={"state": "PAUSED"}, headers=headers), 409, "idempotency_in_progress"
+        )
     finally:
         fake_lithic.release()
     assert (await first).status_code == 200
 
 
-async def test_a_refused_change_leaves_the_card_and_no_recorded_change(api: ApiClient, pool: asyncpg.Pool,
-                                                                       fake_lithic: FakeLithic) -> None:
+async def test_a_refused_change_leaves_the_card_and_no_recorded_change(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     card = await issued_card(api, pool, fake_lithic)
     fake_lithic.fail_next(status=400, message="Nope")
     headers = {"Idempotency-Key": "refused-1"}
@@ -124,18 +126,19 @@ async def test_a_refused_change_leaves_the_card_and_no_recorded_change(api: ApiC
 async def crash_after_recording(pool: asyncpg.Pool, api: ApiClient, app: Any, change: CardUpdate) -> None:
     """Phase 1 committed, then the process died: the change is recorded, Lithic never called."""
     async with pool.acquire() as conn, conn.transaction():
-        await card_rules.begin_card_change(conn, api.org_id, "acc-1", "cust-1", change, app.resources.card_gateway,
-                                           lease_seconds=60)
+        await card_rules.begin_card_change(
+            conn, api.org_id, "acc-1", "cust-1", change, app.resources.card_gateway, lease_seconds=60
+        )
 
 
 async def age_recorded_changes(pool: asyncpg.Pool, seconds: float) -> None:
-    await pool.execute("UPDATE cards SET change_started_at = change_started_at - make_interval(secs => $1)",
-                       seconds)
+    await pool.execute("UPDATE cards SET change_started_at = change_started_at - make_interval(secs => $1)", seconds)
     await pool.execute("UPDATE idempotency_keys SET created_at = created_at - make_interval(secs => $1)", seconds)
 
 
-async def test_the_worker_finishes_a_change_whose_request_died(api: ApiClient, pool: asyncpg.Pool, app: Any,
-                                                              fake_lithic: FakeLithic) -> None:
+async def test_the_worker_finishes_a_change_whose_request_died(
+    api: ApiClient, pool: asyncpg.Pool, app: Any, fake_lithic: FakeLithic
+) -> None:
     card = await issued_card(api, pool, fake_lithic)
     await crash_after_recording(pool, api, app, CardUpdate(state="PAUSED", spend_limit=777))
     worker = make_worker(pool)
@@ -153,7 +156,8 @@ async def test_the_worker_finishes_a_change_whose_request_died(api: ApiClient, p
 
 
 async def test_a_retry_under_the_key_finishes_a_change_whose_request_died(
-        api: ApiClient, pool: asyncpg.Pool, app: Any, fake_lithic: FakeLithic) -> None:
+    api: ApiClient, pool: asyncpg.Pool, app: Any, fake_lithic: FakeLithic
+) -> None:
     """The placeholder a dead request left under its key is taken over once the lease has run out."""
     await issued_card(api, pool, fake_lithic)
     headers = {"Idempotency-Key": "pause-after-crash"}
@@ -176,8 +180,9 @@ async def test_a_retry_under_the_key_finishes_a_change_whose_request_died(
     assert await pool.fetchval("SELECT status FROM idempotency_keys") == 200
 
 
-async def test_a_recorded_change_holds_only_what_the_caller_sent(api: ApiClient, pool: asyncpg.Pool, app: Any,
-                                                                fake_lithic: FakeLithic) -> None:
+async def test_a_recorded_change_holds_only_what_the_caller_sent(
+    api: ApiClient, pool: asyncpg.Pool, app: Any, fake_lithic: FakeLithic
+) -> None:
     await issued_card(api, pool, fake_lithic)
     await crash_after_recording(pool, api, app, CardUpdate(spend_limit=None))
     recorded = await pool.fetchrow("SELECT change_id, change_fields FROM cards")

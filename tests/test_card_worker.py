@@ -8,53 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import fake_lithic as fake_lithic_module
 import httpx
 import pytest
-from conftest import TEST_DATA_KEY, TEST_LITHIC_HOSTS, ApiClient, assert_invalid, make_client, minimal_customer
-from fake_lithic import FakeLithic
-from processes import ServerProcess, poll, token_for
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.issuers.gateway import CardGateway
-from canopy_svc.issuers.hosts import LithicHosts
-from canopy_svc.issuers.lithic import LithicClient
-from canopy_svc.workers.cards import CardWorker, RetryPolicy
-
-fake_lithic = fake_lithic_module.fake_lithic
-LITHIC_KEY = "test-key"  # what the fake_lithic fixture expects
-PROGRAM = "a5e38341-cc95-4a9b-a21c-751aeca67e9c"
-CARD_CONFIG = {"spend_limit": 8000000, "lithic": {"memo": "Primary College Card", "type": "MERCHANT_LOCKED",
-                                                  "state": "OPEN", "card_program_token": PROGRAM}}
-
-
-def make_worker(pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float = 0.01) -> CardWorker:
-    lithic = LithicClient(timeout=timeout, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
-    gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
-    return CardWorker(pool, None, gateway, policy=RetryPolicy(base_seconds=base_seconds, lease_seconds=30))
-
-
-async def use_lithic(api: ApiClient, fake: FakeLithic) -> None:
-    answer = await api.http.put("/organization/issuer_processors",
-                                json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": fake.base_url}})
-    assert answer.status_code == 200, answer.text
-
-
-async def account(api: ApiClient, account_id: str = "acc-1") -> str:
-    product = await api.http.post("/products", json={"product_overview": {"product_name": "Card",
-                                                                          "product_type": "REVOLVING"}})
-    created = await api.http.post("/accounts", json={"account_id": account_id,
-                                                     "product_id": product.json()["product_id"]})
-    assert created.status_code == 200, created.text
-    return account_id
-
-
-async def linked_customer(api: ApiClient, account_id: str, customer_id: str = "cust-1") -> None:
-    answer = await api.http.post("/customers", json=minimal_customer(
-        customer_id=customer_id,
-        assign_to_accounts=[{"account_id": account_id, "customer_account_issuer_processor_config": CARD_CONFIG}],
-    ))
-    assert answer.status_code == 200, answer.text
+from canopy_svc.workers.cards import CardWorker
+from tests.fake_lithic import FakeLithic
+from tests.helpers import (
+    CARD_CONFIG,
+    LITHIC_KEY,
+    PROGRAM,
+    TEST_DATA_KEY,
+    ApiClient,
+    account,
+    assert_invalid,
+    linked_customer,
+    make_client,
+    make_worker,
+    minimal_customer,
+    use_lithic,
+)
+from tests.processes import ServerProcess, poll, token_for
 
 
 async def cards(pool: asyncpg.Pool) -> list[asyncpg.Record]:
@@ -80,15 +55,21 @@ async def test_card_request_matches_lithic_spec(api: ApiClient, pool: asyncpg.Po
     (request,) = creates(fake_lithic)
     assert request.headers["Authorization"] == LITHIC_KEY  # the raw key: Lithic's scheme, no "Bearer"
     assert request.headers["Idempotency-Key"] == str(card["idempotency_key"])
-    assert request.body == {"type": "MERCHANT_LOCKED", "memo": "Primary College Card", "state": "OPEN",
-                            "spend_limit": 8000000, "card_program_token": PROGRAM}
+    assert request.body == {
+        "type": "MERCHANT_LOCKED",
+        "memo": "Primary College Card",
+        "state": "OPEN",
+        "spend_limit": 8000000,
+        "card_program_token": PROGRAM,
+    }
     lithic_card = fake_lithic.cards[card["token"]]
     assert card["last_four"] == lithic_card["last_four"]
     assert fake_lithic.spec_violations == []
 
 
-async def test_two_failures_then_success_make_one_card(api: ApiClient, pool: asyncpg.Pool,
-                                                       fake_lithic: FakeLithic) -> None:
+async def test_two_failures_then_success_make_one_card(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))
     worker = make_worker(pool)
@@ -150,8 +131,9 @@ async def test_timeout_is_retried(api: ApiClient, pool: asyncpg.Pool, fake_lithi
     assert len({r.headers["Idempotency-Key"] for r in creates(fake_lithic)}) == 1
 
 
-async def test_lithic_422_marks_the_card_failed_with_its_message(api: ApiClient, pool: asyncpg.Pool,
-                                                                 fake_lithic: FakeLithic) -> None:
+async def test_lithic_422_marks_the_card_failed_with_its_message(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))
     fake_lithic.fail_next(status=422, message="Invalid card_program_token")
@@ -166,8 +148,9 @@ async def test_lithic_422_marks_the_card_failed_with_its_message(api: ApiClient,
     assert await make_worker(pool).process_due() == 0  # a FAILED card is never retried
 
 
-async def test_lithic_down_keeps_the_card_pending_until_it_returns(api: ApiClient, pool: asyncpg.Pool,
-                                                                   fake_lithic: FakeLithic) -> None:
+async def test_lithic_down_keeps_the_card_pending_until_it_returns(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     fake_lithic.go_down()
     await linked_customer(api, await account(api))  # the customer does not wait for Lithic
@@ -185,8 +168,9 @@ async def test_lithic_down_keeps_the_card_pending_until_it_returns(api: ApiClien
     assert card["status"] == "ISSUED" and len(fake_lithic.cards) == 1
 
 
-async def test_two_workers_racing_issue_each_card_once(api: ApiClient, pool: asyncpg.Pool,
-                                                       fake_lithic: FakeLithic) -> None:
+async def test_two_workers_racing_issue_each_card_once(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     account_id = await account(api)
     for number in range(20):
@@ -236,16 +220,26 @@ async def test_killed_between_lithic_answer_and_commit_then_restarted_makes_one_
     try:
         headers = {"Authorization": f"Bearer {token_for(first, client_id, secret)}"}
         async with httpx.AsyncClient(base_url=first.base_url, headers=headers, timeout=10) as http:
-            configured = await http.put("/organization/issuer_processors", json={
-                "lithic_config": {"api_key": LITHIC_KEY, "base_url": fake_lithic.base_url}})
+            configured = await http.put(
+                "/organization/issuer_processors",
+                json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": fake_lithic.base_url}},
+            )
             assert configured.status_code == 200
-            product = await http.post("/products", json={"product_overview": {"product_name": "Card",
-                                                                              "product_type": "REVOLVING"}})
-            assert (await http.post("/accounts", json={"account_id": "acc-1",
-                                                       "product_id": product.json()["product_id"]})).status_code == 200
+            product = await http.post(
+                "/products", json={"product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
+            )
+            assert (
+                await http.post("/accounts", json={"account_id": "acc-1", "product_id": product.json()["product_id"]})
+            ).status_code == 200
             fake_lithic.stall_after_work_next(30)  # the card exists at Lithic; the answer never leaves
-            created = await http.post("/customers", json=minimal_customer(assign_to_accounts=[
-                {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}]))
+            created = await http.post(
+                "/customers",
+                json=minimal_customer(
+                    assign_to_accounts=[
+                        {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}
+                    ]
+                ),
+            )
             assert created.status_code == 200
         assert fake_lithic.work_done.wait(15), "the worker never called Lithic"
         first.kill()  # SIGKILL: no commit of the answer, no cleanup
@@ -255,6 +249,7 @@ async def test_killed_between_lithic_answer_and_commit_then_restarted_makes_one_
     assert (await cards(pool))[0]["status"] == "PENDING"
 
     with ServerProcess(database_url, tmp_path / "second", **env):
+
         async def issued() -> bool:
             return (await cards(pool))[0]["status"] == "ISSUED"
 
@@ -276,11 +271,18 @@ def test_simulator_issues_cards_in_a_real_server(pool: asyncpg.Pool, database_ur
     with ServerProcess(database_url, tmp_path) as server:
         headers = {"Authorization": f"Bearer {token_for(server, client_id, secret)}"}
         with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as http:
-            product = http.post("/products", json={"product_overview": {"product_name": "Card",
-                                                                        "product_type": "REVOLVING"}}).json()
+            product = http.post(
+                "/products", json={"product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
+            ).json()
             http.post("/accounts", json={"account_id": "acc-1", "product_id": product["product_id"]})
-            http.post("/customers", json=minimal_customer(assign_to_accounts=[
-                {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}]))
+            http.post(
+                "/customers",
+                json=minimal_customer(
+                    assign_to_accounts=[
+                        {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}
+                    ]
+                ),
+            )
 
             def issued_card() -> dict[str, Any] | None:
                 card = http.get("/accounts/acc-1").json()["customers"][0]["card_details"][0]
@@ -299,8 +301,9 @@ async def make_client_in_new_loop(database_url: str) -> tuple[int, str, str]:
         await pool.close()
 
 
-async def test_an_issuer_refusal_of_a_card_change_is_422_naming_the_field(api: ApiClient, pool: asyncpg.Pool,
-                                                                          fake_lithic: FakeLithic) -> None:
+async def test_an_issuer_refusal_of_a_card_change_is_422_naming_the_field(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))
     await make_worker(pool).process_due()
@@ -318,8 +321,9 @@ async def test_an_issuer_refusal_of_a_card_change_is_422_naming_the_field(api: A
     assert stored["spend_limit"] != 5  # the refused change is not recorded
 
 
-async def test_a_503_is_not_kept_under_an_idempotency_key(api: ApiClient, pool: asyncpg.Pool,
-                                                          fake_lithic: FakeLithic) -> None:
+async def test_a_503_is_not_kept_under_an_idempotency_key(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
     """Contract section 7: the stored answer is never a 5xx; a retry with the key does the work."""
     await use_lithic(api, fake_lithic)
     await linked_customer(api, await account(api))

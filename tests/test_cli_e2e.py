@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from conftest import TEST_DATA_KEY, seed_customer
+
+from tests.helpers import TEST_DATA_KEY, seed_customer
 
 STARTUP_SECONDS = 120
 SHUTDOWN_SECONDS = 60
@@ -34,17 +35,33 @@ def free_port() -> int:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "CANOPY_SVC_DATA_KEY", "CANOPY_SVC_JWT_SECRET", "XDG_RUNTIME_DIR",
-                        "CANOPY_SVC_DATA_DIR", "TEST_DATABASE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "DATABASE_URL",
+            "CANOPY_SVC_DATA_KEY",
+            "CANOPY_SVC_JWT_SECRET",
+            "XDG_RUNTIME_DIR",
+            "CANOPY_SVC_DATA_DIR",
+            "TEST_DATABASE_URL",
+        )
+    }
     env.update(extra)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "canopy_svc", *args], env=env, capture_output=True, text=True,
-                          timeout=COMMAND_SECONDS, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "canopy_svc", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
+        check=False,
+    )
 
 
 def postgres_processes(pgdata: Path) -> list[psutil.Process]:
@@ -54,7 +71,8 @@ def postgres_processes(pgdata: Path) -> list[psutil.Process]:
     for process in psutil.process_iter(["name", "cmdline"]):
         try:
             if "postgres" not in (process.info["name"] or "") and not any(
-                    "postgres" in part for part in (process.info["cmdline"] or [])[:1]):
+                "postgres" in part for part in (process.info["cmdline"] or [])[:1]
+            ):
                 continue
             cmdline = " ".join(process.info["cmdline"] or [])
             if target in cmdline or process.cwd() == target:
@@ -82,8 +100,7 @@ class Server:
     stderr: Path
 
     def output(self) -> str:
-        return self.stdout.read_text(errors="replace") + "\n--- stderr ---\n" + self.stderr.read_text(
-            errors="replace")
+        return self.stdout.read_text(errors="replace") + "\n--- stderr ---\n" + self.stderr.read_text(errors="replace")
 
 
 def start_server(data_dir: Path, run: int) -> Server:
@@ -91,9 +108,25 @@ def start_server(data_dir: Path, run: int) -> Server:
     stdout, stderr = data_dir.parent / f"serve-{run}.out", data_dir.parent / f"serve-{run}.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "canopy_svc", "serve", "--dev", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(data_dir), "--graceful-timeout", "5"],
-            env=base_env(), stdout=out, stderr=err, cwd=data_dir.parent,
+            [
+                sys.executable,
+                "-m",
+                "canopy_svc",
+                "serve",
+                "--dev",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--graceful-timeout",
+                "5",
+            ],
+            env=base_env(),
+            stdout=out,
+            stderr=err,
+            cwd=data_dir.parent,
         )
     server = Server(process, f"http://127.0.0.1:{port}", data_dir, stdout, stderr)
 
@@ -145,8 +178,11 @@ def data_dir(embedded_data_dir: Path) -> Iterator[Path]:
 
 
 def token_for(server: Server, client: dict[str, Any]) -> str:
-    response = httpx.post(f"{server.base_url}/auth/token", timeout=30,
-                          json={"client_id": client["client_id"], "client_secret": client["client_secret"]})
+    response = httpx.post(
+        f"{server.base_url}/auth/token",
+        timeout=30,
+        json={"client_id": client["client_id"], "client_secret": client["client_secret"]},
+    )
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
@@ -187,8 +223,9 @@ def test_serve_embedded_database_survives_restart(data_dir: Path) -> None:
     try:
         assert json.loads((data_dir / "dev-client.json").read_text())["client_id"] == client["client_id"]
         token = token_for(server, client)
-        fetched_again = httpx.get(f"{server.base_url}/customers/0x1234", timeout=30,
-                                  headers={"Authorization": f"Bearer {token}"})
+        fetched_again = httpx.get(
+            f"{server.base_url}/customers/0x1234", timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
         assert fetched_again.status_code == 200, fetched_again.text
         again = fetched_again.json()
         assert again == created.json()
@@ -204,10 +241,12 @@ def cli_env(database_url: str) -> dict[str, str]:
     return base_env(DATABASE_URL=database_url, CANOPY_SVC_DATA_KEY=key)
 
 
-async def test_clients_create_prints_a_working_secret_once(database_url: str, tmp_path: Path,
-                                                           anonymous: httpx.AsyncClient, pool: Any) -> None:
-    result = run_cli("clients", "create", "--org", "acme", "--json", "--data-dir", str(tmp_path),
-                     env=cli_env(database_url))
+async def test_clients_create_prints_a_working_secret_once(
+    database_url: str, tmp_path: Path, anonymous: httpx.AsyncClient, pool: Any
+) -> None:
+    result = run_cli(
+        "clients", "create", "--org", "acme", "--json", "--data-dir", str(tmp_path), env=cli_env(database_url)
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, result.stdout
@@ -217,33 +256,38 @@ async def test_clients_create_prints_a_working_secret_once(database_url: str, tm
     assert created["client_secret"] not in result.stderr
     stored = await pool.fetchval("SELECT secret_hash FROM api_clients WHERE client_id = $1", created["client_id"])
     assert stored.startswith("scrypt$") and created["client_secret"] not in stored
-    assert await pool.fetchval(
-        "SELECT o.name FROM api_clients c JOIN organizations o ON o.id = c.org_id WHERE c.client_id = $1",
-        created["client_id"]) == "acme"
-    response = await anonymous.post("/auth/token", json={"client_id": created["client_id"],
-                                                         "client_secret": created["client_secret"]})
+    assert (
+        await pool.fetchval(
+            "SELECT o.name FROM api_clients c JOIN organizations o ON o.id = c.org_id WHERE c.client_id = $1",
+            created["client_id"],
+        )
+        == "acme"
+    )
+    response = await anonymous.post(
+        "/auth/token", json={"client_id": created["client_id"], "client_secret": created["client_secret"]}
+    )
     assert response.status_code == 200, response.text
     token = response.json()["access_token"]
     listing = await anonymous.get("/customers", headers={"Authorization": f"Bearer {token}"})
     assert listing.status_code == 200
 
 
-async def test_clients_create_without_json_prints_the_secret(database_url: str, tmp_path: Path,
-                                                             anonymous: httpx.AsyncClient) -> None:
-    result = run_cli("clients", "create", "--org", "initech", "--data-dir", str(tmp_path),
-                     env=cli_env(database_url))
+async def test_clients_create_without_json_prints_the_secret(
+    database_url: str, tmp_path: Path, anonymous: httpx.AsyncClient
+) -> None:
+    result = run_cli("clients", "create", "--org", "initech", "--data-dir", str(tmp_path), env=cli_env(database_url))
     assert result.returncode == 0, result.stderr
     client_id = re.search(r"client_id:\s+(\S+)", result.stdout)
     secret = re.search(r"client_secret:\s+(\S+)", result.stdout)
     assert client_id and secret, result.stdout
-    response = await anonymous.post("/auth/token", json={"client_id": client_id.group(1),
-                                                         "client_secret": secret.group(1)})
+    response = await anonymous.post(
+        "/auth/token", json={"client_id": client_id.group(1), "client_secret": secret.group(1)}
+    )
     assert response.status_code == 200, response.text
 
 
 async def test_migrate_is_idempotent(database_url: str, tmp_path: Path, pool: Any) -> None:
-    await pool.execute(
-        "INSERT INTO organizations (name) VALUES ('keepme')")
+    await pool.execute("INSERT INTO organizations (name) VALUES ('keepme')")
     outputs = []
     for _ in range(2):
         result = run_cli("migrate", "--data-dir", str(tmp_path), env=cli_env(database_url))

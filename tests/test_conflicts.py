@@ -9,10 +9,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import ApiClient, assert_error, minimal_customer
 
 from canopy_svc.store.conflicts import UNIQUE_CONFLICTS, conflict_for
 from canopy_svc.wire.errors import Conflict
+from tests.helpers import ApiClient, assert_error, minimal_customer
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = ROOT / "canopy_svc" / "store"
@@ -32,7 +32,8 @@ def test_no_store_module_maps_a_constraint_by_itself() -> None:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Name) and node.id == "Conflict") or (
-                    isinstance(node, ast.Attribute) and node.attr == "constraint_name"):
+                isinstance(node, ast.Attribute) and node.attr == "constraint_name"
+            ):
                 offenders.append(f"{path.name}:{node.lineno}")
             if isinstance(node, ast.Constant) and node.value in UNIQUE_CONFLICTS:
                 offenders.append(f"{path.name}:{node.lineno}")
@@ -57,17 +58,21 @@ async def test_each_constraint_answers_its_message(api: ApiClient) -> None:
     product = {"product_id": "prod-1", "product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
     assert await conflict("POST", "/products", product) == "A product with product_id 'prod-1' already exists"
     assert await conflict("POST", "/accounts", {"product_id": "prod-1", "account_id": "acc-1"}) == (
-        "An account with account_id 'acc-1' already exists")
+        "An account with account_id 'acc-1' already exists"
+    )
     answer = await api.http.post("/accounts", json={"product_id": "prod-1", "external_account_id": "ext-1"})
     assert answer.status_code == 200, answer.text
     again = await api.http.post("/accounts", json={"product_id": "prod-1", "external_account_id": "ext-1"})
     assert assert_error(again, 409, "conflict")["message"] == (
-        "An account with external_account_id 'ext-1' already exists")
+        "An account with external_account_id 'ext-1' already exists"
+    )
     assert await conflict("POST", "/customers", minimal_customer(customer_id="cust-1")) == (
-        "A customer with customer_id 'cust-1' already exists")
+        "A customer with customer_id 'cust-1' already exists"
+    )
     assigned = {"assign_to_accounts": [{"account_id": "acc-1", "customer_account_external_id": "shared"}]}
     answer = await api.http.post("/customers", json=minimal_customer(customer_id="cust-2", **assigned))
     assert answer.status_code == 200, answer.text
     again = await api.http.post("/customers", json=minimal_customer(customer_id="cust-3", **assigned))
     assert assert_error(again, 409, "conflict")["message"] == (
-        "customer_account_external_id 'shared' is already used on this account")
+        "customer_account_external_id 'shared' is already used on this account"
+    )

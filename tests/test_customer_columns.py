@@ -13,7 +13,6 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from conftest import TEST_DATA_KEY
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.store import customers as store
@@ -27,6 +26,7 @@ from canopy_svc.store.customer_columns import (
     derive,
 )
 from canopy_svc.wire import models
+from tests.helpers import TEST_DATA_KEY
 
 CIPHER = DataCipher(TEST_DATA_KEY)
 # What a request may send that is no field of the customer, and the answer's fields the database sets.

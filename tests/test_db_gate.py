@@ -37,7 +37,8 @@ async def gated(database_url: str) -> AsyncIterator[tuple[DatabaseGate, asyncpg.
 
 
 async def test_closing_cuts_queries_in_flight_and_refuses_new_ones_at_once(
-        gated: tuple[DatabaseGate, asyncpg.Pool]) -> None:
+    gated: tuple[DatabaseGate, asyncpg.Pool],
+) -> None:
     gate, pool = gated
     assert await pool.fetchval("SELECT 1") == 1
     in_flight = asyncio.create_task(pool.fetchval("SELECT pg_sleep(30)"))

@@ -13,13 +13,18 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import ApiClient, minimal_customer
 
 from canopy_svc.store.customers import _DUPLICATES, _INSERT_COMPARING, WRITABLE
+from tests.helpers import ApiClient, minimal_customer
 
 # A customer sharing nothing with minimal_customer().
-STRANGER = {"email": "grace@example.org", "phone_number": "+14155550199", "address_line_one": "9 Elm St",
-            "address_zip": "94105", "ssn": "321-54-9876"}
+STRANGER = {
+    "email": "grace@example.org",
+    "phone_number": "+14155550199",
+    "address_line_one": "9 Elm St",
+    "address_zip": "94105",
+    "ssn": "321-54-9876",
+}
 
 
 async def set_policy(api: ApiClient, policy: str) -> None:
@@ -47,13 +52,17 @@ async def test_the_country_is_part_of_the_address_match(api: ApiClient) -> None:
     """Line one, zip and country, normalized: no country means US (the contract's default)."""
     await create(api, customer_id="first")  # 1 Main St, 62701, no country
     same_line_abroad = {**STRANGER, "address_line_one": "1  MAIN st", "address_zip": "62701"}
-    abroad = await create(api, customer_id="abroad", address_country_code="GB", address_state="Kent",
-                          **same_line_abroad)
+    abroad = await create(
+        api, customer_id="abroad", address_country_code="GB", address_state="Kent", **same_line_abroad
+    )
     assert abroad.status_code == 200, abroad.text
     assert "warnings" not in abroad.json()
-    at_home = await create(api, customer_id="at-home", address_country_code="US",
-                           **{**same_line_abroad, "email": "other@example.org", "phone_number": "+14155550188",
-                              "ssn": "555-44-3333"})
+    at_home = await create(
+        api,
+        customer_id="at-home",
+        address_country_code="US",
+        **{**same_line_abroad, "email": "other@example.org", "phone_number": "+14155550188", "ssn": "555-44-3333"},
+    )
     assert at_home.status_code == 200, at_home.text
     assert [w["code"] for w in at_home.json()["warnings"]] == ["duplicate_address"]
 
@@ -67,8 +76,7 @@ async def test_the_country_is_part_of_the_address_match(api: ApiClient) -> None:
         ({"address_line_one": "1  MAIN st", "address_zip": "62701-1234"}, "duplicate_address", "address"),
     ],
 )
-async def test_warn_answers_each_kind_of_match(api: ApiClient, changes: dict[str, Any], code: str,
-                                               field: str) -> None:
+async def test_warn_answers_each_kind_of_match(api: ApiClient, changes: dict[str, Any], code: str, field: str) -> None:
     await create(api, customer_id="first", ssn="123-45-6789")
     answer = await create(api, customer_id="second", **{**STRANGER, **changes})
 
@@ -102,9 +110,18 @@ async def test_block_lets_one_of_concurrent_twins_through(api: ApiClient, pool: 
     The check runs again under locks keyed as the comparison normalizes, so the others see it."""
     await set_policy(api, "block")
     spellings = [("1 Main St", "62701"), ("1  MAIN st", "62701-1234"), (" 1 main ST ", "627011234")]
-    bodies = [{**STRANGER, "customer_id": f"twin-{i}", "email": f"twin{i}@example.org",
-               "phone_number": f"+1415555{1000 + i}", "ssn": f"{100 + i}-45-6789",
-               "address_line_one": spellings[i % 3][0], "address_zip": spellings[i % 3][1]} for i in range(10)]
+    bodies = [
+        {
+            **STRANGER,
+            "customer_id": f"twin-{i}",
+            "email": f"twin{i}@example.org",
+            "phone_number": f"+1415555{1000 + i}",
+            "ssn": f"{100 + i}-45-6789",
+            "address_line_one": spellings[i % 3][0],
+            "address_zip": spellings[i % 3][1],
+        }
+        for i in range(10)
+    ]
     answers = await asyncio.gather(*(api.http.post("/customers", json=minimal_customer(**body)) for body in bodies))
     assert sorted(a.status_code for a in answers) == [200] + [409] * 9, [a.text for a in answers]
     assert await pool.fetchval("SELECT count(*) FROM customers") == 1
@@ -122,14 +139,22 @@ async def test_same_ssn_and_birth_date_is_never_waived_under_block(api: ApiClien
     await set_policy(api, "block")
     await create(api, customer_id="first", ssn="123-45-6789", date_of_birth="1980-01-02")
 
-    same_person = await create(api, customer_id="second", __ignoreWarnings=True,
-                               **{**STRANGER, "ssn": "123456789", "date_of_birth": "1980-01-02"})
+    same_person = await create(
+        api,
+        customer_id="second",
+        __ignoreWarnings=True,
+        **{**STRANGER, "ssn": "123456789", "date_of_birth": "1980-01-02"},
+    )
     assert same_person.status_code == 409
     assert same_person.json()["error"]["code"] == "duplicate_customer"
 
     # The same SSN with another date of birth is a warning that may be waived.
-    other_birth_date = await create(api, customer_id="third", __ignoreWarnings=True,
-                                    **{**STRANGER, "ssn": "123456789", "date_of_birth": "1981-01-02"})
+    other_birth_date = await create(
+        api,
+        customer_id="third",
+        __ignoreWarnings=True,
+        **{**STRANGER, "ssn": "123456789", "date_of_birth": "1981-01-02"},
+    )
     assert other_birth_date.status_code == 200
     assert await pool.fetchval("SELECT count(*) FROM customers") == 2
 
@@ -183,11 +208,23 @@ async def test_policy_is_per_organization(api: ApiClient, other_api: ApiClient) 
 
 def test_policy_set_from_the_cli(api: ApiClient, database_url: str, pool: asyncpg.Pool) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "CANOPY_SVC_DATA_KEY": _test_key()}
-    done = subprocess.run([sys.executable, "-m", "canopy_svc", "orgs", "set-duplicate-policy", "--org", "acme",
-                           "block"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "canopy_svc", "orgs", "set-duplicate-policy", "--org", "acme", "block"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
-    unknown = subprocess.run([sys.executable, "-m", "canopy_svc", "orgs", "set-duplicate-policy", "--org", "nobody",
-                              "off"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    unknown = subprocess.run(
+        [sys.executable, "-m", "canopy_svc", "orgs", "set-duplicate-policy", "--org", "nobody", "off"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert unknown.returncode == 1 and "nobody" in unknown.stderr
 
     import asyncio
@@ -195,8 +232,9 @@ def test_policy_set_from_the_cli(api: ApiClient, database_url: str, pool: asyncp
     async def policy() -> str:
         connection = await asyncpg.connect(database_url)
         try:
-            return str(await connection.fetchval("SELECT duplicate_customer_policy FROM organizations "
-                                                 "WHERE name = 'acme'"))
+            return str(
+                await connection.fetchval("SELECT duplicate_customer_policy FROM organizations WHERE name = 'acme'")
+            )
         finally:
             await connection.close()
 
@@ -206,7 +244,7 @@ def test_policy_set_from_the_cli(api: ApiClient, database_url: str, pool: asyncp
 def _test_key() -> str:
     import base64
 
-    from conftest import TEST_DATA_KEY
+    from tests.helpers import TEST_DATA_KEY
 
     return base64.urlsafe_b64encode(TEST_DATA_KEY).decode()
 
@@ -225,7 +263,11 @@ async def _crowd(pool: asyncpg.Pool, org_id: int, count: int = 3000) -> None:
                   CASE WHEN n % 5 = 0 THEN n || ' Elm St' ELSE $2 END, 'X', 'MD', $4,
                   'p' || n || '@example.com', '1990-01-01', CASE WHEN n % 2 = 0 THEN sha256('shared'::bytea) END
            FROM generate_series(1, $5::int) n""",
-        org_id, SHARED_ADDRESS, SHARED_PHONE, SHARED_ZIP, count,
+        org_id,
+        SHARED_ADDRESS,
+        SHARED_PHONE,
+        SHARED_ZIP,
+        count,
     )
 
 
@@ -255,8 +297,11 @@ async def _explain(connection: asyncpg.Connection, sql: str, types: str, args: t
     """EXPLAIN (ANALYZE, BUFFERS) of a prepared statement, as the pool runs it (custom or generic plan)."""
     await connection.execute("DEALLOCATE PREPARE ALL")
     await connection.execute(f"PREPARE duplicate_check({types}) AS {sql}")
-    rows = await connection.fetch("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE duplicate_check("
-                                  + ", ".join(_literal(arg) for arg in args) + ")")
+    rows = await connection.fetch(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE duplicate_check("
+        + ", ".join(_literal(arg) for arg in args)
+        + ")"
+    )
     plan: dict[str, Any] = json.loads(rows[0][0])[0]["Plan"]
     return plan
 
@@ -264,14 +309,16 @@ async def _explain(connection: asyncpg.Connection, sql: str, types: str, args: t
 @pytest.mark.parametrize("statistics", ["fresh", "analyzed"])
 @pytest.mark.parametrize("plan_mode", ["force_custom_plan", "force_generic_plan"])
 async def test_a_check_reads_a_bounded_number_of_index_entries_however_many_share_a_value(
-        api: ApiClient, pool: asyncpg.Pool, database_url: str, statistics: str, plan_mode: str) -> None:
+    api: ApiClient, pool: asyncpg.Pool, database_url: str, statistics: str, plan_mode: str
+) -> None:
     """Issue 9: after thousands of customers sharing an address, a phone, an SSN and a last name, the
     duplicate check of a create (and of an update) reads at most five entries of each index, under
     custom and generic plans, on a table never analyzed as on an analyzed one, for a shared value and a
     rare one. Counted from EXPLAIN (ANALYZE, BUFFERS): deterministic, unlike a timing."""
     await _crowd(pool, api.org_id)
-    connection = await asyncpg.connect(database_url, statement_cache_size=0,
-                                       server_settings={"plan_cache_mode": plan_mode})
+    connection = await asyncpg.connect(
+        database_url, statement_cache_size=0, server_settings={"plan_cache_mode": plan_mode}
+    )
     try:
         if statistics == "analyzed":
             await connection.execute("ANALYZE customers")
@@ -284,25 +331,42 @@ async def test_a_check_reads_a_bounded_number_of_index_entries_however_many_shar
         rare = (b"r" * 32, "rare@example.com", "+19995550123", "1 Rare Rd", "99999", "US")
         for ssn_hash, email, phone, line_one, zip_code, country in (shared, rare):
             update_check = await _explain(
-                connection, _DUPLICATES, "bigint, bytea, text, text, text, text, bigint, text",
-                (api.org_id, ssn_hash, email, phone, line_one, zip_code, 7, country))
-            row = {"name_first": "N", "name_last": "Smith", "phone_number": phone, "address_line_one": line_one,
-                   "address_city": "X", "address_state": "MD", "address_zip": zip_code,
-                   "address_country_code": country, "ssn_hash": ssn_hash, "email": email,
-                   "date_of_birth": datetime.date(1990, 1, 1)}
+                connection,
+                _DUPLICATES,
+                "bigint, bytea, text, text, text, text, bigint, text",
+                (api.org_id, ssn_hash, email, phone, line_one, zip_code, 7, country),
+            )
+            row = {
+                "name_first": "N",
+                "name_last": "Smith",
+                "phone_number": phone,
+                "address_line_one": line_one,
+                "address_city": "X",
+                "address_state": "MD",
+                "address_zip": zip_code,
+                "address_country_code": country,
+                "ssn_hash": ssn_hash,
+                "email": email,
+                "date_of_birth": datetime.date(1990, 1, 1),
+            }
             rollback = connection.transaction()
             await rollback.start()  # EXPLAIN ANALYZE inserts for real: nothing of it is kept
             try:
                 create_check = await _explain(
-                    connection, _INSERT_COMPARING,
+                    connection,
+                    _INSERT_COMPARING,
                     ", ".join(["bigint", "text", *(_WRITABLE_TYPES.get(c, "text") for c in WRITABLE)]),
-                    (api.org_id, f"new-{phone}", *(row.get(c) for c in WRITABLE)))
+                    (api.org_id, f"new-{phone}", *(row.get(c) for c in WRITABLE)),
+                )
             finally:
                 await rollback.rollback()
             for statement, plan in (("update", update_check), ("create", create_check)):
                 scans = _customer_scans(plan)
                 assert {scan["Index Name"] for scan in scans} >= {
-                    "customers_dup_email_at", "customers_dup_phone_at", "customers_dup_address_at"}, scans
+                    "customers_dup_email_at",
+                    "customers_dup_phone_at",
+                    "customers_dup_address_at",
+                }, scans
                 for scan in scans:
                     assert scan["Node Type"] == "Index Scan", (statement, scan["Node Type"])
                     assert scan["Actual Rows"] <= 5, (statement, scan["Index Name"], scan["Actual Rows"])

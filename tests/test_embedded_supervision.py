@@ -20,8 +20,16 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import make_client, minimal_customer
-from processes import EmbeddedServerProcess, embedded_dsn, poll, postmaster_pid, scratch_dir, stop_leftover_postgres
+
+from tests.helpers import make_client, minimal_customer
+from tests.processes import (
+    EmbeddedServerProcess,
+    embedded_dsn,
+    poll,
+    postmaster_pid,
+    scratch_dir,
+    stop_leftover_postgres,
+)
 
 STARTUP_SECONDS = 180.0  # initdb on a busy machine
 RECOVERY_SECONDS = 120.0  # generous: crash recovery and backoff on two shared, busy cores
@@ -39,16 +47,19 @@ async def create(http: httpx.AsyncClient, n: int, tag: str) -> tuple[str, httpx.
     return customer_id, await http.post("/customers", json=body)
 
 
-@pytest.mark.parametrize(("signum", "workers"), [(signal.SIGKILL, 2), (signal.SIGINT, 1)],
-                         ids=["SIGKILL-2-workers", "SIGINT-1-worker"])
+@pytest.mark.parametrize(
+    ("signum", "workers"), [(signal.SIGKILL, 2), (signal.SIGINT, 1)], ids=["SIGKILL-2-workers", "SIGINT-1-worker"]
+)
 async def test_serve_restarts_its_dead_postgres_and_keeps_every_acknowledged_customer(
-        data_dir: Path, signum: signal.Signals, workers: int) -> None:
+    data_dir: Path, signum: signal.Signals, workers: int
+) -> None:
     server = EmbeddedServerProcess(data_dir, workers=workers, CANOPY_SVC_CARD_WORKER="0")
     await asyncio.to_thread(server.start, STARTUP_SECONDS)
     try:
         # start() returns when one worker answers; the others may still be starting.
-        await asyncio.to_thread(poll, lambda: server.log().count("Application startup complete.") >= workers,
-                                timeout=STARTUP_SECONDS)
+        await asyncio.to_thread(
+            poll, lambda: server.log().count("Application startup complete.") >= workers, timeout=STARTUP_SECONDS
+        )
         dsn = embedded_dsn(server.pgdata)
         async with asyncpg.create_pool(dsn, min_size=1, max_size=1) as setup:
             _, client_id, secret = await make_client(setup, "acme")
@@ -79,7 +90,8 @@ async def test_serve_restarts_its_dead_postgres_and_keeps_every_acknowledged_cus
                 if (await http.get("/readyz")).status_code == 200 and time.monotonic() - killed_at > 0.5:
                     break
                 assert time.monotonic() - killed_at < RECOVERY_SECONDS, (
-                    f"/readyz not 200 {RECOVERY_SECONDS}s after the postmaster died:\n{server.log()[-4000:]}")
+                    f"/readyz not 200 {RECOVERY_SECONDS}s after the postmaster died:\n{server.log()[-4000:]}"
+                )
                 await asyncio.sleep(0.05)  # the polling pace, not a wait for anything
             recovery_seconds = time.monotonic() - killed_at
             during = n
@@ -105,8 +117,10 @@ async def test_serve_restarts_its_dead_postgres_and_keeps_every_acknowledged_cus
             log = server.log()
             lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
             messages = [line["message"] for line in lines]
-            if (messages.count("database unavailable, answering 503 until it is back")
-                    == messages.count("database available again")) or time.monotonic() > deadline:
+            if (
+                messages.count("database unavailable, answering 503 until it is back")
+                == messages.count("database available again")
+            ) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)  # the polling pace of a bounded wait
         # At least one death seen, and each one ended in a restart. (Under two CPU hogs a second
@@ -115,16 +129,22 @@ async def test_serve_restarts_its_dead_postgres_and_keeps_every_acknowledged_cus
         assert deaths >= 1 and messages.count("embedded postgres restarted") == deaths, log[-4000:]
         # One line as each worker's gate closes and one as it reopens (if its probe saw the outage at
         # all), and no stack trace: not one per request, nor from a background task.
-        closed, reopened = (messages.count(m) for m in ("database unavailable, answering 503 until it is back",
-                                                        "database available again"))
+        closed, reopened = (
+            messages.count(m)
+            for m in ("database unavailable, answering 503 until it is back", "database available again")
+        )
         assert closed == reopened <= workers, log[-4000:]
         assert [line for line in lines if "stack" in line] == []
         errors = {line["message"] for line in lines if line["level"] == "error"}
-        assert errors <= {"embedded postgres died, restarting it",
-                          "database unavailable, answering 503 until it is back"}, errors
-        print(f"\n{signal.Signals(signum).name}, {workers} worker(s): /readyz 200 again "
-              f"{recovery_seconds:.2f}s after the postmaster died; {during} creates during the outage; "
-              f"{len(acknowledged)} acknowledged customers all present")
+        assert errors <= {
+            "embedded postgres died, restarting it",
+            "database unavailable, answering 503 until it is back",
+        }, errors
+        print(
+            f"\n{signal.Signals(signum).name}, {workers} worker(s): /readyz 200 again "
+            f"{recovery_seconds:.2f}s after the postmaster died; {during} creates during the outage; "
+            f"{len(acknowledged)} acknowledged customers all present"
+        )
         assert server.terminate() == 0
     finally:
         server.kill()

@@ -7,48 +7,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from conftest import TEST_DATA_KEY, ApiClient, minimal_customer, seed_customer
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.store.migrations import SCHEMA_VERSION
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-# CREATE/DROP DATABASE and CHECKPOINT write every dirty buffer: on a loaded machine that takes
-# longer than the pool's 30 s command timeout, which is for requests, not for this.
-SLOW_DDL_SECONDS = 300
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-_SCHEMA_QUERIES = (
-    # Columns (as a set: an added column comes last, a created one where CREATE TABLE has it).
-    """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-              pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated
-       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-       WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped""",
-    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
-    """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
-       WHERE connamespace = 'public'::regnamespace""",
-    "SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace",
+from tests.helpers import (
+    FIXTURES,
+    SLOW_DDL_SECONDS,
+    TEST_DATA_KEY,
+    TEST_KEY_TEXT,
+    ApiClient,
+    minimal_customer,
+    schema_of,
+    seed_customer,
+    with_database,
 )
-
-
-async def schema_of(conn: asyncpg.Connection | asyncpg.Pool) -> set[tuple[object, ...]]:
-    """Every table's columns, index, constraint and function, to compare an upgraded database with a
-    fresh one: schema.sql creates what is new in CREATE TABLE, and must ALTER an older database to match."""
-    found: set[tuple[object, ...]] = set()
-    for query in _SCHEMA_QUERIES:
-        found |= {tuple(row.values()) for row in await conn.fetch(query)}
-    return found
 
 
 def cli(*args: str, database_url: str, data_dir: Path, data_key: str | None) -> subprocess.CompletedProcess[str]:
@@ -56,11 +31,14 @@ def cli(*args: str, database_url: str, data_dir: Path, data_key: str | None) -> 
     env["DATABASE_URL"] = database_url
     if data_key is not None:
         env["CANOPY_SVC_DATA_KEY"] = data_key
-    return subprocess.run([sys.executable, "-m", "canopy_svc", *args, "--data-dir", str(data_dir)], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
-TEST_KEY_TEXT = base64.urlsafe_b64encode(TEST_DATA_KEY).decode()
+    return subprocess.run(
+        [sys.executable, "-m", "canopy_svc", *args, "--data-dir", str(data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def test_ssn_is_stored_only_encrypted_and_answered_in_clear(api: ApiClient, pool: asyncpg.Pool) -> None:
@@ -68,12 +46,15 @@ async def test_ssn_is_stored_only_encrypted_and_answered_in_clear(api: ApiClient
     assert created.json()["ssn"] == "123-45-6789"
     assert (await api.http.get("/customers/0x1234")).json()["ssn"] == "123-45-6789"
 
-    columns = {row["column_name"] for row in await pool.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers'")}
+    columns = {
+        row["column_name"]
+        for row in await pool.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = 'customers'")
+    }
     assert "ssn" not in columns
     row = await pool.fetchrow("SELECT * FROM customers")
-    raw = b"|".join(bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
-                    for value in row.values())
+    raw = b"|".join(
+        bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode() for value in row.values()
+    )
     assert b"123-45-6789" not in raw and b"123456789" not in raw
     assert DataCipher(TEST_DATA_KEY).decrypt(row["ssn_encrypted"], context=b"ssn") == "123-45-6789"
 
@@ -103,7 +84,9 @@ async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url
                        address_line_one, address_city, address_state, address_zip, email, date_of_birth, ssn)
                    VALUES ($1, $2, 'A', 'B', '+14155550123', '1 Main St', 'X', 'CA', '94105', 'a@b.co',
                            '1990-01-01', $3)""",
-                org_id, f"c{number}", ssn,
+                org_id,
+                f"c{number}",
+                ssn,
             )
     finally:
         await old.close()
@@ -114,8 +97,12 @@ async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url
 
     migrated = await asyncpg.connect(old_url)
     try:
-        columns = {r["column_name"] for r in await migrated.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers'")}
+        columns = {
+            r["column_name"]
+            for r in await migrated.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers'"
+            )
+        }
         assert "ssn" not in columns
         rows = await migrated.fetch("SELECT customer_id, ssn_encrypted, ssn_hash FROM customers ORDER BY id")
         cipher = DataCipher(TEST_DATA_KEY)
@@ -139,11 +126,13 @@ async def test_a_version_1_database_is_migrated(pool: asyncpg.Pool, database_url
         ("not-a-key", "CANOPY_SVC_DATA_KEY"),  # malformed
     ],
 )
-async def test_a_wrong_or_missing_data_key_fails_at_start(api: ApiClient, pool: asyncpg.Pool, database_url: str,
-                                                          tmp_path: Path, data_key: str | None, expected: str) -> None:
+async def test_a_wrong_or_missing_data_key_fails_at_start(
+    api: ApiClient, pool: asyncpg.Pool, database_url: str, tmp_path: Path, data_key: str | None, expected: str
+) -> None:
     # The database knows the tests' key once anything has run with it.
-    assert cli("migrate", database_url=database_url, data_dir=tmp_path / "right",
-               data_key=TEST_KEY_TEXT).returncode == 0
+    assert (
+        cli("migrate", database_url=database_url, data_dir=tmp_path / "right", data_key=TEST_KEY_TEXT).returncode == 0
+    )
     for command in (["migrate"], ["serve", "--port", "1"]):
         done = cli(*command, database_url=database_url, data_dir=tmp_path / "wrong", data_key=data_key)
         assert done.returncode == 2, (command, done.stdout, done.stderr)

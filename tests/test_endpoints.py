@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ApiClient, seed_customer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -22,6 +21,7 @@ from canopy_svc.api import examples, openapi, routing
 from canopy_svc.api.app import ENDPOINTS
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.cli import dev_banner
+from tests.helpers import ApiClient, seed_customer
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Served, and not in the document: the document and its page do not describe themselves.
@@ -43,12 +43,16 @@ def served_operations(app: Starlette) -> set[tuple[str, str]]:
 
 async def documented_operations(anonymous: httpx.AsyncClient) -> dict[tuple[str, str], dict[str, Any]]:
     document = (await anonymous.get("/openapi.json")).json()
-    return {(method.upper(), path): operation
-            for path, operations in document["paths"].items() for method, operation in operations.items()}
+    return {
+        (method.upper(), path): operation
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
 
 
 async def test_every_served_operation_is_documented_and_every_documented_one_served(
-        app: Starlette, anonymous: httpx.AsyncClient) -> None:
+    app: Starlette, anonymous: httpx.AsyncClient
+) -> None:
     served = served_operations(app)
     documented = set(await documented_operations(anonymous))
     assert documented - served == set()
@@ -67,8 +71,7 @@ async def test_every_documented_operation_reaches_its_handler(api: ApiClient, an
             assert answer.json()["error"]["message"] != "No route matches this path", (method, path)
 
 
-async def test_public_paths_are_the_public_endpoints_and_the_document_says_so(
-        anonymous: httpx.AsyncClient) -> None:
+async def test_public_paths_are_the_public_endpoints_and_the_document_says_so(anonymous: httpx.AsyncClient) -> None:
     served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS)]
     assert routing.public_paths(served) == PUBLIC
     for (method, path), operation in (await documented_operations(anonymous)).items():
@@ -83,8 +86,13 @@ def test_reads_need_read_and_everything_else_write() -> None:
     for endpoint in ENDPOINTS:
         expected = None if endpoint.public else "read" if endpoint.method == "GET" else "write"
         assert endpoint.scope == expected, (endpoint.method, endpoint.path)
-    assert routing.scopes_by_method(ENDPOINTS) == {"GET": "read", "HEAD": "read", "POST": "write",
-                                                   "PUT": "write", "PATCH": "write"}
+    assert routing.scopes_by_method(ENDPOINTS) == {
+        "GET": "read",
+        "HEAD": "read",
+        "POST": "write",
+        "PUT": "write",
+        "PATCH": "write",
+    }
 
 
 async def handler(request: Request) -> Response:
@@ -138,10 +146,17 @@ async def test_the_document_shows_the_declared_examples(anonymous: httpx.AsyncCl
     assert example("POST", "/products") == examples.PRODUCT
     assert example("POST", "/accounts") == examples.ACCOUNT
     # The path ids /docs shows are those of the bodies, so its requests reach what they create.
-    ids = {"customer_id": examples.CUSTOMER["customer_id"], "product_id": examples.PRODUCT["product_id"],
-           "account_id": examples.ACCOUNT["account_id"]}
-    shown = {(parameter["name"], parameter["example"]) for operation in operations.values()
-             for parameter in operation.get("parameters", []) if parameter["in"] == "path"}
+    ids = {
+        "customer_id": examples.CUSTOMER["customer_id"],
+        "product_id": examples.PRODUCT["product_id"],
+        "account_id": examples.ACCOUNT["account_id"],
+    }
+    shown = {
+        (parameter["name"], parameter["example"])
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "path"
+    }
     assert shown == set(ids.items())
     assert examples.ACCOUNT["product_id"] == examples.PRODUCT["product_id"]
     assert [c["customer_id"] for c in examples.ACCOUNT["assign_customers"]] == [examples.CUSTOMER["customer_id"]]

@@ -59,10 +59,13 @@ async def test_asyncpgs_own_pool_lets_a_newcomer_overtake(database_url: str) -> 
         await pool.close()
 
 
-@pytest.mark.parametrize("use", [
-    lambda pool: pool.fetchval("SELECT 1"),
-    lambda pool: pool.execute("SELECT 1"),
-])
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda pool: pool.fetchval("SELECT 1"),
+        lambda pool: pool.execute("SELECT 1"),
+    ],
+)
 async def test_turns_are_given_back(database_url: str, use: Callable) -> None:
     pool = await create_pool(database_url, min_size=1, max_size=2)
     try:

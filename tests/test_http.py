@@ -12,11 +12,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, make_client, minimal_customer, seed_customer
 
 from canopy_svc.api.app import create_app
 from canopy_svc.core.logs import JsonFormatter
 from canopy_svc.core.settings import Settings
+from tests.helpers import ApiClient, make_client, minimal_customer, seed_customer
 
 MIB = 1024 * 1024
 JSON = {"Content-Type": "application/json"}
@@ -72,24 +72,30 @@ async def test_wrong_method_on_public_routes(anonymous: httpx.AsyncClient) -> No
 # --- bodies: 415, 413, 400 -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "application/jsonx", "multipart/form-data; boundary=x"])
-@pytest.mark.parametrize(("method", "path"), [("POST", "/customers"), ("PUT", "/customers/x"),
-                                              ("PATCH", "/customers/x"), ("POST", "/auth/token")])
-async def test_body_must_be_json(api: ApiClient, pool: asyncpg.Pool, content_type: str | None, method: str,
-                                 path: str) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "multipart/form-data; boundary=x"],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/customers"), ("PUT", "/customers/x"), ("PATCH", "/customers/x"), ("POST", "/auth/token")],
+)
+async def test_body_must_be_json(
+    api: ApiClient, pool: asyncpg.Pool, content_type: str | None, method: str, path: str
+) -> None:
     headers = {} if content_type is None else {"Content-Type": content_type}
-    response = await api.http.request(method, path, content=json.dumps(minimal_customer()).encode(),
-                                      headers=headers)
+    response = await api.http.request(method, path, content=json.dumps(minimal_customer()).encode(), headers=headers)
     assert_envelope(response, 415, "unsupported_media_type")
     assert await pool.fetchval("SELECT count(*) FROM customers") == 0
 
 
-@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON",
-                                          "application/json;charset=UTF-8"])
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;charset=UTF-8"]
+)
 async def test_json_media_type_with_parameters_is_accepted(api: ApiClient, content_type: str) -> None:
-    response = await api.http.post("/customers", content=json.dumps(minimal_customer()).encode(),
-                                   headers={"Content-Type": content_type})
+    response = await api.http.post(
+        "/customers", content=json.dumps(minimal_customer()).encode(), headers={"Content-Type": content_type}
+    )
     assert response.status_code == 200, response.text
 
 
@@ -106,18 +112,20 @@ async def test_body_of_exactly_1_mib_is_accepted(api: ApiClient) -> None:
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/customers"), ("PUT", "/customers/x"),
-                                              ("PATCH", "/customers/x"), ("POST", "/auth/token")])
-async def test_body_over_1_mib_with_content_length_is_413(api: ApiClient, pool: asyncpg.Pool, method: str,
-                                                           path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/customers"), ("PUT", "/customers/x"), ("PATCH", "/customers/x"), ("POST", "/auth/token")],
+)
+async def test_body_over_1_mib_with_content_length_is_413(
+    api: ApiClient, pool: asyncpg.Pool, method: str, path: str
+) -> None:
     response = await api.http.request(method, path, content=padded(MIB + 1), headers=JSON)
     assert "content-length" in response.request.headers
     assert_envelope(response, 413, "payload_too_large")
     assert await pool.fetchval("SELECT count(*) FROM customers") == 0
 
 
-async def test_streamed_body_over_1_mib_without_content_length_is_413(api: ApiClient,
-                                                                       pool: asyncpg.Pool) -> None:
+async def test_streamed_body_over_1_mib_without_content_length_is_413(api: ApiClient, pool: asyncpg.Pool) -> None:
     sent = 0
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -138,16 +146,32 @@ async def test_streamed_small_body_is_fine(api: ApiClient) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         raw = json.dumps(minimal_customer()).encode()
         for i in range(0, len(raw), 7):
-            yield raw[i:i + 7]
+            yield raw[i : i + 7]
 
     response = await api.http.post("/customers", content=chunks(), headers=JSON)
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("raw", [b"{", b"{'a': 1}", b"nope", b"", b"\xff\xfe", b'{"a": 1}}', b"[]", b"[{}]",
-                                 b'"a string"', b"42", b"null", b"true"])
-@pytest.mark.parametrize(("method", "path"), [("POST", "/customers"), ("PATCH", "/customers/x"),
-                                              ("POST", "/auth/token")])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b"{'a': 1}",
+        b"nope",
+        b"",
+        b"\xff\xfe",
+        b'{"a": 1}}',
+        b"[]",
+        b"[{}]",
+        b'"a string"',
+        b"42",
+        b"null",
+        b"true",
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/customers"), ("PATCH", "/customers/x"), ("POST", "/auth/token")]
+)
 async def test_malformed_or_non_object_body_is_400(api: ApiClient, raw: bytes, method: str, path: str) -> None:
     response = await api.http.request(method, path, content=raw, headers=JSON)
     assert_envelope(response, 400, "bad_request")
@@ -159,16 +183,14 @@ async def test_422_envelope_lists_details(api: ApiClient) -> None:
 
 
 async def test_400_for_a_bad_query_parameter(api: ApiClient) -> None:
-    error = assert_envelope(await api.http.get("/customers", params={"starting_after": "forged"}), 400,
-                            "bad_request")
+    error = assert_envelope(await api.http.get("/customers", params={"starting_after": "forged"}), 400, "bad_request")
     assert error["details"] == []
 
 
 # --- X-Request-Id --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sane", ["abc-123", "a", "0f8c2d1e-9b7a-4c3d-8e2f-1a2b3c4d5e6f", "req.1:2_3",
-                                  "x" * 128])
+@pytest.mark.parametrize("sane", ["abc-123", "a", "0f8c2d1e-9b7a-4c3d-8e2f-1a2b3c4d5e6f", "req.1:2_3", "x" * 128])
 async def test_sane_request_id_is_echoed(api: ApiClient, sane: str) -> None:
     response = await api.http.get("/customers", headers={"X-Request-Id": sane})
     assert response.headers["x-request-id"] == sane
@@ -218,8 +240,9 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "canopy_svc.access"]
 
 
-async def test_one_json_access_line_per_request(api: ApiClient, anonymous: httpx.AsyncClient,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_one_json_access_line_per_request(
+    api: ApiClient, anonymous: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="canopy_svc.access")
     await api.http.post("/customers", json=seed_customer(), headers={"X-Request-Id": "req-create"})
     await api.http.get("/customers/0x1234", headers={"X-Request-Id": "req-get"})
@@ -232,21 +255,28 @@ async def test_one_json_access_line_per_request(api: ApiClient, anonymous: httpx
         assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
     create, get, anon, missing = lines
     assert (create["method"], create["path"], create["status"], create["client_id"]) == (
-        "POST", "/customers", 200, api.client_id)
+        "POST",
+        "/customers",
+        200,
+        api.client_id,
+    )
     assert (get["method"], get["path"], get["status"]) == ("GET", "/customers/0x1234", 200)
     assert (anon["status"], anon["client_id"]) == (401, None)
     assert missing["status"] == 404
 
 
 async def test_access_log_carries_no_personal_data_tokens_or_secrets(
-        api: ApiClient, anonymous: httpx.AsyncClient, pool: asyncpg.Pool,
-        caplog: pytest.LogCaptureFixture) -> None:
+    api: ApiClient, anonymous: httpx.AsyncClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     _, client_id, secret = await make_client(pool, "acme")
     token_response = await anonymous.post("/auth/token", json={"client_id": client_id, "client_secret": secret})
     token = token_response.json()["access_token"]
-    await anonymous.post("/customers", json=seed_customer(ssn="123-45-6789", email="secret.person@example.com"),
-                         headers={"Authorization": f"Bearer {token}"})
+    await anonymous.post(
+        "/customers",
+        json=seed_customer(ssn="123-45-6789", email="secret.person@example.com"),
+        headers={"Authorization": f"Bearer {token}"},
+    )
     await api.http.get("/customers", params={"search_parameters": "trevino zebulon", "limit": "7"})
     await api.http.patch("/customers/0x1234", json={"ssn": "987-65-4321"})
     await api.http.post("/customers", json=seed_customer(customer_id="c2", ssn="000-11-2222"))  # 422
@@ -255,8 +285,21 @@ async def test_access_log_carries_no_personal_data_tokens_or_secrets(
     # the service's own lines (the test's httpx client logs its URLs, that is not the service)
     text = "\n".join(formatter.format(r) for r in caplog.records if not r.name.startswith("httpx"))
     assert len(access_lines(caplog)) == 6
-    for needle in ("123-45-6789", "123456789", "987-65-4321", "000-11-2222", "secret.person", "example.com",
-                   secret, token, token.split(".")[2], "zebulon", "search_parameters", "limit=7", "Trevino"):
+    for needle in (
+        "123-45-6789",
+        "123456789",
+        "987-65-4321",
+        "000-11-2222",
+        "secret.person",
+        "example.com",
+        secret,
+        token,
+        token.split(".")[2],
+        "zebulon",
+        "search_parameters",
+        "limit=7",
+        "Trevino",
+    ):
         assert needle not in text, needle
     assert api.http.headers["Authorization"].split(" ", 1)[1] not in text
 
@@ -300,8 +343,17 @@ async def test_openapi_document(openapi_document: dict[str, Any]) -> None:
     assert request_schema["$ref"].endswith("/CustomerCreate")
     customer_create = resolve(document, request_schema)
     required = set(customer_create["required"])
-    assert {"name_first", "name_last", "phone_number", "address_line_one", "address_city", "address_state",
-            "address_zip", "email", "date_of_birth"} == required
+    assert {
+        "name_first",
+        "name_last",
+        "phone_number",
+        "address_line_one",
+        "address_city",
+        "address_state",
+        "address_zip",
+        "email",
+        "date_of_birth",
+    } == required
     assign = customer_create["properties"]["assign_to_accounts"]
     arrays = [s for s in assign.get("anyOf", [assign]) if s.get("type") == "array"]
     assert arrays and arrays[0]["maxItems"] == 100
@@ -317,6 +369,7 @@ async def test_openapi_document(openapi_document: dict[str, Any]) -> None:
 async def test_openapi_patterns_match_what_is_enforced(openapi_document: dict[str, Any]) -> None:
     """The document is built from the validating types: its patterns are the enforced ones."""
     from canopy_svc.wire import fields
+
     customer_create = openapi_document["components"]["schemas"]["CustomerCreate"]
     ssn = customer_create["properties"]["ssn"]
     patterns = [s.get("pattern") for s in ssn.get("anyOf", [ssn])]
@@ -341,6 +394,7 @@ async def test_openapi_listing_states_the_paging_rules(openapi_document: dict[st
     import jsonschema
 
     from canopy_svc.rules import paging
+
     for path in LISTINGS:
         query = listing_query(openapi_document, path)
         assert {"limit", "starting_after", "ending_before"} <= set(query["properties"])
@@ -351,8 +405,11 @@ async def test_openapi_listing_states_the_paging_rules(openapi_document: dict[st
         assert not validator.is_valid({"starting_after": "A" * 27 + "="})
     assert listing_query(openapi_document, "/customers/accounts")["properties"]["limit"]["default"] == "30"
     # What the document refuses, the server does; what it allows (an empty cursor is none), the server takes.
-    for params in ({"starting_after": "A" * 27, "ending_before": "A" * 27}, {"ending_before": "A" * 27 + "="},
-                   {"starting_after": "A" * 26 + "!"}):
+    for params in (
+        {"starting_after": "A" * 27, "ending_before": "A" * 27},
+        {"ending_before": "A" * 27 + "="},
+        {"starting_after": "A" * 26 + "!"},
+    ):
         assert_envelope(await api.http.get("/customers", params=params), 400, "bad_request")
     assert (await api.http.get("/customers", params={"starting_after": "", "ending_before": ""})).status_code == 200
 
@@ -361,8 +418,10 @@ def request_schema(document: dict[str, Any], name: str) -> Any:
     import jsonschema
 
     components = {"components": document["components"]}
-    return jsonschema.Draft202012Validator({**document["components"]["schemas"][name], **components},
-                                           format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return jsonschema.Draft202012Validator(
+        {**document["components"]["schemas"][name], **components},
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
 
 
 async def test_openapi_states_the_meaning_rules(openapi_document: dict[str, Any], api: ApiClient) -> None:
@@ -372,9 +431,13 @@ async def test_openapi_states_the_meaning_rules(openapi_document: dict[str, Any]
     create, update = (request_schema(openapi_document, name) for name in ("CustomerCreate", "CustomerUpdate"))
     today = datetime.datetime.now(datetime.UTC).date()
     refused = [
-        {"ssn": "000-12-3456"}, {"ssn": "123004567"}, {"ssn": "123-45-0000"},
-        {"email": "someone@example.test"}, {"email": "no-at-sign"},
-        {"date_of_birth": "1899-12-31"}, {"date_of_birth": (today + datetime.timedelta(days=1)).isoformat()},
+        {"ssn": "000-12-3456"},
+        {"ssn": "123004567"},
+        {"ssn": "123-45-0000"},
+        {"email": "someone@example.test"},
+        {"email": "no-at-sign"},
+        {"date_of_birth": "1899-12-31"},
+        {"date_of_birth": (today + datetime.timedelta(days=1)).isoformat()},
         {"address_country_code": "PR", "address_zip": "ABC"},
         {"address_country_code": "DE", "address_zip": "10115!"},
         {"name_middle": "a\x00b"},
@@ -387,8 +450,11 @@ async def test_openapi_states_the_meaning_rules(openapi_document: dict[str, Any]
     for body in ({"address_zip": "SW1A 1AA"}, {"address_state": "Bavaria"}):
         assert not create.is_valid(minimal_customer(**body)) and update.is_valid(body), body
         assert_envelope(await api.http.post("/customers", json=minimal_customer(**body)), 422, "invalid_input")
-    allowed = [{"address_country_code": "DE", "address_zip": "10115", "address_state": "Berlin"},
-               {"date_of_birth": today.isoformat()}, {"ssn": "123-45-6789"}]
+    allowed = [
+        {"address_country_code": "DE", "address_zip": "10115", "address_state": "Berlin"},
+        {"date_of_birth": today.isoformat()},
+        {"ssn": "123-45-6789"},
+    ]
     for n, change in enumerate(allowed):
         assert create.is_valid(minimal_customer(**change)) and update.is_valid(change), change
         response = await api.http.post("/customers", json=minimal_customer(customer_id=f"c{n}", **change))
@@ -404,11 +470,25 @@ def test_openapi_base_url_is_the_servers_rule() -> None:
     from canopy_svc.api.app import ENDPOINTS
     from canopy_svc.issuers.hosts import LithicHosts
 
-    candidates = ["https://api.lithic.com", "https://SANDBOX.lithic.com:0443/v1/", "https://api.lithic.com:8443",
-                  "http://api.lithic.com", "HTTPS://api.lithic.com", "https://api.lithic.com.evil.com",
-                  "https://api.lithic.com/a/../b", "https://user@api.lithic.com", "http://127.0.0.1:8080/x",
-                  "https://127.0.0.1:8080", "http://127.0.0.1:9090", "http://localhost:1/", "https://fake.example",
-                  "http://fake.example", "https://fake.example:443/p", "https://fake.example:444", "http://[::1]:5"]
+    candidates = [
+        "https://api.lithic.com",
+        "https://SANDBOX.lithic.com:0443/v1/",
+        "https://api.lithic.com:8443",
+        "http://api.lithic.com",
+        "HTTPS://api.lithic.com",
+        "https://api.lithic.com.evil.com",
+        "https://api.lithic.com/a/../b",
+        "https://user@api.lithic.com",
+        "http://127.0.0.1:8080/x",
+        "https://127.0.0.1:8080",
+        "http://127.0.0.1:9090",
+        "http://localhost:1/",
+        "https://fake.example",
+        "http://fake.example",
+        "https://fake.example:443/p",
+        "https://fake.example:444",
+        "http://[::1]:5",
+    ]
     for entries in ((), ("127.0.0.1:8080", "localhost", "fake.example:443", "[::1]")):
         hosts = LithicHosts.from_entries(entries)
         schema = openapi.build_document(ENDPOINTS, lithic_hosts=hosts)["components"]["schemas"]["LithicConfigIn"]
@@ -441,6 +521,7 @@ def test_openapi_phone_pattern_is_phonenumbers_possible_lengths() -> None:
     from canopy_svc.api import openapi
     from canopy_svc.api.app import ENDPOINTS
     from canopy_svc.rules import validation
+
     schema = openapi.build_document(ENDPOINTS)["components"]["schemas"]["CustomerCreate"]
     pattern = re.compile(schema["properties"]["phone_number"]["pattern"])
     possible = 0
@@ -448,8 +529,9 @@ def test_openapi_phone_pattern_is_phonenumbers_possible_lengths() -> None:
         for length in range(1, 16):
             national = "5" * length
             number = PhoneNumber(country_code=code, national_number=int(national))
-            expected = (is_possible_number_with_reason(number) == ValidationResult.IS_POSSIBLE
-                        and len(str(code)) + length <= 15)
+            expected = (
+                is_possible_number_with_reason(number) == ValidationResult.IS_POSSIBLE and len(str(code)) + length <= 15
+            )
             e164 = f"+{code}{national}"
             assert (pattern.search(e164) is not None) == validation.is_possible_e164(e164) == expected, e164
             possible += expected
@@ -495,8 +577,13 @@ async def test_openapi_birth_dates_turn_with_the_utc_day(monkeypatch: pytest.Mon
     from canopy_svc.api.app import ENDPOINTS
     from canopy_svc.rules.validation import EARLIEST_BIRTH_DATE
 
-    days = [datetime.date(2024, 2, 28), datetime.date(2024, 2, 29), datetime.date(2024, 3, 1),
-            datetime.date(2024, 12, 31), datetime.date(2025, 1, 1)]
+    days = [
+        datetime.date(2024, 2, 28),
+        datetime.date(2024, 2, 29),
+        datetime.date(2024, 3, 1),
+        datetime.date(2024, 12, 31),
+        datetime.date(2025, 1, 1),
+    ]
     clock = [days[0]]
     built: list[datetime.date | None] = []
     build = openapi.build_document
@@ -567,16 +654,22 @@ def broken_app(settings: Settings, request: pytest.FixtureRequest) -> Any:
 
 async def client_of(app: Any) -> httpx.AsyncClient:
     token = app.resources.tokens.issue("cli_test", 1, "read write")
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
-                             headers={"Authorization": f"Bearer {token}"})
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
 
 @pytest.mark.parametrize("broken_app", [RuntimeError(SENSITIVE)], indirect=True)
 async def test_500_never_leaks_internals(broken_app: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     async with await client_of(broken_app) as http:
-        for response in (await http.get("/customers/0x1234"), await http.get("/customers"),
-                         await http.post("/customers", json=seed_customer(ssn="123-45-6789"))):
+        for response in (
+            await http.get("/customers/0x1234"),
+            await http.get("/customers"),
+            await http.post("/customers", json=seed_customer(ssn="123-45-6789")),
+        ):
             error = assert_envelope(response, 500, "server_error")
             assert error["details"] == []
             for needle in ("SELECT", "ssn", "123-45-6789", "Traceback", "RuntimeError", ".py"):
@@ -588,8 +681,9 @@ async def test_500_never_leaks_internals(broken_app: Any, caplog: pytest.LogCapt
     assert "RuntimeError" in logged  # the type is logged for the operator, the text is not
 
 
-@pytest.mark.parametrize("broken_app", [ConnectionRefusedError(111, "Connection refused"),
-                                        OSError("unreachable")], indirect=True)
+@pytest.mark.parametrize(
+    "broken_app", [ConnectionRefusedError(111, "Connection refused"), OSError("unreachable")], indirect=True
+)
 async def test_database_unreachable_is_503_with_retry_after(broken_app: Any) -> None:
     async with await client_of(broken_app) as http:
         for response in (await http.get("/customers/0x1234"), await http.get("/readyz")):
@@ -602,13 +696,16 @@ async def test_database_unreachable_is_503_with_retry_after(broken_app: Any) -> 
         assert healthz.status_code == 200  # the process is up even when the database is not
 
 
-async def test_a_client_gone_mid_body_gets_no_answer_and_logs_499(app: Any, api: ApiClient, pool: asyncpg.Pool,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_client_gone_mid_body_gets_no_answer_and_logs_499(
+    app: Any, api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
     """Not a server error: nothing is sent (it would be a 500 to nobody), nothing stored, no error line."""
     caplog.set_level(logging.INFO, logger="canopy_svc")
     token = api.http.headers["authorization"].encode()
-    chunks = [{"type": "http.request", "body": b'{"name_first": "Ada",', "more_body": True},
-              {"type": "http.disconnect"}]
+    chunks = [
+        {"type": "http.request", "body": b'{"name_first": "Ada",', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -617,11 +714,20 @@ async def test_a_client_gone_mid_body_gets_no_answer_and_logs_499(app: Any, api:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/customers", "raw_path": b"/customers", "query_string": b"",
-             "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 40000),
-             "headers": [(b"host", b"testserver"), (b"authorization", token),
-                         (b"content-type", b"application/json")]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/customers",
+        "raw_path": b"/customers",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 40000),
+        "headers": [(b"host", b"testserver"), (b"authorization", token), (b"content-type", b"application/json")],
+    }
     await app(scope, receive, send)
     assert sent == []
     (line,) = access_lines(caplog)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from processes import ServerProcess, free_port, poll
+
+from tests.processes import ServerProcess, free_port, poll
 
 SLOW_TIMEOUT = 1.5  # the header and body timeouts the slow-client servers run with
 # Generous bounds for a busy machine; the old code misses them by far (seconds of stall, never closing).
@@ -69,7 +70,7 @@ def send_big_header(server: ServerProcess, size: int) -> tuple[bytes, float]:
                     step = min(left, 65536)
                     pending, left = b"a" * step + (b"\r\n\r\n" if step == left else b""), left - step
                 try:
-                    pending = pending[sock.send(pending):]
+                    pending = pending[sock.send(pending) :]
                 except BlockingIOError:
                     pass
                 except OSError:
@@ -119,15 +120,19 @@ class Prober:
 
 
 def start(database_url: str, data_dir: Path, *, workers: int = 1, **env: str) -> ServerProcess:
-    return ServerProcess(database_url, data_dir, workers=workers, CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS="1",
-                         **env).start(timeout=120)
+    return ServerProcess(database_url, data_dir, workers=workers, CANOPY_SVC_DB_PROBE_TIMEOUT_SECONDS="1", **env).start(
+        timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    started = start(database_url, tmp_path_factory.mktemp("limits"),
-                    CANOPY_SVC_HEADER_TIMEOUT_SECONDS=str(SLOW_TIMEOUT),
-                    CANOPY_SVC_BODY_TIMEOUT_SECONDS=str(SLOW_TIMEOUT))
+    started = start(
+        database_url,
+        tmp_path_factory.mktemp("limits"),
+        CANOPY_SVC_HEADER_TIMEOUT_SECONDS=str(SLOW_TIMEOUT),
+        CANOPY_SVC_BODY_TIMEOUT_SECONDS=str(SLOW_TIMEOUT),
+    )
     try:
         yield started
     finally:
@@ -144,8 +149,12 @@ def test_a_huge_header_is_refused_at_once_while_others_are_served(server: Server
     assert "database unavailable" not in server.log()  # the stall no longer closes the gate
 
 
-def trickle(sockets: dict[socket.socket, bytes], answers: dict[socket.socket, bytes],
-            closed_after: dict[socket.socket, float], started: float) -> bool:
+def trickle(
+    sockets: dict[socket.socket, bytes],
+    answers: dict[socket.socket, bytes],
+    closed_after: dict[socket.socket, float],
+    started: float,
+) -> bool:
     """One byte more to each open socket; notes those the server closed. True once all are closed."""
     for sock, rest in sockets.items():
         if sock in closed_after:
@@ -167,8 +176,9 @@ def trickle(sockets: dict[socket.socket, bytes], answers: dict[socket.socket, by
 
 def test_slow_headers_and_bodies_are_cut_off_while_others_are_served(server: ServerProcess) -> None:
     slow_head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
-    body_head = (b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 10000\r\n\r\n")
+    body_head = (
+        b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
+    )
     sockets: dict[socket.socket, bytes] = {}
     body_sockets: set[socket.socket] = set()
     try:
@@ -188,24 +198,24 @@ def test_slow_headers_and_bodies_are_cut_off_while_others_are_served(server: Ser
                 sockets[sock] = slow_head
             answers: dict[socket.socket, bytes] = {}
             closed_after: dict[socket.socket, float] = {}
-            poll(lambda: trickle(sockets, answers, closed_after, started),
-                 timeout=SLOW_TIMEOUT + 60, interval=0.2)
+            poll(lambda: trickle(sockets, answers, closed_after, started), timeout=SLOW_TIMEOUT + 60, interval=0.2)
         prober.check()
         assert max(closed_after.values()) < SLOW_TIMEOUT + CLOSE_SLACK, max(closed_after.values())
         # Slow headers get 408; a slow body gets 408, or the answer the app gave before reading it.
-        odd = [a[:40] for sock, a in answers.items()
-               if a and not a.startswith(b"HTTP/1.1 408 " if sock not in body_sockets else b"HTTP/1.1 ")]
+        odd = [
+            a[:40]
+            for sock, a in answers.items()
+            if a and not a.startswith(b"HTTP/1.1 408 " if sock not in body_sockets else b"HTTP/1.1 ")
+        ]
         assert not odd, odd[:3]
     finally:
         for sock in sockets:
             sock.close()
 
 
-def test_connections_over_the_cap_are_refused_while_an_existing_client_works(
-        database_url: str, tmp_path: Path) -> None:
+def test_connections_over_the_cap_are_refused_while_an_existing_client_works(database_url: str, tmp_path: Path) -> None:
     cap = 40
-    server = start(database_url, tmp_path, CANOPY_SVC_MAX_CONNECTIONS=str(cap),
-                   CANOPY_SVC_HEADER_TIMEOUT_SECONDS="120")
+    server = start(database_url, tmp_path, CANOPY_SVC_MAX_CONNECTIONS=str(cap), CANOPY_SVC_HEADER_TIMEOUT_SECONDS="120")
     held: list[socket.socket] = []
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as existing:
@@ -232,8 +242,7 @@ def test_connections_over_the_cap_are_refused_while_an_existing_client_works(
             for i, sock in enumerate(held):  # free some room: a new client gets in again
                 if i not in closed and i % 2:
                     sock.close()
-            poll(lambda: httpx.get(f"{server.base_url}/healthz", timeout=30).status_code == 200,
-                 timeout=REFUSE_SECONDS)
+            poll(lambda: httpx.get(f"{server.base_url}/healthz", timeout=30).status_code == 200, timeout=REFUSE_SECONDS)
             assert existing.get("/readyz").status_code == 200
     finally:
         for sock in held:
@@ -250,8 +259,7 @@ def test_the_limits_hold_in_every_worker(database_url: str, tmp_path: Path) -> N
             assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:80]
             assert seconds < REFUSE_SECONDS
         started = time.monotonic()
-        sockets = {connect(server): b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
-                   for _ in range(60)}
+        sockets = {connect(server): b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000 for _ in range(60)}
         closed_after: dict[socket.socket, float] = {}
         poll(lambda: trickle(sockets, {}, closed_after, started), timeout=SLOW_TIMEOUT + 60, interval=0.2)
         assert max(closed_after.values()) < SLOW_TIMEOUT + CLOSE_SLACK
@@ -264,8 +272,24 @@ def test_the_limits_hold_in_every_worker(database_url: str, tmp_path: Path) -> N
 
 def test_a_bad_limit_stops_serve_before_it_listens(tmp_path: Path) -> None:
     env = {**os.environ, "CANOPY_SVC_MAX_CONNECTIONS": "0", "DATABASE_URL": "postgresql://127.0.0.1:1/none"}
-    done = subprocess.run([sys.executable, "-m", "canopy_svc", "serve", "--workers", "2", "--port", str(free_port()),
-                           "--data-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "canopy_svc",
+            "serve",
+            "--workers",
+            "2",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode != 0
     assert "CANOPY_SVC_MAX_CONNECTIONS" in done.stderr

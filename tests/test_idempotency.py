@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-from conftest import ApiClient, assert_error, make_client, minimal_customer
-from processes import ServerProcess, token_for
 
 from canopy_svc.store import idempotency
+from tests.helpers import ApiClient, assert_error, make_client, minimal_customer
+from tests.processes import ServerProcess, token_for
 
 
 def keyed(key: str) -> dict[str, str]:
@@ -73,8 +73,7 @@ async def test_errors_are_answers_too_and_are_replayed(api: ApiClient, pool: asy
 
 async def test_keys_belong_to_one_organization(api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool) -> None:
     mine = await api.http.post("/customers", json=minimal_customer(customer_id="same"), headers=keyed("shared"))
-    theirs = await other_api.http.post("/customers", json=minimal_customer(customer_id="same"),
-                                       headers=keyed("shared"))
+    theirs = await other_api.http.post("/customers", json=minimal_customer(customer_id="same"), headers=keyed("shared"))
     assert mine.status_code == theirs.status_code == 200
     assert "Idempotent-Replayed" not in theirs.headers
     assert await count(pool) == 2
@@ -108,8 +107,7 @@ async def test_a_repeat_while_the_first_runs_is_409_in_progress(api: ApiClient, 
 
 async def test_concurrent_repeats_make_one_customer(api: ApiClient, pool: asyncpg.Pool) -> None:
     body = minimal_customer()
-    answers = await asyncio.gather(*(api.http.post("/customers", json=body, headers=keyed("race"))
-                                     for _ in range(20)))
+    answers = await asyncio.gather(*(api.http.post("/customers", json=body, headers=keyed("race")) for _ in range(20)))
 
     assert await count(pool) == 1
     (customer_id,) = await pool.fetch("SELECT customer_id FROM customers")
@@ -135,15 +133,17 @@ async def test_expired_keys_are_forgotten_and_purged(api: ApiClient, pool: async
     assert [row["key"] for row in await pool.fetch("SELECT key FROM idempotency_keys")] == ["fresh"]
 
 
-async def test_twenty_concurrent_repeats_on_two_worker_processes(pool: asyncpg.Pool, database_url: str,
-                                                                 tmp_path: Path) -> None:
+async def test_twenty_concurrent_repeats_on_two_worker_processes(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
     _, client_id, secret = await make_client(pool, "acme")
     with ServerProcess(database_url, tmp_path, workers=2) as server:
         headers = {"Authorization": f"Bearer {token_for(server, client_id, secret)}", **keyed("two-workers")}
         limits = httpx.Limits(max_connections=20)
         async with httpx.AsyncClient(base_url=server.base_url, headers=headers, limits=limits, timeout=20) as http:
             answers: list[Any] = await asyncio.gather(
-                *(http.post("/customers", json=minimal_customer()) for _ in range(20)))
+                *(http.post("/customers", json=minimal_customer()) for _ in range(20))
+            )
 
     assert await count(pool) == 1
     statuses = sorted(answer.status_code for answer in answers)

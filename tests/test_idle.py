@@ -23,12 +23,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import ApiClient, minimal_customer
 
 from canopy_svc.api.app import create_app
 from canopy_svc.core.embedded import EmbeddedPostgres
 from canopy_svc.core.settings import Settings
 from canopy_svc.store import cards as card_store
+from tests.helpers import ApiClient, minimal_customer
 
 IDLE_WINDOW_SECONDS = 2.5
 BOUND_SECONDS = 30.0
@@ -43,14 +43,18 @@ def wait_until(predicate: Callable[[], bool], what: str) -> None:
 
 
 async def pending_card(api: ApiClient) -> None:
-    product = await api.http.post("/products", json={"product_overview": {"product_name": "Card",
-                                                                          "product_type": "REVOLVING"}})
-    account = await api.http.post("/accounts", json={"account_id": "acc-1",
-                                                     "product_id": product.json()["product_id"]})
+    product = await api.http.post(
+        "/products", json={"product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
+    )
+    account = await api.http.post("/accounts", json={"account_id": "acc-1", "product_id": product.json()["product_id"]})
     assert account.status_code == 200, account.text
-    created = await api.http.post("/customers", json=minimal_customer(
-        customer_id="cust-1",
-        assign_to_accounts=[{"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}]))
+    created = await api.http.post(
+        "/customers",
+        json=minimal_customer(
+            customer_id="cust-1",
+            assign_to_accounts=[{"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}],
+        ),
+    )
     assert created.status_code == 200, created.text
 
 
@@ -74,8 +78,9 @@ async def test_the_next_wake_is_the_earliest_due_card_or_expiring_change(api: Ap
     assert due_in is not None and 0 < due_in <= 10
 
 
-async def test_an_idle_app_sends_only_its_database_probe(settings: Settings, database_url: str,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_idle_app_sends_only_its_database_probe(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The whole lifespan (its own pool, the gate's probe every second, the card worker, the purge of
     idempotency keys): once started, an idle window sees the probe's SELECT 1 and nothing else."""
     sent: list[str] = []
@@ -95,13 +100,18 @@ async def test_an_idle_app_sends_only_its_database_probe(settings: Settings, dat
     idle = dataclasses.replace(settings, database_url=database_url, card_worker=True, db_probe_seconds=1.0)
     app = create_app(idle)
     async with app.router.lifespan_context(app):
+
         def started() -> bool:
             # The purge and the probe ran, and so did the card worker's round that its LISTEN woke (a
             # round that began after it: the one the LISTEN fell into ends before the wake is seen).
             after_listen = [q for q in itertools.dropwhile(lambda q: not q.startswith("LISTEN"), sent)]
             round_start = next((i for i, q in enumerate(after_listen) if "SET attempts" in q), None)
-            return (round_start is not None and any("min(next_attempt_at)" in q for q in after_listen[round_start:])
-                    and any("idempotency_keys" in q for q in sent) and "SELECT 1" in sent)
+            return (
+                round_start is not None
+                and any("min(next_attempt_at)" in q for q in after_listen[round_start:])
+                and any("idempotency_keys" in q for q in sent)
+                and "SELECT 1" in sent
+            )
 
         deadline = time.monotonic() + BOUND_SECONDS
         while not started():

@@ -44,7 +44,10 @@ def layer(module: str) -> str:
 def test_every_module_is_in_a_layer() -> None:
     """No module loose at the package's top but the entry points."""
     assert {module for module in modules() if layer(module) == "entry"} == {
-        "canopy_svc", "canopy_svc.__main__", "canopy_svc.cli"}
+        "canopy_svc",
+        "canopy_svc.__main__",
+        "canopy_svc.cli",
+    }
 
 
 def modules() -> dict[str, Path]:
@@ -59,8 +62,13 @@ def modules() -> dict[str, Path]:
 
 def type_checking_only(tree: ast.Module) -> set[ast.AST]:
     """The import statements under `if TYPE_CHECKING:`: read by type checkers, never run."""
-    return {node for test in ast.walk(tree) if isinstance(test, ast.If) and ast.unparse(test.test) == "TYPE_CHECKING"
-            for statement in test.body for node in ast.walk(statement)}
+    return {
+        node
+        for test in ast.walk(tree)
+        if isinstance(test, ast.If) and ast.unparse(test.test) == "TYPE_CHECKING"
+        for statement in test.body
+        for node in ast.walk(statement)
+    }
 
 
 def imports_of(module: str, path: Path, known: Iterable[str], type_only: bool = True) -> set[str]:
@@ -93,8 +101,13 @@ def import_graph(type_only: bool = True) -> dict[str, set[str]]:
 
 
 def forbidden_edges(graph: Mapping[str, set[str]]) -> set[tuple[str, str]]:
-    return {(source, target) for source, targets in graph.items() if source != COMPOSITION_ROOT
-            for target in targets if layer(target) in FORBIDDEN.get(layer(source), set())}
+    return {
+        (source, target)
+        for source, targets in graph.items()
+        if source != COMPOSITION_ROOT
+        for target in targets
+        if layer(target) in FORBIDDEN.get(layer(source), set())
+    }
 
 
 def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
@@ -152,14 +165,24 @@ def test_the_graph_sees_every_kind_of_import() -> None:
 
 
 def test_the_checks_catch_what_they_forbid() -> None:
-    graph = {"canopy_svc.rules.a": {"canopy_svc.api.routes.b", "canopy_svc.workers.cards"},
-             "canopy_svc.store.c": {"canopy_svc.rules.a"}, "canopy_svc.issuers.d": {"canopy_svc.store.c"},
-             "canopy_svc.api.routes.b": {"canopy_svc.store.c"}, "canopy_svc.api.app": {"canopy_svc.store.c"},
-             "canopy_svc.x": {"canopy_svc.y"}, "canopy_svc.y": {"canopy_svc.z"}, "canopy_svc.z": {"canopy_svc.x"}}
+    graph = {
+        "canopy_svc.rules.a": {"canopy_svc.api.routes.b", "canopy_svc.workers.cards"},
+        "canopy_svc.store.c": {"canopy_svc.rules.a"},
+        "canopy_svc.issuers.d": {"canopy_svc.store.c"},
+        "canopy_svc.api.routes.b": {"canopy_svc.store.c"},
+        "canopy_svc.api.app": {"canopy_svc.store.c"},
+        "canopy_svc.x": {"canopy_svc.y"},
+        "canopy_svc.y": {"canopy_svc.z"},
+        "canopy_svc.z": {"canopy_svc.x"},
+    }
     assert forbidden_edges(graph) == {
-        ("canopy_svc.rules.a", "canopy_svc.api.routes.b"), ("canopy_svc.rules.a", "canopy_svc.workers.cards"),
-        ("canopy_svc.store.c", "canopy_svc.rules.a"), ("canopy_svc.issuers.d", "canopy_svc.store.c"),
+        ("canopy_svc.rules.a", "canopy_svc.api.routes.b"),
+        ("canopy_svc.rules.a", "canopy_svc.workers.cards"),
+        ("canopy_svc.store.c", "canopy_svc.rules.a"),
+        ("canopy_svc.issuers.d", "canopy_svc.store.c"),
         ("canopy_svc.api.routes.b", "canopy_svc.store.c"),
     }
-    assert cycles(graph) == [["canopy_svc.api.routes.b", "canopy_svc.rules.a", "canopy_svc.store.c"],
-                             ["canopy_svc.x", "canopy_svc.y", "canopy_svc.z"]]
+    assert cycles(graph) == [
+        ["canopy_svc.api.routes.b", "canopy_svc.rules.a", "canopy_svc.store.c"],
+        ["canopy_svc.x", "canopy_svc.y", "canopy_svc.z"],
+    ]

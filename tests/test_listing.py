@@ -10,22 +10,44 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, minimal_customer, seed_customer
 
 from canopy_svc.store import customers as customer_store
+from tests.helpers import ApiClient, minimal_customer, seed_customer
 
 MANY = 1050
 OTHERS_PER_OURS = 10
 
 
-COPY_COLUMNS = ["org_id", "customer_id", "name_first", "name_last", "phone_number", "address_line_one",
-                "address_city", "address_state", "address_zip", "email", "date_of_birth"]
+COPY_COLUMNS = [
+    "org_id",
+    "customer_id",
+    "name_first",
+    "name_last",
+    "phone_number",
+    "address_line_one",
+    "address_city",
+    "address_state",
+    "address_zip",
+    "email",
+    "date_of_birth",
+]
 
 
 def bulk_records(org_id: int, n: int, prefix: str) -> list[tuple[Any, ...]]:
     return [
-        (org_id, f"{prefix}{i:05d}", f"First{i}", f"Last{i}", "+14155550123", f"{i} Main St", "Springfield",
-         "IL", "62701", f"{prefix}{i:05d}@example.com", datetime.date(1990, 1, 1))
+        (
+            org_id,
+            f"{prefix}{i:05d}",
+            f"First{i}",
+            f"Last{i}",
+            "+14155550123",
+            f"{i} Main St",
+            "Springfield",
+            "IL",
+            "62701",
+            f"{prefix}{i:05d}@example.com",
+            datetime.date(1990, 1, 1),
+        )
         for i in range(n)
     ]
 
@@ -81,10 +103,22 @@ async def test_default_limit_is_12_oldest_first(api: ApiClient, many: list[str])
     assert page["paging"]["starting_after"]
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("0", 1), ("-7", 1), ("1", 1), ("100", 100), ("1000", 1000), ("1001", 1000), ("5000", 1000),
-    ("abc", 12), ("", 12), ("1.5", 12), ("99999999999999999999999", 1000),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("0", 1),
+        ("-7", 1),
+        ("1", 1),
+        ("100", 100),
+        ("1000", 1000),
+        ("1001", 1000),
+        ("5000", 1000),
+        ("abc", 12),
+        ("", 12),
+        ("1.5", 12),
+        ("99999999999999999999999", 1000),
+    ],
+)
 async def test_limit_is_clamped_never_rejected(api: ApiClient, many: list[str], raw: str, expected: int) -> None:
     page = await listing(api, limit=raw)
     assert ids_of(page) == many[:expected]
@@ -164,16 +198,23 @@ async def test_new_customers_do_not_shift_a_walk(api: ApiClient, pool: asyncpg.P
 async def test_both_cursors_at_once_is_400(api: ApiClient, many: list[str]) -> None:
     page = await listing(api, limit=3)
     second = await listing(api, limit=3, starting_after=page["paging"]["starting_after"])
-    response = await api.http.get("/customers", params={
-        "starting_after": second["paging"]["starting_after"], "ending_before": second["paging"]["ending_before"]})
+    response = await api.http.get(
+        "/customers",
+        params={
+            "starting_after": second["paging"]["starting_after"],
+            "ending_before": second["paging"]["ending_before"],
+        },
+    )
     assert_bad_request(response)
     # An empty cursor is none (a client templating a null): beside the other, it is no second cursor.
     cursor = second["paging"]["starting_after"]
-    assert await listing(api, limit=3, starting_after=cursor, ending_before="") == \
-        await listing(api, limit=3, starting_after=cursor)
+    assert await listing(api, limit=3, starting_after=cursor, ending_before="") == await listing(
+        api, limit=3, starting_after=cursor
+    )
     cursor = second["paging"]["ending_before"]
-    assert await listing(api, limit=3, starting_after="", ending_before=cursor) == \
-        await listing(api, limit=3, ending_before=cursor)
+    assert await listing(api, limit=3, starting_after="", ending_before=cursor) == await listing(
+        api, limit=3, ending_before=cursor
+    )
 
 
 @pytest.mark.parametrize("parameter", ["starting_after", "ending_before"])
@@ -201,19 +242,23 @@ async def test_forged_and_truncated_cursors_are_400(api: ApiClient, many: list[s
         assert_bad_request(await api.http.get("/customers", params={parameter: candidate}))
 
 
-async def test_cursor_of_another_organization_is_400(api: ApiClient, other_api: ApiClient,
-                                                     pool: asyncpg.Pool, many: list[str]) -> None:
+async def test_cursor_of_another_organization_is_400(
+    api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool, many: list[str]
+) -> None:
     await insert_many(pool, other_api.org_id, 30, prefix="globex")
     theirs = await listing(other_api, limit=10)
     second = await listing(other_api, limit=10, starting_after=theirs["paging"]["starting_after"])
     assert ids_of(second)[0] == "globex00010"
-    for parameter, cursor in (("starting_after", theirs["paging"]["starting_after"]),
-                              ("ending_before", second["paging"]["ending_before"])):
+    for parameter, cursor in (
+        ("starting_after", theirs["paging"]["starting_after"]),
+        ("ending_before", second["paging"]["ending_before"]),
+    ):
         assert_bad_request(await api.http.get("/customers", params={parameter: cursor}))
     # and ours are refused to them
     ours = await listing(api, limit=10)
-    assert_bad_request(await other_api.http.get("/customers",
-                                                params={"starting_after": ours["paging"]["starting_after"]}))
+    assert_bad_request(
+        await other_api.http.get("/customers", params={"starting_after": ours["paging"]["starting_after"]})
+    )
 
 
 async def test_each_org_lists_only_its_own(api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool) -> None:
@@ -231,10 +276,16 @@ async def people(api: ApiClient) -> dict[str, str]:
     bodies = {
         "trevino": seed_customer(),
         "lovelace": minimal_customer(customer_id="lovelace"),
-        "hopper": minimal_customer(customer_id="hopper", name_first="Grace", name_last="Hopper",
-                                   business_details={"doing_business_as": "Cobol Works",
-                                                     "business_ein": "123456789",
-                                                     "business_legal_name": "Umbrella Holdings"}),
+        "hopper": minimal_customer(
+            customer_id="hopper",
+            name_first="Grace",
+            name_last="Hopper",
+            business_details={
+                "doing_business_as": "Cobol Works",
+                "business_ein": "123456789",
+                "business_legal_name": "Umbrella Holdings",
+            },
+        ),
         "trevor": minimal_customer(customer_id="trevor", name_first="Treasure", name_last="Island"),
         "obrien": minimal_customer(customer_id="obrien", name_first="Seán", name_last="O'Brien-Smith"),
     }
@@ -244,41 +295,44 @@ async def people(api: ApiClient) -> dict[str, str]:
     return {name: str(body.get("customer_id", "0x1234")) for name, body in bodies.items()}
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ("tre", ["0x1234", "trevor"]),
-    ("trev", ["0x1234"]),
-    ("Trevino", ["0x1234"]),
-    ("TREVINO", ["0x1234"]),
-    ("umbrella corp", ["0x1234"]),
-    ("corp umbrella", ["0x1234"]),
-    ("Umbrella", ["0x1234", "hopper"]),
-    ("umb", ["0x1234", "hopper"]),
-    ("umbrella holdings", ["hopper"]),
-    ("cobol", ["hopper"]),
-    ("miriam trevino", ["0x1234"]),
-    ("miriam lovelace", []),
-    ("evino", []),
-    ("rella", []),
-    ("ada", ["lovelace"]),
-    ("brien", ["obrien"]),
-    ("smith", ["obrien"]),
-    ("seán", ["obrien"]),
-    ("  tre   ", ["0x1234", "trevor"]),
-    ("tre,", ["0x1234", "trevor"]),
-    # customer_id, email, city are not searched
-    ("0x1234", []),
-    ("marissa", []),
-    ("atlanta", []),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("tre", ["0x1234", "trevor"]),
+        ("trev", ["0x1234"]),
+        ("Trevino", ["0x1234"]),
+        ("TREVINO", ["0x1234"]),
+        ("umbrella corp", ["0x1234"]),
+        ("corp umbrella", ["0x1234"]),
+        ("Umbrella", ["0x1234", "hopper"]),
+        ("umb", ["0x1234", "hopper"]),
+        ("umbrella holdings", ["hopper"]),
+        ("cobol", ["hopper"]),
+        ("miriam trevino", ["0x1234"]),
+        ("miriam lovelace", []),
+        ("evino", []),
+        ("rella", []),
+        ("ada", ["lovelace"]),
+        ("brien", ["obrien"]),
+        ("smith", ["obrien"]),
+        ("seán", ["obrien"]),
+        ("  tre   ", ["0x1234", "trevor"]),
+        ("tre,", ["0x1234", "trevor"]),
+        # customer_id, email, city are not searched
+        ("0x1234", []),
+        ("marissa", []),
+        ("atlanta", []),
+    ],
+)
 async def test_search(api: ApiClient, people: dict[str, str], query: str, expected: list[str]) -> None:
     page = await listing(api, search_parameters=query)
     assert ids_of(page) == expected
 
 
-@pytest.mark.parametrize("query", ["'", "tre' | 'a", "a:*", "!", "&", "tre & | !", "(", "\\", "' OR 1=1 --",
-                                   "日本", "x" * 300])
-async def test_search_with_odd_characters_never_fails(api: ApiClient, people: dict[str, str],
-                                                      query: str) -> None:
+@pytest.mark.parametrize(
+    "query", ["'", "tre' | 'a", "a:*", "!", "&", "tre & | !", "(", "\\", "' OR 1=1 --", "日本", "x" * 300]
+)
+async def test_search_with_odd_characters_never_fails(api: ApiClient, people: dict[str, str], query: str) -> None:
     response = await api.http.get("/customers", params={"search_parameters": query})
     assert response.status_code in (200, 400), response.text
     if response.status_code == 200:
@@ -291,14 +345,14 @@ async def test_search_pages_with_cursors(api: ApiClient, pool: asyncpg.Pool) -> 
     expected = ["bulk00001"] + [f"bulk{i:05d}" for i in range(10, 20)]
     first = await listing(api, search_parameters="first1", limit=4)
     assert ids_of(first) == expected[:4] and first["paging"]["has_more"] is True
-    rest = await listing(api, search_parameters="first1", limit=100,
-                         starting_after=first["paging"]["starting_after"])
+    rest = await listing(api, search_parameters="first1", limit=100, starting_after=first["paging"]["starting_after"])
     assert ids_of(rest) == expected[4:]
     assert rest["paging"]["has_more"] is False and rest["paging"]["starting_after"] is None
 
 
-async def test_search_is_scoped_to_the_organization(api: ApiClient, other_api: ApiClient,
-                                                    people: dict[str, str]) -> None:
+async def test_search_is_scoped_to_the_organization(
+    api: ApiClient, other_api: ApiClient, people: dict[str, str]
+) -> None:
     assert ids_of(await listing(other_api, search_parameters="trevino")) == []
     await other_api.http.post("/customers", json=seed_customer(customer_id="theirs"))
     assert ids_of(await listing(api, search_parameters="trevino")) == ["0x1234"]
@@ -342,14 +396,14 @@ async def analyzed(api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool) -> 
     ours = bulk_records(api.org_id, MANY, "bulk")
     theirs = bulk_records(other_api.org_id, OTHERS_PER_OURS * MANY, "globex")
     step = OTHERS_PER_OURS
-    await copy(pool, [row for i, mine in enumerate(ours) for row in (mine, *theirs[step * i: step * (i + 1)])])
+    await copy(pool, [row for i, mine in enumerate(ours) for row in (mine, *theirs[step * i : step * (i + 1)])])
     await pool.execute("ANALYZE customers")
-    return [r["id"] for r in await pool.fetch("SELECT id FROM customers WHERE org_id = $1 ORDER BY id",
-                                              api.org_id)]
+    return [r["id"] for r in await pool.fetch("SELECT id FROM customers WHERE org_id = $1 ORDER BY id", api.org_id)]
 
 
-async def test_search_walks_one_terms_rows_from_the_cursor(api: ApiClient, pool: asyncpg.Pool,
-                                                           analyzed: list[int]) -> None:
+async def test_search_walks_one_terms_rows_from_the_cursor(
+    api: ApiClient, pool: asyncpg.Pool, analyzed: list[int]
+) -> None:
     """A search reads customer_search_terms' primary key for one term, from the cursor on (test_bounded_reads
     counts what that costs); the longest word leads, the others are checked on the customer."""
     for search, after in ((["last1049"], None), (["first10", "last10"], analyzed[5])):
@@ -365,8 +419,10 @@ async def test_search_checks_words_longer_than_the_stored_start(api: ApiClient) 
     """Terms keep a word's first 32 characters: a longer search word is matched whole on search_vector."""
     long_name = "Wolfeschlegelsteinhausenbergerdorffwelchevoralternwarengewissenhaft"
     for customer_id, name_last in (("long", long_name), ("longer", long_name + "s"), ("other", long_name[:40] + "x")):
-        response = await api.http.post("/customers", json=minimal_customer(
-            customer_id=customer_id, name_last=name_last, email=f"{customer_id}@example.org"))
+        response = await api.http.post(
+            "/customers",
+            json=minimal_customer(customer_id=customer_id, name_last=name_last, email=f"{customer_id}@example.org"),
+        )
         assert response.status_code == 200, response.text
     assert ids_of(await listing(api, search_parameters=long_name[:32])) == ["long", "longer", "other"]
     assert ids_of(await listing(api, search_parameters=long_name[:45])) == ["long", "longer"]
@@ -381,12 +437,16 @@ async def test_search_words_are_read_as_the_names_were(api: ApiClient, people: d
     assert ids_of(await listing(api, search_parameters="½")) == []
 
 
-async def test_keyset_paging_reads_from_the_cursor_never_a_scan(api: ApiClient, pool: asyncpg.Pool,
-                                                                analyzed: list[int]) -> None:
+async def test_keyset_paging_reads_from_the_cursor_never_a_scan(
+    api: ApiClient, pool: asyncpg.Pool, analyzed: list[int]
+) -> None:
     """Whatever index the planner picks for a big tenant, a page starts at its cursor: no Seq Scan, no
     OFFSET, and the cursor's id bound is an index condition (so page 1,000,000 reads what page 1 does)."""
-    for page_args, bound in (({"limit": 12}, None), ({"limit": 100, "after": analyzed[900]}, "id >"),
-                             ({"limit": 100, "before": analyzed[300]}, "id <")):
+    for page_args, bound in (
+        ({"limit": 12}, None),
+        ({"limit": 100, "after": analyzed[900]}, "id >"),
+        ({"limit": 100, "before": analyzed[300]}, "id <"),
+    ):
         plan = await plan_of(pool, api.org_id, **page_args)
         assert "Seq Scan" not in plan, plan
         assert "OFFSET" not in plan.upper(), plan
@@ -400,16 +460,17 @@ async def small_tenant(api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool)
     """60 customers of ours spread among 12,000 of a big tenant's; answers our row ids."""
     ours = bulk_records(api.org_id, 60, "bulk")
     theirs = bulk_records(other_api.org_id, 12_000, "globex")
-    await copy(pool, [row for i, mine in enumerate(ours) for row in (mine, *theirs[200 * i: 200 * (i + 1)])])
+    await copy(pool, [row for i, mine in enumerate(ours) for row in (mine, *theirs[200 * i : 200 * (i + 1)])])
     await pool.execute("ANALYZE customers")
-    return [r["id"] for r in await pool.fetch("SELECT id FROM customers WHERE org_id = $1 ORDER BY id",
-                                              api.org_id)]
+    return [r["id"] for r in await pool.fetch("SELECT id FROM customers WHERE org_id = $1 ORDER BY id", api.org_id)]
 
 
-async def test_keyset_paging_uses_the_org_id_index(api: ApiClient, pool: asyncpg.Pool,
-                                                   small_tenant: list[int]) -> None:
-    for page_args in ({"limit": 12}, {"limit": 10, "after": small_tenant[30]},
-                      {"limit": 10, "before": small_tenant[40]}):
+async def test_keyset_paging_uses_the_org_id_index(api: ApiClient, pool: asyncpg.Pool, small_tenant: list[int]) -> None:
+    for page_args in (
+        {"limit": 12},
+        {"limit": 10, "after": small_tenant[30]},
+        {"limit": 10, "before": small_tenant[40]},
+    ):
         plan = await plan_of(pool, api.org_id, **page_args)
         assert "customers_org_id_id" in plan, (page_args, plan)
         assert "Seq Scan" not in plan and "Sort" not in plan, plan

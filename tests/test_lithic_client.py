@@ -7,18 +7,14 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import fake_lithic as fake_lithic_module
 import httpx
 import pytest
-from fake_lithic import FakeLithic
 
 from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL, LithicClient, parse_retry_after
 from canopy_svc.issuers.simulator import CardSimulator
-
-# The fake's fixture, visible to pytest in this module (a conftest may import it instead).
-fake_lithic = fake_lithic_module.fake_lithic
+from tests.fake_lithic import FakeLithic
 
 KEY = "test-key"
 FAKE = LithicHosts.from_entries(["127.0.0.1"])  # the operator's setting that lets the fake Lithic be reached
@@ -35,9 +31,7 @@ def new_key() -> str:
     return str(uuid.uuid4())
 
 
-async def test_create_sends_exactly_what_lithic_expects(
-    client: LithicClient, fake_lithic: FakeLithic
-) -> None:
+async def test_create_sends_exactly_what_lithic_expects(client: LithicClient, fake_lithic: FakeLithic) -> None:
     key = new_key()
     card = CardRequest(
         type="SINGLE_USE", memo="Jane's card", state="PAUSED", spend_limit=150_00, card_program_token=PROGRAM
@@ -71,18 +65,14 @@ async def test_create_sends_exactly_what_lithic_expects(
 
 
 async def test_none_fields_are_left_out(client: LithicClient, fake_lithic: FakeLithic) -> None:
-    issued = await client.create_card(
-        fake_lithic.base_url, KEY, new_key(), CardRequest(type="MERCHANT_LOCKED")
-    )
+    issued = await client.create_card(fake_lithic.base_url, KEY, new_key(), CardRequest(type="MERCHANT_LOCKED"))
 
     assert fake_lithic.requests[0].body == {"type": "MERCHANT_LOCKED"}
     assert fake_lithic.spec_violations == []
     assert (issued.state, issued.memo, issued.spend_limit) == ("OPEN", None, 0)
 
 
-async def test_same_idempotency_key_twice_makes_one_card(
-    client: LithicClient, fake_lithic: FakeLithic
-) -> None:
+async def test_same_idempotency_key_twice_makes_one_card(client: LithicClient, fake_lithic: FakeLithic) -> None:
     key, card = new_key(), CardRequest(type="UNLOCKED", memo="m")
 
     first = await client.create_card(fake_lithic.base_url, KEY, key, card)
@@ -93,9 +83,7 @@ async def test_same_idempotency_key_twice_makes_one_card(
     assert fake_lithic.spec_violations == []
 
 
-async def test_base_url_with_trailing_v1_or_slash_is_accepted(
-    client: LithicClient, fake_lithic: FakeLithic
-) -> None:
+async def test_base_url_with_trailing_v1_or_slash_is_accepted(client: LithicClient, fake_lithic: FakeLithic) -> None:
     await client.create_card(fake_lithic.base_url + "/v1/", KEY, new_key(), CardRequest(type="SINGLE_USE"))
 
     assert fake_lithic.requests[0].path == "/v1/cards"
@@ -103,9 +91,7 @@ async def test_base_url_with_trailing_v1_or_slash_is_accepted(
 
 
 async def test_429_is_retryable_with_retry_after(client: LithicClient, fake_lithic: FakeLithic) -> None:
-    fake_lithic.fail_next(
-        status=429, times=2, retry_after="1", message="Rate limited, too many requests per second"
-    )
+    fake_lithic.fail_next(status=429, times=2, retry_after="1", message="Rate limited, too many requests per second")
     key, card = new_key(), CardRequest(type="SINGLE_USE")
 
     for _ in range(2):
@@ -175,9 +161,7 @@ async def test_wrong_key_is_rejected_401(client: LithicClient, fake_lithic: Fake
     assert fake_lithic.spec_violations == []
 
 
-async def test_error_without_json_body_gets_a_status_message(
-    client: LithicClient, fake_lithic: FakeLithic
-) -> None:
+async def test_error_without_json_body_gets_a_status_message(client: LithicClient, fake_lithic: FakeLithic) -> None:
     fake_lithic.answer_next(status=403, body="<html>nope</html>", headers={"Content-Type": "text/html"})
 
     with pytest.raises(LithicRejected) as caught:
@@ -234,9 +218,7 @@ async def test_lithic_down_then_back(client: LithicClient, fake_lithic: FakeLith
     assert list(fake_lithic.cards) == [issued.token]
 
 
-async def test_lost_answer_then_retry_returns_the_same_card(
-    client: LithicClient, fake_lithic: FakeLithic
-) -> None:
+async def test_lost_answer_then_retry_returns_the_same_card(client: LithicClient, fake_lithic: FakeLithic) -> None:
     key, card = new_key(), CardRequest(type="SINGLE_USE", memo="lost", spend_limit=500)
     fake_lithic.lose_answer_next()
 
@@ -306,9 +288,7 @@ async def test_lost_update_answer_is_retryable_and_the_retry_agrees(
     assert again.state == "PAUSED"
 
 
-async def test_bad_configuration_fails_without_calling_lithic(
-    client: LithicClient, fake_lithic: FakeLithic
-) -> None:
+async def test_bad_configuration_fails_without_calling_lithic(client: LithicClient, fake_lithic: FakeLithic) -> None:
     card = CardRequest(type="SINGLE_USE")
     for base_url in ("sandbox.lithic.com", "ftp://sandbox.lithic.com", "http://sandbox.lithic.com"):
         with pytest.raises(LithicRejected) as caught:
@@ -348,9 +328,7 @@ async def test_fake_flags_spec_violations(fake_lithic: FakeLithic) -> None:
     url = fake_lithic.base_url + "/v1/cards"
     good = {"Authorization": KEY, "Idempotency-Key": new_key()}
     async with httpx.AsyncClient() as raw:
-        bearer = await raw.post(
-            url, headers={**good, "Authorization": f"Bearer {KEY}"}, json={"type": "SINGLE_USE"}
-        )
+        bearer = await raw.post(url, headers={**good, "Authorization": f"Bearer {KEY}"}, json={"type": "SINGLE_USE"})
         no_key = await raw.post(url, headers={"Authorization": KEY}, json={"type": "SINGLE_USE"})
         nulls = await raw.post(url, headers=good, json={"type": "SINGLE_USE", "memo": None})
         extra = await raw.post(url, headers=good, json={"type": "SINGLE_USE", "colour": "red"})
@@ -373,9 +351,7 @@ async def test_fake_flags_spec_violations(fake_lithic: FakeLithic) -> None:
     assert fake_lithic.errors == []
 
 
-async def test_fake_rejects_reusing_a_key_for_another_card(
-    client: LithicClient, fake_lithic: FakeLithic
-) -> None:
+async def test_fake_rejects_reusing_a_key_for_another_card(client: LithicClient, fake_lithic: FakeLithic) -> None:
     key = new_key()
     await client.create_card(fake_lithic.base_url, KEY, key, CardRequest(type="SINGLE_USE"))
 
@@ -403,12 +379,8 @@ async def test_simulator_issues_remembers_and_updates() -> None:
     simulator = CardSimulator()
     key = new_key()
 
-    first = await simulator.create_card(
-        "ignored", "ignored", key, CardRequest(type="SINGLE_USE", spend_limit=100)
-    )
-    again = await simulator.create_card(
-        "ignored", "ignored", key, CardRequest(type="SINGLE_USE", spend_limit=100)
-    )
+    first = await simulator.create_card("ignored", "ignored", key, CardRequest(type="SINGLE_USE", spend_limit=100))
+    again = await simulator.create_card("ignored", "ignored", key, CardRequest(type="SINGLE_USE", spend_limit=100))
     other = await simulator.create_card("ignored", "ignored", new_key(), CardRequest(type="MERCHANT_LOCKED"))
 
     assert first == again and first.token != other.token

@@ -8,20 +8,30 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import TEST_DATA_KEY
-from test_encryption import FIXTURES, SLOW_DDL_SECONDS, schema_of, with_database
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.store import customers, migrations
 from canopy_svc.store.migrations import SCHEMA_VERSION, migrate
+from tests.helpers import FIXTURES, SLOW_DDL_SECONDS, TEST_DATA_KEY, schema_of, with_database
 
 # Every table the service writes to; ROW EXCLUSIVE is the lock each INSERT/UPDATE/DELETE holds.
-LIVE_TABLES = ("organizations", "api_clients", "customers", "products", "accounts", "customer_account_links",
-               "cards", "idempotency_keys", "schema_version", "data_key_check")
+LIVE_TABLES = (
+    "organizations",
+    "api_clients",
+    "customers",
+    "products",
+    "accounts",
+    "customer_account_links",
+    "cards",
+    "idempotency_keys",
+    "schema_version",
+    "data_key_check",
+)
 
 
-async def test_migrating_a_current_database_waits_for_no_live_transaction(pool: asyncpg.Pool,
-                                                                          database_url: str) -> None:
+async def test_migrating_a_current_database_waits_for_no_live_transaction(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
     async with pool.acquire() as busy, busy.transaction():
         for table in LIVE_TABLES:
             await busy.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")
@@ -68,7 +78,8 @@ _TRIGGERS = """SELECT tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg
 
 
 async def test_a_version_3_database_gets_its_search_terms_while_customers_are_written(
-        pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """v3 -> v4: the customers already stored get their search terms in batches, each its own
     transaction, after schema.sql's triggers are committed. Between two batches another connection
     creates a customer and renames one not yet written, without waiting (lock_timeout): both are found
@@ -90,7 +101,9 @@ async def test_a_version_3_database_gets_its_search_terms_while_customers_are_wr
                    address_city, address_state, address_zip, email, date_of_birth)
                SELECT $1, 'c' || n, 'Ada', CASE WHEN n = 5 THEN 'Oldname' ELSE 'Lovelace' || n END, '+14155550123',
                       '1 Main St', 'X', 'CA', '94105', 'c' || n || '@example.com', '1990-01-01'
-               FROM generate_series(1, 10) n""", org_id)
+               FROM generate_series(1, 10) n""",
+            org_id,
+        )
         assert await conn.fetchval("SELECT to_regclass('customers_search_vector') IS NOT NULL")
 
         async def live_traffic() -> None:
@@ -101,7 +114,9 @@ async def test_a_version_3_database_gets_its_search_terms_while_customers_are_wr
                     """INSERT INTO customers (org_id, customer_id, name_first, name_last, phone_number,
                            address_line_one, address_city, address_state, address_zip, email, date_of_birth)
                        VALUES ($1, 'newcomer', 'Grace', 'Hopper', '+14155550123', '1 Main St', 'X', 'CA', '94105',
-                               'grace@example.com', '1990-01-01')""", org_id)
+                               'grace@example.com', '1990-01-01')""",
+                    org_id,
+                )
                 await other.execute("UPDATE customers SET name_last = 'Renamed' WHERE customer_id = 'c5'")
             finally:
                 await other.close()
@@ -127,7 +142,8 @@ async def test_a_version_3_database_gets_its_search_terms_while_customers_are_wr
 
 
 async def test_a_backfill_stopped_midway_is_finished_at_the_next_start(
-        pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The version is recorded only once the online step is done: a process that dies in it leaves
     version 3, and the next start applies schema.sql again and writes the terms still missing."""
     name = "canopy_v3_interrupted"
@@ -144,7 +160,9 @@ async def test_a_backfill_stopped_midway_is_finished_at_the_next_start(
             """INSERT INTO customers (org_id, customer_id, name_first, name_last, phone_number, address_line_one,
                    address_city, address_state, address_zip, email, date_of_birth)
                SELECT $1, 'c' || n, 'Ada', 'Lovelace', '+14155550123', '1 Main St', 'X', 'CA', '94105',
-                      'c' || n || '@example.com', '1990-01-01' FROM generate_series(1, 6) n""", org_id)
+                      'c' || n || '@example.com', '1990-01-01' FROM generate_series(1, 6) n""",
+            org_id,
+        )
 
         async def die() -> None:
             raise ConnectionResetError("the process stopped here")

@@ -16,14 +16,21 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS, make_client, minimal_customer, served
-from processes import scratch_dir
-from test_resilience import CrashablePostgres
 
 from canopy_svc.api.app import create_app
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.settings import Settings
 from canopy_svc.store.migrations import migrate_database
+from tests.helpers import (
+    TEST_DATA_KEY,
+    TEST_JWT_SECRET,
+    TEST_LITHIC_HOSTS,
+    CrashablePostgres,
+    make_client,
+    minimal_customer,
+    served,
+)
+from tests.processes import scratch_dir
 
 BOUND_SECONDS = 60.0
 REQUESTS_DURING = 300
@@ -49,21 +56,34 @@ def postgres() -> Iterator[CrashablePostgres]:
 
 
 async def test_an_outage_logs_its_two_transitions_and_no_stack_per_request(
-        postgres: CrashablePostgres, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    postgres: CrashablePostgres, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     dsn = await asyncio.to_thread(postgres.start)
     try:
         await migrate_database(dsn, DataCipher(TEST_DATA_KEY))
         async with asyncpg.create_pool(dsn, min_size=1, max_size=1) as setup:
             # Clients enough that no one's rate limit (the defaults, while limits cannot be read) is hit.
             clients = [await make_client(setup, "acme") for _ in range(4)]
-        settings = Settings(database_url=dsn, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY,
-                            lithic_allowed_hosts=TEST_LITHIC_HOSTS, db_probe_seconds=0.1, db_probe_timeout_seconds=2)
+        settings = Settings(
+            database_url=dsn,
+            data_dir=tmp_path,
+            jwt_secret=TEST_JWT_SECRET,
+            data_key=TEST_DATA_KEY,
+            lithic_allowed_hosts=TEST_LITHIC_HOSTS,
+            db_probe_seconds=0.1,
+            db_probe_timeout_seconds=2,
+        )
         app = create_app(settings)
-        auth = [{"Authorization": f"Bearer {app.resources.tokens.issue(client_id, org_id, 'read write')}"}
-                for org_id, client_id, _ in clients]
-        async with served(app) as running, httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=running), base_url="http://testserver", headers=auth[0],
-                timeout=30) as http:
+        auth = [
+            {"Authorization": f"Bearer {app.resources.tokens.issue(client_id, org_id, 'read write')}"}
+            for org_id, client_id, _ in clients
+        ]
+        async with (
+            served(app) as running,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=running), base_url="http://testserver", headers=auth[0], timeout=30
+            ) as http,
+        ):
             created = await http.post("/customers", json=minimal_customer(customer_id="c0"))
             assert created.status_code == 200, created.text
             caplog.clear()
@@ -73,10 +93,16 @@ async def test_an_outage_logs_its_two_transitions_and_no_stack_per_request(
             await wait_for(lambda: any(r.getMessage() == CLOSED for r in caplog.records), "the gate to close")
             caplog_at_close = len(caplog.records)
             for batch in range(REQUESTS_DURING // 30):
-                answers = await asyncio.gather(*(
-                    http.post("/customers", json=minimal_customer(customer_id=f"d{batch}-{i}"), headers=auth[i % 4])
-                    if i % 3 == 0 else http.get("/customers/c0", headers=auth[i % 4]) if i % 3 == 1
-                    else http.get("/readyz") for i in range(30)))
+                answers = await asyncio.gather(
+                    *(
+                        http.post("/customers", json=minimal_customer(customer_id=f"d{batch}-{i}"), headers=auth[i % 4])
+                        if i % 3 == 0
+                        else http.get("/customers/c0", headers=auth[i % 4])
+                        if i % 3 == 1
+                        else http.get("/readyz")
+                        for i in range(30)
+                    )
+                )
                 assert {a.status_code for a in answers} == {503}, {a.status_code for a in answers}
             assert not any(r.getMessage() == REOPENED for r in caplog.records)  # all while it was closed
 
@@ -84,6 +110,7 @@ async def test_an_outage_logs_its_two_transitions_and_no_stack_per_request(
 
             async def back() -> bool:
                 return (await http.get("/customers/c0")).status_code == 200
+
             await wait_for(back, "answers again")
     finally:
         await asyncio.to_thread(postgres.stop)

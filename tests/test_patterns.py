@@ -54,19 +54,31 @@ def test_dates_from_is_exactly_the_days_between() -> None:
     """Each pair of ends (fixed and sampled), every day within 40 of either, and days anywhere."""
     rng = random.Random(5)
     on = datetime.date.fromisoformat
-    ends = [(on("1900-01-01"), on("2024-02-29")), (on("1900-01-01"), on("1900-01-01")),
-            (on("0001-01-01"), on("9999-12-31")), (on("1999-12-31"), on("2000-01-01")),
-            (on("2024-02-28"), on("2024-03-01")), (on("1900-01-01"), on("2025-12-31"))]
+    ends = [
+        (on("1900-01-01"), on("2024-02-29")),
+        (on("1900-01-01"), on("1900-01-01")),
+        (on("0001-01-01"), on("9999-12-31")),
+        (on("1999-12-31"), on("2000-01-01")),
+        (on("2024-02-28"), on("2024-03-01")),
+        (on("1900-01-01"), on("2025-12-31")),
+    ]
     for _ in range(150):
         first = datetime.date(1900, 1, 1) + datetime.timedelta(days=rng.randrange(60_000))
         span = rng.choice([0, 1, 27, 30, 31, 59, 365, 366, 800, rng.randrange(50_000)])
         ends.append((first, first + datetime.timedelta(days=span)))
     for first, last in ends:
         pattern = re.compile(patterns.dates_from(first, last))
-        probes = {day + k * ONE_DAY for day in (first, last) for k in range(-40, 41)
-                  if datetime.date.min + 40 * ONE_DAY <= day <= datetime.date.max - 40 * ONE_DAY}
-        probes |= {first, last, *(datetime.date(1, 1, 1) + datetime.timedelta(days=rng.randrange(3_652_058))
-                                  for _ in range(100))}
+        probes = {
+            day + k * ONE_DAY
+            for day in (first, last)
+            for k in range(-40, 41)
+            if datetime.date.min + 40 * ONE_DAY <= day <= datetime.date.max - 40 * ONE_DAY
+        }
+        probes |= {
+            first,
+            last,
+            *(datetime.date(1, 1, 1) + datetime.timedelta(days=rng.randrange(3_652_058)) for _ in range(100)),
+        }
         for day in probes:
             assert bool(pattern.search(day.isoformat())) == (first <= day <= last), (first, last, day)
         assert not pattern.search(last.isoformat() + "\n")
@@ -87,11 +99,36 @@ def test_effective_at_pattern_is_what_the_server_reads() -> None:
     dates (the year limits, leap days, impossible ones), times, separators and offsets."""
     first, last = EFFECTIVE_YEARS
     pattern = re.compile(patterns.rfc3339_datetime(first, last))
-    dates = [f"{first - 1}-12-31", f"{first}-01-01", f"{first}-02-29", "2000-02-29", "2023-02-29", "2024-02-29",
-             "2024-04-31", "2024-13-01", "2024-00-10", "2024-1-01", f"{last}-12-31", f"{last + 1}-01-01",
-             "0001-01-01", "12024-01-01"]
-    times = ["00:00:00", "23:59:59", "24:00:00", "23:60:00", "23:59:60", "1:00:00", "12:00", "12:00:00.",
-             "12:00:00.1", "12:00:00.123456789012", "12:00:00,5", "120000"]
+    dates = [
+        f"{first - 1}-12-31",
+        f"{first}-01-01",
+        f"{first}-02-29",
+        "2000-02-29",
+        "2023-02-29",
+        "2024-02-29",
+        "2024-04-31",
+        "2024-13-01",
+        "2024-00-10",
+        "2024-1-01",
+        f"{last}-12-31",
+        f"{last + 1}-01-01",
+        "0001-01-01",
+        "12024-01-01",
+    ]
+    times = [
+        "00:00:00",
+        "23:59:59",
+        "24:00:00",
+        "23:60:00",
+        "23:59:60",
+        "1:00:00",
+        "12:00",
+        "12:00:00.",
+        "12:00:00.1",
+        "12:00:00.123456789012",
+        "12:00:00,5",
+        "120000",
+    ]
     separators = ["T", "t", " ", "_", ""]
     offsets = ["", "Z", "z", "+00:00", "-23:59", "+24:00", "+0530", "+05", "+05:3", "-00:00", "+23:60", " Z"]
     taken = 0

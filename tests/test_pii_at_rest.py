@@ -14,13 +14,20 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import TEST_DATA_KEY, ApiClient, assert_error, minimal_customer, seed_customer
-from test_encryption import schema_of, with_database
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.logs import JsonFormatter
 from canopy_svc.store import idempotency
 from canopy_svc.store.migrations import SCHEMA_VERSION, migrate
+from tests.helpers import (
+    TEST_DATA_KEY,
+    ApiClient,
+    assert_error,
+    minimal_customer,
+    schema_of,
+    seed_customer,
+    with_database,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -111,19 +118,41 @@ async def test_no_ssn_in_clear_anywhere_after_keyed_creates_and_updates(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     (first, _), (second, second_digits), (third, third_digits), (fourth, _) = (new_ssn() for _ in range(4))
-    business = {"business_legal_name": "Umbrella Corporation", "doing_business_as": "Umbrella",
-                "business_ein": "98-7654321"}
-    product = await api.http.post("/products", headers=keyed("p-1"), json={
-        "product_id": "prod-1", "product_overview": {"product_name": "Card", "product_type": "REVOLVING"}})
+    business = {
+        "business_legal_name": "Umbrella Corporation",
+        "doing_business_as": "Umbrella",
+        "business_ein": "98-7654321",
+    }
+    product = await api.http.post(
+        "/products",
+        headers=keyed("p-1"),
+        json={"product_id": "prod-1", "product_overview": {"product_name": "Card", "product_type": "REVOLVING"}},
+    )
     assert product.status_code == 200, product.text
     writes = [
         ("POST", "/customers", seed_customer(customer_id="c-1", ssn=first, business_details=business)),
-        ("POST", "/customers", minimal_customer(customer_id="c-2", ssn=second_digits, email="two@example.com",
-                                                phone_number="+14155550124", address_line_one="2 Main St")),
+        (
+            "POST",
+            "/customers",
+            minimal_customer(
+                customer_id="c-2",
+                ssn=second_digits,
+                email="two@example.com",
+                phone_number="+14155550124",
+                address_line_one="2 Main St",
+            ),
+        ),
         ("PUT", "/customers/c-1", {"ssn": third, "business_details": business}),
         ("PATCH", "/customers/c-2", {"ssn": fourth}),
-        ("POST", "/accounts", {"account_id": "acc-1", "product_id": "prod-1",
-                               "assign_customers": [{"customer_id": "c-1", "customer_account_role": "PRIMARY"}]}),
+        (
+            "POST",
+            "/accounts",
+            {
+                "account_id": "acc-1",
+                "product_id": "prod-1",
+                "assign_customers": [{"customer_id": "c-1", "customer_account_role": "PRIMARY"}],
+            },
+        ),
         # An error is an answer too, and is stored: a customer_id taken already.
         ("POST", "/customers", minimal_customer(customer_id="c-1", ssn=third_digits)),
     ]
@@ -156,19 +185,28 @@ async def test_a_stored_answer_does_not_decrypt_in_another_row(
     body = minimal_customer(customer_id="same", ssn=ssn)
     for client in (api, other_api):
         assert (await client.http.post("/customers", json=body, headers=keyed("k"))).status_code == 200
-    assert (await api.http.post("/customers", json=minimal_customer(customer_id="other"),
-                                headers=keyed("k2"))).status_code == 200
-    mine = await pool.fetchrow("SELECT request_hash, body_encrypted FROM idempotency_keys WHERE org_id = $1 "
-                               "AND key = 'k'", api.org_id)
+    assert (
+        await api.http.post("/customers", json=minimal_customer(customer_id="other"), headers=keyed("k2"))
+    ).status_code == 200
+    mine = await pool.fetchrow(
+        "SELECT request_hash, body_encrypted FROM idempotency_keys WHERE org_id = $1 AND key = 'k'", api.org_id
+    )
 
     # Into the other organization's row for the same key and the same request: refused.
-    await pool.execute("UPDATE idempotency_keys SET body_encrypted = $2 WHERE org_id = $1 AND key = 'k'",
-                       other_api.org_id, mine["body_encrypted"])
+    await pool.execute(
+        "UPDATE idempotency_keys SET body_encrypted = $2 WHERE org_id = $1 AND key = 'k'",
+        other_api.org_id,
+        mine["body_encrypted"],
+    )
     moved = await other_api.http.post("/customers", json=body, headers=keyed("k"))
     assert_error(moved, 500, "server_error")
     # Into another key's row of the same organization, request fingerprint and all: refused.
-    await pool.execute("UPDATE idempotency_keys SET body_encrypted = $2, request_hash = $3 "
-                       "WHERE org_id = $1 AND key = 'k2'", api.org_id, mine["body_encrypted"], mine["request_hash"])
+    await pool.execute(
+        "UPDATE idempotency_keys SET body_encrypted = $2, request_hash = $3 WHERE org_id = $1 AND key = 'k2'",
+        api.org_id,
+        mine["body_encrypted"],
+        mine["request_hash"],
+    )
     assert_error(await api.http.post("/customers", json=body, headers=keyed("k2")), 500, "server_error")
     # Its own row still answers.
     assert ssn in (await api.http.post("/customers", json=body, headers=keyed("k"))).text
@@ -195,22 +233,35 @@ async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyn
         request = b'{"name_first":"Ada","ssn":"%s"}' % ssn.encode()
         live_answer = b'{"customer_id":"c-1","ssn":"%s","name_first":"Ada"}' % ssn.encode()
         big_answer = b'{"ssn":"%s","pad":"%s"}' % (digits.encode(), b"x" * 20_000)  # kept in TOAST
-        for key, answer, age in (("live", live_answer, "1 hour"), ("big", big_answer, "2 hours"),
-                                 ("expired", live_answer, "25 hours")):
+        for key, answer, age in (
+            ("live", live_answer, "1 hour"),
+            ("big", big_answer, "2 hours"),
+            ("expired", live_answer, "25 hours"),
+        ):
             await conn.execute(
                 """INSERT INTO idempotency_keys (org_id, key, request_hash, status, body, created_at)
                    VALUES ($1, $2, $3, 200, $4, now() - $5::text::interval)""",
-                org_id, key, v2_fingerprint("POST", "/customers", request), answer, age,
+                org_id,
+                key,
+                v2_fingerprint("POST", "/customers", request),
+                answer,
+                age,
             )
-        table = "c.oid IN (SELECT oid FROM pg_class WHERE relname = 'idempotency_keys' UNION " \
-                "SELECT reltoastrelid FROM pg_class WHERE relname = 'idempotency_keys')"
+        table = (
+            "c.oid IN (SELECT oid FROM pg_class WHERE relname = 'idempotency_keys' UNION "
+            "SELECT reltoastrelid FROM pg_class WHERE relname = 'idempotency_keys')"
+        )
         # The check sees clear answers where they are (else its clean result below would prove nothing).
         assert await clear_text_in_files(conn, spellings(ssn), table) != []
 
         assert await migrate(conn, cipher) == SCHEMA_VERSION >= 3
 
-        columns = {row["column_name"]: row["is_nullable"] for row in await conn.fetch(
-            "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'idempotency_keys'")}
+        columns = {
+            row["column_name"]: row["is_nullable"]
+            for row in await conn.fetch(
+                "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'idempotency_keys'"
+            )
+        }
         assert "body" not in columns and columns["body_encrypted"] == "NO"
         assert await schema_of(conn) == await schema_of(pool)  # as the tests' database, made fresh
         assert sorted(row["key"] for row in await conn.fetch("SELECT key FROM idempotency_keys")) == ["big", "live"]

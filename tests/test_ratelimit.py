@@ -240,7 +240,8 @@ async def test_postgres_take_grants_what_fits(pool: asyncpg.Pool, pg_limiter: Po
     assert granted == 0 and not denied.allowed
     tat, now = await pool.fetchrow(
         "SELECT tat, extract(epoch FROM clock_timestamp())::double precision FROM rate_limit_buckets WHERE key = $1",
-        key)
+        key,
+    )
     assert 10 / SLOW - 60 < tat - now <= 10 / SLOW  # exactly 10 tokens' worth was taken, no more
 
 
@@ -264,15 +265,15 @@ class RecordingStore(PostgresRateLimiter):
         super().__init__(pool)
         self.takes: list[tuple[int, int, int]] = []  # (wanted, returned, granted)
 
-    async def take(self, key: str, rate: float, burst: int, wanted: int,
-                   returned: int = 0) -> tuple[int, Decision]:
+    async def take(self, key: str, rate: float, burst: int, wanted: int, returned: int = 0) -> tuple[int, Decision]:
         granted, decision = await super().take(key, rate, burst, wanted, returned)
         self.takes.append((wanted, returned, granted))
         return granted, decision
 
 
-async def test_leasing_grows_its_batches_while_they_are_spent(pool: asyncpg.Pool,
-                                                              pg_limiter: PostgresRateLimiter) -> None:
+async def test_leasing_grows_its_batches_while_they_are_spent(
+    pool: asyncpg.Pool, pg_limiter: PostgresRateLimiter
+) -> None:
     store = RecordingStore(pool)
     leasing = LeasingRateLimiter(store, lease_seconds=0.05, clock=FakeClock())
     key = _key()
@@ -282,8 +283,9 @@ async def test_leasing_grows_its_batches_while_they_are_spent(pool: asyncpg.Pool
     assert [wanted for wanted, _, _ in store.takes] == [1, 2, 4, 8, 16, 32, 50, 50, 50]  # 9 round trips
 
 
-async def test_concurrent_requests_of_one_client_share_one_batch(pool: asyncpg.Pool,
-                                                                 pg_limiter: PostgresRateLimiter) -> None:
+async def test_concurrent_requests_of_one_client_share_one_batch(
+    pool: asyncpg.Pool, pg_limiter: PostgresRateLimiter
+) -> None:
     """One request takes a batch while the others of that client wait for it, rather than each going
     to the database (which would also keep the batch from growing)."""
     store = RecordingStore(pool)

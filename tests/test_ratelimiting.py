@@ -21,8 +21,6 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from conftest import TEST_DATA_KEY, make_client, minimal_customer
-from processes import ServerProcess, poll, token_for
 
 from canopy_svc import cli
 from canopy_svc.api.app import create_app
@@ -31,6 +29,8 @@ from canopy_svc.core.db import create_pool
 from canopy_svc.core.settings import Settings
 from canopy_svc.rules.ratelimit import Decision, LeasingRateLimiter, MemoryRateLimiter, PostgresRateLimiter
 from canopy_svc.store import api_clients
+from tests.helpers import TEST_DATA_KEY, make_client, minimal_customer
+from tests.processes import ServerProcess, poll, token_for
 
 TINY_RATE = 0.001  # one request per 1000 s: no refill can happen during a test
 RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
@@ -42,12 +42,14 @@ def app_with(settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> Any:
 
 def http_for(app: Any, token: str | None = None, address: str = "127.0.0.1") -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 40000)),
-                             base_url="http://testserver", headers=headers)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(address, 40000)), base_url="http://testserver", headers=headers
+    )
 
 
-async def client_http(app: Any, pool: asyncpg.Pool, org: str = "acme", *, rate: float | None = None,
-                      burst: int | None = None) -> tuple[str, str, httpx.AsyncClient]:
+async def client_http(
+    app: Any, pool: asyncpg.Pool, org: str = "acme", *, rate: float | None = None, burst: int | None = None
+) -> tuple[str, str, httpx.AsyncClient]:
     """A new client of `org` (with these limits, if given): its id, secret, and an http client with its token."""
     org_id, client_id, secret = await make_client(pool, org)
     if rate is not None or burst is not None:
@@ -93,9 +95,12 @@ async def test_headers_on_authenticated_successes_and_errors(app: Any, pool: asy
     # With no refill, the count goes down on errors just as on successes.
     _, _, slow = await client_http(app, pool, rate=TINY_RATE, burst=10)
     async with slow:
-        answers = [await slow.get("/customers"), await slow.get("/customers/nobody"),
-                   await slow.post("/customers", json=minimal_customer(email="not-an-email")),
-                   await slow.get("/no/such/route")]
+        answers = [
+            await slow.get("/customers"),
+            await slow.get("/customers/nobody"),
+            await slow.post("/customers", json=minimal_customer(email="not-an-email")),
+            await slow.get("/no/such/route"),
+        ]
     assert [a.status_code for a in answers] == [200, 404, 422, 404]
     assert [limit_headers(a)[:2] for a in answers] == [(10, 9), (10, 8), (10, 7), (10, 6)]
 
@@ -220,8 +225,7 @@ def fresh_limiter(app: Any) -> FakeClock:
     return clock
 
 
-async def test_token_route_limits_failures_per_client_id(app: Any, pool: asyncpg.Pool,
-                                                         scrypt_calls: list[str]) -> None:
+async def test_token_route_limits_failures_per_client_id(app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]) -> None:
     assert (auth_routes.TOKEN_CLIENT_BURST, auth_routes.TOKEN_CLIENT_RATE) == (10, 10 / 60)
     assert auth_routes.TOKEN_SOURCE_FREE_RATE == 1 / 60
     clock = fresh_limiter(app)
@@ -252,8 +256,9 @@ async def test_token_route_limits_failures_per_client_id(app: Any, pool: asyncpg
         assert len(scrypt_calls) == 14
 
 
-async def test_owner_gets_its_tokens_while_others_hammer_its_client_id(app: Any, pool: asyncpg.Pool,
-                                                                        scrypt_calls: list[str]) -> None:
+async def test_owner_gets_its_tokens_while_others_hammer_its_client_id(
+    app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]
+) -> None:
     """Guesses from 20 addresses at once, concurrently with the owner's token-per-job loop: every one of
     the owner's requests is a 200, and the guesses cost only the failure budgets' scrypts."""
     fresh_limiter(app)
@@ -292,9 +297,10 @@ async def test_owner_gets_its_tokens_while_others_hammer_its_client_id(app: Any,
     assert len(scrypt_calls) - owner_scrypts == 20 + 10
 
 
-async def test_a_client_id_cannot_name_another_clients_bucket(app: Any, pool: asyncpg.Pool,
-                                                              scrypt_calls: list[str]) -> None:
-    """"<client_id>:<address>" is a client_id too: guessing at it must not spend the owner's free try."""
+async def test_a_client_id_cannot_name_another_clients_bucket(
+    app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]
+) -> None:
+    """ "<client_id>:<address>" is a client_id too: guessing at it must not spend the owner's free try."""
     fresh_limiter(app)
     _, client_id, secret = await make_client(pool, "acme")
     async with http_for(app, address="203.0.113.9") as attacker, http_for(app, address="198.51.100.4") as owner:
@@ -306,8 +312,9 @@ async def test_a_client_id_cannot_name_another_clients_bucket(app: Any, pool: as
     assert len(scrypt_calls) == 2 * 11 + 1
 
 
-async def test_a_client_fetching_a_token_per_job_is_served(app: Any, pool: asyncpg.Pool,
-                                                           scrypt_calls: list[str]) -> None:
+async def test_a_client_fetching_a_token_per_job_is_served(
+    app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]
+) -> None:
     fresh_limiter(app)
     _, client_id, secret = await make_client(pool, "acme")
     async with http_for(app) as http:
@@ -335,8 +342,7 @@ async def test_successes_give_their_budget_back(app: Any, pool: asyncpg.Pool, sc
     assert [a.status_code for a in wrong] == [401] * 11 + [429]
 
 
-async def test_a_changed_secret_ends_the_remembered_one(app: Any, pool: asyncpg.Pool,
-                                                        scrypt_calls: list[str]) -> None:
+async def test_a_changed_secret_ends_the_remembered_one(app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]) -> None:
     from canopy_svc.rules.passwords import hash_secret
 
     fresh_limiter(app)
@@ -345,8 +351,9 @@ async def test_a_changed_secret_ends_the_remembered_one(app: Any, pool: asyncpg.
         assert (await token_attempt(http, client_id, secret)).status_code == 200
         assert (await token_attempt(http, client_id, secret)).status_code == 200
         assert len(scrypt_calls) == 1
-        await pool.execute("UPDATE api_clients SET secret_hash = $2 WHERE client_id = $1", client_id,
-                           hash_secret("the-new-secret"))
+        await pool.execute(
+            "UPDATE api_clients SET secret_hash = $2 WHERE client_id = $1", client_id, hash_secret("the-new-secret")
+        )
         assert (await token_attempt(http, client_id, secret)).status_code == 401  # checked again, and refused
         assert len(scrypt_calls) == 2
         assert (await token_attempt(http, client_id, "the-new-secret")).status_code == 200
@@ -354,8 +361,7 @@ async def test_a_changed_secret_ends_the_remembered_one(app: Any, pool: asyncpg.
         assert (await token_attempt(http, client_id, "the-new-secret")).status_code == 401
 
 
-async def test_token_route_limits_each_source_address(app: Any, pool: asyncpg.Pool,
-                                                      scrypt_calls: list[str]) -> None:
+async def test_token_route_limits_each_source_address(app: Any, pool: asyncpg.Pool, scrypt_calls: list[str]) -> None:
     assert (auth_routes.TOKEN_ADDRESS_BURST, auth_routes.TOKEN_ADDRESS_RATE) == (30, 1.0)
     clock = fresh_limiter(app)
     _, client_id, secret = await make_client(pool, "acme")
@@ -383,8 +389,10 @@ async def test_an_ipv6_source_is_its_64(app: Any, pool: asyncpg.Pool, scrypt_cal
     for n in range(30):
         async with http_for(app, address=f"2001:db8:1:2::{n:x}") as http:
             assert (await token_attempt(http, f"cli_guess{n:03d}", "x")).status_code == 401
-    async with http_for(app, address="2001:db8:1:2:ffff::1") as same_64, \
-            http_for(app, address="2001:db8:1:3::1") as next_64:
+    async with (
+        http_for(app, address="2001:db8:1:2:ffff::1") as same_64,
+        http_for(app, address="2001:db8:1:3::1") as next_64,
+    ):
         assert_rate_limited(await token_attempt(same_64, "cli_other", "x"))
         assert (await token_attempt(next_64, "cli_other", "x")).status_code == 401
     assert len(scrypt_calls) == 31
@@ -397,8 +405,11 @@ async def test_an_ipv4_mapped_source_is_its_ipv4_host(app: Any, pool: asyncpg.Po
     for n in range(30):
         async with http_for(app, address="::ffff:203.0.113.9" if n % 2 else "203.0.113.9") as http:
             assert (await token_attempt(http, f"cli_guess{n:03d}", "x")).status_code == 401
-    async with http_for(app, address="203.0.113.9") as same, http_for(app, address="::ffff:203.0.113.9") as mapped, \
-            http_for(app, address="::ffff:203.0.113.10") as other:
+    async with (
+        http_for(app, address="203.0.113.9") as same,
+        http_for(app, address="::ffff:203.0.113.9") as mapped,
+        http_for(app, address="::ffff:203.0.113.10") as other,
+    ):
         assert_rate_limited(await token_attempt(same, "cli_other", "x"))
         assert_rate_limited(await token_attempt(mapped, "cli_other", "x"))
         assert (await token_attempt(other, "cli_other", "x")).status_code == 401
@@ -430,8 +441,7 @@ def test_recent_secrets_are_keyed_bounded_and_expire() -> None:
 # --- the Postgres store, in-process ---------------------------------------------------------------
 
 
-async def test_postgres_store_limits_and_keeps_state_in_the_database(settings: Settings,
-                                                                      pool: asyncpg.Pool) -> None:
+async def test_postgres_store_limits_and_keeps_state_in_the_database(settings: Settings, pool: asyncpg.Pool) -> None:
     app = app_with(settings, pool, rate_limit_store="postgres")
     client_id, _, http = await client_http(app, pool, rate=TINY_RATE, burst=3)
     async with http:
@@ -445,8 +455,9 @@ async def test_postgres_store_limits_and_keeps_state_in_the_database(settings: S
 
 
 @pytest.mark.parametrize("store", ["memory", "postgres"])
-async def test_give_back_returns_one_request_and_never_more_than_the_burst(settings: Settings, pool: asyncpg.Pool,
-                                                                            store: str) -> None:
+async def test_give_back_returns_one_request_and_never_more_than_the_burst(
+    settings: Settings, pool: asyncpg.Pool, store: str
+) -> None:
     """The token route gives back what a success took (RateLimiting -> fail-open -> the store; Postgres
     through its leasing wrapper, as in serving)."""
     limiting = app_with(settings, pool, rate_limit_store=store).given_state.rate_limiting
@@ -461,8 +472,9 @@ async def test_give_back_returns_one_request_and_never_more_than_the_burst(setti
     assert [(await limiting.hit("fresh", TINY_RATE, 2)).allowed for _ in range(3)] == [True, True, False]
 
 
-async def test_token_route_counts_only_failures_with_the_postgres_store(settings: Settings, pool: asyncpg.Pool,
-                                                                        scrypt_calls: list[str]) -> None:
+async def test_token_route_counts_only_failures_with_the_postgres_store(
+    settings: Settings, pool: asyncpg.Pool, scrypt_calls: list[str]
+) -> None:
     from canopy_svc.rules.passwords import RecentSecrets
 
     app = app_with(settings, pool, rate_limit_store="postgres")
@@ -489,7 +501,8 @@ async def test_lifespan_purges_expired_buckets(settings: Settings, pool: asyncpg
     await pool.execute(
         """INSERT INTO rate_limit_buckets (key, tat, allowed) VALUES
            ('test:expired', extract(epoch FROM now()) - 10, true),
-           ('test:active', extract(epoch FROM now()) + 3600, true)""")
+           ('test:active', extract(epoch FROM now()) + 3600, true)"""
+    )
     async with app.router.lifespan_context(app):
         for _ in range(500):
             if await pool.fetchval("SELECT count(*) FROM rate_limit_buckets WHERE key = 'test:expired'") == 0:
@@ -509,8 +522,9 @@ async def closed_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     yield broken
 
 
-async def test_failing_store_lets_requests_through_and_logs(app: Any, pool: asyncpg.Pool, closed_pool: asyncpg.Pool,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_failing_store_lets_requests_through_and_logs(
+    app: Any, pool: asyncpg.Pool, closed_pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="canopy_svc.ratelimit")
     app.given_state.rate_limiting.use_store(PostgresRateLimiter(closed_pool))
     _, client_id, http = await client_http(app, pool, rate=TINY_RATE, burst=2)
@@ -541,9 +555,9 @@ async def test_slow_store_times_out_and_lets_requests_through(settings: Settings
     assert [a.status_code for a in answers] == [200] * 3
 
 
-async def test_limits_lookup_failure_uses_the_defaults(settings: Settings, pool: asyncpg.Pool,
-                                                       closed_pool: asyncpg.Pool,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_limits_lookup_failure_uses_the_defaults(
+    settings: Settings, pool: asyncpg.Pool, closed_pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="canopy_svc.ratelimit")
     org_id, client_id, _ = await make_client(pool, "acme")
     await api_clients.set_limits(pool, client_id, rate=TINY_RATE, burst=1)
@@ -568,16 +582,27 @@ async def test_limits_lookup_failure_uses_the_defaults(settings: Settings, pool:
 
 
 def run_cli(database_url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url,
-           "CANOPY_SVC_DATA_KEY": base64.urlsafe_b64encode(TEST_DATA_KEY).decode()}
-    return subprocess.run([sys.executable, "-m", "canopy_svc", *args, "--data-dir", str(data_dir)],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CANOPY_SVC_DATA_KEY": base64.urlsafe_b64encode(TEST_DATA_KEY).decode(),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "canopy_svc", *args, "--data-dir", str(data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-async def test_cli_create_and_set_limits(settings: Settings, pool: asyncpg.Pool, database_url: str,
-                                         tmp_path: Path) -> None:
-    made = await asyncio.to_thread(run_cli, database_url, tmp_path, "clients", "create", "--org", "acme",
-                                   "--rate", "2", "--burst", "3", "--json")
+async def test_cli_create_and_set_limits(
+    settings: Settings, pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    made = await asyncio.to_thread(
+        run_cli, database_url, tmp_path, "clients", "create", "--org", "acme", "--rate", "2", "--burst", "3", "--json"
+    )
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert (created["rate_per_second"], created["burst"]) == (2.0, 3)
@@ -593,22 +618,34 @@ async def test_cli_create_and_set_limits(settings: Settings, pool: asyncpg.Pool,
         assert limit_headers(answers[0])[0] == 3
         assert_rate_limited(answers[3])
 
-        changed = await asyncio.to_thread(run_cli, database_url, tmp_path, "clients", "set-limits",
-                                          created["client_id"], "--rate", "2", "--burst", "10")
+        changed = await asyncio.to_thread(
+            run_cli,
+            database_url,
+            tmp_path,
+            "clients",
+            "set-limits",
+            created["client_id"],
+            "--rate",
+            "2",
+            "--burst",
+            "10",
+        )
         assert changed.returncode == 0, changed.stderr
         assert "rate:      2 requests/s" in changed.stdout and "burst:     10" in changed.stdout
         assert await api_clients.limits(pool, created["client_id"]) == (2.0, 10)
         after = await http.get("/customers")
         assert after.status_code == 200 and limit_headers(after)[0] == 10
 
-    unknown = await asyncio.to_thread(run_cli, database_url, tmp_path, "clients", "set-limits", "cli_nobody",
-                                      "--burst", "5")
+    unknown = await asyncio.to_thread(
+        run_cli, database_url, tmp_path, "clients", "set-limits", "cli_nobody", "--burst", "5"
+    )
     assert unknown.returncode == 1
     assert "no API client 'cli_nobody'" in unknown.stderr
 
 
-async def test_cli_create_without_limits_gets_the_defaults(pool: asyncpg.Pool, database_url: str,
-                                                           tmp_path: Path) -> None:
+async def test_cli_create_without_limits_gets_the_defaults(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
     made = await asyncio.to_thread(run_cli, database_url, tmp_path, "clients", "create", "--org", "acme", "--json")
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
@@ -616,18 +653,21 @@ async def test_cli_create_without_limits_gets_the_defaults(pool: asyncpg.Pool, d
     assert await api_clients.limits(pool, created["client_id"]) == (100.0, 100)
 
 
-@pytest.mark.parametrize("args", [
-    ["clients", "create", "--org", "acme", "--rate", "0"],
-    ["clients", "create", "--org", "acme", "--rate", "-1"],
-    ["clients", "create", "--org", "acme", "--rate", "nan"],
-    ["clients", "create", "--org", "acme", "--rate", "inf"],
-    ["clients", "create", "--org", "acme", "--rate", "fast"],
-    ["clients", "create", "--org", "acme", "--burst", "0"],
-    ["clients", "create", "--org", "acme", "--burst", "2.5"],
-    ["clients", "create", "--org", "acme", "--burst", "99999999999"],
-    ["clients", "set-limits", "cli_x", "--rate", "0"],
-    ["clients", "set-limits", "cli_x", "--burst", "-3"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["clients", "create", "--org", "acme", "--rate", "0"],
+        ["clients", "create", "--org", "acme", "--rate", "-1"],
+        ["clients", "create", "--org", "acme", "--rate", "nan"],
+        ["clients", "create", "--org", "acme", "--rate", "inf"],
+        ["clients", "create", "--org", "acme", "--rate", "fast"],
+        ["clients", "create", "--org", "acme", "--burst", "0"],
+        ["clients", "create", "--org", "acme", "--burst", "2.5"],
+        ["clients", "create", "--org", "acme", "--burst", "99999999999"],
+        ["clients", "set-limits", "cli_x", "--rate", "0"],
+        ["clients", "set-limits", "cli_x", "--burst", "-3"],
+    ],
+)
 def test_cli_rejects_bad_limits(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(args)
@@ -656,8 +696,11 @@ def worker_pids(server: ServerProcess) -> list[int]:
     """The uvicorn worker processes under `canopy-svc serve` (none when it serves in-process)."""
     assert server.process is not None
     children = psutil.Process(server.process.pid).children()
-    return sorted(c.pid for c in children if "multiprocessing" in " ".join(c.cmdline())
-                  and "resource_tracker" not in " ".join(c.cmdline()))
+    return sorted(
+        c.pid
+        for c in children
+        if "multiprocessing" in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())
+    )
 
 
 def connections_by_worker(server: ServerProcess, pids: list[int], per_worker: int) -> dict[int, list[Any]]:

@@ -22,63 +22,22 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
 import psutil
-from conftest import TEST_DATA_KEY, make_client, minimal_customer, seed_customer
-from processes import ServerProcess
-from soak import SoakConfig, fetch_token, run_soak
 
 from canopy_svc.core.crypto import DataCipher
-from canopy_svc.core.embedded import EmbeddedPostgres
 from canopy_svc.store import api_clients, organizations
 from canopy_svc.store.migrations import migrate_database
+from tests.helpers import TEST_DATA_KEY, CrashablePostgres, make_client, minimal_customer, seed_customer
+from tests.processes import ServerProcess
+from tests.soak import SoakConfig, fetch_token, run_soak
 
 # An answer during the outage must come at least this fast (the pool's connect timeout is 5 s).
 OUTAGE_ANSWER_SECONDS = 6.0
 RECOVERY_SECONDS = 30.0
 LOAD_RATE_PER_SECOND = 40.0  # below the default rate limit (100/s), which applies while limits can't be read
-
-
-# --- an embedded PostgreSQL of the test's own, which can be crashed and restarted -------------------
-
-
-class CrashablePostgres:
-    """EmbeddedPostgres in `data_dir`, plus the harsh stop (`-m immediate`, a crash: no checkpoint, no
-    goodbye to clients) and a restart on the same data dir, socket and port, so the DSN stays valid."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.embedded = EmbeddedPostgres(data_dir)
-        self.dsn = ""
-
-    def start(self) -> str:
-        self.dsn = self.embedded.start()
-        return self.dsn
-
-    def _pgserver(self) -> Any:
-        server = self.embedded._server  # pgserver's PostgresServer: its data dir, OS user and log
-        assert server is not None
-        return server
-
-    def crash(self) -> None:
-        from pgserver._commands import pg_ctl
-
-        server = self._pgserver()
-        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
-
-    def restart(self) -> None:
-        """`pg_ctl start` with the options pgserver starts it with: no TCP, the same socket dir."""
-        from pgserver._commands import pg_ctl
-
-        server = self._pgserver()
-        socket_dir = parse_qs(urlsplit(self.dsn).query)["host"][0]
-        pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"],
-               pgdata=server.pgdata, user=server.system_user, timeout=60)
-
-    def stop(self) -> None:
-        self.embedded.stop()
 
 
 async def create_api_client(dsn: str, org: str = "acme") -> tuple[int, str, str]:
@@ -146,8 +105,7 @@ class Load:
         self._count += 1
         if n % 3 == 0 or not self.created:
             customer_id = f"load-{n}-{uuid.uuid4().hex[:8]}"
-            body = seed_customer(customer_id=customer_id, email=f"load{n}@example.com",
-                                 name_first=f"Load{n}")
+            body = seed_customer(customer_id=customer_id, email=f"load{n}@example.com", name_first=f"Load{n}")
             headers: dict[str, str] = {}
             key = None
             if n % 2 == 0:  # every other create also has a link: customer and link are one transaction
@@ -221,7 +179,8 @@ def same_customer(sent: dict[str, Any], stored: dict[str, Any]) -> None:
 
 
 async def test_postgres_crash_under_load_answers_503_quickly_and_recovers_without_half_writes(
-        tmp_path: Path, embedded_data_dir: Path) -> None:
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
     postgres = CrashablePostgres(embedded_data_dir / "own-postgres")
     dsn = await asyncio.to_thread(postgres.start)
     server: ServerProcess | None = None
@@ -233,8 +192,12 @@ async def test_postgres_crash_under_load_answers_503_quickly_and_recovers_withou
         limits = httpx.Limits(max_connections=50)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=timeout, limits=limits) as http:
             http.headers.update(await bearer(http, client_id, secret))
-            assert (await http.post("/products", json={"product_id": "p", "product_overview": {
-                "product_name": "Card", "product_type": "REVOLVING"}})).status_code == 200
+            assert (
+                await http.post(
+                    "/products",
+                    json={"product_id": "p", "product_overview": {"product_name": "Card", "product_type": "REVOLVING"}},
+                )
+            ).status_code == 200
             assert (await http.post("/accounts", json={"account_id": "acc", "product_id": "p"})).status_code == 200
 
             load, stop = Load(http, "acc"), asyncio.Event()
@@ -252,8 +215,9 @@ async def test_postgres_crash_under_load_answers_503_quickly_and_recovers_withou
                     assert_unavailable(ready)
                     health = await http.get("/healthz")
                     assert health.status_code == 200 and health.json() == {"status": "ok"}
-                await wait_for(lambda: len(load.answered_between(down_at, time.monotonic())) >= 40, 20,
-                               "answers during the outage")
+                await wait_for(
+                    lambda: len(load.answered_between(down_at, time.monotonic())) >= 40, 20, "answers during the outage"
+                )
                 restart_at = time.monotonic()
                 await asyncio.to_thread(postgres.restart)
                 up_at = time.monotonic()
@@ -304,11 +268,14 @@ async def test_postgres_crash_under_load_answers_503_quickly_and_recovers_withou
                           (SELECT count(*) FROM customer_account_links l WHERE l.customer_row_id = c.id) AS links,
                           EXISTS (SELECT 1 FROM idempotency_keys k
                                   WHERE k.org_id = c.org_id AND k.key = 'key-' || c.customer_id) AS keyed
-                   FROM customers c WHERE c.org_id = $1""", org_id)
+                   FROM customers c WHERE c.org_id = $1""",
+                org_id,
+            )
             orphan_keys = await conn.fetchval(
                 """SELECT count(*) FROM idempotency_keys k WHERE k.org_id = $1 AND NOT EXISTS (
                        SELECT 1 FROM customers c WHERE c.org_id = k.org_id AND 'key-' || c.customer_id = k.key)""",
-                org_id)
+                org_id,
+            )
         finally:
             await conn.close()
         assert {row["customer_id"] for row in rows} == present
@@ -319,9 +286,11 @@ async def test_postgres_crash_under_load_answers_503_quickly_and_recovers_withou
             assert row["links"] == (1 if sent.sent and "assign_to_accounts" in sent.sent else 0), dict(row)
             assert row["keyed"] == (sent.idempotency_key is not None), dict(row)
         assert orphan_keys == 0
-        print(f"\noutage: {len(during)} answers, all 503 in <= {max(a.seconds for a in during):.3f}s; "
-              f"slowest overall {slowest:.3f}s; recovered {recovery_seconds:.2f}s after restart; "
-              f"{len(creates)} creates, {len(present)} stored")
+        print(
+            f"\noutage: {len(during)} answers, all 503 in <= {max(a.seconds for a in during):.3f}s; "
+            f"slowest overall {slowest:.3f}s; recovered {recovery_seconds:.2f}s after restart; "
+            f"{len(creates)} creates, {len(present)} stored"
+        )
     finally:
         if server is not None:
             server.kill()
@@ -341,8 +310,9 @@ async def test_postgres_hung_answers_503_quickly(tmp_path: Path, embedded_data_d
         server = await asyncio.to_thread(ServerProcess(dsn, tmp_path / "server").start)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=OUTAGE_ANSWER_SECONDS + 1) as http:
             http.headers.update(await bearer(http, client_id, secret))
-            created = await asyncio.gather(*(http.post("/customers", json=minimal_customer(customer_id=f"h{i}"))
-                                             for i in range(4)))  # the pool holds a few connections now
+            created = await asyncio.gather(
+                *(http.post("/customers", json=minimal_customer(customer_id=f"h{i}")) for i in range(4))
+            )  # the pool holds a few connections now
             assert all(answer.status_code == 200 for answer in created)
             postmaster = psutil.Process(postgres.embedded._server.get_pid())  # type: ignore[union-attr]
             for process in [postmaster, *postmaster.children(recursive=True)]:
@@ -358,10 +328,15 @@ async def test_postgres_hung_answers_503_quickly(tmp_path: Path, embedded_data_d
                 return time.monotonic() - sent, answer.status_code
 
             # Sent the moment it froze, so these wait the longest: until the gate's probe gives up.
-            answers = await asyncio.gather(timed("GET", "/readyz"), *(
-                timed("GET", f"/customers/h{i % 4}") if i % 2 else
-                timed("POST", "/customers", minimal_customer(customer_id=f"hung-{i}"))
-                for i in range(12)))
+            answers = await asyncio.gather(
+                timed("GET", "/readyz"),
+                *(
+                    timed("GET", f"/customers/h{i % 4}")
+                    if i % 2
+                    else timed("POST", "/customers", minimal_customer(customer_id=f"hung-{i}"))
+                    for i in range(12)
+                ),
+            )
             assert all(status == 503 and seconds < OUTAGE_ANSWER_SECONDS for seconds, status in answers), answers
             assert max(seconds for seconds, _ in answers) > 0.5  # they did wait for the probe, not for nothing
             # Once the gate is closed, an answer comes at once.
@@ -375,6 +350,7 @@ async def test_postgres_hung_answers_503_quickly(tmp_path: Path, embedded_data_d
             for process in frozen:
                 process.resume()
             frozen.clear()
+
             # Back by itself: the gate's next probe succeeds and requests reach the database again.
             async def served() -> bool:
                 answer = await http.get("/customers/h0")
@@ -389,8 +365,10 @@ async def test_postgres_hung_answers_503_quickly(tmp_path: Path, embedded_data_d
             # nothing is half-written: each customer stored is whole, as sent.
             conn = await asyncpg.connect(dsn)
             try:
-                stored = [r["customer_id"] for r in
-                          await conn.fetch("SELECT customer_id FROM customers WHERE customer_id LIKE 'hung-%'")]
+                stored = [
+                    r["customer_id"]
+                    for r in await conn.fetch("SELECT customer_id FROM customers WHERE customer_id LIKE 'hung-%'")
+                ]
             finally:
                 await conn.close()
             for customer_id in stored:
@@ -424,15 +402,22 @@ def connection_refused(base_url: str) -> bool:
 
 
 async def test_sigterm_lets_in_flight_requests_finish_and_refuses_new_ones(
-        pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
     org_id, client_id, secret = await make_client(pool, "acme")
-    server = ServerProcess(database_url, tmp_path, CANOPY_SVC_POOL_MAX=str(IN_FLIGHT + 4),
-                           CANOPY_SVC_CARD_WORKER="0", CANOPY_SVC_GRACEFUL_TIMEOUT=str(GRACEFUL_SECONDS))
+    server = ServerProcess(
+        database_url,
+        tmp_path,
+        CANOPY_SVC_POOL_MAX=str(IN_FLIGHT + 4),
+        CANOPY_SVC_CARD_WORKER="0",
+        CANOPY_SVC_GRACEFUL_TIMEOUT=str(GRACEFUL_SECONDS),
+    )
     await asyncio.to_thread(server.start)
     blocker: asyncpg.Connection | None = None
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=60,
-                                     limits=httpx.Limits(max_connections=IN_FLIGHT + 4)) as http:
+        async with httpx.AsyncClient(
+            base_url=server.base_url, timeout=60, limits=httpx.Limits(max_connections=IN_FLIGHT + 4)
+        ) as http:
             http.headers.update(await bearer(http, client_id, secret))
             ids = [f"term-{i}" for i in range(IN_FLIGHT)]
             for customer_id in ids:
@@ -445,14 +430,18 @@ async def test_sigterm_lets_in_flight_requests_finish_and_refuses_new_ones(
             lock = blocker.transaction()
             await lock.start()
             await blocker.execute("SELECT 1 FROM customers WHERE org_id = $1 FOR UPDATE", org_id)
-            patches = [asyncio.create_task(http.patch(f"/customers/{customer_id}",
-                                                      json={"name_middle": f"Middle {customer_id}"}))
-                       for customer_id in ids]
+            patches = [
+                asyncio.create_task(
+                    http.patch(f"/customers/{customer_id}", json={"name_middle": f"Middle {customer_id}"})
+                )
+                for customer_id in ids
+            ]
 
             async def waiting_on_lock() -> bool:
                 count = await pool.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'canopy-svc' "
-                    "AND wait_event_type = 'Lock'")
+                    "AND wait_event_type = 'Lock'"
+                )
                 return int(count) == IN_FLIGHT
 
             await wait_for(waiting_on_lock, 20, f"{IN_FLIGHT} PATCHes waiting on the row lock")
@@ -461,8 +450,7 @@ async def test_sigterm_lets_in_flight_requests_finish_and_refuses_new_ones(
             server.process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             # From the signal on, nobody new gets in: the listening socket is closed.
-            await wait_for(lambda: asyncio.to_thread(connection_refused, server.base_url), 5,
-                           "new connections refused")
+            await wait_for(lambda: asyncio.to_thread(connection_refused, server.base_url), 5, "new connections refused")
             assert server.process.poll() is None  # still draining
             assert not any(task.done() for task in patches)
 
@@ -488,7 +476,8 @@ async def test_sigterm_lets_in_flight_requests_finish_and_refuses_new_ones(
 
 
 async def test_sigterm_past_the_graceful_timeout_answers_503_and_keeps_nothing_half_done(
-        pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
     """A request still running when --graceful-timeout ends is cancelled: its client gets a complete
     503 `unavailable` with Retry-After (not uvicorn's text/plain 500, not half an answer), its
     transaction is rolled back, and the process exits 0, in bounded time."""
@@ -505,9 +494,14 @@ async def test_sigterm_past_the_graceful_timeout_answers_503_and_keeps_nothing_h
             await lock.start()
             await blocker.execute("SELECT 1 FROM customers WHERE org_id = $1 FOR UPDATE", org_id)
             patch = asyncio.create_task(http.patch("/customers/slow", json={"name_middle": "Never"}))
-            await wait_for(lambda: pool.fetchval(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'canopy-svc' "
-                "AND wait_event_type = 'Lock'"), 20, "the PATCH waiting on the row lock")
+            await wait_for(
+                lambda: pool.fetchval(
+                    "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'canopy-svc' "
+                    "AND wait_event_type = 'Lock'"
+                ),
+                20,
+                "the PATCH waiting on the row lock",
+            )
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
@@ -534,10 +528,13 @@ async def test_short_soak_keeps_rss_flat(pool: asyncpg.Pool, database_url: str, 
     with ServerProcess(database_url, tmp_path, CANOPY_SVC_CARD_WORKER="0") as server:
         assert server.process is not None
         token = await fetch_token(server.base_url, client_id, secret)
-        result = await run_soak(server.base_url, token, server.process.pid,
-                                SoakConfig(requests=2_000, seconds=60, concurrency=8, warmup=500))
+        result = await run_soak(
+            server.base_url,
+            token,
+            server.process.pid,
+            SoakConfig(requests=2_000, seconds=60, concurrency=8, warmup=500),
+        )
     print("\n" + result.summary())
     assert result.errors == {}, result.errors
     assert result.total == 2_000
     assert result.growth_mb < 10, result.rss_samples_mb
-

@@ -66,15 +66,21 @@ async def answer_json(scope: Any, receive: Any, send: Any) -> None:
         await asyncio.sleep(0)
         await send({"type": "http.response.body", "body": b""})
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")],
+        }
+    )
     await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
 
 
 def connected() -> tuple[LimitedHttpToolsProtocol, RecordingTransport]:
     config = Config(app=answer_json, lifespan="off", http="httptools", access_log=False, log_config=None)
-    protocol = LimitedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={},
-                                        _loop=asyncio.get_running_loop())
+    protocol = LimitedHttpToolsProtocol(
+        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop()
+    )
     transport = RecordingTransport()
     transport.protocol = protocol
     protocol.connection_made(transport)

@@ -32,7 +32,6 @@ import asyncpg
 import msgspec
 import pytest
 import schemathesis
-from conftest import TEST_DATA_KEY, TEST_JWT_SECRET, make_client
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi as schemathesis_asgi
@@ -42,6 +41,7 @@ from canopy_svc.api.app import ENDPOINTS, CanopyApp, create_app
 from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.simulator import CardSimulator
 from canopy_svc.store import api_clients
+from tests.helpers import TEST_DATA_KEY, TEST_JWT_SECRET, make_client
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXAMPLES_PER_OPERATION = 200
@@ -98,9 +98,15 @@ def example(path: str) -> Any:
 
 @pytest.fixture(scope="module")
 def served_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanopyApp]:
-    settings_ = Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("schemathesis"),
-                         jwt_secret=TEST_JWT_SECRET, data_key=TEST_DATA_KEY, pool_min_size=1, pool_max_size=4,
-                         card_worker=False)
+    settings_ = Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("schemathesis"),
+        jwt_secret=TEST_JWT_SECRET,
+        data_key=TEST_DATA_KEY,
+        pool_min_size=1,
+        pool_max_size=4,
+        card_worker=False,
+    )
     SERVED.app = create_app(settings_)
     # A generated PUT /organization/issuer_processors sets a Lithic key: cards are then changed "at Lithic",
     # here the simulator, so the test never reaches out to api.lithic.com.
@@ -116,8 +122,10 @@ async def start_fresh(database_url: str, served_app: CanopyApp) -> dict[str, str
     """Empty tables (the schema stays), a fresh organization and client, and its bearer token."""
     connection = await asyncpg.connect(database_url)
     try:
-        tables = await connection.fetch("SELECT quote_ident(tablename) AS name FROM pg_tables "
-                                        "WHERE schemaname = 'public' AND tablename <> 'schema_version'")
+        tables = await connection.fetch(
+            "SELECT quote_ident(tablename) AS name FROM pg_tables "
+            "WHERE schemaname = 'public' AND tablename <> 'schema_version'"
+        )
         await connection.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)} RESTART IDENTITY CASCADE")
     finally:
         await connection.close()
@@ -169,8 +177,14 @@ def test_every_check_runs() -> None:
 
     config = schema.config.checks_config_for(operation=schema["/customers"]["POST"], phase=None)
     names = CHECKS.get_all_names()
-    assert {"negative_data_rejection", "positive_data_acceptance", "use_after_free", "ignored_auth",
-            "response_headers_conformance", "missing_required_header"} <= set(names)
+    assert {
+        "negative_data_rejection",
+        "positive_data_acceptance",
+        "use_after_free",
+        "ignored_auth",
+        "response_headers_conformance",
+        "missing_required_header",
+    } <= set(names)
     assert all(config.get_by_name(name=name).enabled for name in names)
 
 
@@ -196,14 +210,22 @@ def test_hooks_drop_only_what_no_schema_can_see() -> None:
         return RejectedPositiveData(operation="op", message="", status_code=status, allowed_statuses=["200"])
 
     def invalid(*paths: str, keyword: str = "pattern", **params: Any) -> dict[str, Any]:
-        return {"code": "invalid_input", "details": [{"instancePath": p, "keyword": keyword, "params": params}
-                                                     for p in paths]}
+        return {
+            "code": "invalid_input",
+            "details": [{"instancePath": p, "keyword": keyword, "params": params} for p in paths],
+        }
 
     # An update's zip and state, decided by what is stored: dropped only when the body leaves a part out.
     for body in ({"address_zip": "SW1A 1AA"}, {"address_country_code": "US"}, {"address_state": "Bavaria"}):
         assert not kept(rejected(422), "PATCH", customer, 422, invalid("/address_zip", "/address_state"), body)
-    assert kept(rejected(422), "PUT", customer, 422, invalid("/address_zip"),
-                {"address_country_code": "US", "address_zip": "12345"})
+    assert kept(
+        rejected(422),
+        "PUT",
+        customer,
+        422,
+        invalid("/address_zip"),
+        {"address_country_code": "US", "address_zip": "12345"},
+    )
     assert kept(rejected(422), "PUT", customer, 422, invalid("/address_zip", "/email"), {"address_zip": "1"})
     assert kept(rejected(422), "POST", "/customers", 422, invalid("/address_zip"), {"address_zip": "1"})
     # One id twice in items that differ: dropped; equal items (the document's uniqueItems) or another list: kept.
@@ -226,21 +248,32 @@ def test_hooks_drop_only_what_no_schema_can_see() -> None:
     assert kept(ServerError(operation="op", status_code=503), "POST", "/customers", 503, unavailable)
     # After a create, a 404 for an id the update's body references: dropped; for the customer itself, or
     # for an id the body does not name: kept (the created resource really is gone).
-    gone = EnsureResourceAvailability(operation="op", message="", created_with="POST /customers",
-                                      not_available_with="PATCH /customers/{customer_id}")
+    gone = EnsureResourceAvailability(
+        operation="op", message="", created_with="POST /customers", not_available_with="PATCH /customers/{customer_id}"
+    )
     unknown_account = {"code": "not_found", "message": "No account found with the provided account_id: acc-9"}
     assigning = {"assign_to_accounts": [{"account_id": "acc-9"}]}
     assert not kept(gone, "PATCH", customer, 404, unknown_account, assigning)
     assert kept(gone, "PATCH", customer, 404, unknown_account, {"assign_to_accounts": [{"account_id": "acc-1"}]})
-    assert kept(gone, "PATCH", customer, 404, {"code": "not_found",
-                                               "message": "No customer found with the provided customer_id: c"},
-                assigning)
+    assert kept(
+        gone,
+        "PATCH",
+        customer,
+        404,
+        {"code": "not_found", "message": "No customer found with the provided customer_id: c"},
+        assigning,
+    )
     assert kept(gone, "PATCH", customer, 404, {**unknown_account, "code": "bad_request"}, assigning)
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_api_conforms_to_its_openapi_document(case: Any, served_app: CanopyApp, seeded: dict[str, str]) -> None:
     case.call_and_validate()
 
@@ -258,6 +291,13 @@ def test_stateful_sequences_conform(database_url: str, served_app: CanopyApp) ->
         def setup(self) -> None:
             seed(asyncio.run(start_fresh(database_url, served_app)))
 
-    FromSeededState.run(settings=settings(max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS,
-                                          derandomize=True, deadline=None, database=None,
-                                          suppress_health_check=list(HealthCheck)))
+    FromSeededState.run(
+        settings=settings(
+            max_examples=STATEFUL_SCENARIOS,
+            stateful_step_count=STATEFUL_STEPS,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )

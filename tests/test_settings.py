@@ -27,12 +27,21 @@ _ENVIRONMENT_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "uns
 def environment_uses(source: str) -> int:
     """How many times the module names os.environ, os.getenv and the like (however os is imported)."""
     tree = ast.parse(source)
-    os_names = {alias.asname or "os" for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names if alias.name == "os"}
+    os_names = {
+        alias.asname or "os"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name == "os"
+    }
     uses = 0
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in _ENVIRONMENT_NAMES and \
-                isinstance(node.value, ast.Name) and node.value.id in os_names:
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in _ENVIRONMENT_NAMES
+            and isinstance(node.value, ast.Name)
+            and node.value.id in os_names
+        ):
             uses += 1
         elif isinstance(node, ast.ImportFrom) and node.module == "os":
             uses += sum(alias.name in _ENVIRONMENT_NAMES for alias in node.names)
@@ -49,8 +58,13 @@ def test_only_config_reads_the_environment() -> None:
 
 
 def test_the_check_sees_every_spelling() -> None:
-    spellings = ["import os\nos.environ.get('X')", "import os as o\no.getenv('X')", "from os import environ",
-                 "from os import getenv as g", "import os\nos.environ['X'] = '1'"]
+    spellings = [
+        "import os\nos.environ.get('X')",
+        "import os as o\no.getenv('X')",
+        "from os import environ",
+        "from os import getenv as g",
+        "import os\nos.environ['X'] = '1'",
+    ]
     assert [environment_uses(source) for source in spellings] == [1, 1, 1, 1, 1]
 
 
@@ -69,9 +83,17 @@ def test_the_readme_documents_exactly_the_declared_variables() -> None:
 
 def test_exported_settings_read_back_the_same(tmp_path: Path) -> None:
     """What serve writes for its workers is what each worker reads (secrets come from where they came)."""
-    settings = Settings.from_env(SECRETS, data_dir=tmp_path, database_url="postgresql://db/x", port=9001,
-                                 workers=3, card_worker=False, lithic_allowed_hosts=("127.0.0.1", "[::1]:80"),
-                                 rate_limit_timeout_seconds=0.125, log_level="DEBUG")
+    settings = Settings.from_env(
+        SECRETS,
+        data_dir=tmp_path,
+        database_url="postgresql://db/x",
+        port=9001,
+        workers=3,
+        card_worker=False,
+        lithic_allowed_hosts=("127.0.0.1", "[::1]:80"),
+        rate_limit_timeout_seconds=0.125,
+        log_level="DEBUG",
+    )
     exported = settings.exported()
     assert not set(exported) & set(SECRETS)
     assert Settings.from_env({**exported, **SECRETS}) == settings
@@ -99,11 +121,16 @@ def test_secrets_not_given_are_made_once_in_the_data_folder(tmp_path: Path) -> N
 
 
 def test_the_cli_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name, value in {**SECRETS, "CANOPY_SVC_PORT": "8100", "CANOPY_SVC_HOST": "0.0.0.0",
-                        "CANOPY_SVC_DATA_DIR": str(tmp_path / "env")}.items():
+    for name, value in {
+        **SECRETS,
+        "CANOPY_SVC_PORT": "8100",
+        "CANOPY_SVC_HOST": "0.0.0.0",
+        "CANOPY_SVC_DATA_DIR": str(tmp_path / "env"),
+    }.items():
         monkeypatch.setenv(name, value)
-    args = cli.build_parser().parse_args(["serve", "--port", "8200", "--data-dir", str(tmp_path / "flag"),
-                                          "--graceful-timeout", "3"])
+    args = cli.build_parser().parse_args(
+        ["serve", "--port", "8200", "--data-dir", str(tmp_path / "flag"), "--graceful-timeout", "3"]
+    )
     settings = cli._settings(args)
     assert (settings.port, settings.host, settings.data_dir) == (8200, "0.0.0.0", tmp_path / "flag")
     assert settings.graceful_timeout_seconds == 3

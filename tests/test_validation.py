@@ -14,31 +14,16 @@ from typing import Any
 import email_validator
 import msgspec
 import pytest
-from conftest import minimal_customer, seed_customer
 
 from canopy_svc.rules import validation
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
 from canopy_svc.wire import fields
 from canopy_svc.wire.errors import BadRequest, InvalidInput
 from canopy_svc.wire.models import CustomerCreate, CustomerUpdate
+from tests.helpers import SEED_ASSIGNMENT, minimal_customer, seed_customer
 
 CREATE = BodyDecoder(CustomerCreate)
 UPDATE = BodyDecoder(CustomerUpdate)
-
-SEED_ASSIGNMENT: dict[str, Any] = {
-    "account_id": "31mNprzLd2bKl6koVna68ARM",
-    "customer_account_role": "PRIMARY",
-    "customer_account_external_id": "4465220133024156",
-    "customer_account_issuer_processor_config": {
-        "spend_limit": 8000000,
-        "lithic": {
-            "memo": "Primary College Card",
-            "type": "MERCHANT_LOCKED",
-            "state": "OPEN",
-            "card_program_token": "a5e38341-cc95-4a9b-a21c-751aeca67e9c",
-        },
-    },
-}
 
 
 def encode(body: Any) -> bytes:
@@ -49,8 +34,9 @@ def create(body: dict[str, Any]) -> CustomerCreate:
     return decode_customer(encode(body), CREATE, with_meaning=True)
 
 
-def problems(body: dict[str, Any], decoder: BodyDecoder[Any] = CREATE, *, with_meaning: bool = True
-             ) -> list[dict[str, Any]]:
+def problems(
+    body: dict[str, Any], decoder: BodyDecoder[Any] = CREATE, *, with_meaning: bool = True
+) -> list[dict[str, Any]]:
     """The 422 details for `body` as plain dicts, or [] when it is valid."""
     try:
         decode_customer(encode(body), decoder, with_meaning=with_meaning)
@@ -126,18 +112,21 @@ def test_customer_id_good(value: str) -> None:
     assert create(minimal_customer(customer_id=value)).customer_id == value
 
 
-@pytest.mark.parametrize(("value", "keyword"), [
-    ("", "minLength"),
-    ("x" * 256, "maxLength"),
-    ("can_123", "pattern"),
-    ("can_", "pattern"),
-    ("abc\x00def", "pattern"),
-    ("abc\tdef", "pattern"),
-    ("abc\x7f", "pattern"),
-    ("abc\n", "pattern"),  # Python's $ also matches before a final newline: must still be refused
-    ("\nabc", "pattern"),
-    (123, "type"),
-])
+@pytest.mark.parametrize(
+    ("value", "keyword"),
+    [
+        ("", "minLength"),
+        ("x" * 256, "maxLength"),
+        ("can_123", "pattern"),
+        ("can_", "pattern"),
+        ("abc\x00def", "pattern"),
+        ("abc\tdef", "pattern"),
+        ("abc\x7f", "pattern"),
+        ("abc\n", "pattern"),  # Python's $ also matches before a final newline: must still be refused
+        ("\nabc", "pattern"),
+        (123, "type"),
+    ],
+)
 def test_customer_id_bad(value: Any, keyword: str) -> None:
     assert_refused(minimal_customer(customer_id=value), "/customer_id", keyword)
 
@@ -154,7 +143,7 @@ def test_required_names(name: str) -> None:
     detail = assert_refused(minimal_customer(**{name: ...}), "", "required")
     missing = [d for d in problems(minimal_customer(**{name: ...})) if d["keyword"] == "required"]
     assert [d["params"] for d in missing] == [{"missingProperty": name}]
-    assert detail["message"] == f"must have required property '{name}'"
+    assert detail["message"] == f"must have required property {name}"
     assert_refused(minimal_customer(**{name: ""}), f"/{name}", "minLength")
     assert_refused(minimal_customer(**{name: "   "}), f"/{name}", "pattern")
     assert_refused(minimal_customer(**{name: "\t\n"}), f"/{name}")
@@ -165,8 +154,9 @@ def test_required_names(name: str) -> None:
     assert_valid(minimal_customer(**{name: " O'Brien-Smith "}))
 
 
-@pytest.mark.parametrize("name", ["name_prefix", "name_middle", "name_suffix", "international_customer_id",
-                                  "address_line_two"])
+@pytest.mark.parametrize(
+    "name", ["name_prefix", "name_middle", "name_suffix", "international_customer_id", "address_line_two"]
+)
 def test_optional_text_fields(name: str) -> None:
     assert_valid(minimal_customer(**{name: "x" * 255}))
     assert_valid(minimal_customer(**{name: None}))
@@ -178,8 +168,10 @@ def test_optional_text_fields(name: str) -> None:
 
 
 # Possible, not necessarily assigned (the contract: is_possible_number): fictional and test ranges too.
-@pytest.mark.parametrize("phone", ["+14105556789", "+442079460958", "+33142685300", "+14155550123",
-                                   "+15555555555", "+10000000000", "+80012345678"])
+@pytest.mark.parametrize(
+    "phone",
+    ["+14105556789", "+442079460958", "+33142685300", "+14155550123", "+15555555555", "+10000000000", "+80012345678"],
+)
 def test_phone_good(phone: str) -> None:
     assert create(minimal_customer(phone_number=phone)).phone_number == phone
 
@@ -191,16 +183,22 @@ def test_phone_not_e164_suggests_the_e164_form(phone: str) -> None:
 
 
 # +15555555: a local-only length (7 digits in the US) is no whole E.164 number; +999...: no such code.
-@pytest.mark.parametrize("phone", ["+1555", "+15555555", "+141055567890", "+999999999999", "12", "phone", "",
-                                   "+14105556789\n", "+1410555678٩"])
+@pytest.mark.parametrize(
+    "phone",
+    ["+1555", "+15555555", "+141055567890", "+999999999999", "12", "phone", "", "+14105556789\n", "+1410555678٩"],
+)
 def test_phone_bad(phone: str) -> None:
     assert_refused(minimal_customer(phone_number=phone), "/phone_number")
 
 
 def test_phone_missing_is_required() -> None:
     found = problems(minimal_customer(phone_number=...))
-    assert {"instancePath": "", "keyword": "required", "params": {"missingProperty": "phone_number"},
-            "message": "must have required property 'phone_number'"} in found
+    assert {
+        "instancePath": "",
+        "keyword": "required",
+        "params": {"missingProperty": "phone_number"},
+        "message": "must have required property phone_number",
+    } in found
 
 
 def test_phone_invalid_number_in_e164_shape_is_format() -> None:
@@ -260,8 +258,10 @@ def test_us_zip_good(country: str | None, zip_code: str) -> None:
 
 
 @pytest.mark.parametrize("country", [None, "US", "PR", "GU", "VI", "AS", "MP", "UM"])
-@pytest.mark.parametrize("zip_code", ["9999", "ABCDE", "999999", "99999-100", "99999 1000", "9999-91000",
-                                      "99999-10000", "12345\n", "1234\u0665"])
+@pytest.mark.parametrize(
+    "zip_code",
+    ["9999", "ABCDE", "999999", "99999-100", "99999 1000", "9999-91000", "99999-10000", "12345\n", "1234\u0665"],
+)
 def test_us_zip_bad(country: str | None, zip_code: str) -> None:
     body = minimal_customer(address_zip=zip_code, address_country_code=country)
     assert_refused(body, "/address_zip", "pattern")
@@ -305,8 +305,9 @@ def test_foreign_state_limits_still_apply() -> None:
 
 
 def test_bad_country_does_not_add_zip_or_state_noise() -> None:
-    found = problems(minimal_customer(address_country_code="us", address_state="Greater London",
-                                      address_zip="SW1A 1AA"))
+    found = problems(
+        minimal_customer(address_country_code="us", address_state="Greater London", address_zip="SW1A 1AA")
+    )
     assert [d["instancePath"] for d in found] == ["/address_country_code"]
 
 
@@ -318,23 +319,26 @@ def test_ssn_good(ssn: str) -> None:
     assert create(minimal_customer(ssn=ssn)).ssn == ssn
 
 
-@pytest.mark.parametrize(("ssn", "keyword"), [
-    ("12-345-6789", "pattern"),
-    ("12345678", "pattern"),
-    ("1234567890", "pattern"),
-    ("123-456789", "pattern"),
-    ("12345-6789", "pattern"),
-    ("123 45 6789", "pattern"),
-    ("abcdefghi", "pattern"),
-    ("123456789\n", "pattern"),
-    ("١٢٣٤٥٦٧٨٩", "pattern"),  # nine digits, but not ASCII ones
-    ("000-12-3456", "format"),
-    ("000123456", "format"),
-    ("123-00-4567", "format"),
-    ("123-45-0000", "format"),
-    ("123450000", "format"),
-    (123456789, "type"),
-])
+@pytest.mark.parametrize(
+    ("ssn", "keyword"),
+    [
+        ("12-345-6789", "pattern"),
+        ("12345678", "pattern"),
+        ("1234567890", "pattern"),
+        ("123-456789", "pattern"),
+        ("12345-6789", "pattern"),
+        ("123 45 6789", "pattern"),
+        ("abcdefghi", "pattern"),
+        ("123456789\n", "pattern"),
+        ("١٢٣٤٥٦٧٨٩", "pattern"),  # nine digits, but not ASCII ones
+        ("000-12-3456", "format"),
+        ("000123456", "format"),
+        ("123-00-4567", "format"),
+        ("123-45-0000", "format"),
+        ("123450000", "format"),
+        (123456789, "type"),
+    ],
+)
 def test_ssn_bad(ssn: Any, keyword: str) -> None:
     assert_refused(minimal_customer(ssn=ssn), "/ssn", keyword)
 
@@ -346,8 +350,9 @@ def test_ssn_null_is_absent() -> None:
 # --- email ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("email", ["marissa@protonmail.com", "a.b+c@example.co.uk", "x@sub.example.org",
-                                   "o'brien@example.com"])
+@pytest.mark.parametrize(
+    "email", ["marissa@protonmail.com", "a.b+c@example.co.uk", "x@sub.example.org", "o'brien@example.com"]
+)
 def test_email_good(email: str) -> None:
     assert create(minimal_customer(email=email)).email == email
 
@@ -360,8 +365,9 @@ def test_email_at_254_chars_is_good() -> None:
     assert create(minimal_customer(email=email)).email == email
 
 
-@pytest.mark.parametrize("email", ["nope", "a@", "@example.com", "a b@example.com", "a@@example.com",
-                                   "ada@example.com\n", "a@example..com"])
+@pytest.mark.parametrize(
+    "email", ["nope", "a@", "@example.com", "a b@example.com", "a@@example.com", "ada@example.com\n", "a@example..com"]
+)
 def test_email_bad_syntax(email: str) -> None:
     detail = assert_refused(minimal_customer(email=email), "/email", "format")
     assert detail["params"] == {"format": "email"}
@@ -391,9 +397,24 @@ def test_date_of_birth_today_is_good() -> None:
     assert create(minimal_customer(date_of_birth=today.isoformat())).date_of_birth == today
 
 
-@pytest.mark.parametrize("value", ["2020-02-30", "2023-02-29", "1985-13-01", "1985-00-10", "1985/06/20",
-                                   "20-06-1985", "1985-6-20", "June 20 1985", "", "1985-06-20T00:00:00",
-                                   "1899-12-31", "1000-01-01", "9999-12-31"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2020-02-30",
+        "2023-02-29",
+        "1985-13-01",
+        "1985-00-10",
+        "1985/06/20",
+        "20-06-1985",
+        "1985-6-20",
+        "June 20 1985",
+        "",
+        "1985-06-20T00:00:00",
+        "1899-12-31",
+        "1000-01-01",
+        "9999-12-31",
+    ],
+)
 def test_date_of_birth_bad(value: str) -> None:
     detail = assert_refused(minimal_customer(date_of_birth=value), "/date_of_birth", "format")
     assert detail["params"] == {"format": "date"}
@@ -419,8 +440,10 @@ def test_ein_good(ein: str) -> None:
     assert payload.business_details is not None and payload.business_details.business_ein == ein
 
 
-@pytest.mark.parametrize("ein", ["12345678", "1234567890", "12--3456789", "-123456789", "123456789-",
-                                 "12-345678a", "", "123456789\n", "١٢٣٤٥٦٧٨٩"])
+@pytest.mark.parametrize(
+    "ein",
+    ["12345678", "1234567890", "12--3456789", "-123456789", "123456789-", "12-345678a", "", "123456789\n", "١٢٣٤٥٦٧٨٩"],
+)
 def test_ein_bad(ein: str) -> None:
     body = minimal_customer(business_details={"doing_business_as": "Umbrella", "business_ein": ein})
     assert_refused(body, "/business_details/business_ein", "pattern")
@@ -440,8 +463,9 @@ def test_business_details_doing_business_as_non_blank() -> None:
 
 def test_business_legal_name_optional_and_limited() -> None:
     assert_valid(minimal_customer(business_details={"doing_business_as": "U", "business_ein": "123456789"}))
-    body = minimal_customer(business_details={"doing_business_as": "U", "business_ein": "123456789",
-                                              "business_legal_name": "x" * 256})
+    body = minimal_customer(
+        business_details={"doing_business_as": "U", "business_ein": "123456789", "business_legal_name": "x" * 256}
+    )
     assert_refused(body, "/business_details/business_legal_name", "maxLength")
 
 
@@ -462,8 +486,9 @@ def test_assign_to_accounts_up_to_100() -> None:
     items = [assignment(account_id=f"acc_{i}") for i in range(100)]
     payload = create(minimal_customer(assign_to_accounts=items))
     assert payload.assign_to_accounts is not None and len(payload.assign_to_accounts) == 100
-    detail = assert_refused(minimal_customer(assign_to_accounts=[*items, assignment(account_id="acc_x")]),
-                            "/assign_to_accounts", "maxItems")
+    detail = assert_refused(
+        minimal_customer(assign_to_accounts=[*items, assignment(account_id="acc_x")]), "/assign_to_accounts", "maxItems"
+    )
     assert detail["params"] == {"limit": 100}
 
 
@@ -483,9 +508,14 @@ def test_assignment_defaults() -> None:
 
 def test_assignment_account_id_required() -> None:
     found = problems(minimal_customer(assign_to_accounts=[{"customer_account_role": "PRIMARY"}]))
-    assert found == [{"instancePath": "/assign_to_accounts/0", "keyword": "required",
-                      "params": {"missingProperty": "account_id"},
-                      "message": "must have required property 'account_id'"}]
+    assert found == [
+        {
+            "instancePath": "/assign_to_accounts/0",
+            "keyword": "required",
+            "params": {"missingProperty": "account_id"},
+            "message": "must have required property account_id",
+        }
+    ]
 
 
 @pytest.mark.parametrize("role", ["PRIMARY", "SECONDARY"])
@@ -497,12 +527,16 @@ def test_role_good(role: str) -> None:
 
 @pytest.mark.parametrize("role", ["OWNER", "primary", ""])
 def test_role_bad(role: str) -> None:
-    body = minimal_customer(assign_to_accounts=[assignment(), assignment(account_id="b",
-                                                                         customer_account_role=role)])
+    body = minimal_customer(assign_to_accounts=[assignment(), assignment(account_id="b", customer_account_role=role)])
     found = problems(body)
-    assert found == [{"instancePath": "/assign_to_accounts/1/customer_account_role", "keyword": "enum",
-                      "params": {"allowedValues": ["PRIMARY", "SECONDARY"]},
-                      "message": "must be equal to one of the allowed values"}]
+    assert found == [
+        {
+            "instancePath": "/assign_to_accounts/1/customer_account_role",
+            "keyword": "enum",
+            "params": {"allowedValues": ["PRIMARY", "SECONDARY"]},
+            "message": "must be equal to one of the allowed values",
+        }
+    ]
 
 
 def test_several_primary_on_different_accounts_are_fine() -> None:
@@ -511,8 +545,11 @@ def test_several_primary_on_different_accounts_are_fine() -> None:
 
 
 def test_same_account_twice_is_unique_items() -> None:
-    items = [assignment(account_id="a"), assignment(account_id="b"),
-             assignment(account_id="a", customer_account_role="SECONDARY")]
+    items = [
+        assignment(account_id="a"),
+        assignment(account_id="b"),
+        assignment(account_id="a", customer_account_role="SECONDARY"),
+    ]
     found = problems(minimal_customer(assign_to_accounts=items))
     assert len(found) == 1
     assert found[0]["instancePath"] == "/assign_to_accounts"
@@ -539,26 +576,34 @@ def config(**lithic: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("card_type", ["SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"])
 @pytest.mark.parametrize("state", ["OPEN", "PAUSED"])
 def test_lithic_good(card_type: str, state: str) -> None:
-    item = assignment(customer_account_issuer_processor_config={
-        "spend_limit": 1, **config(type=card_type, state=state, memo="m",
-                                   card_program_token="A5E38341-CC95-4A9B-A21C-751AECA67E9C")})
+    item = assignment(
+        customer_account_issuer_processor_config={
+            "spend_limit": 1,
+            **config(type=card_type, state=state, memo="m", card_program_token="A5E38341-CC95-4A9B-A21C-751AECA67E9C"),
+        }
+    )
     assert_valid(minimal_customer(assign_to_accounts=[item]))
 
 
-@pytest.mark.parametrize(("lithic", "path", "keyword"), [
-    ({"type": "VIRTUAL"}, "type", "enum"),
-    ({"state": "CLOSED"}, "state", "enum"),
-    ({"state": "open"}, "state", "enum"),
-    ({"card_program_token": "not-a-uuid"}, "card_program_token", "pattern"),
-    ({"card_program_token": "a5e38341cc954a9ba21c751aeca67e9c"}, "card_program_token", "pattern"),
-    ({"card_program_token": "a5e38341-cc95-4a9b-a21c-751aeca67e9"}, "card_program_token", "pattern"),
-    ({"memo": "x" * 256}, "memo", "maxLength"),
-])
+@pytest.mark.parametrize(
+    ("lithic", "path", "keyword"),
+    [
+        ({"type": "VIRTUAL"}, "type", "enum"),
+        ({"state": "CLOSED"}, "state", "enum"),
+        ({"state": "open"}, "state", "enum"),
+        ({"card_program_token": "not-a-uuid"}, "card_program_token", "pattern"),
+        ({"card_program_token": "a5e38341cc954a9ba21c751aeca67e9c"}, "card_program_token", "pattern"),
+        ({"card_program_token": "a5e38341-cc95-4a9b-a21c-751aeca67e9"}, "card_program_token", "pattern"),
+        ({"memo": "x" * 256}, "memo", "maxLength"),
+    ],
+)
 def test_lithic_bad(lithic: dict[str, Any], path: str, keyword: str) -> None:
     item = assignment(customer_account_issuer_processor_config=config(**lithic))
-    detail = assert_refused(minimal_customer(assign_to_accounts=[item]),
-                            f"/assign_to_accounts/0/customer_account_issuer_processor_config/lithic/{path}",
-                            keyword)
+    detail = assert_refused(
+        minimal_customer(assign_to_accounts=[item]),
+        f"/assign_to_accounts/0/customer_account_issuer_processor_config/lithic/{path}",
+        keyword,
+    )
     if keyword == "enum":
         assert detail["params"]["allowedValues"]
 
@@ -569,13 +614,16 @@ def test_lithic_type_enum_lists_allowed_values() -> None:
     assert detail["params"] == {"allowedValues": ["SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"]}
 
 
-@pytest.mark.parametrize(("spend_limit", "keyword"), [(0, "minimum"), (-5, "minimum"), (1.5, "type"),
-                                                      ("100", "type"), (True, "type")])
+@pytest.mark.parametrize(
+    ("spend_limit", "keyword"), [(0, "minimum"), (-5, "minimum"), (1.5, "type"), ("100", "type"), (True, "type")]
+)
 def test_spend_limit_bad(spend_limit: Any, keyword: str) -> None:
     item = assignment(customer_account_issuer_processor_config={"spend_limit": spend_limit})
-    detail = assert_refused(minimal_customer(assign_to_accounts=[item]),
-                            "/assign_to_accounts/0/customer_account_issuer_processor_config/spend_limit",
-                            keyword)
+    detail = assert_refused(
+        minimal_customer(assign_to_accounts=[item]),
+        "/assign_to_accounts/0/customer_account_issuer_processor_config/spend_limit",
+        keyword,
+    )
     if keyword == "minimum":
         assert detail["params"] == {"comparison": ">=", "limit": 1}
         assert detail["message"] == "must be >= 1"
@@ -599,23 +647,30 @@ def test_a_whole_float_is_an_integer(raw: str, cents: int) -> None:
     assert config is not None and config.spend_limit == cents and type(config.spend_limit) is int
 
 
-@pytest.mark.parametrize(("raw", "keyword"), [("1.5", "type"), ("0.0", "minimum"), ("1e19", "format"),
-                                              ('"5"', "type")])
+@pytest.mark.parametrize(("raw", "keyword"), [("1.5", "type"), ("0.0", "minimum"), ("1e19", "format"), ('"5"', "type")])
 def test_a_float_that_is_no_fitting_integer_is_still_refused(raw: str, keyword: str) -> None:
     item = json.dumps(assignment(customer_account_issuer_processor_config={"spend_limit": 424242}))
-    body = json.dumps(minimal_customer(assign_to_accounts=["ITEM"], name_first="")).replace(
-        '"ITEM"', item).replace("424242", raw)
+    body = (
+        json.dumps(minimal_customer(assign_to_accounts=["ITEM"], name_first=""))
+        .replace('"ITEM"', item)
+        .replace("424242", raw)
+    )
     with pytest.raises(InvalidInput) as refused:
         decode_customer(body.encode(), CREATE, with_meaning=True)
     found = {(d.instancePath, d.keyword) for d in refused.value.details}
-    assert found == {("/name_first", "minLength"),
-                     ("/assign_to_accounts/0/customer_account_issuer_processor_config/spend_limit", keyword)}
+    assert found == {
+        ("/name_first", "minLength"),
+        ("/assign_to_accounts/0/customer_account_issuer_processor_config/spend_limit", keyword),
+    }
 
 
 def test_a_whole_float_beside_another_problem_is_not_one() -> None:
     item = json.dumps(assignment(customer_account_issuer_processor_config={"spend_limit": 424242}))
-    body = json.dumps(minimal_customer(assign_to_accounts=["ITEM"], name_first="")).replace(
-        '"ITEM"', item).replace("424242", "5.0")
+    body = (
+        json.dumps(minimal_customer(assign_to_accounts=["ITEM"], name_first=""))
+        .replace('"ITEM"', item)
+        .replace("424242", "5.0")
+    )
     with pytest.raises(InvalidInput) as refused:
         decode_customer(body.encode(), CREATE, with_meaning=True)
     assert [d.instancePath for d in refused.value.details] == ["/name_first"]
@@ -625,13 +680,30 @@ def test_a_whole_float_beside_another_problem_is_not_one() -> None:
 
 
 def test_every_detail_has_exactly_the_ajv_keys() -> None:
-    body = seed_customer(customer_id="can_x", name_first="", phone_number="4105556789", ssn="000-12-3456",
-                         email="nope", date_of_birth="2020-02-30", address_state="Georgia",
-                         address_zip="9999",
-                         assign_to_accounts=[assignment(customer_account_role="OWNER")])
+    body = seed_customer(
+        customer_id="can_x",
+        name_first="",
+        phone_number="4105556789",
+        ssn="000-12-3456",
+        email="nope",
+        date_of_birth="2020-02-30",
+        address_state="Georgia",
+        address_zip="9999",
+        assign_to_accounts=[assignment(customer_account_role="OWNER")],
+    )
     found = problems(body)
-    allowed_keywords = {"required", "type", "pattern", "format", "enum", "minimum", "maxItems",
-                        "minLength", "maxLength", "uniqueItems"}
+    allowed_keywords = {
+        "required",
+        "type",
+        "pattern",
+        "format",
+        "enum",
+        "minimum",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "uniqueItems",
+    }
     assert found
     for item in found:
         assert set(item) == {"instancePath", "keyword", "params", "message"}
@@ -642,34 +714,56 @@ def test_every_detail_has_exactly_the_ajv_keys() -> None:
 
 
 def test_every_problem_is_listed_shape_and_meaning_together() -> None:
-    body = minimal_customer(name_first="", phone_number="4105556789", ssn="123-00-4567",
-                            email="a@", date_of_birth="1899-12-31", address_zip="ABCDE",
-                            name_last=...)
+    body = minimal_customer(
+        name_first="",
+        phone_number="4105556789",
+        ssn="123-00-4567",
+        email="a@",
+        date_of_birth="1899-12-31",
+        address_zip="ABCDE",
+        name_last=...,
+    )
     found = problems(body)
     paths = sorted(d["instancePath"] for d in found)
-    assert paths == sorted(["", "/name_first", "/phone_number", "/ssn", "/email", "/date_of_birth",
-                            "/address_zip"])
+    assert paths == sorted(["", "/name_first", "/phone_number", "/ssn", "/email", "/date_of_birth", "/address_zip"])
 
 
 def test_five_bad_fields_give_five_details() -> None:
-    body = minimal_customer(name_first=" ", address_state="Georgia", ssn="12345678", email="nope",
-                            date_of_birth="2020-02-30")
+    body = minimal_customer(
+        name_first=" ", address_state="Georgia", ssn="12345678", email="nope", date_of_birth="2020-02-30"
+    )
     found = problems(body)
     assert sorted(d["instancePath"] for d in found) == sorted(
-        ["/name_first", "/address_state", "/ssn", "/email", "/date_of_birth"])
+        ["/name_first", "/address_state", "/ssn", "/email", "/date_of_birth"]
+    )
 
 
 def test_every_required_field_is_reported_when_the_body_is_empty() -> None:
     found = problems({})
     missing = sorted(d["params"]["missingProperty"] for d in found)
-    assert missing == sorted(["name_first", "name_last", "phone_number", "address_line_one",
-                              "address_city", "address_state", "address_zip", "email", "date_of_birth"])
+    assert missing == sorted(
+        [
+            "name_first",
+            "name_last",
+            "phone_number",
+            "address_line_one",
+            "address_city",
+            "address_state",
+            "address_zip",
+            "email",
+            "date_of_birth",
+        ]
+    )
     assert {d["instancePath"] for d in found} == {""}
 
 
 def test_nested_pointer_paths_index_into_arrays() -> None:
-    items = [assignment(), assignment(account_id="b", customer_account_issuer_processor_config={
-        "spend_limit": 0, "lithic": {"state": "CLOSED"}})]
+    items = [
+        assignment(),
+        assignment(
+            account_id="b", customer_account_issuer_processor_config={"spend_limit": 0, "lithic": {"state": "CLOSED"}}
+        ),
+    ]
     found = problems(minimal_customer(assign_to_accounts=items))
     prefix = "/assign_to_accounts/1/customer_account_issuer_processor_config"
     assert sorted(d["instancePath"] for d in found) == [f"{prefix}/lithic/state", f"{prefix}/spend_limit"]
@@ -691,16 +785,27 @@ def test_update_decoder_accepts_partial_bodies_and_nulls_for_optional_fields() -
     assert patch.name_first is msgspec.UNSET
 
 
-@pytest.mark.parametrize("name", ["name_first", "name_last", "phone_number", "address_line_one",
-                                  "address_city", "address_state", "address_zip", "email", "date_of_birth"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "name_first",
+        "name_last",
+        "phone_number",
+        "address_line_one",
+        "address_city",
+        "address_state",
+        "address_zip",
+        "email",
+        "date_of_birth",
+    ],
+)
 def test_update_cannot_null_a_required_field(name: str) -> None:
     found = problems({name: None}, UPDATE, with_meaning=False)
     assert [(d["instancePath"], d["keyword"]) for d in found] == [(f"/{name}", "type")]
 
 
 def test_update_lists_meaning_problems_beside_shape_problems() -> None:
-    found = problems({"name_first": "", "phone_number": "4105556789", "email": "nope"}, UPDATE,
-                     with_meaning=False)
+    found = problems({"name_first": "", "phone_number": "4105556789", "email": "nope"}, UPDATE, with_meaning=False)
     assert sorted(d["instancePath"] for d in found) == ["/email", "/name_first", "/phone_number"]
 
 
@@ -719,10 +824,57 @@ def test_meaning_problems_follow_the_country() -> None:
 
 
 def test_patterns_are_anchored_against_a_trailing_newline() -> None:
-    for pattern, good in [(fields.CUSTOMER_ID_PATTERN, "abc"), (fields.SSN_PATTERN, "123456789"),
-                          (fields.EIN_PATTERN, "123456789")]:
+    for pattern, good in [
+        (fields.CUSTOMER_ID_PATTERN, "abc"),
+        (fields.SSN_PATTERN, "123456789"),
+        (fields.EIN_PATTERN, "123456789"),
+    ]:
         assert re.search(pattern, good)
         assert not re.search(pattern, good + "\n")
+
+
+def pattern_fields(model: type[msgspec.Struct]) -> dict[str, str]:
+    """Every top-level string field of `model` whose type carries a pattern, with it."""
+    found = {}
+    for field in msgspec.inspect.type_info(model).fields:
+        kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        for kind in kinds:
+            if isinstance(kind, msgspec.inspect.Metadata):
+                kind = kind.type
+            if isinstance(kind, msgspec.inspect.StrType) and kind.pattern:
+                found[field.encode_name] = kind.pattern
+    return found
+
+
+def test_a_pattern_detail_shows_the_pattern_as_the_contract_writes_it() -> None:
+    """CONTRACT section 1: never Python's end-of-input guard; for every field that has a pattern."""
+    declared = pattern_fields(CustomerCreate)
+    assert {"customer_id", "ssn", "address_city"} <= set(declared)
+    for name, pattern in declared.items():
+        # A value each pattern refuses: a trailing newline (anchored ones), a blank (non-blank text), a NUL.
+        found = [
+            d
+            for probe in ("!!\n", " ", "\u0000")
+            for d in problems(minimal_customer(**{name: probe}))
+            if d["instancePath"] == f"/{name}"
+        ]
+        assert found, name
+        for detail in found:
+            if detail["keyword"] == "pattern":
+                assert "(?!\\n)" not in detail["params"]["pattern"] and "(?!\\n)" not in detail["message"], name
+        if name in ("customer_id", "ssn"):  # refused by their declared pattern, shown as written
+            assert found[0]["params"]["pattern"] == pattern.replace("$(?!\\n)", "$") != pattern, name
+
+
+def test_a_missing_property_is_named_without_quotes() -> None:
+    body = minimal_customer()
+    del body["name_first"]
+    assert {
+        "instancePath": "",
+        "keyword": "required",
+        "params": {"missingProperty": "name_first"},
+        "message": "must have required property name_first",
+    } in problems(body)
 
 
 @pytest.mark.parametrize("items", [["acc_1"], [None], [1, 2], [{"account_id": 5}], [[]]])
@@ -732,8 +884,10 @@ def test_assignment_items_must_be_objects(items: list[Any]) -> None:
     assert {d["keyword"] for d in found} <= {"type"}
 
 
-@pytest.mark.parametrize("name", ["name_first", "name_prefix", "address_line_one", "address_line_two",
-                                  "address_zip", "international_customer_id"])
+@pytest.mark.parametrize(
+    "name",
+    ["name_first", "name_prefix", "address_line_one", "address_line_two", "address_zip", "international_customer_id"],
+)
 def test_nul_is_refused_in_text_fields(name: str) -> None:
     """PostgreSQL text cannot hold NUL: it must be a 422, never reach an INSERT."""
     detail = assert_refused(minimal_customer(**{name: "Ab\u0000c"}), f"/{name}", "pattern")
@@ -782,11 +936,20 @@ def test_everyday_addresses_take_the_fast_path(address: str) -> None:
     assert validation.is_plain_email(address)
 
 
-@pytest.mark.parametrize("address", [
-    "a" * 64 + "@" + ("b" * 63 + ".") * 3 + "com",  # 260 characters: too long in all
-    "a@" + "b" * 64 + ".com",  # a label over 63
-    "a@b.test", "a@mail.localhost", "a@x.onion", "a@xn--abc.com", "a@ab--c.com", "a@b.123", "a.@b.com",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a" * 64 + "@" + ("b" * 63 + ".") * 3 + "com",  # 260 characters: too long in all
+        "a@" + "b" * 64 + ".com",  # a label over 63
+        "a@b.test",
+        "a@mail.localhost",
+        "a@x.onion",
+        "a@xn--abc.com",
+        "a@ab--c.com",
+        "a@b.123",
+        "a.@b.com",
+    ],
+)
 def test_near_misses_are_left_to_email_validator(address: str) -> None:
     with pytest.raises(email_validator.EmailNotValidError):
         email_validator.validate_email(address, check_deliverability=False)
@@ -819,31 +982,37 @@ def parser_depth(body: bytes) -> int:
 
 
 def nested_json(depth: int) -> bytes:
-    text = json.dumps("[{]}\\\"") if depth % 3 else "1"  # brackets and escapes in strings are not structure
+    text = json.dumps('[{]}\\"') if depth % 3 else "1"  # brackets and escapes in strings are not structure
     for level in range(depth):
         text = f'[{text}, "]]"]' if level % 2 else f'{{"k{{": {text}}}'
     return text.encode()
 
 
-@pytest.mark.parametrize("depth", [1, 2, 5, validation.MAX_JSON_DEPTH - 1, validation.MAX_JSON_DEPTH,
-                                   validation.MAX_JSON_DEPTH + 1, 200, 5000])
+@pytest.mark.parametrize(
+    "depth",
+    [1, 2, 5, validation.MAX_JSON_DEPTH - 1, validation.MAX_JSON_DEPTH, validation.MAX_JSON_DEPTH + 1, 200, 5000],
+)
 def test_depth_limit_is_exact(depth: int) -> None:
     body = nested_json(depth)
     assert parser_depth(body) == depth
     assert validation.json_depth_exceeds(body) == (depth > validation.MAX_JSON_DEPTH)
 
 
-@pytest.mark.parametrize("body", [
-    b"[]" * 300_000,  # many brackets, all flat
-    json.dumps({"x": [{"a": "[[[[[[[[", "b": [1, [2]]}] * 5_000}).encode(),
-    json.dumps({"x": "\\\"" + "[" * 100_000}).encode(),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]" * 300_000,  # many brackets, all flat
+        json.dumps({"x": [{"a": "[[[[[[[[", "b": [1, [2]]}] * 5_000}).encode(),
+        json.dumps({"x": '\\"' + "[" * 100_000}).encode(),
+    ],
+)
 def test_wide_bodies_are_not_deep(body: bytes) -> None:
     assert not validation.json_depth_exceeds(body)
 
 
-@pytest.mark.parametrize("depth", [validation.MAX_JSON_DEPTH - 1, validation.MAX_JSON_DEPTH,
-                                   validation.MAX_JSON_DEPTH + 1])
+@pytest.mark.parametrize(
+    "depth", [validation.MAX_JSON_DEPTH - 1, validation.MAX_JSON_DEPTH, validation.MAX_JSON_DEPTH + 1]
+)
 @pytest.mark.parametrize("shape", ["arrays", "mixed", "zigzag"])
 def test_depth_limit_is_exact_in_a_megabyte_of_nests(depth: int, shape: str) -> None:
     """Thousands of nests side by side, each just under, at or just over the limit: the costliest
@@ -869,8 +1038,14 @@ def test_depth_check_never_says_less_than_a_parser_would_reach() -> None:
                 assert validation.json_depth_exceeds(body, limit), body
 
 
-@pytest.mark.parametrize("body", [b"[" * 1000 + b"]" * 1000, b'{"name_first":' + b"[" * 100_000,
-                                  json.dumps({"extra": json.loads(nested_json(100))}).encode()])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 1000 + b"]" * 1000,
+        b'{"name_first":' + b"[" * 100_000,
+        json.dumps({"extra": json.loads(nested_json(100))}).encode(),
+    ],
+)
 def test_deep_bodies_are_400_before_any_parser_recurses(body: bytes) -> None:
     with pytest.raises(BadRequest, match="levels deep"):
         CREATE.decode(body)
@@ -878,8 +1053,10 @@ def test_deep_bodies_are_400_before_any_parser_recurses(body: bytes) -> None:
         validation.parse_object(body)
 
 
-@pytest.mark.parametrize("field", ["name_first", "name_middle", "email", "phone_number", "ssn", "customer_id",
-                                   "address_zip", "date_of_birth"])
+@pytest.mark.parametrize(
+    "field",
+    ["name_first", "name_middle", "email", "phone_number", "ssn", "customer_id", "address_zip", "date_of_birth"],
+)
 def test_nul_in_any_field_is_a_pattern_problem(field: str) -> None:
     body = encode(minimal_customer(**{field: "a\u0000b"}))
     assert b"\\u0000" in body
@@ -896,11 +1073,17 @@ def test_nul_where_the_field_has_no_pattern_of_its_own() -> None:
 
     with pytest.raises(InvalidInput) as refused:
         BodyDecoder(TokenRequest).decode(b'{"client_id": "cli_\\u0000", "client_secret": "s"}')
-    assert [msgspec.to_builtins(d) for d in refused.value.details] == [{
-        "instancePath": "/client_id", "keyword": "pattern", "params": {"pattern": fields.NO_NUL},
-        "message": "must not contain NUL (\\u0000)"}]
-    body = {"product_overview": {"product_name": "P", "product_type": "REVOLVING",
-                                 "product_long_description": "x\u0000"}}
+    assert [msgspec.to_builtins(d) for d in refused.value.details] == [
+        {
+            "instancePath": "/client_id",
+            "keyword": "pattern",
+            "params": {"pattern": fields.NO_NUL},
+            "message": "must not contain NUL (\\u0000)",
+        }
+    ]
+    body = {
+        "product_overview": {"product_name": "P", "product_type": "REVOLVING", "product_long_description": "x\u0000"}
+    }
     with pytest.raises(InvalidInput) as refused:
         BodyDecoder(ProductCreate).decode(encode(body))
     assert refused.value.details[0].instancePath == "/product_overview/product_long_description"

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
-from conftest import ApiClient, make_client, minimal_customer
 
 from canopy_svc.api.app import create_app
 from canopy_svc.core.db import create_pool
 from canopy_svc.core.settings import Settings
+from tests.helpers import ApiClient, make_client, minimal_customer
 
 BOUND_SECONDS = 30.0  # a bound on waiting, not a measure: on a busy machine everything is slow
 
@@ -52,14 +52,18 @@ async def finished(task: asyncio.Task[httpx.Response], what: object = None) -> h
     return task.result()
 
 
-async def test_a_refused_body_takes_no_pooled_connection(settings: Settings, pool: asyncpg.Pool,
-                                                         one_connection: asyncpg.Pool) -> None:
+async def test_a_refused_body_takes_no_pooled_connection(
+    settings: Settings, pool: asyncpg.Pool, one_connection: asyncpg.Pool
+) -> None:
     # The client's rate limits are read once, then kept: later requests need the pool for nothing else.
     app = create_app(dataclasses.replace(settings, rate_limit_cache_seconds=3600), pool=one_connection)
     org_id, client_id, _ = await make_client(pool, "acme")
     token = app.resources.tokens.issue(client_id, org_id, "read write")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
-                                 headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as http:
         assert (await http.get("/customers")).status_code == 200
         async with one_connection.acquire():  # the pool's only connection, held
             valid = asyncio.create_task(http.post("/customers", json=minimal_customer(customer_id="c-1")))

@@ -43,8 +43,13 @@ from canopy_svc.workers.cards import CardWorker, RetryPolicy
 
 # Every endpoint /openapi.json documents, in its order; each resource module declares its own.
 ENDPOINTS: list[routing.Endpoint] = [
-    *auth.endpoints, *customers.endpoints, *products.endpoints, *accounts.endpoints, *cards.endpoints,
-    *organization.endpoints, *health.endpoints,
+    *auth.endpoints,
+    *customers.endpoints,
+    *products.endpoints,
+    *accounts.endpoints,
+    *cards.endpoints,
+    *organization.endpoints,
+    *health.endpoints,
 ]
 
 
@@ -94,11 +99,16 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     lithic_hosts = LithicHosts.from_entries(settings.lithic_allowed_hosts)
     resources = Resources(
         settings=settings,
-        tokens=TokenAuthority(settings.jwt_secret, issuer=settings.issuer, audience=settings.audience,
-                              ttl_seconds=settings.token_ttl_seconds),
+        tokens=TokenAuthority(
+            settings.jwt_secret,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            ttl_seconds=settings.token_ttl_seconds,
+        ),
         cipher=cipher,
-        card_gateway=CardGateway(cipher, lithic=LithicClient(timeout=settings.lithic_timeout_seconds,
-                                                             hosts=lithic_hosts)),
+        card_gateway=CardGateway(
+            cipher, lithic=LithicClient(timeout=settings.lithic_timeout_seconds, hosts=lithic_hosts)
+        ),
         lithic_hosts=lithic_hosts,
         cursors=CursorCodec(hmac.new(settings.jwt_secret.encode(), b"paging cursors", hashlib.sha256).digest()),
         recent_secrets=RecentSecrets(),
@@ -116,10 +126,13 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 dsn = settings.database_url
                 await when_available(lambda: migrate_database(dsn, cipher), what="migrate")
                 if settings.db_probe_seconds > 0:
-                    gate = DatabaseGate(interval=settings.db_probe_seconds,
-                                        timeout=settings.db_probe_timeout_seconds)
-                opened = await when_available(lambda: create_pool(
-                    dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size, gate=gate), what="pool")
+                    gate = DatabaseGate(interval=settings.db_probe_seconds, timeout=settings.db_probe_timeout_seconds)
+                opened = await when_available(
+                    lambda: create_pool(
+                        dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size, gate=gate
+                    ),
+                    what="pool",
+                )
                 stack.push_async_callback(opened.close)
                 rate_limiting = RateLimiting(settings, opened)  # made now that the pool exists
             else:
@@ -132,25 +145,46 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
             if gate is not None:
                 background.start("database-gate", functools.partial(gate.watch, dsn))
             if settings.card_worker:
-                worker = CardWorker(opened, settings.database_url, resources.card_gateway, policy=RetryPolicy(
-                    base_seconds=settings.card_retry_base_seconds, lease_seconds=settings.card_lease_seconds))
+                worker = CardWorker(
+                    opened,
+                    settings.database_url,
+                    resources.card_gateway,
+                    policy=RetryPolicy(
+                        base_seconds=settings.card_retry_base_seconds, lease_seconds=settings.card_lease_seconds
+                    ),
+                )
                 background.start("card-worker", worker.run)
-            background.start("idempotency-keys", functools.partial(
-                supervision.run_every, 300, "idempotency-keys", functools.partial(idempotency.purge_expired, opened)))
+            background.start(
+                "idempotency-keys",
+                functools.partial(
+                    supervision.run_every, 300, "idempotency-keys", functools.partial(idempotency.purge_expired, opened)
+                ),
+            )
             if rate_limiting.store == "postgres":
-                background.start("rate-limit-buckets", functools.partial(
-                    supervision.run_every, settings.rate_limit_purge_seconds, "rate-limit-buckets",
-                    rate_limiting.postgres_store().purge_expired))
+                background.start(
+                    "rate-limit-buckets",
+                    functools.partial(
+                        supervision.run_every,
+                        settings.rate_limit_purge_seconds,
+                        "rate-limit-buckets",
+                        rate_limiting.postgres_store().purge_expired,
+                    ),
+                )
             yield {"canopy": State(resources, opened, rate_limiting, gate=gate, background=background)}
 
     served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts)]
     return CanopyApp(
-        resources, given,
+        resources,
+        given,
         routes=routing.routes(served),
         middleware=[
             Middleware(RequestContextMiddleware),
-            Middleware(AuthenticationMiddleware, tokens=resources.tokens, public_paths=routing.public_paths(served),
-                       scopes=routing.scopes_by_method(served)),
+            Middleware(
+                AuthenticationMiddleware,
+                tokens=resources.tokens,
+                public_paths=routing.public_paths(served),
+                scopes=routing.scopes_by_method(served),
+            ),
             Middleware(RateLimitMiddleware),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_exception},

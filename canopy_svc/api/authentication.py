@@ -16,8 +16,9 @@ class AuthenticationMiddleware:
     """`public_paths` and `scopes` come from the endpoints (routing.public_paths, routing.scopes_by_method);
     a method no endpoint has (a 405 or 404 to come) needs the scope its kind does."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenAuthority, public_paths: frozenset[str],
-                 scopes: Mapping[str, TokenScope]) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: TokenAuthority, public_paths: frozenset[str], scopes: Mapping[str, TokenScope]
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.public_paths = public_paths
@@ -41,7 +42,8 @@ class AuthenticationMiddleware:
 def _bearer_token(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
+            header: str = value.decode("latin-1")
+            scheme, _, token = header.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             break

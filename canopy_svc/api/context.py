@@ -67,14 +67,17 @@ class RequestContextMiddleware:
             raise
         finally:
             principal = scope["state"].get("principal")
-            access_log.info("request", extra={
-                "request_id": request_id,
-                "client_id": principal.client_id if principal is not None else None,
-                "method": scope["method"],
-                "path": scope["path"],  # never the query string: search terms are personal data
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            })
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "client_id": principal.client_id if principal is not None else None,
+                    "method": scope["method"],
+                    "path": scope["path"],  # never the query string: search terms are personal data
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
 
 
 # Per error type: when one was last logged, and how many have not been since.
@@ -99,20 +102,27 @@ def _log_failure(scope: Scope, request_id: str, exc: Exception) -> None:
             _unavailable_logged[name] = (last, suppressed + 1)
             return
         _unavailable_logged[name] = (now, 0)
-        error_log.warning("database error, answered 503", extra={
-            "request_id": request_id, "error_type": name, "unlogged_since_last": suppressed})
+        error_log.warning(
+            "database error, answered 503",
+            extra={"request_id": request_id, "error_type": name, "unlogged_since_last": suppressed},
+        )
         return
     # Type and stack only: exception text can carry row values (an SSN in a CHECK failure).
     stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
-    error_log.error("request failed", extra={
-        "request_id": request_id, "error_type": type(exc).__name__, "stack": stack[-8:],
-    })
+    error_log.error(
+        "request failed",
+        extra={
+            "request_id": request_id,
+            "error_type": type(exc).__name__,
+            "stack": stack[-8:],
+        },
+    )
 
 
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             if _SANE_REQUEST_ID.match(candidate):
                 return candidate
             break

@@ -32,17 +32,24 @@ def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str,
         "properties": {
             # Never rejected (the contract): what int() does not read means the default, so any string
             # is valid; the integers are clamped.
-            "limit": {"type": "string", "default": str(default_limit), "examples": ["1", str(paging.MAX_LIMIT)],
-                      "description": f"Page size, default {default_limit}: an integer, clamped to "
-                                     f"1..{paging.MAX_LIMIT}; anything else means the default"},
+            "limit": {
+                "type": "string",
+                "default": str(default_limit),
+                "examples": ["1", str(paging.MAX_LIMIT)],
+                "description": f"Page size, default {default_limit}: an integer, clamped to "
+                f"1..{paging.MAX_LIMIT}; anything else means the default",
+            },
             "starting_after": {**cursor, "description": "Cursor from paging.starting_after: the next page"},
             "ending_before": {**cursor, "description": "Cursor from paging.ending_before: the previous page"},
             **extra,
         },
         # At most one cursor; an empty one is none.
-        "not": {"required": ["starting_after", "ending_before"],
-                "properties": {"starting_after": {"minLength": 1}, "ending_before": {"minLength": 1}}},
+        "not": {
+            "required": ["starting_after", "ending_before"],
+            "properties": {"starting_after": {"minLength": 1}, "ending_before": {"minLength": 1}},
+        },
     }
+
 
 _ERROR_DESCRIPTIONS = {
     400: "Bad request", 401: "Unauthorized", 403: "not_authorized: the token expired; forbidden: it lacks the scope",
@@ -52,8 +59,9 @@ _ERROR_DESCRIPTIONS = {
 }  # fmt: skip
 
 
-def build_document(operations: Sequence[Endpoint], today: datetime.date | None = None,
-                   lithic_hosts: LithicHosts = LITHIC_ONLY) -> dict[str, Any]:
+def build_document(
+    operations: Sequence[Endpoint], today: datetime.date | None = None, lithic_hosts: LithicHosts = LITHIC_ONLY
+) -> dict[str, Any]:
     """The document as of `today` (UTC; default now), for a server allowing these Lithic hosts: what
     depends on the day or the operator's settings is stated as it is."""
     types = {op.response for op in operations} | {op.request for op in operations if op.request}
@@ -80,16 +88,30 @@ def build_document(operations: Sequence[Endpoint], today: datetime.date | None =
             responses[str(status)] = {"description": _ERROR_DESCRIPTIONS[status], "content": error_ref}
         operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-             **({"example": PATH_IDS[name]} if name in PATH_IDS else {})}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                **({"example": PATH_IDS[name]} if name in PATH_IDS else {}),
+            }
             for name in op.parameters
         ]
         if op.query is not None:
-            described = "; ".join(f"`{name}`: {schema.get('description', '')}"
-                                  for name, schema in op.query["properties"].items())
-            parameters.append({"name": "listing", "in": "query", "required": False, "style": "form",
-                               "explode": True, "schema": op.query,
-                               "description": f"{described}. At most one of the two cursors."})
+            described = "; ".join(
+                f"`{name}`: {schema.get('description', '')}" for name, schema in op.query["properties"].items()
+            )
+            parameters.append(
+                {
+                    "name": "listing",
+                    "in": "query",
+                    "required": False,
+                    "style": "form",
+                    "explode": True,
+                    "schema": op.query,
+                    "description": f"{described}. At most one of the two cursors.",
+                }
+            )
         if parameters:
             operation["parameters"] = parameters
         if op.request is not None:
@@ -102,8 +124,11 @@ def build_document(operations: Sequence[Endpoint], today: datetime.date | None =
         paths.setdefault(op.path, {})[op.method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": "canopy-svc", "version": __version__,
-                 "description": "Canopy Servicing-compatible customer API."},
+        "info": {
+            "title": "canopy-svc",
+            "version": __version__,
+            "description": "Canopy Servicing-compatible customer API.",
+        },
         "paths": paths,
         "components": {
             "schemas": components,
@@ -130,8 +155,9 @@ def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts
     `x-date-range` (models.BirthDate) and `x-lithic-base-url` become patterns."""
     if isinstance(schema, dict):
         if "x-date-range" in schema:
-            first, last = (today if day == "today" else datetime.date.fromisoformat(day)
-                           for day in schema.pop("x-date-range"))
+            first, last = (
+                today if day == "today" else datetime.date.fromisoformat(day) for day in schema.pop("x-date-range")
+            )
             schema["pattern"] = dates_from(first, last)
         if schema.pop("x-lithic-base-url", False):
             schema["pattern"] = lithic_base_url_pattern(lithic_hosts)
@@ -206,8 +232,11 @@ def utc_today() -> datetime.date:
     return datetime.datetime.now(datetime.UTC).date()
 
 
-def endpoints(documented: Sequence[Endpoint], today: Callable[[], datetime.date] = utc_today,
-              lithic_hosts: LithicHosts = LITHIC_ONLY) -> list[Endpoint]:
+def endpoints(
+    documented: Sequence[Endpoint],
+    today: Callable[[], datetime.date] = utc_today,
+    lithic_hosts: LithicHosts = LITHIC_ONLY,
+) -> list[Endpoint]:
     """GET /openapi.json (the document of `documented`, for a server allowing `lithic_hosts`) and GET
     /docs: public, and not in the document themselves. `today` is the clock the document's day is read
     from (a test turns it)."""
@@ -224,5 +253,4 @@ def endpoints(documented: Sequence[Endpoint], today: Callable[[], datetime.date]
     async def docs(request: Request) -> Response:
         return HTMLResponse(_DOCS_HTML)
 
-    return [Endpoint("GET", "/openapi.json", openapi_json, public=True),
-            Endpoint("GET", "/docs", docs, public=True)]
+    return [Endpoint("GET", "/openapi.json", openapi_json, public=True), Endpoint("GET", "/docs", docs, public=True)]

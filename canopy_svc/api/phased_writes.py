@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -31,6 +30,7 @@ from canopy_svc.api.body import read_json_body
 from canopy_svc.api.requests import pool
 from canopy_svc.api.responses import JSONResponse, encode, error_response
 from canopy_svc.api.writes import Parse, idempotency_key, parsed, replayed
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules.idempotency import IN_PROGRESS, keepable
 from canopy_svc.wire.errors import ApiError
 
@@ -42,12 +42,12 @@ Outcome = TypeVar("Outcome")
 @dataclass(frozen=True)
 class Phases(Generic[Payload, Intent, Outcome]):
     parse: Parse[Payload]
-    begin: Callable[[asyncpg.Connection, Payload], Awaitable[Intent]]
+    begin: Callable[[Conn, Payload], Awaitable[Intent]]
     # The answer when begin already did everything (nothing to call), else None.
     done: Callable[[Intent], Any | None]
     call: Callable[[Intent], Awaitable[Outcome]]  # raises ApiError when the call fails
-    finish: Callable[[asyncpg.Connection, Intent, Outcome], Awaitable[Any]]
-    abandon: Callable[[asyncpg.Connection, Intent], Awaitable[None]]
+    finish: Callable[[Conn, Intent, Outcome], Awaitable[Any]]
+    abandon: Callable[[Conn, Intent], Awaitable[None]]
     lease_seconds: float
 
 

@@ -50,8 +50,15 @@ _MIN_LOOKUP_TIMEOUT = 1.0
 class ClientLimitCache:
     """(rate, burst) per client_id, each kept `ttl` seconds; at most `max_entries` (oldest dropped)."""
 
-    def __init__(self, fetch: Callable[[str], Awaitable[Limits | None]], *, ttl: float, timeout: float,
-                 max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[str], Awaitable[Limits | None]],
+        *,
+        ttl: float,
+        timeout: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._fetch = fetch
         self.ttl = ttl
         self._timeout = timeout
@@ -74,8 +81,11 @@ class ClientLimitCache:
         except Exception as exc:  # includes TimeoutError; CancelledError still propagates
             if not self._failing:
                 # The type only: the text of a connection error can carry the DSN.
-                log.warning("client rate limits unavailable, using defaults: %s", type(exc).__name__,
-                            extra={"client_id": client_id})
+                log.warning(
+                    "client rate limits unavailable, using defaults: %s",
+                    type(exc).__name__,
+                    extra={"client_id": client_id},
+                )
                 self._failing = True
             return DEFAULT_LIMITS  # not cached: the client's own limits return with the database
         self._failing = False
@@ -97,8 +107,10 @@ class RateLimiting:
         self._timeout = settings.rate_limit_timeout_seconds
         self._pool = pool
         self.client_limits = ClientLimitCache(
-            self._fetch_limits, ttl=settings.rate_limit_cache_seconds,
-            timeout=max(_MIN_LOOKUP_TIMEOUT, settings.rate_limit_timeout_seconds))
+            self._fetch_limits,
+            ttl=settings.rate_limit_cache_seconds,
+            timeout=max(_MIN_LOOKUP_TIMEOUT, settings.rate_limit_timeout_seconds),
+        )
         self._postgres: PostgresRateLimiter | None = None
         self._limiter = self.use_store(MemoryRateLimiter() if self.store == "memory" else PostgresRateLimiter(pool))
 
@@ -175,5 +187,7 @@ class RateLimitMiddleware:
 
 def denied(decision: Decision) -> RateLimited:
     """429 `rate_limited`: Retry-After and the RateLimit-* headers of the decision."""
-    return RateLimited(decision.retry_after_seconds, headers={
-        name.decode(): value.decode() for name, value in headers_for(decision) if name != b"retry-after"})
+    return RateLimited(
+        decision.retry_after_seconds,
+        headers={name.decode(): value.decode() for name, value in headers_for(decision) if name != b"retry-after"},
+    )

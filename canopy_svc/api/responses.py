@@ -26,8 +26,7 @@ class JSONResponse(Response):
 
 
 def error_response(error: ApiError) -> Response:
-    return Response(error.body(), status_code=error.status, headers=error.headers,
-                    media_type="application/json")
+    return Response(error.body(), status_code=error.status, headers=error.headers, media_type="application/json")
 
 
 def error_for(exc: Exception) -> ApiError:

@@ -19,6 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from canopy_svc.wire.errors import NotFound
 
@@ -79,7 +80,7 @@ class IdConvertor(Convertor[str]):
 register_url_convertor("id", IdConvertor())
 
 
-def keep_encoded_separators(scope: dict[str, Any]) -> None:
+def keep_encoded_separators(scope: Scope) -> None:
     """Re-decodes the path from raw_path, leaving %2F and %25 encoded (see the module docstring)."""
     raw: bytes | None = scope.get("raw_path")
     if raw is None or b"%2" not in raw:
@@ -141,6 +142,8 @@ def scopes_by_method(endpoints: Iterable[Endpoint]) -> dict[str, TokenScope]:
         methods = ("GET", "HEAD") if endpoint.method == "GET" else (endpoint.method,)
         for method in methods:
             if scopes.setdefault(method, endpoint.scope) != endpoint.scope:
-                raise ValueError(f"{endpoint.method} {endpoint.path} needs {endpoint.scope!r}, "
-                                 f"another {method} endpoint {scopes[method]!r}")
+                raise ValueError(
+                    f"{endpoint.method} {endpoint.path} needs {endpoint.scope!r}, "
+                    f"another {method} endpoint {scopes[method]!r}"
+                )
     return scopes

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api.body import read_json_body
 from canopy_svc.api.requests import cipher, pool, principal
 from canopy_svc.api.responses import JSONResponse, encode
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules.idempotency import Answer, IdempotencyKey, keepable
 from canopy_svc.wire.errors import ApiError
 
@@ -30,8 +30,7 @@ def idempotency_key(request: Request, body: bytes) -> IdempotencyKey | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    return IdempotencyKey.of(principal(request).org_id, key, request.method, request.url.path, body,
-                             cipher(request))
+    return IdempotencyKey.of(principal(request).org_id, key, request.method, request.url.path, body, cipher(request))
 
 
 def parsed(parse: Parse[Payload], body: bytes, keyed: IdempotencyKey | None) -> tuple[Payload, ApiError | None]:
@@ -47,12 +46,14 @@ def parsed(parse: Parse[Payload], body: bytes, keyed: IdempotencyKey | None) -> 
 
 
 def replayed(answer: Answer) -> Response:
-    return Response(answer.body, status_code=answer.status, media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"})
+    return Response(
+        answer.body, status_code=answer.status, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+    )
 
 
-async def write(request: Request, parse: Parse[Payload],
-                work: Callable[[asyncpg.Connection, Payload], Awaitable[Any]], *, atomic: bool = True) -> Response:
+async def write(
+    request: Request, parse: Parse[Payload], work: Callable[[Conn, Payload], Awaitable[Any]], *, atomic: bool = True
+) -> Response:
     """Runs `work(conn, parse(body))` in one transaction and answers its result as JSON: on any error
     nothing it wrote is kept. `atomic=False` is for work that is atomic by itself (one statement, or
     its own transaction when it needs more): it saves the BEGIN and COMMIT round trips."""

@@ -89,9 +89,7 @@ class DataCipher:
         try:
             return self._aead.decrypt(nonce, sealed, context)
         except InvalidTag:
-            raise DecryptionError(
-                "cannot decrypt value: wrong data key, wrong column, or corrupted data"
-            ) from None
+            raise DecryptionError("cannot decrypt value: wrong data key, wrong column, or corrupted data") from None
 
     def lookup_hash(self, value: str, *, context: bytes) -> bytes:
         """Deterministic keyed hash, so equal values can be found without decrypting every row."""

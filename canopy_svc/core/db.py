@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn
+
 log = logging.getLogger("canopy_svc.core.db")
 
 T = TypeVar("T")
@@ -42,6 +44,10 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
+
+# What ends a probe without ending the gate's watch: the server down, or answering with an error.
+# Named (not unpacked inside `except`) because mypy cannot type a starred tuple there.
+PROBE_ERRORS: tuple[type[BaseException], ...] = (*UNREACHABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -90,7 +96,7 @@ class DatabaseGate:
                 connecting.cancel()  # takes effect later: the task is not done yet
         if not connecting.done() or connecting.cancelled():
             raise DatabaseUnavailable("the database became unavailable while connecting")
-        connection = connecting.result()
+        connection: asyncpg.Connection = connecting.result()
         self._connections.add(connection)
         return connection
 
@@ -106,8 +112,7 @@ class DatabaseGate:
 
     def open(self) -> None:
         if not self.is_open:
-            log.warning("database available again",
-                        extra={"down_s": round(time.monotonic() - self._closed_at, 2)})
+            log.warning("database available again", extra={"down_s": round(time.monotonic() - self._closed_at, 2)})
         self._closed.clear()
 
     async def watch(self, dsn: str) -> None:
@@ -119,10 +124,10 @@ class DatabaseGate:
                     async with asyncio.timeout(self.timeout):
                         if probe is None or probe.is_closed():
                             probe = await asyncpg.connect(
-                                dsn, timeout=self.timeout,
-                                server_settings={"application_name": "canopy-svc-probe"})
+                                dsn, timeout=self.timeout, server_settings={"application_name": "canopy-svc-probe"}
+                            )
                         await probe.fetchval("SELECT 1")
-                except (*UNREACHABLE_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except PROBE_ERRORS as exc:
                     if probe is not None:
                         probe.terminate()  # a fresh connection next round
                         probe = None
@@ -167,7 +172,7 @@ class FairPool(asyncpg.Pool):
     async def _acquire_in_turn(self) -> Any:
         await self._turns.acquire()
         try:
-            proxy = await super()._acquire(None)
+            proxy = await super()._acquire(None)  # type: ignore[misc]  # private: asyncpg's stubs omit it
         except BaseException:
             self._turns.release()
             raise
@@ -183,8 +188,9 @@ class FairPool(asyncpg.Pool):
                 self._turns.release()
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
-                      gate: DatabaseGate | None = None) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, gate: DatabaseGate | None = None
+) -> asyncpg.Pool:
     # asyncpg.create_pool's defaults, made explicit because the class is ours.
     pool = await FairPool(
         dsn,
@@ -221,13 +227,15 @@ async def when_available(attempt: Callable[[], Awaitable[T]], *, what: str, seco
             if time.monotonic() + delay > deadline:
                 raise
             if delay == 0.25:  # once per wait
-                log.warning("database unavailable at startup, waiting for it",
-                            extra={"step": what, "error_type": type(exc).__name__, "wait_s": seconds})
+                log.warning(
+                    "database unavailable at startup, waiting for it",
+                    extra={"step": what, "error_type": type(exc).__name__, "wait_s": seconds},
+                )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
 
 
-def atomic(conn: asyncpg.Connection) -> contextlib.AbstractAsyncContextManager[Any]:
+def atomic(conn: Conn) -> contextlib.AbstractAsyncContextManager[Any]:
     """A transaction, unless the connection is in one already (then the outer one holds the work)."""
     if conn.is_in_transaction():
         return contextlib.nullcontext()

@@ -32,9 +32,16 @@ class EmbeddedPostgres:
     alone: its death looks like an external one.
     """
 
-    def __init__(self, data_dir: Path, *, supervise: bool = False, check_seconds: float = 0.5,
-                 recheck_seconds: float = 60.0, first_backoff_seconds: float = 0.5,
-                 max_backoff_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        supervise: bool = False,
+        check_seconds: float = 0.5,
+        recheck_seconds: float = 60.0,
+        first_backoff_seconds: float = 0.5,
+        max_backoff_seconds: float = 30.0,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.supervise = supervise
         self.check_seconds = check_seconds
@@ -89,7 +96,8 @@ class EmbeddedPostgres:
         if self._server is None or not self._started_here:
             self._server = None
             return
-        from pgserver._commands import pg_ctl
+        # pgserver makes its command wrappers with setattr at import time, so its types cannot see them.
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user)
@@ -114,8 +122,10 @@ class EmbeddedPostgres:
             log.error("embedded postgres died, restarting it", extra={"pid": self._pid})
             attempts = self._restart()
             if attempts:
-                log.warning("embedded postgres restarted", extra={
-                    "pid": self._pid, "attempts": attempts, "down_s": round(time.monotonic() - died_at, 2)})
+                log.warning(
+                    "embedded postgres restarted",
+                    extra={"pid": self._pid, "attempts": attempts, "down_s": round(time.monotonic() - died_at, 2)},
+                )
 
     def _restart(self) -> int:
         """Starts the postmaster again, with capped exponential backoff between failed attempts; the
@@ -140,9 +150,15 @@ class EmbeddedPostgres:
                 self._pg_ctl_start()
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
                 delay = backoff * random.uniform(0.5, 1.0)
-                log.warning("embedded postgres did not start, retrying (its reason is in the log file)", extra={
-                    "attempt": attempts, "error_type": type(exc).__name__, "retry_in_s": round(delay, 2),
-                    "log_file": str(self._server.log)})
+                log.warning(
+                    "embedded postgres did not start, retrying (its reason is in the log file)",
+                    extra={
+                        "attempt": attempts,
+                        "error_type": type(exc).__name__,
+                        "retry_in_s": round(delay, 2),
+                        "log_file": str(self._server.log),
+                    },
+                )
                 self._stopping.wait(delay)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
         return 0
@@ -174,10 +190,28 @@ class EmbeddedPostgres:
         from pgserver._commands import POSTGRES_BIN_PATH
 
         subprocess.run(  # noqa: S603 (pgserver's own pg_ctl, our paths)
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._server.pgdata), "-w", "-t", str(START_WAIT_SECONDS),
-             "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self._server.log), "start"],
-            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            user=self._server.system_user, timeout=START_COMMAND_SECONDS)
+            [
+                str(POSTGRES_BIN_PATH / "pg_ctl"),
+                "-D",
+                str(self._server.pgdata),
+                "-w",
+                "-t",
+                str(START_WAIT_SECONDS),
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {self._socket_dir}",
+                "-l",
+                str(self._server.log),
+                "start",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self._server.system_user,
+            timeout=START_COMMAND_SECONDS,
+        )
 
     def _pid_in_file(self) -> int | None:
         try:

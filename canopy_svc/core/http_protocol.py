@@ -60,8 +60,7 @@ class _Refusals:
     def flush(self) -> None:
         self.flush_scheduled = False
         if self.counts:
-            log.warning("connections refused", extra={"refused": dict(self.counts),
-                                                      "seconds": REFUSALS_LOG_SECONDS})
+            log.warning("connections refused", extra={"refused": dict(self.counts), "seconds": REFUSALS_LOG_SECONDS})
             self.counts.clear()
 
 
@@ -234,9 +233,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.message_event.set()
         body = msgspec.json.encode({"error": {"code": code, "message": message}})
         head = [STATUS_LINE[status]]
-        for name, value in [*self.server_state.default_headers, (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), (b"connection", b"close"),
-                            *([(b"retry-after", b"1")] if retry_after else [])]:
+        for name, value in [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *([(b"retry-after", b"1")] if retry_after else []),
+        ]:
             head += [name, b": ", value, b"\r\n"]
         self.transport.write(b"".join([*head, b"\r\n", body]))
         if self.transport.can_write_eof():

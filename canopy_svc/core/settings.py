@@ -130,8 +130,10 @@ class Settings:
         if not self.rate_limit_store:
             object.__setattr__(self, "rate_limit_store", "postgres" if self.workers > 1 else "memory")
         if self.rate_limit_store not in RATE_LIMIT_STORES:
-            raise ValueError(f"{variable(Settings, 'rate_limit_store')} must be one of {', '.join(RATE_LIMIT_STORES)}, "
-                             f"not {self.rate_limit_store!r}")
+            raise ValueError(
+                f"{variable(Settings, 'rate_limit_store')} must be one of {', '.join(RATE_LIMIT_STORES)}, "
+                f"not {self.rate_limit_store!r}"
+            )
         LithicHosts.from_entries(self.lithic_allowed_hosts)  # a malformed entry raises here
 
     @classmethod
@@ -149,8 +151,11 @@ class Settings:
     def exported(self) -> dict[str, str]:
         """The environment that gives these settings back, secrets left out (each process reads them
         where this one did: the environment it inherits, or the data folder)."""
-        return {setting.metadata["env"]: _text(value) for setting in fields(self)
-                if not setting.metadata["secret"] and (value := getattr(self, setting.name)) is not None}
+        return {
+            setting.metadata["env"]: _text(value)
+            for setting in fields(self)
+            if not setting.metadata["secret"] and (value := getattr(self, setting.name)) is not None
+        }
 
     def export(self) -> None:
         """Writes these settings to this process's environment, for the processes it starts."""

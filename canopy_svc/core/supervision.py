@@ -86,12 +86,17 @@ class Supervisor:
                 error = exc
             streak = 1 if time.monotonic() - started >= self.healthy_after else streak + 1
             delay = min(self.first_delay * 2 ** (streak - 1), self.max_delay) * random.uniform(0.5, 1.0)
-            fields: dict[str, object] = {"task": name, "error_type": type(error).__name__ if error else None,
-                                         "failures": streak, "restart_in_s": round(delay, 2)}
+            fields: dict[str, object] = {
+                "task": name,
+                "error_type": type(error).__name__ if error else None,
+                "failures": streak,
+                "restart_in_s": round(delay, 2),
+            }
             if streak == 1 and error is not None:
                 # Type and stack only: exception text can carry row values (an SSN in a CHECK failure).
-                fields["stack"] = [f"{f.filename}:{f.lineno} in {f.name}"
-                                   for f in traceback.extract_tb(error.__traceback__)][-8:]
+                fields["stack"] = [
+                    f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(error.__traceback__)
+                ][-8:]
                 log.error("background task failed, restarting it", extra=fields)
             elif error is None:
                 log.error("background task ended, restarting it", extra=fields)

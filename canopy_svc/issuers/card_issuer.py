@@ -51,7 +51,6 @@ class LithicRejected(LithicError):
         return f"Lithic rejected the request ({self.status}): {self.message}"
 
 
-
 @dataclass(frozen=True)
 class CardRequest:
     """What to ask Lithic for. None means "let Lithic decide" and is left out of the body."""
@@ -88,9 +87,7 @@ class IssuedCard:
 class CardIssuer(Protocol):
     """What the card worker needs; both LithicClient and CardSimulator provide it."""
 
-    async def create_card(
-        self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest
-    ) -> IssuedCard: ...
+    async def create_card(self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest) -> IssuedCard: ...
 
     async def update_card(
         self,

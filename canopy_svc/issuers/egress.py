@@ -30,8 +30,9 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # Not globally reachable (IANA special-purpose registries) though Python 3.11 calls them global:
 # IETF protocol assignments, 6to4 relay anycast, NAT64 local use, documentation (RFC 9637).
-_NOT_GLOBAL = tuple(ipaddress.ip_network(network)
-                    for network in ("192.0.0.0/24", "192.88.99.0/24", "64:ff9b:1::/48", "3fff::/20"))
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(network) for network in ("192.0.0.0/24", "192.88.99.0/24", "64:ff9b:1::/48", "3fff::/20")
+)
 
 
 class DestinationRefused(Exception):
@@ -65,8 +66,9 @@ def is_public_address(address: str | IPAddress) -> bool:
             return False
     if any(ip in network for network in _NOT_GLOBAL):
         return False
-    return ip.is_global and not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
-                                 or ip.is_reserved or ip.is_unspecified)
+    return ip.is_global and not (
+        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    )
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -84,22 +86,32 @@ def _share(remaining: float, addresses_left: int) -> float:
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend, refusing any connection the destinations do not allow."""
 
-    def __init__(self, destinations: Destinations, *, resolver: Resolver = resolve,
-                 inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+    def __init__(
+        self,
+        destinations: Destinations,
+        *,
+        resolver: Resolver = resolve,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
         self._destinations = destinations
         self._resolve = resolver
         self._inner = inner or httpcore.AnyIOBackend()
 
     # httpcore's signature, timeout included.
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
-                          local_address: str | None = None,
-                          socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-                          ) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         if not self._destinations.allows(host, port):
             raise DestinationRefused(f"{host}:{port} is not an allowed destination")
         if self._destinations.trusts(host, port):
-            return await self._inner.connect_tcp(host, port, timeout=timeout, local_address=local_address,
-                                                 socket_options=socket_options)
+            return await self._inner.connect_tcp(
+                host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+            )
         # One timeout for the lookup and every dial, as httpx's own connect has.
         clock = asyncio.get_running_loop().time
         deadline = None if timeout is None else clock() + timeout
@@ -121,16 +133,20 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             if share is not None and share <= 0:
                 raise httpcore.ConnectTimeout(f"connecting to {host} timed out")
             try:
-                return await self._inner.connect_tcp(address, port, timeout=share, local_address=local_address,
-                                                     socket_options=socket_options)
+                return await self._inner.connect_tcp(
+                    address, port, timeout=share, local_address=local_address, socket_options=socket_options
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None
         raise failure
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
-                                  socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-                                  ) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         raise DestinationRefused("unix sockets are not a destination")
 
     async def sleep(self, seconds: float) -> None:
@@ -140,8 +156,13 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport (TLS verified, no proxy from the environment) over a GuardedBackend."""
 
-    def __init__(self, destinations: Destinations, *, resolver: Resolver = resolve,
-                 inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+    def __init__(
+        self,
+        destinations: Destinations,
+        *,
+        resolver: Resolver = resolve,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
         super().__init__(retries=0)
         limits = httpx.Limits()
         # httpx 0.28 takes no network backend: its pool is replaced by the same pool over ours.

@@ -30,8 +30,9 @@ class Issuer:
 class CardGateway:
     """Chooses, per organization, Lithic (when it has a key) or the simulator."""
 
-    def __init__(self, cipher: DataCipher, *, lithic: LithicClient | None = None,
-                 simulator: CardSimulator | None = None) -> None:
+    def __init__(
+        self, cipher: DataCipher, *, lithic: LithicClient | None = None, simulator: CardSimulator | None = None
+    ) -> None:
         self.cipher = cipher
         self.lithic = lithic or LithicClient()
         self.simulator = simulator or CardSimulator()

@@ -88,4 +88,3 @@ class LithicHosts:
 
 
 LITHIC_ONLY = LithicHosts()
-

@@ -81,8 +81,13 @@ class LithicClient:
     Idempotency-Key, so a retry after a crash reuses it too.
     """
 
-    def __init__(self, *, timeout: float = 10.0, hosts: LithicHosts = LITHIC_ONLY,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        hosts: LithicHosts = LITHIC_ONLY,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         """`hosts` is checked on every base_url, and again on the address each connection dials;
         `transport` replaces the guarded one (tests only: it dials whatever it likes)."""
         self.hosts = hosts
@@ -100,9 +105,7 @@ class LithicClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def create_card(
-        self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest
-    ) -> IssuedCard:
+    async def create_card(self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest) -> IssuedCard:
         if not _is_uuid(idempotency_key):
             raise ValueError("idempotency_key must be a UUID (Lithic's Idempotency-Key is a uuid)")
         return await self._send(
@@ -209,8 +212,12 @@ def _interpret(response: httpx.Response, api_key: str) -> IssuedCard:
 def _issued_card(data: object) -> IssuedCard:
     if not isinstance(data, dict):
         raise ValueError("card is not an object")
-    required = {name: data.get(name) for name in ("token", "last_four", "state", "type")}
-    if not all(isinstance(value, str) and value for value in required.values()):
+    required = {
+        name: value
+        for name in ("token", "last_four", "state", "type")
+        if isinstance(value := data.get(name), str) and value
+    }
+    if len(required) < 4:
         raise ValueError("card lacks token, last_four, state or type")
     memo = data.get("memo")
     spend_limit = data.get("spend_limit")

@@ -23,9 +23,7 @@ class CardSimulator:
         self._by_idempotency_key: dict[str, str] = {}
         self._cards: dict[str, IssuedCard] = {}
 
-    async def create_card(
-        self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest
-    ) -> IssuedCard:
+    async def create_card(self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest) -> IssuedCard:
         existing = self._by_idempotency_key.get(idempotency_key)
         if existing is not None:
             return self._cards[existing]
@@ -79,9 +77,7 @@ class CardSimulator:
 
 
 # The spec's enums (type includes the deprecated values Lithic still accepts).
-_CARD_TYPES = frozenset(
-    {"MERCHANT_LOCKED", "PHYSICAL", "SINGLE_USE", "VIRTUAL", "UNLOCKED", "DIGITAL_WALLET"}
-)
+_CARD_TYPES = frozenset({"MERCHANT_LOCKED", "PHYSICAL", "SINGLE_USE", "VIRTUAL", "UNLOCKED", "DIGITAL_WALLET"})
 _CREATE_STATES = frozenset({"OPEN", "PAUSED"})
 _UPDATE_STATES = frozenset({"OPEN", "PAUSED", "CLOSED"})
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from msgspec import UNSET
 
+from canopy_svc.core.dbtypes import Conn, Queryable, Row
 from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import links
@@ -26,15 +27,20 @@ CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)
 
 
-def card_from_record(record: Mapping[str, Any]) -> CardDetails:
+def card_from_record(record: Row) -> CardDetails:
     return CardDetails(
-        status=record["status"], token=record["token"], last_four=record["last_four"], state=record["state"],
-        type=record["card_type"], memo=record["memo"], spend_limit=record["spend_limit"], error=record["error"],
+        status=record["status"],
+        token=record["token"],
+        last_four=record["last_four"],
+        state=record["state"],
+        type=record["card_type"],
+        memo=record["memo"],
+        spend_limit=record["spend_limit"],
+        error=record["error"],
     )
 
 
-async def cards_of_links(conn: asyncpg.Connection | asyncpg.Pool,
-                         link_ids: Sequence[int]) -> dict[int, list[CardDetails]]:
+async def cards_of_links(conn: Queryable, link_ids: Sequence[int]) -> dict[int, list[CardDetails]]:
     """The cards of each link, by link id (one query)."""
     by_link: dict[int, list[CardDetails]] = defaultdict(list)
     for card in await card_store.of_links(conn, link_ids):
@@ -46,20 +52,20 @@ def parse_card_update(body: bytes) -> CardUpdate:
     """A change of a card's state, spend limit or both: one of them at least."""
     change = CARD_UPDATE_DECODER.decode(body)
     if change.state is UNSET and change.spend_limit is UNSET:
-        raise InvalidInput([detail("", "required", {"missingProperty": "state"},
-                                   "must have property 'state' or 'spend_limit'")])
+        raise InvalidInput(
+            [detail("", "required", {"missingProperty": "state"}, "must have property 'state' or 'spend_limit'")]
+        )
     return change
 
 
-async def _link(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
+async def _link(conn: Conn, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
     link = await account_store.fetch_link(conn, org_id, account_id, customer_id, for_update=True)
     if link is None:
         raise NotFound(f"No customer {customer_id} found on account {account_id}")
     return link
 
 
-async def issue_card(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str,
-                     payload: CardCreate) -> CardDetails:
+async def issue_card(conn: Conn, org_id: int, account_id: str, customer_id: str, payload: CardCreate) -> CardDetails:
     """A new PENDING card for the link; what the body leaves out comes from the link's settings."""
     link = await _link(conn, org_id, account_id, customer_id)
     lithic = payload.lithic
@@ -101,8 +107,16 @@ def _change_fields(change: CardUpdate) -> dict[str, Any]:
     return fields
 
 
-async def begin_card_change(conn: asyncpg.Connection, org_id: int, account_id: str, customer_id: str,
-                            change: CardUpdate, gateway: CardGateway, *, lease_seconds: float) -> CardChange:
+async def begin_card_change(
+    conn: Conn,
+    org_id: int,
+    account_id: str,
+    customer_id: str,
+    change: CardUpdate,
+    gateway: CardGateway,
+    *,
+    lease_seconds: float,
+) -> CardChange:
     """Phase 1, in the caller's transaction: records the change (from parse_card_update) on the link's
     newest card, if that card can take it.
 
@@ -126,8 +140,9 @@ async def begin_card_change(conn: asyncpg.Connection, org_id: int, account_id: s
     change_id = str(uuid.uuid4())
     if issuer.simulated:
         updated = await card_store.set_state(conn, card["id"], state=state, spend_limit=spend_limit)
-        return CardChange(card["id"], change_id, card["token"], None, fields, state, spend_limit,
-                          done=card_from_record(updated))
+        return CardChange(
+            card["id"], change_id, card["token"], None, fields, state, spend_limit, done=card_from_record(updated)
+        )
     await card_store.begin_change(conn, card["id"], change_id, json.dumps(fields))
     return CardChange(card["id"], change_id, card["token"], issuer, fields, state, spend_limit)
 
@@ -139,25 +154,35 @@ async def send_card_change(change: CardChange) -> IssuedCard:
     assert change.issuer is not None
     try:
         return await change.issuer.client.update_card(
-            change.issuer.base_url, change.issuer.api_key, change.token,
-            state=change.fields.get("state"), spend_limit=change.fields.get("spend_limit"),
+            change.issuer.base_url,
+            change.issuer.api_key,
+            change.token,
+            state=change.fields.get("state"),
+            spend_limit=change.fields.get("spend_limit"),
         )
     except LithicRejected as rejected:
         message = f"The issuer refused the change: {rejected.message}"
-        raise InvalidInput([detail(f"/{name}", "format", {"format": "issuer"}, message)
-                            for name in ("state", "spend_limit") if name in change.fields], message) from None
+        raise InvalidInput(
+            [
+                detail(f"/{name}", "format", {"format": "issuer"}, message)
+                for name in ("state", "spend_limit")
+                if name in change.fields
+            ],
+            message,
+        ) from None
     except LithicRetryable as retryable:
         raise Unavailable(int(retryable.retry_after or 1)) from None
 
 
-async def finish_card_change(conn: asyncpg.Connection, change: CardChange, issued: IssuedCard) -> CardDetails:
+async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard) -> CardDetails:
     """Phase 3: records what Lithic answered. Lithic's state is the truth; the limit is what was set."""
-    updated = await card_store.finish_change(conn, change.card_id, change.change_id, state=issued.state,
-                                             spend_limit=change.spend_limit)
+    updated = await card_store.finish_change(
+        conn, change.card_id, change.change_id, state=issued.state, spend_limit=change.spend_limit
+    )
     # None: our lease ran out and another request or the worker took the change over; it records it.
     return card_from_record(updated if updated is not None else await card_store.fetch_card(conn, change.card_id))
 
 
-async def abandon_card_change(conn: asyncpg.Connection | asyncpg.Pool, change: CardChange) -> None:
+async def abandon_card_change(conn: Queryable, change: CardChange) -> None:
     """Phase 3 when Lithic refused the change or could not be reached: the card is as it was."""
     await card_store.abandon_change(conn, change.card_id, change.change_id)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.rules.ids import new_client_id, new_client_secret
 from canopy_svc.rules.passwords import hash_secret
 from canopy_svc.store import api_clients, organizations
@@ -26,8 +27,9 @@ class NewClient:
     limits: Limits
 
 
-async def create_client(conn: asyncpg.Connection, org: str, scopes: str, *, rate: float | None = None,
-                        burst: int | None = None) -> NewClient:
+async def create_client(
+    conn: Conn, org: str, scopes: str, *, rate: float | None = None, burst: int | None = None
+) -> NewClient:
     """A client of `org` (made if new), in the caller's transaction."""
     org_id = await organizations.get_or_create_organization(conn, org)
     client_id, secret = new_client_id(), new_client_secret()
@@ -37,17 +39,18 @@ async def create_client(conn: asyncpg.Connection, org: str, scopes: str, *, rate
     return NewClient(org, client_id, secret, limits)
 
 
-async def find_client(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> asyncpg.Record | None:
+async def find_client(conn: Queryable, client_id: str) -> asyncpg.Record | None:
     """The client's client_id, org_id, secret_hash and scopes, or None."""
     return await organizations.find_client(conn, client_id)
 
 
-async def limits(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> Limits | None:
+async def limits(conn: Queryable, client_id: str) -> Limits | None:
     """The client's (rate, burst), or None when there is no such client."""
     return await api_clients.limits(conn, client_id)
 
 
-async def set_limits(conn: asyncpg.Connection | asyncpg.Pool, client_id: str, *, rate: float | None = None,
-                     burst: int | None = None) -> Limits | None:
+async def set_limits(
+    conn: Queryable, client_id: str, *, rate: float | None = None, burst: int | None = None
+) -> Limits | None:
     """Changes the client's rate and/or burst (None keeps it); the new ones, or None if no such client."""
     return await api_clients.set_limits(conn, client_id, rate=rate, burst=burst)

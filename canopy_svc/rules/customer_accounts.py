@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.dbtypes import Queryable
 from canopy_svc.rules import accounts, cards, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
@@ -19,29 +20,32 @@ from canopy_svc.wire.errors import NotFound
 from canopy_svc.wire.models import AccountCore, AccountList, CustomerAccountLink, CustomerAccountLinkList
 
 
-async def list_customer_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                                 page: PageRequest, customer_id: str, cipher: DataCipher) -> AccountList:
+async def list_customer_accounts(
+    conn: Queryable, org_id: int, cursors: CursorCodec, page: PageRequest, customer_id: str, cipher: DataCipher
+) -> AccountList:
     """GET /customers/{id}/accounts: the accounts the customer is on, in the order it joined them."""
     customer = await customer_store.fetch(conn, org_id, customer_id)
     if customer is None:
         raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
 
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
-        return await account_store.page_links(conn, org_id, limit=limit, after=after, before=before,
-                                              customer_row_id=customer["id"])
+        return await account_store.page_links(
+            conn, org_id, limit=limit, after=after, before=before, customer_row_id=customer["id"]
+        )
 
-    link_records, paging = await keyset_page(cursors, org_id, f"customer-accounts:{customer['id']}", page, fetch,
-                                             key="link_id")
+    link_records, paging = await keyset_page(
+        cursors, org_id, f"customer-accounts:{customer['id']}", page, fetch, key="link_id"
+    )
     records = await accounts.accounts_by_row_id(conn, org_id, link_records)
     return AccountList(
-        results=await accounts.load_accounts(conn, [records[link["account_row_id"]] for link in link_records],
-                                             cipher),
+        results=await accounts.load_accounts(conn, [records[link["account_row_id"]] for link in link_records], cipher),
         paging=paging,
     )
 
 
-async def list_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                     page: PageRequest, cipher: DataCipher) -> CustomerAccountLinkList:
+async def list_links(
+    conn: Queryable, org_id: int, cursors: CursorCodec, page: PageRequest, cipher: DataCipher
+) -> CustomerAccountLinkList:
     """GET /customers/accounts: one row per customer-account link."""
 
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
@@ -52,8 +56,13 @@ async def list_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, curso
     cards_by_link = await cards.cards_of_links(conn, [link["link_id"] for link in link_records])
     return CustomerAccountLinkList(
         results=[
-            customer_from_record(link, cipher, CustomerAccountLink, **links.link_fields(link, cards_by_link),
-                                 account=AccountCore(**accounts.account_fields(records[link["account_row_id"]])))
+            customer_from_record(
+                link,
+                cipher,
+                CustomerAccountLink,
+                **links.link_fields(link, cards_by_link),
+                account=AccountCore(**accounts.account_fields(records[link["account_row_id"]])),
+            )
             for link in link_records
         ],
         paging=paging,

@@ -9,13 +9,14 @@ import msgspec
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.db import atomic
+from canopy_svc.core.dbtypes import Conn, Queryable, Row
 from canopy_svc.rules import duplicates, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import new_customer_id
 from canopy_svc.rules.paging import PageRequest, keyset_page
 from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
 from canopy_svc.store import customers as store
-from canopy_svc.store.customer_columns import STORAGE, Row
+from canopy_svc.store.customer_columns import STORAGE
 from canopy_svc.wire.errors import BadRequest, InvalidInput, NotFound
 from canopy_svc.wire.models import (
     Customer,
@@ -45,7 +46,7 @@ def parse_update(body: bytes) -> CustomerUpdate:
 customer_from_record = STORAGE.customer
 
 
-async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate, cipher: DataCipher) -> Customer:
+async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataCipher) -> Customer:
     """Creates the customer. Without links, in one statement that also compares it with the others
     (the common case: one round trip); with links, or under the `block` policy (which must compare
     first, under locks), in a transaction."""
@@ -57,8 +58,9 @@ async def create(conn: asyncpg.Connection, org_id: int, payload: CustomerCreate,
         if record is not None:
             return _answer(record, cipher, duplicates.warnings_for(matches))
     async with atomic(conn):
-        warnings = await duplicates.check(conn, org_id, fields, columns["ssn_hash"],
-                                          ignore_warnings=payload.ignore_warnings)
+        warnings = await duplicates.check(
+            conn, org_id, fields, columns["ssn_hash"], ignore_warnings=payload.ignore_warnings
+        )
         record = await store.insert(conn, org_id, customer_id, columns)
         if payload.assign_to_accounts:
             await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
@@ -72,15 +74,14 @@ def _answer(record: Row, cipher: DataCipher, warnings: list[DuplicateWarning]) -
     return customer
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, customer_id: str, cipher: DataCipher) -> Customer:
+async def get(conn: Queryable, org_id: int, customer_id: str, cipher: DataCipher) -> Customer:
     record = await store.fetch(conn, org_id, customer_id)
     if record is None:
         raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
     return customer_from_record(record, cipher)
 
 
-async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch: CustomerUpdate,
-                 cipher: DataCipher) -> Customer:
+async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdate, cipher: DataCipher) -> Customer:
     record = await store.fetch(conn, org_id, customer_id, for_update=True)
     if record is None:
         raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
@@ -100,8 +101,9 @@ async def update(conn: asyncpg.Connection, org_id: int, customer_id: str, patch:
     warnings: list[DuplicateWarning] = []
     if duplicates.CHECKED_FIELDS & given.keys():
         ssn_hash = columns["ssn_hash"] if "ssn" in given else record["ssn_hash"]
-        warnings = await duplicates.check(conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings,
-                                          exclude_row_id=record["id"])
+        warnings = await duplicates.check(
+            conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings, exclude_row_id=record["id"]
+        )
     updated = await store.update(conn, record["id"], columns)
     if patch.assign_to_accounts:
         await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
@@ -117,8 +119,9 @@ def search_words(raw: str | None) -> list[str]:
     return words
 
 
-async def list_page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, cursors: CursorCodec,
-                    page: PageRequest, search: list[str], cipher: DataCipher) -> CustomerList:
+async def list_page(
+    conn: Queryable, org_id: int, cursors: CursorCodec, page: PageRequest, search: list[str], cipher: DataCipher
+) -> CustomerList:
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
         return await store.page(conn, org_id, limit=limit, after=after, before=before, search=search)
 

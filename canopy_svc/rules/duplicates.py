@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.store import customers as store
 from canopy_svc.wire.errors import DuplicateCustomer
 from canopy_svc.wire.models import DuplicateWarning
@@ -25,13 +26,24 @@ _MESSAGES = {
 }
 
 
-async def check(conn: asyncpg.Connection, org_id: int, values: dict[str, Any], ssn_hash: bytes | None, *,
-                ignore_warnings: bool, exclude_row_id: int = 0) -> list[DuplicateWarning]:
+async def check(
+    conn: Conn,
+    org_id: int,
+    values: dict[str, Any],
+    ssn_hash: bytes | None,
+    *,
+    ignore_warnings: bool,
+    exclude_row_id: int = 0,
+) -> list[DuplicateWarning]:
     """The warnings for a customer with these (merged) values; raises DuplicateCustomer under `block`."""
     arguments = {
-        "ssn_hash": ssn_hash, "email": values["email"], "phone_number": values["phone_number"],
-        "address_line_one": values["address_line_one"], "address_zip": values["address_zip"],
-        "address_country_code": values.get("address_country_code"), "exclude_row_id": exclude_row_id,
+        "ssn_hash": ssn_hash,
+        "email": values["email"],
+        "phone_number": values["phone_number"],
+        "address_line_one": values["address_line_one"],
+        "address_zip": values["address_zip"],
+        "address_country_code": values.get("address_country_code"),
+        "exclude_row_id": exclude_row_id,
     }
     policy, matches = await store.duplicates(conn, org_id, **arguments)
     if policy == "block":
@@ -42,16 +54,21 @@ async def check(conn: asyncpg.Connection, org_id: int, values: dict[str, Any], s
     if policy == "block" and warnings:
         same_person = _same_ssn_and_birth_date(matches, values["date_of_birth"])
         if not ignore_warnings or same_person:
-            message = ("A customer with the same SSN and date of birth already exists" if same_person
-                       else "A customer with the same details already exists")
+            message = (
+                "A customer with the same SSN and date of birth already exists"
+                if same_person
+                else "A customer with the same details already exists"
+            )
             raise DuplicateCustomer(warnings, message)
     return warnings
 
 
 def warnings_for(matches: list[tuple[str, str]]) -> list[DuplicateWarning]:
     """[(field, matching customer_id)] as the answer's `warnings`."""
-    return [DuplicateWarning(code=f"duplicate_{field}", field=field, customer_id=customer_id,
-                             message=_MESSAGES[field]) for field, customer_id in matches]
+    return [
+        DuplicateWarning(code=f"duplicate_{field}", field=field, customer_id=customer_id, message=_MESSAGES[field])
+        for field, customer_id in matches
+    ]
 
 
 def _same_ssn_and_birth_date(matches: list[asyncpg.Record], date_of_birth: datetime.date) -> bool:

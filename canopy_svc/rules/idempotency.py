@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.store import idempotency as store
 from canopy_svc.wire.errors import ApiError, BadRequest, IdempotencyInProgress, IdempotencyKeyReused
 
@@ -53,7 +54,7 @@ class IdempotencyKey:
             raise BadRequest("Idempotency-Key must be 1-255 printable characters")
         return cls(org_id, key, store.fingerprint(cipher, method, path, body), cipher)
 
-    async def claim(self, conn: asyncpg.Connection, *, lease_seconds: float | None = None) -> Answer | None:
+    async def claim(self, conn: Conn, *, lease_seconds: float | None = None) -> Answer | None:
         """Takes the key for this transaction: the stored answer to replay, or None to do the work.
 
         A request still running under the key is a 409; so is an in-progress placeholder younger than
@@ -71,10 +72,10 @@ class IdempotencyKey:
             return None
         return Answer(stored["status"], stored["body"])
 
-    async def remember(self, conn: asyncpg.Connection, status: int, answer: bytes) -> None:
+    async def remember(self, conn: Conn, status: int, answer: bytes) -> None:
         await store.store(conn, self.org_id, self.key, self.fingerprint, status, answer, cipher=self.cipher)
 
-    async def forget(self, conn: asyncpg.Connection) -> None:
+    async def forget(self, conn: Conn) -> None:
         await store.forget(conn, self.org_id, self.key)
 
 

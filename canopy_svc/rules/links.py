@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Row
 from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
@@ -41,29 +42,46 @@ def card_config(config: IssuerProcessorConfig | None) -> dict[str, Any] | None:
     }
 
 
-def link_fields(link: Mapping[str, Any], cards_by_link: Mapping[int, list[CardDetails]]) -> dict[str, Any]:
+def link_fields(link: Row, cards_by_link: Mapping[int, list[CardDetails]]) -> dict[str, Any]:
     """What a link adds to its customer's fields (AccountCustomer, CustomerAccountLink)."""
-    return {"customer_account_role": link["customer_account_role"],
-            "customer_account_external_id": link["customer_account_external_id"],
-            "card_details": cards_by_link.get(link["link_id"], [])}
+    return {
+        "customer_account_role": link["customer_account_role"],
+        "customer_account_external_id": link["customer_account_external_id"],
+        "card_details": cards_by_link.get(link["link_id"], []),
+    }
 
 
-async def queue_card(conn: asyncpg.Connection, org_id: int, link_id: int, *, spend_limit: int | None,
-                     lithic: LithicCardConfig | dict[str, Any]) -> asyncpg.Record:
+async def queue_card(
+    conn: Conn, org_id: int, link_id: int, *, spend_limit: int | None, lithic: LithicCardConfig | dict[str, Any]
+) -> asyncpg.Record:
     """A PENDING card, committed with the caller's transaction; the worker issues it."""
     get = lithic.get if isinstance(lithic, dict) else lambda name: getattr(lithic, name)
     return await card_store.insert_pending(
-        conn, org_id, link_id, idempotency_key=new_idempotency_uuid(),
-        card_type=get("type") or DEFAULT_CARD_TYPE, memo=get("memo"), state=get("state") or DEFAULT_CARD_STATE,
-        spend_limit=spend_limit, card_program_token=get("card_program_token"),
+        conn,
+        org_id,
+        link_id,
+        idempotency_key=new_idempotency_uuid(),
+        card_type=get("type") or DEFAULT_CARD_TYPE,
+        memo=get("memo"),
+        state=get("state") or DEFAULT_CARD_STATE,
+        spend_limit=spend_limit,
+        card_program_token=get("card_program_token"),
     )
 
 
-async def _link(conn: asyncpg.Connection, org_id: int, account_row_id: int, customer_row_id: int,
-                assignment: AccountAssignment | CustomerAssignment) -> None:
+async def _link(
+    conn: Conn,
+    org_id: int,
+    account_row_id: int,
+    customer_row_id: int,
+    assignment: AccountAssignment | CustomerAssignment,
+) -> None:
     config = assignment.customer_account_issuer_processor_config
     link_id, created = await account_store.upsert_link(
-        conn, org_id, account_row_id, customer_row_id,
+        conn,
+        org_id,
+        account_row_id,
+        customer_row_id,
         role=assignment.customer_account_role,
         external_id=assignment.customer_account_external_id,
         new_external_id=base62_id(24),
@@ -83,16 +101,14 @@ def _row_id(found: dict[str, int], wanted: str, kind: str) -> int:
     return row_id
 
 
-async def assign_accounts(conn: asyncpg.Connection, org_id: int, customer_row_id: int,
-                          assignments: list[AccountAssignment]) -> None:
+async def assign_accounts(conn: Conn, org_id: int, customer_row_id: int, assignments: list[AccountAssignment]) -> None:
     """`assign_to_accounts` of a customer: every account must be this organization's."""
     found = await account_store.find_row_ids(conn, org_id, [a.account_id for a in assignments])
     for assignment in assignments:
         await _link(conn, org_id, _row_id(found, assignment.account_id, "account"), customer_row_id, assignment)
 
 
-async def assign_customers(conn: asyncpg.Connection, org_id: int, account_row_id: int,
-                           assignments: list[CustomerAssignment]) -> None:
+async def assign_customers(conn: Conn, org_id: int, account_row_id: int, assignments: list[CustomerAssignment]) -> None:
     """`assign_customers` of an account: every customer must be this organization's."""
     found = await customer_store.find_row_ids(conn, org_id, [a.customer_id for a in assignments])
     for assignment in assignments:

@@ -6,6 +6,7 @@ import asyncpg
 from msgspec import UNSET
 
 from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.issuers.gateway import LITHIC_KEY_CONTEXT
 from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
 from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL
@@ -39,14 +40,17 @@ def parse_issuer_processors(body: bytes, hosts: LithicHosts = LITHIC_ONLY) -> Is
 def _answer(record: asyncpg.Record) -> IssuerProcessors:
     if record["lithic_api_key_encrypted"] is None:
         return IssuerProcessors(lithic_config=None)
-    return IssuerProcessors(lithic_config=LithicConfigOut(
-        api_key="****" + (record["lithic_api_key_last_four"] or ""),
-        base_url=record["lithic_base_url"] or LITHIC_SANDBOX_URL,
-    ))
+    return IssuerProcessors(
+        lithic_config=LithicConfigOut(
+            api_key="****" + (record["lithic_api_key_last_four"] or ""),
+            base_url=record["lithic_base_url"] or LITHIC_SANDBOX_URL,
+        )
+    )
 
 
-async def set_issuer_processors(conn: asyncpg.Connection, org_id: int, payload: IssuerProcessorsUpdate,
-                                cipher: DataCipher) -> IssuerProcessors:
+async def set_issuer_processors(
+    conn: Conn, org_id: int, payload: IssuerProcessorsUpdate, cipher: DataCipher
+) -> IssuerProcessors:
     """Sets what `payload` (from parse_issuer_processors) says."""
     config = payload.lithic_config
     if config is UNSET:
@@ -60,16 +64,15 @@ async def set_issuer_processors(conn: asyncpg.Connection, org_id: int, payload: 
     return _answer(await store.lithic_config(conn, org_id))
 
 
-async def get_issuer_processors(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> IssuerProcessors:
+async def get_issuer_processors(conn: Queryable, org_id: int) -> IssuerProcessors:
     return _answer(await store.lithic_config(conn, org_id))
 
 
-async def get_settings(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> OrganizationSettings:
+async def get_settings(conn: Queryable, org_id: int) -> OrganizationSettings:
     return OrganizationSettings(duplicate_customer_policy=await store.duplicate_policy(conn, org_id))  # type: ignore[arg-type]
 
 
-async def update_settings(conn: asyncpg.Connection, org_id: int,
-                          payload: OrganizationSettingsUpdate) -> OrganizationSettings:
+async def update_settings(conn: Conn, org_id: int, payload: OrganizationSettingsUpdate) -> OrganizationSettings:
     if isinstance(payload.duplicate_customer_policy, str):
         await store.set_duplicate_policy(conn, org_id, payload.duplicate_customer_policy)
     return await get_settings(conn, org_id)

@@ -36,8 +36,9 @@ class PageRequest:
 
     @classmethod
     def from_query(cls, query: Any, default_limit: int) -> PageRequest:
-        return cls(clamp_limit(query.get("limit"), default_limit), query.get("starting_after"),
-                   query.get("ending_before"))
+        return cls(
+            clamp_limit(query.get("limit"), default_limit), query.get("starting_after"), query.get("ending_before")
+        )
 
 
 def _decode(cursors: CursorCodec, org_id: int, kind: str, cursor: str | None, parameter: str) -> int | None:
@@ -52,7 +53,11 @@ Fetch = Callable[[int, int | None, int | None], Awaitable[Sequence[Any]]]
 
 
 async def keyset_page(
-    cursors: CursorCodec, org_id: int, kind: str, request: PageRequest, fetch: Fetch,
+    cursors: CursorCodec,
+    org_id: int,
+    kind: str,
+    request: PageRequest,
+    fetch: Fetch,
     key: str = "id",
 ) -> tuple[list[Any], Paging]:
     """Runs `fetch(limit, after, before)` (which returns up to limit+1 rows, descending when

@@ -33,7 +33,11 @@ def verify_secret(secret: str, stored: str) -> bool:
             return False
         expected = base64.b64decode(digest)
         actual = hashlib.scrypt(
-            secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+            secret.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
             dklen=len(expected),
         )
     except ValueError:
@@ -75,8 +79,9 @@ class RecentSecrets:
     ends it at once. At most `max_entries` (the oldest go first), each for `ttl` seconds.
     """
 
-    def __init__(self, *, max_entries: int = 10_000, ttl: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, max_entries: int = 10_000, ttl: float = 600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._key = secrets.token_bytes(32)
         self._max_entries = max_entries
         self.ttl = ttl

@@ -136,15 +136,14 @@ class PostgresRateLimiter:
     async def hit(self, key: str, rate: float, burst: int) -> Decision:
         return (await self.take(key, rate, burst, 1))[1]
 
-    async def take(self, key: str, rate: float, burst: int, wanted: int,
-                   returned: int = 0) -> tuple[int, Decision]:
+    async def take(self, key: str, rate: float, burst: int, wanted: int, returned: int = 0) -> tuple[int, Decision]:
         """Gives back `returned` unspent tokens and takes up to `wanted`, in one decision:
         (tokens granted, the decision for the first of them)."""
         interval = _check(rate, burst)
         wanted = max(0 if returned > 0 else 1, min(wanted, burst))  # 0: only a give-back
-        granted, tat, now = await rate_limit_buckets.take(self._pool, key, interval=interval,
-                                                          bound=_bound(interval, burst), wanted=wanted,
-                                                          returned=max(0, returned))
+        granted, tat, now = await rate_limit_buckets.take(
+            self._pool, key, interval=interval, bound=_bound(interval, burst), wanted=wanted, returned=max(0, returned)
+        )
         return granted, decision_from(granted > 0, tat, now, interval, burst)
 
     async def give_back(self, key: str, rate: float, burst: int) -> None:
@@ -167,8 +166,13 @@ class _Lease:
 
     def decision(self) -> Decision:
         """Admitted: the client's remaining tokens are the store's plus the ones still held here."""
-        return Decision(allowed=True, limit=self.burst, remaining=min(self.burst, self.store_remaining + self.tokens),
-                        reset_seconds=self.reset_seconds, retry_after_seconds=1)
+        return Decision(
+            allowed=True,
+            limit=self.burst,
+            remaining=min(self.burst, self.store_remaining + self.tokens),
+            reset_seconds=self.reset_seconds,
+            retry_after_seconds=1,
+        )
 
 
 class LeasingRateLimiter:
@@ -183,8 +187,15 @@ class LeasingRateLimiter:
     rates the batch is one token: exactly the unbatched limiter.
     """
 
-    def __init__(self, store: PostgresRateLimiter, *, lease_seconds: float = 0.05, timeout: float | None = 0.25,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: PostgresRateLimiter,
+        *,
+        lease_seconds: float = 0.05,
+        timeout: float | None = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
+    ) -> None:
         self._store = store
         self._lease_seconds = lease_seconds
         self._timeout = timeout
@@ -234,8 +245,15 @@ class LeasingRateLimiter:
         if key not in self._leases and len(self._leases) >= self._max_keys:
             now = self._clock()
             self._leases = {k: v for k, v in self._leases.items() if v.expires_at > now}
-        lease = _Lease(tokens=granted - 1, batch=wanted, expires_at=self._clock() + self._lease_seconds, rate=rate,
-                       burst=burst, store_remaining=decision.remaining, reset_seconds=decision.reset_seconds)
+        lease = _Lease(
+            tokens=granted - 1,
+            batch=wanted,
+            expires_at=self._clock() + self._lease_seconds,
+            rate=rate,
+            burst=burst,
+            store_remaining=decision.remaining,
+            reset_seconds=decision.reset_seconds,
+        )
         self._leases[key] = lease
         return lease.decision()
 
@@ -269,9 +287,7 @@ class FailOpenRateLimiter:
         _check(rate, burst)  # caller bugs must still surface, not be swallowed as store failures
         decision = await self._call(self._inner.hit, key, rate, burst)
         if decision is None:
-            return Decision(
-                allowed=True, limit=burst, remaining=burst - 1, reset_seconds=0, retry_after_seconds=1
-            )
+            return Decision(allowed=True, limit=burst, remaining=burst - 1, reset_seconds=0, retry_after_seconds=1)
         if self._failing:
             log.info("rate limit store available again")
             self._failing = False
@@ -283,8 +299,9 @@ class FailOpenRateLimiter:
         if give_back is not None:
             await self._call(give_back, key, rate, burst)
 
-    async def _call(self, method: Callable[[str, float, int], Awaitable[T]], key: str, rate: float,
-                    burst: int) -> T | None:
+    async def _call(
+        self, method: Callable[[str, float, int], Awaitable[T]], key: str, rate: float, burst: int
+    ) -> T | None:
         """The store's answer, or None if it failed or took longer than the timeout."""
         try:
             if self._timeout is None:

@@ -114,8 +114,9 @@ class TokenAuthority:
             raise Unauthorized("Invalid token")
         if claims.exp <= now:
             raise NotAuthorized("Token expired")
-        return Principal(client_id=claims.sub, org_id=int(claims.org), scopes=frozenset(claims.scope.split()),
-                         expires_at=claims.exp)
+        return Principal(
+            client_id=claims.sub, org_id=int(claims.org), scopes=frozenset(claims.scope.split()), expires_at=claims.exp
+        )
 
 
 def canonical_segments(token: str) -> tuple[bytes, bytes]:

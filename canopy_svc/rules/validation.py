@@ -40,6 +40,7 @@ from canopy_svc.wire.fields import (
     US_STATE_CODES,
     US_ZIP,
 )
+from canopy_svc.wire.patterns import as_written
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -218,8 +219,9 @@ def walk(value: Any, tp: Any, path: str, problems: list[ErrorDetail]) -> Any:
             problems.append(detail(path, "type", {"type": "string"}, "must be string"))
             return _INVALID
         if value not in allowed:
-            problems.append(detail(path, "enum", {"allowedValues": allowed},
-                                   "must be equal to one of the allowed values"))
+            problems.append(
+                detail(path, "enum", {"allowedValues": allowed}, "must be equal to one of the allowed values")
+            )
             return _INVALID
         return value
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
@@ -238,23 +240,23 @@ def _walk_struct(value: Any, model: type[msgspec.Struct], path: str, problems: l
         name = field.encode_name
         if name not in value:
             if field.required:
-                problems.append(detail(path, "required", {"missingProperty": name},
-                                       f"must have required property '{name}'"))
+                problems.append(
+                    detail(path, "required", {"missingProperty": name}, f"must have required property {name}")
+                )
             continue
         walk(value[name], field.type, f"{path}/{_pointer_escape(name)}", problems)
     return value if len(problems) == before else _INVALID
 
 
-def _walk_annotated(
-    value: Any, base: Any, meta: msgspec.Meta | None, path: str, problems: list[ErrorDetail]
-) -> Any:
+def _walk_annotated(value: Any, base: Any, meta: msgspec.Meta | None, path: str, problems: list[ErrorDetail]) -> Any:
     if typing.get_origin(base) is list:
         if not isinstance(value, list):
             problems.append(detail(path, "type", {"type": "array"}, "must be array"))
             return _INVALID
         if meta is not None and meta.max_length is not None and len(value) > meta.max_length:
-            problems.append(detail(path, "maxItems", {"limit": meta.max_length},
-                                   f"must NOT have more than {meta.max_length} items"))
+            problems.append(
+                detail(path, "maxItems", {"limit": meta.max_length}, f"must NOT have more than {meta.max_length} items")
+            )
             return _INVALID
         (item_type,) = typing.get_args(base)
         before = len(problems)
@@ -280,16 +282,28 @@ def _walk_annotated(
             return _bad_date(path, problems)
     if isinstance(value, str) and meta is not None:
         if meta.min_length is not None and len(value) < meta.min_length:
-            problems.append(detail(path, "minLength", {"limit": meta.min_length},
-                                   f"must NOT have fewer than {meta.min_length} characters"))
+            problems.append(
+                detail(
+                    path,
+                    "minLength",
+                    {"limit": meta.min_length},
+                    f"must NOT have fewer than {meta.min_length} characters",
+                )
+            )
             return _INVALID
         if meta.max_length is not None and len(value) > meta.max_length:
-            problems.append(detail(path, "maxLength", {"limit": meta.max_length},
-                                   f"must NOT have more than {meta.max_length} characters"))
+            problems.append(
+                detail(
+                    path,
+                    "maxLength",
+                    {"limit": meta.max_length},
+                    f"must NOT have more than {meta.max_length} characters",
+                )
+            )
             return _INVALID
         if meta.pattern is not None and not _compiled(meta.pattern).search(value):
-            problems.append(detail(path, "pattern", {"pattern": meta.pattern},
-                                   f'must match pattern "{meta.pattern}"'))
+            written = as_written(meta.pattern)
+            problems.append(detail(path, "pattern", {"pattern": written}, f'must match pattern "{written}"'))
             return _INVALID
     if isinstance(value, str) and "\x00" in value:  # every string, whatever its own pattern says
         problems.append(detail(path, "pattern", {"pattern": NO_NUL}, "must not contain NUL (\\u0000)"))
@@ -297,8 +311,7 @@ def _walk_annotated(
     if meta is None:
         return value
     if isinstance(value, int) and meta.ge is not None and value < meta.ge:
-        problems.append(detail(path, "minimum", {"comparison": ">=", "limit": meta.ge},
-                               f"must be >= {meta.ge}"))
+        problems.append(detail(path, "minimum", {"comparison": ">=", "limit": meta.ge}, f"must be >= {meta.ge}"))
         return _INVALID
     if isinstance(value, int) and meta.le is not None and value > meta.le:
         # Our only upper bounds are the 64-bit columns; "format" keeps to the contract's keyword list.
@@ -424,24 +437,31 @@ def _zip_detail(value: str, country: Any) -> ErrorDetail | None:
     pattern = US_ZIP if _uses_us_rules(country) else POSTAL_CODE
     if pattern.fullmatch(value):
         return None
-    return detail("/address_zip", "pattern", {"pattern": pattern.pattern},
-                  "must be a five digit ZIP code or ZIP+4" if pattern is US_ZIP
-                  else "must be a postal code of 1-16 letters, digits, spaces or hyphens")
+    return detail(
+        "/address_zip",
+        "pattern",
+        {"pattern": pattern.pattern},
+        "must be a five digit ZIP code or ZIP+4"
+        if pattern is US_ZIP
+        else "must be a postal code of 1-16 letters, digits, spaces or hyphens",
+    )
 
 
 def _state_detail(value: str, country: Any) -> ErrorDetail | None:
     if not _uses_us_rules(country) or value in US_STATE_CODES:
         return None
-    return detail("/address_state", "enum", {"allowedValues": sorted(US_STATE_CODES)},
-                  "must be a USPS state or territory code")
+    return detail(
+        "/address_state", "enum", {"allowedValues": sorted(US_STATE_CODES)}, "must be a USPS state or territory code"
+    )
 
 
 def _ssn_detail(value: str, country: Any) -> ErrorDetail | None:
     digits = value.replace("-", "")
     if digits[:3] != "000" and digits[3:5] != "00" and digits[5:] != "0000":
         return None
-    return detail("/ssn", "format", {"format": "ssn"},
-                  "must not have an all-zero group (000-xx-xxxx, xxx-00-xxxx, xxx-xx-0000)")
+    return detail(
+        "/ssn", "format", {"format": "ssn"}, "must not have an all-zero group (000-xx-xxxx, xxx-00-xxxx, xxx-xx-0000)"
+    )
 
 
 # Field -> its check, given the value and the (merged) country; in the order the problems are listed.
@@ -469,8 +489,9 @@ def meaning_problems(values: Mapping[str, Any], fields: Collection[str]) -> list
     return problems
 
 
-def duplicate_problems(items: list[Any] | None, key: str = "account_id",
-                       pointer: str = "/assign_to_accounts") -> list[ErrorDetail]:
+def duplicate_problems(
+    items: list[Any] | None, key: str = "account_id", pointer: str = "/assign_to_accounts"
+) -> list[ErrorDetail]:
     """A list may not name one account (or customer) twice: AJV's uniqueItems on `key`."""
     seen: dict[str, int] = {}
     for index, item in enumerate(items or ()):
@@ -478,9 +499,14 @@ def duplicate_problems(items: list[Any] | None, key: str = "account_id",
         if not isinstance(value, str):
             continue
         if value in seen:
-            return [detail(pointer, "uniqueItems", {"i": index, "j": seen[value]},
-                           f"must NOT have duplicate items (items ## {seen[value]} and {index} "
-                           f"name the same {key})")]
+            return [
+                detail(
+                    pointer,
+                    "uniqueItems",
+                    {"i": index, "j": seen[value]},
+                    f"must NOT have duplicate items (items ## {seen[value]} and {index} name the same {key})",
+                )
+            ]
         seen[value] = index
     return []
 

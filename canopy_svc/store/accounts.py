@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.customers import qualified_columns
 from canopy_svc.store.keyset import each_key, page_bounds
@@ -27,49 +28,64 @@ LINK_COLUMNS = """l.id AS link_id, l.account_row_id, l.customer_row_id, l.custom
     l.lithic_card_program_token, l.has_lithic_config"""
 
 
-async def insert(conn: asyncpg.Connection, org_id: int, account_id: str, product_row_id: int,
-                 external_account_id: str | None, credit_limit_cents: int | None,
-                 effective_at: Any) -> int:
+async def insert(
+    conn: Conn,
+    org_id: int,
+    account_id: str,
+    product_row_id: int,
+    external_account_id: str | None,
+    credit_limit_cents: int | None,
+    effective_at: Any,
+) -> int:
     try:
         row_id: int = await conn.fetchval(
             """INSERT INTO accounts (org_id, account_id, product_row_id, external_account_id,
                    credit_limit_cents, effective_at)
                VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) RETURNING id""",
-            org_id, account_id, product_row_id, external_account_id, credit_limit_cents, effective_at,
+            org_id,
+            account_id,
+            product_row_id,
+            external_account_id,
+            credit_limit_cents,
+            effective_at,
         )
     except asyncpg.UniqueViolationError as exc:
         raise conflict_for(exc, account_id=account_id, external_account_id=external_account_id) from None
     return row_id
 
 
-async def find_row_ids(conn: asyncpg.Connection, org_id: int, account_ids: Sequence[str]) -> dict[str, int]:
+async def find_row_ids(conn: Conn, org_id: int, account_ids: Sequence[str]) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT account_id, id FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])",
-        org_id, list(account_ids),
+        org_id,
+        list(account_ids),
     )
     return {row["account_id"]: row["id"] for row in rows}
 
 
-async def fetch_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
-                         row_ids: Sequence[int]) -> list[asyncpg.Record]:
+async def fetch_accounts(conn: Queryable, org_id: int, row_ids: Sequence[int]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        each_key("$2::bigint[]",
-                 f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.id = wanted.key",
-                 "matched.id"),
-        org_id, list(row_ids),
+        each_key(
+            "$2::bigint[]",
+            f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.id = wanted.key",
+            "matched.id",
+        ),
+        org_id,
+        list(row_ids),
     )
 
 
-async def fetch_account_by_id(conn: asyncpg.Connection | asyncpg.Pool, org_id: int,
-                              account_id: str) -> asyncpg.Record | None:
+async def fetch_account_by_id(conn: Queryable, org_id: int, account_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.account_id = $2",
-        org_id, account_id,
+        org_id,
+        account_id,
     )
 
 
-async def page_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
-                        after: int | None, before: int | None) -> list[asyncpg.Record]:
+async def page_accounts(
+    conn: Queryable, org_id: int, *, limit: int, after: int | None, before: int | None
+) -> list[asyncpg.Record]:
     args: list[Any] = []
     bound, tail = page_bounds("a.org_id", "a.id", args, group_value=org_id, limit=limit, after=after, before=before)
     return await conn.fetch(f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE {bound} {tail}", *args)
@@ -77,9 +93,18 @@ async def page_accounts(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *,
 
 # --- links ---------------------------------------------------------------------------------------
 
-async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int, customer_row_id: int,
-                      *, role: str | None, external_id: str | None, new_external_id: str,
-                      card_config: dict[str, Any] | None) -> tuple[int, bool]:
+
+async def upsert_link(
+    conn: Conn,
+    org_id: int,
+    account_row_id: int,
+    customer_row_id: int,
+    *,
+    role: str | None,
+    external_id: str | None,
+    new_external_id: str,
+    card_config: dict[str, Any] | None,
+) -> tuple[int, bool]:
     """Creates the link, or changes the given parts of an existing one; returns (link id, created)."""
     config = card_config or {}
     try:
@@ -101,9 +126,19 @@ async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int
                                             ELSE l.has_lithic_config END,
                    updated_at = now()
                RETURNING id, (xmax = 0) AS created""",
-            org_id, account_row_id, customer_row_id, role, external_id, new_external_id,
-            config.get("spend_limit"), config.get("memo"), config.get("type"), config.get("state"),
-            config.get("card_program_token"), bool(config.get("has_lithic")), card_config is not None,
+            org_id,
+            account_row_id,
+            customer_row_id,
+            role,
+            external_id,
+            new_external_id,
+            config.get("spend_limit"),
+            config.get("memo"),
+            config.get("type"),
+            config.get("state"),
+            config.get("card_program_token"),
+            bool(config.get("has_lithic")),
+            card_config is not None,
         )
     except asyncpg.UniqueViolationError as exc:
         raise conflict_for(exc, customer_account_external_id=external_id) from None
@@ -111,31 +146,43 @@ async def upsert_link(conn: asyncpg.Connection, org_id: int, account_row_id: int
     return row["id"], row["created"]
 
 
-async def fetch_link(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, account_id: str,
-                     customer_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
+async def fetch_link(
+    conn: Queryable, org_id: int, account_id: str, customer_id: str, *, for_update: bool = False
+) -> asyncpg.Record | None:
     lock = " FOR UPDATE OF l" if for_update else ""
     return await conn.fetchrow(
         f"""SELECT {LINK_COLUMNS} FROM customer_account_links l
             JOIN accounts a ON a.id = l.account_row_id
             JOIN customers c ON c.id = l.customer_row_id
             WHERE l.org_id = $1 AND a.account_id = $2 AND c.customer_id = $3{lock}""",
-        org_id, account_id, customer_id,
+        org_id,
+        account_id,
+        customer_id,
     )
 
 
-async def links_of_accounts(conn: asyncpg.Connection | asyncpg.Pool,
-                            account_row_ids: Sequence[int]) -> list[asyncpg.Record]:
+async def links_of_accounts(conn: Queryable, account_row_ids: Sequence[int]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        each_key("$1::bigint[]", f"""SELECT {LINK_COLUMNS}, customer.* FROM customer_account_links l
+        each_key(
+            "$1::bigint[]",
+            f"""SELECT {LINK_COLUMNS}, customer.* FROM customer_account_links l
                      CROSS JOIN LATERAL ({_CUSTOMER_OF_LINK} OFFSET 0) customer
-                     WHERE l.account_row_id = wanted.key""", "matched.link_id"),
+                     WHERE l.account_row_id = wanted.key""",
+            "matched.link_id",
+        ),
         list(account_row_ids),
     )
 
 
-async def page_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
-                     after: int | None, before: int | None,
-                     customer_row_id: int | None = None) -> list[asyncpg.Record]:
+async def page_links(
+    conn: Queryable,
+    org_id: int,
+    *,
+    limit: int,
+    after: int | None,
+    before: int | None,
+    customer_row_id: int | None = None,
+) -> list[asyncpg.Record]:
     """Links in id order (both GET /customers/accounts and GET /customers/{id}/accounts): an
     organization's from links_org_id_id, a customer's from links_customer_row_id."""
     # Nothing else is compared (see keyset.py): `l.org_id = $1` beside a customer's group would let the
@@ -143,11 +190,11 @@ async def page_links(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, li
     # was found within the organization (rules/accounts.py).
     args: list[Any] = []
     if customer_row_id is None:
-        bound, tail = page_bounds("l.org_id", "l.id", args, group_value=org_id, limit=limit, after=after,
-                                  before=before)
+        bound, tail = page_bounds("l.org_id", "l.id", args, group_value=org_id, limit=limit, after=after, before=before)
     else:
-        bound, tail = page_bounds("l.customer_row_id", "l.id", args, group_value=customer_row_id, limit=limit,
-                                  after=after, before=before)
+        bound, tail = page_bounds(
+            "l.customer_row_id", "l.id", args, group_value=customer_row_id, limit=limit, after=after, before=before
+        )
     return await conn.fetch(
         f"""SELECT {LINK_COLUMNS}, customer.* FROM customer_account_links l
             CROSS JOIN LATERAL ({_CUSTOMER_OF_LINK} OFFSET 0) customer

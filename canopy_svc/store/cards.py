@@ -7,20 +7,37 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.keyset import each_key
 
 CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error"""
 NOTIFY_CHANNEL = "canopy_card_outbox"
 
 
-async def insert_pending(conn: asyncpg.Connection, org_id: int, link_id: int, *, idempotency_key: str,
-                         card_type: str, memo: str | None, state: str, spend_limit: int | None,
-                         card_program_token: str | None) -> asyncpg.Record:
+async def insert_pending(
+    conn: Conn,
+    org_id: int,
+    link_id: int,
+    *,
+    idempotency_key: str,
+    card_type: str,
+    memo: str | None,
+    state: str,
+    spend_limit: int | None,
+    card_program_token: str | None,
+) -> asyncpg.Record:
     record = await conn.fetchrow(
         f"""INSERT INTO cards (org_id, link_id, idempotency_key, card_type, memo, state, spend_limit,
                 card_program_token)
             VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid) RETURNING {CARD_COLUMNS}""",
-        org_id, link_id, idempotency_key, card_type, memo, state, spend_limit, card_program_token,
+        org_id,
+        link_id,
+        idempotency_key,
+        card_type,
+        memo,
+        state,
+        spend_limit,
+        card_program_token,
     )
     # Delivered at commit, so a worker never wakes for a card it cannot see yet.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -28,24 +45,26 @@ async def insert_pending(conn: asyncpg.Connection, org_id: int, link_id: int, *,
     return record
 
 
-async def of_links(conn: asyncpg.Connection | asyncpg.Pool, link_ids: Sequence[int]) -> list[asyncpg.Record]:
+async def of_links(conn: Queryable, link_ids: Sequence[int]) -> list[asyncpg.Record]:
     return await conn.fetch(
         each_key("$1::bigint[]", f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = wanted.key", "matched.id"),
         list(link_ids),
     )
 
 
-async def latest_of_link(conn: asyncpg.Connection, link_id: int) -> asyncpg.Record | None:
+async def latest_of_link(conn: Conn, link_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = $1 ORDER BY id DESC LIMIT 1 FOR UPDATE", link_id
     )
 
 
-async def set_state(conn: asyncpg.Connection, card_id: int, *, state: str, spend_limit: int | None) -> asyncpg.Record:
+async def set_state(conn: Conn, card_id: int, *, state: str, spend_limit: int | None) -> asyncpg.Record:
     record = await conn.fetchrow(
         f"""UPDATE cards SET state = $2, spend_limit = $3, updated_at = now() WHERE id = $1
             RETURNING {CARD_COLUMNS}""",
-        card_id, state, spend_limit,
+        card_id,
+        state,
+        spend_limit,
     )
     assert record is not None
     return record
@@ -53,53 +72,63 @@ async def set_state(conn: asyncpg.Connection, card_id: int, *, state: str, spend
 
 # --- changes at Lithic, in phases (see schema.sql) ------------------------------------------------
 
-async def change_in_progress(conn: asyncpg.Connection, card_id: int, lease_seconds: float) -> bool:
+
+async def change_in_progress(conn: Conn, card_id: int, lease_seconds: float) -> bool:
     """Whether another request is between recording a change of this card and recording its result."""
     busy: bool = await conn.fetchval(
         """SELECT change_id IS NOT NULL AND change_started_at > now() - make_interval(secs => $2)
            FROM cards WHERE id = $1""",
-        card_id, lease_seconds,
+        card_id,
+        lease_seconds,
     )
     return busy
 
 
-async def begin_change(conn: asyncpg.Connection, card_id: int, change_id: str, fields: str) -> None:
+async def begin_change(conn: Conn, card_id: int, change_id: str, fields: str) -> None:
     """Records the change about to be sent (`fields` is its JSON); a stale one is taken over."""
     await conn.execute(
         """UPDATE cards SET change_id = $2::uuid, change_fields = $3::jsonb, change_started_at = now()
            WHERE id = $1""",
-        card_id, change_id, fields,
+        card_id,
+        change_id,
+        fields,
     )
 
 
-async def finish_change(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, change_id: str, *, state: str,
-                        spend_limit: int | None) -> asyncpg.Record | None:
+async def finish_change(
+    conn: Queryable, card_id: int, change_id: str, *, state: str, spend_limit: int | None
+) -> asyncpg.Record | None:
     """Records Lithic's answer to our change; None when another request took the change over."""
     return await conn.fetchrow(
         f"""UPDATE cards SET state = $3, spend_limit = $4, change_id = NULL, change_fields = NULL,
                 change_started_at = NULL, updated_at = now()
             WHERE id = $1 AND change_id = $2::uuid RETURNING {CARD_COLUMNS}""",
-        card_id, change_id, state, spend_limit,
+        card_id,
+        change_id,
+        state,
+        spend_limit,
     )
 
 
-async def abandon_change(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, change_id: str) -> None:
+async def abandon_change(conn: Queryable, card_id: int, change_id: str) -> None:
     """Forgets a change Lithic refused or that could not be sent: nothing about the card changed."""
     await conn.execute(
         """UPDATE cards SET change_id = NULL, change_fields = NULL, change_started_at = NULL
            WHERE id = $1 AND change_id = $2::uuid""",
-        card_id, change_id,
+        card_id,
+        change_id,
     )
 
 
-async def fetch_card(conn: asyncpg.Connection | asyncpg.Pool, card_id: int) -> asyncpg.Record:
+async def fetch_card(conn: Queryable, card_id: int) -> asyncpg.Record:
     record = await conn.fetchrow(f"SELECT {CARD_COLUMNS} FROM cards WHERE id = $1", card_id)
     assert record is not None
     return record
 
 
-async def claim_stale_changes(conn: asyncpg.Connection, *, limit: int, lease_seconds: float,
-                              change_id: str) -> list[asyncpg.Record]:
+async def claim_stale_changes(
+    conn: Queryable, *, limit: int, lease_seconds: float, change_id: str
+) -> list[asyncpg.Record]:
     """Changes whose request died mid-call (older than the lease), taken over under a new change_id."""
     return await conn.fetch(
         """UPDATE cards c SET change_id = $3::uuid, change_started_at = now()
@@ -111,13 +140,16 @@ async def claim_stale_changes(conn: asyncpg.Connection, *, limit: int, lease_sec
            RETURNING c.id, c.token, c.state, c.spend_limit, c.change_id::text AS change_id,
                      c.change_fields::text AS change_fields,
                      o.lithic_api_key_encrypted, o.lithic_base_url""",
-        limit, lease_seconds, change_id,
+        limit,
+        lease_seconds,
+        change_id,
     )
 
 
 # --- the outbox ----------------------------------------------------------------------------------
 
-async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
+
+async def claim_due(conn: Queryable, *, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
     """Leases due PENDING cards to this worker: SKIP LOCKED so workers never take the same row, and
     next_attempt_at pushed past the lease so a worker that dies leaves the card to be retried."""
     return await conn.fetch(
@@ -130,38 +162,43 @@ async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_seconds: floa
            RETURNING c.id, c.org_id, c.idempotency_key::text AS idempotency_key, c.card_type, c.memo,
                      c.state, c.spend_limit, c.card_program_token::text AS card_program_token, c.attempts,
                      o.lithic_api_key_encrypted, o.lithic_base_url""",
-        limit, lease_seconds,
+        limit,
+        lease_seconds,
     )
 
 
-async def mark_issued(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, *, token: str, last_four: str,
-                      state: str) -> None:
+async def mark_issued(conn: Queryable, card_id: int, *, token: str, last_four: str, state: str) -> None:
     await conn.execute(
         """UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, error = NULL,
                updated_at = now()
            WHERE id = $1 AND status = 'PENDING'""",
-        card_id, token, last_four, state,
+        card_id,
+        token,
+        last_four,
+        state,
     )
 
 
-async def mark_failed(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, error: str) -> None:
+async def mark_failed(conn: Queryable, card_id: int, error: str) -> None:
     await conn.execute(
         "UPDATE cards SET status = 'FAILED', error = $2, updated_at = now() WHERE id = $1 AND status = 'PENDING'",
-        card_id, error,
+        card_id,
+        error,
     )
 
 
-async def retry_later(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, *, delay_seconds: float,
-                      error: str) -> None:
+async def retry_later(conn: Queryable, card_id: int, *, delay_seconds: float, error: str) -> None:
     await conn.execute(
         """UPDATE cards SET next_attempt_at = now() + make_interval(secs => $2), error = $3,
                updated_at = now()
            WHERE id = $1 AND status = 'PENDING'""",
-        card_id, delay_seconds, error,
+        card_id,
+        delay_seconds,
+        error,
     )
 
 
-async def seconds_until_next_due(conn: asyncpg.Connection | asyncpg.Pool, *, lease_seconds: float) -> float | None:
+async def seconds_until_next_due(conn: Queryable, *, lease_seconds: float) -> float | None:
     """Seconds until a PENDING card is due or a recorded change's lease runs out (0 if one is now);
     None when there is neither, so an idle worker sleeps instead of polling. (`greatest(0, NULL)` is
     0, not NULL: clamping in SQL made an empty outbox look due at once, a query loop every 10 ms.)"""

@@ -19,15 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
 
-import asyncpg
 import msgspec
 
 from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.dbtypes import Row
 from canopy_svc.store.ssn import SSN_CONTEXT, ssn_columns
 from canopy_svc.wire.models import Customer, CustomerUpdate
 
 C = TypeVar("C", bound=msgspec.Struct)
-Row = Mapping[str, Any] | asyncpg.Record
 
 # Columns of the table that are no field of the customer: the row id (the paging key and the target
 # of foreign keys), the tenant, and the words the database derives for search.

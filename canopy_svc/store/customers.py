@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.customer_columns import STORAGE
 from canopy_svc.store.keyset import page_bounds
@@ -31,8 +32,7 @@ _INSERT = f"""INSERT INTO customers (org_id, customer_id, {", ".join(WRITABLE)})
     RETURNING {COLUMNS}"""
 
 
-async def _insert_row(conn: asyncpg.Connection, sql: str, org_id: int, customer_id: str,
-                      row: Mapping[str, Any]) -> asyncpg.Record:
+async def _insert_row(conn: Conn, sql: str, org_id: int, customer_id: str, row: Mapping[str, Any]) -> asyncpg.Record:
     """Runs an INSERT taking (org_id, customer_id, *WRITABLE); a taken customer_id is 409."""
     try:
         record = await conn.fetchrow(sql, org_id, customer_id, *(row.get(c) for c in WRITABLE))
@@ -42,26 +42,25 @@ async def _insert_row(conn: asyncpg.Connection, sql: str, org_id: int, customer_
     return record
 
 
-async def insert(conn: asyncpg.Connection, org_id: int, customer_id: str,
-                 row: Mapping[str, Any]) -> asyncpg.Record:
+async def insert(conn: Conn, org_id: int, customer_id: str, row: Mapping[str, Any]) -> asyncpg.Record:
     return await _insert_row(conn, _INSERT, org_id, customer_id, row)
 
 
-async def fetch(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, customer_id: str,
-                *, for_update: bool = False) -> asyncpg.Record | None:
+async def fetch(conn: Queryable, org_id: int, customer_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
         f"SELECT {COLUMNS} FROM customers WHERE org_id = $1 AND customer_id = $2{lock}", org_id, customer_id
     )
 
 
-async def update(conn: asyncpg.Connection, row_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
+async def update(conn: Conn, row_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
     names = [name for name in changes if name in WRITABLE]
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
     record = await conn.fetchrow(
         f"UPDATE customers SET {assignments}{', ' if names else ''}updated_at = now() "
         f"WHERE id = $1 RETURNING {COLUMNS}",
-        row_id, *(changes[name] for name in names),
+        row_id,
+        *(changes[name] for name in names),
     )
     assert record is not None
     return record
@@ -84,19 +83,25 @@ _SEARCH_TERM = f"""(SELECT left(word.lexeme, {SEARCH_TERM_LENGTH}) FROM unnest(t
                     ORDER BY length(word.lexeme) DESC, word.lexeme LIMIT 1)"""
 
 
-async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: int,
-               after: int | None = None, before: int | None = None,
-               search: list[str] | None = None) -> list[asyncpg.Record]:
+async def page(
+    conn: Queryable,
+    org_id: int,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    search: list[str] | None = None,
+) -> list[asyncpg.Record]:
     """A page of customers in id order (see keyset.page_bounds), optionally only those matching `search`."""
     if not search:
         args: list[Any] = []
-        bound, tail = page_bounds("org_id", "id", args, group_value=org_id, limit=limit, after=after,
-                                  before=before)
+        bound, tail = page_bounds("org_id", "id", args, group_value=org_id, limit=limit, after=after, before=before)
         rows: list[asyncpg.Record] = await conn.fetch(f"SELECT {COLUMNS} FROM customers WHERE {bound} {tail}", *args)
         return rows
     args = [org_id, " ".join(search), prefix_query(search)]
-    bound, tail = page_bounds("t.org_id", "t.customer_row_id", args, group_value=org_id, limit=limit,
-                              after=after, before=before)
+    bound, tail = page_bounds(
+        "t.org_id", "t.customer_row_id", args, group_value=org_id, limit=limit, after=after, before=before
+    )
     return await conn.fetch(
         f"""SELECT {COLUMNS} FROM customers WHERE id = ANY(ARRAY(
                 SELECT t.customer_row_id FROM customer_search_terms t
@@ -109,10 +114,11 @@ async def page(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, *, limit: i
     )
 
 
-async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list[str]) -> dict[str, int]:
+async def find_row_ids(conn: Conn, org_id: int, customer_ids: list[str]) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT customer_id, id FROM customers WHERE org_id = $1 AND customer_id = ANY($2::text[])",
-        org_id, customer_ids,
+        org_id,
+        customer_ids,
     )
     return {row["customer_id"]: row["id"] for row in rows}
 
@@ -124,8 +130,9 @@ async def find_row_ids(conn: asyncpg.Connection, org_id: int, customer_ids: list
 _MATCHES_SHOWN = "(SELECT 5)"
 
 
-def _duplicate_matches(*, org: str, ssn_hash: str, email: str, phone: str, line_one: str, zip_code: str,
-                       country: str, exclude: str) -> str:
+def _duplicate_matches(
+    *, org: str, ssn_hash: str, email: str, phone: str, line_one: str, zip_code: str, country: str, exclude: str
+) -> str:
     """The four comparisons, as SQL over the given parameter references. Each branch reads five
     entries (six when one is the customer compared) of its own index (customers_dup_*_at), whatever
     the table's size or statistics: the index is ordered by created_at within a value, so
@@ -154,8 +161,11 @@ _POLICY = "SELECT duplicate_customer_policy AS policy FROM organizations WHERE i
 _DUPLICATES = f"""
     WITH policy AS ({_POLICY})
     SELECT policy.policy, match.code, match.customer_id, match.date_of_birth
-    FROM policy LEFT JOIN LATERAL ({_duplicate_matches(
-        org="$1", ssn_hash="$2", email="$3", phone="$4", line_one="$5", zip_code="$6", country="$8", exclude="$7")}
+    FROM policy LEFT JOIN LATERAL ({
+    _duplicate_matches(
+        org="$1", ssn_hash="$2", email="$3", phone="$4", line_one="$5", zip_code="$6", country="$8", exclude="$7"
+    )
+}
     ) match ON policy.policy <> 'off'
 """
 
@@ -171,10 +181,18 @@ _INSERT_COMPARING = f"""
         RETURNING {COLUMNS}
     ),
     matches AS (
-        SELECT match.* FROM policy, LATERAL ({_duplicate_matches(
-            org="$1", ssn_hash=_PARAM["ssn_hash"], email=_PARAM["email"], phone=_PARAM["phone_number"],
-            line_one=_PARAM["address_line_one"], zip_code=_PARAM["address_zip"],
-            country=_PARAM["address_country_code"], exclude="0")}
+        SELECT match.* FROM policy, LATERAL ({
+    _duplicate_matches(
+        org="$1",
+        ssn_hash=_PARAM["ssn_hash"],
+        email=_PARAM["email"],
+        phone=_PARAM["phone_number"],
+        line_one=_PARAM["address_line_one"],
+        zip_code=_PARAM["address_zip"],
+        country=_PARAM["address_country_code"],
+        exclude="0",
+    )
+}
         ) match WHERE policy.policy = 'warn'
     )
     SELECT policy.policy, (SELECT array_agg(code) FROM matches) AS match_codes,
@@ -183,20 +201,39 @@ _INSERT_COMPARING = f"""
 """
 
 
-async def insert_comparing(conn: asyncpg.Connection, org_id: int, customer_id: str,
-                           row: Mapping[str, Any]) -> tuple[str, asyncpg.Record | None, list[tuple[str, str]]]:
+async def insert_comparing(
+    conn: Conn, org_id: int, customer_id: str, row: Mapping[str, Any]
+) -> tuple[str, asyncpg.Record | None, list[tuple[str, str]]]:
     """(policy, the new customer or None under `block`, [(field, matching customer_id)] under `warn`)."""
     record = await _insert_row(conn, _INSERT_COMPARING, org_id, customer_id, row)
     matches = list(zip(record["match_codes"] or (), record["match_customer_ids"] or (), strict=True))
     return record["policy"], (record if record["id"] is not None else None), matches
 
 
-async def duplicates(conn: asyncpg.Connection, org_id: int, *, ssn_hash: bytes | None, email: str, phone_number: str,
-                     address_line_one: str, address_zip: str, address_country_code: str | None,
-                     exclude_row_id: int = 0) -> tuple[str, list[asyncpg.Record]]:
+async def duplicates(
+    conn: Conn,
+    org_id: int,
+    *,
+    ssn_hash: bytes | None,
+    email: str,
+    phone_number: str,
+    address_line_one: str,
+    address_zip: str,
+    address_country_code: str | None,
+    exclude_row_id: int = 0,
+) -> tuple[str, list[asyncpg.Record]]:
     """The organization's duplicate policy, and (unless it is `off`) the customers matching any field."""
-    rows = await conn.fetch(_DUPLICATES, org_id, ssn_hash, email, phone_number, address_line_one, address_zip,
-                            exclude_row_id, address_country_code)
+    rows = await conn.fetch(
+        _DUPLICATES,
+        org_id,
+        ssn_hash,
+        email,
+        phone_number,
+        address_line_one,
+        address_zip,
+        exclude_row_id,
+        address_country_code,
+    )
     return rows[0]["policy"], [row for row in rows if row["code"] is not None]
 
 
@@ -207,14 +244,25 @@ _LOCK_KEYS = """SELECT ARRAY['email:' || lower($1::text), 'phone:' || $2::text,
                      'ssn:' || encode($6::bytea, 'hex')]"""
 
 
-async def lock_values(conn: asyncpg.Connection, org_id: int, *, ssn_hash: bytes | None, email: str,
-                      phone_number: str, address_line_one: str, address_zip: str,
-                      address_country_code: str | None, **_: Any) -> None:
+async def lock_values(
+    conn: Conn,
+    org_id: int,
+    *,
+    ssn_hash: bytes | None,
+    email: str,
+    phone_number: str,
+    address_line_one: str,
+    address_zip: str,
+    address_country_code: str | None,
+    **_: Any,
+) -> None:
     """Transaction locks on the compared values, so two requests with one email cannot both pass a
     `block` check before either commits. Sorted, so two such requests never deadlock."""
-    keys: list[str | None] = await conn.fetchval(_LOCK_KEYS, email, phone_number, address_line_one, address_zip,
-                                                 address_country_code, ssn_hash)
+    keys: list[str | None] = await conn.fetchval(
+        _LOCK_KEYS, email, phone_number, address_line_one, address_zip, address_country_code, ssn_hash
+    )
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || v, 0)) FROM unnest($2::text[]) v",
-        str(org_id), sorted({key for key in keys if key is not None}),
+        str(org_id),
+        sorted({key for key in keys if key is not None}),
     )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hmac
 
-import asyncpg
+from canopy_svc.core.dbtypes import Queryable
 
 
 class DataKeyMismatch(RuntimeError):
     """This database was encrypted with another data key."""
 
 
-async def ensure_key_check(conn: asyncpg.Connection | asyncpg.Pool, key_check: bytes, fingerprint: str) -> None:
+async def ensure_key_check(conn: Queryable, key_check: bytes, fingerprint: str) -> None:
     await conn.execute(
         "INSERT INTO data_key_check (key_check) VALUES ($1) ON CONFLICT (singleton) DO NOTHING", key_check
     )

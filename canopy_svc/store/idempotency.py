@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import TypedDict
 
-import asyncpg
-
 from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.dbtypes import Conn, Queryable
 
 RETENTION = "24 hours"
 _FINGERPRINT_CONTEXT = b"idempotency request"
@@ -46,17 +45,18 @@ def _lock_id(org_id: int, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def try_lock(conn: asyncpg.Connection, org_id: int, key: str) -> bool:
+async def try_lock(conn: Conn, org_id: int, key: str) -> bool:
     """The key's transaction lock: False while another transaction (the first request) holds it."""
     locked: bool = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _lock_id(org_id, key))
     return locked
 
 
-async def fetch(conn: asyncpg.Connection, org_id: int, key: str, *, cipher: DataCipher) -> StoredAnswer | None:
+async def fetch(conn: Conn, org_id: int, key: str, *, cipher: DataCipher) -> StoredAnswer | None:
     row = await conn.fetchrow(
         f"""SELECT request_hash, status, body_encrypted, extract(epoch FROM now() - created_at)::float8 AS age
             FROM idempotency_keys WHERE org_id = $1 AND key = $2 AND created_at > now() - interval '{RETENTION}'""",
-        org_id, key,
+        org_id,
+        key,
     )
     if row is None:
         return None
@@ -66,8 +66,9 @@ async def fetch(conn: asyncpg.Connection, org_id: int, key: str, *, cipher: Data
     return StoredAnswer(request_hash=request_hash, status=status, body=body, age_seconds=row["age"])
 
 
-async def store(conn: asyncpg.Connection, org_id: int, key: str, request_hash: bytes, status: int,
-                body: bytes, *, cipher: DataCipher) -> None:
+async def store(
+    conn: Conn, org_id: int, key: str, request_hash: bytes, status: int, body: bytes, *, cipher: DataCipher
+) -> None:
     sealed = cipher.encrypt_bytes(body, context=answer_context(org_id, key, status, request_hash))
     # An expired answer still in the table (not yet purged) is replaced: the key is free again.
     await conn.execute(
@@ -75,11 +76,15 @@ async def store(conn: asyncpg.Connection, org_id: int, key: str, request_hash: b
            VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (org_id, key) DO UPDATE SET request_hash = excluded.request_hash,
                status = excluded.status, body_encrypted = excluded.body_encrypted, created_at = now()""",
-        org_id, key, request_hash, status, sealed,
+        org_id,
+        key,
+        request_hash,
+        status,
+        sealed,
     )
 
 
-async def purge_expired(conn: asyncpg.Connection | asyncpg.Pool, batch: int = 1000) -> int:
+async def purge_expired(conn: Queryable, batch: int = 1000) -> int:
     """Deletes up to `batch` expired answers, oldest first (small batches: no long locks)."""
     result: str = await conn.execute(
         f"""DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
@@ -90,6 +95,6 @@ async def purge_expired(conn: asyncpg.Connection | asyncpg.Pool, batch: int = 10
     return int(result.split()[-1])
 
 
-async def forget(conn: asyncpg.Connection, org_id: int, key: str) -> None:
+async def forget(conn: Conn, org_id: int, key: str) -> None:
     """Frees the key: its request ended with nothing worth remembering (a 5xx or 429)."""
     await conn.execute("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2", org_id, key)

@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def page_bounds(group: str, key: str, args: list[Any], *, group_value: int, limit: int, after: int | None,
-                before: int | None) -> tuple[str, str]:
+def page_bounds(
+    group: str, key: str, args: list[Any], *, group_value: int, limit: int, after: int | None, before: int | None
+) -> tuple[str, str]:
     """Appends the group's value, the position and limit+1 (the extra row says has_more) to `args`;
     returns the condition (`group` equal to the value, `key` past the position) and the
     `ORDER BY group, key LIMIT ...` tail. An index on (group, key) must exist. Going backwards
@@ -47,5 +48,7 @@ def each_key(keys: str, rows: str, order: str) -> str:
     Here each key is a LATERAL subquery of its own (OFFSET 0 keeps it from being merged into the
     join), which the planner can only answer by a lookup of that key.
     """
-    return (f"SELECT matched.* FROM unnest({keys}) AS wanted(key) "
-            f"CROSS JOIN LATERAL ({rows} OFFSET 0) matched ORDER BY {order}")
+    return (
+        f"SELECT matched.* FROM unnest({keys}) AS wanted(key) "
+        f"CROSS JOIN LATERAL ({rows} OFFSET 0) matched ORDER BY {order}"
+    )

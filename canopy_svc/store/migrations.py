@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.store import idempotency
 from canopy_svc.store.data_key import ensure_key_check
 from canopy_svc.store.ssn import ssn_columns
@@ -28,14 +29,14 @@ log = logging.getLogger("canopy_svc.store.migrations")
 
 _MIGRATION_LOCK_ID = 0x43616E6F7079  # "Canopy"
 
-Step = Callable[[asyncpg.Connection, DataCipher], Awaitable[None]]
+Step = Callable[[Conn, DataCipher], Awaitable[None]]
 
 
-async def _v1_initial(conn: asyncpg.Connection, cipher: DataCipher) -> None:
+async def _v1_initial(conn: Conn, cipher: DataCipher) -> None:
     """The first schema: nothing to move."""
 
 
-async def _v2_encrypt_ssn(conn: asyncpg.Connection, cipher: DataCipher) -> None:
+async def _v2_encrypt_ssn(conn: Conn, cipher: DataCipher) -> None:
     """Version 1 kept SSNs in clear in `customers.ssn`: encrypt them, then drop the column."""
     has_clear_column = await conn.fetchval(
         """SELECT EXISTS (SELECT 1 FROM information_schema.columns
@@ -59,7 +60,7 @@ async def _v2_encrypt_ssn(conn: asyncpg.Connection, cipher: DataCipher) -> None:
     log.info("encrypted stored SSNs", extra={"customers": moved})
 
 
-async def _v3_seal_idempotency_answers(conn: asyncpg.Connection, cipher: DataCipher) -> None:
+async def _v3_seal_idempotency_answers(conn: Conn, cipher: DataCipher) -> None:
     """Version 2 kept Idempotency-Key answers (a created customer's SSN included) in clear in
     `idempotency_keys.body`, under a plain SHA-256 of the request: seal each live answer and key its
     fingerprint, as version 3 stores them, so a client's retry across the upgrade still gets its answer.
@@ -86,7 +87,8 @@ async def _v3_seal_idempotency_answers(conn: asyncpg.Connection, cipher: DataCip
             """SELECT org_id, key, request_hash, status, body, created_at FROM idempotency_keys
                WHERE (org_id, key) > ($1, $2) AND created_at > now() - $3::text::interval
                ORDER BY org_id, key LIMIT 1000""",
-            *last, idempotency.RETENTION,
+            *last,
+            idempotency.RETENTION,
         )
         if not rows:
             break
@@ -94,8 +96,16 @@ async def _v3_seal_idempotency_answers(conn: asyncpg.Connection, cipher: DataCip
         for row in rows:
             request_hash = idempotency.keyed_fingerprint(cipher, bytes(row["request_hash"]))
             context = idempotency.answer_context(row["org_id"], row["key"], row["status"], request_hash)
-            converted.append((row["org_id"], row["key"], request_hash, row["status"],
-                              cipher.encrypt_bytes(bytes(row["body"]), context=context), row["created_at"]))
+            converted.append(
+                (
+                    row["org_id"],
+                    row["key"],
+                    request_hash,
+                    row["status"],
+                    cipher.encrypt_bytes(bytes(row["body"]), context=context),
+                    row["created_at"],
+                )
+            )
         await conn.executemany("INSERT INTO idempotency_sealed VALUES ($1, $2, $3, $4, $5, $6)", converted)
         sealed += len(rows)
         last = (rows[-1]["org_id"], rows[-1]["key"])
@@ -120,7 +130,7 @@ _SEARCH_TERMS_BACKFILL = """
     SELECT max(id) FROM batch"""
 
 
-async def _v4_search_terms(conn: asyncpg.Connection, cipher: DataCipher) -> None:
+async def _v4_search_terms(conn: Conn, cipher: DataCipher) -> None:
     """Version 3 searched customers with a GIN index over search_vector: write the customer_search_terms
     rows of the customers already stored, then drop that index.
 
@@ -162,7 +172,7 @@ def schema_path() -> Path:
     return Path(__file__).resolve().with_name("schema.sql")
 
 
-async def migrate(conn: asyncpg.Connection, cipher: DataCipher) -> int:
+async def migrate(conn: Conn, cipher: DataCipher) -> int:
     """Brings the database to SCHEMA_VERSION; returns the version it is at.
 
     The data key is checked first: data encrypted under two keys could never be read back whole.
@@ -179,9 +189,7 @@ async def migrate(conn: asyncpg.Connection, cipher: DataCipher) -> int:
             await ensure_key_check(conn, cipher.key_check(), cipher.fingerprint())
             current = await conn.fetchval("SELECT version FROM schema_version") or 0
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"database schema version {current} is newer than this build ({SCHEMA_VERSION})"
-                )
+                raise RuntimeError(f"database schema version {current} is newer than this build ({SCHEMA_VERSION})")
             pending = range(current + 1, SCHEMA_VERSION + 1)
             for version in pending:
                 if version in STEPS:
@@ -200,15 +208,16 @@ async def migrate(conn: asyncpg.Connection, cipher: DataCipher) -> int:
     return SCHEMA_VERSION
 
 
-async def _record_version(conn: asyncpg.Connection, digest: str) -> None:
+async def _record_version(conn: Conn, digest: str) -> None:
     await conn.execute(
         """INSERT INTO schema_version (version, schema_sha256) VALUES ($1, $2)
            ON CONFLICT (singleton) DO UPDATE SET version = $1, schema_sha256 = $2, applied_at = now()""",
-        SCHEMA_VERSION, digest,
+        SCHEMA_VERSION,
+        digest,
     )
 
 
-async def _is_current(conn: asyncpg.Connection, digest: str) -> bool:
+async def _is_current(conn: Conn, digest: str) -> bool:
     """Whether this exact schema.sql has been applied at this version (reads only, takes no lock that
     live traffic conflicts with). A fresh or older database has no such row, or not the column."""
     try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from canopy_svc.core.dbtypes import Conn, Queryable
 
-async def get_or_create_organization(conn: asyncpg.Connection, name: str) -> int:
+
+async def get_or_create_organization(conn: Conn, name: str) -> int:
     org_id: int | None = await conn.fetchval(
         """INSERT INTO organizations (name) VALUES ($1)
            ON CONFLICT (name) DO NOTHING RETURNING id""",
@@ -17,31 +19,36 @@ async def get_or_create_organization(conn: asyncpg.Connection, name: str) -> int
     return org_id
 
 
-async def insert_client(
-    conn: asyncpg.Connection, org_id: int, client_id: str, secret_hash: str, scopes: str
-) -> None:
+async def insert_client(conn: Conn, org_id: int, client_id: str, secret_hash: str, scopes: str) -> None:
     await conn.execute(
         "INSERT INTO api_clients (client_id, org_id, secret_hash, scopes) VALUES ($1, $2, $3, $4)",
-        client_id, org_id, secret_hash, scopes,
+        client_id,
+        org_id,
+        secret_hash,
+        scopes,
     )
 
 
-async def find_client(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> asyncpg.Record | None:
+async def find_client(conn: Queryable, client_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT client_id, org_id, secret_hash, scopes FROM api_clients WHERE client_id = $1", client_id
     )
 
 
-async def set_lithic_config(conn: asyncpg.Connection, org_id: int, encrypted_key: bytes | None,
-                            last_four: str | None, base_url: str | None) -> None:
+async def set_lithic_config(
+    conn: Conn, org_id: int, encrypted_key: bytes | None, last_four: str | None, base_url: str | None
+) -> None:
     await conn.execute(
         """UPDATE organizations SET lithic_api_key_encrypted = $2, lithic_api_key_last_four = $3,
                lithic_base_url = $4 WHERE id = $1""",
-        org_id, encrypted_key, last_four, base_url,
+        org_id,
+        encrypted_key,
+        last_four,
+        base_url,
     )
 
 
-async def lithic_config(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> asyncpg.Record:
+async def lithic_config(conn: Queryable, org_id: int) -> asyncpg.Record:
     record = await conn.fetchrow(
         """SELECT lithic_api_key_encrypted, lithic_api_key_last_four, lithic_base_url
            FROM organizations WHERE id = $1""",
@@ -51,15 +58,15 @@ async def lithic_config(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) ->
     return record
 
 
-async def duplicate_policy(conn: asyncpg.Connection | asyncpg.Pool, org_id: int) -> str:
+async def duplicate_policy(conn: Queryable, org_id: int) -> str:
     policy: str = await conn.fetchval("SELECT duplicate_customer_policy FROM organizations WHERE id = $1", org_id)
     return policy
 
 
-async def set_duplicate_policy(conn: asyncpg.Connection | asyncpg.Pool, org_id: int, policy: str) -> None:
+async def set_duplicate_policy(conn: Queryable, org_id: int, policy: str) -> None:
     await conn.execute("UPDATE organizations SET duplicate_customer_policy = $2 WHERE id = $1", org_id, policy)
 
 
-async def find_organization(conn: asyncpg.Connection, name: str) -> int | None:
+async def find_organization(conn: Conn, name: str) -> int | None:
     org_id: int | None = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
     return org_id

@@ -32,8 +32,9 @@ _PURGE_SQL = """\
 DELETE FROM rate_limit_buckets WHERE tat < extract(epoch FROM clock_timestamp())::double precision"""
 
 
-async def take(pool: asyncpg.Pool, key: str, *, interval: float, bound: float, wanted: int,
-               returned: int) -> tuple[int, float, float]:
+async def take(
+    pool: asyncpg.Pool, key: str, *, interval: float, bound: float, wanted: int, returned: int
+) -> tuple[int, float, float]:
     """One atomic decision on the key's bucket: (tokens granted, the TAT after it, the database's now)."""
     row = await pool.fetchrow(_TAKE_SQL, key, interval, bound, wanted, returned)
     assert row is not None  # INSERT ... ON CONFLICT DO UPDATE always returns the row

@@ -27,12 +27,15 @@ RequiredText = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern
 # Canopy reserves the can_ prefix for its own ids; control characters never belong in an id.
 CUSTOMER_ID_PATTERN = r"^(?!can_)[^\x00-\x1f\x7f]*" + END
 CustomerId = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=255, pattern=CUSTOMER_ID_PATTERN,
-                      description="Your id for the customer; generated when absent.")
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=255,
+        pattern=CUSTOMER_ID_PATTERN,
+        description="Your id for the customer; generated when absent.",
+    ),
 ]
-ResourceId = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*" + END)
-]
+ResourceId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*" + END)]
 PhoneNumber = Annotated[str, msgspec.Meta(max_length=32, description="E.164, e.g. +14105556789")]
 Email = Annotated[str, msgspec.Meta(max_length=254)]
 # 9 digits, hyphens only as 123-45-6789; the all-zero groups are checked in validation.py.

@@ -44,9 +44,13 @@ from canopy_svc.wire.patterns import END, any_case, rfc3339_datetime
 
 
 _SPECIAL_USE = "|".join(any_case(name) for name in sorted(email_validator.SPECIAL_USE_DOMAIN_NAMES))
-EmailAddress = Annotated[Email, msgspec.Meta(
-    description="A mailbox (not at a special-use domain such as .test or .localhost)",
-    extra_json_schema={"format": "email", "not": {"pattern": f"[@.](?:{_SPECIAL_USE}){END}"}})]
+EmailAddress = Annotated[
+    Email,
+    msgspec.Meta(
+        description="A mailbox (not at a special-use domain such as .test or .localhost)",
+        extra_json_schema={"format": "email", "not": {"pattern": f"[@.](?:{_SPECIAL_USE}){END}"}},
+    ),
+]
 
 
 def _e164_pattern() -> str:
@@ -68,25 +72,43 @@ def _e164_pattern() -> str:
 
 
 PhoneE164 = Annotated[PhoneNumber, msgspec.Meta(extra_json_schema={"pattern": _e164_pattern()})]
-SsnNumber = Annotated[Ssn, msgspec.Meta(
-    description="123456789 or 123-45-6789, no all-zero group",
-    extra_json_schema={"not": {"pattern": f"^000|^[0-9]{{3}}-?00|0000{END}"}})]
+SsnNumber = Annotated[
+    Ssn,
+    msgspec.Meta(
+        description="123456789 or 123-45-6789, no all-zero group",
+        extra_json_schema={"not": {"pattern": f"^000|^[0-9]{{3}}-?00|0000{END}"}},
+    ),
+]
 # openapi.py turns the range into a pattern of the day the document is built.
-BirthDate = Annotated[datetime.date, msgspec.Meta(
-    description=f"From {EARLIEST_BIRTH_DATE} up to today (UTC)",
-    extra_json_schema={"x-date-range": [EARLIEST_BIRTH_DATE.isoformat(), "today"]})]
+BirthDate = Annotated[
+    datetime.date,
+    msgspec.Meta(
+        description=f"From {EARLIEST_BIRTH_DATE} up to today (UTC)",
+        extra_json_schema={"x-date-range": [EARLIEST_BIRTH_DATE.isoformat(), "today"]},
+    ),
+]
 # accounts.py refuses other years (years 0001 and 9999 could leave datetime's range in UTC: a 500).
 EFFECTIVE_YEARS = (1900, 9998)
-EffectiveAt = Annotated[datetime.datetime, msgspec.Meta(
-    description=f"RFC 3339, years {EFFECTIVE_YEARS[0]}-{EFFECTIVE_YEARS[1]}; without an offset it is UTC",
-    extra_json_schema={"pattern": rfc3339_datetime(*EFFECTIVE_YEARS)})]
+EffectiveAt = Annotated[
+    datetime.datetime,
+    msgspec.Meta(
+        description=f"RFC 3339, years {EFFECTIVE_YEARS[0]}-{EFFECTIVE_YEARS[1]}; without an offset it is UTC",
+        extra_json_schema={"pattern": rfc3339_datetime(*EFFECTIVE_YEARS)},
+    ),
+]
 # The zip and state rules follow the country; absent or null is the US.
 _US_COUNTRY = {"enum": [None, *sorted(US_RULES_COUNTRIES)]}
-_US_ADDRESS = {"properties": {"address_zip": {"pattern": US_ZIP.pattern.removesuffix("$") + END},
-                              "address_state": {"enum": sorted(US_STATE_CODES)}}}
+_US_ADDRESS = {
+    "properties": {
+        "address_zip": {"pattern": US_ZIP.pattern.removesuffix("$") + END},
+        "address_state": {"enum": sorted(US_STATE_CODES)},
+    }
+}
 _OTHER_ADDRESS = {"properties": {"address_zip": {"pattern": POSTAL_CODE.pattern.removesuffix("$") + END}}}
 ADDRESS_RULES: dict[str, Any] = {
-    "if": {"properties": {"address_country_code": _US_COUNTRY}}, "then": _US_ADDRESS, "else": _OTHER_ADDRESS,
+    "if": {"properties": {"address_country_code": _US_COUNTRY}},
+    "then": _US_ADDRESS,
+    "else": _OTHER_ADDRESS,
 }
 # An update is checked against the stored customer merged with it (customers.update), so without the
 # country in the body the stored one decides, and a new country is checked against the stored zip and
@@ -94,7 +116,8 @@ ADDRESS_RULES: dict[str, Any] = {
 # code too); tests/schemathesis_hooks.py says the rest.
 UPDATE_ADDRESS_RULES: dict[str, Any] = {
     "if": {"required": ["address_country_code"], "properties": {"address_country_code": _US_COUNTRY}},
-    "then": _US_ADDRESS, "else": _OTHER_ADDRESS,
+    "then": _US_ADDRESS,
+    "else": _OTHER_ADDRESS,
 }
 
 
@@ -123,8 +146,9 @@ class AccountAssignment(msgspec.Struct, kw_only=True):
 # No account twice (validation.duplicate_problems): uniqueItems is as near as JSON Schema can say it.
 AssignToAccounts = Annotated[
     list[AccountAssignment],
-    msgspec.Meta(max_length=100, extra_json_schema={"uniqueItems": True},
-                 description="At most 100 items, no account_id twice"),
+    msgspec.Meta(
+        max_length=100, extra_json_schema={"uniqueItems": True}, description="At most 100 items, no account_id twice"
+    ),
 ]
 
 
@@ -253,7 +277,6 @@ class Health(msgspec.Struct):
     status: str
 
 
-
 # --- products, accounts, links and cards ----------------------------------------------------------
 
 ProductType = Literal[
@@ -311,11 +334,17 @@ class AccountCreate(msgspec.Struct, kw_only=True):
     external_account_id: ResourceId | None = None
     effective_at: EffectiveAt | None = None
     summary: AccountSummaryIn | None = None
-    assign_customers: Annotated[
-        list[CustomerAssignment],
-        msgspec.Meta(max_length=100, extra_json_schema={"uniqueItems": True},
-                     description="At most 100 items, no customer_id twice"),
-    ] | None = None
+    assign_customers: (
+        Annotated[
+            list[CustomerAssignment],
+            msgspec.Meta(
+                max_length=100,
+                extra_json_schema={"uniqueItems": True},
+                description="At most 100 items, no customer_id twice",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class CardDetails(msgspec.Struct):
@@ -398,8 +427,12 @@ class LithicConfigIn(msgspec.Struct, kw_only=True):
     # Printable ASCII to the very end (END: a bare `$` let "key\n" through, into the Authorization header).
     api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+" + END)]
     # openapi.py states the whole rule (LithicHosts.problem: Lithic's hosts and the operator's) as a pattern.
-    base_url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://",
-                                          extra_json_schema={"x-lithic-base-url": True})] | None = None
+    base_url: (
+        Annotated[
+            str, msgspec.Meta(max_length=2048, pattern=r"^https?://", extra_json_schema={"x-lithic-base-url": True})
+        ]
+        | None
+    ) = None
 
 
 class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):

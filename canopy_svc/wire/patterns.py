@@ -11,6 +11,12 @@ import re
 END = r"$(?!\n)"
 
 
+def as_written(pattern: str) -> str:
+    """A pattern as the contract writes it, for a 422 detail: END's guard is how Python is told what
+    `$` means in JSON Schema, not part of the rule."""
+    return pattern.replace(END, "$")
+
+
 def any_case(text: str) -> str:
     """`text` matched in any letter case: ECMA patterns have no (?i)."""
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in text)
@@ -61,10 +67,10 @@ _COMMON_DAYS = (
 
 def calendar_date(first_year: int, last_year: int) -> str:
     """YYYY-MM-DD, a real calendar date (29 February in leap years only) from first_year to last_year."""
-    leap_years = [year for year in range(first_year, last_year + 1)
-                  if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)]
-    return (f"(?:{digits_range(first_year, last_year, 4)}-{_COMMON_DAYS}"
-            f"|{_leap_years(leap_years)}-02-29)")
+    leap_years = [
+        year for year in range(first_year, last_year + 1) if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    ]
+    return f"(?:{digits_range(first_year, last_year, 4)}-{_COMMON_DAYS}|{_leap_years(leap_years)}-02-29)"
 
 
 def _leap_years(years: list[int]) -> str:
@@ -76,13 +82,17 @@ def _leap_years(years: list[int]) -> str:
     by_century: dict[int, list[int]] = {}
     for year in years:
         by_century.setdefault(year // 100, []).append(year % 100)
-    full_centuries = [century for century, rest in by_century.items()
-                      if {r for r in rest if r} == set(range(4, 100, 4))]
+    full_centuries = [
+        century for century, rest in by_century.items() if {r for r in rest if r} == set(range(4, 100, 4))
+    ]
     if full_centuries:
         # Of a century, the years 04..96 divisible by 4; its 00 year only if it was in `years`.
         low, high = min(full_centuries), max(full_centuries)
-        centuries = (digits_range(low, high, 2) if len(full_centuries) == high - low + 1
-                     else _alternation([f"{century:02d}" for century in full_centuries]))
+        centuries = (
+            digits_range(low, high, 2)
+            if len(full_centuries) == high - low + 1
+            else _alternation([f"{century:02d}" for century in full_centuries])
+        )
         parts.append(f"{centuries}(?:0[48]|[2468][048]|[13579][26])")
         listed += [century * 100 for century in full_centuries if 0 in by_century[century]]
     listed += [c * 100 + r for c, rest in by_century.items() if c not in full_centuries for r in rest]

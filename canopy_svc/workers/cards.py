@@ -38,13 +38,21 @@ class RetryPolicy:
     def delay(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:  # Lithic said when; sooner would only be refused again
             return min(max(retry_after, self.base_seconds / 10), self.max_seconds)
-        backoff = min(self.base_seconds * 2 ** max(attempts - 1, 0), self.max_seconds)
+        backoff: float = min(self.base_seconds * 2 ** max(attempts - 1, 0), self.max_seconds)
         return backoff * random.uniform(0.5, 1.0)  # jitter: workers that failed together spread out
 
 
 class CardWorker:
-    def __init__(self, pool: asyncpg.Pool, dsn: str | None, gateway: CardGateway, *,
-                 policy: RetryPolicy | None = None, batch_size: int = 8, idle_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str | None,
+        gateway: CardGateway,
+        *,
+        policy: RetryPolicy | None = None,
+        batch_size: int = 8,
+        idle_seconds: float = 30.0,
+    ) -> None:
         self.pool = pool
         self.dsn = dsn
         self.gateway = gateway
@@ -59,13 +67,12 @@ class CardWorker:
     async def process_due(self) -> int:
         """Claims the cards due now and issues them, then finishes card changes whose request died
         between recording the change and recording Lithic's answer; returns how many it handled."""
-        claimed = await card_store.claim_due(self.pool, limit=self.batch_size,
-                                             lease_seconds=self.policy.lease_seconds)
+        claimed = await card_store.claim_due(self.pool, limit=self.batch_size, lease_seconds=self.policy.lease_seconds)
         if claimed:
             await asyncio.gather(*(self._issue(card) for card in claimed))
-        stale = await card_store.claim_stale_changes(self.pool, limit=self.batch_size,
-                                                     lease_seconds=self.policy.lease_seconds,
-                                                     change_id=str(uuid.uuid4()))
+        stale = await card_store.claim_stale_changes(
+            self.pool, limit=self.batch_size, lease_seconds=self.policy.lease_seconds, change_id=str(uuid.uuid4())
+        )
         if stale:
             await asyncio.gather(*(self._finish_change(change) for change in stale))
         return max(len(claimed), len(stale))
@@ -75,8 +82,13 @@ class CardWorker:
         fields: dict[str, Any] = json.loads(card["change_fields"])
         try:
             issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
-            issued = await issuer.client.update_card(issuer.base_url, issuer.api_key, card["token"],
-                                                     state=fields.get("state"), spend_limit=fields.get("spend_limit"))
+            issued = await issuer.client.update_card(
+                issuer.base_url,
+                issuer.api_key,
+                card["token"],
+                state=fields.get("state"),
+                spend_limit=fields.get("spend_limit"),
+            )
         except LithicRetryable:
             return  # the change stays recorded; the next sweep after the lease tries again
         except LithicRejected as rejected:
@@ -84,38 +96,51 @@ class CardWorker:
             await card_store.abandon_change(self.pool, card["id"], card["change_id"])
             return
         except Exception as exc:  # a bug or a bad key: forget the change rather than retry it forever
-            log.error("card change failed unexpectedly", extra={"card_id": card["id"],
-                                                                 "error_type": type(exc).__name__})
+            log.error(
+                "card change failed unexpectedly", extra={"card_id": card["id"], "error_type": type(exc).__name__}
+            )
             await card_store.abandon_change(self.pool, card["id"], card["change_id"])
             return
         limit_given = "spend_limit" in fields
         spend_limit = (fields["spend_limit"] or None) if limit_given else card["spend_limit"]
-        await card_store.finish_change(self.pool, card["id"], card["change_id"], state=issued.state,
-                                       spend_limit=spend_limit)
+        await card_store.finish_change(
+            self.pool, card["id"], card["change_id"], state=issued.state, spend_limit=spend_limit
+        )
         log.info("finished an interrupted card change", extra={"card_id": card["id"]})
 
     async def _issue(self, card: Any) -> None:
         try:
             issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
             issued = await issuer.client.create_card(
-                issuer.base_url, issuer.api_key, card["idempotency_key"],
-                CardRequest(type=card["card_type"], memo=card["memo"], state=card["state"],
-                            spend_limit=card["spend_limit"], card_program_token=card["card_program_token"]),
+                issuer.base_url,
+                issuer.api_key,
+                card["idempotency_key"],
+                CardRequest(
+                    type=card["card_type"],
+                    memo=card["memo"],
+                    state=card["state"],
+                    spend_limit=card["spend_limit"],
+                    card_program_token=card["card_program_token"],
+                ),
             )
         except LithicRejected as rejected:
             log.warning("card rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
             await card_store.mark_failed(self.pool, card["id"], rejected.message)
         except LithicRetryable as retryable:
             delay = self.policy.delay(card["attempts"], retryable.retry_after)
-            log.info("card issue will be retried",
-                     extra={"card_id": card["id"], "attempts": card["attempts"], "delay_s": round(delay, 2)})
-            await card_store.retry_later(self.pool, card["id"], delay_seconds=delay,
-                                         error="Issuer unavailable; retrying")
+            log.info(
+                "card issue will be retried",
+                extra={"card_id": card["id"], "attempts": card["attempts"], "delay_s": round(delay, 2)},
+            )
+            await card_store.retry_later(
+                self.pool, card["id"], delay_seconds=delay, error="Issuer unavailable; retrying"
+            )
         except Exception as exc:  # a bug or a bad key must not kill the worker; the lease retries later
             log.error("card issue failed unexpectedly", extra={"card_id": card["id"], "error_type": type(exc).__name__})
         else:
-            await card_store.mark_issued(self.pool, card["id"], token=issued.token, last_four=issued.last_four,
-                                         state=issued.state)
+            await card_store.mark_issued(
+                self.pool, card["id"], token=issued.token, last_four=issued.last_four, state=issued.state
+            )
 
     async def run(self) -> None:
         """Until cancelled: drain what is due, then sleep until woken or the next retry is due."""
@@ -129,8 +154,7 @@ class CardWorker:
                 try:
                     while await self.process_due() == self.batch_size:
                         pass
-                    due_in = await card_store.seconds_until_next_due(self.pool,
-                                                                        lease_seconds=self.policy.lease_seconds)
+                    due_in = await card_store.seconds_until_next_due(self.pool, lease_seconds=self.policy.lease_seconds)
                     unreachable = False
                 except supervision.RETRIED_ERRORS as exc:
                     if not unreachable:

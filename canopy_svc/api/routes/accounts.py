@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,6 +11,7 @@ from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules import accounts
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire import models
@@ -21,29 +21,48 @@ from canopy_svc.wire.models import Account, AccountCreate
 async def create_account(request: Request) -> Response:
     org_id, data_cipher = principal(request).org_id, cipher(request)
 
-    async def work(conn: asyncpg.Connection, payload: AccountCreate) -> Account:
+    async def work(conn: Conn, payload: AccountCreate) -> Account:
         return await accounts.create_account(conn, org_id, payload, data_cipher)
 
     return await write(request, accounts.parse_account, work)
 
 
 async def get_account(request: Request) -> Response:
-    account = await accounts.get_account(pool(request), principal(request).org_id, request.path_params["account_id"],
-                                         cipher(request))
+    account = await accounts.get_account(
+        pool(request), principal(request).org_id, request.path_params["account_id"], cipher(request)
+    )
     return JSONResponse(account)
 
 
 async def list_accounts(request: Request) -> Response:
-    page = await accounts.list_accounts(pool(request), principal(request).org_id, cursors(request),
-                                        PageRequest.from_query(request.query_params, default_limit=12),
-                                        cipher(request))
+    page = await accounts.list_accounts(
+        pool(request),
+        principal(request).org_id,
+        cursors(request),
+        PageRequest.from_query(request.query_params, default_limit=12),
+        cipher(request),
+    )
     return JSONResponse(page)
 
 
 endpoints = [
-    Endpoint("POST", "/accounts", create_account, "Create an account, optionally with customers", models.Account,
-             models.AccountCreate, errors=(401, 403, 404, 409, 429, 500, 503), example=examples.ACCOUNT),
+    Endpoint(
+        "POST",
+        "/accounts",
+        create_account,
+        "Create an account, optionally with customers",
+        models.Account,
+        models.AccountCreate,
+        errors=(401, 403, 404, 409, 429, 500, 503),
+        example=examples.ACCOUNT,
+    ),
     Endpoint("GET", "/accounts", list_accounts, "List accounts", models.AccountList, query=listing_query()),
-    Endpoint("GET", "/accounts/{account_id}", get_account, "Get an account with its customers and cards",
-             models.Account, errors=(401, 403, 404, 429, 500, 503)),
+    Endpoint(
+        "GET",
+        "/accounts/{account_id}",
+        get_account,
+        "Get an account with its customers and cards",
+        models.Account,
+        errors=(401, 403, 404, 429, 500, 503),
+    ),
 ]

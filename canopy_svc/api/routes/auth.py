@@ -115,6 +115,14 @@ def source_of(request: Request) -> str:
 
 
 endpoints = [
-    Endpoint("POST", "/auth/token", issue_token, "Exchange client credentials for a bearer token", TokenResponse,
-             TokenRequest, public=True, errors=(401, 429, 500, 503)),
+    Endpoint(
+        "POST",
+        "/auth/token",
+        issue_token,
+        "Exchange client credentials for a bearer token",
+        TokenResponse,
+        TokenRequest,
+        public=True,
+        errors=(401, 429, 500, 503),
+    ),
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -11,6 +10,7 @@ from canopy_svc.api.phased_writes import Phases, write_in_phases
 from canopy_svc.api.requests import principal, resources
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
+from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules import cards
 from canopy_svc.wire import models
 from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
@@ -20,7 +20,7 @@ async def issue_card(request: Request) -> Response:
     org_id = principal(request).org_id
     account_id, customer_id = request.path_params["account_id"], request.path_params["customer_id"]
 
-    async def work(conn: asyncpg.Connection, card: CardCreate) -> CardDetails:
+    async def work(conn: Conn, card: CardCreate) -> CardDetails:
         return await cards.issue_card(conn, org_id, account_id, customer_id, card)
 
     return await write(request, cards.CARD_CREATE_DECODER.decode, work)
@@ -33,22 +33,46 @@ async def update_card(request: Request) -> Response:
     shared = resources(request)
     lease_seconds = shared.settings.card_lease_seconds
 
-    async def begin(conn: asyncpg.Connection, change: CardUpdate) -> cards.CardChange:
-        return await cards.begin_card_change(conn, org_id, account_id, customer_id, change, shared.card_gateway,
-                                             lease_seconds=lease_seconds)
+    async def begin(conn: Conn, change: CardUpdate) -> cards.CardChange:
+        return await cards.begin_card_change(
+            conn, org_id, account_id, customer_id, change, shared.card_gateway, lease_seconds=lease_seconds
+        )
 
-    return await write_in_phases(request, Phases(
-        parse=cards.parse_card_update, begin=begin, done=lambda change: change.done, call=cards.send_card_change,
-        finish=cards.finish_card_change, abandon=cards.abandon_card_change, lease_seconds=lease_seconds,
-    ))
+    return await write_in_phases(
+        request,
+        Phases(
+            parse=cards.parse_card_update,
+            begin=begin,
+            done=lambda change: change.done,
+            call=cards.send_card_change,
+            finish=cards.finish_card_change,
+            abandon=cards.abandon_card_change,
+            lease_seconds=lease_seconds,
+        ),
+    )
 
 
 _PATH = "/accounts/{account_id}/customers/{customer_id}/cards"
 
 endpoints = [
-    Endpoint("POST", _PATH, issue_card, "Issue a card for a customer on an account", models.CardDetails,
-             models.CardCreate, errors=(401, 403, 404, 429, 500, 503), example=examples.CARD),
-    Endpoint("PUT", _PATH, update_card, "Change the state or spend limit of the link's newest card at Lithic",
-             models.CardDetails, models.CardUpdate, errors=(401, 403, 404, 409, 429, 500, 503),
-             example=examples.CARD_UPDATE),
+    Endpoint(
+        "POST",
+        _PATH,
+        issue_card,
+        "Issue a card for a customer on an account",
+        models.CardDetails,
+        models.CardCreate,
+        errors=(401, 403, 404, 429, 500, 503),
+        example=examples.CARD,
+    ),
+    Endpoint(
+        "PUT",
+        _PATH,
+        update_card,
+        "Change the state or spend limit of the link's newest card at Lithic",
+        models.CardDetails,
+        models.CardUpdate,
+        errors=(401, 403, 404, 409, 429, 500, 503),
+        example=examples.CARD_UPDATE,
+    ),
 ]

@@ -1,0 +1,1 @@
+"""The test suite, a package: test modules import shared helpers as tests.helpers (see there)."""

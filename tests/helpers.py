@@ -1,0 +1,270 @@
+"""What several test modules share: the tests' keys, API clients and bodies, the error envelope's
+checks, database helpers and the card worker's set-up. Fixtures live in tests/conftest.py; test
+modules import from here, never from conftest or from one another (tests/test_test_imports.py)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from canopy_svc.api import examples
+from canopy_svc.core.crypto import DataCipher
+from canopy_svc.core.embedded import EmbeddedPostgres
+from canopy_svc.issuers.gateway import CardGateway
+from canopy_svc.issuers.hosts import LithicHosts
+from canopy_svc.issuers.lithic import LithicClient
+from canopy_svc.rules.ids import new_client_id, new_client_secret
+from canopy_svc.rules.passwords import hash_secret
+from canopy_svc.store import organizations
+from canopy_svc.workers.cards import CardWorker, RetryPolicy
+from tests.fake_lithic import FakeLithic
+
+TEST_JWT_SECRET = "test-jwt-secret-with-enough-length-0123456789"
+TEST_DATA_KEY = bytes(range(32))
+# The operator setting that lets the fake Lithic (tests/fake_lithic.py, on 127.0.0.1) be a base_url.
+TEST_LITHIC_HOSTS = ("127.0.0.1", "localhost", "::1")
+# TEST_DATA_KEY as CANOPY_SVC_DATA_KEY spells it.
+TEST_KEY_TEXT = base64.urlsafe_b64encode(TEST_DATA_KEY).decode()
+
+
+# --- the app and its clients ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def served(app: Starlette) -> AsyncIterator[ASGIApp]:
+    """The app under its lifespan, each request given the lifespan's state as uvicorn gives it
+    (httpx's ASGITransport runs no lifespan): an ASGI app for the transport."""
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                scope["state"] = {**(state or {}), **scope.get("state", {})}
+            await app(scope, receive, send)
+
+        yield with_state
+
+
+@dataclass
+class ApiClient:
+    """A client of one organization: an httpx client that already carries its bearer token."""
+
+    org_id: int
+    client_id: str
+    client_secret: str
+    http: httpx.AsyncClient
+
+
+async def make_client(pool: asyncpg.Pool, org_name: str, scopes: str = "read write") -> tuple[int, str, str]:
+    async with pool.acquire() as conn:
+        org_id = await organizations.get_or_create_organization(conn, org_name)
+        client_id, secret = new_client_id(), new_client_secret()
+        await organizations.insert_client(conn, org_id, client_id, hash_secret(secret), scopes)
+    return org_id, client_id, secret
+
+
+# --- request bodies -------------------------------------------------------------------------------
+
+
+def seed_customer(**overrides: Any) -> dict[str, Any]:
+    """The example body of Canopy's create-customer page (seed 003), without assign_to_accounts."""
+    body: dict[str, Any] = copy.deepcopy(examples.CUSTOMER)
+    body.update(overrides)
+    return {key: value for key, value in body.items() if value is not ...}
+
+
+def minimal_customer(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name_first": "Ada",
+        "name_last": "Lovelace",
+        "phone_number": "+14155550123",
+        "address_line_one": "1 Main St",
+        "address_city": "Springfield",
+        "address_state": "IL",
+        "address_zip": "62701",
+        "email": "ada@example.com",
+        "date_of_birth": "1990-12-10",
+    }
+    body.update(overrides)
+    return {key: value for key, value in body.items() if value is not ...}
+
+
+# --- the contract's error envelope ----------------------------------------------------------------
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The contract's envelope: {"error": {"code", "message", "details"}} with this status and code."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def assert_invalid(response: httpx.Response) -> list[dict[str, Any]]:
+    """A 422 `invalid_input` whose details are AJV-shaped; the details."""
+    error = assert_error(response, 422, "invalid_input")
+    assert set(error) == {"code", "message", "details"}
+    details: list[dict[str, Any]] = error["details"]
+    assert details
+    for item in details:
+        assert set(item) == {"instancePath", "keyword", "params", "message"}
+    return details
+
+
+# The seed customer's account assignment (seed 003), for bodies that carry assign_to_accounts.
+SEED_ASSIGNMENT: dict[str, Any] = {
+    "account_id": "31mNprzLd2bKl6koVna68ARM",
+    "customer_account_role": "PRIMARY",
+    "customer_account_external_id": "4465220133024156",
+    "customer_account_issuer_processor_config": {
+        "spend_limit": 8000000,
+        "lithic": {
+            "memo": "Primary College Card",
+            "type": "MERCHANT_LOCKED",
+            "state": "OPEN",
+            "card_program_token": "a5e38341-cc95-4a9b-a21c-751aeca67e9c",
+        },
+    },
+}
+
+
+# --- databases of a test's own --------------------------------------------------------------------
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# CREATE/DROP DATABASE and CHECKPOINT write every dirty buffer: on a loaded machine that takes
+# longer than the pool's 30 s command timeout, which is for requests, not for this.
+SLOW_DDL_SECONDS = 300
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+_SCHEMA_QUERIES = (
+    # Columns (as a set: an added column comes last, a created one where CREATE TABLE has it).
+    """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+              pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated
+       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+       WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped""",
+    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+       WHERE connamespace = 'public'::regnamespace""",
+    "SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace",
+)
+
+
+async def schema_of(conn: asyncpg.Connection | asyncpg.Pool) -> set[tuple[object, ...]]:
+    """Every table's columns, index, constraint and function, to compare an upgraded database with a
+    fresh one: schema.sql creates what is new in CREATE TABLE, and must ALTER an older database to match."""
+    found: set[tuple[object, ...]] = set()
+    for query in _SCHEMA_QUERIES:
+        found |= {tuple(row.values()) for row in await conn.fetch(query)}
+    return found
+
+
+class CrashablePostgres:
+    """EmbeddedPostgres in `data_dir`, plus the harsh stop (`-m immediate`, a crash: no checkpoint, no
+    goodbye to clients) and a restart on the same data dir, socket and port, so the DSN stays valid."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.embedded = EmbeddedPostgres(data_dir)
+        self.dsn = ""
+
+    def start(self) -> str:
+        self.dsn = self.embedded.start()
+        return self.dsn
+
+    def _pgserver(self) -> Any:
+        server = self.embedded._server  # pgserver's PostgresServer: its data dir, OS user and log
+        assert server is not None
+        return server
+
+    def crash(self) -> None:
+        from pgserver._commands import pg_ctl
+
+        server = self._pgserver()
+        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
+
+    def restart(self) -> None:
+        """`pg_ctl start` with the options pgserver starts it with: no TCP, the same socket dir."""
+        from pgserver._commands import pg_ctl
+
+        server = self._pgserver()
+        socket_dir = parse_qs(urlsplit(self.dsn).query)["host"][0]
+        pg_ctl(
+            ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+            timeout=60,
+        )
+
+    def stop(self) -> None:
+        self.embedded.stop()
+
+
+# --- the card worker against the fake Lithic ------------------------------------------------------
+
+
+LITHIC_KEY = "test-key"  # the fake_lithic fixture's api key
+PROGRAM = "a5e38341-cc95-4a9b-a21c-751aeca67e9c"
+CARD_CONFIG = {
+    "spend_limit": 8000000,
+    "lithic": {
+        "memo": "Primary College Card",
+        "type": "MERCHANT_LOCKED",
+        "state": "OPEN",
+        "card_program_token": PROGRAM,
+    },
+}
+
+
+def make_worker(pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float = 0.01) -> CardWorker:
+    lithic = LithicClient(timeout=timeout, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
+    gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
+    return CardWorker(pool, None, gateway, policy=RetryPolicy(base_seconds=base_seconds, lease_seconds=30))
+
+
+async def use_lithic(api: ApiClient, fake: FakeLithic) -> None:
+    answer = await api.http.put(
+        "/organization/issuer_processors", json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": fake.base_url}}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+async def account(api: ApiClient, account_id: str = "acc-1") -> str:
+    product = await api.http.post(
+        "/products", json={"product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
+    )
+    created = await api.http.post(
+        "/accounts", json={"account_id": account_id, "product_id": product.json()["product_id"]}
+    )
+    assert created.status_code == 200, created.text
+    return account_id
+
+
+async def linked_customer(api: ApiClient, account_id: str, customer_id: str = "cust-1") -> None:
+    answer = await api.http.post(
+        "/customers",
+        json=minimal_customer(
+            customer_id=customer_id,
+            assign_to_accounts=[{"account_id": account_id, "customer_account_issuer_processor_config": CARD_CONFIG}],
+        ),
+    )
+    assert answer.status_code == 200, answer.text
