@@ -117,9 +117,13 @@ async def test_serve_restarts_its_dead_postgres_and_keeps_every_acknowledged_cus
             log = server.log()
             lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
             messages = [line["message"] for line in lines]
+            # The database accepts connections (and /readyz turns 200) a moment before `pg_ctl -w`
+            # returns and the supervisor logs its restart: wait for that line too.
             if (
                 messages.count("database unavailable, answering 503 until it is back")
                 == messages.count("database available again")
+                and messages.count("embedded postgres restarted")
+                >= messages.count("embedded postgres died, restarting it")
             ) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)  # the polling pace of a bounded wait
