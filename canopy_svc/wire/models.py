@@ -7,7 +7,7 @@ OpenAPI document, so what is documented is what is enforced.
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import email_validator
 import msgspec
@@ -26,6 +26,7 @@ from canopy_svc.wire.fields import (
     CustomerId,
     Ein,
     Email,
+    IntegerId,
     LithicCardType,
     LithicCreateState,
     PhoneNumber,
@@ -121,6 +122,21 @@ UPDATE_ADDRESS_RULES: dict[str, Any] = {
 }
 
 
+if TYPE_CHECKING:
+    # What the code reads: the Structs' __post_init__ (_ids_as_text) makes every integer a string.
+    IdRef = ResourceId
+else:
+    IdRef = ResourceId | IntegerId  # what the wire (and the OpenAPI document, as oneOf) accepts
+
+
+def _ids_as_text(struct: msgspec.Struct, names: tuple[str, ...]) -> None:
+    """An integer id is stored and answered as its decimal string, so 2300 and "2300" are one id."""
+    for name in names:
+        value = getattr(struct, name)
+        if isinstance(value, int):
+            setattr(struct, name, str(value))
+
+
 class LithicCardConfig(msgspec.Struct, kw_only=True):
     memo: Text255 | None = None
     type: LithicCardType | None = None
@@ -136,11 +152,14 @@ class IssuerProcessorConfig(msgspec.Struct, kw_only=True):
 class AccountAssignment(msgspec.Struct, kw_only=True):
     """One item of `assign_to_accounts`: a link from the customer to a credit account."""
 
-    account_id: ResourceId
+    account_id: IdRef
     # PRIMARY on a new link; left as it is on an existing one when absent.
     customer_account_role: CustomerAccountRole | None = None
-    customer_account_external_id: ResourceId | None = None
+    customer_account_external_id: IdRef | None = None
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("account_id", "customer_account_external_id"))
 
 
 # No account twice (validation.duplicate_problems): uniqueItems is as near as JSON Schema can say it.
@@ -299,7 +318,10 @@ class ProductCreate(msgspec.Struct, kw_only=True):
     """POST /products."""
 
     product_overview: ProductOverview
-    product_id: ResourceId | None = None
+    product_id: IdRef | None = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("product_id",))
 
 
 class Product(msgspec.Struct):
@@ -316,10 +338,13 @@ class ProductList(msgspec.Struct):
 class CustomerAssignment(msgspec.Struct, kw_only=True):
     """One item of `assign_customers` on POST /accounts."""
 
-    customer_id: ResourceId
+    customer_id: IdRef
     customer_account_role: CustomerAccountRole | None = None  # PRIMARY when absent
-    customer_account_external_id: ResourceId | None = None
+    customer_account_external_id: IdRef | None = None
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("customer_id", "customer_account_external_id"))
 
 
 class AccountSummaryIn(msgspec.Struct, kw_only=True):
@@ -329,8 +354,8 @@ class AccountSummaryIn(msgspec.Struct, kw_only=True):
 class AccountCreate(msgspec.Struct, kw_only=True):
     """POST /accounts."""
 
-    product_id: ResourceId
-    account_id: ResourceId | None = None
+    product_id: IdRef
+    account_id: IdRef | None = None
     external_account_id: ResourceId | None = None
     effective_at: EffectiveAt | None = None
     summary: AccountSummaryIn | None = None
@@ -345,6 +370,9 @@ class AccountCreate(msgspec.Struct, kw_only=True):
         ]
         | None
     ) = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("product_id", "account_id"))
 
 
 class CardDetails(msgspec.Struct):
