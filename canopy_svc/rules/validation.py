@@ -524,6 +524,16 @@ def duplicate_problems(
     return []
 
 
+def _alias_problems(document: Mapping[str, Any]) -> list[ErrorDetail]:
+    """`ignore_warnings` (models.CustomerCreate's alias) may not say otherwise than `__ignoreWarnings`:
+    which one was meant is not ours to guess when a waiver of the duplicate check hangs on it."""
+    dunder, alias = document.get("__ignoreWarnings"), document.get("ignore_warnings")
+    if not isinstance(dunder, bool) or not isinstance(alias, bool) or dunder == alias:
+        return []
+    message = "must be equal to __ignoreWarnings when both are sent"
+    return [detail("/ignore_warnings", "enum", {"allowedValues": [dunder]}, message)]
+
+
 def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool) -> T:
     """Decodes a customer body and, `with_meaning`, checks what types cannot say.
 
@@ -549,9 +559,12 @@ def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool)
         assignments = document.get("assign_to_accounts")
         extra = meaning_problems(shaped, fields)
         extra += duplicate_problems(assignments if isinstance(assignments, list) else None)
+        extra += _alias_problems(document)
         raise InvalidInput([*exc.details, *extra]) from None
     values = msgspec.structs.asdict(payload)
     problems = duplicate_problems(values.get("assign_to_accounts") or None)
+    if isinstance(values.get("ignore_warnings_alias"), bool):  # rare: only then is the body read again
+        problems += _alias_problems(parse_object(body))
     if with_meaning:
         problems[:0] = meaning_problems(values, values.keys())  # it skips the fields that are None
     if problems:

@@ -177,10 +177,27 @@ class BusinessDetails(msgspec.Struct, kw_only=True):
     business_legal_name: Text255 | None = None
 
 
+# `ignore_warnings` is an alias of `__ignoreWarnings` (clients that snake-case their bodies cannot send
+# the latter); sent both ways, the two must agree (validation.decode_customer refuses them otherwise).
+IgnoreWarningsAlias = Annotated[bool, msgspec.Meta(description="Alias of __ignoreWarnings; if both are sent, equal")]
+_ALIASES_AGREE: dict[str, Any] = {
+    "anyOf": [
+        {"not": {"required": ["__ignoreWarnings", "ignore_warnings"]}},
+        {"properties": {"__ignoreWarnings": {"const": True}, "ignore_warnings": {"const": True}}},
+        {"properties": {"__ignoreWarnings": {"const": False}, "ignore_warnings": {"const": False}}},
+    ]
+}
+
+
+def _fold_alias(struct: CustomerCreate | CustomerUpdate) -> None:
+    if isinstance(struct.ignore_warnings_alias, bool):
+        struct.ignore_warnings = struct.ignore_warnings_alias
+
+
 class CustomerCreate(msgspec.Struct, kw_only=True):
     """POST /customers."""
 
-    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES
+    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES | _ALIASES_AGREE
 
     name_first: RequiredText
     name_last: RequiredText
@@ -202,12 +219,16 @@ class CustomerCreate(msgspec.Struct, kw_only=True):
     business_details: BusinessDetails | None = None
     assign_to_accounts: AssignToAccounts | None = None
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
+    ignore_warnings_alias: IgnoreWarningsAlias | UnsetType = msgspec.field(default=UNSET, name="ignore_warnings")
+
+    def __post_init__(self) -> None:
+        _fold_alias(self)
 
 
 class CustomerUpdate(msgspec.Struct, kw_only=True):
     """PUT/PATCH /customers/{customer_id}: only the fields given change; null clears optional ones."""
 
-    json_schema_extra: ClassVar[dict[str, Any]] = UPDATE_ADDRESS_RULES
+    json_schema_extra: ClassVar[dict[str, Any]] = UPDATE_ADDRESS_RULES | _ALIASES_AGREE
 
     name_first: RequiredText | UnsetType = UNSET
     name_last: RequiredText | UnsetType = UNSET
@@ -228,6 +249,10 @@ class CustomerUpdate(msgspec.Struct, kw_only=True):
     business_details: BusinessDetails | UnsetType | None = UNSET
     assign_to_accounts: AssignToAccounts | UnsetType | None = UNSET
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
+    ignore_warnings_alias: IgnoreWarningsAlias | UnsetType = msgspec.field(default=UNSET, name="ignore_warnings")
+
+    def __post_init__(self) -> None:
+        _fold_alias(self)
 
 
 class BusinessDetailsOut(msgspec.Struct):
