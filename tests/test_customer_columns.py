@@ -30,7 +30,7 @@ from tests.helpers import TEST_DATA_KEY
 
 CIPHER = DataCipher(TEST_DATA_KEY)
 # What a request may send that is no field of the customer, and the answer's fields the database sets.
-REQUEST_ONLY = {"assign_to_accounts", "ignore_warnings"}
+REQUEST_ONLY = {"assign_to_accounts", "ignore_warnings", "ignore_warnings_alias"}
 SET_BY_THE_SERVICE = {"customer_id", "created_at", "updated_at", "warnings"}
 
 

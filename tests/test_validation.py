@@ -877,7 +877,8 @@ def test_a_missing_property_is_named_without_quotes() -> None:
     } in problems(body)
 
 
-@pytest.mark.parametrize("items", [["acc_1"], [None], [1, 2], [{"account_id": 5}], [[]]])
+# An integer account_id is valid, issue 11 item 4: a boolean is the wrong type.
+@pytest.mark.parametrize("items", [["acc_1"], [None], [1, 2], [{"account_id": True}], [[]]])
 def test_assignment_items_must_be_objects(items: list[Any]) -> None:
     found = problems(minimal_customer(assign_to_accounts=items))
     assert found and all(d["instancePath"].startswith("/assign_to_accounts/") for d in found)

@@ -75,6 +75,7 @@ def build_document(
         components[struct.__name__].update(getattr(struct, "json_schema_extra", {}))
     for struct in _structs({op.request for op in operations if op.request}):
         _refuse_nul(components[struct.__name__])
+    _ids_as_one_of(components)
     _state_settings(components, today or utc_today(), lithic_hosts)
     error_ref = {"application/json": {"schema": refs[ErrorEnvelope]}}
     paths: dict[str, dict[str, Any]] = {}
@@ -148,6 +149,20 @@ def _refuse_nul(schema: Any) -> None:
     elif isinstance(schema, list):
         for item in schema:
             _refuse_nul(item)
+
+
+def _ids_as_one_of(schema: Any) -> None:
+    """models.IdRef, a string or an integer, as the contract and Canopy state it: oneOf (msgspec writes
+    anyOf; the two types are disjoint, so only the wording changes)."""
+    if isinstance(schema, dict):
+        members = schema.get("anyOf")
+        if isinstance(members, list) and {"string", "integer"} <= {m.get("type") for m in members}:
+            schema["oneOf"] = schema.pop("anyOf")
+        for value in schema.values():
+            _ids_as_one_of(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _ids_as_one_of(item)
 
 
 def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts) -> None:

@@ -212,6 +212,13 @@ def walk(value: Any, tp: Any, path: str, problems: list[ErrorDetail]) -> Any:
         if value is None and type(None) in members:
             return None
         concrete = [m for m in members if m is not type(None)]
+        if len(concrete) > 1:  # scalars of distinct JSON types (an id: a string or an integer)
+            fitting = [m for m in concrete if _is_json_type(value, _scalar_base(m))]
+            if not fitting:
+                names = [_JSON_TYPE_NAMES.get(_scalar_base(m), "string") for m in concrete]
+                problems.append(detail(path, "type", {"type": names}, f"must be {','.join(names)}"))
+                return _INVALID
+            concrete = fitting
         return walk(value, concrete[0], path, problems)
     if origin is typing.Literal:
         allowed = list(typing.get_args(tp))
@@ -229,6 +236,10 @@ def walk(value: Any, tp: Any, path: str, problems: list[ErrorDetail]) -> Any:
     if origin is list:
         return _walk_annotated(value, tp, None, path, problems)
     return _walk_annotated(value, tp, None, path, problems)
+
+
+def _scalar_base(tp: Any) -> Any:
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
 
 
 def _walk_struct(value: Any, model: type[msgspec.Struct], path: str, problems: list[ErrorDetail]) -> Any:
@@ -496,6 +507,8 @@ def duplicate_problems(
     seen: dict[str, int] = {}
     for index, item in enumerate(items or ()):
         value = item.get(key) if isinstance(item, dict) else getattr(item, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # an integer id is its decimal string (models.IdRef)
         if not isinstance(value, str):
             continue
         if value in seen:
@@ -509,6 +522,16 @@ def duplicate_problems(
             ]
         seen[value] = index
     return []
+
+
+def _alias_problems(document: Mapping[str, Any]) -> list[ErrorDetail]:
+    """`ignore_warnings` (models.CustomerCreate's alias) may not say otherwise than `__ignoreWarnings`:
+    which one was meant is not ours to guess when a waiver of the duplicate check hangs on it."""
+    dunder, alias = document.get("__ignoreWarnings"), document.get("ignore_warnings")
+    if not isinstance(dunder, bool) or not isinstance(alias, bool) or dunder == alias:
+        return []
+    message = "must be equal to __ignoreWarnings when both are sent"
+    return [detail("/ignore_warnings", "enum", {"allowedValues": [dunder]}, message)]
 
 
 def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool) -> T:
@@ -536,9 +559,12 @@ def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool)
         assignments = document.get("assign_to_accounts")
         extra = meaning_problems(shaped, fields)
         extra += duplicate_problems(assignments if isinstance(assignments, list) else None)
+        extra += _alias_problems(document)
         raise InvalidInput([*exc.details, *extra]) from None
     values = msgspec.structs.asdict(payload)
     problems = duplicate_problems(values.get("assign_to_accounts") or None)
+    if isinstance(values.get("ignore_warnings_alias"), bool):  # rare: only then is the body read again
+        problems += _alias_problems(parse_object(body))
     if with_meaning:
         problems[:0] = meaning_problems(values, values.keys())  # it skips the fields that are None
     if problems:

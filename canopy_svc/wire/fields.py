@@ -68,6 +68,12 @@ LithicCreateState = Literal["OPEN", "PAUSED"]
 BIGINT_MAX = 2**63 - 1  # the columns are bigint
 SpendLimit = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX, description="Cents")]
 Cents = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
+# Canopy takes account, product and customer ids in bodies as strings or integers (its clients send
+# 2300); models.py keeps an integer as its decimal string. Non-negative: no id of ours is "-5" by
+# accident of a client's arithmetic; int64, as every integer a JSON client can be trusted to round-trip.
+IntegerId = Annotated[
+    int, msgspec.Meta(ge=0, le=BIGINT_MAX, description='An integer id, taken as its decimal string (2300 is "2300")')
+]
 
 
 EARLIEST_BIRTH_DATE = datetime.date(1900, 1, 1)

@@ -7,7 +7,7 @@ OpenAPI document, so what is documented is what is enforced.
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import email_validator
 import msgspec
@@ -26,6 +26,7 @@ from canopy_svc.wire.fields import (
     CustomerId,
     Ein,
     Email,
+    IntegerId,
     LithicCardType,
     LithicCreateState,
     PhoneNumber,
@@ -121,6 +122,21 @@ UPDATE_ADDRESS_RULES: dict[str, Any] = {
 }
 
 
+if TYPE_CHECKING:
+    # What the code reads: the Structs' __post_init__ (_ids_as_text) makes every integer a string.
+    IdRef = ResourceId
+else:
+    IdRef = ResourceId | IntegerId  # what the wire (and the OpenAPI document, as oneOf) accepts
+
+
+def _ids_as_text(struct: msgspec.Struct, names: tuple[str, ...]) -> None:
+    """An integer id is stored and answered as its decimal string, so 2300 and "2300" are one id."""
+    for name in names:
+        value = getattr(struct, name)
+        if isinstance(value, int):
+            setattr(struct, name, str(value))
+
+
 class LithicCardConfig(msgspec.Struct, kw_only=True):
     memo: Text255 | None = None
     type: LithicCardType | None = None
@@ -136,11 +152,14 @@ class IssuerProcessorConfig(msgspec.Struct, kw_only=True):
 class AccountAssignment(msgspec.Struct, kw_only=True):
     """One item of `assign_to_accounts`: a link from the customer to a credit account."""
 
-    account_id: ResourceId
+    account_id: IdRef
     # PRIMARY on a new link; left as it is on an existing one when absent.
     customer_account_role: CustomerAccountRole | None = None
-    customer_account_external_id: ResourceId | None = None
+    customer_account_external_id: IdRef | None = None
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("account_id", "customer_account_external_id"))
 
 
 # No account twice (validation.duplicate_problems): uniqueItems is as near as JSON Schema can say it.
@@ -158,10 +177,27 @@ class BusinessDetails(msgspec.Struct, kw_only=True):
     business_legal_name: Text255 | None = None
 
 
+# `ignore_warnings` is an alias of `__ignoreWarnings` (clients that snake-case their bodies cannot send
+# the latter); sent both ways, the two must agree (validation.decode_customer refuses them otherwise).
+IgnoreWarningsAlias = Annotated[bool, msgspec.Meta(description="Alias of __ignoreWarnings; if both are sent, equal")]
+_ALIASES_AGREE: dict[str, Any] = {
+    "anyOf": [
+        {"not": {"required": ["__ignoreWarnings", "ignore_warnings"]}},
+        {"properties": {"__ignoreWarnings": {"const": True}, "ignore_warnings": {"const": True}}},
+        {"properties": {"__ignoreWarnings": {"const": False}, "ignore_warnings": {"const": False}}},
+    ]
+}
+
+
+def _fold_alias(struct: CustomerCreate | CustomerUpdate) -> None:
+    if isinstance(struct.ignore_warnings_alias, bool):
+        struct.ignore_warnings = struct.ignore_warnings_alias
+
+
 class CustomerCreate(msgspec.Struct, kw_only=True):
     """POST /customers."""
 
-    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES
+    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES | _ALIASES_AGREE
 
     name_first: RequiredText
     name_last: RequiredText
@@ -183,12 +219,16 @@ class CustomerCreate(msgspec.Struct, kw_only=True):
     business_details: BusinessDetails | None = None
     assign_to_accounts: AssignToAccounts | None = None
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
+    ignore_warnings_alias: IgnoreWarningsAlias | UnsetType = msgspec.field(default=UNSET, name="ignore_warnings")
+
+    def __post_init__(self) -> None:
+        _fold_alias(self)
 
 
 class CustomerUpdate(msgspec.Struct, kw_only=True):
     """PUT/PATCH /customers/{customer_id}: only the fields given change; null clears optional ones."""
 
-    json_schema_extra: ClassVar[dict[str, Any]] = UPDATE_ADDRESS_RULES
+    json_schema_extra: ClassVar[dict[str, Any]] = UPDATE_ADDRESS_RULES | _ALIASES_AGREE
 
     name_first: RequiredText | UnsetType = UNSET
     name_last: RequiredText | UnsetType = UNSET
@@ -209,6 +249,10 @@ class CustomerUpdate(msgspec.Struct, kw_only=True):
     business_details: BusinessDetails | UnsetType | None = UNSET
     assign_to_accounts: AssignToAccounts | UnsetType | None = UNSET
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
+    ignore_warnings_alias: IgnoreWarningsAlias | UnsetType = msgspec.field(default=UNSET, name="ignore_warnings")
+
+    def __post_init__(self) -> None:
+        _fold_alias(self)
 
 
 class BusinessDetailsOut(msgspec.Struct):
@@ -299,7 +343,10 @@ class ProductCreate(msgspec.Struct, kw_only=True):
     """POST /products."""
 
     product_overview: ProductOverview
-    product_id: ResourceId | None = None
+    product_id: IdRef | None = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("product_id",))
 
 
 class Product(msgspec.Struct):
@@ -316,10 +363,13 @@ class ProductList(msgspec.Struct):
 class CustomerAssignment(msgspec.Struct, kw_only=True):
     """One item of `assign_customers` on POST /accounts."""
 
-    customer_id: ResourceId
+    customer_id: IdRef
     customer_account_role: CustomerAccountRole | None = None  # PRIMARY when absent
-    customer_account_external_id: ResourceId | None = None
+    customer_account_external_id: IdRef | None = None
     customer_account_issuer_processor_config: IssuerProcessorConfig | None = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("customer_id", "customer_account_external_id"))
 
 
 class AccountSummaryIn(msgspec.Struct, kw_only=True):
@@ -329,8 +379,8 @@ class AccountSummaryIn(msgspec.Struct, kw_only=True):
 class AccountCreate(msgspec.Struct, kw_only=True):
     """POST /accounts."""
 
-    product_id: ResourceId
-    account_id: ResourceId | None = None
+    product_id: IdRef
+    account_id: IdRef | None = None
     external_account_id: ResourceId | None = None
     effective_at: EffectiveAt | None = None
     summary: AccountSummaryIn | None = None
@@ -345,6 +395,9 @@ class AccountCreate(msgspec.Struct, kw_only=True):
         ]
         | None
     ) = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("product_id", "account_id"))
 
 
 class LithicCardDetails(msgspec.Struct):
