@@ -51,7 +51,7 @@ async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataC
     (the common case: one round trip); with links, or under the `block` policy (which must compare
     first, under locks), in a transaction."""
     customer_id = payload.customer_id or new_customer_id()
-    fields = {f: getattr(payload, f) for f in payload.__struct_fields__}
+    fields = msgspec.structs.asdict(payload)
     columns = STORAGE.row(fields, cipher)
     if not payload.assign_to_accounts:
         _, record, matches = await store.insert_comparing(conn, org_id, customer_id, columns)

@@ -46,11 +46,12 @@ async def insert(conn: Conn, org_id: int, customer_id: str, row: Mapping[str, An
     return await _insert_row(conn, _INSERT, org_id, customer_id, row)
 
 
+_FETCH = f"SELECT {COLUMNS} FROM customers WHERE org_id = $1 AND customer_id = $2"
+_FETCH_FOR_UPDATE = _FETCH + " FOR UPDATE"
+
+
 async def fetch(conn: Queryable, org_id: int, customer_id: str, *, for_update: bool = False) -> asyncpg.Record | None:
-    lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetchrow(
-        f"SELECT {COLUMNS} FROM customers WHERE org_id = $1 AND customer_id = $2{lock}", org_id, customer_id
-    )
+    return await conn.fetchrow(_FETCH_FOR_UPDATE if for_update else _FETCH, org_id, customer_id)
 
 
 async def update(conn: Conn, row_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
