@@ -87,7 +87,9 @@ async def test_serve_restarts_its_dead_postgres_and_keeps_every_acknowledged_cus
                 statuses.add(answer.status_code)
                 if answer.status_code == 200:
                     acknowledged[customer_id] = answer.json()
-                if (await http.get("/readyz")).status_code == 200 and time.monotonic() - killed_at > 0.5:
+                # Back once the outage was seen, not after a guessed 0.5 s: a shutdown under load (SIGINT's
+                # checkpoint) may take longer to show.
+                if 503 in statuses and (await http.get("/readyz")).status_code == 200:
                     break
                 assert time.monotonic() - killed_at < RECOVERY_SECONDS, (
                     f"/readyz not 200 {RECOVERY_SECONDS}s after the postmaster died:\n{server.log()[-4000:]}"
@@ -112,7 +114,7 @@ async def test_serve_restarts_its_dead_postgres_and_keeps_every_acknowledged_cus
                 assert stored.status_code == 200, (customer_id, stored.text)
                 assert stored.json() == {k: v for k, v in created.items() if k != "warnings"}  # duplicate warnings
         # /readyz answered from one worker; the other's probe may log its reopening a moment later.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + RECOVERY_SECONDS
         while True:
             log = server.log()
             lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
