@@ -1107,3 +1107,58 @@ def test_numbers_no_column_holds_are_named_at_their_field(raw: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         CREATE.decode(body)
     assert [d.instancePath for d in refused.value.details] == ["/name_first"]
+
+
+def required_paths(
+    schema: dict[str, Any], components: dict[str, Any], body: dict[str, Any], at: str = ""
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(parent pointer, property, body without it) for every required property of `schema` that `body`
+    holds, nested objects included."""
+    if "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    found = []
+    for name in schema.get("required", []):
+        if name not in body:
+            continue
+        without = {k: v for k, v in body.items() if k != name}
+        found.append((at, name, without))
+    for name, value in body.items():
+        inner = schema.get("properties", {}).get(name, {})
+        options = inner.get("anyOf", [inner])
+        for option in options:
+            if isinstance(value, dict) and ("$ref" in option or "properties" in option):
+                for parent, missing, nested in required_paths(option, components, value, f"{at}/{name}"):
+                    found.append((parent, missing, {**body, name: nested}))
+    return found
+
+
+@pytest.mark.parametrize("model_name", ["CustomerCreate", "ProductCreate", "AccountCreate", "TokenRequest"])
+def test_every_missing_required_property_has_canopys_exact_message(model_name: str) -> None:
+    """CONTRACT section 1: `must have required property <name>`, for every required property of every
+    body, at every depth the example reaches."""
+    from canopy_svc.api import examples
+    from canopy_svc.wire import models
+
+    model = getattr(models, model_name)
+    valid = {
+        "CustomerCreate": examples.CUSTOMER,
+        "ProductCreate": examples.PRODUCT,
+        "AccountCreate": examples.ACCOUNT,
+        "TokenRequest": {"client_id": "cli_x", "client_secret": "s"},
+    }[model_name]
+    (schema,), components = msgspec.json.schema_components([model], ref_template="#/components/schemas/{name}")
+    cases = required_paths(schema, components, dict(valid))
+    assert cases, model_name
+    for parent, name, body in cases:
+        try:
+            BodyDecoder(model).decode(encode(body))
+        except InvalidInput as exc:
+            details = [msgspec.to_builtins(d) for d in exc.details]
+        else:
+            details = []
+        assert {
+            "instancePath": parent,
+            "keyword": "required",
+            "params": {"missingProperty": name},
+            "message": f"must have required property {name}",
+        } in details, (model_name, parent, name, details)
