@@ -132,6 +132,19 @@ async def no_autovacuum(pool: asyncpg.Pool) -> AsyncIterator[None]:
 Crowd = Callable[[asyncpg.Pool, bool], Awaitable[None]]
 
 
+async def flush_pool_statistics(pool: asyncpg.Pool) -> None:
+    """Every pool connection's pending counters, flushed now. An idle backend flushes at most once a
+    second and keeps what it cannot lock without waiting for a retry later: a fixture's seq scans could
+    then land inside a measurement made on another connection (seen once on a loaded CI run). Holding
+    every connection at once reaches each backend the pool has open."""
+    async with contextlib.AsyncExitStack() as held:
+        connections = [await held.enter_async_context(pool.acquire()) for _ in range(pool.get_max_size())]
+        if connections[0].get_server_version().major < 15:
+            return  # no pg_stat_force_next_flush(): plan_states skips
+        for conn in connections:
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+
+
 async def plan_states(
     pool: asyncpg.Pool, database_url: str, crowd: Crowd | None = None
 ) -> AsyncGenerator[tuple[str, str, asyncpg.Connection]]:
@@ -159,6 +172,7 @@ async def plan_states(
                 await pool.execute(f"ANALYZE {table}")
         if statistics == "stale" and crowd:
             await crowd(pool, True)
+        await flush_pool_statistics(pool)
         for mode in PLAN_MODES:
             conn = await asyncpg.connect(database_url, server_settings={"plan_cache_mode": mode})
             try:
