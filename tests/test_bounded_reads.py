@@ -388,6 +388,28 @@ def _listings(tenants: Tenants) -> dict[str, tuple[str, str, Listing]]:
     }
 
 
+async def test_flush_pool_statistics_makes_a_pool_connections_scans_visible_at_once(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Two scans back to back on a pool connection: the second is within the backend's one-second
+    flush interval, so without the forced flush it would still be pending when another connection reads."""
+    watcher = await asyncpg.connect(database_url)
+    try:
+        if watcher.get_server_version().major < 15:
+            pytest.skip("pg_stat_force_next_flush() needs PostgreSQL 15")
+        await flush_pool_statistics(pool)
+        query = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'products'"
+        before = await watcher.fetchval(query)
+        async with pool.acquire() as conn:
+            for _ in range(2):
+                await conn.fetchval("SELECT count(*) FROM products")  # a seq scan: no predicate
+        await flush_pool_statistics(pool)
+        await watcher.execute("SELECT pg_stat_clear_snapshot()")
+        assert await watcher.fetchval(query) == before + 2
+    finally:
+        await watcher.close()
+
+
 async def test_a_page_deep_in_an_organization_reads_what_the_first_page_reads(
     pool: asyncpg.Pool, database_url: str, tenants: Tenants, tiny_tenants: None
 ) -> None:
