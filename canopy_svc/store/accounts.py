@@ -90,11 +90,19 @@ async def page_accounts(
     conn: Queryable, org_id: int, *, limit: int, after: int | None, before: int | None
 ) -> list[asyncpg.Record]:
     args: list[Any] = []
-    bound, tail = page_bounds("a.org_id", "a.id", args, group_value=org_id, limit=limit, after=after, before=before)
-    # `deleted_at IS NULL` matches accounts_org_id_id_live: deleted accounts are never read.
+    bound, tail = page_bounds(
+        live("a", "org_id"), "a.id", args, group_value=org_id, limit=limit, after=after, before=before
+    )
+    # Grouped by live(...) and `deleted_at IS NULL`: only accounts_live_org_id_id answers, and it holds
+    # no deleted account.
     return await conn.fetch(
         f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE {bound} AND a.deleted_at IS NULL {tail}", *args
     )
+
+
+def live(alias: str, group: str) -> str:
+    """A list's group column, NULL for a deleted row: the expression of the *_live_* indexes (schema.sql)."""
+    return f"(CASE WHEN {alias}.deleted_at IS NULL THEN {alias}.{group} END)"
 
 
 # --- links ---------------------------------------------------------------------------------------
@@ -197,12 +205,21 @@ async def page_links(
     # was found within the organization (rules/accounts.py).
     args: list[Any] = []
     if customer_row_id is None:
-        bound, tail = page_bounds("l.org_id", "l.id", args, group_value=org_id, limit=limit, after=after, before=before)
+        bound, tail = page_bounds(
+            live("l", "org_id"), "l.id", args, group_value=org_id, limit=limit, after=after, before=before
+        )
     else:
         bound, tail = page_bounds(
-            "l.customer_row_id", "l.id", args, group_value=customer_row_id, limit=limit, after=after, before=before
+            live("l", "customer_row_id"),
+            "l.id",
+            args,
+            group_value=customer_row_id,
+            limit=limit,
+            after=after,
+            before=before,
         )
-    # `deleted_at IS NULL` matches the links_*_live indexes: a deleted account's links are never read.
+    # Grouped by live(...) and `deleted_at IS NULL`: only the links_live_* indexes answer, and they hold
+    # no link of a deleted account.
     return await conn.fetch(
         f"""SELECT {LINK_COLUMNS}, customer.* FROM customer_account_links l
             CROSS JOIN LATERAL ({_CUSTOMER_OF_LINK} OFFSET 0) customer
