@@ -92,6 +92,7 @@ def test_reads_need_read_and_everything_else_write() -> None:
         "POST": "write",
         "PUT": "write",
         "PATCH": "write",
+        "DELETE": "write",
     }
 
 

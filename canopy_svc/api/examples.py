@@ -26,6 +26,7 @@ ACCOUNT: dict[str, Any] = {
 }  # fmt: skip
 CARD: dict[str, Any] = {"spend_limit": 100000, "lithic": {"type": "SINGLE_USE", "memo": "One-off"}}
 CARD_UPDATE: dict[str, Any] = {"state": "PAUSED"}
+ACCOUNT_STATUS: dict[str, Any] = {"account_status": "SUSPENDED", "account_substatus": "DELINQUENT"}
 ORGANIZATION_SETTINGS: dict[str, Any] = {"duplicate_customer_policy": "warn"}
 
 # The ids in paths /docs shows: those of the bodies above, so its requests reach what they create.

@@ -52,12 +52,19 @@ def replayed(answer: Answer) -> Response:
 
 
 async def write(
-    request: Request, parse: Parse[Payload], work: Callable[[Conn, Payload], Awaitable[Any]], *, atomic: bool = True
+    request: Request,
+    parse: Parse[Payload],
+    work: Callable[[Conn, Payload], Awaitable[Any]],
+    *,
+    atomic: bool = True,
+    bodyless: bool = False,
 ) -> Response:
     """Runs `work(conn, parse(body))` in one transaction and answers its result as JSON: on any error
     nothing it wrote is kept. `atomic=False` is for work that is atomic by itself (one statement, or
-    its own transaction when it needs more): it saves the BEGIN and COMMIT round trips."""
-    body = await read_json_body(request)
+    its own transaction when it needs more): it saves the BEGIN and COMMIT round trips. `bodyless` is
+    for a DELETE: no body is read (nor its media type asked), `parse` gets b"", and an Idempotency-Key
+    still makes a retried delete get its first answer back instead of a 404."""
+    body = b"" if bodyless else await read_json_body(request)
     keyed = idempotency_key(request, body)
     payload, refusal = parsed(parse, body, keyed)
     if keyed is None:

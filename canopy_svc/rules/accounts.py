@@ -60,7 +60,9 @@ def account_fields(record: Row) -> dict[str, Any]:
         "effective_at": record["effective_at"],
         "created_at": record["created_at"],
         "updated_at": record["updated_at"],
-        "account_overview": AccountOverview(account_status=record["account_status"]),
+        "account_overview": AccountOverview(
+            account_status=record["account_status"], account_substatus=record["account_substatus"]
+        ),
         "summary": AccountSummary(credit_limit_cents=record["credit_limit_cents"]),
     }
 

@@ -76,6 +76,8 @@ async def _link(conn: Conn, org_id: int, account_id: str, customer_id: str) -> a
 async def issue_card(conn: Conn, org_id: int, account_id: str, customer_id: str, payload: CardCreate) -> CardDetails:
     """A new PENDING card for the link; what the body leaves out comes from the link's settings."""
     link = await _link(conn, org_id, account_id, customer_id)
+    if link["account_status"] == "CLOSED":
+        raise Conflict(f"Account {account_id} is CLOSED; a closed account gets no new cards")
     lithic = payload.lithic
     settings = {
         "type": (lithic.type if lithic else None) or link["lithic_type"],
@@ -138,6 +140,8 @@ async def begin_card_change(
         raise Conflict(f"The card is {card['status']}; only an issued card can be changed")
     if card["state"] == "CLOSED":
         raise Conflict("The card is CLOSED; a closed card cannot be changed")
+    if card["close_due_at"] is not None:
+        raise Conflict("The card is being closed with its account; it cannot be changed")
     if await card_store.change_in_progress(conn, card["id"], lease_seconds):
         raise Conflict("Another change of this card is in progress; retry shortly")
     fields = _change_fields(change)
@@ -194,3 +198,16 @@ async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard)
 async def abandon_card_change(conn: Queryable, change: CardChange) -> None:
     """Phase 3 when Lithic refused the change or could not be reached: the card is as it was."""
     await card_store.abandon_change(conn, change.card_id, change.change_id)
+
+
+# What a card of a closed or deleted account that was never sent to the issuer answers as its error.
+NEVER_ISSUED = "Not issued: its account was closed first"
+
+
+async def close_account_cards(conn: Conn, org_id: int, account_row_id: int, gateway: CardGateway) -> None:
+    """Closes every card of the account through the card outbox, in the caller's transaction: the
+    worker sends Lithic each close after the commit (retried with backoff), so a request never waits
+    for Lithic and a crash after the commit loses none (store/cards.py says what becomes of each card)."""
+    config = await organization_store.lithic_config(conn, org_id)
+    simulated = gateway.issuer(config["lithic_api_key_encrypted"], config["lithic_base_url"]).simulated
+    await card_store.close_cards_of_account(conn, account_row_id, simulated=simulated, never_sent_error=NEVER_ISSUED)

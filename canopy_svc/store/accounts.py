@@ -15,7 +15,7 @@ from canopy_svc.store.keyset import each_key, page_bounds
 CUSTOMER_COLUMNS = qualified_columns("c")
 
 ACCOUNT_COLUMNS = """a.id, a.account_id, p.product_id, a.external_account_id, a.account_status,
-    a.credit_limit_cents, a.effective_at, a.created_at, a.updated_at"""
+    a.account_substatus, a.credit_limit_cents, a.effective_at, a.created_at, a.updated_at"""
 _ACCOUNT_FROM = "accounts a JOIN products p ON p.id = a.product_row_id"
 
 # A link's customer, by its primary key, as a LATERAL subquery (see keyset.each_key): joined, the
@@ -56,7 +56,9 @@ async def insert(
 
 async def find_row_ids(conn: Conn, org_id: int, account_ids: Sequence[str]) -> dict[str, int]:
     rows = await conn.fetch(
-        "SELECT account_id, id FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])",
+        # FOR SHARE: a delete or a close waits for the links (and cards) this request adds, and closes them.
+        """SELECT account_id, id FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])
+               AND deleted_at IS NULL FOR SHARE""",
         org_id,
         list(account_ids),
     )
@@ -77,7 +79,8 @@ async def fetch_accounts(conn: Queryable, org_id: int, row_ids: Sequence[int]) -
 
 async def fetch_account_by_id(conn: Queryable, org_id: int, account_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE a.org_id = $1 AND a.account_id = $2",
+        f"""SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM}
+            WHERE a.org_id = $1 AND a.account_id = $2 AND a.deleted_at IS NULL""",
         org_id,
         account_id,
     )
@@ -87,8 +90,19 @@ async def page_accounts(
     conn: Queryable, org_id: int, *, limit: int, after: int | None, before: int | None
 ) -> list[asyncpg.Record]:
     args: list[Any] = []
-    bound, tail = page_bounds("a.org_id", "a.id", args, group_value=org_id, limit=limit, after=after, before=before)
-    return await conn.fetch(f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE {bound} {tail}", *args)
+    bound, tail = page_bounds(
+        live("a", "org_id"), "a.id", args, group_value=org_id, limit=limit, after=after, before=before
+    )
+    # Grouped by live(...) and `deleted_at IS NULL`: only accounts_live_org_id_id answers, and it holds
+    # no deleted account.
+    return await conn.fetch(
+        f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE {bound} AND a.deleted_at IS NULL {tail}", *args
+    )
+
+
+def live(alias: str, group: str) -> str:
+    """A list's group column, NULL for a deleted row: the expression of the *_live_* indexes (schema.sql)."""
+    return f"(CASE WHEN {alias}.deleted_at IS NULL THEN {alias}.{group} END)"
 
 
 # --- links ---------------------------------------------------------------------------------------
@@ -149,12 +163,13 @@ async def upsert_link(
 async def fetch_link(
     conn: Queryable, org_id: int, account_id: str, customer_id: str, *, for_update: bool = False
 ) -> asyncpg.Record | None:
-    lock = " FOR UPDATE OF l" if for_update else ""
+    # FOR SHARE OF a: a delete or a close of the account waits for this request's card, and closes it.
+    lock = " FOR UPDATE OF l FOR SHARE OF a" if for_update else ""
     return await conn.fetchrow(
-        f"""SELECT {LINK_COLUMNS} FROM customer_account_links l
+        f"""SELECT {LINK_COLUMNS}, a.account_status FROM customer_account_links l
             JOIN accounts a ON a.id = l.account_row_id
             JOIN customers c ON c.id = l.customer_row_id
-            WHERE l.org_id = $1 AND a.account_id = $2 AND c.customer_id = $3{lock}""",
+            WHERE l.org_id = $1 AND a.account_id = $2 AND c.customer_id = $3 AND a.deleted_at IS NULL{lock}""",
         org_id,
         account_id,
         customer_id,
@@ -190,14 +205,55 @@ async def page_links(
     # was found within the organization (rules/accounts.py).
     args: list[Any] = []
     if customer_row_id is None:
-        bound, tail = page_bounds("l.org_id", "l.id", args, group_value=org_id, limit=limit, after=after, before=before)
+        bound, tail = page_bounds(
+            live("l", "org_id"), "l.id", args, group_value=org_id, limit=limit, after=after, before=before
+        )
     else:
         bound, tail = page_bounds(
-            "l.customer_row_id", "l.id", args, group_value=customer_row_id, limit=limit, after=after, before=before
+            live("l", "customer_row_id"),
+            "l.id",
+            args,
+            group_value=customer_row_id,
+            limit=limit,
+            after=after,
+            before=before,
         )
+    # Grouped by live(...) and `deleted_at IS NULL`: only the links_live_* indexes answer, and they hold
+    # no link of a deleted account.
     return await conn.fetch(
         f"""SELECT {LINK_COLUMNS}, customer.* FROM customer_account_links l
             CROSS JOIN LATERAL ({_CUSTOMER_OF_LINK} OFFSET 0) customer
-            WHERE {bound} {tail}""",
+            WHERE {bound} AND l.deleted_at IS NULL {tail}""",
         *args,
+    )
+
+
+# --- lifecycle: DELETE /accounts/{id}, PUT /accounts/{id}/status -----------------------------------
+
+
+async def lock_live(conn: Conn, org_id: int, account_id: str) -> asyncpg.Record | None:
+    """The account's row id and status, locked until the caller's transaction ends; None if deleted."""
+    return await conn.fetchrow(
+        """SELECT id, account_status FROM accounts
+           WHERE org_id = $1 AND account_id = $2 AND deleted_at IS NULL FOR UPDATE""",
+        org_id,
+        account_id,
+    )
+
+
+async def mark_deleted(conn: Conn, account_row_id: int) -> None:
+    """The account and its links, hidden from every route from now on; the rows stay."""
+    await conn.execute("UPDATE accounts SET deleted_at = now(), updated_at = now() WHERE id = $1", account_row_id)
+    await conn.execute(
+        "UPDATE customer_account_links SET deleted_at = now() WHERE account_row_id = $1 AND deleted_at IS NULL",
+        account_row_id,
+    )
+
+
+async def set_status(conn: Conn, account_row_id: int, status: str, substatus: str | None) -> None:
+    await conn.execute(
+        "UPDATE accounts SET account_status = $2, account_substatus = $3, updated_at = now() WHERE id = $1",
+        account_row_id,
+        status,
+        substatus,
     )

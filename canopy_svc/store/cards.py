@@ -10,7 +10,7 @@ import asyncpg
 from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.keyset import each_key
 
-CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error"""
+CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error, close_due_at"""
 NOTIFY_CHANNEL = "canopy_card_outbox"
 
 
@@ -101,7 +101,9 @@ async def finish_change(
     """Records Lithic's answer to our change; None when another request took the change over."""
     return await conn.fetchrow(
         f"""UPDATE cards SET state = $3, spend_limit = $4, change_id = NULL, change_fields = NULL,
-                change_started_at = NULL, updated_at = now()
+                change_started_at = NULL, updated_at = now(),
+                -- closed by this change: the pending close (if any) has nothing left to send
+                close_due_at = CASE WHEN $3 = 'CLOSED' THEN NULL ELSE close_due_at END
             WHERE id = $1 AND change_id = $2::uuid RETURNING {CARD_COLUMNS}""",
         card_id,
         change_id,
@@ -181,7 +183,9 @@ async def mark_issued(conn: Queryable, card_id: int, *, token: str, last_four: s
 
 async def mark_failed(conn: Queryable, card_id: int, error: str) -> None:
     await conn.execute(
-        "UPDATE cards SET status = 'FAILED', error = $2, updated_at = now() WHERE id = $1 AND status = 'PENDING'",
+        # A card Lithic never made has no close to send either.
+        """UPDATE cards SET status = 'FAILED', error = $2, close_due_at = NULL, updated_at = now()
+           WHERE id = $1 AND status = 'PENDING'""",
         card_id,
         error,
     )
@@ -203,10 +207,99 @@ async def seconds_until_next_due(conn: Queryable, *, lease_seconds: float) -> fl
     None when there is neither, so an idle worker sleeps instead of polling. (`greatest(0, NULL)` is
     0, not NULL: clamping in SQL made an empty outbox look due at once, a query loop every 10 ms.)"""
     value: Any = await conn.fetchval(
-        """SELECT extract(epoch FROM least(
+        f"""SELECT extract(epoch FROM least(
                       (SELECT min(next_attempt_at) FROM cards WHERE status = 'PENDING'),
                       (SELECT min(change_started_at) FROM cards WHERE change_id IS NOT NULL)
-                          + make_interval(secs => $1)) - now())""",
+                          + make_interval(secs => $1),
+                      (SELECT min(close_due_at) FROM cards WHERE {_CLOSE_SENDABLE})) - now())""",
         lease_seconds,
     )
     return max(float(value), 0.0) if value is not None else None
+
+
+# --- the outbox's closes (cards of a deleted or CLOSED account) ---------------------------------
+
+# A close waits for its card to be issued (a PENDING card may exist at Lithic already) and for a
+# change in flight to finish (sent after the close, a change to OPEN would reopen nothing, Lithic's
+# CLOSED being final, but its answer would be recorded over ours).
+_CLOSE_SENDABLE = "close_due_at IS NOT NULL AND status = 'ISSUED' AND change_id IS NULL"
+
+
+async def close_cards_of_account(conn: Conn, account_row_id: int, *, simulated: bool, never_sent_error: str) -> None:
+    """Every card of the account that is not CLOSED gets closed, in the caller's transaction.
+
+    A PENDING card never sent to the issuer (attempts = 0: the worker counts an attempt in the
+    statement that leases the card, before it calls) is not issued at all: FAILED, CLOSED, with
+    `never_sent_error`. One the worker has already sent may exist at Lithic, so it is issued under its
+    Idempotency-Key and then closed: no card is left open there. The simulator keeps no card worth
+    asking: its cards are closed here. With Lithic, each card gets a pending close for the worker."""
+    # The card rows are locked here (UPDATE): a worker holding one (SKIP LOCKED) is waited for, and
+    # the row re-read as it committed it.
+    await conn.execute(
+        f"""UPDATE cards c SET status = 'FAILED', state = 'CLOSED', error = $2, updated_at = now()
+            FROM customer_account_links l
+            WHERE l.account_row_id = $1 AND c.link_id = l.id AND c.status = 'PENDING'
+                  AND {"true" if simulated else "c.attempts = 0"}""",
+        account_row_id,
+        never_sent_error,
+    )
+    if simulated:
+        await conn.execute(
+            """UPDATE cards c SET state = 'CLOSED', updated_at = now() FROM customer_account_links l
+               WHERE l.account_row_id = $1 AND c.link_id = l.id AND c.status = 'ISSUED' AND c.state <> 'CLOSED'""",
+            account_row_id,
+        )
+        return
+    queued = await conn.execute(
+        """UPDATE cards c SET close_due_at = now(), close_attempts = 0 FROM customer_account_links l
+           WHERE l.account_row_id = $1 AND c.link_id = l.id AND c.status IN ('PENDING', 'ISSUED')
+                 AND c.state <> 'CLOSED' AND c.close_due_at IS NULL""",
+        account_row_id,
+    )
+    if queued != "UPDATE 0":
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # delivered at commit
+
+
+async def claim_due_closes(conn: Queryable, *, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
+    """Leases due closes to this worker (SKIP LOCKED, the lease in close_due_at), as claim_due does."""
+    return await conn.fetch(
+        f"""UPDATE cards c SET close_attempts = c.close_attempts + 1,
+                              close_due_at = now() + make_interval(secs => $2)
+            FROM (SELECT id FROM cards WHERE {_CLOSE_SENDABLE} AND close_due_at <= now()
+                  ORDER BY close_due_at LIMIT $1 FOR UPDATE SKIP LOCKED) due,
+                 organizations o
+            WHERE c.id = due.id AND o.id = c.org_id
+            RETURNING c.id, c.token, c.close_attempts, o.lithic_api_key_encrypted, o.lithic_base_url""",
+        limit,
+        lease_seconds,
+    )
+
+
+async def mark_closed(conn: Queryable, card_id: int, *, state: str) -> None:
+    """Lithic's answer to the close: its state is the truth."""
+    await conn.execute(
+        """UPDATE cards SET state = $2, close_due_at = NULL, error = NULL, updated_at = now()
+           WHERE id = $1 AND close_due_at IS NOT NULL""",
+        card_id,
+        state,
+    )
+
+
+async def close_later(conn: Queryable, card_id: int, *, delay_seconds: float, error: str) -> None:
+    await conn.execute(
+        """UPDATE cards SET close_due_at = now() + make_interval(secs => $2), error = $3, updated_at = now()
+           WHERE id = $1 AND close_due_at IS NOT NULL""",
+        card_id,
+        delay_seconds,
+        error,
+    )
+
+
+async def close_refused(conn: Queryable, card_id: int, error: str) -> None:
+    """Lithic refused the close for good: no more tries; the card shows the refusal in `error`."""
+    await conn.execute(
+        """UPDATE cards SET close_due_at = NULL, error = $2, updated_at = now()
+           WHERE id = $1 AND close_due_at IS NOT NULL""",
+        card_id,
+        error,
+    )

@@ -320,3 +320,28 @@ CREATE OR REPLACE TRIGGER customers_search_terms_update
     EXECUTE FUNCTION canopy_customer_search_terms();
 CREATE OR REPLACE TRIGGER customers_search_terms_delete AFTER DELETE ON customers
     FOR EACH ROW EXECUTE FUNCTION canopy_customer_search_terms();
+
+-- Issue 11 (account lifecycle: DELETE /accounts/{id}, PUT /accounts/{id}/status)
+-- A deleted account keeps its row (its cards' history, and its account_id stays taken: a new account
+-- under it would be confused with the old one in the caller's records), but every route answers 404
+-- for it. Its links carry the same mark, so the lists of links skip them from an index.
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS account_substatus text CHECK (char_length(account_substatus) <= 255);
+ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+-- The lists page live rows only: a tenant that deleted thousands of accounts reads none of them.
+-- Each list's group is `CASE WHEN deleted_at IS NULL THEN <group> END` (store/accounts.py), which
+-- only these indexes answer: with `(org_id, id) WHERE deleted_at IS NULL`, a generic plan priced
+-- it the same as the full (org_id, id) index beside it and took that one, reading every deleted row.
+CREATE INDEX IF NOT EXISTS accounts_live_org_id_id
+    ON accounts ((CASE WHEN deleted_at IS NULL THEN org_id END), id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS links_live_org_id_id
+    ON customer_account_links ((CASE WHEN deleted_at IS NULL THEN org_id END), id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS links_live_customer_row_id
+    ON customer_account_links ((CASE WHEN deleted_at IS NULL THEN customer_row_id END), id)
+    WHERE deleted_at IS NULL;
+-- The card outbox's closes: a card of a deleted or CLOSED account waits here for the worker to send
+-- Lithic `PATCH /v1/cards/{token} {"state": "CLOSED"}`. close_due_at is when it may (re)try (NULL: no
+-- close pending), pushed past a lease while a worker holds it, like next_attempt_at for issuing.
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS close_due_at timestamptz;
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS close_attempts integer NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS cards_close_due ON cards (close_due_at) WHERE close_due_at IS NOT NULL;

@@ -444,6 +444,7 @@ class CardUpdate(msgspec.Struct, kw_only=True):
 
 class AccountOverview(msgspec.Struct):
     account_status: AccountStatus
+    account_substatus: str | None = None
 
 
 class AccountSummary(msgspec.Struct):
@@ -476,6 +477,20 @@ class Account(AccountCore, kw_only=True):
 class AccountList(msgspec.Struct):
     results: list[Account]
     paging: Paging
+
+
+class AccountStatusUpdate(msgspec.Struct, kw_only=True):
+    """PUT /accounts/{account_id}/status. CLOSED is final and closes the account's cards at Lithic."""
+
+    account_status: AccountStatus
+    # A subtype of the status it is sent with: absent or null clears the one of the previous status.
+    account_substatus: Text255 | None = None
+
+
+class AccountDeleted(msgspec.Struct):
+    """DELETE /accounts/{account_id}: Canopy's answer, `{"description": "Account deleted successfully."}`."""
+
+    description: str
 
 
 class CustomerAccountLink(AccountCustomer, kw_only=True):

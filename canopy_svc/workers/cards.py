@@ -6,6 +6,10 @@ Exactly one card per row, whatever happens in between:
   retry after a crash, a timeout or a lost answer gets Lithic's first card back, never a second;
 - a worker that dies mid-call leaves the lease to expire and another worker retries the same key.
 It wakes on NOTIFY when a card is committed, and otherwise sleeps until the next retry is due.
+
+It also sends the outbox's closes (the cards of a deleted or CLOSED account), under the same rules:
+leased with SKIP LOCKED, retried with the same backoff, and safe to send twice (PATCH state=CLOSED
+sets an absolute value), so a worker that dies mid-call leaves the close to the next one.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ class CardWorker:
 
     async def process_due(self) -> int:
         """Claims the cards due now and issues them, then finishes card changes whose request died
-        between recording the change and recording Lithic's answer; returns how many it handled."""
+        between recording the change and recording Lithic's answer, then sends the closes due (after
+        issuing: a card issued just now may be one waiting to be closed); returns how many it handled."""
         claimed = await card_store.claim_due(self.pool, limit=self.batch_size, lease_seconds=self.policy.lease_seconds)
         if claimed:
             await asyncio.gather(*(self._issue(card) for card in claimed))
@@ -75,7 +80,37 @@ class CardWorker:
         )
         if stale:
             await asyncio.gather(*(self._finish_change(change) for change in stale))
-        return max(len(claimed), len(stale))
+        closes = await card_store.claim_due_closes(
+            self.pool, limit=self.batch_size, lease_seconds=self.policy.lease_seconds
+        )
+        if closes:
+            await asyncio.gather(*(self._close(card) for card in closes))
+        return max(len(claimed), len(stale), len(closes))
+
+    async def _close(self, card: Any) -> None:
+        """PATCH /v1/cards/{token} {"state": "CLOSED"}: retried like an issue, until Lithic answers."""
+        try:
+            issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
+            closed = await issuer.client.update_card(issuer.base_url, issuer.api_key, card["token"], state="CLOSED")
+        except LithicRejected as rejected:
+            # Final: retrying cannot succeed (a revoked key, a card Lithic does not know). Kept on the
+            # card, where its account's owner (and an operator, in the log) can see it was not closed.
+            log.warning("card close rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
+            refusal = f"The issuer refused to close the card: {rejected.message}"
+            await card_store.close_refused(self.pool, card["id"], refusal)
+        except LithicRetryable as retryable:
+            delay = self.policy.delay(card["close_attempts"], retryable.retry_after)
+            log.info(
+                "card close will be retried",
+                extra={"card_id": card["id"], "attempts": card["close_attempts"], "delay_s": round(delay, 2)},
+            )
+            await card_store.close_later(
+                self.pool, card["id"], delay_seconds=delay, error="Closing: issuer unavailable; retrying"
+            )
+        except Exception as exc:  # a bug or a bad key must not kill the worker; the lease retries later
+            log.error("card close failed unexpectedly", extra={"card_id": card["id"], "error_type": type(exc).__name__})
+        else:
+            await card_store.mark_closed(self.pool, card["id"], state=closed.state)
 
     async def _finish_change(self, card: Any) -> None:
         """Sends the recorded change again (Lithic's PATCH sets absolute values: a repeat is harmless)."""

@@ -7,15 +7,15 @@ from starlette.responses import Response
 
 from canopy_svc.api import examples
 from canopy_svc.api.openapi import listing_query
-from canopy_svc.api.requests import cipher, cursors, pool, principal
+from canopy_svc.api.requests import cipher, cursors, pool, principal, resources
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
 from canopy_svc.core.dbtypes import Conn
-from canopy_svc.rules import accounts
+from canopy_svc.rules import account_lifecycle, accounts
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire import models
-from canopy_svc.wire.models import Account, AccountCreate
+from canopy_svc.wire.models import Account, AccountCreate, AccountDeleted, AccountStatusUpdate
 
 
 async def create_account(request: Request) -> Response:
@@ -45,6 +45,27 @@ async def list_accounts(request: Request) -> Response:
     return JSONResponse(page)
 
 
+async def delete_account(request: Request) -> Response:
+    """Soft-deletes the account; its cards are closed at Lithic by the card worker after the commit."""
+    org_id, account_id = principal(request).org_id, request.path_params["account_id"]
+    gateway = resources(request).card_gateway
+
+    async def work(conn: Conn, _: None) -> AccountDeleted:
+        return await account_lifecycle.delete_account(conn, org_id, account_id, gateway)
+
+    return await write(request, lambda _: None, work, bodyless=True)
+
+
+async def update_account_status(request: Request) -> Response:
+    org_id, account_id, data_cipher = principal(request).org_id, request.path_params["account_id"], cipher(request)
+    gateway = resources(request).card_gateway
+
+    async def work(conn: Conn, change: AccountStatusUpdate) -> Account:
+        return await account_lifecycle.update_status(conn, org_id, account_id, change, gateway, data_cipher)
+
+    return await write(request, account_lifecycle.parse_status_update, work)
+
+
 endpoints = [
     Endpoint(
         "POST",
@@ -64,5 +85,23 @@ endpoints = [
         "Get an account with its customers and cards",
         models.Account,
         errors=(401, 403, 404, 429, 500, 503),
+    ),
+    Endpoint(
+        "DELETE",
+        "/accounts/{account_id}",
+        delete_account,
+        "Delete an account (it then answers 404); its cards are closed at Lithic",
+        models.AccountDeleted,
+        errors=(401, 403, 404, 429, 500, 503),
+    ),
+    Endpoint(
+        "PUT",
+        "/accounts/{account_id}/status",
+        update_account_status,
+        "Set an account's status; CLOSED is final and closes its cards at Lithic",
+        models.Account,
+        models.AccountStatusUpdate,
+        errors=(401, 403, 404, 409, 429, 500, 503),
+        example=examples.ACCOUNT_STATUS,
     ),
 ]
