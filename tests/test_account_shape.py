@@ -314,7 +314,7 @@ async def test_an_unknown_product_id_alone_keeps_the_contracts_text(api: ApiClie
     assert error["message"] == "No product found with the provided product_id"
 
 
-@pytest.mark.parametrize("body", [{}, {"product_id": None}, {"external_product_id": None}, {"account_id": "a"}])
+@pytest.mark.parametrize("body", [{}, {"external_product_id": None}, {"account_id": "a"}])
 async def test_neither_product_reference_is_422_required(api: ApiClient, body: dict[str, Any]) -> None:
     await make_product(api)
     (problem,) = assert_invalid(await api.http.post("/accounts", json=body))
@@ -322,6 +322,13 @@ async def test_neither_product_reference_is_422_required(api: ApiClient, body: d
         "instancePath": "", "keyword": "required", "params": {"missingProperty": "product_id"},
         "message": "must have required property product_id",
     }  # fmt: skip
+
+
+async def test_a_null_product_id_is_a_type_error_as_before(api: ApiClient) -> None:
+    """product_id was required: sent, it is a string or an integer, never null."""
+    body = {"product_id": None, "external_product_id": "ext-prod-1"}
+    (problem,) = assert_invalid(await api.http.post("/accounts", json=body))
+    assert (problem["instancePath"], problem["keyword"]) == ("/product_id", "type")
 
 
 @pytest.mark.parametrize(

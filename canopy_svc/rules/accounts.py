@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from msgspec import UNSET
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Queryable, Row
@@ -55,7 +56,7 @@ NO_PRODUCT_BY_EITHER = "No product found with the provided product_id or externa
 def parse_account(body: bytes) -> AccountCreate:
     payload = ACCOUNT_DECODER.decode(body)
     problems = duplicate_problems(payload.assign_customers, "customer_id", "/assign_customers")
-    if payload.product_id is None and payload.external_product_id is None:
+    if payload.product_id is UNSET and payload.external_product_id is None:
         # Canopy: "Either this, or the external_product_id must be passed".
         problems.insert(
             0, detail("", "required", {"missingProperty": "product_id"}, "must have required property product_id")
@@ -179,7 +180,8 @@ async def accounts_by_row_id(conn: Queryable, org_id: int, link_records: Sequenc
 
 
 async def create_account(conn: Conn, org_id: int, payload: AccountCreate, cipher: DataCipher) -> Account:
-    product = await product_store.fetch_by_reference(conn, org_id, payload.product_id, payload.external_product_id)
+    product_id = payload.product_id if isinstance(payload.product_id, str) else None
+    product = await product_store.fetch_by_reference(conn, org_id, product_id, payload.external_product_id)
     if product is None:
         raise NotFound(NO_PRODUCT if payload.external_product_id is None else NO_PRODUCT_BY_EITHER)
     lifecycle: ProductLifecyclePolicies | None = products.policies_of(product)["product_lifecycle_policies"]

@@ -334,8 +334,16 @@ ALTER TABLE products ADD COLUMN IF NOT EXISTS promotional_policies jsonb
     CHECK (jsonb_typeof(promotional_policies) = 'object');
 ALTER TABLE products ADD COLUMN IF NOT EXISTS post_promotional_policies jsonb
     CHECK (jsonb_typeof(post_promotional_policies) = 'object');
--- Unique in the organization (NULLs are distinct), and how POST /accounts finds a product by it.
-CREATE UNIQUE INDEX IF NOT EXISTS products_org_external_product_id_key ON products (org_id, external_product_id);
+-- Unique in the organization (NULLs are distinct), and how POST /accounts finds a product by it. A
+-- constraint (store/conflicts.py maps it to its 409), which PostgreSQL cannot add IF NOT EXISTS.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = 'products_org_external_product_id_key') THEN
+        ALTER TABLE products
+            ADD CONSTRAINT products_org_external_product_id_key UNIQUE (org_id, external_product_id);
+    END IF;
+END
+$$;
 
 -- Canopy's limits and fees of an account; an absent one may come from the product's default_attributes.
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS max_approved_credit_limit_cents bigint

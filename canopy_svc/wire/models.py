@@ -541,7 +541,8 @@ class AccountCreate(msgspec.Struct, kw_only=True):
         "anyOf": [{"required": ["product_id"]}, {"required": ["external_product_id"]}]
     }
 
-    product_id: IdRef | None = None
+    # Never null when sent (as when it was required); absent when the product is named by its external id.
+    product_id: IdRef | UnsetType = UNSET
     external_product_id: ResourceId | None = None
     account_id: IdRef | None = None
     external_account_id: ResourceId | None = None
