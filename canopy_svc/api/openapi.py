@@ -110,7 +110,8 @@ def build_document(
                     "style": "form",
                     "explode": True,
                     "schema": op.query,
-                    "description": f"{described}. At most one of the two cursors.",
+                    "description": f"{described}."
+                    + (" At most one of the two cursors." if "starting_after" in op.query["properties"] else ""),
                 }
             )
         if parameters:

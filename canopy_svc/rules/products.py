@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
 import asyncpg
+import msgspec
 
 from canopy_svc.core.dbtypes import Conn, Queryable, Row
 from canopy_svc.rules.cursors import CursorCodec
@@ -10,10 +14,56 @@ from canopy_svc.rules.ids import base62_id
 from canopy_svc.rules.paging import PageRequest, keyset_page
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import products as product_store
-from canopy_svc.wire.errors import NotFound
-from canopy_svc.wire.models import Product, ProductCreate, ProductList, ProductOverview
+from canopy_svc.wire.errors import ErrorDetail, InvalidInput, NotFound, detail
+from canopy_svc.wire.models import (
+    EFFECTIVE_YEARS,
+    PostPromotionalPolicies,
+    Product,
+    ProductCreate,
+    ProductLifecyclePolicies,
+    ProductList,
+    ProductOverview,
+    PromotionalPolicies,
+)
 
 PRODUCT_DECODER = BodyDecoder(ProductCreate)
+# Each policy column and the Struct its JSON holds.
+POLICY_TYPES: dict[str, type[msgspec.Struct]] = {
+    "product_lifecycle_policies": ProductLifecyclePolicies,
+    "promotional_policies": PromotionalPolicies,
+    "post_promotional_policies": PostPromotionalPolicies,
+}
+_POLICY_DECODERS = {column: msgspec.json.Decoder(model) for column, model in POLICY_TYPES.items()}
+_encoder = msgspec.json.Encoder()
+
+
+def parse_product(body: bytes) -> ProductCreate:
+    payload = PRODUCT_DECODER.decode(body)
+    if problems := effective_year_problems(payload.effective_at):
+        raise InvalidInput(problems)
+    return payload
+
+
+def effective_year_problems(effective_at: datetime.datetime | None) -> list[ErrorDetail]:
+    """effective_at outside EFFECTIVE_YEARS: year 1 or 9999 with an offset is outside datetime's range
+    in UTC, so stored, it could not be read back."""
+    first, last = EFFECTIVE_YEARS
+    if effective_at is None or first <= effective_at.year <= last:
+        return []
+    message = f"must be a date-time in the years {first} to {last}"
+    return [detail("/effective_at", "format", {"format": "date-time"}, message)]
+
+
+def policy_json(policy: msgspec.Struct | None) -> str | None:
+    return None if policy is None else _encoder.encode(policy).decode()
+
+
+def policies_of(record: Row) -> dict[str, Any]:
+    """The policy columns of a product row as their Structs (None where the product has none)."""
+    return {
+        column: None if record[column] is None else _POLICY_DECODERS[column].decode(record[column])
+        for column in POLICY_TYPES
+    }
 
 
 def product_from_record(record: Row) -> Product:
@@ -24,8 +74,12 @@ def product_from_record(record: Row) -> Product:
             product_type=record["product_type"],
             product_short_description=record["product_short_description"],
             product_long_description=record["product_long_description"],
+            product_color=record["product_color"],
         ),
         created_at=record["created_at"],
+        external_product_id=record["external_product_id"],
+        effective_at=record["effective_at"],
+        **policies_of(record),
     )
 
 
@@ -35,10 +89,14 @@ async def create_product(conn: Conn, org_id: int, payload: ProductCreate) -> Pro
         conn,
         org_id,
         payload.product_id or base62_id(24),
-        overview.product_name,
-        overview.product_type,
-        overview.product_short_description,
-        overview.product_long_description,
+        name=overview.product_name,
+        product_type=overview.product_type,
+        short_description=overview.product_short_description,
+        long_description=overview.product_long_description,
+        color=overview.product_color,
+        external_product_id=payload.external_product_id,
+        effective_at=payload.effective_at,
+        policies={column: policy_json(getattr(payload, column)) for column in POLICY_TYPES},
     )
     return product_from_record(record)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import math
 import re
 import types
 import typing
@@ -321,7 +322,7 @@ def _walk_annotated(value: Any, base: Any, meta: msgspec.Meta | None, path: str,
         return _INVALID
     if meta is None:
         return value
-    if isinstance(value, int) and meta.ge is not None and value < meta.ge:
+    if isinstance(value, int | float) and meta.ge is not None and value < meta.ge:
         problems.append(detail(path, "minimum", {"comparison": ">=", "limit": meta.ge}, f"must be >= {meta.ge}"))
         return _INVALID
     if isinstance(value, int) and meta.le is not None and value > meta.le:
@@ -342,8 +343,8 @@ def _bad_date(path: str, problems: list[ErrorDetail]) -> Any:
 def _is_json_type(value: Any, base: Any) -> bool:
     if base is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if base is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if base is float:  # a number no float holds (1e400, read as inf) is none msgspec takes
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if base is datetime.date or base is datetime.datetime:
         return isinstance(value, str)
     if base is typing.Any:

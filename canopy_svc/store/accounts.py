@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.customers import qualified_columns
 from canopy_svc.store.keyset import each_key, page_bounds
+from canopy_svc.wire.models import AccountSummaryIn
 
 CUSTOMER_COLUMNS = qualified_columns("c")
 
-ACCOUNT_COLUMNS = """a.id, a.account_id, p.product_id, a.external_account_id, a.account_status,
-    a.account_substatus, a.credit_limit_cents, a.effective_at, a.created_at, a.updated_at"""
+# The summary's columns are named as its fields (credit_limit_cents, late_fee_cents, ...).
+SUMMARY_COLUMNS = tuple(field.name for field in msgspec.structs.fields(AccountSummaryIn))
+# The account's own columns, then its product's (account_product); JSON as text, decoded by the rules.
+ACCOUNT_COLUMNS = f"""a.id, a.account_id, p.product_id, a.external_account_id, a.account_status, a.account_substatus,
+    {", ".join(f"a.{name}" for name in SUMMARY_COLUMNS)}, a.effective_at, a.created_at, a.updated_at,
+    a.cycle_type::text AS cycle_type, a.external_fields::text AS external_fields, a.lithic_account_token,
+    p.external_product_id, p.product_name, p.product_type, p.product_short_description,
+    p.product_long_description, p.product_color, p.product_lifecycle_policies::text AS product_lifecycle_policies,
+    p.promotional_policies::text AS promotional_policies,
+    p.post_promotional_policies::text AS post_promotional_policies"""
 _ACCOUNT_FROM = "accounts a JOIN products p ON p.id = a.product_row_id"
 
 # A link's customer, by its primary key, as a LATERAL subquery (see keyset.each_key): joined, the
@@ -33,21 +44,29 @@ async def insert(
     org_id: int,
     account_id: str,
     product_row_id: int,
+    *,
     external_account_id: str | None,
-    credit_limit_cents: int | None,
-    effective_at: Any,
+    effective_at: datetime.datetime | None,
+    summary: Mapping[str, Any],
+    cycle_type: str,
+    external_fields: str,
 ) -> int:
+    """`summary`: a value for each of SUMMARY_COLUMNS; `cycle_type` and `external_fields`: JSON text."""
+    values = [summary[name] for name in SUMMARY_COLUMNS]
+    placeholders = ", ".join(f"${n}" for n in range(8, 8 + len(values)))
     try:
         row_id: int = await conn.fetchval(
-            """INSERT INTO accounts (org_id, account_id, product_row_id, external_account_id,
-                   credit_limit_cents, effective_at)
-               VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) RETURNING id""",
+            f"""INSERT INTO accounts (org_id, account_id, product_row_id, external_account_id, effective_at,
+                   cycle_type, external_fields, {", ".join(SUMMARY_COLUMNS)})
+               VALUES ($1, $2, $3, $4, coalesce($5, now()), $6::jsonb, $7::jsonb, {placeholders}) RETURNING id""",
             org_id,
             account_id,
             product_row_id,
             external_account_id,
-            credit_limit_cents,
             effective_at,
+            cycle_type,
+            external_fields,
+            *values,
         )
     except asyncpg.UniqueViolationError as exc:
         raise conflict_for(exc, account_id=account_id, external_account_id=external_account_id) from None
@@ -83,6 +102,16 @@ async def fetch_account_by_id(conn: Queryable, org_id: int, account_id: str) -> 
             WHERE a.org_id = $1 AND a.account_id = $2 AND a.deleted_at IS NULL""",
         org_id,
         account_id,
+    )
+
+
+async def fetch_account_by_external_id(conn: Queryable, org_id: int, external_account_id: str) -> asyncpg.Record | None:
+    """By the organization's unique index on external_account_id (accounts_org_external_account_id_key)."""
+    return await conn.fetchrow(
+        f"""SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM}
+            WHERE a.org_id = $1 AND a.external_account_id = $2 AND a.deleted_at IS NULL""",
+        org_id,
+        external_account_id,
     )
 
 

@@ -14,6 +14,8 @@ from canopy_svc.wire.errors import Conflict
 UNIQUE_CONFLICTS: dict[str, str] = {
     "customers_org_customer_id_key": "A customer with customer_id '{customer_id}' already exists",
     "products_org_product_id_key": "A product with product_id '{product_id}' already exists",
+    "products_org_external_product_id_key":
+        "A product with external_product_id '{external_product_id}' already exists",
     "accounts_org_account_id_key": "An account with account_id '{account_id}' already exists",
     "accounts_org_external_account_id_key":
         "An account with external_account_id '{external_account_id}' already exists",

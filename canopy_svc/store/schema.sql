@@ -345,3 +345,45 @@ CREATE INDEX IF NOT EXISTS links_live_customer_row_id
 ALTER TABLE cards ADD COLUMN IF NOT EXISTS close_due_at timestamptz;
 ALTER TABLE cards ADD COLUMN IF NOT EXISTS close_attempts integer NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS cards_close_due ON cards (close_due_at) WHERE close_due_at IS NOT NULL;
+
+-- Issue 11 (products keep Canopy's policies; accounts answer as Canopy does)
+-- The policy objects are JSONB encoded from the validated Structs (wire/models.py), so only fields
+-- this service knows are kept. effective_at: null on products made before it, answered as created_at.
+ALTER TABLE products ADD COLUMN IF NOT EXISTS external_product_id text
+    CHECK (char_length(external_product_id) BETWEEN 1 AND 255);
+ALTER TABLE products ADD COLUMN IF NOT EXISTS product_color text CHECK (char_length(product_color) <= 7);
+ALTER TABLE products ADD COLUMN IF NOT EXISTS effective_at timestamptz(0);
+ALTER TABLE products ADD COLUMN IF NOT EXISTS product_lifecycle_policies jsonb
+    CHECK (jsonb_typeof(product_lifecycle_policies) = 'object');
+ALTER TABLE products ADD COLUMN IF NOT EXISTS promotional_policies jsonb
+    CHECK (jsonb_typeof(promotional_policies) = 'object');
+ALTER TABLE products ADD COLUMN IF NOT EXISTS post_promotional_policies jsonb
+    CHECK (jsonb_typeof(post_promotional_policies) = 'object');
+-- Unique in the organization (NULLs are distinct), and how POST /accounts finds a product by it. A
+-- constraint (store/conflicts.py maps it to its 409), which PostgreSQL cannot add IF NOT EXISTS.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = 'products_org_external_product_id_key') THEN
+        ALTER TABLE products
+            ADD CONSTRAINT products_org_external_product_id_key UNIQUE (org_id, external_product_id);
+    END IF;
+END
+$$;
+
+-- Canopy's limits and fees of an account; an absent one may come from the product's default_attributes.
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS max_approved_credit_limit_cents bigint
+    CHECK (max_approved_credit_limit_cents >= 0);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS late_fee_cents bigint CHECK (late_fee_cents >= 0);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS payment_reversal_fee_cents bigint CHECK (payment_reversal_fee_cents >= 0);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS initial_principal_cents bigint CHECK (initial_principal_cents >= 0);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS origination_fee_cents bigint CHECK (origination_fee_cents >= 0);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS monthly_fee_cents bigint CHECK (monthly_fee_cents >= 0);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS annual_fee_cents bigint CHECK (annual_fee_cents >= 0);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS late_fee_cap_percent double precision
+    CHECK (late_fee_cap_percent >= 0);
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS cycle_type jsonb CHECK (jsonb_typeof(cycle_type) = 'object');
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS external_fields jsonb NOT NULL DEFAULT '[]'
+    CHECK (jsonb_typeof(external_fields) = 'array' AND jsonb_array_length(external_fields) <= 10);
+-- Lithic's account token, answered in issuer_processor_details; nothing records one yet.
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS lithic_account_token text CHECK (char_length(lithic_account_token) <= 255);
+-- The accounts_org_external_account_id_key constraint's index serves GET /accounts/{id}?external=true.

@@ -14,8 +14,10 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from canopy_svc.wire.fields import (
+    BIGINT_MAX,
     EARLIEST_BIRTH_DATE,
     NATIONAL_LENGTHS,
+    NO_NUL,
     POSTAL_CODE,
     US_RULES_COUNTRIES,
     US_STATE_CODES,
@@ -332,18 +334,138 @@ CardStatus = Literal["PENDING", "ISSUED", "FAILED"]
 CardState = Literal["OPEN", "PAUSED", "CLOSED"]
 
 
+# Canopy's product colour: "#0000FF" or "#00F" (its schema's pattern, anchored).
+ProductColor = Annotated[str, msgspec.Meta(pattern=r"^#[0-9A-Fa-f]{3}(?:[0-9A-Fa-f]{3})?" + END)]
+
+
 class ProductOverview(msgspec.Struct, kw_only=True):
     product_name: RequiredText
     product_type: ProductType
     product_short_description: Text255 | None = None
     product_long_description: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    product_color: ProductColor | None = None
+
+
+# --- a product's policies, as Canopy's CreateProduct schema has them ------------------------------
+# Stored as JSONB encoded from these Structs (store/products.py): what is kept is what was validated.
+# Unknown properties are ignored, as everywhere in this API (CONTRACT.md section 1), so they are not kept.
+
+_UNITS = "(?:day|week|month|year)s?"
+# Canopy writes an interval as a count and a unit: "1 month", "25 days" (its pattern, ^\d{1,3}\s(...)s?$,
+# with one space and ASCII digits: \s and \d read more in Python than in Canopy's AJV).
+Interval = Annotated[
+    str, msgspec.Meta(pattern=rf"^[0-9]{{1,3}} {_UNITS}" + END, description='A count and a unit, e.g. "25 days"')
+]
+# A cycle lasts at least one unit.
+CycleInterval = Annotated[
+    str, msgspec.Meta(pattern=rf"^(?!0+ )[0-9]{{1,3}} {_UNITS}" + END, description='e.g. "1 month", "7 days"')
+]
+# The due interval has a sign: "-5 days" is five days before the next cycle's cut.
+SignedInterval = Annotated[
+    str,
+    msgspec.Meta(pattern=rf"^-?[0-9]{{1,3}} {_UNITS}" + END, description='e.g. "25 days", or "-5 days" before the cut'),
+]
+# hh:mm:ss with an optional offset, Canopy's pattern for close_of_business_time and interest_calc_time.
+TimeOfDay = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:[-+](?:[01][0-9]|2[0-3]):[0-5][0-9])?" + END,
+        description='e.g. "17:00:00-05:00"',
+    ),
+]
+# An Olson name's shape (America/New_York, Etc/GMT+5, UTC). Its shape only: the zones a server knows
+# depend on its tzdata, and the document must say the same rule on every machine.
+TimeZoneName = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+){0,2}" + END, description="Olson name"
+    ),
+]
+Count = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX, description="A number of billing cycles")]
+LateFeeCount = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
+# Percentages are numbers: Canopy's 6.2 means 6.2%. Bounded below only (a rate may pass 100%).
+Percent = Annotated[float, msgspec.Meta(ge=0)]
+PromoMinPayType = Literal["AM", "NONE", "PERCENT_INTEREST", "PERCENT_PRINCIPAL"]
+
+
+class BillingCyclePolicies(msgspec.Struct, kw_only=True):
+    cycle_interval: CycleInterval
+    cycle_due_interval: SignedInterval | None = None
+    first_cycle_interval: Interval | None = None
+    close_of_business_time: TimeOfDay | None = None
+    product_time_zone: TimeZoneName | None = None
+
+
+class DefaultAttributes(msgspec.Struct, kw_only=True):
+    """What an account on the product takes when its own summary does not say (accounts.create_account)."""
+
+    default_credit_limit_cents: Cents
+    default_late_fee_cents: Cents | None = None
+    default_payment_reversal_fee_cents: Cents | None = None
+
+
+class SurchargeTier(msgspec.Struct, kw_only=True):
+    percent_surcharge: Percent
+    surcharge_start_inclusive_cents: Cents
+    surcharge_end_exclusive_cents: Cents | None = None
+
+
+class FeePolicies(msgspec.Struct, kw_only=True):
+    late_fee_grace: Interval | None = None
+    surcharge_fee_interval: Interval | None = None
+    default_surcharge_fee_structure: Annotated[list[SurchargeTier], msgspec.Meta(max_length=100)] | None = None
+
+
+class PaymentDuePolicies(msgspec.Struct, kw_only=True):
+    delinquent_on_n_consecutive_late_fees: LateFeeCount | None = None
+    charge_off_on_n_consecutive_late_fees: LateFeeCount | None = None
+
+
+class InterestPolicies(msgspec.Struct, kw_only=True):
+    interest_calc_time: TimeOfDay | None = None
+
+
+class ProductLifecyclePolicies(msgspec.Struct, kw_only=True):
+    billing_cycle_policies: BillingCyclePolicies | None = None
+    default_attributes: DefaultAttributes | None = None
+    fee_policies: FeePolicies | None = None
+    interest_policies: InterestPolicies | None = None
+    payment_due_policies: PaymentDuePolicies | None = None
+
+
+class PromotionalPolicies(msgspec.Struct, kw_only=True):
+    promo_len: Count | None = None
+    promo_min_pay_type: PromoMinPayType | None = None
+    promo_purchase_window_len: Count | None = None
+    promo_interest_deferred: bool | None = None
+    promo_default_interest_rate_percent: Percent | None = None
+    promo_min_pay_percent: Percent | None = None
+    promo_apr_range_inclusive_lower: Percent | None = None
+    promo_apr_range_inclusive_upper: Percent | None = None
+
+
+class PostPromotionalPolicies(msgspec.Struct, kw_only=True):
+    post_promo_len: Count | None = None
+    post_promo_am_len_range_inclusive_lower: Count | None = None
+    post_promo_am_len_range_inclusive_upper: Count | None = None
+    post_promo_min_pay_type: PromoMinPayType | None = None
+    post_promo_default_interest_rate_percent: Percent | None = None
+    post_promo_apr_range_inclusive_lower: Percent | None = None
+    post_promo_apr_range_inclusive_upper: Percent | None = None
 
 
 class ProductCreate(msgspec.Struct, kw_only=True):
-    """POST /products."""
+    """POST /products. Canopy requires the three policy objects; this service keeps them optional
+    (its products predate them), and answers an absent one as null."""
 
     product_overview: ProductOverview
     product_id: IdRef | None = None
+    # Unique in the organization; POST /accounts may name the product by it.
+    external_product_id: ResourceId | None = None
+    effective_at: EffectiveAt | None = None
+    product_lifecycle_policies: ProductLifecyclePolicies | None = None
+    promotional_policies: PromotionalPolicies | None = None
+    post_promotional_policies: PostPromotionalPolicies | None = None
 
     def __post_init__(self) -> None:
         _ids_as_text(self, ("product_id",))
@@ -353,6 +475,11 @@ class Product(msgspec.Struct):
     product_id: str
     product_overview: ProductOverview
     created_at: datetime.datetime
+    external_product_id: str | None
+    effective_at: datetime.datetime
+    product_lifecycle_policies: ProductLifecyclePolicies | None
+    promotional_policies: PromotionalPolicies | None
+    post_promotional_policies: PostPromotionalPolicies | None
 
 
 class ProductList(msgspec.Struct):
@@ -373,13 +500,50 @@ class CustomerAssignment(msgspec.Struct, kw_only=True):
 
 
 class AccountSummaryIn(msgspec.Struct, kw_only=True):
+    """The limits and fees Canopy's CreateAccount takes; absent ones come from the product's
+    default_attributes where it has one (credit limit, late fee, payment reversal fee)."""
+
     credit_limit_cents: Cents | None = None
+    max_approved_credit_limit_cents: Cents | None = None
+    late_fee_cents: Cents | None = None
+    payment_reversal_fee_cents: Cents | None = None
+    initial_principal_cents: Cents | None = None
+    origination_fee_cents: Cents | None = None
+    monthly_fee_cents: Cents | None = None
+    annual_fee_cents: Cents | None = None
+    late_fee_cap_percent: Percent | None = None
+
+
+class CycleType(msgspec.Struct, kw_only=True):
+    """An account's own cycle settings (Canopy's `cycle_type`), over its product's billing cycle."""
+
+    first_cycle_interval: Interval | None = None
+    cycle_interval: CycleInterval | None = None
+    cycle_due_interval: SignedInterval | None = None
+    late_fee_grace: Interval | None = None
+
+
+class ExternalField(msgspec.Struct, kw_only=True):
+    """A reference to the account in another system. Canopy marks both optional; a pair without its
+    key or its value references nothing, so both are required here."""
+
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
+    value: Annotated[str, msgspec.Meta(max_length=255, pattern=NO_NUL)]
+
+
+ExternalFields = Annotated[list[ExternalField], msgspec.Meta(max_length=10, description="At most 10 key/value pairs")]
 
 
 class AccountCreate(msgspec.Struct, kw_only=True):
-    """POST /accounts."""
+    """POST /accounts: the product by product_id or by external_product_id (Canopy: either)."""
 
-    product_id: IdRef
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"required": ["product_id"]}, {"required": ["external_product_id"]}]
+    }
+
+    # Never null when sent (as when it was required); absent when the product is named by its external id.
+    product_id: IdRef | UnsetType = UNSET
+    external_product_id: ResourceId | None = None
     account_id: IdRef | None = None
     external_account_id: ResourceId | None = None
     effective_at: EffectiveAt | None = None
@@ -395,6 +559,8 @@ class AccountCreate(msgspec.Struct, kw_only=True):
         ]
         | None
     ) = None
+    cycle_type: CycleType | None = None
+    external_fields: ExternalFields | None = None
 
     def __post_init__(self) -> None:
         _ids_as_text(self, ("product_id", "account_id"))
@@ -448,7 +614,72 @@ class AccountOverview(msgspec.Struct):
 
 
 class AccountSummary(msgspec.Struct):
+    """Canopy's limit and fee fields (null when neither the account nor its product set one). Its
+    balances need a ledger this service does not keep, so they are not answered."""
+
     credit_limit_cents: int | None
+    max_approved_credit_limit_cents: int | None
+    late_fee_cents: int | None
+    payment_reversal_fee_cents: int | None
+    initial_principal_cents: int | None
+    origination_fee_cents: int | None
+    monthly_fee_cents: int | None
+    annual_fee_cents: int | None
+    late_fee_cap_percent: float | None
+
+
+class AccountProductOverview(msgspec.Struct):
+    product_name: str
+    product_type: str
+    product_short_description: str | None
+    product_long_description: str | None
+    product_color: str | None
+    product_time_zone: str | None  # the product's billing_cycle_policies.product_time_zone
+
+
+class AccountProductLifecycle(msgspec.Struct):
+    """The fees as implemented on this account (Canopy's `*_impl_cents`): the summary's values."""
+
+    late_fee_impl_cents: int | None
+    payment_reversal_fee_impl_cents: int | None
+    origination_fee_impl_cents: int | None
+    monthly_fee_impl_cents: int | None
+    annual_fee_impl_cents: int | None
+
+
+class ProductDurationInformation(msgspec.Struct):
+    promo_len: int | None
+    promo_purchase_window_len: int | None
+
+
+class PromoOverview(msgspec.Struct):
+    promo_impl_interest_rate_percent: float | None  # the product's promo_default_interest_rate_percent
+
+
+class PostPromoOverview(msgspec.Struct):
+    post_promo_impl_interest_rate_percent: float | None  # the product's post_promo_default_interest_rate_percent
+    post_promo_len: int | None
+
+
+class AccountProduct(msgspec.Struct):
+    """The account's product as Canopy embeds it in an account."""
+
+    product_id: str
+    external_product_id: str | None
+    product_overview: AccountProductOverview
+    product_lifecycle: AccountProductLifecycle
+    product_duration_information: ProductDurationInformation
+    promo_overview: PromoOverview
+    post_promo_overview: PostPromoOverview
+
+
+class LithicAccountDetails(msgspec.Struct):
+    # Lithic's account token for the account; null until one is recorded (nothing records one yet).
+    account_token: str | None
+
+
+class IssuerProcessorDetails(msgspec.Struct):
+    lithic: LithicAccountDetails
 
 
 class AccountCustomer(Customer, kw_only=True):
@@ -468,6 +699,10 @@ class AccountCore(msgspec.Struct):
     updated_at: datetime.datetime
     account_overview: AccountOverview
     summary: AccountSummary
+    account_product: AccountProduct
+    cycle_type: CycleType
+    external_fields: list[ExternalField]
+    issuer_processor_details: IssuerProcessorDetails
 
 
 class Account(AccountCore, kw_only=True):

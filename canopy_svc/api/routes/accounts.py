@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,6 +17,7 @@ from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules import account_lifecycle, accounts
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire import models
+from canopy_svc.wire.errors import BadRequest
 from canopy_svc.wire.models import Account, AccountCreate, AccountDeleted, AccountStatusUpdate
 
 
@@ -27,9 +30,30 @@ async def create_account(request: Request) -> Response:
     return await write(request, accounts.parse_account, work)
 
 
+# Canopy's `?external=true`: the path's id is the account's external_account_id.
+EXTERNAL_QUERY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "external": {
+            "type": "string",
+            "enum": ["true", "false"],
+            "default": "false",
+            "description": "true: the path's account_id is the account's external_account_id",
+        }
+    },
+}
+
+
 async def get_account(request: Request) -> Response:
+    external = request.query_params.get("external", "false")
+    if external not in ("true", "false"):
+        raise BadRequest("external must be true or false")
     account = await accounts.get_account(
-        pool(request), principal(request).org_id, request.path_params["account_id"], cipher(request)
+        pool(request),
+        principal(request).org_id,
+        request.path_params["account_id"],
+        cipher(request),
+        external=external == "true",
     )
     return JSONResponse(account)
 
@@ -84,6 +108,7 @@ endpoints = [
         get_account,
         "Get an account with its customers and cards",
         models.Account,
+        query=EXTERNAL_QUERY,
         errors=(401, 403, 404, 429, 500, 503),
     ),
     Endpoint(

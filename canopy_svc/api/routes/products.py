@@ -24,7 +24,7 @@ async def create_product(request: Request) -> Response:
     async def work(conn: Conn, payload: ProductCreate) -> Product:
         return await products.create_product(conn, org_id, payload)
 
-    return await write(request, products.PRODUCT_DECODER.decode, work)
+    return await write(request, products.parse_product, work)
 
 
 async def get_product(request: Request) -> Response:
