@@ -9,7 +9,7 @@ import asyncpg
 
 from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.conflicts import conflict_for
-from canopy_svc.store.customers import qualified_columns
+from canopy_svc.store.customers import SEARCH_TERM_LENGTH, prefix_query, qualified_columns
 from canopy_svc.store.keyset import each_key, page_bounds
 
 CUSTOMER_COLUMNS = qualified_columns("c")
@@ -83,10 +83,53 @@ async def fetch_account_by_id(conn: Queryable, org_id: int, account_id: str) -> 
     )
 
 
+# (account_status, product_type) pairs a listing is filtered to; None: not filtered.
+Pairs = Sequence[tuple[str, str]] | None
+
+
+def _by_pairs(
+    select: str,
+    alias: str,
+    group: str,
+    key: str,
+    args: list[Any],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    group_value: int,
+    limit: int,
+    after: int | None,
+    before: int | None,
+) -> str:
+    """`select` (FROM the table as `alias`) filtered to the pairs: one walk of the (group, account_status,
+    product_type, id) index per pair, from the position on, each of at most limit+1 rows (the page's
+    limit hidden from the planner, and the group compared through an array, as keyset.page_bounds
+    explains), merged into the limit+1 first in id order. A page reads at most limit+1 entries per
+    pair asked for, and one descent for a pair with no rows, however many rows the organization has."""
+    args.extend(
+        [group_value, [status for status, _ in pairs], [kind for _, kind in pairs], before or after or 0, limit + 1]
+    )
+    group_value_n, statuses_n, types_n, position_n, limit_n = range(len(args) - 4, len(args) + 1)
+    direction, beyond = ("DESC", "<") if before is not None else ("ASC", ">")
+    return f"""SELECT matched.* FROM unnest(${statuses_n}::text[], ${types_n}::text[]) AS wanted(status, kind)
+        CROSS JOIN LATERAL ({select}
+            WHERE {group} = ANY(ARRAY[${group_value_n}::bigint]) AND {alias}.account_status = wanted.status
+              AND {alias}.product_type = wanted.kind AND {alias}.id {beyond} ${position_n}
+            ORDER BY {group} {direction}, {alias}.account_status {direction}, {alias}.product_type {direction},
+                     {alias}.id {direction}
+            LIMIT (SELECT ${limit_n}::int) OFFSET 0) matched
+        ORDER BY matched.{key} {direction} LIMIT (SELECT ${limit_n}::int)"""
+
+
 async def page_accounts(
-    conn: Queryable, org_id: int, *, limit: int, after: int | None, before: int | None
+    conn: Queryable, org_id: int, *, limit: int, after: int | None, before: int | None, pairs: Pairs = None
 ) -> list[asyncpg.Record]:
     args: list[Any] = []
+    if pairs is not None:
+        sql = _by_pairs(
+            f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM}", "a", "a.org_id", "id", args, pairs,
+            group_value=org_id, limit=limit, after=after, before=before,
+        )  # fmt: skip
+        return await conn.fetch(sql, *args)
     bound, tail = page_bounds("a.org_id", "a.id", args, group_value=org_id, limit=limit, after=after, before=before)
     return await conn.fetch(f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM} WHERE {bound} {tail}", *args)
 
@@ -174,6 +217,37 @@ async def links_of_accounts(conn: Queryable, account_row_ids: Sequence[int]) -> 
     )
 
 
+# The search term walked, as store/customers.py picks it: the query's longest word as the text search
+# config makes it, cut to the stored prefix length (link_search_terms holds what canopy_search_terms
+# makes of a link's search_vector), behind the pair's 'STATUS/TYPE/' when filtered.
+_SEARCH_TERM = f"""(SELECT left(word.lexeme, {SEARCH_TERM_LENGTH}) FROM unnest(to_tsvector('simple', $2)) word
+                    ORDER BY length(word.lexeme) DESC, word.lexeme LIMIT 1)"""
+
+
+def _searched(
+    args: list[Any], search: list[str], pairs: Pairs, *, org_id: int, limit: int, after: int | None, before: int | None
+) -> str:
+    """The ids of a page of links matching every word of `search`: for each pair (or once, unfiltered)
+    the rows of one term in link id order from the position on, each candidate checked against the
+    whole query (its search_vector) and the pair, merged into the limit+1 first. Every match of a
+    one-word search is a row of the page, so a page reads its limit+1 entries (per pair) whether the
+    word is shared by thousands of links or by one."""
+    prefixes = [f"{status}/{kind}/" for status, kind in pairs] if pairs is not None else [""]
+    args.extend([org_id, " ".join(search), prefix_query(search), prefixes, before or after or 0, limit + 1])
+    direction, beyond = ("DESC", "<") if before is not None else ("ASC", ">")
+    return f"""SELECT matched.link_id FROM unnest($4::text[]) AS wanted(prefix)
+        CROSS JOIN LATERAL (
+            SELECT t.link_id FROM link_search_terms t
+            JOIN customer_account_links candidate ON candidate.id = t.link_id
+            WHERE t.org_id = ANY(ARRAY[$1::bigint]) AND t.term = wanted.prefix || {_SEARCH_TERM}
+              AND t.link_id {beyond} $5
+              AND candidate.org_id = $1 AND candidate.search_vector @@ to_tsquery('simple', $3)
+              AND (wanted.prefix = ''
+                   OR candidate.account_status || '/' || candidate.product_type || '/' = wanted.prefix)
+            ORDER BY t.org_id {direction}, t.link_id {direction} LIMIT (SELECT $6::int) OFFSET 0) matched
+        ORDER BY matched.link_id {direction} LIMIT (SELECT $6::int)"""
+
+
 async def page_links(
     conn: Queryable,
     org_id: int,
@@ -182,22 +256,34 @@ async def page_links(
     after: int | None,
     before: int | None,
     customer_row_id: int | None = None,
+    pairs: Pairs = None,
+    search: list[str] | None = None,
 ) -> list[asyncpg.Record]:
     """Links in id order (both GET /customers/accounts and GET /customers/{id}/accounts): an
-    organization's from links_org_id_id, a customer's from links_customer_row_id."""
+    organization's from links_org_id_id, a customer's from links_customer_row_id; filtered to
+    (status, type) pairs from links_*_status_type_id; searched (an organization's) from
+    link_search_terms."""
     # Nothing else is compared (see keyset.py): `l.org_id = $1` beside a customer's group would let the
     # planner read the organization's links by links_org_id_id and sort them, and the customer's row id
     # was found within the organization (rules/accounts.py).
     args: list[Any] = []
-    if customer_row_id is None:
-        bound, tail = page_bounds("l.org_id", "l.id", args, group_value=org_id, limit=limit, after=after, before=before)
+    direction = "DESC" if before is not None else "ASC"
+    group, group_value = ("l.org_id", org_id) if customer_row_id is None else ("l.customer_row_id", customer_row_id)
+    if search:
+        assert customer_row_id is None, "only an organization's links are searched"
+        page = f"""SELECT {LINK_COLUMNS} FROM customer_account_links l WHERE l.id = ANY(ARRAY(
+            {_searched(args, search, pairs, org_id=org_id, limit=limit, after=after, before=before)}))"""
+    elif pairs is not None:
+        page = _by_pairs(
+            f"SELECT {LINK_COLUMNS} FROM customer_account_links l", "l", group, "link_id", args, pairs,
+            group_value=group_value, limit=limit, after=after, before=before,
+        )  # fmt: skip
     else:
-        bound, tail = page_bounds(
-            "l.customer_row_id", "l.id", args, group_value=customer_row_id, limit=limit, after=after, before=before
-        )
+        bound, tail = page_bounds(group, "l.id", args, group_value=group_value, limit=limit, after=after, before=before)
+        page = f"SELECT {LINK_COLUMNS} FROM customer_account_links l WHERE {bound} {tail}"
     return await conn.fetch(
-        f"""SELECT {LINK_COLUMNS}, customer.* FROM customer_account_links l
+        f"""SELECT l.*, customer.* FROM ({page}) l
             CROSS JOIN LATERAL ({_CUSTOMER_OF_LINK} OFFSET 0) customer
-            WHERE {bound} {tail}""",
+            ORDER BY l.link_id {direction}""",
         *args,
     )
