@@ -90,32 +90,33 @@ Pairs = Sequence[tuple[str, str]] | None
 def _by_pairs(
     select: str,
     alias: str,
-    group: str,
+    owner: str,
     key: str,
     args: list[Any],
     pairs: Sequence[tuple[str, str]],
     *,
-    group_value: int,
+    owner_value: int,
     limit: int,
     after: int | None,
     before: int | None,
 ) -> str:
-    """`select` (FROM the table as `alias`) filtered to the pairs: one walk of the (group, account_status,
-    product_type, id) index per pair, from the position on, each of at most limit+1 rows (the page's
-    limit hidden from the planner, and the group compared through an array, as keyset.page_bounds
-    explains), merged into the limit+1 first in id order. A page reads at most limit+1 entries per
-    pair asked for, and one descent for a pair with no rows, however many rows the organization has."""
+    """`select` (FROM the table as `alias`) filtered to the pairs: one walk of the index on
+    (canopy_listing_key(owner, status, type), id) per pair, from the position on, each of at most
+    limit+1 rows (the limit hidden from the planner, the key compared through an array: see
+    keyset.page_bounds and schema.sql), merged into the limit+1 first in id order. A page reads at most
+    limit+1 entries per pair asked for, one descent for a pair with no rows, however many rows the
+    organization has."""
     args.extend(
-        [group_value, [status for status, _ in pairs], [kind for _, kind in pairs], before or after or 0, limit + 1]
+        [owner_value, [status for status, _ in pairs], [kind for _, kind in pairs], before or after or 0, limit + 1]
     )
-    group_value_n, statuses_n, types_n, position_n, limit_n = range(len(args) - 4, len(args) + 1)
+    owner_n, statuses_n, types_n, position_n, limit_n = range(len(args) - 4, len(args) + 1)
     direction, beyond = ("DESC", "<") if before is not None else ("ASC", ">")
+    listing_key = f"canopy_listing_key({owner}, {alias}.account_status, {alias}.product_type)"
     return f"""SELECT matched.* FROM unnest(${statuses_n}::text[], ${types_n}::text[]) AS wanted(status, kind)
         CROSS JOIN LATERAL ({select}
-            WHERE {group} = ANY(ARRAY[${group_value_n}::bigint]) AND {alias}.account_status = wanted.status
-              AND {alias}.product_type = wanted.kind AND {alias}.id {beyond} ${position_n}
-            ORDER BY {group} {direction}, {alias}.account_status {direction}, {alias}.product_type {direction},
-                     {alias}.id {direction}
+            WHERE {listing_key} = ANY(ARRAY[canopy_listing_key(${owner_n}::bigint, wanted.status, wanted.kind)])
+              AND {alias}.id {beyond} ${position_n}
+            ORDER BY {listing_key} {direction}, {alias}.id {direction}
             LIMIT (SELECT ${limit_n}::int) OFFSET 0) matched
         ORDER BY matched.{key} {direction} LIMIT (SELECT ${limit_n}::int)"""
 
@@ -127,7 +128,7 @@ async def page_accounts(
     if pairs is not None:
         sql = _by_pairs(
             f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM}", "a", "a.org_id", "id", args, pairs,
-            group_value=org_id, limit=limit, after=after, before=before,
+            owner_value=org_id, limit=limit, after=after, before=before,
         )  # fmt: skip
         return await conn.fetch(sql, *args)
     bound, tail = page_bounds("a.org_id", "a.id", args, group_value=org_id, limit=limit, after=after, before=before)
@@ -224,28 +225,45 @@ _SEARCH_TERM = f"""(SELECT left(word.lexeme, {SEARCH_TERM_LENGTH}) FROM unnest(t
                     ORDER BY length(word.lexeme) DESC, word.lexeme LIMIT 1)"""
 
 
+# A candidate checked by a subquery of its own, not a join: planning a join of the terms with the links,
+# the planner reads the links' primary key at both ends (to price a merge join), twice a branch.
+_CANDIDATE_MATCHES = """(SELECT candidate.search_vector @@ to_tsquery('simple', $3)
+                         FROM customer_account_links candidate
+                         WHERE candidate.id = t.link_id AND candidate.org_id = $1)"""
+
+
 def _searched(
-    args: list[Any], search: list[str], pairs: Pairs, *, org_id: int, limit: int, after: int | None, before: int | None
+    args: list[Any],
+    search: list[str],
+    pairs: Pairs,
+    *,
+    org_id: int,
+    limit: int,
+    after: int | None,
+    before: int | None,
 ) -> str:
     """The ids of a page of links matching every word of `search`: for each pair (or once, unfiltered)
     the rows of one term in link id order from the position on, each candidate checked against the
-    whole query (its search_vector) and the pair, merged into the limit+1 first. Every match of a
-    one-word search is a row of the page, so a page reads its limit+1 entries (per pair) whether the
-    word is shared by thousands of links or by one."""
+    whole query (its search_vector), merged into the limit+1 first. Every match of a one-word search
+    is a row of the page, so a page reads its limit+1 entries (per pair) whether the word is shared by
+    thousands of links or by one. One branch per pair, each as store/customers.py's search is written:
+    as a LATERAL subquery over the pairs, the term (a pair's prefix and the word) was priced as rare and
+    its every match sorted."""
     prefixes = [f"{status}/{kind}/" for status, kind in pairs] if pairs is not None else [""]
-    args.extend([org_id, " ".join(search), prefix_query(search), prefixes, before or after or 0, limit + 1])
+    args.extend([org_id, " ".join(search), prefix_query(search), before or after or 0, limit + 1, *prefixes])
     direction, beyond = ("DESC", "<") if before is not None else ("ASC", ">")
-    return f"""SELECT matched.link_id FROM unnest($4::text[]) AS wanted(prefix)
-        CROSS JOIN LATERAL (
-            SELECT t.link_id FROM link_search_terms t
-            JOIN customer_account_links candidate ON candidate.id = t.link_id
-            WHERE t.org_id = ANY(ARRAY[$1::bigint]) AND t.term = wanted.prefix || {_SEARCH_TERM}
-              AND t.link_id {beyond} $5
-              AND candidate.org_id = $1 AND candidate.search_vector @@ to_tsquery('simple', $3)
-              AND (wanted.prefix = ''
-                   OR candidate.account_status || '/' || candidate.product_type || '/' = wanted.prefix)
-            ORDER BY t.org_id {direction}, t.link_id {direction} LIMIT (SELECT $6::int) OFFSET 0) matched
-        ORDER BY matched.link_id {direction} LIMIT (SELECT $6::int)"""
+    branches = [
+        f"""(SELECT t.link_id FROM link_search_terms t
+             WHERE t.org_id = ANY(ARRAY[$1::bigint]) AND t.term = ${n}::text || {_SEARCH_TERM}
+               AND t.link_id {beyond} $4
+               AND {_CANDIDATE_MATCHES}
+             ORDER BY t.org_id {direction}, t.link_id {direction} LIMIT (SELECT $5::int))"""
+        for n in range(6, 6 + len(prefixes))
+    ]
+    if len(branches) == 1:
+        return branches[0]
+    return f"""SELECT link_id FROM ({" UNION ALL ".join(branches)}) matched
+        ORDER BY link_id {direction} LIMIT (SELECT $5::int)"""
 
 
 async def page_links(
@@ -261,7 +279,7 @@ async def page_links(
 ) -> list[asyncpg.Record]:
     """Links in id order (both GET /customers/accounts and GET /customers/{id}/accounts): an
     organization's from links_org_id_id, a customer's from links_customer_row_id; filtered to
-    (status, type) pairs from links_*_status_type_id; searched (an organization's) from
+    (status, type) pairs from links_*_listing_key_id; searched (an organization's) from
     link_search_terms."""
     # Nothing else is compared (see keyset.py): `l.org_id = $1` beside a customer's group would let the
     # planner read the organization's links by links_org_id_id and sort them, and the customer's row id
@@ -276,7 +294,7 @@ async def page_links(
     elif pairs is not None:
         page = _by_pairs(
             f"SELECT {LINK_COLUMNS} FROM customer_account_links l", "l", group, "link_id", args, pairs,
-            group_value=group_value, limit=limit, after=after, before=before,
+            owner_value=group_value, limit=limit, after=after, before=before,
         )  # fmt: skip
     else:
         bound, tail = page_bounds(group, "l.id", args, group_value=group_value, limit=limit, after=after, before=before)

@@ -334,14 +334,25 @@ ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS product_type text;
 ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS search_vector tsvector;
 
 -- A filter of statuses and types is read as one index range per (status, type) pair asked for, each
--- in row id order from the page's cursor on, merged (store/accounts.py).
-CREATE INDEX IF NOT EXISTS accounts_org_status_type_id ON accounts (org_id, account_status, product_type, id);
-CREATE INDEX IF NOT EXISTS links_org_status_type_id
-    ON customer_account_links (org_id, account_status, product_type, id);
-CREATE INDEX IF NOT EXISTS links_customer_status_type_id
-    ON customer_account_links (customer_row_id, account_status, product_type, id);
+-- in row id order from the page's cursor on, merged (store/accounts.py). The range's key is one
+-- number, the organization (or customer) and the pair together, compared as keyset.py compares a
+-- page's group (`= ANY(ARRAY[...])`): with the owner, status and type as three columns, the planner
+-- took the two equal to a value as constants, found the (org_id, id) index ordered enough, and walked
+-- the organization's rows for a pair none of them had. 3 bits for the type, 2 for the status.
+CREATE OR REPLACE FUNCTION canopy_listing_key(owner bigint, account_status text, product_type text)
+    RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN owner * 32
+           + coalesce(array_position(ARRAY['ACTIVE', 'SUSPENDED', 'CLOSED'], account_status), 0) * 8
+           + coalesce(array_position(ARRAY['REVOLVING', 'INSTALLMENT', 'MIXED_RATE_INSTALLMENT',
+                                           'DEFERRED_INSTALLMENT', 'FIXED_RATE_INSTALLMENT',
+                                           'INVENTORY_FINANCING', 'LOGISTICS_FINANCING'], product_type), 0);
+CREATE INDEX IF NOT EXISTS accounts_listing_key_id
+    ON accounts (canopy_listing_key(org_id, account_status, product_type), id);
+CREATE INDEX IF NOT EXISTS links_org_listing_key_id
+    ON customer_account_links (canopy_listing_key(org_id, account_status, product_type), id);
+CREATE INDEX IF NOT EXISTS links_customer_listing_key_id
+    ON customer_account_links (canopy_listing_key(customer_row_id, account_status, product_type), id);
 
--- A link's search words: one 'simple' text search vector, as customers.search_vector is made.
 -- Punctuation is a space first: the parser's words are then the runs of letters and digits that
 -- rules/customers.py's search_words makes of a query (it reads `acct-2300` as `acct` and `-2300`, a
 -- signed number, and `acme.com` as one host name, which the words `2300` and `com` would not find).
