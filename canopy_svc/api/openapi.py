@@ -51,6 +51,19 @@ def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str,
     }
 
 
+def comma_list(values: Sequence[str], description: str) -> dict[str, Any]:
+    """A query parameter holding a comma list of these values (`ACTIVE,SUSPENDED`), or empty (none)."""
+    item = "(?:" + "|".join(values) + ")"
+    return {"type": "string", "pattern": f"^(?:{item}(?:,{item})*)?" + END, "description": description}
+
+
+def excluding(query: dict[str, Any], first: str, second: str) -> dict[str, Any]:
+    """`query` (a listing_query) where at most one of two parameters is given (an empty one is none)."""
+    both = {"required": [first, second], "properties": {first: {"minLength": 1}, second: {"minLength": 1}}}
+    exclusion = {"not": both}
+    return {**query, "allOf": [*query.get("allOf", ()), exclusion]}
+
+
 _ERROR_DESCRIPTIONS = {
     400: "Bad request", 401: "Unauthorized", 403: "not_authorized: the token expired; forbidden: it lacks the scope",
     404: "Not found", 409: "Conflict",

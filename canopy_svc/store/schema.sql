@@ -387,3 +387,204 @@ ALTER TABLE accounts ADD COLUMN IF NOT EXISTS external_fields jsonb NOT NULL DEF
 -- Lithic's account token, answered in issuer_processor_details; nothing records one yet.
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS lithic_account_token text CHECK (char_length(lithic_account_token) <= 255);
 -- The accounts_org_external_account_id_key constraint's index serves GET /accounts/{id}?external=true.
+
+-- Issue 11 (account search and filters): GET /customers/accounts?search_parameters= and the
+-- account_status / product_type filters of the three account listings, each answered from an index
+-- in row id order (store/accounts.py). What a listing filters on is copied onto the rows it pages,
+-- by triggers, so every way a row is written keeps the copies (as customer_search_terms is kept):
+-- an account carries its product's type, a link its account's status and type and the words it is
+-- searched by (its customer's names and business name, its account's id, its product's name).
+-- Old rows get the copies from the backfill at the end of this section.
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS product_type text;
+ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS account_status text;
+ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS product_type text;
+ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS search_vector tsvector;
+
+-- A filter of statuses and types is read as one index range per (status, type) pair asked for, each
+-- in row id order from the page's cursor on, merged (store/accounts.py). The range's key is one
+-- number, the organization (or customer) and the pair together, compared as keyset.py compares a
+-- page's group (`= ANY(ARRAY[...])`): with the owner, status and type as three columns, the planner
+-- took the two equal to a value as constants, found the (org_id, id) index ordered enough, and walked
+-- the organization's rows for a pair none of them had. 3 bits for the type, 2 for the status.
+CREATE OR REPLACE FUNCTION canopy_listing_key(owner bigint, account_status text, product_type text)
+    RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN owner * 32
+           + coalesce(array_position(ARRAY['ACTIVE', 'SUSPENDED', 'CLOSED'], account_status), 0) * 8
+           + coalesce(array_position(ARRAY['REVOLVING', 'INSTALLMENT', 'MIXED_RATE_INSTALLMENT',
+                                           'DEFERRED_INSTALLMENT', 'FIXED_RATE_INSTALLMENT',
+                                           'INVENTORY_FINANCING', 'LOGISTICS_FINANCING'], product_type), 0);
+-- Live rows only, as the lists without a filter (the lifecycle section above): a deleted account's
+-- rows are never read by a filtered page.
+CREATE INDEX IF NOT EXISTS accounts_listing_key_id
+    ON accounts (canopy_listing_key(org_id, account_status, product_type), id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS links_org_listing_key_id
+    ON customer_account_links (canopy_listing_key(org_id, account_status, product_type), id)
+    WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS links_customer_listing_key_id
+    ON customer_account_links (canopy_listing_key(customer_row_id, account_status, product_type), id)
+    WHERE deleted_at IS NULL;
+
+-- Punctuation is a space first: the parser's words are then the runs of letters and digits that
+-- rules/customers.py's search_words makes of a query (it reads `acct-2300` as `acct` and `-2300`, a
+-- signed number, and `acme.com` as one host name, which the words `2300` and `com` would not find).
+-- PL/pgSQL, whose plan is kept, as canopy_search_terms is.
+CREATE OR REPLACE FUNCTION canopy_link_search_vector(link_customer bigint, link_account bigint)
+    RETURNS tsvector LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (SELECT to_tsvector('simple', regexp_replace(
+                       c.name_first || ' ' || c.name_last || ' ' || coalesce(c.doing_business_as, '') || ' ' ||
+                       a.account_id || ' ' || p.product_name, '[[:punct:][:space:][:cntrl:]]+', ' ', 'g'))
+            FROM customers c, accounts a JOIN products p ON p.id = a.product_row_id
+            WHERE c.id = link_customer AND a.id = link_account);
+END
+$$;
+
+-- The starts of a link's words, as customer_search_terms holds a customer's, and each of them again
+-- behind its account's 'STATUS/TYPE/' (upper case, which no lexeme of the lower-casing 'simple'
+-- config is): a search with a filter walks one such term per (status, type) pair, so a rare status
+-- among thousands of matches of a word is found in as many reads as it has matches.
+CREATE TABLE IF NOT EXISTS link_search_terms (
+    org_id  bigint NOT NULL,
+    term    text NOT NULL,
+    link_id bigint NOT NULL,
+    PRIMARY KEY (org_id, term, link_id)
+);
+
+CREATE OR REPLACE FUNCTION canopy_link_search_terms(words tsvector, account_status text, product_type text)
+    RETURNS text[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    plain text[] := coalesce(canopy_search_terms(words), '{}');
+BEGIN
+    IF account_status IS NULL OR product_type IS NULL THEN
+        RETURN plain;
+    END IF;
+    RETURN plain || ARRAY(SELECT account_status || '/' || product_type || '/' || term FROM unnest(plain) term);
+END
+$$;
+
+-- An account takes its product's type.
+CREATE OR REPLACE FUNCTION canopy_account_product_type() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.product_type := (SELECT product_type FROM products WHERE id = NEW.product_row_id);
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER accounts_product_type BEFORE INSERT OR UPDATE OF product_row_id ON accounts
+    FOR EACH ROW EXECUTE FUNCTION canopy_account_product_type();
+
+-- A link takes its account's status and type and its words. FOR SHARE: an account's status changed
+-- meanwhile waits for this link (and then copies itself onto it), or this link waits and reads it.
+CREATE OR REPLACE FUNCTION canopy_link_listing_copies() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT a.account_status, a.product_type INTO NEW.account_status, NEW.product_type
+    FROM accounts a WHERE a.id = NEW.account_row_id FOR SHARE;
+    PERFORM 1 FROM customers c WHERE c.id = NEW.customer_row_id FOR SHARE;
+    NEW.search_vector := canopy_link_search_vector(NEW.customer_row_id, NEW.account_row_id);
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER links_listing_copies
+    BEFORE INSERT OR UPDATE OF account_row_id, customer_row_id ON customer_account_links
+    FOR EACH ROW EXECUTE FUNCTION canopy_link_listing_copies();
+
+-- A change of what a link copies reaches its links, by the indexes on their account and customer.
+CREATE OR REPLACE FUNCTION canopy_account_listing_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE customer_account_links l
+    SET account_status = NEW.account_status, product_type = NEW.product_type,
+        search_vector = CASE WHEN OLD.account_id IS DISTINCT FROM NEW.account_id
+                             THEN canopy_link_search_vector(l.customer_row_id, l.account_row_id)
+                             ELSE l.search_vector END
+    WHERE l.account_row_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER accounts_listing_changed
+    AFTER UPDATE OF account_status, product_type, account_id ON accounts
+    FOR EACH ROW WHEN ((OLD.account_status, OLD.product_type, OLD.account_id)
+                       IS DISTINCT FROM (NEW.account_status, NEW.product_type, NEW.account_id))
+    EXECUTE FUNCTION canopy_account_listing_changed();
+
+CREATE OR REPLACE FUNCTION canopy_customer_links_search_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE customer_account_links l
+    SET search_vector = canopy_link_search_vector(l.customer_row_id, l.account_row_id)
+    WHERE l.customer_row_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER customers_links_search_changed
+    AFTER UPDATE OF name_first, name_last, doing_business_as ON customers
+    FOR EACH ROW WHEN ((OLD.name_first, OLD.name_last, OLD.doing_business_as)
+                       IS DISTINCT FROM (NEW.name_first, NEW.name_last, NEW.doing_business_as))
+    EXECUTE FUNCTION canopy_customer_links_search_changed();
+
+-- No route changes a product; one changed by hand reaches its accounts (a scan of accounts: there is
+-- no index on product_row_id, and none is worth its writes for this) and their links.
+CREATE OR REPLACE FUNCTION canopy_product_listing_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE accounts SET product_type = NEW.product_type WHERE product_row_id = NEW.id;
+    UPDATE customer_account_links l
+    SET search_vector = canopy_link_search_vector(l.customer_row_id, l.account_row_id)
+    FROM accounts a WHERE a.product_row_id = NEW.id AND l.account_row_id = a.id;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER products_listing_changed
+    AFTER UPDATE OF product_name, product_type ON products
+    FOR EACH ROW WHEN ((OLD.product_name, OLD.product_type) IS DISTINCT FROM (NEW.product_name, NEW.product_type))
+    EXECUTE FUNCTION canopy_product_listing_changed();
+
+-- A link's terms follow its words, status and type: only what changed is deleted and written, each
+-- term by its whole key (see canopy_customer_search_terms).
+CREATE OR REPLACE FUNCTION canopy_link_search_terms_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    old_terms text[] := '{}';
+    new_terms text[] := '{}';
+    gone      text[];
+    old_term  text;
+BEGIN
+    -- A deleted link (its account deleted) has no terms: a search never reads it.
+    IF TG_OP <> 'INSERT' AND OLD.deleted_at IS NULL THEN
+        old_terms := canopy_link_search_terms(OLD.search_vector, OLD.account_status, OLD.product_type);
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.deleted_at IS NULL THEN
+        new_terms := canopy_link_search_terms(NEW.search_vector, NEW.account_status, NEW.product_type);
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.org_id = NEW.org_id AND OLD.id = NEW.id THEN
+        gone := ARRAY(SELECT unnest(old_terms) EXCEPT SELECT unnest(new_terms));
+        new_terms := ARRAY(SELECT unnest(new_terms) EXCEPT SELECT unnest(old_terms));
+        old_terms := gone;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        FOREACH old_term IN ARRAY old_terms LOOP
+            DELETE FROM link_search_terms WHERE org_id = OLD.org_id AND term = old_term AND link_id = OLD.id;
+        END LOOP;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO link_search_terms (org_id, term, link_id)
+        SELECT NEW.org_id, new_term, NEW.id FROM unnest(new_terms) new_term
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER links_search_terms_insert AFTER INSERT ON customer_account_links
+    FOR EACH ROW EXECUTE FUNCTION canopy_link_search_terms_changed();
+CREATE OR REPLACE TRIGGER links_search_terms_update
+    AFTER UPDATE OF account_row_id, customer_row_id, search_vector, account_status, product_type, deleted_at
+    ON customer_account_links
+    FOR EACH ROW WHEN ((OLD.search_vector, OLD.account_status, OLD.product_type, OLD.deleted_at IS NULL)
+                       IS DISTINCT FROM (NEW.search_vector, NEW.account_status, NEW.product_type,
+                                         NEW.deleted_at IS NULL))
+    EXECUTE FUNCTION canopy_link_search_terms_changed();
+CREATE OR REPLACE TRIGGER links_search_terms_delete AFTER DELETE ON customer_account_links
+    FOR EACH ROW EXECUTE FUNCTION canopy_link_search_terms_changed();
+
+-- Backfill of rows written before this section: a no-op once done (it reads each table once when the
+-- schema is applied again; only rows without their copies are written). An account's new product type
+-- reaches its links through accounts_listing_changed; `account_row_id = account_row_id` runs a link's
+-- own trigger for its words.
+UPDATE accounts a SET product_type = p.product_type
+FROM products p WHERE p.id = a.product_row_id AND a.product_type IS NULL;
+UPDATE customer_account_links SET account_row_id = account_row_id WHERE search_vector IS NULL;
