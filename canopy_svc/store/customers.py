@@ -54,6 +54,14 @@ async def fetch(conn: Queryable, org_id: int, customer_id: str, *, for_update: b
     return await conn.fetchrow(_FETCH_FOR_UPDATE if for_update else _FETCH, org_id, customer_id)
 
 
+async def exists(conn: Queryable, org_id: int, customer_id: str) -> bool:
+    """Whether the organization has this customer (customers_org_customer_id_key: one index entry)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE org_id = $1 AND customer_id = $2)", org_id, customer_id
+    )
+    return found
+
+
 async def update(conn: Conn, row_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
     names = [name for name in changes if name in WRITABLE]
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
