@@ -1,11 +1,12 @@
 """The customer as the customers table keeps it, derived from the wire types (rules/models.py).
 
 Each field of the answer, `Customer`, is the column of its name unless STORED_DIFFERENTLY says how
-it is kept; a nested Struct is flattened into a column per field (a `passport` {number, country}
-would be `passport_number`, `passport_country`). A request writes the answer's fields that
-`CustomerUpdate` has too; the ids and timestamps are the database's. So a new customer field is a
-column in schema.sql plus the field in the types, and tests/test_customer_columns.py holds the
-table, the types and the lists derived here to one another.
+it is kept; a nested Struct is flattened into a column per field (the controller in
+`business_details` is `controller_name_first`, ...; `passport` {number, country} would be
+`passport_number`, `passport_country`, but its number is kept as `passport_number_encrypted`).
+A request writes the answer's fields that `CustomerUpdate` has too; the ids and timestamps are the
+database's. So a new customer field is a column in schema.sql plus the field in the types, and
+tests/test_customer_columns.py holds the table, the types and the lists derived here to one another.
 
 The store reads the wire types here, against the usual direction of imports, because they are the
 customer's one description; rules/models.py imports nothing from the store, so there is no cycle.
