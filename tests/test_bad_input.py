@@ -155,17 +155,30 @@ class World:
         customer = {key: value for key, value in minimal_customer().items()} | {
             "name_prefix": "Dr.", "name_middle": "M", "name_suffix": "Jr", "address_line_two": "Apt 1",
             "address_country_code": "US", "ssn": "123-45-6789", "international_customer_id": "intl-1",
-            "__ignoreWarnings": True,
+            "__ignoreWarnings": True, "customer_type": "business", "verification_status": "verified",
+            "title": "Dr.",
+        }  # fmt: skip
+        controller = {
+            "name_prefix": "Ms.", "name_first": "Grace", "name_middle": "B", "name_last": "Hopper", "name_suffix": "Jr",
+            "title": "CEO", "phone_number": "+14105556789", "address_line_one": "1 Navy Way",
+            "address_line_two": "Apt 2", "address_city": "Arlington", "address_state": "VA", "address_zip": "22202",
+            "address_country_code": "US", "ssn": "123-45-6789",
         }  # fmt: skip
         self.own: dict[type, dict[str, Any]] = {
             models.TokenRequest: {"client_id": client_id, "client_secret": secret},
-            models.CustomerCreate: customer | {"customer_id": "bad-input-base"},
+            # The update is of cust-base itself, which cannot be its own parent.
+            models.CustomerCreate: customer | {"customer_id": "bad-input-base", "customer_parent_id": "cust-base"},
             models.CustomerUpdate: customer,
             models.BusinessDetails: {
                 "doing_business_as": "Umbrella",
                 "business_ein": "888-88-8888",
                 "business_legal_name": "Umbrella Corporation",
+                "business_type": "llc",
+                "business_classification_id": "9ed3f670-7d6f-11e3-b1ce-5404a6144203",
+                "website": "https://umbrella.example.com",
             },
+            models.BusinessController: controller,
+            models.Passport: {"number": "X1234567", "country": "GB"},
             models.AccountAssignment: {
                 "account_id": "acct-base",
                 "customer_account_role": "SECONDARY",
@@ -208,6 +221,8 @@ class World:
             models.IssuerProcessorsUpdate: {},
             models.LithicConfigIn: {"api_key": "sk-test-0123456789", "base_url": "https://sandbox.lithic.com"},
             models.OrganizationSettingsUpdate: {"duplicate_customer_policy": "warn"},
+            # Not CLOSED: that is final, and the other bodies still need an account to change.
+            models.AccountStatusUpdate: {"account_status": "SUSPENDED", "account_substatus": "FRAUD_REVIEW"},
         }
 
     def url(self, path: str) -> str:

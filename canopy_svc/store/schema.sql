@@ -588,3 +588,43 @@ CREATE OR REPLACE TRIGGER links_search_terms_delete AFTER DELETE ON customer_acc
 UPDATE accounts a SET product_type = p.product_type
 FROM products p WHERE p.id = a.product_row_id AND a.product_type IS NULL;
 UPDATE customer_account_links SET account_row_id = account_row_id WHERE search_vector IS NULL;
+
+-- Issue 11 (customer fields): customer_type, verification_status, title, passport, customer_parent_id,
+-- and business_details' type, classification, website and controller. Old rows are people, unverified
+-- (a row with business_details stays `person`: what it was before the field existed).
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS customer_type text NOT NULL DEFAULT 'person'
+    CHECK (customer_type IN ('person', 'business'));
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS verification_status text NOT NULL DEFAULT 'unverified'
+    CHECK (verification_status IN ('unverified', 'pending', 'retry', 'document', 'verified', 'failed', 'suspended'));
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS title text CHECK (char_length(title) <= 255);
+-- The passport number only AES-GCM encrypted (context "passport"), as the SSN is.
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS passport_number_encrypted bytea;
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS passport_country text CHECK (passport_country ~ '^[A-Z]{2}$');
+-- Another customer of the same organization (rules/customers.py checks it exists; customers are never
+-- deleted but with their organization, so it stays so).
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS customer_parent_id text
+    CHECK (char_length(customer_parent_id) BETWEEN 1 AND 255 AND customer_parent_id <> customer_id);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS business_type text CHECK (char_length(business_type) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS business_classification_id text
+    CHECK (char_length(business_classification_id) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS website text CHECK (char_length(website) <= 2048);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_prefix text CHECK (char_length(controller_name_prefix) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_first text CHECK (char_length(controller_name_first) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_middle text CHECK (char_length(controller_name_middle) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_last text CHECK (char_length(controller_name_last) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_suffix text CHECK (char_length(controller_name_suffix) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_title text CHECK (char_length(controller_title) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_phone_number text CHECK (char_length(controller_phone_number) <= 16);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_line_one text
+    CHECK (char_length(controller_address_line_one) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_line_two text
+    CHECK (char_length(controller_address_line_two) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_city text CHECK (char_length(controller_address_city) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_state text CHECK (char_length(controller_address_state) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_zip text CHECK (char_length(controller_address_zip) <= 16);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_country_code text
+    CHECK (controller_address_country_code ~ '^[A-Z]{2}$');
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_ssn_encrypted bytea;
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_passport_number_encrypted bytea;
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_passport_country text
+    CHECK (controller_passport_country ~ '^[A-Z]{2}$');

@@ -177,6 +177,10 @@ class BusinessDetails(msgspec.Struct, kw_only=True):
     doing_business_as: RequiredText
     business_ein: Ein
     business_legal_name: Text255 | None = None
+    business_type: BusinessType | None = None
+    business_classification_id: ResourceId | None = None
+    website: Website | None = None
+    controller: BusinessController | None = None
 
 
 # `ignore_warnings` is an alias of `__ignoreWarnings` (clients that snake-case their bodies cannot send
@@ -219,12 +223,21 @@ class CustomerCreate(msgspec.Struct, kw_only=True):
     ssn: SsnNumber | None = None
     international_customer_id: Text255 | None = None
     business_details: BusinessDetails | None = None
+    # Absent: `business` when business_details is given, else `person` (models.default_customer_type).
+    customer_type: CustomerTypeIn | UnsetType = UNSET
+    verification_status: VerificationStatus = "unverified"
+    title: Text255 | None = None
+    passport: Passport | None = None
+    customer_parent_id: IdRef | None = None
     assign_to_accounts: AssignToAccounts | None = None
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
     ignore_warnings_alias: IgnoreWarningsAlias | UnsetType = msgspec.field(default=UNSET, name="ignore_warnings")
 
     def __post_init__(self) -> None:
         _fold_alias(self)
+        _ids_as_text(self, ("customer_parent_id",))
+        if self.customer_type is UNSET:
+            self.customer_type = "business" if self.business_details is not None else "person"
 
 
 class CustomerUpdate(msgspec.Struct, kw_only=True):
@@ -249,18 +262,112 @@ class CustomerUpdate(msgspec.Struct, kw_only=True):
     ssn: SsnNumber | UnsetType | None = UNSET
     international_customer_id: Text255 | UnsetType | None = UNSET
     business_details: BusinessDetails | UnsetType | None = UNSET
+    # An update never infers the type: giving business_details leaves customer_type as it is.
+    customer_type: CustomerType | UnsetType = UNSET
+    verification_status: VerificationStatus | UnsetType = UNSET
+    title: Text255 | UnsetType | None = UNSET
+    passport: Passport | UnsetType | None = UNSET
+    customer_parent_id: IdRef | UnsetType | None = UNSET
     assign_to_accounts: AssignToAccounts | UnsetType | None = UNSET
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
     ignore_warnings_alias: IgnoreWarningsAlias | UnsetType = msgspec.field(default=UNSET, name="ignore_warnings")
 
     def __post_init__(self) -> None:
         _fold_alias(self)
+        _ids_as_text(self, ("customer_parent_id",))
 
 
 class BusinessDetailsOut(msgspec.Struct):
     doing_business_as: str
     business_ein: str
     business_legal_name: str | None = None
+    business_type: str | None = None
+    business_classification_id: str | None = None
+    website: str | None = None
+    controller: BusinessControllerOut | None = None
+
+
+# --- issue 11's customer fields: passport, and the business's controller ---------------------------
+
+CustomerType = Literal["person", "business"]
+CustomerTypeIn = Annotated[
+    CustomerType, msgspec.Meta(description="Default: business when business_details is given, else person")
+]
+# Canopy documents the field (default `unverified`) but not its values; its clients send `verified`. Its
+# business customers (controller, beneficial owners, business_classification_id) follow Dwolla's, whose
+# statuses are retry, document and suspended beside these: taken, so no such client is refused.
+VerificationStatus = Literal["unverified", "pending", "retry", "document", "verified", "failed", "suspended"]
+# Printable ASCII, not blank: what a passport's machine-readable zone can hold, with room for spacing.
+PassportNumber = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*" + END,
+        description="1-64 printable ASCII characters, not blank",
+    ),
+]
+# Free text: Canopy types it as a string (its clients send `llc`; Dwolla's values are soleProprietorship,
+# corporation, llc, partnership), so no list of ours would refuse a value Canopy takes.
+BusinessType = Annotated[RequiredText, msgspec.Meta(description="e.g. llc, corporation, partnership")]
+# A URL or a bare host (`www.example.com`, as forms take it): printable ASCII without spaces.
+Website = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=2048, pattern=r"^[\x21-\x7e]+" + END, description="A URL, printable ASCII, no spaces"
+    ),
+]
+
+
+class Passport(msgspec.Struct, kw_only=True):
+    number: PassportNumber  # kept only encrypted (store/passport.py)
+    country: CountryCode
+
+
+class PassportOut(msgspec.Struct):
+    number: str
+    country: str
+
+
+class BusinessController(msgspec.Struct, kw_only=True):
+    """The person who controls the business (Canopy's `controller`: a person's name and address fields).
+    Sent whole, so its own country decides its zip and state rules, on an update too."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES
+
+    name_prefix: Text255 | None = None
+    name_first: RequiredText
+    name_middle: Text255 | None = None
+    name_last: RequiredText
+    name_suffix: Text255 | None = None
+    title: Text255 | None = None
+    phone_number: PhoneE164 | None = None
+    address_line_one: RequiredText
+    address_line_two: Text255 | None = None
+    address_city: RequiredText
+    address_state: RequiredText
+    address_zip: RequiredText
+    address_country_code: CountryCode | None = None
+    ssn: SsnNumber | None = None  # kept only encrypted, like the customer's
+    passport: Passport | None = None
+
+
+class BusinessControllerOut(msgspec.Struct):
+    name_prefix: str | None
+    name_first: str
+    name_middle: str | None
+    name_last: str
+    name_suffix: str | None
+    title: str | None
+    phone_number: str | None
+    address_line_one: str
+    address_line_two: str | None
+    address_city: str
+    address_state: str
+    address_zip: str
+    address_country_code: str | None
+    ssn: str | None
+    passport: PassportOut | None
 
 
 class DuplicateWarning(msgspec.Struct):
@@ -291,6 +398,11 @@ class Customer(msgspec.Struct, omit_defaults=True):
     email: str
     date_of_birth: datetime.date
     business_details: BusinessDetailsOut | None
+    customer_type: CustomerType
+    verification_status: VerificationStatus
+    title: str | None
+    passport: PassportOut | None
+    customer_parent_id: str | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
     # Only on create/update answers, and only when the duplicate check found something.
@@ -383,8 +495,10 @@ TimeZoneName = Annotated[
 ]
 Count = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX, description="A number of billing cycles")]
 LateFeeCount = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
-# Percentages are numbers: Canopy's 6.2 means 6.2%. Bounded below only (a rate may pass 100%).
-Percent = Annotated[float, msgspec.Meta(ge=0)]
+# Percentages are numbers: Canopy's 6.2 means 6.2%. A rate may pass 100%, so the upper bound is only
+# there to make a number no ledger means (1e39) a 422, not a stored policy: 10,000% is past any APR a
+# lender charges (payday loans are quoted near 700%).
+Percent = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
 PromoMinPayType = Literal["AM", "NONE", "PERCENT_INTEREST", "PERCENT_PRINCIPAL"]
 
 
