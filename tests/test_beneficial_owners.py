@@ -8,6 +8,7 @@ import base64
 import datetime
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -508,3 +509,8 @@ async def test_a_keyed_create_is_replayed_and_made_once(api: ApiClient, pool: as
     assert refused_once.status_code == refused_twice.status_code == 422
     assert refused_twice.headers["Idempotent-Replayed"] == "true" and refused_twice.content == refused_once.content
     assert len(await rows(pool)) == 1
+
+
+def test_the_readme_sends_the_declared_example() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"-d '{json.dumps(examples.BENEFICIAL_OWNER, separators=(',', ':'))}'" in readme
