@@ -223,6 +223,13 @@ class World:
             models.OrganizationSettingsUpdate: {"duplicate_customer_policy": "warn"},
             # Not CLOSED: that is final, and the other bodies still need an account to change.
             models.AccountStatusUpdate: {"account_status": "SUSPENDED", "account_substatus": "FRAUD_REVIEW"},
+            # A person's fields of the customer, and the owner's own id.
+            models.BeneficialOwnerCreate: {
+                name: value
+                for name, value in customer.items()
+                if name in models.BeneficialOwnerCreate.__struct_fields__
+            }
+            | {"beneficial_owner_id": "bo-base"},
         }
 
     def url(self, path: str) -> str:

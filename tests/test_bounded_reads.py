@@ -28,6 +28,7 @@ import pytest
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.rules import accounts as account_rules
+from canopy_svc.rules import beneficial_owners as beneficial_owner_rules
 from canopy_svc.rules import customer_accounts as customer_account_rules
 from canopy_svc.rules import customers as customer_rules
 from canopy_svc.rules import products as product_rules
@@ -46,6 +47,7 @@ TABLES = [
     "cards",
     "link_search_terms",
 ]
+TABLES += ["beneficial_owners"]
 PLAN_MODES = ["force_custom_plan", "force_generic_plan"]
 BLOCK = 2000  # our customers before the other tenant's, and again after
 CURSORS = CursorCodec(b"bounded-reads-test-cursor-key-00")
@@ -290,7 +292,23 @@ async def tenants(api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool, no_a
             api.org_id,
             busy,
         )
+        # The busy customer's beneficial owners: 700 between another customer's of ours, another tenant's 800, 800 more.
+        await conn.execute(
+            """INSERT INTO beneficial_owners (org_id, customer_row_id, beneficial_owner_id, name_first, name_last,
+                   phone_number, address_line_one, address_city, address_state, address_zip, email, date_of_birth)
+               SELECT c.org_id, c.id, 'bo' || n, 'F', 'L', '+14155550100', '1 St', 'X', 'MD', '21201', 'b@x.com',
+                      '1990-01-01'
+               FROM generate_series(1, 3000) n JOIN customers c ON (c.org_id, c.customer_id) = (
+                   CASE WHEN n BETWEEN 1401 AND 2200 THEN $2::bigint ELSE $1::bigint END,
+                   CASE WHEN n BETWEEN 1401 AND 2200 THEN 'o3' WHEN n <= 1400 AND n % 2 = 0 THEN 'a4' ELSE 'a3' END)
+               ORDER BY n""",
+            api.org_id,
+            other_api.org_id,
+        )
         deep = {
+            "beneficial-owners": await conn.fetchval(
+                "SELECT id FROM beneficial_owners WHERE beneficial_owner_id = 'bo1399'"
+            ),
             "customers": await conn.fetchval(
                 "SELECT id FROM customers WHERE org_id = $1 AND customer_id = $2", api.org_id, f"a{BLOCK}"
             ),
@@ -396,6 +414,9 @@ def _listings(tenants: Tenants) -> dict[str, tuple[str, str, Listing]]:
 
     active, revolving = AccountFilter(account_status=("ACTIVE",)), AccountFilter(product_type=("REVOLVING",))
 
+    async def beneficial_owners(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
+        return await beneficial_owner_rules.list_page(conn, org_id, CURSORS, page, tenants.busy_customer, CIPHER)
+
     return {
         "GET /customers": ("customers", "customers", customers(None)),
         "GET /customers?search_parameters=smith": ("search", "customers", customers("smith")),
@@ -420,6 +441,11 @@ def _listings(tenants: Tenants) -> dict[str, tuple[str, str, Listing]]:
             "customer-accounts",
             f"customer-accounts:{tenants.busy_customer_row_id}",
             customer_accounts(AccountFilter(account_status=("ACTIVE",), product_type=("REVOLVING",))),
+        ),
+        "GET /customers/{id}/beneficial_owners": (
+            "beneficial-owners",
+            f"beneficial-owners:{tenants.busy_customer_row_id}",
+            beneficial_owners,
         ),
     }
 
@@ -462,7 +488,7 @@ async def test_a_page_deep_in_an_organization_reads_what_the_first_page_reads(
                     (tenants.ours, PageRequest(100, None, deep), 100),
                     (tenants.ours, PageRequest(1000, None, None), 1000),
                 ]
-                if not name.startswith("GET /customers/{id}/accounts"):
+                if not name.startswith("GET /customers/{id}/"):  # one customer's: the small tenant has none
                     pages.append((tenants.small, PageRequest(12, None, None), 12))
                 for org_id, page, limit in pages:
                     answer, reads = await reads_of(conn, partial(call, conn, org_id, page))

@@ -146,11 +146,13 @@ async def test_the_document_shows_the_declared_examples(anonymous: httpx.AsyncCl
     assert example("PATCH", "/customers/{customer_id}") == examples.CUSTOMER_UPDATE
     assert example("POST", "/products") == examples.PRODUCT
     assert example("POST", "/accounts") == examples.ACCOUNT
+    assert example("POST", "/customers/{customer_id}/beneficial_owners") == examples.BENEFICIAL_OWNER
     # The path ids /docs shows are those of the bodies, so its requests reach what they create.
     ids = {
         "customer_id": examples.CUSTOMER["customer_id"],
         "product_id": examples.PRODUCT["product_id"],
         "account_id": examples.ACCOUNT["account_id"],
+        "beneficial_owner_id": examples.BENEFICIAL_OWNER["beneficial_owner_id"],
     }
     shown = {
         (parameter["name"], parameter["example"])

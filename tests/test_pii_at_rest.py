@@ -245,6 +245,43 @@ async def test_no_passport_number_nor_controller_ssn_in_clear_anywhere(
     assert clear_text_in_logs(caplog.records, needles) == []
 
 
+async def test_no_beneficial_owner_ssn_in_clear_anywhere(
+    api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, item 3: an owner's SSN is sealed as a customer's is: in its table, in the answers kept
+    under an Idempotency-Key (which hold it: the API answers it), in the files and in the logs."""
+    caplog.set_level(logging.DEBUG)
+    (first, _), (_, second_digits), (third, _) = (new_ssn() for _ in range(3))
+    business = minimal_customer(
+        customer_id="biz-1", business_details={"doing_business_as": "Acme", "business_ein": "12-3456789"}
+    )
+    assert (await api.http.post("/customers", json=business)).status_code == 200
+    path = "/customers/biz-1/beneficial_owners"
+    owner = minimal_customer(name_first="Grace")
+    writes = [
+        ({**owner, "beneficial_owner_id": "bo-1", "ssn": first}, "k-bo-1"),
+        ({**owner, "beneficial_owner_id": "bo-2", "ssn": second_digits}, "k-bo-2"),
+        ({**owner, "beneficial_owner_id": "bo-1", "ssn": third}, "k-bo-3"),  # taken: a 409, its body kept too
+        ({**owner, "ssn": third}, None),
+    ]
+    for body, key in writes:
+        answer = await api.http.post(path, json=body, headers=keyed(key) if key else {})
+        assert answer.status_code in (200, 409), answer.text
+        assert (body["ssn"] in answer.text) == (answer.status_code == 200)
+        if key:
+            replay = await api.http.post(path, json=body, headers=keyed(key))
+            assert replay.headers["Idempotent-Replayed"] == "true" and replay.content == answer.content
+    listed = (await api.http.get(path)).json()["results"]
+    assert [o["ssn"] for o in listed] == [first, second_digits, third]  # answered as sent, read back sealed
+    assert await pool.fetchval("SELECT count(*) FROM beneficial_owners WHERE ssn_encrypted IS NOT NULL") == 3
+
+    needles = spellings(first, second_digits, third)
+    assert await clear_text_in_tables(pool, needles) == []
+    async with pool.acquire() as conn:
+        assert await clear_text_in_files(conn, needles) == []
+    assert clear_text_in_logs(caplog.records, needles) == []
+
+
 async def test_a_stored_answer_does_not_decrypt_in_another_row(
     api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:

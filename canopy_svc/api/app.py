@@ -23,7 +23,7 @@ from canopy_svc.api.authentication import AuthenticationMiddleware
 from canopy_svc.api.context import RequestContextMiddleware
 from canopy_svc.api.ratelimiting import RateLimiting, RateLimitMiddleware
 from canopy_svc.api.responses import error_response
-from canopy_svc.api.routes import accounts, auth, cards, customers, health, organization, products
+from canopy_svc.api.routes import accounts, auth, beneficial_owners, cards, customers, health, organization, products
 from canopy_svc.api.state import LifespanState, Resources, State
 from canopy_svc.core import supervision
 from canopy_svc.core.crypto import DataCipher
@@ -45,6 +45,7 @@ from canopy_svc.workers.cards import CardWorker, RetryPolicy
 ENDPOINTS: list[routing.Endpoint] = [
     *auth.endpoints,
     *customers.endpoints,
+    *beneficial_owners.endpoints,
     *products.endpoints,
     *accounts.endpoints,
     *cards.endpoints,

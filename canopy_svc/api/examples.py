@@ -28,8 +28,16 @@ CARD: dict[str, Any] = {"spend_limit": 100000, "lithic": {"type": "SINGLE_USE", 
 CARD_UPDATE: dict[str, Any] = {"state": "PAUSED"}
 ACCOUNT_STATUS: dict[str, Any] = {"account_status": "SUSPENDED", "account_substatus": "DELINQUENT"}
 ORGANIZATION_SETTINGS: dict[str, Any] = {"duplicate_customer_policy": "warn"}
+# An owner of the customer above's business.
+BENEFICIAL_OWNER: dict[str, Any] = {
+    "beneficial_owner_id": "bo-1", "name_first": "Alice", "name_last": "Trevino", "phone_number": "+14105556790",
+    "address_line_one": "14 Strawberry Road", "address_city": "Atlanta", "address_state": "GA",
+    "address_zip": "99999", "address_country_code": "US", "ssn": "777-77-7777", "email": "alice@protonmail.com",
+    "date_of_birth": "1960-03-01",
+}  # fmt: skip
 
 # The ids in paths /docs shows: those of the bodies above, so its requests reach what they create.
 PATH_IDS = {
     "customer_id": CUSTOMER["customer_id"], "account_id": ACCOUNT["account_id"], "product_id": PRODUCT["product_id"],
+    "beneficial_owner_id": BENEFICIAL_OWNER["beneficial_owner_id"],
 }  # fmt: skip

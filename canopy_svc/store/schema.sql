@@ -628,3 +628,41 @@ ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_ssn_encrypted bytea;
 ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_passport_number_encrypted bytea;
 ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_passport_country text
     CHECK (controller_passport_country ~ '^[A-Z]{2}$');
+
+-- Issue 11 (beneficial owners): the people who own or control a customer (a business), each with a
+-- person's fields as a customer has them, the SSN only AES-GCM encrypted (context "ssn") beside a keyed
+-- hash of its digits, as customers keep theirs (store/ssn.py). Deleted with their customer.
+CREATE TABLE IF NOT EXISTS beneficial_owners (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id               bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    customer_row_id      bigint NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    beneficial_owner_id  text NOT NULL CHECK (char_length(beneficial_owner_id) BETWEEN 1 AND 255),
+    name_prefix          text CHECK (char_length(name_prefix) <= 255),
+    name_first           text NOT NULL CHECK (char_length(name_first) BETWEEN 1 AND 255),
+    name_middle          text CHECK (char_length(name_middle) <= 255),
+    name_last            text NOT NULL CHECK (char_length(name_last) BETWEEN 1 AND 255),
+    name_suffix          text CHECK (char_length(name_suffix) <= 255),
+    phone_number         text NOT NULL CHECK (char_length(phone_number) <= 16),
+    address_line_one     text NOT NULL CHECK (char_length(address_line_one) BETWEEN 1 AND 255),
+    address_line_two     text CHECK (char_length(address_line_two) <= 255),
+    address_city         text NOT NULL CHECK (char_length(address_city) BETWEEN 1 AND 255),
+    address_state        text NOT NULL CHECK (char_length(address_state) BETWEEN 1 AND 255),
+    address_zip          text NOT NULL CHECK (char_length(address_zip) BETWEEN 1 AND 16),
+    address_country_code text CHECK (address_country_code ~ '^[A-Z]{2}$'),
+    ssn_encrypted        bytea,
+    ssn_hash             bytea,
+    email                text NOT NULL CHECK (char_length(email) <= 254),
+    date_of_birth        date NOT NULL,
+    -- Canopy names only `unverified` (every owner starts so); what verifies an owner is not ours yet.
+    verification_status  text NOT NULL DEFAULT 'unverified' CHECK (char_length(verification_status) BETWEEN 1 AND 64),
+    created_at           timestamptz(0) NOT NULL DEFAULT now(),
+    updated_at           timestamptz(0) NOT NULL DEFAULT now(),
+    -- The caller's id is unique per customer (two businesses may share an owner's id).
+    CONSTRAINT beneficial_owners_customer_owner_id_key UNIQUE (org_id, customer_row_id, beneficial_owner_id),
+    CONSTRAINT beneficial_owners_ssn_complete CHECK ((ssn_encrypted IS NULL) = (ssn_hash IS NULL))
+);
+-- A customer's owners in row id order, oldest first: the keyset of GET .../beneficial_owners.
+CREATE INDEX IF NOT EXISTS beneficial_owners_org_customer_id ON beneficial_owners (org_id, customer_row_id, id);
+-- What a customer's delete (its organization's, cascading) finds its owners by: without it, every
+-- customer deleted scans the table.
+CREATE INDEX IF NOT EXISTS beneficial_owners_customer_row_id ON beneficial_owners (customer_row_id);

@@ -15,6 +15,7 @@ from msgspec import UNSET, UnsetType
 
 from canopy_svc.wire.fields import (
     BIGINT_MAX,
+    CUSTOMER_ID_PATTERN,
     EARLIEST_BIRTH_DATE,
     NATIONAL_LENGTHS,
     NO_NUL,
@@ -892,3 +893,78 @@ class OrganizationSettingsUpdate(msgspec.Struct, kw_only=True):
 
 class OrganizationSettings(msgspec.Struct):
     duplicate_customer_policy: DuplicatePolicy
+
+
+# --- beneficial owners ----------------------------------------------------------------------------
+# Canopy's published client types a beneficial owner as its customer (BeneficialOwner extends Customer)
+# plus `beneficial_owner_id`: here, a person's fields of the customer, with the customer's field rules.
+
+BeneficialOwnerId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=255,
+        pattern=CUSTOMER_ID_PATTERN,
+        description="Your id for the beneficial owner (unique per customer); generated when absent.",
+    ),
+]
+if TYPE_CHECKING:
+    BeneficialOwnerIdRef = BeneficialOwnerId
+else:
+    BeneficialOwnerIdRef = BeneficialOwnerId | IntegerId  # 2300 is "2300", as every id in a body
+
+
+class BeneficialOwnerCreate(msgspec.Struct, kw_only=True):
+    """POST /customers/{customer_id}/beneficial_owners."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES
+
+    name_first: RequiredText
+    name_last: RequiredText
+    phone_number: PhoneE164
+    address_line_one: RequiredText
+    address_city: RequiredText
+    address_state: RequiredText
+    address_zip: RequiredText
+    email: EmailAddress
+    date_of_birth: BirthDate
+    beneficial_owner_id: BeneficialOwnerIdRef | None = None
+    name_prefix: Text255 | None = None
+    name_middle: Text255 | None = None
+    name_suffix: Text255 | None = None
+    address_line_two: Text255 | None = None
+    address_country_code: CountryCode | None = None
+    ssn: SsnNumber | None = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("beneficial_owner_id",))
+
+
+class BeneficialOwner(msgspec.Struct):
+    """A beneficial owner as answered: every field, unset optional ones as null."""
+
+    beneficial_owner_id: str
+    customer_id: str
+    name_prefix: str | None
+    name_first: str
+    name_middle: str | None
+    name_last: str
+    name_suffix: str | None
+    phone_number: str
+    address_line_one: str
+    address_line_two: str | None
+    address_city: str
+    address_state: str
+    address_zip: str
+    address_country_code: str | None
+    ssn: str | None  # as stored, as a customer's is answered
+    email: str
+    date_of_birth: datetime.date
+    verification_status: str  # `unverified` on create
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class BeneficialOwnerList(msgspec.Struct):
+    results: list[BeneficialOwner]
+    paging: Paging
