@@ -13,7 +13,7 @@ from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import customers as customer_store
-from canopy_svc.wire.errors import NotFound
+from canopy_svc.wire.errors import Conflict, NotFound
 from canopy_svc.wire.models import (
     AccountAssignment,
     CardDetails,
@@ -75,7 +75,11 @@ async def _link(
     account_row_id: int,
     customer_row_id: int,
     assignment: AccountAssignment | CustomerAssignment,
+    *,
+    closed_account: str | None = None,
 ) -> None:
+    """`closed_account`: the account's id when it is CLOSED, which is final: no new customer on it, and no new card (as
+    POST .../cards answers); an existing link's role and external id may still be changed."""
     config = assignment.customer_account_issuer_processor_config
     link_id, created = await account_store.upsert_link(
         conn,
@@ -87,10 +91,14 @@ async def _link(
         new_external_id=base62_id(24),
         card_config=card_config(config),
     )
+    if closed_account is not None and created:
+        raise Conflict(f"Account {closed_account} is CLOSED; a closed account gets no new customers")
     if config is None or config.lithic is None:
         return
     # A new link gets its card; an existing one only if it has none that is pending or issued.
     if created or all(card["status"] == "FAILED" for card in await card_store.of_links(conn, [link_id])):
+        if closed_account is not None:
+            raise Conflict(f"Account {closed_account} is CLOSED; a closed account gets no new cards")
         await queue_card(conn, org_id, link_id, spend_limit=config.spend_limit, lithic=config.lithic)
 
 
@@ -103,9 +111,14 @@ def _row_id(found: dict[str, int], wanted: str, kind: str) -> int:
 
 async def assign_accounts(conn: Conn, org_id: int, customer_row_id: int, assignments: list[AccountAssignment]) -> None:
     """`assign_to_accounts` of a customer: every account must be this organization's."""
-    found = await account_store.find_row_ids(conn, org_id, [a.account_id for a in assignments])
+    found = await account_store.find_live(conn, org_id, [a.account_id for a in assignments])
+    row_ids = {account_id: row_id for account_id, (row_id, _) in found.items()}
     for assignment in assignments:
-        await _link(conn, org_id, _row_id(found, assignment.account_id, "account"), customer_row_id, assignment)
+        row_id = _row_id(row_ids, assignment.account_id, "account")
+        closed = found[assignment.account_id][1] == "CLOSED"
+        await _link(
+            conn, org_id, row_id, customer_row_id, assignment, closed_account=assignment.account_id if closed else None
+        )
 
 
 async def assign_customers(conn: Conn, org_id: int, account_row_id: int, assignments: list[CustomerAssignment]) -> None:

@@ -73,15 +73,16 @@ async def insert(
     return row_id
 
 
-async def find_row_ids(conn: Conn, org_id: int, account_ids: Sequence[str]) -> dict[str, int]:
+async def find_live(conn: Conn, org_id: int, account_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """The live accounts among `account_ids`: account_id -> (row id, account_status)."""
     rows = await conn.fetch(
         # FOR SHARE: a delete or a close waits for the links (and cards) this request adds, and closes them.
-        """SELECT account_id, id FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])
+        """SELECT account_id, id, account_status FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])
                AND deleted_at IS NULL FOR SHARE""",
         org_id,
         list(account_ids),
     )
-    return {row["account_id"]: row["id"] for row in rows}
+    return {row["account_id"]: (row["id"], row["account_status"]) for row in rows}
 
 
 async def fetch_accounts(conn: Queryable, org_id: int, row_ids: Sequence[int]) -> list[asyncpg.Record]:
