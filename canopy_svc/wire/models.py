@@ -653,7 +653,11 @@ class AccountCreate(msgspec.Struct, kw_only=True):
     """POST /accounts: the product by product_id or by external_product_id (Canopy: either)."""
 
     json_schema_extra: ClassVar[dict[str, Any]] = {
-        "anyOf": [{"required": ["product_id"]}, {"required": ["external_product_id"]}]
+        # A null external_product_id names nothing: only a string stands in for product_id.
+        "anyOf": [
+            {"required": ["product_id"]},
+            {"required": ["external_product_id"], "properties": {"external_product_id": {"type": "string"}}},
+        ]
     }
 
     # Never null when sent (as when it was required); absent when the product is named by its external id.
