@@ -16,8 +16,18 @@ CUSTOMER: dict[str, Any] = {
                          "business_ein": "888-88-8888"},
 }  # fmt: skip
 CUSTOMER_UPDATE: dict[str, Any] = {"email": "miriam@example.com", "address_line_two": None}
+# With Canopy's policies, so /docs shows them and schemathesis stores one first.
 PRODUCT: dict[str, Any] = {
-    "product_id": "prod-1", "product_overview": {"product_name": "Card", "product_type": "REVOLVING"},
+    "product_id": "prod-1", "external_product_id": "ext-prod-1",
+    "product_overview": {"product_name": "Card", "product_type": "REVOLVING", "product_color": "#0000FF"},
+    "product_lifecycle_policies": {
+        "billing_cycle_policies": {"cycle_interval": "1 month", "cycle_due_interval": "25 days",
+                                   "product_time_zone": "America/New_York"},
+        "default_attributes": {"default_credit_limit_cents": 300000, "default_late_fee_cents": 2500},
+    },
+    "promotional_policies": {"promo_len": 6, "promo_min_pay_type": "PERCENT_PRINCIPAL",
+                             "promo_default_interest_rate_percent": 0, "promo_min_pay_percent": 2},
+    "post_promotional_policies": {"post_promo_len": 12, "post_promo_default_interest_rate_percent": 19.99},
 }  # fmt: skip
 # The customer above on the product above.
 ACCOUNT: dict[str, Any] = {
