@@ -31,4 +31,6 @@ ORGANIZATION_SETTINGS: dict[str, Any] = {"duplicate_customer_policy": "warn"}
 # The ids in paths /docs shows: those of the bodies above, so its requests reach what they create.
 PATH_IDS = {
     "customer_id": CUSTOMER["customer_id"], "account_id": ACCOUNT["account_id"], "product_id": PRODUCT["product_id"],
+    # Made by the server (sub_ and evt_ with 24 base62): these stand for one.
+    "subscription_id": "sub_4Xq1mJ0bR7cT2vN8kP5sL3wZ", "event_id": "evt_9Hd2pL6qW1zK8mR3tY0nB5vC",
 }  # fmt: skip

@@ -81,7 +81,10 @@ def build_document(
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         responses: dict[str, Any] = {
-            "200": {"description": "OK", "content": {"application/json": {"schema": refs[op.response]}}}
+            str(op.status): {
+                "description": "Created" if op.status == 201 else "OK",
+                "content": {"application/json": {"schema": refs[op.response]}},
+            }
         }
         # A bad query parameter (a limit that is not a number, a forged cursor) is a 400 too.
         extra = (*((400,) if op.query else ()), *((400, 413, 415, 422) if op.request else ()))

@@ -15,7 +15,7 @@ from msgspec import UNSET
 from canopy_svc.core.dbtypes import Conn, Queryable, Row
 from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway, Issuer
-from canopy_svc.rules import links
+from canopy_svc.rules import events, links
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
@@ -148,6 +148,7 @@ async def begin_card_change(
     change_id = str(uuid.uuid4())
     if issuer.simulated:
         updated = await card_store.set_state(conn, card["id"], state=state, spend_limit=spend_limit)
+        await events.record_card_event(conn, events.card_change_type(state), updated)
         return CardChange(
             card["id"], change_id, card["token"], None, fields, state, spend_limit, done=card_from_record(updated)
         )
@@ -187,6 +188,7 @@ async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard)
     updated = await card_store.finish_change(
         conn, change.card_id, change.change_id, state=issued.state, spend_limit=change.spend_limit
     )
+    await events.record_card_event(conn, events.card_change_type(issued.state), updated)
     # None: our lease ran out and another request or the worker took the change over; it records it.
     return card_from_record(updated if updated is not None else await card_store.fetch_card(conn, change.card_id))
 

@@ -167,11 +167,14 @@ async def claim_due(conn: Queryable, *, limit: int, lease_seconds: float) -> lis
     )
 
 
-async def mark_issued(conn: Queryable, card_id: int, *, token: str, last_four: str, state: str) -> None:
-    await conn.execute(
-        """UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, error = NULL,
+async def mark_issued(
+    conn: Queryable, card_id: int, *, token: str, last_four: str, state: str
+) -> asyncpg.Record | None:
+    """The card as issued; None when it was not PENDING any more (another worker recorded it)."""
+    return await conn.fetchrow(
+        f"""UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, error = NULL,
                updated_at = now()
-           WHERE id = $1 AND status = 'PENDING'""",
+           WHERE id = $1 AND status = 'PENDING' RETURNING {CARD_COLUMNS}""",
         card_id,
         token,
         last_four,
@@ -179,9 +182,10 @@ async def mark_issued(conn: Queryable, card_id: int, *, token: str, last_four: s
     )
 
 
-async def mark_failed(conn: Queryable, card_id: int, error: str) -> None:
-    await conn.execute(
-        "UPDATE cards SET status = 'FAILED', error = $2, updated_at = now() WHERE id = $1 AND status = 'PENDING'",
+async def mark_failed(conn: Queryable, card_id: int, error: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"""UPDATE cards SET status = 'FAILED', error = $2, updated_at = now() WHERE id = $1 AND status = 'PENDING'
+            RETURNING {CARD_COLUMNS}""",
         card_id,
         error,
     )
