@@ -12,40 +12,20 @@ from typing import Any
 import asyncpg
 from msgspec import UNSET
 
-from canopy_svc.core.dbtypes import Conn, Queryable, Row
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import events, links
+from canopy_svc.rules.card_items import card_from_record
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import organizations as organization_store
 from canopy_svc.wire.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
-from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate, LithicCardDetails
+from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
 
 CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)
-
-
-def card_from_record(record: Row) -> CardDetails:
-    """The card item every route answers: the flat fields and the same values nested under `lithic`."""
-    return CardDetails(
-        status=record["status"],
-        token=record["token"],
-        last_four=record["last_four"],
-        state=record["state"],
-        type=record["card_type"],
-        memo=record["memo"],
-        spend_limit=record["spend_limit"],
-        error=record["error"],
-        lithic=LithicCardDetails(
-            type=record["card_type"],
-            state=record["state"],
-            token=record["token"],
-            last_four=record["last_four"],
-            memo=record["memo"],
-        ),
-    )
 
 
 async def cards_of_links(conn: Queryable, link_ids: Sequence[int]) -> dict[int, list[CardDetails]]:

@@ -9,6 +9,7 @@ import asyncpg
 import msgspec
 
 from canopy_svc.core.dbtypes import Conn, Queryable, Row
+from canopy_svc.rules.card_items import card_from_record
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import base62_id
 from canopy_svc.rules.paging import PageRequest, keyset_page
@@ -60,8 +61,6 @@ async def record_card_event(conn: Conn, event_type: str, card: Row | None) -> No
     in the organization of the card's link."""
     if card is None:
         return
-    from canopy_svc.rules.cards import card_from_record  # rules.cards imports rules.links, which imports this
-
     link = await store.link_summary(conn, card["link_id"])
     item = msgspec.structs.asdict(card_from_record(card))
     await record_event(
