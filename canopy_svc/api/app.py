@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                     policy=DeliveryPolicy(
                         base_seconds=settings.webhook_retry_base_seconds,
                         max_attempts=settings.webhook_max_attempts,
-                        lease_seconds=max(60.0, 3 * settings.webhook_timeout_seconds),
+                        lease_seconds=settings.webhook_lease_seconds,
                     ),
                     per_subscription=settings.webhook_concurrency,
                 )

@@ -128,6 +128,8 @@ class Settings:
     webhook_max_attempts: int = _env("CANOPY_SVC_WEBHOOK_MAX_ATTEMPTS", 12, int)
     # For a whole delivery (connect, send, answer); the lease of a delivery in flight is longer.
     webhook_timeout_seconds: float = _env("CANOPY_SVC_WEBHOOK_TIMEOUT_SECONDS", 10.0, float)
+    # How long a delivery in flight is held before another process may send it again (its sender died).
+    webhook_lease_seconds: float = _env("CANOPY_SVC_WEBHOOK_LEASE_SECONDS", 60.0, float)
     # Deliveries of one subscription in flight at once, per process: a slow receiver holds no more.
     webhook_concurrency: int = _env("CANOPY_SVC_WEBHOOK_CONCURRENCY", 4, int)
     # Hosts (or host:port) a webhook_url may name wherever they resolve, plain http allowed to loopback
@@ -153,6 +155,11 @@ class Settings:
             )
         LithicHosts.from_entries(self.lithic_allowed_hosts)  # a malformed entry raises here
         WebhookHosts.from_entries(self.webhook_allowed_hosts)
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError(
+                f"{variable(Settings, 'webhook_lease_seconds')} must be longer than "
+                f"{variable(Settings, 'webhook_timeout_seconds')}: a slow delivery would be sent twice at once"
+            )
         if self.webhook_max_attempts < 1 or self.webhook_concurrency < 1 or self.webhook_retry_base_seconds <= 0:
             raise ValueError(
                 f"{variable(Settings, 'webhook_max_attempts')} and {variable(Settings, 'webhook_concurrency')} "
