@@ -47,8 +47,10 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
-def make_delivery_worker(pool: asyncpg.Pool, dsn: str | None, *, max_attempts: int = 5) -> DeliveryWorker:
-    client = WebhookClient(WebhookHosts.from_entries(ALLOWED), timeout=TIMEOUT_SECONDS)
+def make_delivery_worker(
+    pool: asyncpg.Pool, dsn: str | None, *, max_attempts: int = 5, timeout: float = TIMEOUT_SECONDS
+) -> DeliveryWorker:
+    client = WebhookClient(WebhookHosts.from_entries(ALLOWED), timeout=timeout)
     policy = DeliveryPolicy(base_seconds=BASE_SECONDS, max_attempts=max_attempts, lease_seconds=10)
     return DeliveryWorker(pool, dsn, client, DataCipher(TEST_DATA_KEY), policy=policy, idle_seconds=5)
 
@@ -336,6 +338,31 @@ async def test_a_slow_receiver_does_not_hold_back_the_others(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await worker.client.aclose()
+
+
+async def test_a_subscription_never_has_more_than_its_slots_in_flight(
+    api: ApiClient, receiver: Receiver, pool: asyncpg.Pool
+) -> None:
+    """A claim counts what the process already has in flight: with two of the four slots taken it
+    takes two more, not four (else one slow receiver would hold up to twice its share)."""
+    worker = make_delivery_worker(pool, None, timeout=9)  # a held POST must not time out meanwhile
+    receiver.hold_after = 2  # the first two answered at once, every later one held unanswered
+    await subscribe(api, receiver.url())
+    for n in range(20):
+        await create_customer(api, f"c-{n}")
+    try:
+        assert await worker.claim() == worker.per_subscription
+        await wait_for(lambda: len(receiver.holding()) == 2 and len(worker._tasks) == 2, "two held, two done")
+        assert await worker.claim() == worker.per_subscription - 2
+        assert await worker.claim() == 0
+        await wait_for(lambda: len(receiver.holding()) == worker.per_subscription, "the slots at the receiver")
+        receiver.release()
+        await worker.drain()
+    finally:
+        receiver.release()
+        await worker.client.aclose()
+    assert await pool.fetchval("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'") == 20
+    assert len({r.webhook_id for r in receiver.received}) == 20
 
 
 async def test_the_address_is_checked_when_it_is_dialled() -> None:

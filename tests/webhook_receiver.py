@@ -25,6 +25,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float  # time.monotonic() on arrival
+    peer_port: int = 0  # the sender's local port: which process sent it (tests/test_webhook_faults.py)
 
     @property
     def json(self) -> Any:
@@ -44,12 +45,18 @@ class Reply:
 
 
 class Receiver:
-    """Answers each POST with the next scripted Reply (then `default`), and keeps what it received."""
+    """Answers each POST with the next scripted Reply (then `default`), and keeps what it received.
+
+    With `hold_after` set, every POST after that many is held unanswered (`held`) until release(): a
+    test sees exactly what each sender has in flight at once."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.script: deque[Reply] = deque()
         self.default = Reply()
+        self.hold_after: int | None = None
+        self.held: list[Received] = []
+        self._released = threading.Event()
         self._lock = threading.Lock()
         receiver = self
 
@@ -57,11 +64,18 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                got = Received(self.path, headers, body, time.monotonic(), self.client_address[1])
                 with receiver._lock:
-                    receiver.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
-                    )
+                    receiver.received.append(got)
                     reply = receiver.script.popleft() if receiver.script else receiver.default
+                    hold = receiver.hold_after is not None and len(receiver.received) > receiver.hold_after
+                    if hold:
+                        receiver.held.append(got)
+                if hold:
+                    receiver._released.wait(BOUND_SECONDS)  # bounded: a test that never releases ends anyway
+                    with receiver._lock:
+                        receiver.held.remove(got)
                 if reply.delay:
                     time.sleep(reply.delay)
                 try:
@@ -86,15 +100,32 @@ class Receiver:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_address[1]
+        return port
+
     def url(self, path: str = "/hooks") -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+        return f"http://127.0.0.1:{self.port}{path}"
 
     def at(self, path: str) -> list[Received]:
         with self._lock:
             return [r for r in self.received if r.path == path]
+
+    def holding(self) -> list[Received]:
+        """The POSTs held unanswered right now."""
+        with self._lock:
+            return list(self.held)
+
+    def release(self) -> None:
+        """Answers what is held, and holds nothing after."""
+        with self._lock:
+            self.hold_after = None
+        self._released.set()
 
 
 async def wait_for(predicate: Callable[[], bool], what: str, bound: float = BOUND_SECONDS) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -86,20 +86,24 @@ async def replay_failed(conn: Queryable, org_id: int, *, batch: int = 1000) -> i
 
 
 async def claim_due(
-    conn: Queryable, *, limit: int, per_subscription: int, busy: Sequence[int], lease_seconds: float
+    conn: Queryable, *, limit: int, per_subscription: int, in_flight: Mapping[int, int], lease_seconds: float
 ) -> list[asyncpg.Record]:
     """Leases due pending deliveries: SKIP LOCKED so two workers never take the same one, next_attempt_at
-    pushed past the lease so one whose worker died is tried again. At most `per_subscription` of one
-    subscription per claim, and none of the `busy` ones (at their limit in this process), so a burst
-    for one slow receiver cannot fill every slot."""
+    pushed past the lease so one whose worker died is tried again. Of one subscription, no more than
+    `per_subscription` minus what this process already has `in_flight` of it (by subscription row id),
+    so a burst for one slow receiver cannot fill every slot, nor go past its own."""
+    subscriptions = list(in_flight)
     return await conn.fetch(
         """WITH candidates AS (
-               SELECT id, subscription_row_id FROM webhook_deliveries
-               WHERE state = 'pending' AND next_attempt_at <= now()
-                 AND subscription_row_id <> ALL($4::bigint[])
-               ORDER BY next_attempt_at LIMIT $1 * 4 FOR UPDATE SKIP LOCKED
+               SELECT d.id, d.subscription_row_id FROM webhook_deliveries d
+               WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+                 AND d.subscription_row_id <> ALL(
+                     SELECT f.sub FROM unnest($4::bigint[], $5::int[]) AS f(sub, n) WHERE f.n >= $2)
+               ORDER BY d.next_attempt_at LIMIT $1 * 4 FOR UPDATE SKIP LOCKED
            ), ranked AS (
-               SELECT id, row_number() OVER (PARTITION BY subscription_row_id ORDER BY id) AS n FROM candidates
+               SELECT c.id, row_number() OVER (PARTITION BY c.subscription_row_id ORDER BY c.id)
+                          + coalesce(f.n, 0) AS n
+               FROM candidates c LEFT JOIN unnest($4::bigint[], $5::int[]) AS f(sub, n) ON f.sub = c.subscription_row_id
            ), chosen AS (
                SELECT id FROM ranked WHERE n <= $2 ORDER BY id LIMIT $1
            )
@@ -113,7 +117,8 @@ async def claim_due(
         limit,
         per_subscription,
         lease_seconds,
-        list(busy),
+        subscriptions,
+        [in_flight[sub] for sub in subscriptions],
     )
 
 

@@ -94,12 +94,11 @@ class DeliveryWorker:
         free = self.max_in_flight - len(self._tasks)
         if free <= 0:
             return 0
-        busy = [sub for sub, count in self._in_flight.items() if count >= self.per_subscription]
         claimed = await store.claim_due(
             self.pool,
             limit=free,
             per_subscription=self.per_subscription,
-            busy=busy,
+            in_flight=dict(self._in_flight),  # a copy: deliveries finishing meanwhile change the Counter
             lease_seconds=self.policy.lease_seconds,
         )
         for delivery in claimed:
