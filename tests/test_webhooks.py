@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -430,9 +431,82 @@ async def test_retention_purges_old_events_and_finished_deliveries(
     assert await pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
 
 
+WEBHOOK_URL_CANDIDATES = [
+    "https://hooks.example.com/x?a=1",
+    "HTTPS://Hooks.Example.COM:0443/a/b/?q=/x?y",
+    "https://hooks.example.com:65535",
+    "https://hooks.example.com:65536",
+    "https://hooks.example.com:0",
+    "https://hooks.example.com:00000",
+    "https://hooks.example.com:000001",
+    "https://hooks.example.com:/x",
+    "https://-.",
+    "https://8.8.8.8/x",  # an address, public or not, is refused: name the host
+    "https://10.0.0.1",
+    "https://256.1.1.1",  # no IPv4 address: a name, checked when dialled
+    "https://01.2.3.4",
+    "https://127.1",
+    "https://1.2.3.4.",
+    "https://1.2.3.4.example.com",
+    "https://[2606:4700::1111]/x",
+    "https://[::1]:8080",
+    "https://[:::]",
+    "https://localhost",
+    "https://LOCALHOST:443/",
+    "https://a.b.LocalHost",
+    "https://.localhost",
+    "https://notlocalhost",
+    "https://localhost.example.com",
+    "https://localhost./x",
+    "http://hooks.example.com",
+    "http://127.0.0.1:8080/x",
+    "http://127.0.0.1:08080/x",
+    "http://127.0.0.1",
+    "https://127.0.0.1",
+    "http://localhost:80/",
+    "http://LOCALHOST",
+    "https://fake.example:8443/x",
+    "https://fake.example",
+    "http://fake.example:8443",
+    "http://[::1]:5/x",
+    "http://[0:0:0:0:0:0:0:1]:5",  # the server takes every spelling; the document says the canonical one
+    "https://user@hooks.example.com/",
+    "https://hooks.example.com/a b",
+    "https://hooks.example.com/#f",
+    "ftp://hooks.example.com/",
+    "https://hooks.example.com/\n",
+    "https://hooks.example.com\n",
+]
+
+
+@pytest.mark.parametrize("entries", [(), ("127.0.0.1:8080", "localhost", "fake.example:8443", "[::1]")])
+def test_the_documents_webhook_url_pattern_is_the_servers_rule(entries: tuple[str, ...]) -> None:
+    """The OpenAPI document states WebhookHosts.problem whole, for the operator's hosts as they are set
+    (schemathesis then holds the server to it: what the pattern allows is accepted, the rest refused)."""
+    from canopy_svc.api import openapi
+    from canopy_svc.api.app import ENDPOINTS
+
+    hosts = WebhookHosts.from_entries(entries)
+    schema = openapi.build_document(ENDPOINTS, webhook_hosts=hosts)["components"]["schemas"]["SubscriptionCreate"]
+    patterns = {schema["properties"]["webhook_url"]["pattern"]}
+    patterns |= {s["pattern"] for s in schema["properties"]["failure_notification_endpoint"]["anyOf"] if "pattern" in s}
+    (pattern,) = patterns
+    assert "x-webhook-url" not in json.dumps(schema)
+    for url in WEBHOOK_URL_CANDIDATES:
+        if url == "http://[0:0:0:0:0:0:0:1]:5" and entries:
+            continue
+        # SubscriptionCreate's own pattern (a scheme and printable ASCII), then the server's rule.
+        enforced = re.fullmatch(r"[Hh][Tt][Tt][Pp][Ss]?://[!-~]+", url) is not None and hosts.problem(url) is None
+        assert (re.search(pattern, url) is not None) == enforced, url
+
+
 def test_the_hosts_refuse_what_they_should() -> None:
     hosts = WebhookHosts.from_entries(ALLOWED)
     assert hosts.problem("http://127.0.0.1:8080/x") is None  # the operator's loopback, plain http
     assert hosts.problem("https://hooks.example.com/x?a=1") is None
     assert hosts.problem("http://127.0.0.2/x") is not None
     assert WebhookHosts().problem("http://127.0.0.1/x") is not None
+    # An address literal is refused even when public: a receiver is named (its certificate names it),
+    # and the address a name resolves to is checked when it is dialled.
+    assert WebhookHosts().problem("https://8.8.8.8/x") == "must name its host (not an IP address or localhost)"
+    assert WebhookHosts().problem("https://[2606:4700::1111]/x") is not None

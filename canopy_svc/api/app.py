@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     settings = settings or Settings.from_env()
     cipher = DataCipher(settings.data_key)
     lithic_hosts = LithicHosts.from_entries(settings.lithic_allowed_hosts)
+    webhook_hosts = WebhookHosts.from_entries(settings.webhook_allowed_hosts)
     resources = Resources(
         settings=settings,
         tokens=TokenAuthority(
@@ -127,9 +128,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
         lithic_hosts=lithic_hosts,
         cursors=CursorCodec(hmac.new(settings.jwt_secret.encode(), b"paging cursors", hashlib.sha256).digest()),
         recent_secrets=RecentSecrets(),
-        webhooks=WebhookClient(
-            WebhookHosts.from_entries(settings.webhook_allowed_hosts), timeout=settings.webhook_timeout_seconds
-        ),
+        webhooks=WebhookClient(webhook_hosts, timeout=settings.webhook_timeout_seconds),
     )
     given = None if pool is None else State(resources, pool, RateLimiting(settings, pool))
 
@@ -219,7 +218,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 )
             yield {"canopy": State(resources, opened, rate_limiting, gate=gate, background=background)}
 
-    served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts)]
+    served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts, webhook_hosts=webhook_hosts)]
     return CanopyApp(
         resources,
         given,

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from canopy_svc.issuers.egress import DestinationRefused, GuardedTransport, is_public_address
+from canopy_svc.issuers.egress import DestinationRefused, GuardedTransport
 from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
+from canopy_svc.wire.patterns import END, any_case
 
 ALLOWED_HOSTS_ENV = "CANOPY_SVC_WEBHOOK_ALLOWED_HOSTS"
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
@@ -96,19 +97,51 @@ class WebhookHosts:
         return self.operator.trusts(host, port)
 
     def problem(self, url: str) -> str | None:
-        """Why a tenant's URL may not be used (a message for the tenant), or None."""
+        """Why a tenant's URL may not be used (a message for the tenant), or None. url_pattern() states
+        the same rule for the OpenAPI document: change both together."""
         matched = _URL.fullmatch(url)
         if matched is None:
             return "must be an absolute https URL: scheme, host, optional port, path and query, nothing else"
-        scheme, host = matched["scheme"].lower(), matched["host"].lower().strip("[]")
+        scheme, raw_host = matched["scheme"].lower(), matched["host"].lower()
+        host = raw_host.strip("[]")
         port = int(matched["port"]) if matched["port"] else (443 if scheme == "https" else 80)
         if not 0 < port < 65536:
             return "must have a port between 1 and 65535"
         if scheme == "http" and not (self.trusts(host, port) and _is_loopback(host)):
             return "must use https"
-        if not self.trusts(host, port) and _is_internal_literal(host):
-            return "must not point at a loopback, private or link-local address"
+        if not self.trusts(host, port) and (raw_host.startswith("[") or _is_ipv4(host) or _is_localhost(host)):
+            return "must name its host (not an IP address or localhost)"
         return None
+
+    def url_pattern(self) -> str:
+        """What problem() accepts, as one ECMA/Python regex: https (any case) to a name that is neither an
+        IPv4 literal nor localhost, on a port of 1..65535 (leading zeros allowed), with problem()'s path
+        and query; or the operator's hosts, with http too where loopback. An operator's IPv6 host is
+        spelled in its canonical form only (the server takes every spelling of the address)."""
+        name = rf"(?!{_IPV4}{_HOST_END})(?!(?:[A-Za-z0-9.-]*\.)?{any_case('localhost')}{_HOST_END})[A-Za-z0-9.-]+"
+        origins = [f"{any_case('https')}://{name}(?::{_PORT})?"]
+        for host, allowed in sorted(self.operator.operator, key=lambda entry: (entry[0], entry[1] or 0)):
+            spelled = rf"\[{host}\]" if ":" in host else any_case(host)
+            schemes = ("https", "http") if _is_loopback(host) else ("https",)
+            for scheme in schemes:
+                default = 443 if scheme == "https" else 80
+                if allowed is None:
+                    port = f"(?::{_PORT})?"
+                else:
+                    spelled_port = f":0{{0,{5 - len(str(allowed))}}}{allowed}"
+                    port = f"(?:{spelled_port})?" if allowed == default else spelled_port
+                origins.append(f"{any_case(scheme)}://{spelled}{port}")
+        return f"^(?:{'|'.join(origins)}){_REST}{END}"
+
+
+# url_pattern's pieces, as _URL and problem() read a URL.
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = rf"(?:{_OCTET}\.){{3}}{_OCTET}"  # what ipaddress reads as IPv4: no leading zeros
+_HOST_END = "(?:[:/?]|$)"
+_PORT = (
+    "(?=[0-9]{1,5}(?![0-9]))0*(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+)
+_REST = r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?"
 
 
 def _is_loopback(host: str) -> bool:
@@ -118,14 +151,15 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _is_internal_literal(host: str) -> bool:
-    """An address literal or `localhost` that is not public (a name is checked when it is dialled)."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+def _is_ipv4(host: str) -> bool:
     try:
-        return not is_public_address(ipaddress.ip_address(host))
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
     except ValueError:
-        return False
+        return False  # a name ("127.1" and "0x7f.1" too): its address is checked when it is dialled
+
+
+def _is_localhost(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost")
 
 
 @dataclass(frozen=True)

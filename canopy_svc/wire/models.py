@@ -547,9 +547,16 @@ EventType = Literal[
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
-# rules/webhooks.py checks the whole rule (https, no userinfo, an allowed host); the type says its shape.
+# rules/webhooks.py checks the whole rule (WebhookHosts.problem: https, a named host, the operator's
+# hosts); openapi.py states it as the document's pattern (WebhookHosts.url_pattern), settings included.
 WebhookUrl = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+" + END)
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+" + END,
+        extra_json_schema={"x-webhook-url": True},
+    ),
 ]
 
 
