@@ -244,6 +244,53 @@ async def test_retries_500_429_and_a_timeout_then_delivers_with_one_webhook_id_a
     assert row["attempts"] == 4 and row["last_status"] == 200
 
 
+async def test_a_429s_retry_after_is_honoured(
+    api: ApiClient, receiver: Receiver, worker: DeliveryWorker, pool: asyncpg.Pool
+) -> None:
+    """The backoff after a first try is at most BASE_SECONDS; a 429 asking for 2 s gets no try sooner."""
+    wait = 2
+    receiver.script.extend([Reply(429, headers={"Retry-After": str(wait)}), Reply(200)])
+    await subscribe(api, receiver.url())
+    await create_customer(api, "c-1")
+    await wait_for(lambda: len(receiver.received) == 2, "the try after the 429")
+    first, second = receiver.received
+    assert first.webhook_id == second.webhook_id
+    assert second.at - first.at >= wait
+    row = await wait_row(pool, "delivered")
+    assert row["attempts"] == 2
+
+
+def test_retry_after_is_read_as_rfc_9110_writes_it() -> None:
+    from email.utils import formatdate
+
+    from canopy_svc.issuers.webhooks import retry_after_seconds
+
+    now = 1_800_000_000.0
+    assert retry_after_seconds("120") == 120.0 and retry_after_seconds(" 3 ") == 3.0
+    assert retry_after_seconds(formatdate(now + 10, usegmt=True), now=now) == 10.0
+    assert retry_after_seconds(formatdate(now - 10, usegmt=True), now=now) == 0.0  # a date gone: now
+    for unreadable in (None, "", "-1", "1.5", "soon", "\u0662", "9" * 11):
+        assert retry_after_seconds(unreadable) is None, unreadable
+
+
+def test_retry_after_is_bounded_by_the_longest_backoff() -> None:
+    policy = DeliveryPolicy(base_seconds=1.0, max_attempts=12)
+    assert policy.delay(1, retry_after=10**9) == policy.max_backoff == 600.0  # a receiver cannot park it for ever
+    assert policy.delay(1, retry_after=5.0) >= 5.0
+    assert 0.5 <= policy.delay(1, retry_after=0.0) <= 1.0  # sooner than the backoff: the backoff
+    assert 0.5 <= policy.delay(1) <= 1.0
+
+
+async def test_retry_after_counts_only_on_429_and_503(receiver: Receiver) -> None:
+    client = WebhookClient(WebhookHosts.from_entries(ALLOWED), timeout=TIMEOUT_SECONDS)
+    receiver.script.extend([Reply(status, headers={"Retry-After": "7"}) for status in (429, 503, 500, 200)])
+    try:
+        answers = [await client.post(receiver.url(), "whsec_" + "A" * 44, "evt_1", b"{}") for _ in range(4)]
+    finally:
+        await client.aclose()
+    assert [a.retry_after for a in answers] == [7.0, 7.0, None, None]
+
+
 async def wait_row(pool: asyncpg.Pool, state: str) -> asyncpg.Record:
     async def settled() -> asyncpg.Record | None:
         row: asyncpg.Record | None = await pool.fetchrow("SELECT * FROM webhook_deliveries WHERE state = $1", state)

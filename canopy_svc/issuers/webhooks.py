@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import email.utils
 import hashlib
 import hmac
 import ipaddress
@@ -37,6 +39,9 @@ ALLOWED_HOSTS_ENV = "CANOPY_SVC_WEBHOOK_ALLOWED_HOSTS"
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 SECRET_BYTES = 32
 MAX_KEPT_ANSWER = 4096
+# The answers whose Retry-After says when to try again (RFC 9110 section 10.2.3).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+_DELAY_SECONDS = re.compile(r"[0-9]{1,10}")
 
 # Scheme, host, port, path and query; no userinfo ("https://good@127.0.0.1/"), fragment, backslash or
 # space, on which URL parsers disagree about the host.
@@ -162,13 +167,32 @@ def _is_localhost(host: str) -> bool:
     return host == "localhost" or host.endswith(".localhost")
 
 
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """The wait a Retry-After header asks for (delay-seconds, or an HTTP-date), None when there is none
+    or it cannot be read. Not bounded here: the delivery policy bounds it."""
+    if value is None:
+        return None
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": an HTTP-date is in GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
 @dataclass(frozen=True)
 class Answer:
-    """What a receiver answered: its status (None: no answer) and the start of its body."""
+    """What a receiver answered: its status (None: no answer), the start of its body, and the wait its
+    Retry-After asked for (429 and 503 only)."""
 
     status: int | None
     body: str
     error: str | None = None
+    retry_after: float | None = None
 
     @property
     def delivered(self) -> bool:
@@ -221,7 +245,10 @@ class WebhookClient:
                     kept += chunk[: MAX_KEPT_ANSWER - len(kept)]
                     if len(kept) >= MAX_KEPT_ANSWER:
                         break  # the rest is not read: closing the stream drops the connection
-                return Answer(response.status_code, kept.decode("utf-8", "replace"))
+                retry_after = None
+                if response.status_code in RETRY_AFTER_STATUSES:
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
+                return Answer(response.status_code, kept.decode("utf-8", "replace"), retry_after=retry_after)
         except DestinationRefused:
             return Answer(None, "", "the webhook_url resolves to an address that is not public")
         except (TimeoutError, httpx.TimeoutException):

@@ -6,8 +6,9 @@ At least once, whatever happens in between, and never a storm:
   workers never POST it at once, and one whose worker died (a SIGKILL mid-POST) is posted again once
   the lease runs out; every try carries the event's id as `webhook-id`, for the receiver to dedup;
 - a receiver answering anything but 2xx, timing out or refusing the connection is tried again after an
-  exponential backoff with jitter (DeliveryPolicy), up to max_attempts; then the delivery is failed,
-  kept for replay, and the subscription's failure_notification_endpoint is told;
+  exponential backoff with jitter (DeliveryPolicy), or after the Retry-After of its 429 or 503 if that
+  is later (bounded by the longest backoff), up to max_attempts; then the delivery is failed, kept for
+  replay, and the subscription's failure_notification_endpoint is told;
 - at most `per_subscription` deliveries of one subscription are in flight in a process, so one slow
   receiver holds a few of the `max_in_flight` slots, never all of them.
 It wakes on NOTIFY when a delivery is committed or requeued, and otherwise sleeps until the next one
@@ -51,9 +52,18 @@ class DeliveryPolicy:
     max_attempts: int = 12
     lease_seconds: float = 60.0
 
-    def delay(self, attempts: int) -> float:
-        backoff: float = min(self.base_seconds * 2 ** max(attempts - 1, 0), self.base_seconds * 600)
-        return backoff * random.uniform(0.5, 1.0)  # jitter: deliveries that failed together spread out
+    @property
+    def max_backoff(self) -> float:
+        return self.base_seconds * 600
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        """The wait before the next try. A receiver's Retry-After is honoured (never sooner) up to the
+        longest backoff, so a receiver cannot park a delivery past the schedule's day."""
+        backoff: float = min(self.base_seconds * 2 ** max(attempts - 1, 0), self.max_backoff)
+        jittered = backoff * random.uniform(0.5, 1.0)  # jitter: deliveries that failed together spread out
+        if retry_after is None:
+            return jittered
+        return max(jittered, min(retry_after, self.max_backoff))
 
 
 def compact_data(stored: str) -> bytes:
@@ -158,7 +168,7 @@ class DeliveryWorker:
             if failed and delivery["failure_notification_endpoint"]:
                 await self._tell_failure(delivery, secret, answer)
             return
-        delay = self.policy.delay(attempts)
+        delay = self.policy.delay(attempts, answer.retry_after)
         log.info("delivery will be retried", extra={**fields, "delay_s": round(delay, 3)})
         await store.retry_later(
             self.pool,
