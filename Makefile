@@ -30,7 +30,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)  ## pgbench ceiling, then wrk on three data shapes (1M unique, 1M repeated, fresh), access log on, targets PASS/FAIL; ~15 min; see BENCHMARKS.md
+bench: $(BENCH_STAMP)  ## pgbench ceiling, then wrk on three data shapes (1M unique, 1M repeated, fresh), access log on, targets PASS/FAIL, then webhook deliveries (BENCH_ONLY=webhooks: that part alone); ~17 min; see BENCHMARKS.md
 	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk (HTTP load generator): sudo apt-get install -y wrk" >&2; exit 1; }
 	$(BIN)/python bench/run.py
 

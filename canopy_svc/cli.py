@@ -221,6 +221,8 @@ def dev_banner(client: dict[str, Any], base_url: str) -> str:
             f'-d \'{credentials}\' | sed -E \'s/.*"access_token":"([^"]+)".*/\\1/\')',
             f'curl -s -X POST {base_url}/customers -H "Authorization: Bearer $TOKEN" '
             f"-H 'Content-Type: application/json' -d '{json.dumps(examples.CUSTOMER, separators=(',', ':'))}'",
+            "Watch what happened (every change is an event; subscribe a URL to have them pushed):",
+            f'curl -s {base_url}/events -H "Authorization: Bearer $TOKEN"',
             "",
             f"API docs: {base_url}/docs",
             "",

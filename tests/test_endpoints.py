@@ -153,6 +153,8 @@ async def test_the_document_shows_the_declared_examples(anonymous: httpx.AsyncCl
         "product_id": examples.PRODUCT["product_id"],
         "account_id": examples.ACCOUNT["account_id"],
         "beneficial_owner_id": examples.BENEFICIAL_OWNER["beneficial_owner_id"],
+        "subscription_id": examples.PATH_IDS["subscription_id"],
+        "event_id": examples.PATH_IDS["event_id"],
     }
     shown = {
         (parameter["name"], parameter["example"])

@@ -8,6 +8,7 @@ migration (issue 8, item 1).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import random
@@ -384,3 +385,31 @@ async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyn
     finally:
         await conn.close()
     await pool.execute(f"DROP DATABASE {name}", timeout=SLOW_DDL_SECONDS)
+
+
+async def test_events_hold_no_ssn_and_webhook_secrets_are_kept_only_encrypted(
+    api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: an event's data is the answer without its SSN (events are sent and kept in clear), and
+    a subscription's signing secret is shown once and stored only AES-GCM encrypted."""
+    caplog.set_level(logging.DEBUG)
+    ssn, digits = new_ssn()
+    subscribed = await api.http.put("/organization/subscribe", json={"webhook_url": "https://hooks.example.com/x"})
+    assert subscribed.status_code == 201, subscribed.text
+    secret = subscribed.json()["signing_secret"]
+    created = await api.http.post("/customers", json=minimal_customer(customer_id="c-1", ssn=ssn))
+    assert created.status_code == 200 and created.json()["ssn"] == ssn
+    updated = await api.http.patch("/customers/c-1", json={"ssn": digits, "name_first": "Grace"})
+    assert updated.status_code == 200
+    # The check looks where the values would be: events with their customers, a delivery, a subscription.
+    assert await pool.fetchval("SELECT count(*) FROM events") == 2
+    assert await pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 2
+    assert await pool.fetchval("SELECT count(*) FROM webhook_subscriptions WHERE secret_encrypted IS NOT NULL") == 1
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    needles = [*spellings(ssn), secret.encode(), secret.removeprefix("whsec_").encode(), key, key.hex().encode()]
+    assert await clear_text_in_tables(pool, needles) == []
+    async with pool.acquire() as conn:
+        assert await clear_text_in_files(conn, needles) == []
+    assert clear_text_in_logs(caplog.records, needles) == []
+    listed = await api.http.get("/organization/subscriptions")
+    assert secret not in listed.text

@@ -106,6 +106,7 @@ def served_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         pool_min_size=1,
         pool_max_size=4,
         card_worker=False,
+        delivery_worker=False,  # generated subscriptions name hosts anywhere: nothing is sent to them
     )
     SERVED.app = create_app(settings_)
     # A generated PUT /organization/issuer_processors sets a Lithic key: cards are then changed "at Lithic",

@@ -23,7 +23,18 @@ from canopy_svc.api.authentication import AuthenticationMiddleware
 from canopy_svc.api.context import RequestContextMiddleware
 from canopy_svc.api.ratelimiting import RateLimiting, RateLimitMiddleware
 from canopy_svc.api.responses import error_response
-from canopy_svc.api.routes import accounts, auth, beneficial_owners, cards, customers, health, organization, products
+from canopy_svc.api.routes import (
+    accounts,
+    auth,
+    beneficial_owners,
+    cards,
+    customers,
+    events,
+    health,
+    organization,
+    products,
+    subscriptions,
+)
 from canopy_svc.api.state import LifespanState, Resources, State
 from canopy_svc.core import supervision
 from canopy_svc.core.crypto import DataCipher
@@ -32,7 +43,9 @@ from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
+from canopy_svc.issuers.webhooks import WebhookClient, WebhookHosts
 from canopy_svc.rules import idempotency
+from canopy_svc.rules import retention as event_retention
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.passwords import RecentSecrets
 from canopy_svc.rules.tokens import TokenAuthority
@@ -40,6 +53,7 @@ from canopy_svc.store.data_key import ensure_key_check
 from canopy_svc.store.migrations import migrate_database
 from canopy_svc.wire.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from canopy_svc.workers.cards import CardWorker, RetryPolicy
+from canopy_svc.workers.deliveries import DeliveryPolicy, DeliveryWorker
 
 # Every endpoint /openapi.json documents, in its order; each resource module declares its own.
 ENDPOINTS: list[routing.Endpoint] = [
@@ -50,6 +64,8 @@ ENDPOINTS: list[routing.Endpoint] = [
     *accounts.endpoints,
     *cards.endpoints,
     *organization.endpoints,
+    *subscriptions.endpoints,
+    *events.endpoints,
     *health.endpoints,
 ]
 
@@ -98,6 +114,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     settings = settings or Settings.from_env()
     cipher = DataCipher(settings.data_key)
     lithic_hosts = LithicHosts.from_entries(settings.lithic_allowed_hosts)
+    webhook_hosts = WebhookHosts.from_entries(settings.webhook_allowed_hosts)
     resources = Resources(
         settings=settings,
         tokens=TokenAuthority(
@@ -113,6 +130,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
         lithic_hosts=lithic_hosts,
         cursors=CursorCodec(hmac.new(settings.jwt_secret.encode(), b"paging cursors", hashlib.sha256).digest()),
         recent_secrets=RecentSecrets(),
+        webhooks=WebhookClient(webhook_hosts, timeout=settings.webhook_timeout_seconds),
     )
     given = None if pool is None else State(resources, pool, RateLimiting(settings, pool))
 
@@ -120,6 +138,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(resources.card_gateway.aclose)
+            stack.push_async_callback(resources.webhooks.aclose)
             gate = None
             if given is None:
                 if settings.database_url is None:
@@ -155,6 +174,34 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                     ),
                 )
                 background.start("card-worker", worker.run)
+            if settings.delivery_worker:
+                deliveries = DeliveryWorker(
+                    opened,
+                    settings.database_url,
+                    resources.webhooks,
+                    cipher,
+                    policy=DeliveryPolicy(
+                        base_seconds=settings.webhook_retry_base_seconds,
+                        max_attempts=settings.webhook_max_attempts,
+                        lease_seconds=settings.webhook_lease_seconds,
+                    ),
+                    per_subscription=settings.webhook_concurrency,
+                )
+                background.start("delivery-worker", deliveries.run)
+            background.start(
+                "event-retention",
+                functools.partial(
+                    supervision.run_every,
+                    3600,
+                    "event-retention",
+                    functools.partial(
+                        event_retention.purge_expired,
+                        opened,
+                        event_days=settings.event_retention_days,
+                        delivery_days=settings.delivery_retention_days,
+                    ),
+                ),
+            )
             background.start(
                 "idempotency-keys",
                 functools.partial(
@@ -173,7 +220,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 )
             yield {"canopy": State(resources, opened, rate_limiting, gate=gate, background=background)}
 
-    served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts)]
+    served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts, webhook_hosts=webhook_hosts)]
     return CanopyApp(
         resources,
         given,

@@ -50,4 +50,6 @@ BENEFICIAL_OWNER: dict[str, Any] = {
 PATH_IDS = {
     "customer_id": CUSTOMER["customer_id"], "account_id": ACCOUNT["account_id"], "product_id": PRODUCT["product_id"],
     "beneficial_owner_id": BENEFICIAL_OWNER["beneficial_owner_id"],
+    # Made by the server (sub_ and evt_ with 24 base62): these stand for one.
+    "subscription_id": "sub_4Xq1mJ0bR7cT2vN8kP5sL3wZ", "event_id": "evt_9Hd2pL6qW1zK8mR3tY0nB5vC",
 }  # fmt: skip

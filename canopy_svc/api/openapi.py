@@ -16,6 +16,7 @@ from canopy_svc import __version__
 from canopy_svc.api.examples import PATH_IDS
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.issuers.hosts import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
+from canopy_svc.issuers.webhooks import WebhookHosts
 from canopy_svc.rules import paging
 from canopy_svc.wire.errors import ErrorEnvelope
 from canopy_svc.wire.fields import NO_NUL
@@ -73,10 +74,13 @@ _ERROR_DESCRIPTIONS = {
 
 
 def build_document(
-    operations: Sequence[Endpoint], today: datetime.date | None = None, lithic_hosts: LithicHosts = LITHIC_ONLY
+    operations: Sequence[Endpoint],
+    today: datetime.date | None = None,
+    lithic_hosts: LithicHosts = LITHIC_ONLY,
+    webhook_hosts: WebhookHosts = WebhookHosts(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> dict[str, Any]:
-    """The document as of `today` (UTC; default now), for a server allowing these Lithic hosts: what
-    depends on the day or the operator's settings is stated as it is."""
+    """The document as of `today` (UTC; default now), for a server allowing these Lithic and webhook
+    hosts: what depends on the day or the operator's settings is stated as it is."""
     types = {op.response for op in operations} | {op.request for op in operations if op.request}
     types.add(ErrorEnvelope)
     schemas, components = msgspec.json.schema_components(
@@ -89,12 +93,15 @@ def build_document(
     for struct in _structs({op.request for op in operations if op.request}):
         _refuse_nul(components[struct.__name__])
     _ids_as_one_of(components)
-    _state_settings(components, today or utc_today(), lithic_hosts)
+    _state_settings(components, today or utc_today(), lithic_hosts, webhook_hosts)
     error_ref = {"application/json": {"schema": refs[ErrorEnvelope]}}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         responses: dict[str, Any] = {
-            "200": {"description": "OK", "content": {"application/json": {"schema": refs[op.response]}}}
+            str(op.status): {
+                "description": "Created" if op.status == 201 else "OK",
+                "content": {"application/json": {"schema": refs[op.response]}},
+            }
         }
         # A bad query parameter (a limit that is not a number, a forged cursor) is a 400 too.
         extra = (*((400,) if op.query else ()), *((400, 413, 415, 422) if op.request else ()))
@@ -179,9 +186,9 @@ def _ids_as_one_of(schema: Any) -> None:
             _ids_as_one_of(item)
 
 
-def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts) -> None:
+def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts, webhook_hosts: WebhookHosts) -> None:
     """Replaces the markers models.py leaves for rules that depend on the day or on settings, in place:
-    `x-date-range` (models.BirthDate) and `x-lithic-base-url` become patterns."""
+    `x-date-range` (models.BirthDate), `x-lithic-base-url` and `x-webhook-url` become patterns."""
     if isinstance(schema, dict):
         if "x-date-range" in schema:
             first, last = (
@@ -190,11 +197,13 @@ def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts
             schema["pattern"] = dates_from(first, last)
         if schema.pop("x-lithic-base-url", False):
             schema["pattern"] = lithic_base_url_pattern(lithic_hosts)
+        if schema.pop("x-webhook-url", False):
+            schema["pattern"] = webhook_hosts.url_pattern()
         for value in schema.values():
-            _state_settings(value, today, lithic_hosts)
+            _state_settings(value, today, lithic_hosts, webhook_hosts)
     elif isinstance(schema, list):
         for item in schema:
-            _state_settings(item, today, lithic_hosts)
+            _state_settings(item, today, lithic_hosts, webhook_hosts)
 
 
 def lithic_base_url_pattern(hosts: LithicHosts) -> str:
@@ -265,8 +274,10 @@ def endpoints(
     documented: Sequence[Endpoint],
     today: Callable[[], datetime.date] = utc_today,
     lithic_hosts: LithicHosts = LITHIC_ONLY,
+    webhook_hosts: WebhookHosts = WebhookHosts(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> list[Endpoint]:
-    """GET /openapi.json (the document of `documented`, for a server allowing `lithic_hosts`) and GET
+    """GET /openapi.json (the document of `documented`, for a server allowing `lithic_hosts` and
+    `webhook_hosts`) and GET
     /docs: public, and not in the document themselves. `today` is the clock the document's day is read
     from (a test turns it)."""
     built: dict[datetime.date, bytes] = {}
@@ -276,7 +287,7 @@ def endpoints(
         day = today()
         if day not in built:
             built.clear()
-            built[day] = msgspec.json.encode(build_document(documented, day, lithic_hosts))
+            built[day] = msgspec.json.encode(build_document(documented, day, lithic_hosts, webhook_hosts))
         return Response(built[day], media_type="application/json")
 
     async def docs(request: Request) -> Response:

@@ -13,7 +13,7 @@ from msgspec import UNSET
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Queryable, Row
-from canopy_svc.rules import cards, links, products
+from canopy_svc.rules import cards, events, links, products
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
 from canopy_svc.rules.ids import base62_id
@@ -248,6 +248,7 @@ async def create_account(conn: Conn, org_id: int, payload: AccountCreate, cipher
         await links.assign_customers(conn, org_id, account_row_id, payload.assign_customers)
     (record,) = await account_store.fetch_accounts(conn, org_id, [account_row_id])
     (account,) = await load_accounts(conn, [record], cipher)
+    await events.record_event(conn, org_id, "account_created", account)
     return account
 
 

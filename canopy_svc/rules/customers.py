@@ -10,7 +10,7 @@ import msgspec
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.db import atomic
 from canopy_svc.core.dbtypes import Conn, Queryable, Row
-from canopy_svc.rules import duplicates, links
+from canopy_svc.rules import duplicates, events, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import new_customer_id
 from canopy_svc.rules.paging import PageRequest, keyset_page
@@ -55,14 +55,17 @@ async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataC
     fields = msgspec.structs.asdict(payload)
     columns = STORAGE.row(fields, cipher)
     if not payload.assign_to_accounts:
-        _, record, matches = await store.insert_comparing(conn, org_id, customer_id, columns)
-        if record is not None:
-            return _answer(record, cipher, duplicates.warnings_for(matches))
+        async with atomic(conn):  # the customer and its event commit together
+            _, record, matches = await store.insert_comparing(conn, org_id, customer_id, columns)
+            if record is not None:
+                await events.record_event(conn, org_id, "customer_created", customer_from_record(record, cipher))
+                return _answer(record, cipher, duplicates.warnings_for(matches))
     async with atomic(conn):
         warnings = await duplicates.check(
             conn, org_id, fields, columns["ssn_hash"], ignore_warnings=payload.ignore_warnings
         )
         record = await store.insert(conn, org_id, customer_id, columns)
+        await events.record_event(conn, org_id, "customer_created", customer_from_record(record, cipher))
         if payload.assign_to_accounts:
             await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
     return _answer(record, cipher, warnings)
@@ -121,6 +124,7 @@ async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdat
             conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings, exclude_row_id=record["id"]
         )
     updated = await store.update(conn, record["id"], columns)
+    await events.record_event(conn, org_id, "customer_updated", customer_from_record(updated, cipher))
     if patch.assign_to_accounts:
         await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
     return _answer(updated, cipher, warnings)

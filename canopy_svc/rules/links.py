@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from canopy_svc.core.dbtypes import Conn, Row
+from canopy_svc.rules import events
 from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
@@ -56,7 +57,7 @@ async def queue_card(
 ) -> asyncpg.Record:
     """A PENDING card, committed with the caller's transaction; the worker issues it."""
     get = lithic.get if isinstance(lithic, dict) else lambda name: getattr(lithic, name)
-    return await card_store.insert_pending(
+    card = await card_store.insert_pending(
         conn,
         org_id,
         link_id,
@@ -67,6 +68,8 @@ async def queue_card(
         spend_limit=spend_limit,
         card_program_token=get("card_program_token"),
     )
+    await events.record_card_event(conn, "card_pending", card)
+    return card
 
 
 async def _link(
@@ -93,6 +96,8 @@ async def _link(
     )
     if closed_account is not None and created:
         raise Conflict(f"Account {closed_account} is CLOSED; a closed account gets no new customers")
+    if created:
+        await events.record_link_event(conn, org_id, link_id)
     if config is None or config.lithic is None:
         return
     # A new link gets its card; an existing one only if it has none that is pending or issued.

@@ -666,3 +666,67 @@ CREATE INDEX IF NOT EXISTS beneficial_owners_org_customer_id ON beneficial_owner
 -- What a customer's delete (its organization's, cascading) finds its owners by: without it, every
 -- customer deleted scans the table.
 CREATE INDEX IF NOT EXISTS beneficial_owners_customer_row_id ON beneficial_owners (customer_row_id);
+
+-- Issue 12 (events and webhooks)
+-- An event is a fact committed in the transaction of the change it tells (rules/events.py): no change
+-- without its event, none without its change. `id` orders the feed (keyset paging); `event_id` is
+-- the public id, and the webhook-id of every delivery of it. `data` is the object as the API answered
+-- it, with SSNs and passports taken out before it is written: nothing here needs encrypting.
+CREATE TABLE IF NOT EXISTS events (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id     bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    event_id   text NOT NULL CHECK (char_length(event_id) BETWEEN 1 AND 64),
+    type       text NOT NULL CHECK (type ~ '^[a-z][a-z_]{0,63}$'),
+    data       jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_org_event_id ON events (org_id, event_id);
+CREATE INDEX IF NOT EXISTS events_org_id_id ON events (org_id, id);
+CREATE INDEX IF NOT EXISTS events_org_type_id ON events (org_id, type, id);
+-- The retention purge deletes the oldest first (CANOPY_SVC_EVENT_RETENTION_DAYS).
+CREATE INDEX IF NOT EXISTS events_created_at ON events (created_at);
+
+-- A subscription's signing secret (whsec_<base64>) is kept only AES-GCM encrypted, bound to its
+-- subscription_id (rules/webhooks.py); it is answered once, by the PUT that makes it.
+CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+    id                            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id                        bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    subscription_id               text NOT NULL CHECK (char_length(subscription_id) BETWEEN 1 AND 64),
+    webhook_url                   text NOT NULL CHECK (char_length(webhook_url) BETWEEN 1 AND 2048),
+    filter_events                 text[],  -- NULL: every type
+    failure_notification_endpoint text CHECK (char_length(failure_notification_endpoint) <= 2048),
+    secret_encrypted              bytea NOT NULL,
+    active                        boolean NOT NULL DEFAULT true,
+    created_at                    timestamptz NOT NULL DEFAULT now(),
+    updated_at                    timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS webhook_subscriptions_org_subscription_id
+    ON webhook_subscriptions (org_id, subscription_id);
+CREATE INDEX IF NOT EXISTS webhook_subscriptions_org_id_id ON webhook_subscriptions (org_id, id);
+
+-- One row per (subscription, event): the outbox the delivery worker drains (workers/deliveries.py)
+-- with FOR UPDATE SKIP LOCKED. A claim pushes next_attempt_at past its lease, so a worker that dies
+-- mid-POST leaves the delivery to be tried again (at least once; the receiver dedups by webhook-id).
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id              bigint NOT NULL,
+    subscription_row_id bigint NOT NULL REFERENCES webhook_subscriptions (id) ON DELETE CASCADE,
+    event_row_id        bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    state               text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts            integer NOT NULL DEFAULT 0,
+    next_attempt_at     timestamptz NOT NULL DEFAULT now(),
+    last_status         integer,  -- the receiver's last HTTP status; NULL: no answer (timeout, refused)
+    last_error          text CHECK (char_length(last_error) <= 500),
+    last_response       text CHECK (char_length(last_response) <= 4096),  -- at most 4 KB of the last answer
+    failure_notified    boolean NOT NULL DEFAULT false,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    finished_at         timestamptz,  -- delivered or failed
+    UNIQUE (subscription_row_id, event_row_id)
+);
+-- What the worker claims and sleeps until: the due pending deliveries, oldest due first.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+-- replay_failed_events reads an organization's failed set; the purge reads finished rows by age.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_org_failed ON webhook_deliveries (org_id, id) WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (finished_at) WHERE state <> 'pending';
+-- The cascade from a purged event finds its deliveries here.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_event ON webhook_deliveries (event_row_id);

@@ -965,6 +965,85 @@ class BeneficialOwner(msgspec.Struct):
     email: str
     date_of_birth: datetime.date
     verification_status: str  # `unverified` on create
+
+
+# --- Issue 12: events and webhooks ------------------------------------------------------------------
+
+# Every event type, Canopy-style snake_case (README "Events and webhooks" lists them).
+EventType = Literal[
+    "customer_created",
+    "customer_updated",
+    "account_created",
+    "account_updated",
+    "account_deleted",
+    "customer_account_linked",
+    "card_pending",
+    "card_issued",
+    "card_failed",
+    "card_updated",
+    "card_closed",
+    "test_event",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+# rules/webhooks.py checks the whole rule (WebhookHosts.problem: https, a named host, the operator's
+# hosts); openapi.py states it as the document's pattern (WebhookHosts.url_pattern), settings included.
+WebhookUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+" + END,
+        extra_json_schema={"x-webhook-url": True},
+    ),
+]
+
+
+class Event(msgspec.Struct):
+    """GET /events/{event_id}; `data` is the object as the API answered it after the change, SSNs out."""
+
+    id: str
+    type: EventType
+    created_at: datetime.datetime
+    data: dict[str, Any]
+
+
+class EventList(msgspec.Struct):
+    results: list[Event]
+    paging: Paging
+
+
+class CustomerAccountLinkEvent(msgspec.Struct):
+    """The data of customer_account_linked: the link as made."""
+
+    customer_id: str
+    account_id: str
+    customer_account_role: str
+    customer_account_external_id: str
+
+
+class CardEvent(CardDetails, kw_only=True):
+    """The data of a card_* event: the card item, and the link it belongs to (a pending card has no
+    token yet: these say which card it is)."""
+
+    account_id: str
+    customer_id: str
+
+
+class SubscriptionCreate(msgspec.Struct, kw_only=True):
+    """PUT /organization/subscribe."""
+
+    webhook_url: WebhookUrl
+    filter_events: Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=len(EVENT_TYPES))] | None = None
+    failure_notification_endpoint: WebhookUrl | None = None
+
+
+class Subscription(msgspec.Struct):
+    subscription_id: str
+    webhook_url: str
+    filter_events: list[str] | None
+    failure_notification_endpoint: str | None
+    active: bool
     created_at: datetime.datetime
     updated_at: datetime.datetime
 
@@ -972,3 +1051,26 @@ class BeneficialOwner(msgspec.Struct):
 class BeneficialOwnerList(msgspec.Struct):
     results: list[BeneficialOwner]
     paging: Paging
+
+
+class SubscriptionCreated(Subscription, kw_only=True):
+    """201: Canopy's description, the subscription, and its signing secret, shown this once."""
+
+    description: str
+    signing_secret: str
+
+
+class SubscriptionList(msgspec.Struct):
+    results: list[Subscription]
+    paging: Paging
+
+
+class Description(msgspec.Struct):
+    """Canopy's bare acknowledgements: {"description": "Event triggered."}."""
+
+    description: str
+
+
+class ReplayedDeliveries(msgspec.Struct):
+    description: str
+    requeued: int

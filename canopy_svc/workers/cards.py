@@ -28,6 +28,7 @@ import asyncpg
 from canopy_svc.core import supervision
 from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway
+from canopy_svc.rules import events
 from canopy_svc.store import cards as card_store
 
 log = logging.getLogger("canopy_svc.cards")
@@ -110,7 +111,9 @@ class CardWorker:
         except Exception as exc:  # a bug or a bad key must not kill the worker; the lease retries later
             log.error("card close failed unexpectedly", extra={"card_id": card["id"], "error_type": type(exc).__name__})
         else:
-            await card_store.mark_closed(self.pool, card["id"], state=closed.state)
+            async with self.pool.acquire() as conn, conn.transaction():  # the close and its event together
+                done = await card_store.mark_closed(conn, card["id"], state=closed.state)
+                await events.record_card_event(conn, events.card_change_type(closed.state), done)
 
     async def _finish_change(self, card: Any) -> None:
         """Sends the recorded change again (Lithic's PATCH sets absolute values: a repeat is harmless)."""
@@ -138,9 +141,11 @@ class CardWorker:
             return
         limit_given = "spend_limit" in fields
         spend_limit = (fields["spend_limit"] or None) if limit_given else card["spend_limit"]
-        await card_store.finish_change(
-            self.pool, card["id"], card["change_id"], state=issued.state, spend_limit=spend_limit
-        )
+        async with self.pool.acquire() as conn, conn.transaction():  # the change and its event together
+            finished = await card_store.finish_change(
+                conn, card["id"], card["change_id"], state=issued.state, spend_limit=spend_limit
+            )
+            await events.record_card_event(conn, events.card_change_type(issued.state), finished)
         log.info("finished an interrupted card change", extra={"card_id": card["id"]})
 
     async def _issue(self, card: Any) -> None:
@@ -160,7 +165,9 @@ class CardWorker:
             )
         except LithicRejected as rejected:
             log.warning("card rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
-            await card_store.mark_failed(self.pool, card["id"], rejected.message)
+            async with self.pool.acquire() as conn, conn.transaction():
+                failed = await card_store.mark_failed(conn, card["id"], rejected.message)
+                await events.record_card_event(conn, "card_failed", failed)
         except LithicRetryable as retryable:
             delay = self.policy.delay(card["attempts"], retryable.retry_after)
             log.info(
@@ -173,9 +180,11 @@ class CardWorker:
         except Exception as exc:  # a bug or a bad key must not kill the worker; the lease retries later
             log.error("card issue failed unexpectedly", extra={"card_id": card["id"], "error_type": type(exc).__name__})
         else:
-            await card_store.mark_issued(
-                self.pool, card["id"], token=issued.token, last_four=issued.last_four, state=issued.state
-            )
+            async with self.pool.acquire() as conn, conn.transaction():
+                done = await card_store.mark_issued(
+                    conn, card["id"], token=issued.token, last_four=issued.last_four, state=issued.state
+                )
+                await events.record_card_event(conn, "card_issued", done)
 
     async def run(self) -> None:
         """Until cancelled: drain what is due, then sleep until woken or the next retry is due."""

@@ -75,11 +75,11 @@ async def list_accounts(request: Request) -> Response:
 
 async def delete_account(request: Request) -> Response:
     """Soft-deletes the account; its cards are closed at Lithic by the card worker after the commit."""
-    org_id, account_id = principal(request).org_id, request.path_params["account_id"]
+    org_id, account_id, data_cipher = principal(request).org_id, request.path_params["account_id"], cipher(request)
     gateway = resources(request).card_gateway
 
     async def work(conn: Conn, _: None) -> AccountDeleted:
-        return await account_lifecycle.delete_account(conn, org_id, account_id, gateway)
+        return await account_lifecycle.delete_account(conn, org_id, account_id, gateway, data_cipher)
 
     return await write(request, lambda _: None, work, bodyless=True)
 
