@@ -18,13 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from canopy_svc.api import openapi, routing
+from canopy_svc.api import metrics, openapi, routing
 from canopy_svc.api.authentication import AuthenticationMiddleware
 from canopy_svc.api.context import RequestContextMiddleware
 from canopy_svc.api.ratelimiting import RateLimiting, RateLimitMiddleware
 from canopy_svc.api.responses import error_response
 from canopy_svc.api.routes import accounts, auth, cards, customers, health, organization, products
 from canopy_svc.api.state import LifespanState, Resources, State
+from canopy_svc.core import metrics as process_metrics
 from canopy_svc.core import supervision
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.db import DatabaseGate, create_pool, when_available
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(process_metrics.mark_process_dead)  # last: this worker's live gauges end with it
             stack.push_async_callback(resources.card_gateway.aclose)
             gate = None
             if given is None:
@@ -172,13 +174,14 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 )
             yield {"canopy": State(resources, opened, rate_limiting, gate=gate, background=background)}
 
-    served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts)]
+    served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts), *metrics.endpoints()]
+    routes = routing.routes(served)
     return CanopyApp(
         resources,
         given,
-        routes=routing.routes(served),
+        routes=routes,
         middleware=[
-            Middleware(RequestContextMiddleware),
+            Middleware(RequestContextMiddleware, templates=metrics.RouteTemplates(list(routes))),
             Middleware(
                 AuthenticationMiddleware,
                 tokens=resources.tokens,

@@ -1,0 +1,32 @@
+"""What waits in the outboxes, for /metrics: one entry per outbox.
+
+The hook for another outbox (the webhook deliveries, when they come): a function like `_cards` that
+reads its depth and oldest item's age in its store module, added to `OUTBOXES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from canopy_svc.core.dbtypes import Queryable
+from canopy_svc.core.metrics import OutboxState
+from canopy_svc.store import cards
+
+
+async def _cards(conn: Queryable) -> list[OutboxState]:
+    row = await cards.outbox_state(conn)
+    oldest = row["oldest_pending_seconds"]
+    return [
+        OutboxState("cards", row["pending"], None if oldest is None else float(oldest)),
+        OutboxState("card_closes", row["closes"], None),
+    ]
+
+
+OUTBOXES: tuple[Callable[[Queryable], Awaitable[list[OutboxState]]], ...] = (_cards,)
+
+
+async def states(conn: Queryable) -> list[OutboxState]:
+    found: list[OutboxState] = []
+    for read in OUTBOXES:
+        found += await read(conn)
+    return found
