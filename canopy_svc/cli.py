@@ -262,7 +262,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the data folder's secrets are made before any worker reads them. Several workers share their
     # rate limits unless the operator chose a store (Settings.rate_limit_store).
     settings = _settings(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     cipher = DataCipher(settings.data_key)
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
     # lets the embedded PostgreSQL be stopped cleanly on the way out.

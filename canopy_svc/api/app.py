@@ -196,11 +196,11 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
 
 
 def create_served_app() -> Starlette:
-    """The factory uvicorn calls in each worker process: JSON logs, settings from the environment."""
+    """The factory uvicorn calls in each worker process: logging and settings from the environment."""
     from canopy_svc.core.logs import configure_logging
 
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     # The modules and tables loaded so far live as long as the process: keep the collector from
     # walking them again and again (gen-2 passes over them were the long tail of request latency),

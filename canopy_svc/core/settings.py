@@ -21,6 +21,7 @@ from canopy_svc.core.crypto import decode_key
 from canopy_svc.issuers.hosts import ALLOWED_HOSTS_ENV, LithicHosts
 
 RATE_LIMIT_STORES = ("memory", "postgres")
+LOG_FORMATS = ("", "json", "text")  # "": by the terminal
 DATA_KEY_ENV = "CANOPY_SVC_DATA_KEY"
 DEFAULT_DATA_DIR = Path(".canopy-data")
 
@@ -94,6 +95,9 @@ class Settings:
     pool_min_size: int = _env("CANOPY_SVC_POOL_MIN", 2, int)
     pool_max_size: int = _env("CANOPY_SVC_POOL_MAX", 10, int)
     log_level: str = _env("CANOPY_SVC_LOG_LEVEL", "INFO", str.upper)
+    # "text" (one readable line per event, for a person) or "json" (one object per line, for a
+    # collector); unset, text when stderr is a terminal, json otherwise (canopy_svc/core/logs.py).
+    log_format: str = _env("CANOPY_SVC_LOG_FORMAT", "", _lowercase)
     # GET /metrics: unset, loopback callers only; set, only whoever sends it as a bearer token.
     metrics_token: str = _env("CANOPY_SVC_METRICS_TOKEN", "", secret=True)
     # 32 bytes for AES-GCM at rest (SSNs, Lithic keys), urlsafe base64; unset, the data folder's data-key.
@@ -136,6 +140,8 @@ class Settings:
                 f"{variable(Settings, 'rate_limit_store')} must be one of {', '.join(RATE_LIMIT_STORES)}, "
                 f"not {self.rate_limit_store!r}"
             )
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"{variable(Settings, 'log_format')} must be json or text, not {self.log_format!r}")
         LithicHosts.from_entries(self.lithic_allowed_hosts)  # a malformed entry raises here
 
     @classmethod
