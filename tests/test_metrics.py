@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from canopy_svc.core.db import DatabaseGate, create_pool
 from canopy_svc.core.settings import METRICS_DIR_ENV, Settings
 from canopy_svc.rules import clients
 from tests.helpers import ApiClient, assert_error, minimal_customer
+from tests.processes import ServerProcess
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 TEMPLATES = {e.path for e in ENDPOINTS} | {"/openapi.json", "/docs", "/metrics", "unmatched"}
@@ -259,30 +261,31 @@ async def test_with_the_operator_token_set_only_it_is_let_in_from_anywhere(
 
 _WORKERS = textwrap.dedent(
     """
-    import multiprocessing, os, sys
+    import multiprocessing, sys
     from canopy_svc.core import metrics
 
     def worker(started, stop):
         metrics.observe_request("/customers/{customer_id}", "GET", 200, 0.002)
         metrics.POOL_IN_USE.inc()
         started.release()
-        stop.acquire()
+        stop.wait()  # never set: each worker lives until it is stopped or killed
 
     if __name__ == "__main__":
         spawn = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
-        started, stop = spawn.Semaphore(0), spawn.Semaphore(0)
+        started, stop = spawn.Semaphore(0), spawn.Event()
         workers = [spawn.Process(target=worker, args=(started, stop)) for _ in range(2)]
         for process in workers:
             process.start()
         for _ in workers:
             assert started.acquire(timeout=60)
         sys.stdout.write(metrics.render().decode() + "\\n=====\\n")
-        stop.release()
+        workers[0].terminate()
         workers[0].join(60)
-        metrics.mark_process_dead(workers[0].pid)  # what the worker's lifespan does as it stops
-        sys.stdout.write(metrics.render().decode())
-        stop.release()
+        metrics.mark_process_dead(workers[0].pid)  # what a worker's lifespan does as it stops
+        sys.stdout.write(metrics.render().decode() + "\\n=====\\n")
+        workers[1].kill()  # dies without stopping: the next scrape forgets its live gauges
         workers[1].join(60)
+        sys.stdout.write(metrics.render().decode())
     """
 )
 
@@ -301,7 +304,7 @@ def test_several_workers_add_up_in_one_scrape(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    both, one_left = done.stdout.split("=====")
+    both, one_left, none_left = done.stdout.split("=====")
     parsed = parse
 
     route = {"route": "/customers/{customer_id}", "method": "GET"}
@@ -311,6 +314,8 @@ def test_several_workers_add_up_in_one_scrape(tmp_path: Path) -> None:
     # A stopped worker's requests stay counted; its connections are no longer in use.
     assert value(parsed(one_left), "canopy_http_requests_total", **route, status="200") == 2
     assert value(parsed(one_left), "canopy_db_pool_connections_in_use") == 1
+    assert value(parsed(none_left), "canopy_http_requests_total", **route, status="200") == 2
+    assert value(parsed(none_left), "canopy_db_pool_connections_in_use") == 0
 
 
 def test_serve_gives_several_workers_a_metrics_folder_of_their_own_and_removes_it(
@@ -323,3 +328,31 @@ def test_serve_gives_several_workers_a_metrics_folder_of_their_own_and_removes_i
         assert folder is not None and folder.is_dir() and not any(folder.iterdir())
         assert os.environ[METRICS_DIR_ENV] == str(folder)
     assert not folder.exists() and METRICS_DIR_ENV not in os.environ
+
+
+def test_serve_with_two_workers_scrapes_both_and_cleans_its_folder(database_url: str, tmp_path: Path) -> None:
+    """The real thing: `serve --workers 2`, requests spread over both, one scrape adding them up; its
+    JSON log (not a terminal) without escape codes, uvicorn's lines included; the folder gone after."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = ServerProcess(database_url, tmp_path / "server", workers=2, TMPDIR=str(temp)).start(timeout=60)
+    try:
+        (folder,) = temp.glob("canopy-metrics-*")
+        assert folder.is_dir()
+        for _ in range(20):  # a new connection each: the kernel hands them to either worker
+            assert httpx.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
+        answer = httpx.get(f"{server.base_url}/metrics", timeout=10)
+        assert answer.status_code == 200, answer.text
+        healthz = value(parse(answer.text), "canopy_http_requests_total", route="/healthz", method="GET", status="200")
+        assert healthz == 20
+        # Both workers keep their values in the folder (each opened its gate: a live gauge file per pid).
+        assert len({path.stem.rsplit("_", 1)[1] for path in folder.glob("gauge_livemin_*.db")}) == 2
+    finally:
+        code = server.terminate(timeout=60)
+    log = server.log()
+    assert code == 0, log
+    assert not list(temp.glob("canopy-metrics-*")), "serve left its metrics folder behind"
+    assert "\x1b" not in log and "\\u001b" not in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(line["message"].startswith("Uvicorn running on") for line in lines), log
+    assert all("color_message" not in line for line in lines)

@@ -7,12 +7,13 @@ here. No label ever carries an organization, a client or anything a tenant sent.
 With several worker processes (`canopy-svc serve --workers N`) the CLI sets PROMETHEUS_MULTIPROC_DIR to
 a folder of its own before the workers start: prometheus-client then keeps each value in a file per
 process there (it decides when it is imported), and a scrape of any worker adds up every worker's. The
-gauges of live state (pool, gate) count only the processes still running ("live" modes), which is why
-a worker's files are marked dead as it stops (`mark_process_dead`).
+gauges of live state (pool, gate) count only the processes still running ("live" modes): a worker
+marks its own files dead as it stops, and a scrape drops those of workers that died without stopping.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -146,9 +147,25 @@ class _Scrape(Collector):
             yield from part.collect()
 
 
+def _forget_dead_workers(path: str) -> None:
+    """Live gauges of workers that died without stopping (killed, crashed; uvicorn starts another)."""
+    for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid = file.rsplit("_", 1)[1].removesuffix(".db")
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            mark_process_dead(int(pid))
+        except PermissionError:
+            pass  # alive, another user's: not ours to judge
+
+
 def render(outboxes: Iterable[OutboxState] = ()) -> bytes:
     """The text exposition: every worker's values in multi-process mode, this process's otherwise."""
     path = metrics_folder()
+    if path is not None:
+        _forget_dead_workers(path)
     ours: Collector = multiprocess.MultiProcessCollector(None, path=path) if path else REGISTRY  # type: ignore[no-untyped-call]
     return generate_latest(_Scrape(ours, _Outboxes(outboxes)))
 
