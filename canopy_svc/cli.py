@@ -267,7 +267,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
     # lets the embedded PostgreSQL be stopped cleanly on the way out.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    with database(settings) as dsn, metrics_dir(settings.workers):
+    # The metrics folder first: each worker chooses its mode as it imports prometheus-client.
+    with metrics_dir(settings.workers), database(settings) as dsn:
         settings = dataclasses.replace(settings, database_url=dsn)
         settings.export()  # each worker process builds its Settings from the environment: these
         asyncio.run(migrate_database(dsn, cipher))  # a wrong data key stops here, with a clear message

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -208,6 +209,22 @@ async def test_the_card_outbox_depth_and_oldest_age(
     assert 89 <= value(pending, "canopy_outbox_oldest_age_seconds", outbox="cards") < 90 + BOUND_SECONDS
     assert value(pending, "canopy_outbox_depth", outbox="card_closes") == 0
     assert "acc-m" not in text and "cust-m" not in text
+
+
+async def test_a_scrape_answers_while_the_database_does_not(
+    settings: Settings, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = await create_pool(database_url, min_size=1, max_size=1)
+    await closed.close()
+    app = create_app(settings, pool=closed)
+    caplog.set_level(logging.WARNING, logger="canopy_svc.metrics")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+        for _ in range(3):
+            _, series = await scrape(http)
+            assert not [key for key in series if key[0].startswith("canopy_outbox_")]
+    warned = [r for r in caplog.records if r.name == "canopy_svc.metrics"]
+    assert len(warned) == 1  # once per failure, not per scrape
+    assert warned[0].getMessage() == "outbox depths unavailable for /metrics"
 
 
 # --- who may read it --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ in the contract's envelope. The metrics carry no tenant's data, but they show th
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -74,14 +75,23 @@ def check_access(request: Request) -> None:
         raise NotFound("No route matches this path")  # as for a path that is not there
 
 
+_outboxes_failing = False  # logged once per failure, not once per scrape (a scrape every few seconds)
+
+
 async def _outboxes(request: Request) -> list[OutboxState]:
     """The outboxes' state, or none while the database does not answer (the gate's gauge says so)."""
+    global _outboxes_failing
     try:
-        async with pool(request).acquire(timeout=OUTBOX_TIMEOUT_SECONDS) as conn:
-            return await outboxes.states(conn)
+        async with asyncio.timeout(OUTBOX_TIMEOUT_SECONDS), pool(request).acquire() as conn:
+            found = await outboxes.states(conn)
     except Exception as exc:  # a scrape must answer whatever the database does; CancelledError propagates
-        log.warning("outbox depths unavailable for /metrics", extra={"error_type": type(exc).__name__})
+        if not _outboxes_failing:
+            # The type only: the text of a connection error can carry the DSN.
+            log.warning("outbox depths unavailable for /metrics", extra={"error_type": type(exc).__name__})
+        _outboxes_failing = True
         return []
+    _outboxes_failing = False
+    return found
 
 
 async def metrics_page(request: Request) -> Response:

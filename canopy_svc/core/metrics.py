@@ -17,6 +17,7 @@ import glob
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -76,6 +77,7 @@ GATE_OPEN = Gauge(
     multiprocess_mode="livemin",
     registry=REGISTRY,
 )
+GATE_OPEN.set(1)  # a process without a gate (CANOPY_SVC_DB_PROBE_SECONDS=0) lets every request through
 RATE_LIMIT_DENIALS = Counter(
     "canopy_rate_limit_denials",
     "Requests answered 429, by the limit that refused them "
@@ -98,10 +100,19 @@ for _kind in ("bearer", "scope", "credentials", "metrics"):
     TOKEN_FAILURES.labels(_kind)
 
 
+# The series of each (route, method, status) seen: `labels()` checks and locks on every call, which a
+# request need not pay. Bounded as the labels are: the routes' templates, METHODS, the statuses.
+_request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     method = method if method in METHODS else "OTHER"
-    REQUESTS.labels(route, method, str(status)).inc()
-    LATENCY.labels(route, method).observe(seconds)
+    series = _request_series.get((route, method, status))
+    if series is None:
+        series = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method))
+        _request_series[(route, method, status)] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def rate_limit_denied(limit: str) -> None:
