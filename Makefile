@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## start the server on the embedded PostgreSQL, with a dev client and curl lines
-	$(BIN)/canopy-svc serve --dev
+run: $(STAMP)  ## start the server on the embedded PostgreSQL, with a dev client and curl lines; readable log lines
+	CANOPY_SVC_LOG_FORMAT=$${CANOPY_SVC_LOG_FORMAT:-text} $(BIN)/canopy-svc serve --dev
 
 test: $(STAMP)  ## lint, format check and type-check, then the whole suite on a real (embedded) PostgreSQL
 	$(BIN)/ruff check canopy_svc tests

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from canopy_svc.api import openapi, routing
+from canopy_svc.api import metrics, openapi, routing
 from canopy_svc.api.authentication import AuthenticationMiddleware
 from canopy_svc.api.context import RequestContextMiddleware
 from canopy_svc.api.ratelimiting import RateLimiting, RateLimitMiddleware
@@ -36,6 +36,7 @@ from canopy_svc.api.routes import (
     subscriptions,
 )
 from canopy_svc.api.state import LifespanState, Resources, State
+from canopy_svc.core import metrics as process_metrics
 from canopy_svc.core import supervision
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.db import DatabaseGate, create_pool, when_available
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(process_metrics.mark_process_dead)  # last: this worker's live gauges end with it
             stack.push_async_callback(resources.card_gateway.aclose)
             stack.push_async_callback(resources.webhooks.aclose)
             gate = None
@@ -220,13 +222,18 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 )
             yield {"canopy": State(resources, opened, rate_limiting, gate=gate, background=background)}
 
-    served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts, webhook_hosts=webhook_hosts)]
+    served = [
+        *ENDPOINTS,
+        *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts, webhook_hosts=webhook_hosts),
+        *metrics.endpoints(),
+    ]
+    routes = routing.routes(served)
     return CanopyApp(
         resources,
         given,
-        routes=routing.routes(served),
+        routes=routes,
         middleware=[
-            Middleware(RequestContextMiddleware),
+            Middleware(RequestContextMiddleware, templates=metrics.RouteTemplates(list(routes))),
             Middleware(
                 AuthenticationMiddleware,
                 tokens=resources.tokens,
@@ -241,11 +248,11 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
 
 
 def create_served_app() -> Starlette:
-    """The factory uvicorn calls in each worker process: JSON logs, settings from the environment."""
+    """The factory uvicorn calls in each worker process: logging and settings from the environment."""
     from canopy_svc.core.logs import configure_logging
 
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     # The modules and tables loaded so far live as long as the process: keep the collector from
     # walking them again and again (gen-2 passes over them were the long tail of request latency),

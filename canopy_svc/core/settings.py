@@ -23,6 +23,7 @@ from canopy_svc.issuers.webhooks import ALLOWED_HOSTS_ENV as WEBHOOK_ALLOWED_HOS
 from canopy_svc.issuers.webhooks import WebhookHosts
 
 RATE_LIMIT_STORES = ("memory", "postgres")
+LOG_FORMATS = ("", "json", "text")  # "": by the terminal
 DATA_KEY_ENV = "CANOPY_SVC_DATA_KEY"
 DEFAULT_DATA_DIR = Path(".canopy-data")
 
@@ -96,6 +97,11 @@ class Settings:
     pool_min_size: int = _env("CANOPY_SVC_POOL_MIN", 2, int)
     pool_max_size: int = _env("CANOPY_SVC_POOL_MAX", 10, int)
     log_level: str = _env("CANOPY_SVC_LOG_LEVEL", "INFO", str.upper)
+    # "text" (one readable line per event, for a person) or "json" (one object per line, for a
+    # collector); unset, text when stderr is a terminal, json otherwise (canopy_svc/core/logs.py).
+    log_format: str = _env("CANOPY_SVC_LOG_FORMAT", "", _lowercase)
+    # GET /metrics: unset, loopback callers only; set, only whoever sends it as a bearer token.
+    metrics_token: str = _env("CANOPY_SVC_METRICS_TOKEN", "", secret=True)
     # 32 bytes for AES-GCM at rest (SSNs, Lithic keys), urlsafe base64; unset, the data folder's data-key.
     data_key: bytes = _env(DATA_KEY_ENV, b"", _data_key, secret=True)
     card_worker: bool = _env("CANOPY_SVC_CARD_WORKER", True, _flag)
@@ -153,6 +159,8 @@ class Settings:
                 f"{variable(Settings, 'rate_limit_store')} must be one of {', '.join(RATE_LIMIT_STORES)}, "
                 f"not {self.rate_limit_store!r}"
             )
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"{variable(Settings, 'log_format')} must be json or text, not {self.log_format!r}")
         LithicHosts.from_entries(self.lithic_allowed_hosts)  # a malformed entry raises here
         WebhookHosts.from_entries(self.webhook_allowed_hosts)
         if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
@@ -190,6 +198,24 @@ class Settings:
     def export(self) -> None:
         """Writes these settings to this process's environment, for the processes it starts."""
         os.environ.update(self.exported())
+
+
+# prometheus-client's own variable, which it reads as it is imported: `serve --workers N` sets it for
+# its workers (canopy_svc/cli.py metrics_dir). Not a setting: the operator does not choose it.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_folder() -> str | None:
+    """The multi-process metrics folder, if this process has one (canopy_svc/core/metrics.py)."""
+    return os.environ.get(METRICS_DIR_ENV) or None
+
+
+def use_metrics_folder(path: Path | None) -> None:
+    """Sets (or, None, removes) the metrics folder the processes started from now on inherit."""
+    if path is None:
+        os.environ.pop(METRICS_DIR_ENV, None)
+    else:
+        os.environ[METRICS_DIR_ENV] = str(path)
 
 
 def load_data_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:

@@ -321,3 +321,20 @@ async def close_refused(conn: Queryable, card_id: int, error: str) -> None:
         card_id,
         error,
     )
+
+
+# --- what /metrics shows of the outbox -----------------------------------------------------------
+
+
+async def outbox_state(conn: Queryable) -> asyncpg.Record:
+    """Cards waiting to be issued (and the age of the oldest), and closes waiting to be sent; each count
+    reads a partial index (cards_pending_due, cards_close_due). A close keeps no time it was queued at
+    (close_due_at moves with its retries), so closes have a depth only."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM cards WHERE status = 'PENDING') AS pending,
+                  (SELECT extract(epoch FROM now() - min(created_at)) FROM cards WHERE status = 'PENDING')
+                      AS oldest_pending_seconds,
+                  (SELECT count(*) FROM cards WHERE close_due_at IS NOT NULL) AS closes"""
+    )
+    assert row is not None
+    return row

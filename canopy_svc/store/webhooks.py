@@ -200,3 +200,14 @@ async def purge_finished(conn: Queryable, *, keep_days: float, batch: int = 1000
         batch,
     )
     return int(deleted.split()[-1])
+
+
+async def outbox_state(conn: Queryable) -> asyncpg.Record:
+    """Deliveries waiting (first tries and retries) and the age of the oldest, for /metrics: both read
+    the partial index of pending deliveries (webhook_deliveries_due) and their rows."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT count(*) AS pending, extract(epoch FROM now() - min(created_at)) AS oldest_pending_seconds
+           FROM webhook_deliveries WHERE state = 'pending'"""
+    )
+    assert row is not None
+    return row
