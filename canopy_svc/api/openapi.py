@@ -1,18 +1,18 @@
-"""GET /openapi.json (OpenAPI 3.1, built from the very Structs that validate) and GET /docs."""
+"""GET /openapi.json (OpenAPI 3.1, built from the very Structs that validate); GET /docs is docs_ui's."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from canopy_svc import __version__
+from canopy_svc.api import docs_ui
 from canopy_svc.api.examples import PATH_IDS
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.issuers.hosts import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
@@ -263,9 +263,6 @@ def _structs(types: set[Any]) -> set[type[msgspec.Struct]]:
     return found
 
 
-_DOCS_HTML = (Path(__file__).parent.parent / "static" / "docs.html").read_text()
-
-
 def utc_today() -> datetime.date:
     return datetime.datetime.now(datetime.UTC).date()
 
@@ -278,19 +275,26 @@ def endpoints(
 ) -> list[Endpoint]:
     """GET /openapi.json (the document of `documented`, for a server allowing `lithic_hosts` and
     `webhook_hosts`) and GET
-    /docs: public, and not in the document themselves. `today` is the clock the document's day is read
-    from (a test turns it)."""
-    built: dict[datetime.date, bytes] = {}
+    /docs with what it loads (docs_ui): public, and not in the document themselves. `today` is the clock
+    the document's day is read from (a test turns it)."""
+    day_built: list[datetime.date] = []
+    built: dict[str, bytes] = {}  # "3.1": /openapi.json; "3.0": Swagger UI's rendition of it
+
+    def encoded(version: str) -> bytes:
+        # Built again when the UTC day changes ("up to today" moves with it); once a day for both.
+        day = today()
+        if day_built != [day]:
+            document = build_document(documented, day, lithic_hosts, webhook_hosts)
+            built.clear()
+            built["3.1"] = msgspec.json.encode(document)
+            built["3.0"] = msgspec.json.encode(docs_ui.as_openapi_30(document))
+            day_built[:] = [day]
+        return built[version]
 
     async def openapi_json(request: Request) -> Response:
-        # Built again when the UTC day changes ("up to today" moves with it).
-        day = today()
-        if day not in built:
-            built.clear()
-            built[day] = msgspec.json.encode(build_document(documented, day, lithic_hosts, webhook_hosts))
-        return Response(built[day], media_type="application/json")
+        return Response(encoded("3.1"), media_type="application/json")
 
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(_DOCS_HTML)
-
-    return [Endpoint("GET", "/openapi.json", openapi_json, public=True), Endpoint("GET", "/docs", docs, public=True)]
+    return [
+        Endpoint("GET", "/openapi.json", openapi_json, public=True),
+        *docs_ui.endpoints(lambda: encoded("3.0")),
+    ]

@@ -965,6 +965,13 @@ class BeneficialOwner(msgspec.Struct):
     email: str
     date_of_birth: datetime.date
     verification_status: str  # `unverified` on create
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class BeneficialOwnerList(msgspec.Struct):
+    results: list[BeneficialOwner]
+    paging: Paging
 
 
 # --- Issue 12: events and webhooks ------------------------------------------------------------------
@@ -1046,11 +1053,6 @@ class Subscription(msgspec.Struct):
     active: bool
     created_at: datetime.datetime
     updated_at: datetime.datetime
-
-
-class BeneficialOwnerList(msgspec.Struct):
-    results: list[BeneficialOwner]
-    paging: Paging
 
 
 class SubscriptionCreated(Subscription, kw_only=True):
