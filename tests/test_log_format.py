@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -145,9 +146,7 @@ def test_the_setting_reads_json_or_text_and_refuses_anything_else() -> None:
 
 
 def test_make_run_logs_text() -> None:
-    from tests.test_endpoints import REPOSITORY
-
-    makefile = (REPOSITORY / "Makefile").read_text()
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
     assert "CANOPY_SVC_LOG_FORMAT=$${CANOPY_SVC_LOG_FORMAT:-text}" in run
 
