@@ -63,7 +63,7 @@ async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataC
         )
         record = await store.insert(conn, org_id, customer_id, columns)
         if payload.assign_to_accounts:
-            await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
+            await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts, cipher)
     return _answer(record, cipher, warnings)
 
 
@@ -106,7 +106,7 @@ async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdat
         )
     updated = await store.update(conn, record["id"], columns)
     if patch.assign_to_accounts:
-        await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
+        await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts, cipher)
     return _answer(updated, cipher, warnings)
 
 
