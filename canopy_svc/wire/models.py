@@ -206,10 +206,18 @@ class LithicCardConfig(msgspec.Struct, kw_only=True):
     picks the expiry)."""
 
     json_schema_extra: ClassVar[dict[str, Any]] = {
-        "dependentRequired": {"exp_month": ["exp_year"], "exp_year": ["exp_month"]},
         "allOf": [
+            # exp_month and exp_year: both or neither (null is neither)
+            *(
+                {
+                    "if": {"required": [given], "properties": {given: {"type": "string"}}},
+                    "then": {"required": [other], "properties": {other: {"type": "string"}}},
+                }
+                for given, other in (("exp_month", "exp_year"), ("exp_year", "exp_month"))
+            ),
             {
-                "if": {"required": ["type"], "properties": {"type": {"not": {"const": "PHYSICAL"}}}},
+                # a type given (not null) and not PHYSICAL; with none, the link's type decides
+                "if": {"required": ["type"], "properties": {"type": {"not": {"enum": ["PHYSICAL", None]}}}},
                 "then": {"not": {"anyOf": [{"required": [name]} for name in _PHYSICAL_ONLY]}},
             },
             {
@@ -217,13 +225,26 @@ class LithicCardConfig(msgspec.Struct, kw_only=True):
                     "required": ["shipping_method", "shipping_address"],
                     "properties": {"shipping_method": {"const": "EXPEDITED"}},
                 },
-                "then": {"properties": {"shipping_address": {"required": ["email", "phone_number"]}}},
+                "then": {
+                    "properties": {
+                        "shipping_address": {
+                            "required": ["email", "phone_number"],
+                            "properties": {"email": {"type": "string"}, "phone_number": {"type": "string"}},
+                        }
+                    }
+                },
             },
         ],
     }
 
     memo: Text255 | None = None
-    type: LithicCardType | None = None
+    type: (
+        Annotated[
+            LithicCardType,
+            msgspec.Meta(description="Default VIRTUAL. UNLOCKED, deprecated at Lithic, is sent to Lithic as VIRTUAL."),
+        ]
+        | None
+    ) = None
     state: LithicCreateState | None = None
     card_program_token: Uuid | None = None
     spend_limit_duration: SpendLimitDuration | None = None
