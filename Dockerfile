@@ -26,10 +26,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY canopy_svc ./canopy_svc
 
-# A plain install into site-packages: schema.sql and the docs page ship inside the package (its
-# package-data), so nothing is read from /app at run time and /app can go. No dev extras; files stay
-# root-owned (read-only to the app user), and pip compiles the bytecode now because that user cannot
-# write __pycache__ at run time.
+# A plain install into site-packages: schema.sql ships inside the package (its package-data) and
+# /docs's Swagger UI inside swagger-ui-bundle, so nothing is read from /app at run time and /app can
+# go. No dev extras; files stay root-owned (read-only to the app user), and pip compiles the bytecode
+# now because that user cannot write __pycache__ at run time.
 RUN pip install --no-cache-dir --compile . \
     && rm -rf /app/canopy_svc /app/build
 WORKDIR /var/lib/canopy-svc

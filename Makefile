@@ -2,18 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.run-stamp
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint format bench soak clean
 
-$(STAMP): pyproject.toml
+# Python 3.11's own pip (22.3+) installs an editable pyproject project: no upgrade to wait for.
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP)  ## start the server on the embedded PostgreSQL, with a dev client and curl lines
-	$(BIN)/canopy-svc serve --dev
+# What running needs, and no more: a first `make run` does not wait for the test and lint tools, nor
+# for byte-compiling every module installed (phonenumbers alone has thousands); Python compiles the
+# ones the server imports as it imports them.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --no-compile -e .
+	touch $(RUN_STAMP)
+
+# Everything: the runtime and the dev extra (pytest, ruff, mypy, schemathesis, selenium, ...).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP) $(RUN_STAMP)
+
+run: $(RUN_STAMP)  ## start the server on the embedded PostgreSQL, with a dev client and curl lines; readable log lines
+	CANOPY_SVC_LOG_FORMAT=$${CANOPY_SVC_LOG_FORMAT:-text} $(BIN)/canopy-svc serve --dev
 
 test: $(STAMP)  ## lint, format check and type-check, then the whole suite on a real (embedded) PostgreSQL
 	$(BIN)/ruff check canopy_svc tests
@@ -30,7 +41,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)  ## pgbench ceiling, then wrk on three data shapes (1M unique, 1M repeated, fresh), access log on, targets PASS/FAIL; ~15 min; see BENCHMARKS.md
+bench: $(BENCH_STAMP)  ## pgbench ceiling, then wrk on three data shapes (1M unique, 1M repeated, fresh), access log on, targets PASS/FAIL, then webhook deliveries (BENCH_ONLY=webhooks: that part alone); ~17 min; see BENCHMARKS.md
 	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk (HTTP load generator): sudo apt-get install -y wrk" >&2; exit 1; }
 	$(BIN)/python bench/run.py
 

@@ -34,7 +34,14 @@ Read every figure as a ratio within this run: the machine (2 cores) is shared wi
    and wrk on the others, so the profile is the worker's own CPU, not the preemptions of a 2-core box).
    The server's processes are sampled every 100 ms (RSS per process; CPU of the server, PostgreSQL,
    wrk and the whole box).
-5. bench-results/result.json, a table on stdout, and every target of issue 9, PASS or FAIL with its figure.
+5. Webhooks (issue 12; BENCH_WEBHOOKS 1, 0 skips), on a database of their own: a 1-worker server with
+   one subscription to a local receiver (bench/webhook_receiver.py, its own process, 200 at once):
+   the delivery throughput of BENCH_WEBHOOK_BACKLOG (5000) events committed at once; then the
+   commit-to-delivery latency (from the moment the commit returned to the receiver's arrival) of an
+   event committed every BENCH_WEBHOOK_PROBE_MS (50) for BENCH_SECONDS, at idle and while wrk runs
+   POST /customers as above (whose events are delivered too). BENCH_ONLY=webhooks runs this part
+   alone (no pgbench, no shapes; about 2 minutes), into bench-results/result-webhooks.json.
+6. bench-results/result.json, a table on stdout, and every target of issue 9, PASS or FAIL with its figure.
 
 Environment: BENCH_SECONDS (15), BENCH_ROWS (1000000), BENCH_SHAPES, BENCH_CONNECTIONS (32),
 BENCH_THREADS (2), BENCH_WORKERS ("1,2"; workers beyond 1 run on the unique shape), BENCH_SLICES (5),
@@ -45,7 +52,8 @@ BENCH_DIAGNOSE_LIMITER (0; 1 adds a 2-worker server with per-worker memory limit
 BENCH_PROFILE (1 when py-spy is found), BENCH_PROFILE_SECONDS (10), BENCH_PROFILE_MODES
 ("python,native", see profile()), BENCH_PROFILE_PIN (1), BENCH_LOG_LEVEL (INFO: the access log on;
 WARNING turns it off), BENCH_DEEP_CURSOR ("search" or "walk"), BENCH_RESULTS (bench-results),
-BENCH_SERVER_ENV (unset; e.g. "CANOPY_SVC_POOL_MAX=32": settings for the servers under test).
+BENCH_SERVER_ENV (unset; e.g. "CANOPY_SVC_POOL_MAX=32": settings for the servers under test),
+BENCH_WEBHOOKS (1), BENCH_WEBHOOK_BACKLOG (5000), BENCH_WEBHOOK_PROBE_MS (50), BENCH_ONLY ("webhooks").
 A quick smoke run: BENCH_ROWS=20000 BENCH_SECONDS=3 BENCH_IDLE_SECONDS=5 BENCH_PROFILE=0 make bench.
 """
 
@@ -56,6 +64,7 @@ import base64
 import contextlib
 import datetime
 import functools
+import itertools
 import json
 import os
 import platform
@@ -112,6 +121,10 @@ LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "INFO").upper()
 ACCESS_LOG = LOG_LEVEL in ("INFO", "DEBUG")
 DEEP_CURSOR_MODE = os.environ.get("BENCH_DEEP_CURSOR", "search")
 RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench-results"))
+WEBHOOKS = _flag("BENCH_WEBHOOKS", "1")
+ONLY = os.environ.get("BENCH_ONLY", "")  # "webhooks": that part alone (no pgbench, no shapes)
+WEBHOOK_BACKLOG = int(os.environ.get("BENCH_WEBHOOK_BACKLOG", "5000"))
+WEBHOOK_PROBE_MS = float(os.environ.get("BENCH_WEBHOOK_PROBE_MS", "50"))
 # Secrets made for this run and given to every process it starts (CLI, server workers), so they agree.
 JWT_SECRET = base64.urlsafe_b64encode(os.urandom(32)).decode()
 DATA_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -1566,6 +1579,230 @@ def bench_shape(shape: Shape, db: Database, tags: PassTags, spy: str | None) -> 
 
 
 # --------------------------------------------------------------------------------------------------
+# Webhooks (issue 12): delivery throughput to a local receiver, commit-to-delivery latency at idle and
+# under the POST load
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max in ms of seconds given (None when there are too few to say)."""
+    if len(values) < 2:
+        return {"p50": None, "p99": None, "max": None, "n": len(values)}  # type: ignore[dict-item]
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(1000 * statistics.median(values), 2), "p99": round(1000 * cuts[98], 2),
+            "max": round(1000 * max(values), 2), "n": len(values)}  # fmt: skip
+
+
+class WebhookReceiver:
+    """bench/webhook_receiver.py in its own process: 200 at once, arrivals kept until stop()."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port_file, self.arrivals_file = tmp / "receiver.port", tmp / "receiver.arrivals"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> WebhookReceiver:
+        self.process = subprocess.Popen([sys.executable, str(BENCH / "webhook_receiver.py"), str(self.port_file),
+                                         str(self.arrivals_file)], start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while not (self.port_file.exists() and self.port_file.read_text()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("bench: the webhook receiver did not start")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port_file.read_text()}/hooks"
+
+    def stop(self) -> list[tuple[str, float]]:
+        """Stops it; every arrival as (webhook-id, wall-clock time)."""
+        if self.process is None:
+            return []
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+        self.process = None
+        lines = self.arrivals_file.read_text().splitlines() if self.arrivals_file.exists() else []
+        return [(webhook_id, float(at)) for webhook_id, at in (line.split() for line in lines)]
+
+
+async def commit_events(dsn: str, org_id: int, count: int, note: str) -> tuple[list[str], float]:
+    """`count` test events committed in one transaction through the service's own record_event (the
+    event, its delivery and the NOTIFY in one statement, as a change writes them); their ids and the
+    wall-clock time the commit returned."""
+    from canopy_svc.rules import events
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            ids = [(await events.record_event(conn, org_id, "test_event", {"description": f"{note} {n}"})).id
+                   for n in range(count)]  # fmt: skip
+        return ids, time.time()
+    finally:
+        await conn.close()
+
+
+async def probe_events(dsn: str, org_id: int, seconds: float, interval: float) -> list[dict[str, Any]]:
+    """One event committed every `interval` s for `seconds`, each in a transaction of its own: its id, and
+    the wall-clock times just before its transaction began and just after its commit returned (the commit
+    happened between the two; the latency is counted from the second, so it is a lower bound by at most
+    the first's distance)."""
+    from canopy_svc.rules import events
+
+    conn = await asyncpg.connect(dsn)
+    probes = []
+    try:
+        start = time.monotonic()
+        for n in itertools.count():
+            due = start + n * interval
+            if due >= start + seconds:
+                break
+            ahead = due - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)  # the schedule: a fixed rate of probes, not a wait for anything
+            began = time.time()
+            async with conn.transaction():
+                event = await events.record_event(conn, org_id, "test_event", {"description": f"probe {n}"})
+            probes.append({"id": event.id, "began": began, "committed": time.time()})
+    finally:
+        await conn.close()
+    return probes
+
+
+async def _pending(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'"))
+    finally:
+        await conn.close()
+
+
+def wait_delivered(dsn: str, bound: float) -> float:
+    """Seconds until no delivery is pending (polled every 0.1 s, within `bound`)."""
+    started = time.monotonic()
+    while asyncio.run(_pending(dsn)):
+        if time.monotonic() - started > bound:
+            raise SystemExit(f"bench: deliveries still pending after {bound:.0f} s")
+        time.sleep(0.1)
+    return round(time.monotonic() - started, 2)
+
+
+async def _created_at(dsn: str, event_type: str) -> dict[str, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT event_id, extract(epoch FROM created_at)::float8 AS at FROM events "
+                                "WHERE type = $1", event_type)  # fmt: skip
+    finally:
+        await conn.close()
+    return {r["event_id"]: r["at"] for r in rows}
+
+
+def bench_webhooks(cluster: Cluster, tmp: Path, tags: PassTags) -> dict[str, Any]:
+    """One server (1 worker, the default per-subscription concurrency) with one subscription to a local
+    receiver that answers 200 at once:
+    1. throughput: WEBHOOK_BACKLOG events committed at once, delivered as fast as the worker goes;
+    2. latency at idle: an event committed every WEBHOOK_PROBE_MS, for SECONDS, nothing else running;
+    3. latency under the POST load: the same probes while wrk runs POST /customers as the shapes do
+       (closed loop, CONNECTIONS connections), each POST's customer_created delivered too."""
+    shape = Shape("webhooks", "webhook deliveries to a local receiver", "bench_webhooks", None, "unique", SECONDS, True)
+    db, _ = prepare(cluster, shape, tmp)
+    receiver = WebhookReceiver(tmp).start()
+    server = Server(db, "webhooks-w1", 1, {"CANOPY_SVC_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
+    interval = WEBHOOK_PROBE_MS / 1000
+    result: dict[str, Any] = {"backlog_events": WEBHOOK_BACKLOG, "probe_interval_ms": WEBHOOK_PROBE_MS}
+    try:
+        server.start()
+        token = get_token(server)
+        answer = httpx.put(f"{server.url}/organization/subscribe", json={"webhook_url": receiver.url},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+        answer.raise_for_status()
+
+        log(f"webhooks: {WEBHOOK_BACKLOG} events committed at once, delivered")
+        with Sampler(server.pid, db.postmaster_pid) as sampler:
+            backlog, committed = asyncio.run(commit_events(db.dsn, db.org_id, WEBHOOK_BACKLOG, "backlog"))
+            result["backlog_drain_s"] = wait_delivered(db.dsn, bound=600)
+        result["backlog_cpu_pct"] = sampler.cpu_report()
+        result["backlog_server_cpu_ms_per_delivery"] = round(1000 * sampler.cpu_seconds("server") / WEBHOOK_BACKLOG, 3)
+        result["backlog_postgres_cpu_ms_per_delivery"] = round(
+            1000 * sampler.cpu_seconds("postgres") / WEBHOOK_BACKLOG, 3)
+
+        log(f"webhooks: latency at idle, an event every {WEBHOOK_PROBE_MS:.0f} ms for {SECONDS} s")
+        with Sampler(server.pid, db.postmaster_pid) as sampler:
+            idle_probes = asyncio.run(probe_events(db.dsn, db.org_id, SECONDS, interval))
+            wait_delivered(db.dsn, bound=120)
+        result["idle_cpu_pct"] = sampler.cpu_report()
+
+        log(f"webhooks: latency under the POST load (wrk, {CONNECTIONS} connections), {SECONDS} s")
+        loaded: dict[str, Any] = {}
+        prober = threading.Thread(target=lambda: loaded.update(
+            probes=asyncio.run(probe_events(db.dsn, db.org_id, SECONDS, interval))))  # fmt: skip
+        post = post_scenario(tags, shape)
+        wrk_started = time.time()
+        prober.start()
+        load = run_wrk(server, token, post.script, post.path, post.args, SECONDS)
+        wrk_ended = time.time()
+        prober.join()
+        result["post_load"] = {k: load[k] for k in ("requests_per_s", "latency_ms", "errors", "cpu_pct", "command")}
+        result["pending_when_load_ended"] = asyncio.run(_pending(db.dsn))
+        result["drain_after_load_s"] = wait_delivered(db.dsn, bound=900)
+    finally:
+        server.stop()
+        arrivals = receiver.stop()
+
+    first: dict[str, float] = {}
+    for webhook_id, at in arrivals:
+        first[webhook_id] = min(at, first.get(webhook_id, at))
+    result["arrivals"] = len(arrivals)
+    result["duplicates"] = len(arrivals) - len(first)
+    missing = [i for i in backlog if i not in first]
+    last = max(first[i] for i in backlog if i in first)
+    result["backlog_missing"] = len(missing)
+    result["throughput_per_s"] = round(len(backlog) / max(last - committed, 1e-9), 1)
+
+    def latencies(probes: list[dict[str, Any]]) -> dict[str, Any]:
+        delivered = [p for p in probes if p["id"] in first]
+        return {**percentiles([first[p["id"]] - p["committed"] for p in delivered]),
+                "commit_p99_ms": percentiles([p["committed"] - p["began"] for p in probes])["p99"],
+                "undelivered": len(probes) - len(delivered)}  # fmt: skip
+
+    result["idle_latency_ms"] = latencies(idle_probes)
+    result["load_latency_ms"] = latencies(loaded.get("probes", []))
+    # Every POST's customer_created was delivered too: its latency from its transaction's start (an
+    # upper bound: the request's own work and commit are in it), and how many arrived within the load.
+    created = asyncio.run(_created_at(db.dsn, "customer_created"))
+    result["post_events"] = len(created)
+    result["post_events_latency_from_transaction_start_ms"] = percentiles(
+        [first[i] - at for i, at in created.items() if i in first])
+    during = sum(1 for i in created if i in first and wrk_started <= first[i] <= wrk_ended)
+    result["deliveries_per_s_during_load"] = round(during / max(wrk_ended - wrk_started, 1e-9), 1)
+    result["post_events_missing"] = sum(1 for i in created if i not in first)
+    return result
+
+
+def webhook_table(w: dict[str, Any]) -> list[str]:
+    def lat(x: dict[str, Any]) -> str:
+        return (f"p50 {x['p50']} ms, p99 {x['p99']} ms, max {x['max']} ms over {x['n']} events"
+                f" (commit itself p99 {x['commit_p99_ms']} ms; undelivered {x['undelivered']})")
+
+    load = w["post_load"]
+    return [
+        "", "== webhooks: 1-worker server, one subscription, a local receiver answering 200 at once",
+        f"throughput: {w['backlog_events']} events committed at once delivered at {w['throughput_per_s']}/s "
+        f"(drained in {w['backlog_drain_s']} s; server {w['backlog_server_cpu_ms_per_delivery']} ms CPU per delivery,"
+        f" PostgreSQL {w['backlog_postgres_cpu_ms_per_delivery']} ms;"
+        f" other {w['backlog_cpu_pct'].get('other', 0):.0f}%)",
+        f"commit-to-delivery at idle (an event every {w['probe_interval_ms']:.0f} ms): {lat(w['idle_latency_ms'])}",
+        f"commit-to-delivery under the POST load ({load['requests_per_s']:.0f} POST/s, {load['errors']} errors,"
+        f" other {load['cpu_pct'].get('other', 0):.0f}%): {lat(w['load_latency_ms'])}",
+        f"  the POSTs' own {w['post_events']} events: delivered at {w['deliveries_per_s_during_load']}/s during the"
+        f" load, {w['pending_when_load_ended']} pending when it ended, drained {w['drain_after_load_s']} s later;"
+        f" latency from their transaction's start p50 {w['post_events_latency_from_transaction_start_ms']['p50']} ms,"
+        f" p99 {w['post_events_latency_from_transaction_start_ms']['p99']} ms",
+        f"  arrivals {w['arrivals']}, duplicates {w['duplicates']}, backlog missing {w['backlog_missing']}, POST"
+        f" events missing {w['post_events_missing']}",
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
 # Report
 
 
@@ -1732,6 +1969,8 @@ def table(result: dict[str, Any]) -> str:
                          f"core, its {idle['server_backends']} PostgreSQL backends {idle['server_backends_cpu_pct']}%, "
                          f"all of PostgreSQL {idle['postgres_all_cpu_pct']}%; "
                          f"{idle['server_wakeups_per_s']} wake-ups/s")
+    if result.get("webhooks"):
+        lines += webhook_table(result["webhooks"])
     lines += [
         "",
         f"(kind: closed = closed loop at {CONNECTIONS} connections; fixed = paced at a fixed offered load (@N/s);"
@@ -1847,7 +2086,26 @@ def check_pgbench_scripts() -> None:
             raise SystemExit(f"bench: bench/{script} does not answer the store's columns {COLUMN_NAMES[1:]}")
 
 
+def webhooks_only(cluster: Cluster, tmp: Path, started: float, started_at: str, before: dict[str, Any],
+                  version: str) -> int:
+    """BENCH_ONLY=webhooks: the webhook part alone, written to bench-results/result-webhooks.json."""
+    webhooks = bench_webhooks(cluster, tmp, PassTags())
+    result = {"started_at": started_at, "machine": machine() | {"postgres": version}, "load_before_start": before,
+              "settings": {"seconds": SECONDS, "connections": CONNECTIONS, "wrk_threads": THREADS,
+                           "log_level": LOG_LEVEL, "server_env": os.environ.get("BENCH_SERVER_ENV", "")},
+              "webhooks": webhooks, "duration_s": round(time.monotonic() - started, 1)}  # fmt: skip
+    (RESULTS / "result-webhooks.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"machine: {result['machine']['cpu_model']}, {result['machine']['logical_cpus']} CPUs; busy "
+          f"{before['busy_pct_of_one_core']:.0f}% of a core before the start")
+    print("\n".join(webhook_table(webhooks)))
+    print(f"\nwritten: {RESULTS / 'result-webhooks.json'} ({result['duration_s']} s in all)")
+    return 0
+
+
 def main() -> int:
+    if ONLY not in ("", "webhooks"):
+        print(f"bench: BENCH_ONLY={ONLY!r}: only 'webhooks' (or unset: everything)", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed. On Debian/Ubuntu: sudo apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -1874,6 +2132,8 @@ def main() -> int:
         dsn = postgres.start()
         postmaster, version = asyncio.run(_postmaster(dsn))
         cluster = Cluster(dsn=dsn, socket_dir=_socket_dir(dsn), postmaster_pid=postmaster, version=version)
+        if ONLY == "webhooks":
+            return webhooks_only(cluster, tmp, started, started_at, before, version)
         prepared = {shape.key: prepare(cluster, shape, tmp) for shape in chosen}
         # The ceilings on a database of a million unique customers, the unique shape's if it runs.
         if "unique" in prepared:
@@ -1918,6 +2178,7 @@ def main() -> int:
                 "search_hits": outcome.get("search_hits"), "idle": outcome.get("idle"),
                 "get_ids": outcome.get("get_ids"), "table_after": outcome.get("table_after"),
             })  # fmt: skip
+        webhooks = bench_webhooks(cluster, tmp, tags) if WEBHOOKS else None
         for r in runs:
             r["ratio_to_ceiling"] = round(r["requests_per_s"] / ceilings[r["ceiling"]], 4) if r["ceiling"] else None
         result: dict[str, Any] = {
@@ -1947,6 +2208,7 @@ def main() -> int:
             "servers": servers,
             "runs": runs,
             "profiles": profiles,
+            "webhooks": webhooks,
         }
         result["targets"] = evaluate(result)
         result["duration_s"] = round(time.monotonic() - started, 1)

@@ -7,8 +7,10 @@ import asyncio
 import dataclasses
 import json
 import math
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -19,7 +21,7 @@ import asyncpg
 from canopy_svc.api import examples
 from canopy_svc.core import secret_files
 from canopy_svc.core.crypto import DataCipher, DataKeyError
-from canopy_svc.core.settings import Settings, variable
+from canopy_svc.core.settings import Settings, use_metrics_folder, variable
 from canopy_svc.rules import clients
 from canopy_svc.store import organizations
 from canopy_svc.store.data_key import DataKeyMismatch
@@ -221,11 +223,31 @@ def dev_banner(client: dict[str, Any], base_url: str) -> str:
             f'-d \'{credentials}\' | sed -E \'s/.*"access_token":"([^"]+)".*/\\1/\')',
             f'curl -s -X POST {base_url}/customers -H "Authorization: Bearer $TOKEN" '
             f"-H 'Content-Type: application/json' -d '{json.dumps(examples.CUSTOMER, separators=(',', ':'))}'",
+            "Watch what happened (every change is an event; subscribe a URL to have them pushed):",
+            f'curl -s {base_url}/events -H "Authorization: Bearer $TOKEN"',
             "",
             f"API docs: {base_url}/docs",
             "",
         ]
     )
+
+
+@contextmanager
+def metrics_dir(workers: int) -> Iterator[Path | None]:
+    """With several workers, a folder of their metrics (prometheus-client's multi-process mode), made
+    empty for this run and removed after it; with one, none (its metrics stay in memory). Set before
+    the workers start: each chooses its mode as it imports prometheus-client."""
+    if workers <= 1:
+        use_metrics_folder(None)  # a leftover folder from elsewhere would mix in its values
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="canopy-metrics-"))
+    use_metrics_folder(path)
+    try:
+        yield path
+    finally:
+        use_metrics_folder(None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -242,12 +264,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the data folder's secrets are made before any worker reads them. Several workers share their
     # rate limits unless the operator chose a store (Settings.rate_limit_store).
     settings = _settings(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     cipher = DataCipher(settings.data_key)
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit here
     # lets the embedded PostgreSQL be stopped cleanly on the way out.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    with database(settings) as dsn:
+    # The metrics folder first: each worker chooses its mode as it imports prometheus-client.
+    with metrics_dir(settings.workers), database(settings) as dsn:
         settings = dataclasses.replace(settings, database_url=dsn)
         settings.export()  # each worker process builds its Settings from the environment: these
         asyncio.run(migrate_database(dsn, cipher))  # a wrong data key stops here, with a clear message

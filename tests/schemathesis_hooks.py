@@ -46,7 +46,16 @@ import schemathesis
 from schemathesis.core.failures import ServerError
 from schemathesis.openapi.checks import EnsureResourceAvailability, RejectedPositiveData
 
-LISTINGS = {"/customers", "/customers/accounts", "/customers/{customer_id}/accounts", "/products", "/accounts"}
+LISTINGS = {
+    "/customers",
+    "/customers/accounts",
+    "/customers/{customer_id}/accounts",
+    "/products",
+    "/accounts",
+    "/organization/subscriptions",
+    "/events",
+    "/customers/{customer_id}/beneficial_owners",
+}
 _STATE_UNSEEN_400 = re.compile(r"Invalid (starting_after|ending_before) cursor|search_parameters may have at most")
 _ASSIGNMENT_LISTS = {"/assign_to_accounts": "account_id", "/assign_customers": "customer_id"}
 _ADDRESS = {"/address_zip", "/address_state"}

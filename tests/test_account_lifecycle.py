@@ -364,6 +364,49 @@ async def test_closing_closes_the_cards_and_is_final(
     assert (await api.http.delete("/accounts/acc-1")).status_code == 200  # a closed account can be deleted
 
 
+async def test_a_closed_account_gets_no_new_customer_nor_card_from_either_side(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
+    """CLOSED is final for links too: a new customer is a 409 (by a create, an update, or the account
+    side), a link's card request is a 409, and nothing of the refused request is written; the link
+    that was there keeps taking changes of its own fields."""
+    await issued_card(api, pool, fake_lithic)
+    assert (await api.http.put("/accounts/acc-1/status", json={"account_status": "CLOSED"})).status_code == 200
+    await make_worker(pool).process_due()
+    await api.http.post("/customers", json=minimal_customer(customer_id="cust-2"))
+    before = (
+        await pool.fetchval("SELECT count(*) FROM customers"),
+        await pool.fetchval("SELECT count(*) FROM customer_account_links"),
+    )
+    new_customer = minimal_customer(customer_id="cust-3", assign_to_accounts=[{"account_id": "acc-1"}])
+    refusals = [
+        await api.http.post("/customers", json=new_customer),
+        await api.http.put("/customers/cust-2", json={"assign_to_accounts": [{"account_id": "acc-1"}]}),
+        await api.http.patch(
+            "/customers/cust-2", json={"name_first": "Bo", "assign_to_accounts": [{"account_id": "acc-1"}]}
+        ),
+    ]
+    for refused in refusals:
+        assert "is CLOSED; a closed account gets no new customers" in assert_error(refused, 409, "conflict")["message"]
+    # The linked customer asks for another card through its link: refused as POST .../cards is.
+    await pool.execute("UPDATE cards SET status = 'FAILED'")  # the only case in which a link asks again
+    card_again = {"account_id": "acc-1", "customer_account_issuer_processor_config": {"lithic": {"type": "UNLOCKED"}}}
+    refused = await api.http.put("/customers/cust-1", json={"assign_to_accounts": [card_again]})
+    assert "gets no new cards" in assert_error(refused, 409, "conflict")["message"]
+    after = (
+        await pool.fetchval("SELECT count(*) FROM customers"),
+        await pool.fetchval("SELECT count(*) FROM customer_account_links"),
+    )
+    assert after == before
+    assert await pool.fetchval("SELECT count(*) FROM cards") == 1
+    assert (await api.http.get("/customers/cust-2")).json()["name_first"] != "Bo"
+    # The existing link's own fields still change.
+    relabel = {"account_id": "acc-1", "customer_account_external_id": "kept-ref"}
+    assert (await api.http.put("/customers/cust-1", json={"assign_to_accounts": [relabel]})).status_code == 200
+    links = (await api.http.get("/customers/cust-1/accounts")).json()["results"]
+    assert [a["account_id"] for a in links] == ["acc-1"]
+
+
 async def test_a_status_update_with_an_idempotency_key_is_replayed(api: ApiClient) -> None:
     await account(api)
     headers = {"Idempotency-Key": "close-1"}

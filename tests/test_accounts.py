@@ -24,7 +24,8 @@ CUSTOMER_FIELDS = {
     "customer_id", "name_prefix", "name_first", "name_middle", "name_last", "name_suffix",
     "phone_number", "address_line_one", "address_line_two", "address_city", "address_state",
     "address_zip", "address_country_code", "ssn", "international_customer_id", "email",
-    "date_of_birth", "business_details", "created_at", "updated_at",
+    "date_of_birth", "business_details", "created_at", "updated_at", "customer_type",
+    "verification_status", "title", "passport", "customer_parent_id",
 }  # fmt: skip
 LINK_FIELDS = {"customer_account_role", "customer_account_external_id", "card_details"}
 CARD_FIELDS = {

@@ -21,7 +21,7 @@ from tests.helpers import TEST_JWT_SECRET, ApiClient, make_client, minimal_custo
 
 ISSUER = "canopy-svc"
 AUDIENCE = "canopy-svc-api"
-PUBLIC_ROUTES = ["/healthz", "/readyz", "/openapi.json", "/docs"]
+PUBLIC_ROUTES = ["/healthz", "/readyz", "/openapi.json", "/docs", "/docs/swagger-ui-bundle.js"]
 PROTECTED = [
     ("GET", "/customers"), ("POST", "/customers"), ("GET", "/customers/x"), ("PUT", "/customers/x"),
     ("PATCH", "/customers/x"), ("GET", "/customers/accounts"), ("GET", "/customers/x/accounts"),

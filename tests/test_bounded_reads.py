@@ -28,15 +28,26 @@ import pytest
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.rules import accounts as account_rules
+from canopy_svc.rules import beneficial_owners as beneficial_owner_rules
 from canopy_svc.rules import customer_accounts as customer_account_rules
 from canopy_svc.rules import customers as customer_rules
 from canopy_svc.rules import products as product_rules
+from canopy_svc.rules.accounts import NO_FILTER, AccountFilter
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire.models import Customer
 from tests.helpers import TEST_DATA_KEY, ApiClient, make_client
 
-TABLES = ["customers", "customer_search_terms", "products", "accounts", "customer_account_links", "cards"]
+TABLES = [
+    "customers",
+    "customer_search_terms",
+    "products",
+    "accounts",
+    "customer_account_links",
+    "cards",
+    "link_search_terms",
+]
+TABLES += ["beneficial_owners"]
 PLAN_MODES = ["force_custom_plan", "force_generic_plan"]
 BLOCK = 2000  # our customers before the other tenant's, and again after
 CURSORS = CursorCodec(b"bounded-reads-test-cursor-key-00")
@@ -281,7 +292,23 @@ async def tenants(api: ApiClient, other_api: ApiClient, pool: asyncpg.Pool, no_a
             api.org_id,
             busy,
         )
+        # The busy customer's beneficial owners: 700 between another customer's of ours, another tenant's 800, 800 more.
+        await conn.execute(
+            """INSERT INTO beneficial_owners (org_id, customer_row_id, beneficial_owner_id, name_first, name_last,
+                   phone_number, address_line_one, address_city, address_state, address_zip, email, date_of_birth)
+               SELECT c.org_id, c.id, 'bo' || n, 'F', 'L', '+14155550100', '1 St', 'X', 'MD', '21201', 'b@x.com',
+                      '1990-01-01'
+               FROM generate_series(1, 3000) n JOIN customers c ON (c.org_id, c.customer_id) = (
+                   CASE WHEN n BETWEEN 1401 AND 2200 THEN $2::bigint ELSE $1::bigint END,
+                   CASE WHEN n BETWEEN 1401 AND 2200 THEN 'o3' WHEN n <= 1400 AND n % 2 = 0 THEN 'a4' ELSE 'a3' END)
+               ORDER BY n""",
+            api.org_id,
+            other_api.org_id,
+        )
         deep = {
+            "beneficial-owners": await conn.fetchval(
+                "SELECT id FROM beneficial_owners WHERE beneficial_owner_id = 'bo1399'"
+            ),
             "customers": await conn.fetchval(
                 "SELECT id FROM customers WHERE org_id = $1 AND customer_id = $2", api.org_id, f"a{BLOCK}"
             ),
@@ -363,27 +390,62 @@ def _listings(tenants: Tenants) -> dict[str, tuple[str, str, Listing]]:
     async def products(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
         return await product_rules.list_products(conn, org_id, CURSORS, page)
 
-    async def accounts(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
-        return await account_rules.list_accounts(conn, org_id, CURSORS, page, CIPHER)
+    def accounts(filters: AccountFilter = NO_FILTER) -> Listing:
+        async def call(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
+            return await account_rules.list_accounts(conn, org_id, CURSORS, page, CIPHER, filters)
 
-    async def links(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
-        return await customer_account_rules.list_links(conn, org_id, CURSORS, page, CIPHER)
+        return call
 
-    async def customer_accounts(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
-        return await customer_account_rules.list_customer_accounts(
-            conn, org_id, CURSORS, page, tenants.busy_customer, CIPHER
-        )
+    def links(filters: AccountFilter = NO_FILTER, search: str | None = None) -> Listing:
+        async def call(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
+            return await customer_account_rules.list_links(
+                conn, org_id, CURSORS, page, CIPHER, filters, customer_rules.search_words(search)
+            )
+
+        return call
+
+    def customer_accounts(filters: AccountFilter = NO_FILTER) -> Listing:
+        async def call(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
+            return await customer_account_rules.list_customer_accounts(
+                conn, org_id, CURSORS, page, tenants.busy_customer, CIPHER, filters
+            )
+
+        return call
+
+    active, revolving = AccountFilter(account_status=("ACTIVE",)), AccountFilter(product_type=("REVOLVING",))
+
+    async def beneficial_owners(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
+        return await beneficial_owner_rules.list_page(conn, org_id, CURSORS, page, tenants.busy_customer, CIPHER)
 
     return {
         "GET /customers": ("customers", "customers", customers(None)),
         "GET /customers?search_parameters=smith": ("search", "customers", customers("smith")),
         "GET /products": ("products", "products", products),
-        "GET /accounts": ("accounts", "accounts", accounts),
-        "GET /customers/accounts": ("links", "links", links),
+        "GET /accounts": ("accounts", "accounts", accounts()),
+        "GET /customers/accounts": ("links", "links", links()),
         "GET /customers/{id}/accounts": (
             "customer-accounts",
             f"customer-accounts:{tenants.busy_customer_row_id}",
-            customer_accounts,
+            customer_accounts(),
+        ),
+        # Issue 11: the filters (one index range per status and type pair) and the links' search.
+        "GET /accounts?account_status=ACTIVE": ("accounts", "accounts", accounts(active)),
+        "GET /customers/accounts?product_type=REVOLVING": ("links", "links", links(revolving)),
+        "GET /customers/accounts?search_parameters=p": ("links", "links", links(search="p")),
+        "GET /customers/accounts?search_parameters=smith&account_status=ACTIVE": (
+            "links",
+            "links",
+            links(active, "smith"),
+        ),
+        "GET /customers/{id}/accounts?account_status=ACTIVE&product_type=REVOLVING": (
+            "customer-accounts",
+            f"customer-accounts:{tenants.busy_customer_row_id}",
+            customer_accounts(AccountFilter(account_status=("ACTIVE",), product_type=("REVOLVING",))),
+        ),
+        "GET /customers/{id}/beneficial_owners": (
+            "beneficial-owners",
+            f"beneficial-owners:{tenants.busy_customer_row_id}",
+            beneficial_owners,
         ),
     }
 
@@ -426,13 +488,13 @@ async def test_a_page_deep_in_an_organization_reads_what_the_first_page_reads(
                     (tenants.ours, PageRequest(100, None, deep), 100),
                     (tenants.ours, PageRequest(1000, None, None), 1000),
                 ]
-                if name != "GET /customers/{id}/accounts":
+                if not name.startswith("GET /customers/{id}/"):  # one customer's: the small tenant has none
                     pages.append((tenants.small, PageRequest(12, None, None), 12))
                 for org_id, page, limit in pages:
                     answer, reads = await reads_of(conn, partial(call, conn, org_id, page))
                     what = (name, statistics, mode, org_id, page)
                     assert answer.results, what  # a page of something, read within the bound
-                    assert_bounded(reads, limit, str(what), 3 if name == "GET /customers/{id}/accounts" else 2)
+                    assert_bounded(reads, limit, str(what), 3 if name.startswith("GET /customers/{id}/accounts") else 2)
 
 
 async def test_a_search_reads_a_page_whether_one_customer_or_thousands_match(
@@ -477,6 +539,89 @@ async def test_a_search_reads_a_page_whether_one_customer_or_thousands_match(
                         what,
                         reads,
                     )
+
+
+async def test_an_account_filter_or_link_search_reads_a_page_whether_one_row_or_thousands_match(
+    pool: asyncpg.Pool, database_url: str, tenants: Tenants, tiny_tenants: None
+) -> None:
+    """Issue 11: the filters of the three account listings and GET /customers/accounts' search, for a
+    status thousands of our accounts have, one only the last two have (SUSPENDED), one none has, a word
+    on every link (the product's name), one on a single account (its id), and the two together."""
+    await pool.execute(
+        "UPDATE accounts SET account_status = 'SUSPENDED' WHERE org_id = $1 AND account_id IN ('b999', 'b1000')",
+        tenants.ours,
+    )
+    await pool.execute("VACUUM accounts, customer_account_links, link_search_terms")
+    busy_links = await pool.fetchval(
+        """SELECT count(*) FROM customer_account_links l JOIN accounts a ON a.id = l.account_row_id
+           WHERE l.customer_row_id = $1 AND a.account_id IN ('b999', 'b1000')""",
+        tenants.busy_customer_row_id,
+    )
+    b1000_links = await pool.fetchval(
+        """SELECT count(*) FROM customer_account_links l JOIN accounts a ON a.id = l.account_row_id
+           WHERE a.org_id = $1 AND a.account_id = 'b1000'""",
+        tenants.ours,
+    )
+    suspended, closed = AccountFilter(account_status=("SUSPENDED",)), AccountFilter(account_status=("CLOSED",))
+    both = AccountFilter(account_status=("ACTIVE", "SUSPENDED"), product_type=("REVOLVING", "INSTALLMENT"))
+
+    def accounts(filters: AccountFilter) -> Listing:
+        async def call(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
+            return await account_rules.list_accounts(conn, org_id, CURSORS, page, CIPHER, filters)
+
+        return call
+
+    def links(filters: AccountFilter, search: str | None = None) -> Listing:
+        async def call(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
+            return await customer_account_rules.list_links(
+                conn, org_id, CURSORS, page, CIPHER, filters, customer_rules.search_words(search)
+            )
+
+        return call
+
+    def customer_accounts(filters: AccountFilter) -> Listing:
+        async def call(conn: asyncpg.Connection, org_id: int, page: PageRequest) -> Any:
+            return await customer_account_rules.list_customer_accounts(
+                conn, org_id, CURSORS, page, tenants.busy_customer, CIPHER, filters
+            )
+
+        return call
+
+    # (what, call, limit, rows expected: None for a full page; the reads allowed per row)
+    cases: list[tuple[str, Listing, int, int | None, int]] = []
+    for limit in (12, 1000):
+        cases += [
+            ("accounts SUSPENDED", accounts(suspended), limit, 2, 2),
+            ("accounts CLOSED", accounts(closed), limit, 0, 2),
+            ("accounts ACTIVE,SUSPENDED x REVOLVING,INSTALLMENT", accounts(both), limit, None, 2),
+            ("links SUSPENDED", links(suspended), limit, 3 if busy_links else 2, 2),
+            ("links CLOSED", links(closed), limit, 0, 2),
+            ("customer's accounts SUSPENDED", customer_accounts(suspended), limit, busy_links, 3),
+            ("customer's accounts CLOSED", customer_accounts(closed), limit, 0, 3),
+            ("links p", links(NO_FILTER, "p"), limit, None, 2),
+            ("links p SUSPENDED", links(suspended, "p"), limit, 2 + busy_links, 2),
+            ("links p CLOSED", links(closed, "p"), limit, 0, 2),
+            ("links b1000", links(NO_FILTER, "b1000"), limit, b1000_links, 2),
+            ("links first1000 b1000 SUSPENDED", links(suspended, "first1000 b1000"), limit, 1, 2),
+            ("links nobody", links(NO_FILTER, "nobody"), limit, 0, 2),
+        ]
+    async with contextlib.aclosing(plan_states(pool, database_url)) as states:
+        async for statistics, mode, conn in states:
+            for what, call, limit, expected, per_row in cases:
+                answer, reads = await reads_of(conn, partial(call, conn, tenants.ours, PageRequest(limit, None, None)))
+                described = (what, limit, statistics, mode)
+                assert len(answer.results) == (limit if expected is None else expected), described
+                if answer.results:
+                    assert_bounded(reads, limit, str(described), per_row)
+                else:
+                    assert not [name for name in reads if name.startswith("seq scans")], (described, reads)
+                    # One descent of each index range asked for, no entry of them read; the customer
+                    # looked up, and the few entries a custom plan reads at an index's ends to price a join.
+                    assert sum(n for name, n in reads.items() if name.startswith(("index ", "heap "))) <= 10, (
+                        described,
+                        reads,
+                    )
+                    assert not walked_indexes(reads), (described, walked_indexes(reads), reads)
 
 
 def test_the_search_bound_is_per_page_not_per_match() -> None:
@@ -588,20 +733,44 @@ async def test_a_page_reads_no_deleted_accounts_however_many(
         )
     # Deleted one by one over time, their old row versions would be gone by autovacuum's next pass;
     # deleted all at once here, a first scan would count each dead version's index entry once.
-    await pool.execute("VACUUM accounts, customer_account_links")
+    await pool.execute("VACUUM accounts, customer_account_links, link_search_terms")
     page = PageRequest(12, None, None)
 
-    async def accounts(conn: asyncpg.Connection) -> Any:
-        return await account_rules.list_accounts(conn, api.org_id, CURSORS, page, CIPHER)
+    def accounts(filters: AccountFilter) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+        async def call(conn: asyncpg.Connection) -> Any:
+            return await account_rules.list_accounts(conn, api.org_id, CURSORS, page, CIPHER, filters)
 
-    async def links(conn: asyncpg.Connection) -> Any:
-        return await customer_account_rules.list_links(conn, api.org_id, CURSORS, page, CIPHER)
+        return call
 
-    async def customer_accounts(conn: asyncpg.Connection) -> Any:
-        return await customer_account_rules.list_customer_accounts(conn, api.org_id, CURSORS, page, "d3", CIPHER)
+    def links(filters: AccountFilter, search: str | None = None) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+        async def call(conn: asyncpg.Connection) -> Any:
+            words = customer_rules.search_words(search)
+            return await customer_account_rules.list_links(conn, api.org_id, CURSORS, page, CIPHER, filters, words)
 
-    listings = {"GET /accounts": (accounts, 5, 2), "GET /customers/accounts": (links, 10, 2)}
-    listings["GET /customers/{id}/accounts"] = (customer_accounts, 5, 3)
+        return call
+
+    def customer_accounts(filters: AccountFilter) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+        async def call(conn: asyncpg.Connection) -> Any:
+            return await customer_account_rules.list_customer_accounts(
+                conn, api.org_id, CURSORS, page, "d3", CIPHER, filters
+            )
+
+        return call
+
+    # Unfiltered, filtered (the listing-key indexes) and searched (link_search_terms): a deleted row is
+    # in none of them, and none reads it. Every customer is a Smith or a Last<n>; d3 is on every account.
+    active = AccountFilter(account_status=("ACTIVE",), product_type=("REVOLVING",))
+    listings = {"GET /accounts": (accounts(NO_FILTER), 5, 2), "GET /customers/accounts": (links(NO_FILTER), 10, 2)}
+    listings["GET /customers/{id}/accounts"] = (customer_accounts(NO_FILTER), 5, 3)
+    listings["GET /accounts?account_status=ACTIVE"] = (accounts(active), 5, 2)
+    listings["GET /customers/accounts?account_status=ACTIVE"] = (links(active), 10, 2)
+    listings["GET /customers/{id}/accounts?account_status=ACTIVE"] = (customer_accounts(active), 5, 3)
+    listings["GET /customers/accounts?search_parameters=last3"] = (links(NO_FILTER, "last3"), 5, 3)
+    listings["GET /customers/accounts?search_parameters=last3&account_status=ACTIVE"] = (
+        links(active, "last3"),
+        5,
+        3,
+    )
     async with contextlib.aclosing(plan_states(pool, database_url)) as states:
         async for statistics, mode, conn in states:
             for name, (call, live, per_row) in listings.items():

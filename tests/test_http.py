@@ -379,6 +379,7 @@ async def test_openapi_patterns_match_what_is_enforced(openapi_document: dict[st
 
 
 LISTINGS = ["/customers", "/customers/accounts", "/customers/{customer_id}/accounts", "/products", "/accounts"]
+LISTINGS += ["/customers/{customer_id}/beneficial_owners"]
 
 
 def listing_query(document: dict[str, Any], path: str) -> dict[str, Any]:
@@ -616,12 +617,110 @@ async def test_openapi_document_is_valid(openapi_document: dict[str, Any]) -> No
     validator.validate(openapi_document)
 
 
-async def test_docs_page_renders_the_document(anonymous: httpx.AsyncClient) -> None:
-    response = await anonymous.get("/docs")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    assert "<html" in response.text.lower()
-    assert "/openapi.json" in response.text
+async def test_docs_page_is_swagger_ui_from_this_server(anonymous: httpx.AsyncClient) -> None:
+    """The page, its script and the bundle's files, each with its own content type, under a CSP that lets
+    the page load from this origin only, and no inline script. (tests/test_docs_browser.py drives it.)"""
+    from canopy_svc.api import docs_ui
+
+    page = await anonymous.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    policy = page.headers["content-security-policy"]
+    assert policy == docs_ui.CONTENT_SECURITY_POLICY
+    assert "script-src 'self';" in policy and "unsafe" not in policy and "connect-src 'self'" in policy
+    assert "<script>" not in page.text  # every script is a file: no 'unsafe-inline' needed
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert set(loaded) == {
+        "/docs/swagger-ui.css", "/docs/favicon-32x32.png", "/docs/swagger-ui-bundle.js", "/docs/init.js"
+    }  # fmt: skip
+    types = {
+        "/docs/swagger-ui.css": "text/css; charset=utf-8",
+        "/docs/swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+        "/docs/init.js": "text/javascript; charset=utf-8",
+        "/docs/favicon-32x32.png": "image/png",
+        "/docs/openapi-3.0.json": "application/json",
+    }
+    for path, content_type in types.items():
+        answer = await anonymous.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-type"] == content_type, path
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+    bundle = await anonymous.get("/docs/swagger-ui-bundle.js")
+    assert "SwaggerUIBundle" in bundle.text and "max-age" in bundle.headers["cache-control"]
+    assert (await anonymous.get("/docs/favicon-32x32.png")).content.startswith(b"\x89PNG")
+    options = (await anonymous.get("/docs/init.js")).text
+    assert '"/docs/openapi-3.0.json"' in options and "persistAuthorization: false" in options
+    # Nothing else of the package's folder is served (its index.html points at the petstore): not a
+    # public path, so an anonymous request is refused as on any unknown path.
+    assert (await anonymous.get("/docs/index.html")).status_code == 401
+
+
+async def test_swagger_uis_document_is_the_document_in_openapi_30(
+    anonymous: httpx.AsyncClient, openapi_document: dict[str, Any]
+) -> None:
+    """Swagger UI 4 (the bundle's) renders OpenAPI 3.0 only: its document is a valid 3.0 one with the
+    same operations, bodies, examples and bearer scheme as /openapi.json."""
+    validators = pytest.importorskip("openapi_spec_validator")
+    from openapi_spec_validator.validation import OpenAPIV30SpecValidator
+
+    shown = (await anonymous.get("/docs/openapi-3.0.json")).json()
+    validators.validate(shown, cls=OpenAPIV30SpecValidator)
+    assert shown["openapi"] == "3.0.3"
+    assert shown["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    }
+    assert openapi_document["components"]["securitySchemes"] == shown["components"]["securitySchemes"]
+    for path, operations in openapi_document["paths"].items():
+        assert set(shown["paths"][path]) == set(operations), path
+        for method, operation in operations.items():
+            converted = shown["paths"][path][method]
+            assert converted.get("security") == operation.get("security"), (method, path)
+            assert converted.get("requestBody", {}).get("content", {}).get("application/json", {}).get(
+                "example"
+            ) == operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("example")
+    assert set(shown["paths"]) == set(openapi_document["paths"])
+    text = json.dumps(shown)
+    assert '"type": "null"' not in text and '"const"' not in text and '"examples"' not in text
+
+
+def test_the_30_rendition_says_31s_words_in_30s() -> None:
+    from canopy_svc.api.docs_ui import as_openapi_30
+
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1", "description": "d."},
+        "paths": {},
+        "components": {
+            "schemas": {
+                "A": {
+                    "type": "object",
+                    "required": [],
+                    "properties": {
+                        "ref": {"anyOf": [{"$ref": "#/components/schemas/B"}, {"type": "null"}], "default": None},
+                        "plain": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}]},
+                        "two": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                        "fixed": {"const": "x"},
+                        "listed": {"type": ["integer", "null"], "examples": [1, 2]},
+                    },
+                    "if": {"required": ["plain"]},
+                    "then": {"required": ["ref"]},
+                },
+                "B": {"type": "string"},
+            }
+        },
+    }
+    original = json.dumps(document)
+    shown = as_openapi_30(document)
+    assert json.dumps(document) == original  # the 3.1 document is left as it was
+    a = shown["components"]["schemas"]["A"]
+    assert "required" not in a and "if" not in a and "then" not in a
+    assert a["properties"] == {
+        "ref": {"allOf": [{"$ref": "#/components/schemas/B"}], "nullable": True, "default": None},
+        "plain": {"type": "string", "maxLength": 3, "nullable": True},
+        "two": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "fixed": {"enum": ["x"]},
+        "listed": {"type": "integer", "nullable": True, "example": 1},
+    }
 
 
 RATE_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")

@@ -81,8 +81,9 @@ async def test_the_next_wake_is_the_earliest_due_card_or_expiring_change(api: Ap
 async def test_an_idle_app_sends_only_its_database_probe(
     settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The whole lifespan (its own pool, the gate's probe every second, the card worker, the purge of
-    idempotency keys): once started, an idle window sees the probe's SELECT 1 and nothing else."""
+    """The whole lifespan (its own pool, the gate's probe every second, the card and delivery workers,
+    the purges of idempotency keys and of events): once started, an idle window sees the probe's
+    SELECT 1 and nothing else."""
     sent: list[str] = []
     real_execute, real_simple = asyncpg.Connection._execute, asyncpg.Connection.execute
 
@@ -101,15 +102,22 @@ async def test_an_idle_app_sends_only_its_database_probe(
     app = create_app(idle)
     async with app.router.lifespan_context(app):
 
+        def woken_round_done(channel: str, claim: str, due: str) -> bool:
+            # The worker's round that its LISTEN woke (a round that began after it: the one the LISTEN
+            # fell into ends before the wake is seen), up to its look at when the next work is due.
+            after_listen = [
+                q for q in itertools.dropwhile(lambda q: not (q.startswith("LISTEN") and channel in q), sent)
+            ]
+            round_start = next((i for i, q in enumerate(after_listen) if claim in q), None)
+            return round_start is not None and any(due in q for q in after_listen[round_start:])
+
         def started() -> bool:
-            # The purge and the probe ran, and so did the card worker's round that its LISTEN woke (a
-            # round that began after it: the one the LISTEN fell into ends before the wake is seen).
-            after_listen = [q for q in itertools.dropwhile(lambda q: not q.startswith("LISTEN"), sent)]
-            round_start = next((i for i, q in enumerate(after_listen) if "SET attempts" in q), None)
+            # The purges and the probe ran, and so did each worker's round that its LISTEN woke.
             return (
-                round_start is not None
-                and any("min(next_attempt_at)" in q for q in after_listen[round_start:])
+                woken_round_done("canopy_card_outbox", "SET attempts = c.attempts", "min(next_attempt_at) FROM cards")
+                and woken_round_done("canopy_webhook_deliveries", "WITH candidates", "FROM webhook_deliveries")
                 and any("idempotency_keys" in q for q in sent)
+                and any("DELETE FROM events" in q for q in sent)
                 and "SELECT 1" in sent
             )
 

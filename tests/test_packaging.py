@@ -1,6 +1,6 @@
-"""A plain (non-editable) install carries everything the server reads: every subpackage, schema.sql and
-the docs page (the Dockerfile installs so). Built as `pip wheel` builds it, and imported from the wheel's
-own files, not from this checkout."""
+"""A plain (non-editable) install carries everything the server reads: every subpackage and schema.sql
+(the Dockerfile installs so; /docs comes from the swagger-ui-bundle package). Built as `pip wheel` builds
+it, and imported from the wheel's own files, not from this checkout."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_a_wheel_carries_every_package_and_data_file(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "canopy_svc").rglob("__init__.py")}
     assert {f"{package}/__init__.py" for package in packages} <= names
-    assert {"canopy_svc/store/schema.sql", "canopy_svc/static/docs.html", "canopy_svc/py.typed"} <= names
+    assert {"canopy_svc/store/schema.sql", "canopy_svc/py.typed"} <= names
 
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)

@@ -1,4 +1,5 @@
-"""No SSN is readable at rest: not in any table or column, not in the tables' files, not in the logs.
+"""No SSN nor passport number is readable at rest: not in any table or column, not in the tables'
+files, not in the logs.
 
 Idempotency-Key answers hold the SSN of the customer they answer (the API answers it in clear), so
 they are kept only encrypted, bound to their row; version 2's clear answers are sealed by the v3
@@ -7,6 +8,7 @@ migration (issue 8, item 1).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import random
@@ -54,6 +56,11 @@ def spellings(*ssns: str) -> list[bytes]:
         for text in {ssn, ssn.replace("-", "")}:
             found += [text.encode(), text.encode().hex().encode()]
     return found
+
+
+def new_passport_number() -> str:
+    """A passport number no other test uses, and that no ciphertext or hash is likely to hold."""
+    return f"PQ{random.randint(10**8, 10**9 - 1)}Z"
 
 
 def keyed(key: str) -> dict[str, str]:
@@ -175,6 +182,106 @@ async def test_no_ssn_in_clear_anywhere_after_keyed_creates_and_updates(
     assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == len(writes) + 1
 
     needles = spellings(first, second, third, fourth, third_digits)
+    assert await clear_text_in_tables(pool, needles) == []
+    async with pool.acquire() as conn:
+        assert await clear_text_in_files(conn, needles) == []
+    assert clear_text_in_logs(caplog.records, needles) == []
+
+
+async def test_no_passport_number_nor_controller_ssn_in_clear_anywhere(
+    api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11's PII: the customer's passport number and the business controller's SSN and passport
+    number, through keyed creates, updates and an account answering its customers."""
+    caplog.set_level(logging.DEBUG)
+    passports = [new_passport_number() for _ in range(5)]
+    (controller_ssn, controller_digits), (second_controller_ssn, _) = new_ssn(), new_ssn()
+
+    def business(ssn: str, passport: str) -> dict[str, object]:
+        controller = {
+            "name_first": "Grace", "name_last": "Hopper", "address_line_one": "1 Navy Way",
+            "address_city": "Arlington", "address_state": "VA", "address_zip": "22202", "ssn": ssn,
+            "passport": {"number": passport, "country": "US"},
+        }  # fmt: skip
+        return {"doing_business_as": "Umbrella", "business_ein": "98-7654321", "controller": controller}
+
+    product = {"product_id": "prod-1", "product_overview": {"product_name": "Card", "product_type": "REVOLVING"}}
+    assert (await api.http.post("/products", json=product)).status_code == 200
+    writes = [
+        (
+            "POST",
+            "/customers",
+            minimal_customer(
+                customer_id="c-1",
+                passport={"number": passports[0], "country": "GB"},
+                business_details=business(controller_ssn, passports[1]),
+            ),
+        ),
+        ("PUT", "/customers/c-1", {"passport": {"number": passports[2], "country": "FR"}}),
+        ("PATCH", "/customers/c-1", {"business_details": business(second_controller_ssn, passports[3])}),
+        (
+            "POST",
+            "/accounts",
+            {"account_id": "acc-1", "product_id": "prod-1", "assign_customers": [{"customer_id": "c-1"}]},
+        ),
+        # Refused (the parent is unknown): an error is stored too, and must hold nothing either.
+        (
+            "POST",
+            "/customers",
+            minimal_customer(passport={"number": passports[4], "country": "DE"}, customer_parent_id="x"),
+        ),
+    ]
+    answers = []
+    for number, (method, path, body) in enumerate(writes):
+        answer = await api.http.request(method, path, json=body, headers=keyed(f"pp-{number}"))
+        assert answer.status_code in (200, 404), answer.text
+        answers.append(answer)
+    # The answers do carry them in clear (as Canopy answers them), so the checks below are not vacuous.
+    assert passports[0] in answers[0].text and controller_ssn in answers[0].text and passports[1] in answers[0].text
+    assert passports[2] in answers[1].text
+    assert passports[3] in answers[3].text and second_controller_ssn in answers[3].text
+    got = (await api.http.get("/customers/c-1")).json()
+    assert got["business_details"]["controller"]["passport"]["number"] == passports[3]
+
+    needles = [*spellings(controller_ssn, controller_digits, second_controller_ssn)]
+    needles += [text for number in passports for text in (number.encode(), number.encode().hex().encode())]
+    assert await clear_text_in_tables(pool, needles) == []
+    async with pool.acquire() as conn:
+        assert await clear_text_in_files(conn, needles) == []
+    assert clear_text_in_logs(caplog.records, needles) == []
+
+
+async def test_no_beneficial_owner_ssn_in_clear_anywhere(
+    api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, item 3: an owner's SSN is sealed as a customer's is: in its table, in the answers kept
+    under an Idempotency-Key (which hold it: the API answers it), in the files and in the logs."""
+    caplog.set_level(logging.DEBUG)
+    (first, _), (_, second_digits), (third, _) = (new_ssn() for _ in range(3))
+    business = minimal_customer(
+        customer_id="biz-1", business_details={"doing_business_as": "Acme", "business_ein": "12-3456789"}
+    )
+    assert (await api.http.post("/customers", json=business)).status_code == 200
+    path = "/customers/biz-1/beneficial_owners"
+    owner = minimal_customer(name_first="Grace")
+    writes = [
+        ({**owner, "beneficial_owner_id": "bo-1", "ssn": first}, "k-bo-1"),
+        ({**owner, "beneficial_owner_id": "bo-2", "ssn": second_digits}, "k-bo-2"),
+        ({**owner, "beneficial_owner_id": "bo-1", "ssn": third}, "k-bo-3"),  # taken: a 409, its body kept too
+        ({**owner, "ssn": third}, None),
+    ]
+    for body, key in writes:
+        answer = await api.http.post(path, json=body, headers=keyed(key) if key else {})
+        assert answer.status_code in (200, 409), answer.text
+        assert (body["ssn"] in answer.text) == (answer.status_code == 200)
+        if key:
+            replay = await api.http.post(path, json=body, headers=keyed(key))
+            assert replay.headers["Idempotent-Replayed"] == "true" and replay.content == answer.content
+    listed = (await api.http.get(path)).json()["results"]
+    assert [o["ssn"] for o in listed] == [first, second_digits, third]  # answered as sent, read back sealed
+    assert await pool.fetchval("SELECT count(*) FROM beneficial_owners WHERE ssn_encrypted IS NOT NULL") == 3
+
+    needles = spellings(first, second_digits, third)
     assert await clear_text_in_tables(pool, needles) == []
     async with pool.acquire() as conn:
         assert await clear_text_in_files(conn, needles) == []
@@ -323,3 +430,31 @@ async def test_no_pan_or_cvv_and_no_sent_shipping_address_at_rest(
     assert named == []
     async with pool.acquire() as conn:
         assert await clear_text_in_files(conn, [*pans, *shipping]) == []
+
+
+async def test_events_hold_no_ssn_and_webhook_secrets_are_kept_only_encrypted(
+    api: ApiClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: an event's data is the answer without its SSN (events are sent and kept in clear), and
+    a subscription's signing secret is shown once and stored only AES-GCM encrypted."""
+    caplog.set_level(logging.DEBUG)
+    ssn, digits = new_ssn()
+    subscribed = await api.http.put("/organization/subscribe", json={"webhook_url": "https://hooks.example.com/x"})
+    assert subscribed.status_code == 201, subscribed.text
+    secret = subscribed.json()["signing_secret"]
+    created = await api.http.post("/customers", json=minimal_customer(customer_id="c-1", ssn=ssn))
+    assert created.status_code == 200 and created.json()["ssn"] == ssn
+    updated = await api.http.patch("/customers/c-1", json={"ssn": digits, "name_first": "Grace"})
+    assert updated.status_code == 200
+    # The check looks where the values would be: events with their customers, a delivery, a subscription.
+    assert await pool.fetchval("SELECT count(*) FROM events") == 2
+    assert await pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 2
+    assert await pool.fetchval("SELECT count(*) FROM webhook_subscriptions WHERE secret_encrypted IS NOT NULL") == 1
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    needles = [*spellings(ssn), secret.encode(), secret.removeprefix("whsec_").encode(), key, key.hex().encode()]
+    assert await clear_text_in_tables(pool, needles) == []
+    async with pool.acquire() as conn:
+        assert await clear_text_in_files(conn, needles) == []
+    assert clear_text_in_logs(caplog.records, needles) == []
+    listed = await api.http.get("/organization/subscriptions")
+    assert secret not in listed.text

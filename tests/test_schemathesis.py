@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi as schemathesis_asgi
 
-from canopy_svc.api import openapi
+from canopy_svc.api import examples, openapi
 from canopy_svc.api.app import ENDPOINTS, CanopyApp, create_app
 from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.simulator import CardSimulator
@@ -106,6 +106,7 @@ def served_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         pool_min_size=1,
         pool_max_size=4,
         card_worker=False,
+        delivery_worker=False,  # generated subscriptions name hosts anywhere: nothing is sent to them
     )
     SERVED.app = create_app(settings_)
     # A generated PUT /organization/issuer_processors sets a Lithic key: cards are then changed "at Lithic",
@@ -143,10 +144,11 @@ async def start_fresh(database_url: str, served_app: CanopyApp) -> dict[str, str
 
 def seed(bearer_headers: dict[str, str]) -> None:
     """The document's own examples, created: the customer, product and account (with the customer on
-    it) its path examples name, so generated requests reach real objects, not only 404s."""
+    it) and the customer's beneficial owner its path examples name, so generated requests reach real
+    objects, not only 404s."""
     with schemathesis_asgi.get_client(SERVED) as client:
-        for path in ("/customers", "/products", "/accounts"):
-            answer = client.post(path, json=example(path), headers=bearer_headers)
+        for path in ("/customers", "/products", "/accounts", "/customers/{customer_id}/beneficial_owners"):
+            answer = client.post(path.format(**examples.PATH_IDS), json=example(path), headers=bearer_headers)
             assert answer.status_code == 200, answer.text
 
 

@@ -134,3 +134,12 @@ def test_the_cli_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch,
     settings = cli._settings(args)
     assert (settings.port, settings.host, settings.data_dir) == (8200, "0.0.0.0", tmp_path / "flag")
     assert settings.graceful_timeout_seconds == 3
+
+
+def test_a_webhook_lease_no_longer_than_the_timeout_is_refused() -> None:
+    """A lease that runs out while its POST may still be answering would let another process send the
+    same delivery at once."""
+    given = {**SECRETS, "CANOPY_SVC_WEBHOOK_TIMEOUT_SECONDS": "10", "CANOPY_SVC_WEBHOOK_LEASE_SECONDS": "10"}
+    with pytest.raises(ValueError, match="CANOPY_SVC_WEBHOOK_LEASE_SECONDS must be longer than"):
+        Settings.from_env(given)
+    assert Settings.from_env({**given, "CANOPY_SVC_WEBHOOK_LEASE_SECONDS": "10.5"}).webhook_lease_seconds == 10.5

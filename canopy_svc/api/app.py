@@ -18,13 +18,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from canopy_svc.api import openapi, routing
+from canopy_svc.api import metrics, openapi, routing
 from canopy_svc.api.authentication import AuthenticationMiddleware
 from canopy_svc.api.context import RequestContextMiddleware
 from canopy_svc.api.ratelimiting import RateLimiting, RateLimitMiddleware
 from canopy_svc.api.responses import error_response
-from canopy_svc.api.routes import accounts, auth, cards, customers, health, organization, products
+from canopy_svc.api.routes import (
+    accounts,
+    auth,
+    beneficial_owners,
+    cards,
+    customers,
+    events,
+    health,
+    organization,
+    products,
+    subscriptions,
+)
 from canopy_svc.api.state import LifespanState, Resources, State
+from canopy_svc.core import metrics as process_metrics
 from canopy_svc.core import supervision
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.db import DatabaseGate, create_pool, when_available
@@ -32,7 +44,9 @@ from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
+from canopy_svc.issuers.webhooks import WebhookClient, WebhookHosts
 from canopy_svc.rules import idempotency
+from canopy_svc.rules import retention as event_retention
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.passwords import RecentSecrets
 from canopy_svc.rules.tokens import TokenAuthority
@@ -40,15 +54,19 @@ from canopy_svc.store.data_key import ensure_key_check
 from canopy_svc.store.migrations import migrate_database
 from canopy_svc.wire.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from canopy_svc.workers.cards import CardWorker, RetryPolicy
+from canopy_svc.workers.deliveries import DeliveryPolicy, DeliveryWorker
 
 # Every endpoint /openapi.json documents, in its order; each resource module declares its own.
 ENDPOINTS: list[routing.Endpoint] = [
     *auth.endpoints,
     *customers.endpoints,
+    *beneficial_owners.endpoints,
     *products.endpoints,
     *accounts.endpoints,
     *cards.endpoints,
     *organization.endpoints,
+    *subscriptions.endpoints,
+    *events.endpoints,
     *health.endpoints,
 ]
 
@@ -97,6 +115,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     settings = settings or Settings.from_env()
     cipher = DataCipher(settings.data_key)
     lithic_hosts = LithicHosts.from_entries(settings.lithic_allowed_hosts)
+    webhook_hosts = WebhookHosts.from_entries(settings.webhook_allowed_hosts)
     resources = Resources(
         settings=settings,
         tokens=TokenAuthority(
@@ -112,13 +131,16 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
         lithic_hosts=lithic_hosts,
         cursors=CursorCodec(hmac.new(settings.jwt_secret.encode(), b"paging cursors", hashlib.sha256).digest()),
         recent_secrets=RecentSecrets(),
+        webhooks=WebhookClient(webhook_hosts, timeout=settings.webhook_timeout_seconds),
     )
     given = None if pool is None else State(resources, pool, RateLimiting(settings, pool))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(process_metrics.mark_process_dead)  # last: this worker's live gauges end with it
             stack.push_async_callback(resources.card_gateway.aclose)
+            stack.push_async_callback(resources.webhooks.aclose)
             gate = None
             if given is None:
                 if settings.database_url is None:
@@ -155,6 +177,34 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                     min_interval_seconds=settings.lithic_min_interval_ms / 1000,
                 )
                 background.start("card-worker", worker.run)
+            if settings.delivery_worker:
+                deliveries = DeliveryWorker(
+                    opened,
+                    settings.database_url,
+                    resources.webhooks,
+                    cipher,
+                    policy=DeliveryPolicy(
+                        base_seconds=settings.webhook_retry_base_seconds,
+                        max_attempts=settings.webhook_max_attempts,
+                        lease_seconds=settings.webhook_lease_seconds,
+                    ),
+                    per_subscription=settings.webhook_concurrency,
+                )
+                background.start("delivery-worker", deliveries.run)
+            background.start(
+                "event-retention",
+                functools.partial(
+                    supervision.run_every,
+                    3600,
+                    "event-retention",
+                    functools.partial(
+                        event_retention.purge_expired,
+                        opened,
+                        event_days=settings.event_retention_days,
+                        delivery_days=settings.delivery_retention_days,
+                    ),
+                ),
+            )
             background.start(
                 "idempotency-keys",
                 functools.partial(
@@ -173,13 +223,18 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 )
             yield {"canopy": State(resources, opened, rate_limiting, gate=gate, background=background)}
 
-    served = [*ENDPOINTS, *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts)]
+    served = [
+        *ENDPOINTS,
+        *openapi.endpoints(ENDPOINTS, lithic_hosts=lithic_hosts, webhook_hosts=webhook_hosts),
+        *metrics.endpoints(),
+    ]
+    routes = routing.routes(served)
     return CanopyApp(
         resources,
         given,
-        routes=routing.routes(served),
+        routes=routes,
         middleware=[
-            Middleware(RequestContextMiddleware),
+            Middleware(RequestContextMiddleware, templates=metrics.RouteTemplates(list(routes))),
             Middleware(
                 AuthenticationMiddleware,
                 tokens=resources.tokens,
@@ -194,11 +249,11 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
 
 
 def create_served_app() -> Starlette:
-    """The factory uvicorn calls in each worker process: JSON logs, settings from the environment."""
+    """The factory uvicorn calls in each worker process: logging and settings from the environment."""
     from canopy_svc.core.logs import configure_logging
 
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     # The modules and tables loaded so far live as long as the process: keep the collector from
     # walking them again and again (gen-2 passes over them were the long tail of request latency),

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from canopy_svc.api.responses import send_error
 from canopy_svc.api.routing import TokenScope, scope_for_method
+from canopy_svc.core import metrics
 from canopy_svc.rules.tokens import TokenAuthority, require_scope
 from canopy_svc.wire.errors import ApiError, Unauthorized
 
@@ -31,8 +32,14 @@ class AuthenticationMiddleware:
         method = scope["method"]
         try:
             principal = self.tokens.verify(_bearer_token(scope))
+        except ApiError as error:
+            metrics.token_failed("bearer")
+            await send_error(send, error)
+            return
+        try:
             require_scope(principal, self.scopes.get(method) or scope_for_method(method))
         except ApiError as error:
+            metrics.token_failed("scope")
             await send_error(send, error)
             return
         scope["state"]["principal"] = principal

@@ -13,8 +13,10 @@ import traceback
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from canopy_svc.api.metrics import RouteTemplates
 from canopy_svc.api.responses import error_for, send_error
 from canopy_svc.api.routing import keep_encoded_separators
+from canopy_svc.core import metrics
 from canopy_svc.core.db import UNAVAILABLE_ERRORS, DatabaseUnavailable
 from canopy_svc.wire.errors import Unavailable
 
@@ -25,8 +27,9 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, templates: RouteTemplates | None = None) -> None:
         self.app = app
+        self.templates = templates  # None: requests are logged, not counted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,6 +69,9 @@ class RequestContextMiddleware:
                     await send_error(send_with_request_id, Unavailable())
             raise
         finally:
+            seconds = time.perf_counter() - started
+            if self.templates is not None:
+                metrics.observe_request(self.templates.of(scope), scope["method"], status, seconds)
             principal = scope["state"].get("principal")
             access_log.info(
                 "request",
@@ -75,7 +81,7 @@ class RequestContextMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],  # never the query string: search terms are personal data
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                 },
             )
 

@@ -16,8 +16,18 @@ CUSTOMER: dict[str, Any] = {
                          "business_ein": "888-88-8888"},
 }  # fmt: skip
 CUSTOMER_UPDATE: dict[str, Any] = {"email": "miriam@example.com", "address_line_two": None}
+# With Canopy's policies, so /docs shows them and schemathesis stores one first.
 PRODUCT: dict[str, Any] = {
-    "product_id": "prod-1", "product_overview": {"product_name": "Card", "product_type": "REVOLVING"},
+    "product_id": "prod-1", "external_product_id": "ext-prod-1",
+    "product_overview": {"product_name": "Card", "product_type": "REVOLVING", "product_color": "#0000FF"},
+    "product_lifecycle_policies": {
+        "billing_cycle_policies": {"cycle_interval": "1 month", "cycle_due_interval": "25 days",
+                                   "product_time_zone": "America/New_York"},
+        "default_attributes": {"default_credit_limit_cents": 300000, "default_late_fee_cents": 2500},
+    },
+    "promotional_policies": {"promo_len": 6, "promo_min_pay_type": "PERCENT_PRINCIPAL",
+                             "promo_default_interest_rate_percent": 0, "promo_min_pay_percent": 2},
+    "post_promotional_policies": {"post_promo_len": 12, "post_promo_default_interest_rate_percent": 19.99},
 }  # fmt: skip
 # The customer above on the product above.
 ACCOUNT: dict[str, Any] = {
@@ -28,8 +38,18 @@ CARD: dict[str, Any] = {"spend_limit": 100000, "lithic": {"type": "SINGLE_USE", 
 CARD_UPDATE: dict[str, Any] = {"state": "PAUSED"}
 ACCOUNT_STATUS: dict[str, Any] = {"account_status": "SUSPENDED", "account_substatus": "DELINQUENT"}
 ORGANIZATION_SETTINGS: dict[str, Any] = {"duplicate_customer_policy": "warn"}
+# An owner of the customer above's business.
+BENEFICIAL_OWNER: dict[str, Any] = {
+    "beneficial_owner_id": "bo-1", "name_first": "Alice", "name_last": "Trevino", "phone_number": "+14105556790",
+    "address_line_one": "14 Strawberry Road", "address_city": "Atlanta", "address_state": "GA",
+    "address_zip": "99999", "address_country_code": "US", "ssn": "777-77-7777", "email": "alice@protonmail.com",
+    "date_of_birth": "1960-03-01",
+}  # fmt: skip
 
 # The ids in paths /docs shows: those of the bodies above, so its requests reach what they create.
 PATH_IDS = {
     "customer_id": CUSTOMER["customer_id"], "account_id": ACCOUNT["account_id"], "product_id": PRODUCT["product_id"],
+    "beneficial_owner_id": BENEFICIAL_OWNER["beneficial_owner_id"],
+    # Made by the server (sub_ and evt_ with 24 base62): these stand for one.
+    "subscription_id": "sub_4Xq1mJ0bR7cT2vN8kP5sL3wZ", "event_id": "evt_9Hd2pL6qW1zK8mR3tY0nB5vC",
 }  # fmt: skip

@@ -1,21 +1,22 @@
-"""GET /openapi.json (OpenAPI 3.1, built from the very Structs that validate) and GET /docs."""
+"""GET /openapi.json (OpenAPI 3.1, built from the very Structs that validate); GET /docs is docs_ui's."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from canopy_svc import __version__
+from canopy_svc.api import docs_ui
 from canopy_svc.api.examples import PATH_IDS
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.issuers.hosts import LITHIC_HOSTS, LITHIC_ONLY, LithicHosts
+from canopy_svc.issuers.webhooks import WebhookHosts
 from canopy_svc.rules import paging
 from canopy_svc.wire.errors import ErrorEnvelope
 from canopy_svc.wire.fields import NO_NUL
@@ -51,6 +52,19 @@ def listing_query(default_limit: int = 12, **extra: dict[str, Any]) -> dict[str,
     }
 
 
+def comma_list(values: Sequence[str], description: str) -> dict[str, Any]:
+    """A query parameter holding a comma list of these values (`ACTIVE,SUSPENDED`), or empty (none)."""
+    item = "(?:" + "|".join(values) + ")"
+    return {"type": "string", "pattern": f"^(?:{item}(?:,{item})*)?" + END, "description": description}
+
+
+def excluding(query: dict[str, Any], first: str, second: str) -> dict[str, Any]:
+    """`query` (a listing_query) where at most one of two parameters is given (an empty one is none)."""
+    both = {"required": [first, second], "properties": {first: {"minLength": 1}, second: {"minLength": 1}}}
+    exclusion = {"not": both}
+    return {**query, "allOf": [*query.get("allOf", ()), exclusion]}
+
+
 _ERROR_DESCRIPTIONS = {
     400: "Bad request", 401: "Unauthorized", 403: "not_authorized: the token expired; forbidden: it lacks the scope",
     404: "Not found", 409: "Conflict",
@@ -60,10 +74,13 @@ _ERROR_DESCRIPTIONS = {
 
 
 def build_document(
-    operations: Sequence[Endpoint], today: datetime.date | None = None, lithic_hosts: LithicHosts = LITHIC_ONLY
+    operations: Sequence[Endpoint],
+    today: datetime.date | None = None,
+    lithic_hosts: LithicHosts = LITHIC_ONLY,
+    webhook_hosts: WebhookHosts = WebhookHosts(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> dict[str, Any]:
-    """The document as of `today` (UTC; default now), for a server allowing these Lithic hosts: what
-    depends on the day or the operator's settings is stated as it is."""
+    """The document as of `today` (UTC; default now), for a server allowing these Lithic and webhook
+    hosts: what depends on the day or the operator's settings is stated as it is."""
     types = {op.response for op in operations} | {op.request for op in operations if op.request}
     types.add(ErrorEnvelope)
     schemas, components = msgspec.json.schema_components(
@@ -76,12 +93,15 @@ def build_document(
     for struct in _structs({op.request for op in operations if op.request}):
         _refuse_nul(components[struct.__name__])
     _ids_as_one_of(components)
-    _state_settings(components, today or utc_today(), lithic_hosts)
+    _state_settings(components, today or utc_today(), lithic_hosts, webhook_hosts)
     error_ref = {"application/json": {"schema": refs[ErrorEnvelope]}}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         responses: dict[str, Any] = {
-            "200": {"description": "OK", "content": {"application/json": {"schema": refs[op.response]}}}
+            str(op.status): {
+                "description": "Created" if op.status == 201 else "OK",
+                "content": {"application/json": {"schema": refs[op.response]}},
+            }
         }
         # A bad query parameter (a limit that is not a number, a forged cursor) is a 400 too.
         extra = (*((400,) if op.query else ()), *((400, 413, 415, 422) if op.request else ()))
@@ -166,9 +186,9 @@ def _ids_as_one_of(schema: Any) -> None:
             _ids_as_one_of(item)
 
 
-def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts) -> None:
+def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts, webhook_hosts: WebhookHosts) -> None:
     """Replaces the markers models.py leaves for rules that depend on the day or on settings, in place:
-    `x-date-range` (models.BirthDate) and `x-lithic-base-url` become patterns."""
+    `x-date-range` (models.BirthDate), `x-lithic-base-url` and `x-webhook-url` become patterns."""
     if isinstance(schema, dict):
         if "x-date-range" in schema:
             first, last = (
@@ -177,11 +197,13 @@ def _state_settings(schema: Any, today: datetime.date, lithic_hosts: LithicHosts
             schema["pattern"] = dates_from(first, last)
         if schema.pop("x-lithic-base-url", False):
             schema["pattern"] = lithic_base_url_pattern(lithic_hosts)
+        if schema.pop("x-webhook-url", False):
+            schema["pattern"] = webhook_hosts.url_pattern()
         for value in schema.values():
-            _state_settings(value, today, lithic_hosts)
+            _state_settings(value, today, lithic_hosts, webhook_hosts)
     elif isinstance(schema, list):
         for item in schema:
-            _state_settings(item, today, lithic_hosts)
+            _state_settings(item, today, lithic_hosts, webhook_hosts)
 
 
 def lithic_base_url_pattern(hosts: LithicHosts) -> str:
@@ -241,9 +263,6 @@ def _structs(types: set[Any]) -> set[type[msgspec.Struct]]:
     return found
 
 
-_DOCS_HTML = (Path(__file__).parent.parent / "static" / "docs.html").read_text()
-
-
 def utc_today() -> datetime.date:
     return datetime.datetime.now(datetime.UTC).date()
 
@@ -252,21 +271,30 @@ def endpoints(
     documented: Sequence[Endpoint],
     today: Callable[[], datetime.date] = utc_today,
     lithic_hosts: LithicHosts = LITHIC_ONLY,
+    webhook_hosts: WebhookHosts = WebhookHosts(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> list[Endpoint]:
-    """GET /openapi.json (the document of `documented`, for a server allowing `lithic_hosts`) and GET
-    /docs: public, and not in the document themselves. `today` is the clock the document's day is read
-    from (a test turns it)."""
-    built: dict[datetime.date, bytes] = {}
+    """GET /openapi.json (the document of `documented`, for a server allowing `lithic_hosts` and
+    `webhook_hosts`) and GET
+    /docs with what it loads (docs_ui): public, and not in the document themselves. `today` is the clock
+    the document's day is read from (a test turns it)."""
+    day_built: list[datetime.date] = []
+    built: dict[str, bytes] = {}  # "3.1": /openapi.json; "3.0": Swagger UI's rendition of it
+
+    def encoded(version: str) -> bytes:
+        # Built again when the UTC day changes ("up to today" moves with it); once a day for both.
+        day = today()
+        if day_built != [day]:
+            document = build_document(documented, day, lithic_hosts, webhook_hosts)
+            built.clear()
+            built["3.1"] = msgspec.json.encode(document)
+            built["3.0"] = msgspec.json.encode(docs_ui.as_openapi_30(document))
+            day_built[:] = [day]
+        return built[version]
 
     async def openapi_json(request: Request) -> Response:
-        # Built again when the UTC day changes ("up to today" moves with it).
-        day = today()
-        if day not in built:
-            built.clear()
-            built[day] = msgspec.json.encode(build_document(documented, day, lithic_hosts))
-        return Response(built[day], media_type="application/json")
+        return Response(encoded("3.1"), media_type="application/json")
 
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(_DOCS_HTML)
-
-    return [Endpoint("GET", "/openapi.json", openapi_json, public=True), Endpoint("GET", "/docs", docs, public=True)]
+    return [
+        Endpoint("GET", "/openapi.json", openapi_json, public=True),
+        *docs_ui.endpoints(lambda: encoded("3.0")),
+    ]

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from canopy_svc.api.responses import error_for, send_error
 from canopy_svc.api.state import state_of
+from canopy_svc.core import metrics
 from canopy_svc.core.settings import Settings
 from canopy_svc.rules import clients
 from canopy_svc.rules.clients import DEFAULT_LIMITS, Limits
@@ -161,7 +162,7 @@ class RateLimitMiddleware:
         rate, burst = await limiting.client_limits.get(principal.client_id)
         decision = await limiting.hit(f"client:{principal.client_id}", rate, burst)
         if not decision.allowed:
-            await send_error(send, denied(decision))
+            await send_error(send, denied(decision, "client"))
             return
         rate_headers = headers_for(decision)
 
@@ -185,8 +186,10 @@ class RateLimitMiddleware:
             raise
 
 
-def denied(decision: Decision) -> RateLimited:
-    """429 `rate_limited`: Retry-After and the RateLimit-* headers of the decision."""
+def denied(decision: Decision, limit: str) -> RateLimited:
+    """429 `rate_limited`: Retry-After and the RateLimit-* headers of the decision; counted by `limit`
+    (a fixed word: core/metrics.py RATE_LIMIT_DENIALS)."""
+    metrics.rate_limit_denied(limit)
     return RateLimited(
         decision.retry_after_seconds,
         headers={name.decode(): value.decode() for name, value in headers_for(decision) if name != b"retry-after"},

@@ -53,6 +53,7 @@ class Endpoint:
     scope: TokenScope | None = None
     errors: tuple[int, ...] = field(default=(401, 403, 429, 500, 503))
     example: Any = None  # a request body, shown by /docs and sent first by schemathesis
+    status: int = 200  # of a success (Canopy answers 201 to a few of its routes)
 
     def __post_init__(self) -> None:
         if self.public and self.scope is not None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from canopy_svc.core.supervision import Supervisor
     from canopy_svc.issuers.gateway import CardGateway
     from canopy_svc.issuers.hosts import LithicHosts
+    from canopy_svc.issuers.webhooks import WebhookClient
     from canopy_svc.rules.cursors import CursorCodec
     from canopy_svc.rules.passwords import RecentSecrets
     from canopy_svc.rules.tokens import TokenAuthority
@@ -38,6 +39,7 @@ class Resources:
     lithic_hosts: LithicHosts
     cursors: CursorCodec
     recent_secrets: RecentSecrets  # one per app, so one per worker process
+    webhooks: WebhookClient  # its hosts check subscriptions' URLs; the delivery worker posts with it
 
 
 @dataclass(eq=False)

@@ -58,22 +58,24 @@ async def write(
     *,
     atomic: bool = True,
     bodyless: bool = False,
+    status_code: int = 200,
 ) -> Response:
     """Runs `work(conn, parse(body))` in one transaction and answers its result as JSON: on any error
     nothing it wrote is kept. `atomic=False` is for work that is atomic by itself (one statement, or
     its own transaction when it needs more): it saves the BEGIN and COMMIT round trips. `bodyless` is
     for a DELETE: no body is read (nor its media type asked), `parse` gets b"", and an Idempotency-Key
-    still makes a retried delete get its first answer back instead of a 404."""
+    still makes a retried delete get its first answer back instead of a 404. `status_code` is a
+    success's (a replay answers it too)."""
     body = b"" if bodyless else await read_json_body(request)
     keyed = idempotency_key(request, body)
     payload, refusal = parsed(parse, body, keyed)
     if keyed is None:
         async with pool(request).acquire() as conn:
             if not atomic:
-                return JSONResponse(await work(conn, payload))
+                return JSONResponse(await work(conn, payload), status_code=status_code)
             async with conn.transaction():
                 result = await work(conn, payload)
-        return JSONResponse(result)
+        return JSONResponse(result, status_code=status_code)
     async with pool(request).acquire() as conn, conn.transaction():
         replay = await keyed.claim(conn)
         if replay is not None:
@@ -82,7 +84,7 @@ async def write(
             if refusal is not None:
                 raise refusal
             async with conn.transaction():  # a savepoint: a refused request keeps none of its work
-                status, answer = 200, encode(await work(conn, payload))
+                status, answer = status_code, encode(await work(conn, payload))
         except ApiError as error:
             if not keepable(error):
                 raise  # not an answer to remember: the client should try again

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from canopy_svc.core import metrics
 from canopy_svc.core.dbtypes import Conn
 
 log = logging.getLogger("canopy_svc.core.db")
@@ -76,6 +77,7 @@ class DatabaseGate:
         self._closed_at = 0.0
         self._probe_failing = False  # answered with an error: logged once until it answers right
         self._connections: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+        metrics.GATE_OPEN.set(1)
 
     @property
     def is_open(self) -> bool:
@@ -107,6 +109,7 @@ class DatabaseGate:
             # The exception type only: the text of a connection error can carry the DSN.
             log.error("database unavailable, answering 503 until it is back", extra={"error_type": reason})
         self._closed.set()
+        metrics.GATE_OPEN.set(0)
         for connection in list(self._connections):
             connection.terminate()
 
@@ -114,6 +117,7 @@ class DatabaseGate:
         if not self.is_open:
             log.warning("database available again", extra={"down_s": round(time.monotonic() - self._closed_at, 2)})
         self._closed.clear()
+        metrics.GATE_OPEN.set(1)
 
     async def watch(self, dsn: str) -> None:
         """Probe forever (until cancelled), opening and closing the gate."""
@@ -170,13 +174,20 @@ class FairPool(asyncpg.Pool):
             return await self._acquire_in_turn()
 
     async def _acquire_in_turn(self) -> Any:
-        await self._turns.acquire()
+        # The gauges move with the events (no sampling task): waiting from the call until a connection
+        # is held or the wait fails, in use from then until release.
+        metrics.POOL_WAITING.inc()
         try:
-            proxy = await super()._acquire(None)  # type: ignore[misc]  # private: asyncpg's stubs omit it
-        except BaseException:
-            self._turns.release()
-            raise
+            await self._turns.acquire()
+            try:
+                proxy = await super()._acquire(None)  # type: ignore[misc]  # private: asyncpg's stubs omit it
+            except BaseException:
+                self._turns.release()
+                raise
+        finally:
+            metrics.POOL_WAITING.dec()
         self._turn_holders.add(proxy)
+        metrics.POOL_IN_USE.inc()
         return proxy
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -186,6 +197,7 @@ class FairPool(asyncpg.Pool):
             if connection in self._turn_holders:
                 self._turn_holders.discard(connection)
                 self._turns.release()
+                metrics.POOL_IN_USE.dec()
 
 
 async def create_pool(

@@ -19,8 +19,11 @@ from typing import Any
 from canopy_svc.core import secret_files
 from canopy_svc.core.crypto import decode_key
 from canopy_svc.issuers.hosts import ALLOWED_HOSTS_ENV, LithicHosts
+from canopy_svc.issuers.webhooks import ALLOWED_HOSTS_ENV as WEBHOOK_ALLOWED_HOSTS_ENV
+from canopy_svc.issuers.webhooks import WebhookHosts
 
 RATE_LIMIT_STORES = ("memory", "postgres")
+LOG_FORMATS = ("", "json", "text")  # "": by the terminal
 DATA_KEY_ENV = "CANOPY_SVC_DATA_KEY"
 DEFAULT_DATA_DIR = Path(".canopy-data")
 
@@ -94,6 +97,11 @@ class Settings:
     pool_min_size: int = _env("CANOPY_SVC_POOL_MIN", 2, int)
     pool_max_size: int = _env("CANOPY_SVC_POOL_MAX", 10, int)
     log_level: str = _env("CANOPY_SVC_LOG_LEVEL", "INFO", str.upper)
+    # "text" (one readable line per event, for a person) or "json" (one object per line, for a
+    # collector); unset, text when stderr is a terminal, json otherwise (canopy_svc/core/logs.py).
+    log_format: str = _env("CANOPY_SVC_LOG_FORMAT", "", _lowercase)
+    # GET /metrics: unset, loopback callers only; set, only whoever sends it as a bearer token.
+    metrics_token: str = _env("CANOPY_SVC_METRICS_TOKEN", "", secret=True)
     # 32 bytes for AES-GCM at rest (SSNs, Lithic keys), urlsafe base64; unset, the data folder's data-key.
     data_key: bytes = _env(DATA_KEY_ENV, b"", _data_key, secret=True)
     card_worker: bool = _env("CANOPY_SVC_CARD_WORKER", True, _flag)
@@ -122,6 +130,23 @@ class Settings:
     rate_limit_timeout_seconds: float = _env("CANOPY_SVC_RATE_LIMIT_TIMEOUT", 0.25, float)
     # How often the Postgres store's expired buckets are deleted.
     rate_limit_purge_seconds: float = _env("CANOPY_SVC_RATE_LIMIT_PURGE_SECONDS", 60.0, float)
+    # Events and webhooks (issue 12; canopy_svc/workers/deliveries.py). A failed delivery is retried after
+    # base, 2 x base, 4 x base, ... (jittered), max_attempts tries in all: about a day at the default base.
+    delivery_worker: bool = _env("CANOPY_SVC_DELIVERY_WORKER", True, _flag)
+    webhook_retry_base_seconds: float = _env("CANOPY_SVC_WEBHOOK_RETRY_BASE_SECONDS", 60.0, float)
+    webhook_max_attempts: int = _env("CANOPY_SVC_WEBHOOK_MAX_ATTEMPTS", 12, int)
+    # For a whole delivery (connect, send, answer); the lease of a delivery in flight is longer.
+    webhook_timeout_seconds: float = _env("CANOPY_SVC_WEBHOOK_TIMEOUT_SECONDS", 10.0, float)
+    # How long a delivery in flight is held before another process may send it again (its sender died).
+    webhook_lease_seconds: float = _env("CANOPY_SVC_WEBHOOK_LEASE_SECONDS", 60.0, float)
+    # Deliveries of one subscription in flight at once, per process: a slow receiver holds no more.
+    webhook_concurrency: int = _env("CANOPY_SVC_WEBHOOK_CONCURRENCY", 4, int)
+    # Hosts (or host:port) a webhook_url may name wherever they resolve, plain http allowed to loopback
+    # (tests and the sandbox); any other URL is https to a public address. Operator only.
+    webhook_allowed_hosts: tuple[str, ...] = _env(WEBHOOK_ALLOWED_HOSTS_ENV, (), _words)
+    # Events are kept this long for GET /events; delivered and failed deliveries (replayable) this long.
+    event_retention_days: float = _env("CANOPY_SVC_EVENT_RETENTION_DAYS", 30.0, float)
+    delivery_retention_days: float = _env("CANOPY_SVC_DELIVERY_RETENTION_DAYS", 5.0, float)
     # `canopy-svc serve` (its flags win): where it listens, how many worker processes, and the
     # seconds in-flight requests get to finish on SIGTERM.
     host: str = _env("CANOPY_SVC_HOST", "127.0.0.1")
@@ -137,7 +162,20 @@ class Settings:
                 f"{variable(Settings, 'rate_limit_store')} must be one of {', '.join(RATE_LIMIT_STORES)}, "
                 f"not {self.rate_limit_store!r}"
             )
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"{variable(Settings, 'log_format')} must be json or text, not {self.log_format!r}")
         LithicHosts.from_entries(self.lithic_allowed_hosts)  # a malformed entry raises here
+        WebhookHosts.from_entries(self.webhook_allowed_hosts)
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError(
+                f"{variable(Settings, 'webhook_lease_seconds')} must be longer than "
+                f"{variable(Settings, 'webhook_timeout_seconds')}: a slow delivery would be sent twice at once"
+            )
+        if self.webhook_max_attempts < 1 or self.webhook_concurrency < 1 or self.webhook_retry_base_seconds <= 0:
+            raise ValueError(
+                f"{variable(Settings, 'webhook_max_attempts')} and {variable(Settings, 'webhook_concurrency')} "
+                f"must be >= 1, {variable(Settings, 'webhook_retry_base_seconds')} > 0"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -163,6 +201,24 @@ class Settings:
     def export(self) -> None:
         """Writes these settings to this process's environment, for the processes it starts."""
         os.environ.update(self.exported())
+
+
+# prometheus-client's own variable, which it reads as it is imported: `serve --workers N` sets it for
+# its workers (canopy_svc/cli.py metrics_dir). Not a setting: the operator does not choose it.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_folder() -> str | None:
+    """The multi-process metrics folder, if this process has one (canopy_svc/core/metrics.py)."""
+    return os.environ.get(METRICS_DIR_ENV) or None
+
+
+def use_metrics_folder(path: Path | None) -> None:
+    """Sets (or, None, removes) the metrics folder the processes started from now on inherit."""
+    if path is None:
+        os.environ.pop(METRICS_DIR_ENV, None)
+    else:
+        os.environ[METRICS_DIR_ENV] = str(path)
 
 
 def load_data_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:

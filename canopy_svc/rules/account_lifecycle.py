@@ -14,7 +14,7 @@ from __future__ import annotations
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn
 from canopy_svc.issuers.gateway import CardGateway
-from canopy_svc.rules import accounts, cards
+from canopy_svc.rules import accounts, cards, events
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import accounts as account_store
 from canopy_svc.wire.errors import Conflict, NotFound
@@ -37,9 +37,15 @@ async def _live_account(conn: Conn, org_id: int, account_id: str) -> tuple[int, 
     return record["id"], record["account_status"]
 
 
-async def delete_account(conn: Conn, org_id: int, account_id: str, gateway: CardGateway) -> AccountDeleted:
+async def delete_account(
+    conn: Conn, org_id: int, account_id: str, gateway: CardGateway, cipher: DataCipher
+) -> AccountDeleted:
     row_id, _ = await _live_account(conn, org_id, account_id)
     await cards.close_account_cards(conn, org_id, row_id, gateway)
+    # The account as it was last answered (its cards' closes pending), in the delete's transaction.
+    await events.record_event(
+        conn, org_id, "account_deleted", await accounts.get_account(conn, org_id, account_id, cipher)
+    )
     await account_store.mark_deleted(conn, row_id)
     return DELETED
 
@@ -53,4 +59,6 @@ async def update_status(
     await account_store.set_status(conn, row_id, change.account_status, change.account_substatus)
     if change.account_status == "CLOSED" and status != "CLOSED":
         await cards.close_account_cards(conn, org_id, row_id, gateway)
-    return await accounts.get_account(conn, org_id, account_id, cipher)
+    account = await accounts.get_account(conn, org_id, account_id, cipher)
+    await events.record_event(conn, org_id, "account_updated", account)
+    return account

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, get_args
 
 import asyncpg
 import msgspec
@@ -12,7 +13,7 @@ from msgspec import UNSET
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Queryable, Row
-from canopy_svc.rules import cards, links, products
+from canopy_svc.rules import cards, events, links, products
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.customers import customer_from_record
 from canopy_svc.rules.ids import base62_id
@@ -30,6 +31,7 @@ from canopy_svc.wire.models import (
     AccountProduct,
     AccountProductLifecycle,
     AccountProductOverview,
+    AccountStatus,
     AccountSummary,
     AccountSummaryIn,
     CycleType,
@@ -40,6 +42,7 @@ from canopy_svc.wire.models import (
     PostPromotionalPolicies,
     ProductDurationInformation,
     ProductLifecyclePolicies,
+    ProductType,
     PromoOverview,
     PromotionalPolicies,
 )
@@ -51,6 +54,49 @@ _encoder = msgspec.json.Encoder()
 # Said where only product_id can name the product (the contract's text), and where either may.
 NO_PRODUCT = "No product found with the provided product_id"
 NO_PRODUCT_BY_EITHER = "No product found with the provided product_id or external_product_id."
+ACCOUNT_STATUSES: tuple[str, ...] = get_args(AccountStatus)
+PRODUCT_TYPES: tuple[str, ...] = get_args(ProductType)
+FILTERS = {"account_status": ACCOUNT_STATUSES, "product_type": PRODUCT_TYPES}
+
+
+@dataclass(frozen=True)
+class AccountFilter:
+    """The account listings' `account_status` and `product_type` filters: the values asked for, or
+    None for either not given (every value)."""
+
+    account_status: tuple[str, ...] | None = None
+    product_type: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_query(cls, query: Any) -> AccountFilter:
+        """Each a comma list of the contract's values (`ACTIVE,SUSPENDED`), given once or repeated (the
+        union); empty means not given, as an empty cursor does. An unknown value is 422, every
+        parameter's in one answer, as a body's problems are."""
+        chosen: dict[str, tuple[str, ...] | None] = {}
+        problems = []
+        for name, allowed in FILTERS.items():
+            values = [value for raw in query.getlist(name) if raw for value in raw.split(",")]
+            if any(value not in allowed for value in values):
+                message = "must be equal to one of the allowed values"
+                problems.append(detail(f"/{name}", "enum", {"allowedValues": list(allowed)}, message))
+            # In the contract's order, each once: the same filter always makes the same statement.
+            chosen[name] = tuple(value for value in allowed if value in values) if values else None
+        if problems:
+            raise InvalidInput(problems)
+        return cls(**chosen)
+
+    def pairs(self) -> list[tuple[str, str]] | None:
+        """The (status, type) pairs the filter admits (every value of one not given), or None."""
+        if self.account_status is None and self.product_type is None:
+            return None
+        return [
+            (status, kind)
+            for status in self.account_status or ACCOUNT_STATUSES
+            for kind in self.product_type or PRODUCT_TYPES
+        ]
+
+
+NO_FILTER = AccountFilter()
 
 
 def parse_account(body: bytes) -> AccountCreate:
@@ -202,6 +248,7 @@ async def create_account(conn: Conn, org_id: int, payload: AccountCreate, cipher
         await links.assign_customers(conn, org_id, account_row_id, payload.assign_customers, cipher)
     (record,) = await account_store.fetch_accounts(conn, org_id, [account_row_id])
     (account,) = await load_accounts(conn, [record], cipher)
+    await events.record_event(conn, org_id, "account_created", account)
     return account
 
 
@@ -222,10 +269,19 @@ async def get_account(
 
 
 async def list_accounts(
-    conn: Queryable, org_id: int, cursors: CursorCodec, page: PageRequest, cipher: DataCipher
+    conn: Queryable,
+    org_id: int,
+    cursors: CursorCodec,
+    page: PageRequest,
+    cipher: DataCipher,
+    filters: AccountFilter = NO_FILTER,
 ) -> AccountList:
+    # A cursor is a position in id order, the same with or without a filter: it stays valid when the
+    # filter changes (the next page starts after that account, among what the new filter admits).
     async def fetch(limit: int, after: int | None, before: int | None) -> list[asyncpg.Record]:
-        return await account_store.page_accounts(conn, org_id, limit=limit, after=after, before=before)
+        return await account_store.page_accounts(
+            conn, org_id, limit=limit, after=after, before=before, pairs=filters.pairs()
+        )
 
     records, paging = await keyset_page(cursors, org_id, "accounts", page, fetch)
     return AccountList(results=await load_accounts(conn, records, cipher), paging=paging)

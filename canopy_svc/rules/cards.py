@@ -13,51 +13,20 @@ import asyncpg
 from msgspec import UNSET
 
 from canopy_svc.core.crypto import DataCipher
-from canopy_svc.core.dbtypes import Conn, Queryable, Row
+from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway, Issuer
-from canopy_svc.rules import card_requests, links
+from canopy_svc.rules import card_requests, events, links
+from canopy_svc.rules.card_items import card_from_record
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import organizations as organization_store
 from canopy_svc.wire.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
-from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate, LithicCardDetails
+from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
 
 CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)
-
-
-def card_from_record(record: Row) -> CardDetails:
-    """The card item every route answers: the flat fields and the same values nested under `lithic`."""
-    return CardDetails(
-        status=record["status"],
-        token=record["token"],
-        last_four=record["last_four"],
-        state=record["state"],
-        type=record["card_type"],
-        memo=record["memo"],
-        spend_limit=record["spend_limit"],
-        error=record["error"],
-        lithic=LithicCardDetails(
-            type=record["card_type"],
-            state=record["state"],
-            token=record["token"],
-            last_four=record["last_four"],
-            memo=record["memo"],
-            spend_limit=record["spend_limit"],
-            spend_limit_duration=record["spend_limit_duration"],
-            exp_month=record["exp_month"],
-            exp_year=record["exp_year"],
-            created=record["lithic_created"],
-            hostname=record["hostname"],
-        ),
-        spend_limit_duration=record["spend_limit_duration"],
-        exp_month=record["exp_month"],
-        exp_year=record["exp_year"],
-        created=record["lithic_created"],
-        hostname=record["hostname"],
-    )
 
 
 def parse_card_create(body: bytes) -> CardCreate:
@@ -176,6 +145,7 @@ async def begin_card_change(
     change_id = str(uuid.uuid4())
     if issuer.simulated:
         updated = await card_store.set_state(conn, card["id"], state=state, spend_limit=spend_limit)
+        await events.record_card_event(conn, events.card_change_type(state), updated)
         return CardChange(
             card["id"], change_id, card["token"], None, fields, state, spend_limit, done=card_from_record(updated)
         )
@@ -221,6 +191,7 @@ async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard)
         memo=issued.memo,
         spend_limit_duration=issued.spend_limit_duration,
     )
+    await events.record_card_event(conn, events.card_change_type(issued.state), updated)
     # None: our lease ran out and another request or the worker took the change over; it records it.
     return card_from_record(updated if updated is not None else await card_store.fetch_card(conn, change.card_id))
 
@@ -240,4 +211,11 @@ async def close_account_cards(conn: Conn, org_id: int, account_row_id: int, gate
     for Lithic and a crash after the commit loses none (store/cards.py says what becomes of each card)."""
     config = await organization_store.lithic_config(conn, org_id)
     simulated = gateway.issuer(config["lithic_api_key_encrypted"], config["lithic_base_url"]).simulated
-    await card_store.close_cards_of_account(conn, account_row_id, simulated=simulated, never_sent_error=NEVER_ISSUED)
+    failed, closed = await card_store.close_cards_of_account(
+        conn, account_row_id, simulated=simulated, never_sent_error=NEVER_ISSUED
+    )
+    # Each card transition is an event, in this transaction; a close sent by the worker is its own.
+    for card in failed:
+        await events.record_card_event(conn, "card_failed", card)
+    for card in closed:
+        await events.record_card_event(conn, "card_closed", card)

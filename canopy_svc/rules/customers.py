@@ -10,14 +10,14 @@ import msgspec
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.db import atomic
 from canopy_svc.core.dbtypes import Conn, Queryable, Row
-from canopy_svc.rules import duplicates, links
+from canopy_svc.rules import duplicates, events, links
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.ids import new_customer_id
 from canopy_svc.rules.paging import PageRequest, keyset_page
-from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems
+from canopy_svc.rules.validation import BodyDecoder, decode_customer, meaning_problems, parent_problems
 from canopy_svc.store import customers as store
 from canopy_svc.store.customer_columns import STORAGE
-from canopy_svc.wire.errors import BadRequest, InvalidInput, NotFound
+from canopy_svc.wire.errors import BadRequest, InvalidInput, NotFound, detail
 from canopy_svc.wire.models import (
     Customer,
     CustomerCreate,
@@ -51,20 +51,32 @@ async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataC
     (the common case: one round trip); with links, or under the `block` policy (which must compare
     first, under locks), in a transaction."""
     customer_id = payload.customer_id or new_customer_id()
+    await _check_parent(conn, org_id, payload.customer_parent_id)
     fields = msgspec.structs.asdict(payload)
     columns = STORAGE.row(fields, cipher)
     if not payload.assign_to_accounts:
-        _, record, matches = await store.insert_comparing(conn, org_id, customer_id, columns)
-        if record is not None:
-            return _answer(record, cipher, duplicates.warnings_for(matches))
+        async with atomic(conn):  # the customer and its event commit together
+            _, record, matches = await store.insert_comparing(conn, org_id, customer_id, columns)
+            if record is not None:
+                await events.record_event(conn, org_id, "customer_created", customer_from_record(record, cipher))
+                return _answer(record, cipher, duplicates.warnings_for(matches))
     async with atomic(conn):
         warnings = await duplicates.check(
             conn, org_id, fields, columns["ssn_hash"], ignore_warnings=payload.ignore_warnings
         )
         record = await store.insert(conn, org_id, customer_id, columns)
+        await events.record_event(conn, org_id, "customer_created", customer_from_record(record, cipher))
         if payload.assign_to_accounts:
             await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts, cipher)
     return _answer(record, cipher, warnings)
+
+
+async def _check_parent(conn: Queryable, org_id: int, parent_id: str | None) -> None:
+    """customer_parent_id names a customer of the caller's organization: else the contract's 404 for a
+    referenced id, so another organization's customer is as unknown as one that never existed. (A
+    customer is never deleted but with its organization, so what is checked here stays true.)"""
+    if parent_id is not None and not await store.exists(conn, org_id, parent_id):
+        raise NotFound(f"No customer found with the provided customer_parent_id: {parent_id}")
 
 
 def _answer(record: Row, cipher: DataCipher, warnings: list[DuplicateWarning]) -> Customer:
@@ -82,9 +94,16 @@ async def get(conn: Queryable, org_id: int, customer_id: str, cipher: DataCipher
 
 
 async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdate, cipher: DataCipher) -> Customer:
+    parent_id = patch.customer_parent_id if isinstance(patch.customer_parent_id, str) else None
     record = await store.fetch(conn, org_id, customer_id, for_update=True)
     if record is None:
         raise NotFound(f"No customer found with the provided customer_id: {customer_id}")
+    if problems := parent_problems(customer_id, parent_id):
+        raise InvalidInput(problems)
+    await _check_parent(conn, org_id, parent_id)
+    if parent_id is not None and await store.is_ancestor_or_self(conn, org_id, customer_id, parent_id):
+        message = "must not be the customer's own descendant: parents would form a loop"
+        raise InvalidInput([detail("/customer_parent_id", "format", {"format": "another_customer"}, message)])
     given = {
         name: getattr(patch, name)
         for name in patch.__struct_fields__
@@ -105,6 +124,7 @@ async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdat
             conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings, exclude_row_id=record["id"]
         )
     updated = await store.update(conn, record["id"], columns)
+    await events.record_event(conn, org_id, "customer_updated", customer_from_record(updated, cipher))
     if patch.assign_to_accounts:
         await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts, cipher)
     return _answer(updated, cipher, warnings)

@@ -10,12 +10,12 @@ import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Row
-from canopy_svc.rules import card_requests
+from canopy_svc.rules import card_requests, events
 from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import customers as customer_store
-from canopy_svc.wire.errors import NotFound
+from canopy_svc.wire.errors import Conflict, NotFound
 from canopy_svc.wire.models import (
     AccountAssignment,
     CardDetails,
@@ -78,7 +78,7 @@ async def queue_card(
         card_requests.check_request(request, pointer)
     address = await card_requests.shipping_address(conn, link_id, request, card_type, pointer)
     idempotency_key = new_idempotency_uuid()
-    return await card_store.insert_pending(
+    card = await card_store.insert_pending(
         conn,
         org_id,
         link_id,
@@ -97,6 +97,8 @@ async def queue_card(
             card_store.seal_shipping_address(cipher, idempotency_key, address) if address is not None else None
         ),
     )
+    await events.record_card_event(conn, "card_pending", card)
+    return card
 
 
 async def _link(
@@ -107,7 +109,11 @@ async def _link(
     assignment: AccountAssignment | CustomerAssignment,
     cipher: DataCipher,
     pointer: str,
+    *,
+    closed_account: str | None = None,
 ) -> None:
+    """`closed_account`: the account's id when it is CLOSED, which is final: no new customer on it, and no new card (as
+    POST .../cards answers); an existing link's role and external id may still be changed."""
     config = assignment.customer_account_issuer_processor_config
     link_id, created = await account_store.upsert_link(
         conn,
@@ -119,10 +125,16 @@ async def _link(
         new_external_id=base62_id(24),
         card_config=card_config(config),
     )
+    if closed_account is not None and created:
+        raise Conflict(f"Account {closed_account} is CLOSED; a closed account gets no new customers")
+    if created:
+        await events.record_link_event(conn, org_id, link_id)
     if config is None or config.lithic is None:
         return
     # A new link gets its card; an existing one only if it has none that is pending or issued.
     if created or all(card["status"] == "FAILED" for card in await card_store.of_links(conn, [link_id])):
+        if closed_account is not None:
+            raise Conflict(f"Account {closed_account} is CLOSED; a closed account gets no new cards")
         await queue_card(
             conn,
             org_id,
@@ -145,10 +157,21 @@ async def assign_accounts(
     conn: Conn, org_id: int, customer_row_id: int, assignments: list[AccountAssignment], cipher: DataCipher
 ) -> None:
     """`assign_to_accounts` of a customer: every account must be this organization's."""
-    found = await account_store.find_row_ids(conn, org_id, [a.account_id for a in assignments])
+    found = await account_store.find_live(conn, org_id, [a.account_id for a in assignments])
+    row_ids = {account_id: row_id for account_id, (row_id, _) in found.items()}
     for index, assignment in enumerate(assignments):
-        account_row_id = _row_id(found, assignment.account_id, "account")
-        await _link(conn, org_id, account_row_id, customer_row_id, assignment, cipher, f"/assign_to_accounts/{index}")
+        account_row_id = _row_id(row_ids, assignment.account_id, "account")
+        closed = found[assignment.account_id][1] == "CLOSED"
+        await _link(
+            conn,
+            org_id,
+            account_row_id,
+            customer_row_id,
+            assignment,
+            cipher,
+            f"/assign_to_accounts/{index}",
+            closed_account=assignment.account_id if closed else None,
+        )
 
 
 async def assign_customers(

@@ -41,6 +41,7 @@ from canopy_svc.wire.fields import (
     US_STATE_CODES,
     US_ZIP,
 )
+from canopy_svc.wire.models import BusinessController
 from canopy_svc.wire.patterns import as_written
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -343,8 +344,13 @@ def _bad_date(path: str, problems: list[ErrorDetail]) -> Any:
 def _is_json_type(value: Any, base: Any) -> bool:
     if base is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if base is float:  # a number no float holds (1e400, read as inf) is none msgspec takes
-        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if base is float:  # a number no float holds (1e400 read as inf, or a 400-digit integer) msgspec refuses
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        try:
+            return math.isfinite(value)
+        except OverflowError:  # an integer past the largest float
+            return False
     if base is datetime.date or base is datetime.datetime:
         return isinstance(value, str)
     if base is typing.Any:
@@ -535,39 +541,92 @@ def _alias_problems(document: Mapping[str, Any]) -> list[ErrorDetail]:
     return [detail("/ignore_warnings", "enum", {"allowedValues": [dunder]}, message)]
 
 
+# The meaning checks of the business's controller, at its own path: it is sent whole (an update replaces
+# it), so its own country decides its zip and state, at decode time, for a create and an update alike.
+CONTROLLER_PATH = "/business_details/controller"
+_CONTROLLER_CHECKED = frozenset({"phone_number", "address_zip", "address_state", "ssn"})
+
+
+def _shaped(document: Mapping[str, Any], model: type[msgspec.Struct], path: str) -> dict[str, Any]:
+    """Each field of `model` in `document` as its shape check leaves it (_INVALID when it fails)."""
+    shaped: dict[str, Any] = {}
+    for field in _struct_fields(model):
+        name = field.encode_name
+        if name in document:
+            scratch: list[ErrorDetail] = []
+            checked = walk(document[name], field.type, f"{path}/{name}", scratch)
+            shaped[name] = _INVALID if scratch else checked
+    return shaped
+
+
+def controller_problems(values: Mapping[str, Any]) -> list[ErrorDetail]:
+    """The controller's meaning checks, given its fields (those that passed their shape check)."""
+    fields = {name for name, value in values.items() if value is not _INVALID} & _CONTROLLER_CHECKED
+    if values.get("address_country_code") is _INVALID:
+        fields -= {"address_zip", "address_state"}
+    return [
+        msgspec.structs.replace(problem, instancePath=CONTROLLER_PATH + problem.instancePath)
+        for problem in meaning_problems(values, fields)
+    ]
+
+
+def _controller_in_document(document: Mapping[str, Any]) -> list[ErrorDetail]:
+    business = document.get("business_details")
+    controller = business.get("controller") if isinstance(business, dict) else None
+    if not isinstance(controller, dict):
+        return []
+    return controller_problems(_shaped(controller, BusinessController, CONTROLLER_PATH))
+
+
+def _controller_in_payload(payload: Any) -> list[ErrorDetail]:
+    business = getattr(payload, "business_details", None)
+    controller = getattr(business, "controller", None)
+    if not isinstance(controller, msgspec.Struct):
+        return []
+    return controller_problems(msgspec.structs.asdict(controller))
+
+
+def parent_problems(customer_id: Any, parent_id: Any) -> list[ErrorDetail]:
+    """A customer is not its own parent (whether the parent exists is the rules' business: a 404)."""
+    if not isinstance(parent_id, str | int) or isinstance(parent_id, bool) or str(parent_id) != customer_id:
+        return []
+    message = "must name another customer of the organization, not the customer itself"
+    return [detail("/customer_parent_id", "format", {"format": "another_customer"}, message)]
+
+
 def decode_customer(body: bytes, decoder: BodyDecoder[T], *, with_meaning: bool) -> T:
     """Decodes a customer body and, `with_meaning`, checks what types cannot say.
 
     On a shape failure the meaning of the fields that did pass is checked too, so one 422 lists every
     problem. Updates pass with_meaning=False: their meaning depends on the stored row (see
     customers.py), so it is checked after the merge; but when their shape fails, the checks that do not
-    need the row (all but zip and state) are listed too. An account named twice is refused always.
+    need the row (all but zip and state) are listed too. An account named twice, and the controller's
+    checks (it is sent whole), are refused always.
     """
     try:
         payload = decoder.decode(body)
     except InvalidInput as exc:
         document = parse_object(body)
-        shaped: dict[str, Any] = {}
-        for field in _struct_fields(decoder.model):
-            name = field.encode_name
-            if name in document:
-                scratch: list[ErrorDetail] = []
-                checked = walk(document[name], field.type, f"/{name}", scratch)
-                shaped[name] = _INVALID if scratch else checked
+        shaped = _shaped(document, decoder.model, "")
         fields = {name for name, value in shaped.items() if value is not _INVALID}
         if not with_meaning or shaped.get("address_country_code") is _INVALID:
             fields -= {"address_zip", "address_state"}  # their rules depend on the (stored) country
         assignments = document.get("assign_to_accounts")
         extra = meaning_problems(shaped, fields)
+        extra += _controller_in_document(document)
+        if with_meaning:
+            extra += parent_problems(shaped.get("customer_id"), shaped.get("customer_parent_id"))
         extra += duplicate_problems(assignments if isinstance(assignments, list) else None)
         extra += _alias_problems(document)
         raise InvalidInput([*exc.details, *extra]) from None
     values = msgspec.structs.asdict(payload)
-    problems = duplicate_problems(values.get("assign_to_accounts") or None)
+    problems = _controller_in_payload(payload)
+    problems += duplicate_problems(values.get("assign_to_accounts") or None)
     if isinstance(values.get("ignore_warnings_alias"), bool):  # rare: only then is the body read again
         problems += _alias_problems(parse_object(body))
     if with_meaning:
         problems[:0] = meaning_problems(values, values.keys())  # it skips the fields that are None
+        problems += parent_problems(values.get("customer_id"), values.get("customer_parent_id"))
     if problems:
         raise InvalidInput(problems)
     return payload

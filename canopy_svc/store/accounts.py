@@ -11,7 +11,7 @@ import msgspec
 
 from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.conflicts import conflict_for
-from canopy_svc.store.customers import qualified_columns
+from canopy_svc.store.customers import SEARCH_TERM_LENGTH, prefix_query, qualified_columns
 from canopy_svc.store.keyset import each_key, page_bounds
 from canopy_svc.wire.models import AccountSummaryIn
 
@@ -73,15 +73,16 @@ async def insert(
     return row_id
 
 
-async def find_row_ids(conn: Conn, org_id: int, account_ids: Sequence[str]) -> dict[str, int]:
+async def find_live(conn: Conn, org_id: int, account_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """The live accounts among `account_ids`: account_id -> (row id, account_status)."""
     rows = await conn.fetch(
         # FOR SHARE: a delete or a close waits for the links (and cards) this request adds, and closes them.
-        """SELECT account_id, id FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])
+        """SELECT account_id, id, account_status FROM accounts WHERE org_id = $1 AND account_id = ANY($2::text[])
                AND deleted_at IS NULL FOR SHARE""",
         org_id,
         list(account_ids),
     )
-    return {row["account_id"]: row["id"] for row in rows}
+    return {row["account_id"]: (row["id"], row["account_status"]) for row in rows}
 
 
 async def fetch_accounts(conn: Queryable, org_id: int, row_ids: Sequence[int]) -> list[asyncpg.Record]:
@@ -115,10 +116,54 @@ async def fetch_account_by_external_id(conn: Queryable, org_id: int, external_ac
     )
 
 
+# (account_status, product_type) pairs a listing is filtered to; None: not filtered.
+Pairs = Sequence[tuple[str, str]] | None
+
+
+def _by_pairs(
+    select: str,
+    alias: str,
+    owner: str,
+    key: str,
+    args: list[Any],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    owner_value: int,
+    limit: int,
+    after: int | None,
+    before: int | None,
+) -> str:
+    """`select` (FROM the table as `alias`) filtered to the pairs: one walk of the index on
+    (canopy_listing_key(owner, status, type), id) per pair, from the position on, each of at most
+    limit+1 rows (the limit hidden from the planner, the key compared through an array: see
+    keyset.page_bounds and schema.sql), merged into the limit+1 first in id order. A page reads at most
+    limit+1 entries per pair asked for, one descent for a pair with no rows, however many rows the
+    organization has."""
+    args.extend(
+        [owner_value, [status for status, _ in pairs], [kind for _, kind in pairs], before or after or 0, limit + 1]
+    )
+    owner_n, statuses_n, types_n, position_n, limit_n = range(len(args) - 4, len(args) + 1)
+    direction, beyond = ("DESC", "<") if before is not None else ("ASC", ">")
+    listing_key = f"canopy_listing_key({owner}, {alias}.account_status, {alias}.product_type)"
+    return f"""SELECT matched.* FROM unnest(${statuses_n}::text[], ${types_n}::text[]) AS wanted(status, kind)
+        CROSS JOIN LATERAL ({select}
+            WHERE {listing_key} = ANY(ARRAY[canopy_listing_key(${owner_n}::bigint, wanted.status, wanted.kind)])
+              AND {alias}.id {beyond} ${position_n} AND {alias}.deleted_at IS NULL
+            ORDER BY {listing_key} {direction}, {alias}.id {direction}
+            LIMIT (SELECT ${limit_n}::int) OFFSET 0) matched
+        ORDER BY matched.{key} {direction} LIMIT (SELECT ${limit_n}::int)"""
+
+
 async def page_accounts(
-    conn: Queryable, org_id: int, *, limit: int, after: int | None, before: int | None
+    conn: Queryable, org_id: int, *, limit: int, after: int | None, before: int | None, pairs: Pairs = None
 ) -> list[asyncpg.Record]:
     args: list[Any] = []
+    if pairs is not None:
+        sql = _by_pairs(
+            f"SELECT {ACCOUNT_COLUMNS} FROM {_ACCOUNT_FROM}", "a", "a.org_id", "id", args, pairs,
+            owner_value=org_id, limit=limit, after=after, before=before,
+        )  # fmt: skip
+        return await conn.fetch(sql, *args)
     bound, tail = page_bounds(
         live("a", "org_id"), "a.id", args, group_value=org_id, limit=limit, after=after, before=before
     )
@@ -218,6 +263,54 @@ async def links_of_accounts(conn: Queryable, account_row_ids: Sequence[int]) -> 
     )
 
 
+# The search term walked, as store/customers.py picks it: the query's longest word as the text search
+# config makes it, cut to the stored prefix length (link_search_terms holds what canopy_search_terms
+# makes of a link's search_vector), behind the pair's 'STATUS/TYPE/' when filtered.
+_SEARCH_TERM = f"""(SELECT left(word.lexeme, {SEARCH_TERM_LENGTH}) FROM unnest(to_tsvector('simple', $2)) word
+                    ORDER BY length(word.lexeme) DESC, word.lexeme LIMIT 1)"""
+
+
+# A candidate checked by a subquery of its own, not a join: planning a join of the terms with the links,
+# the planner reads the links' primary key at both ends (to price a merge join), twice a branch.
+_CANDIDATE_MATCHES = """(SELECT candidate.search_vector @@ to_tsquery('simple', $3)
+                         FROM customer_account_links candidate
+                         WHERE candidate.id = t.link_id AND candidate.org_id = $1)"""
+
+
+def _searched(
+    args: list[Any],
+    search: list[str],
+    pairs: Pairs,
+    *,
+    org_id: int,
+    limit: int,
+    after: int | None,
+    before: int | None,
+) -> str:
+    """The ids of a page of links matching every word of `search`: for each pair (or once, unfiltered)
+    the rows of one term in link id order from the position on, each candidate checked against the
+    whole query (its search_vector), merged into the limit+1 first. Every match of a one-word search
+    is a row of the page, so a page reads its limit+1 entries (per pair) whether the word is shared by
+    thousands of links or by one. One branch per pair, each as store/customers.py's search is written:
+    as a LATERAL subquery over the pairs, the term (a pair's prefix and the word) was priced as rare and
+    its every match sorted."""
+    prefixes = [f"{status}/{kind}/" for status, kind in pairs] if pairs is not None else [""]
+    args.extend([org_id, " ".join(search), prefix_query(search), before or after or 0, limit + 1, *prefixes])
+    direction, beyond = ("DESC", "<") if before is not None else ("ASC", ">")
+    branches = [
+        f"""(SELECT t.link_id FROM link_search_terms t
+             WHERE t.org_id = ANY(ARRAY[$1::bigint]) AND t.term = ${n}::text || {_SEARCH_TERM}
+               AND t.link_id {beyond} $4
+               AND {_CANDIDATE_MATCHES}
+             ORDER BY t.org_id {direction}, t.link_id {direction} LIMIT (SELECT $5::int))"""
+        for n in range(6, 6 + len(prefixes))
+    ]
+    if len(branches) == 1:
+        return branches[0]
+    return f"""SELECT link_id FROM ({" UNION ALL ".join(branches)}) matched
+        ORDER BY link_id {direction} LIMIT (SELECT $5::int)"""
+
+
 async def page_links(
     conn: Queryable,
     org_id: int,
@@ -226,33 +319,42 @@ async def page_links(
     after: int | None,
     before: int | None,
     customer_row_id: int | None = None,
+    pairs: Pairs = None,
+    search: list[str] | None = None,
 ) -> list[asyncpg.Record]:
     """Links in id order (both GET /customers/accounts and GET /customers/{id}/accounts): an
-    organization's from links_org_id_id, a customer's from links_customer_row_id."""
+    organization's from links_org_id_id, a customer's from links_customer_row_id; filtered to
+    (status, type) pairs from links_*_listing_key_id; searched (an organization's) from
+    link_search_terms."""
     # Nothing else is compared (see keyset.py): `l.org_id = $1` beside a customer's group would let the
     # planner read the organization's links by links_org_id_id and sort them, and the customer's row id
     # was found within the organization (rules/accounts.py).
     args: list[Any] = []
-    if customer_row_id is None:
-        bound, tail = page_bounds(
-            live("l", "org_id"), "l.id", args, group_value=org_id, limit=limit, after=after, before=before
-        )
+    direction = "DESC" if before is not None else "ASC"
+    group, group_value = ("l.org_id", org_id) if customer_row_id is None else ("l.customer_row_id", customer_row_id)
+    if search:
+        assert customer_row_id is None, "only an organization's links are searched"
+        # A deleted link has no search terms (schema.sql), so none is found. Not `deleted_at IS NULL`
+        # here: the planner then walked a partial index of live links instead of the primary key.
+        page = f"""SELECT {LINK_COLUMNS} FROM customer_account_links l WHERE l.id = ANY(ARRAY(
+            {_searched(args, search, pairs, org_id=org_id, limit=limit, after=after, before=before)}))"""
+    elif pairs is not None:
+        page = _by_pairs(
+            f"SELECT {LINK_COLUMNS} FROM customer_account_links l", "l", group, "link_id", args, pairs,
+            owner_value=group_value, limit=limit, after=after, before=before,
+        )  # fmt: skip
     else:
+        live_group = live("l", "org_id" if customer_row_id is None else "customer_row_id")
         bound, tail = page_bounds(
-            live("l", "customer_row_id"),
-            "l.id",
-            args,
-            group_value=customer_row_id,
-            limit=limit,
-            after=after,
-            before=before,
+            live_group, "l.id", args, group_value=group_value, limit=limit, after=after, before=before
         )
-    # Grouped by live(...) and `deleted_at IS NULL`: only the links_live_* indexes answer, and they hold
-    # no link of a deleted account.
+        # Grouped by live(...) and `deleted_at IS NULL`: only the links_live_* indexes answer, and they
+        # hold no link of a deleted account.
+        page = f"SELECT {LINK_COLUMNS} FROM customer_account_links l WHERE {bound} AND l.deleted_at IS NULL {tail}"
     return await conn.fetch(
-        f"""SELECT {LINK_COLUMNS}, customer.* FROM customer_account_links l
+        f"""SELECT l.*, customer.* FROM ({page}) l
             CROSS JOIN LATERAL ({_CUSTOMER_OF_LINK} OFFSET 0) customer
-            WHERE {bound} AND l.deleted_at IS NULL {tail}""",
+            ORDER BY l.link_id {direction}""",
         *args,
     )
 

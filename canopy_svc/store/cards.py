@@ -14,6 +14,13 @@ from canopy_svc.store.keyset import each_key
 
 CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error, close_due_at,
     spend_limit_duration, exp_month, exp_year, lithic_created, hostname"""
+
+
+def _qualified(alias: str) -> str:
+    """CARD_COLUMNS of the table named `alias` (in an UPDATE ... FROM, where `id` is ambiguous)."""
+    return ", ".join(f"{alias}.{name.strip()}" for name in CARD_COLUMNS.split(","))
+
+
 NOTIFY_CHANNEL = "canopy_card_outbox"
 
 
@@ -211,16 +218,17 @@ async def claim_due(conn: Queryable, *, limit: int, lease_seconds: float) -> lis
     )
 
 
-async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) -> None:
+async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) -> asyncpg.Record | None:
     """Records the card Lithic made: its answer's values (`issued`: token, last_four, state, type, memo,
     spend_limit, spend_limit_duration, exp_month, exp_year, created, hostname) replace what was asked;
-    the shipping address has been sent and is erased."""
-    await conn.execute(
-        """UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, card_type = $5,
+    the shipping address has been sent and is erased. None when it was not PENDING any more (another
+    worker recorded it)."""
+    return await conn.fetchrow(
+        f"""UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, card_type = $5,
                memo = $6, spend_limit = $7, spend_limit_duration = $8, exp_month = $9, exp_year = $10,
                lithic_created = $11, hostname = $12, shipping_address_encrypted = NULL, error = NULL,
                updated_at = now()
-           WHERE id = $1 AND status = 'PENDING'""",
+           WHERE id = $1 AND status = 'PENDING' RETURNING {CARD_COLUMNS}""",
         card_id,
         issued["token"],
         issued["last_four"],
@@ -236,12 +244,13 @@ async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) 
     )
 
 
-async def mark_failed(conn: Queryable, card_id: int, error: str) -> None:
-    await conn.execute(
+async def mark_failed(conn: Queryable, card_id: int, error: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
         # A card Lithic never made has no close to send either, nor an address to ship to.
-        """UPDATE cards SET status = 'FAILED', error = $2, close_due_at = NULL, shipping_address_encrypted = NULL,
-               updated_at = now()
-           WHERE id = $1 AND status = 'PENDING'""",
+        f"""UPDATE cards SET status = 'FAILED', error = $2, close_due_at = NULL, shipping_address_encrypted = NULL,
+                updated_at = now()
+            WHERE id = $1 AND status = 'PENDING'
+            RETURNING {CARD_COLUMNS}""",
         card_id,
         error,
     )
@@ -292,32 +301,37 @@ async def seconds_until_next_due(conn: Queryable, *, lease_seconds: float) -> fl
 _CLOSE_SENDABLE = "close_due_at IS NOT NULL AND status = 'ISSUED' AND change_id IS NULL"
 
 
-async def close_cards_of_account(conn: Conn, account_row_id: int, *, simulated: bool, never_sent_error: str) -> None:
+async def close_cards_of_account(
+    conn: Conn, account_row_id: int, *, simulated: bool, never_sent_error: str
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
     """Every card of the account that is not CLOSED gets closed, in the caller's transaction.
 
     A PENDING card never sent to the issuer (attempts = 0: the worker counts an attempt in the
     statement that leases the card, before it calls) is not issued at all: FAILED, CLOSED, with
     `never_sent_error`. One the worker has already sent may exist at Lithic, so it is issued under its
     Idempotency-Key and then closed: no card is left open there. The simulator keeps no card worth
-    asking: its cards are closed here. With Lithic, each card gets a pending close for the worker."""
+    asking: its cards are closed here. With Lithic, each card gets a pending close for the worker.
+    Returns the cards failed here and the cards closed here (their events' rows)."""
     # The card rows are locked here (UPDATE): a worker holding one (SKIP LOCKED) is waited for, and
     # the row re-read as it committed it.
-    await conn.execute(
+    failed = await conn.fetch(
         f"""UPDATE cards c SET status = 'FAILED', state = 'CLOSED', error = $2, shipping_address_encrypted = NULL,
                 updated_at = now()
             FROM customer_account_links l
             WHERE l.account_row_id = $1 AND c.link_id = l.id AND c.status = 'PENDING'
-                  AND {"true" if simulated else "c.attempts = 0"}""",
+                  AND {"true" if simulated else "c.attempts = 0"}
+            RETURNING {_qualified("c")}""",
         account_row_id,
         never_sent_error,
     )
     if simulated:
-        await conn.execute(
-            """UPDATE cards c SET state = 'CLOSED', updated_at = now() FROM customer_account_links l
-               WHERE l.account_row_id = $1 AND c.link_id = l.id AND c.status = 'ISSUED' AND c.state <> 'CLOSED'""",
+        closed = await conn.fetch(
+            f"""UPDATE cards c SET state = 'CLOSED', updated_at = now() FROM customer_account_links l
+                WHERE l.account_row_id = $1 AND c.link_id = l.id AND c.status = 'ISSUED' AND c.state <> 'CLOSED'
+                RETURNING {_qualified("c")}""",
             account_row_id,
         )
-        return
+        return failed, closed
     queued = await conn.execute(
         """UPDATE cards c SET close_due_at = now(), close_attempts = 0 FROM customer_account_links l
            WHERE l.account_row_id = $1 AND c.link_id = l.id AND c.status IN ('PENDING', 'ISSUED')
@@ -326,6 +340,7 @@ async def close_cards_of_account(conn: Conn, account_row_id: int, *, simulated: 
     )
     if queued != "UPDATE 0":
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # delivered at commit
+    return failed, []
 
 
 async def claim_due_closes(conn: Queryable, *, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
@@ -343,11 +358,12 @@ async def claim_due_closes(conn: Queryable, *, limit: int, lease_seconds: float)
     )
 
 
-async def mark_closed(conn: Queryable, card_id: int, *, state: str) -> None:
-    """Lithic's answer to the close: its state is the truth."""
-    await conn.execute(
-        """UPDATE cards SET state = $2, close_due_at = NULL, error = NULL, updated_at = now()
-           WHERE id = $1 AND close_due_at IS NOT NULL""",
+async def mark_closed(conn: Queryable, card_id: int, *, state: str) -> asyncpg.Record | None:
+    """Lithic's answer to the close: its state is the truth. The card as it now is (None: no close
+    was pending, another worker recorded it)."""
+    return await conn.fetchrow(
+        f"""UPDATE cards SET state = $2, close_due_at = NULL, error = NULL, updated_at = now()
+            WHERE id = $1 AND close_due_at IS NOT NULL RETURNING {CARD_COLUMNS}""",
         card_id,
         state,
     )
@@ -381,6 +397,23 @@ async def close_refused(conn: Queryable, card_id: int, error: str) -> None:
         card_id,
         error,
     )
+
+
+# --- what /metrics shows of the outbox -----------------------------------------------------------
+
+
+async def outbox_state(conn: Queryable) -> asyncpg.Record:
+    """Cards waiting to be issued (and the age of the oldest), and closes waiting to be sent; each count
+    reads a partial index (cards_pending_due, cards_close_due). A close keeps no time it was queued at
+    (close_due_at moves with its retries), so closes have a depth only."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM cards WHERE status = 'PENDING') AS pending,
+                  (SELECT extract(epoch FROM now() - min(created_at)) FROM cards WHERE status = 'PENDING')
+                      AS oldest_pending_seconds,
+                  (SELECT count(*) FROM cards WHERE close_due_at IS NOT NULL) AS closes"""
+    )
+    assert row is not None
+    return row
 
 
 # --- pacing Lithic calls per organization ---------------------------------------------------------

@@ -21,6 +21,8 @@ UNIQUE_CONFLICTS: dict[str, str] = {
         "An account with external_account_id '{external_account_id}' already exists",
     "links_account_external_id_key":
         "customer_account_external_id '{customer_account_external_id}' is already used on this account",
+    "beneficial_owners_customer_owner_id_key":
+        "A beneficial owner with beneficial_owner_id '{beneficial_owner_id}' already exists for this customer",
 }  # fmt: skip
 
 

@@ -1,11 +1,12 @@
 """The customer as the customers table keeps it, derived from the wire types (rules/models.py).
 
 Each field of the answer, `Customer`, is the column of its name unless STORED_DIFFERENTLY says how
-it is kept; a nested Struct is flattened into a column per field (a `passport` {number, country}
-would be `passport_number`, `passport_country`). A request writes the answer's fields that
-`CustomerUpdate` has too; the ids and timestamps are the database's. So a new customer field is a
-column in schema.sql plus the field in the types, and tests/test_customer_columns.py holds the
-table, the types and the lists derived here to one another.
+it is kept; a nested Struct is flattened into a column per field (the controller in
+`business_details` is `controller_name_first`, ...; `passport` {number, country} would be
+`passport_number`, `passport_country`, but its number is kept as `passport_number_encrypted`).
+A request writes the answer's fields that `CustomerUpdate` has too; the ids and timestamps are the
+database's. So a new customer field is a column in schema.sql plus the field in the types, and
+tests/test_customer_columns.py holds the table, the types and the lists derived here to one another.
 
 The store reads the wire types here, against the usual direction of imports, because they are the
 customer's one description; rules/models.py imports nothing from the store, so there is no cycle.
@@ -23,6 +24,7 @@ import msgspec
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Row
+from canopy_svc.store.passport import PASSPORT_CONTEXT
 from canopy_svc.store.ssn import SSN_CONTEXT, ssn_columns
 from canopy_svc.wire.models import Customer, CustomerUpdate
 
@@ -98,6 +100,31 @@ class EncryptedSsn:
 
 
 @dataclass(frozen=True, slots=True)
+class Encrypted:
+    """A text only AES-GCM encrypted, in one bytea column, its `context` bound as associated data."""
+
+    encrypted: str
+    context: bytes
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.encrypted,)
+
+    @property
+    def presence(self) -> tuple[str, ...]:
+        return (self.encrypted,)
+
+    def write(self, value: Any, cipher: DataCipher, row: dict[str, Any]) -> None:
+        row[self.encrypted] = None if value is None else cipher.encrypt(value, context=self.context)
+
+    def expression(self, namespace: dict[str, Any]) -> str:
+        context = f"_context_{self.encrypted}"
+        namespace[context] = self.context
+        sealed = f"record[{self.encrypted!r}]"
+        return f"(cipher.decrypt({sealed}, context={context}) if {sealed} else None)"
+
+
+@dataclass(frozen=True, slots=True)
 class Flattened:
     """A nested Struct, a column per field named `prefix` and the field's name. Without a word in
     STORED_DIFFERENTLY, a nested Struct is Flattened with its own name and `_` as the prefix."""
@@ -133,13 +160,20 @@ def _arguments(fields: tuple[tuple[str, Storage], ...], namespace: dict[str, Any
 
 
 NOT_STORED = None
-StorageSpec = Column | EncryptedSsn | Flattened | None
+StorageSpec = Column | EncryptedSsn | Encrypted | Flattened | None
 
 # The fields kept otherwise than as a column of their name, by path (`business_details.website`).
 STORED_DIFFERENTLY: Mapping[str, StorageSpec] = {
     "ssn": EncryptedSsn(encrypted="ssn_encrypted", lookup_hash="ssn_hash"),
     # Its columns are named as its fields (doing_business_as, business_ein, ...), without a prefix.
     "business_details": Flattened(prefix=""),
+    # Issue 11's PII: passport numbers, and the controller's SSN (no lookup hash: the duplicate check
+    # compares customers' own SSNs only).
+    "passport.number": Encrypted(encrypted="passport_number_encrypted", context=PASSPORT_CONTEXT),
+    "business_details.controller.ssn": Encrypted(encrypted="controller_ssn_encrypted", context=SSN_CONTEXT),
+    "business_details.controller.passport.number": Encrypted(
+        encrypted="controller_passport_number_encrypted", context=PASSPORT_CONTEXT
+    ),
     "warnings": NOT_STORED,  # the duplicate check's findings, answered once
 }
 
@@ -167,7 +201,7 @@ def _derive(
             continue
         nested = _struct_in(info.type)
         storage: Storage
-        if isinstance(spec, Column | EncryptedSsn):
+        if isinstance(spec, Column | EncryptedSsn | Encrypted):
             storage = spec
         elif nested is None:
             if isinstance(spec, Flattened):

@@ -54,6 +54,38 @@ async def fetch(conn: Queryable, org_id: int, customer_id: str, *, for_update: b
     return await conn.fetchrow(_FETCH_FOR_UPDATE if for_update else _FETCH, org_id, customer_id)
 
 
+async def exists(conn: Queryable, org_id: int, customer_id: str) -> bool:
+    """Whether the organization has this customer (customers_org_customer_id_key: one index entry)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE org_id = $1 AND customer_id = $2)", org_id, customer_id
+    )
+    return found
+
+
+async def is_ancestor_or_self(conn: Conn, org_id: int, customer_id: str, of_customer_id: str) -> bool:
+    """Whether customer_id is of_customer_id or one of its parents, grandparents, ...: setting the
+    former's parent to the latter would make a loop. Parent changes of an organization are serialized
+    by a transaction lock taken here, so two updates that each look safe (A under B, B under A) cannot
+    both commit. Each step is one lookup of customers_org_customer_id_key; CYCLE stops at a loop an
+    older database may already hold."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('customer_parent_id:' || $1::bigint::text, 0))", org_id
+    )
+    found: bool = await conn.fetchval(
+        """WITH RECURSIVE chain (customer_id, parent_id) AS (
+               SELECT customer_id, customer_parent_id FROM customers WHERE org_id = $1 AND customer_id = $3
+               UNION ALL
+               SELECT c.customer_id, c.customer_parent_id FROM chain
+               JOIN customers c ON c.org_id = $1 AND c.customer_id = chain.parent_id
+           ) CYCLE customer_id SET looped USING path
+           SELECT EXISTS (SELECT 1 FROM chain WHERE customer_id = $2)""",
+        org_id,
+        customer_id,
+        of_customer_id,
+    )
+    return found
+
+
 async def update(conn: Conn, row_id: int, changes: Mapping[str, Any]) -> asyncpg.Record:
     names = [name for name in changes if name in WRITABLE]
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))

@@ -391,6 +391,349 @@ ALTER TABLE accounts ADD COLUMN IF NOT EXISTS external_fields jsonb NOT NULL DEF
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS lithic_account_token text CHECK (char_length(lithic_account_token) <= 255);
 -- The accounts_org_external_account_id_key constraint's index serves GET /accounts/{id}?external=true.
 
+-- Issue 11 (account search and filters): GET /customers/accounts?search_parameters= and the
+-- account_status / product_type filters of the three account listings, each answered from an index
+-- in row id order (store/accounts.py). What a listing filters on is copied onto the rows it pages,
+-- by triggers, so every way a row is written keeps the copies (as customer_search_terms is kept):
+-- an account carries its product's type, a link its account's status and type and the words it is
+-- searched by (its customer's names and business name, its account's id, its product's name).
+-- Old rows get the copies from the backfill at the end of this section.
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS product_type text;
+ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS account_status text;
+ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS product_type text;
+ALTER TABLE customer_account_links ADD COLUMN IF NOT EXISTS search_vector tsvector;
+
+-- A filter of statuses and types is read as one index range per (status, type) pair asked for, each
+-- in row id order from the page's cursor on, merged (store/accounts.py). The range's key is one
+-- number, the organization (or customer) and the pair together, compared as keyset.py compares a
+-- page's group (`= ANY(ARRAY[...])`): with the owner, status and type as three columns, the planner
+-- took the two equal to a value as constants, found the (org_id, id) index ordered enough, and walked
+-- the organization's rows for a pair none of them had. 3 bits for the type, 2 for the status.
+CREATE OR REPLACE FUNCTION canopy_listing_key(owner bigint, account_status text, product_type text)
+    RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN owner * 32
+           + coalesce(array_position(ARRAY['ACTIVE', 'SUSPENDED', 'CLOSED'], account_status), 0) * 8
+           + coalesce(array_position(ARRAY['REVOLVING', 'INSTALLMENT', 'MIXED_RATE_INSTALLMENT',
+                                           'DEFERRED_INSTALLMENT', 'FIXED_RATE_INSTALLMENT',
+                                           'INVENTORY_FINANCING', 'LOGISTICS_FINANCING'], product_type), 0);
+-- Live rows only, as the lists without a filter (the lifecycle section above): a deleted account's
+-- rows are never read by a filtered page.
+CREATE INDEX IF NOT EXISTS accounts_listing_key_id
+    ON accounts (canopy_listing_key(org_id, account_status, product_type), id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS links_org_listing_key_id
+    ON customer_account_links (canopy_listing_key(org_id, account_status, product_type), id)
+    WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS links_customer_listing_key_id
+    ON customer_account_links (canopy_listing_key(customer_row_id, account_status, product_type), id)
+    WHERE deleted_at IS NULL;
+
+-- Punctuation is a space first: the parser's words are then the runs of letters and digits that
+-- rules/customers.py's search_words makes of a query (it reads `acct-2300` as `acct` and `-2300`, a
+-- signed number, and `acme.com` as one host name, which the words `2300` and `com` would not find).
+-- PL/pgSQL, whose plan is kept, as canopy_search_terms is.
+CREATE OR REPLACE FUNCTION canopy_link_search_vector(link_customer bigint, link_account bigint)
+    RETURNS tsvector LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (SELECT to_tsvector('simple', regexp_replace(
+                       c.name_first || ' ' || c.name_last || ' ' || coalesce(c.doing_business_as, '') || ' ' ||
+                       a.account_id || ' ' || p.product_name, '[[:punct:][:space:][:cntrl:]]+', ' ', 'g'))
+            FROM customers c, accounts a JOIN products p ON p.id = a.product_row_id
+            WHERE c.id = link_customer AND a.id = link_account);
+END
+$$;
+
+-- The starts of a link's words, as customer_search_terms holds a customer's, and each of them again
+-- behind its account's 'STATUS/TYPE/' (upper case, which no lexeme of the lower-casing 'simple'
+-- config is): a search with a filter walks one such term per (status, type) pair, so a rare status
+-- among thousands of matches of a word is found in as many reads as it has matches.
+CREATE TABLE IF NOT EXISTS link_search_terms (
+    org_id  bigint NOT NULL,
+    term    text NOT NULL,
+    link_id bigint NOT NULL,
+    PRIMARY KEY (org_id, term, link_id)
+);
+
+CREATE OR REPLACE FUNCTION canopy_link_search_terms(words tsvector, account_status text, product_type text)
+    RETURNS text[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    plain text[] := coalesce(canopy_search_terms(words), '{}');
+BEGIN
+    IF account_status IS NULL OR product_type IS NULL THEN
+        RETURN plain;
+    END IF;
+    RETURN plain || ARRAY(SELECT account_status || '/' || product_type || '/' || term FROM unnest(plain) term);
+END
+$$;
+
+-- An account takes its product's type.
+CREATE OR REPLACE FUNCTION canopy_account_product_type() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.product_type := (SELECT product_type FROM products WHERE id = NEW.product_row_id);
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER accounts_product_type BEFORE INSERT OR UPDATE OF product_row_id ON accounts
+    FOR EACH ROW EXECUTE FUNCTION canopy_account_product_type();
+
+-- A link takes its account's status and type and its words. FOR SHARE: an account's status changed
+-- meanwhile waits for this link (and then copies itself onto it), or this link waits and reads it.
+CREATE OR REPLACE FUNCTION canopy_link_listing_copies() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT a.account_status, a.product_type INTO NEW.account_status, NEW.product_type
+    FROM accounts a WHERE a.id = NEW.account_row_id FOR SHARE;
+    PERFORM 1 FROM customers c WHERE c.id = NEW.customer_row_id FOR SHARE;
+    NEW.search_vector := canopy_link_search_vector(NEW.customer_row_id, NEW.account_row_id);
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER links_listing_copies
+    BEFORE INSERT OR UPDATE OF account_row_id, customer_row_id ON customer_account_links
+    FOR EACH ROW EXECUTE FUNCTION canopy_link_listing_copies();
+
+-- A change of what a link copies reaches its links, by the indexes on their account and customer.
+CREATE OR REPLACE FUNCTION canopy_account_listing_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE customer_account_links l
+    SET account_status = NEW.account_status, product_type = NEW.product_type,
+        search_vector = CASE WHEN OLD.account_id IS DISTINCT FROM NEW.account_id
+                             THEN canopy_link_search_vector(l.customer_row_id, l.account_row_id)
+                             ELSE l.search_vector END
+    WHERE l.account_row_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER accounts_listing_changed
+    AFTER UPDATE OF account_status, product_type, account_id ON accounts
+    FOR EACH ROW WHEN ((OLD.account_status, OLD.product_type, OLD.account_id)
+                       IS DISTINCT FROM (NEW.account_status, NEW.product_type, NEW.account_id))
+    EXECUTE FUNCTION canopy_account_listing_changed();
+
+CREATE OR REPLACE FUNCTION canopy_customer_links_search_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE customer_account_links l
+    SET search_vector = canopy_link_search_vector(l.customer_row_id, l.account_row_id)
+    WHERE l.customer_row_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER customers_links_search_changed
+    AFTER UPDATE OF name_first, name_last, doing_business_as ON customers
+    FOR EACH ROW WHEN ((OLD.name_first, OLD.name_last, OLD.doing_business_as)
+                       IS DISTINCT FROM (NEW.name_first, NEW.name_last, NEW.doing_business_as))
+    EXECUTE FUNCTION canopy_customer_links_search_changed();
+
+-- No route changes a product; one changed by hand reaches its accounts (a scan of accounts: there is
+-- no index on product_row_id, and none is worth its writes for this) and their links.
+CREATE OR REPLACE FUNCTION canopy_product_listing_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE accounts SET product_type = NEW.product_type WHERE product_row_id = NEW.id;
+    UPDATE customer_account_links l
+    SET search_vector = canopy_link_search_vector(l.customer_row_id, l.account_row_id)
+    FROM accounts a WHERE a.product_row_id = NEW.id AND l.account_row_id = a.id;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER products_listing_changed
+    AFTER UPDATE OF product_name, product_type ON products
+    FOR EACH ROW WHEN ((OLD.product_name, OLD.product_type) IS DISTINCT FROM (NEW.product_name, NEW.product_type))
+    EXECUTE FUNCTION canopy_product_listing_changed();
+
+-- A link's terms follow its words, status and type: only what changed is deleted and written, each
+-- term by its whole key (see canopy_customer_search_terms).
+CREATE OR REPLACE FUNCTION canopy_link_search_terms_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    old_terms text[] := '{}';
+    new_terms text[] := '{}';
+    gone      text[];
+    old_term  text;
+BEGIN
+    -- A deleted link (its account deleted) has no terms: a search never reads it.
+    IF TG_OP <> 'INSERT' AND OLD.deleted_at IS NULL THEN
+        old_terms := canopy_link_search_terms(OLD.search_vector, OLD.account_status, OLD.product_type);
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.deleted_at IS NULL THEN
+        new_terms := canopy_link_search_terms(NEW.search_vector, NEW.account_status, NEW.product_type);
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.org_id = NEW.org_id AND OLD.id = NEW.id THEN
+        gone := ARRAY(SELECT unnest(old_terms) EXCEPT SELECT unnest(new_terms));
+        new_terms := ARRAY(SELECT unnest(new_terms) EXCEPT SELECT unnest(old_terms));
+        old_terms := gone;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        FOREACH old_term IN ARRAY old_terms LOOP
+            DELETE FROM link_search_terms WHERE org_id = OLD.org_id AND term = old_term AND link_id = OLD.id;
+        END LOOP;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO link_search_terms (org_id, term, link_id)
+        SELECT NEW.org_id, new_term, NEW.id FROM unnest(new_terms) new_term
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER links_search_terms_insert AFTER INSERT ON customer_account_links
+    FOR EACH ROW EXECUTE FUNCTION canopy_link_search_terms_changed();
+CREATE OR REPLACE TRIGGER links_search_terms_update
+    AFTER UPDATE OF account_row_id, customer_row_id, search_vector, account_status, product_type, deleted_at
+    ON customer_account_links
+    FOR EACH ROW WHEN ((OLD.search_vector, OLD.account_status, OLD.product_type, OLD.deleted_at IS NULL)
+                       IS DISTINCT FROM (NEW.search_vector, NEW.account_status, NEW.product_type,
+                                         NEW.deleted_at IS NULL))
+    EXECUTE FUNCTION canopy_link_search_terms_changed();
+CREATE OR REPLACE TRIGGER links_search_terms_delete AFTER DELETE ON customer_account_links
+    FOR EACH ROW EXECUTE FUNCTION canopy_link_search_terms_changed();
+
+-- Backfill of rows written before this section: a no-op once done (it reads each table once when the
+-- schema is applied again; only rows without their copies are written). An account's new product type
+-- reaches its links through accounts_listing_changed; `account_row_id = account_row_id` runs a link's
+-- own trigger for its words.
+UPDATE accounts a SET product_type = p.product_type
+FROM products p WHERE p.id = a.product_row_id AND a.product_type IS NULL;
+UPDATE customer_account_links SET account_row_id = account_row_id WHERE search_vector IS NULL;
+
+-- Issue 11 (customer fields): customer_type, verification_status, title, passport, customer_parent_id,
+-- and business_details' type, classification, website and controller. Old rows are people, unverified
+-- (a row with business_details stays `person`: what it was before the field existed).
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS customer_type text NOT NULL DEFAULT 'person'
+    CHECK (customer_type IN ('person', 'business'));
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS verification_status text NOT NULL DEFAULT 'unverified'
+    CHECK (verification_status IN ('unverified', 'pending', 'retry', 'document', 'verified', 'failed', 'suspended'));
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS title text CHECK (char_length(title) <= 255);
+-- The passport number only AES-GCM encrypted (context "passport"), as the SSN is.
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS passport_number_encrypted bytea;
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS passport_country text CHECK (passport_country ~ '^[A-Z]{2}$');
+-- Another customer of the same organization (rules/customers.py checks it exists; customers are never
+-- deleted but with their organization, so it stays so).
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS customer_parent_id text
+    CHECK (char_length(customer_parent_id) BETWEEN 1 AND 255 AND customer_parent_id <> customer_id);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS business_type text CHECK (char_length(business_type) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS business_classification_id text
+    CHECK (char_length(business_classification_id) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS website text CHECK (char_length(website) <= 2048);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_prefix text CHECK (char_length(controller_name_prefix) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_first text CHECK (char_length(controller_name_first) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_middle text CHECK (char_length(controller_name_middle) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_last text CHECK (char_length(controller_name_last) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_name_suffix text CHECK (char_length(controller_name_suffix) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_title text CHECK (char_length(controller_title) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_phone_number text CHECK (char_length(controller_phone_number) <= 16);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_line_one text
+    CHECK (char_length(controller_address_line_one) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_line_two text
+    CHECK (char_length(controller_address_line_two) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_city text CHECK (char_length(controller_address_city) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_state text CHECK (char_length(controller_address_state) <= 255);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_zip text CHECK (char_length(controller_address_zip) <= 16);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_address_country_code text
+    CHECK (controller_address_country_code ~ '^[A-Z]{2}$');
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_ssn_encrypted bytea;
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_passport_number_encrypted bytea;
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS controller_passport_country text
+    CHECK (controller_passport_country ~ '^[A-Z]{2}$');
+
+-- Issue 11 (beneficial owners): the people who own or control a customer (a business), each with a
+-- person's fields as a customer has them, the SSN only AES-GCM encrypted (context "ssn") beside a keyed
+-- hash of its digits, as customers keep theirs (store/ssn.py). Deleted with their customer.
+CREATE TABLE IF NOT EXISTS beneficial_owners (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id               bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    customer_row_id      bigint NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    beneficial_owner_id  text NOT NULL CHECK (char_length(beneficial_owner_id) BETWEEN 1 AND 255),
+    name_prefix          text CHECK (char_length(name_prefix) <= 255),
+    name_first           text NOT NULL CHECK (char_length(name_first) BETWEEN 1 AND 255),
+    name_middle          text CHECK (char_length(name_middle) <= 255),
+    name_last            text NOT NULL CHECK (char_length(name_last) BETWEEN 1 AND 255),
+    name_suffix          text CHECK (char_length(name_suffix) <= 255),
+    phone_number         text NOT NULL CHECK (char_length(phone_number) <= 16),
+    address_line_one     text NOT NULL CHECK (char_length(address_line_one) BETWEEN 1 AND 255),
+    address_line_two     text CHECK (char_length(address_line_two) <= 255),
+    address_city         text NOT NULL CHECK (char_length(address_city) BETWEEN 1 AND 255),
+    address_state        text NOT NULL CHECK (char_length(address_state) BETWEEN 1 AND 255),
+    address_zip          text NOT NULL CHECK (char_length(address_zip) BETWEEN 1 AND 16),
+    address_country_code text CHECK (address_country_code ~ '^[A-Z]{2}$'),
+    ssn_encrypted        bytea,
+    ssn_hash             bytea,
+    email                text NOT NULL CHECK (char_length(email) <= 254),
+    date_of_birth        date NOT NULL,
+    -- Canopy names only `unverified` (every owner starts so); what verifies an owner is not ours yet.
+    verification_status  text NOT NULL DEFAULT 'unverified' CHECK (char_length(verification_status) BETWEEN 1 AND 64),
+    created_at           timestamptz(0) NOT NULL DEFAULT now(),
+    updated_at           timestamptz(0) NOT NULL DEFAULT now(),
+    -- The caller's id is unique per customer (two businesses may share an owner's id).
+    CONSTRAINT beneficial_owners_customer_owner_id_key UNIQUE (org_id, customer_row_id, beneficial_owner_id),
+    CONSTRAINT beneficial_owners_ssn_complete CHECK ((ssn_encrypted IS NULL) = (ssn_hash IS NULL))
+);
+-- A customer's owners in row id order, oldest first: the keyset of GET .../beneficial_owners.
+CREATE INDEX IF NOT EXISTS beneficial_owners_org_customer_id ON beneficial_owners (org_id, customer_row_id, id);
+-- What a customer's delete (its organization's, cascading) finds its owners by: without it, every
+-- customer deleted scans the table.
+CREATE INDEX IF NOT EXISTS beneficial_owners_customer_row_id ON beneficial_owners (customer_row_id);
+
+-- Issue 12 (events and webhooks)
+-- An event is a fact committed in the transaction of the change it tells (rules/events.py): no change
+-- without its event, none without its change. `id` orders the feed (keyset paging); `event_id` is
+-- the public id, and the webhook-id of every delivery of it. `data` is the object as the API answered
+-- it, with SSNs and passports taken out before it is written: nothing here needs encrypting.
+CREATE TABLE IF NOT EXISTS events (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id     bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    event_id   text NOT NULL CHECK (char_length(event_id) BETWEEN 1 AND 64),
+    type       text NOT NULL CHECK (type ~ '^[a-z][a-z_]{0,63}$'),
+    data       jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_org_event_id ON events (org_id, event_id);
+CREATE INDEX IF NOT EXISTS events_org_id_id ON events (org_id, id);
+CREATE INDEX IF NOT EXISTS events_org_type_id ON events (org_id, type, id);
+-- The retention purge deletes the oldest first (CANOPY_SVC_EVENT_RETENTION_DAYS).
+CREATE INDEX IF NOT EXISTS events_created_at ON events (created_at);
+
+-- A subscription's signing secret (whsec_<base64>) is kept only AES-GCM encrypted, bound to its
+-- subscription_id (rules/webhooks.py); it is answered once, by the PUT that makes it.
+CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+    id                            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id                        bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    subscription_id               text NOT NULL CHECK (char_length(subscription_id) BETWEEN 1 AND 64),
+    webhook_url                   text NOT NULL CHECK (char_length(webhook_url) BETWEEN 1 AND 2048),
+    filter_events                 text[],  -- NULL: every type
+    failure_notification_endpoint text CHECK (char_length(failure_notification_endpoint) <= 2048),
+    secret_encrypted              bytea NOT NULL,
+    active                        boolean NOT NULL DEFAULT true,
+    created_at                    timestamptz NOT NULL DEFAULT now(),
+    updated_at                    timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS webhook_subscriptions_org_subscription_id
+    ON webhook_subscriptions (org_id, subscription_id);
+CREATE INDEX IF NOT EXISTS webhook_subscriptions_org_id_id ON webhook_subscriptions (org_id, id);
+
+-- One row per (subscription, event): the outbox the delivery worker drains (workers/deliveries.py)
+-- with FOR UPDATE SKIP LOCKED. A claim pushes next_attempt_at past its lease, so a worker that dies
+-- mid-POST leaves the delivery to be tried again (at least once; the receiver dedups by webhook-id).
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id              bigint NOT NULL,
+    subscription_row_id bigint NOT NULL REFERENCES webhook_subscriptions (id) ON DELETE CASCADE,
+    event_row_id        bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    state               text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts            integer NOT NULL DEFAULT 0,
+    next_attempt_at     timestamptz NOT NULL DEFAULT now(),
+    last_status         integer,  -- the receiver's last HTTP status; NULL: no answer (timeout, refused)
+    last_error          text CHECK (char_length(last_error) <= 500),
+    last_response       text CHECK (char_length(last_response) <= 4096),  -- at most 4 KB of the last answer
+    failure_notified    boolean NOT NULL DEFAULT false,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    finished_at         timestamptz,  -- delivered or failed
+    UNIQUE (subscription_row_id, event_row_id)
+);
+-- What the worker claims and sleeps until: the due pending deliveries, oldest due first.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+-- replay_failed_events reads an organization's failed set; the purge reads finished rows by age.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_org_failed ON webhook_deliveries (org_id, id) WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (finished_at) WHERE state <> 'pending';
+-- The cascade from a purged event finds its deliveries here.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_event ON webhook_deliveries (event_row_id);
+
 -- Issue 13 (current card types; what Lithic answers is what is stored)
 -- Lithic's card types (VIRTUAL, PHYSICAL; UNLOCKED and DIGITAL_WALLET are deprecated there but still
 -- answered for old cards) and a PHYSICAL card's states. A database made before kept the narrower

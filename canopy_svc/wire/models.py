@@ -17,6 +17,7 @@ from msgspec import UNSET, UnsetType
 from canopy_svc.wire.fields import (
     BIGINT_MAX,
     COUNTRY_CODES_ALPHA3,
+    CUSTOMER_ID_PATTERN,
     EARLIEST_BIRTH_DATE,
     NATIONAL_LENGTHS,
     NO_NUL,
@@ -286,6 +287,10 @@ class BusinessDetails(msgspec.Struct, kw_only=True):
     doing_business_as: RequiredText
     business_ein: Ein
     business_legal_name: Text255 | None = None
+    business_type: BusinessType | None = None
+    business_classification_id: ResourceId | None = None
+    website: Website | None = None
+    controller: BusinessController | None = None
 
 
 # `ignore_warnings` is an alias of `__ignoreWarnings` (clients that snake-case their bodies cannot send
@@ -328,12 +333,21 @@ class CustomerCreate(msgspec.Struct, kw_only=True):
     ssn: SsnNumber | None = None
     international_customer_id: Text255 | None = None
     business_details: BusinessDetails | None = None
+    # Absent: `business` when business_details is given, else `person` (models.default_customer_type).
+    customer_type: CustomerTypeIn | UnsetType = UNSET
+    verification_status: VerificationStatus = "unverified"
+    title: Text255 | None = None
+    passport: Passport | None = None
+    customer_parent_id: IdRef | None = None
     assign_to_accounts: AssignToAccounts | None = None
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
     ignore_warnings_alias: IgnoreWarningsAlias | UnsetType = msgspec.field(default=UNSET, name="ignore_warnings")
 
     def __post_init__(self) -> None:
         _fold_alias(self)
+        _ids_as_text(self, ("customer_parent_id",))
+        if self.customer_type is UNSET:
+            self.customer_type = "business" if self.business_details is not None else "person"
 
 
 class CustomerUpdate(msgspec.Struct, kw_only=True):
@@ -358,18 +372,112 @@ class CustomerUpdate(msgspec.Struct, kw_only=True):
     ssn: SsnNumber | UnsetType | None = UNSET
     international_customer_id: Text255 | UnsetType | None = UNSET
     business_details: BusinessDetails | UnsetType | None = UNSET
+    # An update never infers the type: giving business_details leaves customer_type as it is.
+    customer_type: CustomerType | UnsetType = UNSET
+    verification_status: VerificationStatus | UnsetType = UNSET
+    title: Text255 | UnsetType | None = UNSET
+    passport: Passport | UnsetType | None = UNSET
+    customer_parent_id: IdRef | UnsetType | None = UNSET
     assign_to_accounts: AssignToAccounts | UnsetType | None = UNSET
     ignore_warnings: bool = msgspec.field(default=False, name="__ignoreWarnings")
     ignore_warnings_alias: IgnoreWarningsAlias | UnsetType = msgspec.field(default=UNSET, name="ignore_warnings")
 
     def __post_init__(self) -> None:
         _fold_alias(self)
+        _ids_as_text(self, ("customer_parent_id",))
 
 
 class BusinessDetailsOut(msgspec.Struct):
     doing_business_as: str
     business_ein: str
     business_legal_name: str | None = None
+    business_type: str | None = None
+    business_classification_id: str | None = None
+    website: str | None = None
+    controller: BusinessControllerOut | None = None
+
+
+# --- issue 11's customer fields: passport, and the business's controller ---------------------------
+
+CustomerType = Literal["person", "business"]
+CustomerTypeIn = Annotated[
+    CustomerType, msgspec.Meta(description="Default: business when business_details is given, else person")
+]
+# Canopy documents the field (default `unverified`) but not its values; its clients send `verified`. Its
+# business customers (controller, beneficial owners, business_classification_id) follow Dwolla's, whose
+# statuses are retry, document and suspended beside these: taken, so no such client is refused.
+VerificationStatus = Literal["unverified", "pending", "retry", "document", "verified", "failed", "suspended"]
+# Printable ASCII, not blank: what a passport's machine-readable zone can hold, with room for spacing.
+PassportNumber = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*" + END,
+        description="1-64 printable ASCII characters, not blank",
+    ),
+]
+# Free text: Canopy types it as a string (its clients send `llc`; Dwolla's values are soleProprietorship,
+# corporation, llc, partnership), so no list of ours would refuse a value Canopy takes.
+BusinessType = Annotated[RequiredText, msgspec.Meta(description="e.g. llc, corporation, partnership")]
+# A URL or a bare host (`www.example.com`, as forms take it): printable ASCII without spaces.
+Website = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=2048, pattern=r"^[\x21-\x7e]+" + END, description="A URL, printable ASCII, no spaces"
+    ),
+]
+
+
+class Passport(msgspec.Struct, kw_only=True):
+    number: PassportNumber  # kept only encrypted (store/passport.py)
+    country: CountryCode
+
+
+class PassportOut(msgspec.Struct):
+    number: str
+    country: str
+
+
+class BusinessController(msgspec.Struct, kw_only=True):
+    """The person who controls the business (Canopy's `controller`: a person's name and address fields).
+    Sent whole, so its own country decides its zip and state rules, on an update too."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES
+
+    name_prefix: Text255 | None = None
+    name_first: RequiredText
+    name_middle: Text255 | None = None
+    name_last: RequiredText
+    name_suffix: Text255 | None = None
+    title: Text255 | None = None
+    phone_number: PhoneE164 | None = None
+    address_line_one: RequiredText
+    address_line_two: Text255 | None = None
+    address_city: RequiredText
+    address_state: RequiredText
+    address_zip: RequiredText
+    address_country_code: CountryCode | None = None
+    ssn: SsnNumber | None = None  # kept only encrypted, like the customer's
+    passport: Passport | None = None
+
+
+class BusinessControllerOut(msgspec.Struct):
+    name_prefix: str | None
+    name_first: str
+    name_middle: str | None
+    name_last: str
+    name_suffix: str | None
+    title: str | None
+    phone_number: str | None
+    address_line_one: str
+    address_line_two: str | None
+    address_city: str
+    address_state: str
+    address_zip: str
+    address_country_code: str | None
+    ssn: str | None
+    passport: PassportOut | None
 
 
 class DuplicateWarning(msgspec.Struct):
@@ -400,6 +508,11 @@ class Customer(msgspec.Struct, omit_defaults=True):
     email: str
     date_of_birth: datetime.date
     business_details: BusinessDetailsOut | None
+    customer_type: CustomerType
+    verification_status: VerificationStatus
+    title: str | None
+    passport: PassportOut | None
+    customer_parent_id: str | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
     # Only on create/update answers, and only when the duplicate check found something.
@@ -494,8 +607,10 @@ TimeZoneName = Annotated[
 ]
 Count = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX, description="A number of billing cycles")]
 LateFeeCount = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
-# Percentages are numbers: Canopy's 6.2 means 6.2%. Bounded below only (a rate may pass 100%).
-Percent = Annotated[float, msgspec.Meta(ge=0)]
+# Percentages are numbers: Canopy's 6.2 means 6.2%. A rate may pass 100%, so the upper bound is only
+# there to make a number no ledger means (1e39) a 422, not a stored policy: 10,000% is past any APR a
+# lender charges (payday loans are quoted near 700%).
+Percent = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
 PromoMinPayType = Literal["AM", "NONE", "PERCENT_INTEREST", "PERCENT_PRINCIPAL"]
 
 
@@ -649,7 +764,11 @@ class AccountCreate(msgspec.Struct, kw_only=True):
     """POST /accounts: the product by product_id or by external_product_id (Canopy: either)."""
 
     json_schema_extra: ClassVar[dict[str, Any]] = {
-        "anyOf": [{"required": ["product_id"]}, {"required": ["external_product_id"]}]
+        # A null external_product_id names nothing: only a string stands in for product_id.
+        "anyOf": [
+            {"required": ["product_id"]},
+            {"required": ["external_product_id"], "properties": {"external_product_id": {"type": "string"}}},
+        ]
     }
 
     # Never null when sent (as when it was required); absent when the product is named by its external id.
@@ -904,3 +1023,182 @@ class OrganizationSettingsUpdate(msgspec.Struct, kw_only=True):
 
 class OrganizationSettings(msgspec.Struct):
     duplicate_customer_policy: DuplicatePolicy
+
+
+# --- beneficial owners ----------------------------------------------------------------------------
+# Canopy's published client types a beneficial owner as its customer (BeneficialOwner extends Customer)
+# plus `beneficial_owner_id`: here, a person's fields of the customer, with the customer's field rules.
+
+BeneficialOwnerId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=255,
+        pattern=CUSTOMER_ID_PATTERN,
+        description="Your id for the beneficial owner (unique per customer); generated when absent.",
+    ),
+]
+if TYPE_CHECKING:
+    BeneficialOwnerIdRef = BeneficialOwnerId
+else:
+    BeneficialOwnerIdRef = BeneficialOwnerId | IntegerId  # 2300 is "2300", as every id in a body
+
+
+class BeneficialOwnerCreate(msgspec.Struct, kw_only=True):
+    """POST /customers/{customer_id}/beneficial_owners."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = ADDRESS_RULES
+
+    name_first: RequiredText
+    name_last: RequiredText
+    phone_number: PhoneE164
+    address_line_one: RequiredText
+    address_city: RequiredText
+    address_state: RequiredText
+    address_zip: RequiredText
+    email: EmailAddress
+    date_of_birth: BirthDate
+    beneficial_owner_id: BeneficialOwnerIdRef | None = None
+    name_prefix: Text255 | None = None
+    name_middle: Text255 | None = None
+    name_suffix: Text255 | None = None
+    address_line_two: Text255 | None = None
+    address_country_code: CountryCode | None = None
+    ssn: SsnNumber | None = None
+
+    def __post_init__(self) -> None:
+        _ids_as_text(self, ("beneficial_owner_id",))
+
+
+class BeneficialOwner(msgspec.Struct):
+    """A beneficial owner as answered: every field, unset optional ones as null."""
+
+    beneficial_owner_id: str
+    customer_id: str
+    name_prefix: str | None
+    name_first: str
+    name_middle: str | None
+    name_last: str
+    name_suffix: str | None
+    phone_number: str
+    address_line_one: str
+    address_line_two: str | None
+    address_city: str
+    address_state: str
+    address_zip: str
+    address_country_code: str | None
+    ssn: str | None  # as stored, as a customer's is answered
+    email: str
+    date_of_birth: datetime.date
+    verification_status: str  # `unverified` on create
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class BeneficialOwnerList(msgspec.Struct):
+    results: list[BeneficialOwner]
+    paging: Paging
+
+
+# --- Issue 12: events and webhooks ------------------------------------------------------------------
+
+# Every event type, Canopy-style snake_case (README "Events and webhooks" lists them).
+EventType = Literal[
+    "customer_created",
+    "customer_updated",
+    "account_created",
+    "account_updated",
+    "account_deleted",
+    "customer_account_linked",
+    "card_pending",
+    "card_issued",
+    "card_failed",
+    "card_updated",
+    "card_closed",
+    "test_event",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+# rules/webhooks.py checks the whole rule (WebhookHosts.problem: https, a named host, the operator's
+# hosts); openapi.py states it as the document's pattern (WebhookHosts.url_pattern), settings included.
+WebhookUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+" + END,
+        extra_json_schema={"x-webhook-url": True},
+    ),
+]
+
+
+class Event(msgspec.Struct):
+    """GET /events/{event_id}; `data` is the object as the API answered it after the change, SSNs out."""
+
+    id: str
+    type: EventType
+    created_at: datetime.datetime
+    data: dict[str, Any]
+
+
+class EventList(msgspec.Struct):
+    results: list[Event]
+    paging: Paging
+
+
+class CustomerAccountLinkEvent(msgspec.Struct):
+    """The data of customer_account_linked: the link as made."""
+
+    customer_id: str
+    account_id: str
+    customer_account_role: str
+    customer_account_external_id: str
+
+
+class CardEvent(CardDetails, kw_only=True):
+    """The data of a card_* event: the card item, and the link it belongs to (a pending card has no
+    token yet: these say which card it is)."""
+
+    account_id: str
+    customer_id: str
+
+
+class SubscriptionCreate(msgspec.Struct, kw_only=True):
+    """PUT /organization/subscribe."""
+
+    webhook_url: WebhookUrl
+    filter_events: Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=len(EVENT_TYPES))] | None = None
+    failure_notification_endpoint: WebhookUrl | None = None
+
+
+class Subscription(msgspec.Struct):
+    subscription_id: str
+    webhook_url: str
+    filter_events: list[str] | None
+    failure_notification_endpoint: str | None
+    active: bool
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class SubscriptionCreated(Subscription, kw_only=True):
+    """201: Canopy's description, the subscription, and its signing secret, shown this once."""
+
+    description: str
+    signing_secret: str
+
+
+class SubscriptionList(msgspec.Struct):
+    results: list[Subscription]
+    paging: Paging
+
+
+class Description(msgspec.Struct):
+    """Canopy's bare acknowledgements: {"description": "Event triggered."}."""
+
+    description: str
+
+
+class ReplayedDeliveries(msgspec.Struct):
+    description: str
+    requeued: int

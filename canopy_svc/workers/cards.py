@@ -29,6 +29,7 @@ import asyncpg
 from canopy_svc.core import supervision
 from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable, lithic_type
 from canopy_svc.issuers.gateway import CardGateway, Issuer
+from canopy_svc.rules import events
 from canopy_svc.store import cards as card_store
 
 log = logging.getLogger("canopy_svc.cards")
@@ -141,7 +142,9 @@ class CardWorker:
         except Exception as exc:  # a bug or a bad key must not kill the worker; the lease retries later
             log.error("card close failed unexpectedly", extra={"card_id": card["id"], "error_type": type(exc).__name__})
         else:
-            await card_store.mark_closed(self.pool, card["id"], state=closed.state)
+            async with self.pool.acquire() as conn, conn.transaction():  # the close and its event together
+                done = await card_store.mark_closed(conn, card["id"], state=closed.state)
+                await events.record_card_event(conn, events.card_change_type(closed.state), done)
 
     async def _finish_change(self, card: Any) -> None:
         """Sends the recorded change again (Lithic's PATCH sets absolute values: a repeat is harmless)."""
@@ -171,15 +174,17 @@ class CardWorker:
             await card_store.abandon_change(self.pool, card["id"], card["change_id"])
             return
         # Lithic's answer is the truth; its spend_limit 0 is "no limit", stored as null.
-        await card_store.finish_change(
-            self.pool,
-            card["id"],
-            card["change_id"],
-            state=issued.state,
-            spend_limit=issued.spend_limit or None,
-            memo=issued.memo,
-            spend_limit_duration=issued.spend_limit_duration,
-        )
+        async with self.pool.acquire() as conn, conn.transaction():  # the change and its event together
+            finished = await card_store.finish_change(
+                conn,
+                card["id"],
+                card["change_id"],
+                state=issued.state,
+                spend_limit=issued.spend_limit or None,
+                memo=issued.memo,
+                spend_limit_duration=issued.spend_limit_duration,
+            )
+            await events.record_card_event(conn, events.card_change_type(issued.state), finished)
         log.info("finished an interrupted card change", extra={"card_id": card["id"]})
 
     def _request(self, card: Any) -> CardRequest:
@@ -214,7 +219,9 @@ class CardWorker:
             )
         except LithicRejected as rejected:
             log.warning("card rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
-            await card_store.mark_failed(self.pool, card["id"], rejected.message)
+            async with self.pool.acquire() as conn, conn.transaction():
+                failed = await card_store.mark_failed(conn, card["id"], rejected.message)
+                await events.record_card_event(conn, "card_failed", failed)
         except LithicRetryable as retryable:
             await self._hold_after(card["org_id"], retryable)
             delay = self.policy.delay(card["attempts"], retryable.retry_after)
@@ -230,7 +237,9 @@ class CardWorker:
         else:
             # What Lithic answered is what is kept (its spend_limit 0 is "no limit", stored as null).
             answer = dataclasses.asdict(issued) | {"spend_limit": issued.spend_limit or None}
-            await card_store.mark_issued(self.pool, card["id"], answer)
+            async with self.pool.acquire() as conn, conn.transaction():  # the card and its event together
+                done = await card_store.mark_issued(conn, card["id"], answer)
+                await events.record_card_event(conn, "card_issued", done)
 
     async def run(self) -> None:
         """Until cancelled: drain what is due, then sleep until woken or the next retry is due."""

@@ -8,13 +8,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api import examples
-from canopy_svc.api.openapi import listing_query
+from canopy_svc.api.openapi import comma_list, listing_query
 from canopy_svc.api.requests import cipher, cursors, pool, principal, resources
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
 from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules import account_lifecycle, accounts
+from canopy_svc.rules.accounts import ACCOUNT_STATUSES, PRODUCT_TYPES, AccountFilter
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire import models
 from canopy_svc.wire.errors import BadRequest
@@ -59,23 +60,26 @@ async def get_account(request: Request) -> Response:
 
 
 async def list_accounts(request: Request) -> Response:
+    query = request.query_params
+    filters = AccountFilter.from_query(query)
     page = await accounts.list_accounts(
         pool(request),
         principal(request).org_id,
         cursors(request),
-        PageRequest.from_query(request.query_params, default_limit=12),
+        PageRequest.from_query(query, default_limit=12),
         cipher(request),
+        filters,
     )
     return JSONResponse(page)
 
 
 async def delete_account(request: Request) -> Response:
     """Soft-deletes the account; its cards are closed at Lithic by the card worker after the commit."""
-    org_id, account_id = principal(request).org_id, request.path_params["account_id"]
+    org_id, account_id, data_cipher = principal(request).org_id, request.path_params["account_id"], cipher(request)
     gateway = resources(request).card_gateway
 
     async def work(conn: Conn, _: None) -> AccountDeleted:
-        return await account_lifecycle.delete_account(conn, org_id, account_id, gateway)
+        return await account_lifecycle.delete_account(conn, org_id, account_id, gateway, data_cipher)
 
     return await write(request, lambda _: None, work, bodyless=True)
 
@@ -90,6 +94,12 @@ async def update_account_status(request: Request) -> Response:
     return await write(request, account_lifecycle.parse_status_update, work)
 
 
+# The filters of the three account listings (here, GET /customers/accounts and /customers/{id}/accounts).
+STATUS_FILTER = comma_list(ACCOUNT_STATUSES, "Only accounts of these statuses (a comma list)")
+TYPE_FILTER = comma_list(PRODUCT_TYPES, "Only accounts of products of these types (a comma list)")
+LISTING_ERRORS = (401, 403, 422, 429, 500, 503)  # 422: an unknown filter value
+
+
 endpoints = [
     Endpoint(
         "POST",
@@ -101,7 +111,15 @@ endpoints = [
         errors=(401, 403, 404, 409, 429, 500, 503),
         example=examples.ACCOUNT,
     ),
-    Endpoint("GET", "/accounts", list_accounts, "List accounts", models.AccountList, query=listing_query()),
+    Endpoint(
+        "GET",
+        "/accounts",
+        list_accounts,
+        "List accounts, oldest first",
+        models.AccountList,
+        query=listing_query(account_status=STATUS_FILTER, product_type=TYPE_FILTER),
+        errors=LISTING_ERRORS,
+    ),
     Endpoint(
         "GET",
         "/accounts/{account_id}",

@@ -15,6 +15,7 @@ from canopy_svc.api.requests import pool, resources, tokens
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.state import state_of
+from canopy_svc.core import metrics
 from canopy_svc.rules import clients
 from canopy_svc.rules.passwords import DUMMY_HASH, verify_secret
 from canopy_svc.rules.validation import BodyDecoder
@@ -65,6 +66,7 @@ async def issue_token(request: Request) -> Response:
     stored_hash = client["secret_hash"] if client is not None else DUMMY_HASH
     valid = await asyncio.to_thread(verify_secret, credentials.client_secret, stored_hash)
     if client is None or not valid:
+        metrics.token_failed("credentials")
         raise Unauthorized("Invalid client credentials")
     await _give_back(limiting, taken)  # a success is not a failure
     recent.remember(key, stored_hash)
@@ -76,7 +78,7 @@ async def _take_failure_budget(limiting: RateLimiting, client_id: str, source: s
     address: Budget = (f"token:addr:{source}", TOKEN_ADDRESS_RATE, TOKEN_ADDRESS_BURST)
     decision = await limiting.hit(*address)
     if not decision.allowed:
-        raise denied(decision)
+        raise denied(decision, "token_address")
     # Length-prefixed: a client_id with a ":" in it must not name another client's bucket.
     free: Budget = (f"token:free:{len(client_id)}:{client_id}:{source}", TOKEN_SOURCE_FREE_RATE, 1)
     if (await limiting.hit(*free)).allowed:
@@ -86,7 +88,7 @@ async def _take_failure_budget(limiting: RateLimiting, client_id: str, source: s
     if decision.allowed:
         return [address, shared]
     await limiting.give_back(*address)  # refused unchecked: not a failure either
-    raise denied(decision)
+    raise denied(decision, "token_client")
 
 
 async def _give_back(limiting: RateLimiting, taken: list[Budget]) -> None:

@@ -6,13 +6,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api import examples
-from canopy_svc.api.openapi import listing_query
+from canopy_svc.api.openapi import excluding, listing_query
 from canopy_svc.api.requests import cipher, cursors, pool, principal
 from canopy_svc.api.responses import JSONResponse
+from canopy_svc.api.routes.accounts import LISTING_ERRORS, STATUS_FILTER, TYPE_FILTER
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
 from canopy_svc.core.dbtypes import Conn
 from canopy_svc.rules import customer_accounts, customers
+from canopy_svc.rules.accounts import AccountFilter
 from canopy_svc.rules.customers import MAX_SEARCH_WORDS
 from canopy_svc.rules.paging import PageRequest
 from canopy_svc.wire import models
@@ -62,29 +64,40 @@ async def list_customers(request: Request) -> Response:
 
 
 async def list_customer_accounts(request: Request) -> Response:
+    query = request.query_params
+    filters = AccountFilter.from_query(query)
     page = await customer_accounts.list_customer_accounts(
         pool(request),
         principal(request).org_id,
         cursors(request),
-        PageRequest.from_query(request.query_params, default_limit=12),
+        PageRequest.from_query(query, default_limit=12),
         request.path_params["customer_id"],
         cipher(request),
+        filters,
     )
     return JSONResponse(page)
 
 
 async def list_links(request: Request) -> Response:
+    query = request.query_params
+    filters, search = AccountFilter.from_query(query), customer_accounts.link_search(query)
     page = await customer_accounts.list_links(
         pool(request),
         principal(request).org_id,
         cursors(request),
-        PageRequest.from_query(request.query_params, default_limit=LINKS_DEFAULT_LIMIT),
+        PageRequest.from_query(query, default_limit=LINKS_DEFAULT_LIMIT),
         cipher(request),
+        filters,
+        search,
     )
     return JSONResponse(page)
 
 
 _ONE = (401, 403, 404, 429, 500, 503)  # the errors of an operation on one customer
+_LINK_SEARCH_WORDS = (
+    f"At most {MAX_SEARCH_WORDS} words (runs of letters and digits), each matched at the start of the "
+    "customer's names or business name, the account's id or the product's name"
+)
 _WRITE = (401, 403, 404, 409, 429, 500, 503)
 
 endpoints = [
@@ -141,8 +154,8 @@ endpoints = [
         list_customer_accounts,
         "The accounts a customer is on",
         models.AccountList,
-        query=listing_query(),
-        errors=_ONE,
+        query=listing_query(account_status=STATUS_FILTER, product_type=TYPE_FILTER),
+        errors=(*_ONE, 422),
     ),
     Endpoint(
         "GET",
@@ -150,6 +163,17 @@ endpoints = [
         list_links,
         f"Every customer-account link (default limit {LINKS_DEFAULT_LIMIT})",
         models.CustomerAccountLinkList,
-        query=listing_query(default_limit=LINKS_DEFAULT_LIMIT),
+        query=excluding(
+            listing_query(
+                default_limit=LINKS_DEFAULT_LIMIT,
+                search_parameters={"type": "string", "description": _LINK_SEARCH_WORDS},
+                search_parameter={"type": "string", "description": "The same as search_parameters (Canopy's clients)"},
+                account_status=STATUS_FILTER,
+                product_type=TYPE_FILTER,
+            ),
+            "search_parameters",
+            "search_parameter",
+        ),
+        errors=LISTING_ERRORS,
     ),
 ]
