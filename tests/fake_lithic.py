@@ -18,6 +18,7 @@ import json
 import re
 import secrets
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -42,6 +43,13 @@ UPDATE_FIELDS = frozenset(
     }
 )  # fmt: skip
 CARD_TYPES = frozenset({"MERCHANT_LOCKED", "PHYSICAL", "SINGLE_USE", "VIRTUAL", "UNLOCKED", "DIGITAL_WALLET"})
+# Lithic accepts these still, "please use VIRTUAL instead": the service must never send them.
+DEPRECATED_CARD_TYPES = frozenset({"UNLOCKED", "DIGITAL_WALLET"})
+SHIPPING_METHODS = frozenset({"STANDARD", "STANDARD_WITH_TRACKING", "PRIORITY", "EXPRESS", "2_DAY", "EXPEDITED"})
+PHYSICAL_ONLY_FIELDS = ("shipping_address", "product_id", "shipping_method")
+# ShippingAddress (components/schemas): required and optional properties, all strings.
+SHIPPING_REQUIRED = ("first_name", "last_name", "address1", "city", "state", "postal_code", "country")
+SHIPPING_OPTIONAL = ("address2", "email", "phone_number", "line2_text")
 CREATE_STATES = frozenset({"OPEN", "PAUSED"})
 UPDATE_STATES = frozenset({"OPEN", "PAUSED", "CLOSED"})
 SPEND_LIMIT_DURATIONS = frozenset({"ANNUALLY", "FOREVER", "MONTHLY", "TRANSACTION"})
@@ -56,6 +64,7 @@ class RecordedRequest(NamedTuple):
     path: str
     headers: dict[str, str]
     body: Any  # parsed JSON, the raw text when it is not JSON, or None when empty
+    at: float = 0.0  # time.monotonic() when it arrived: what pacing is checked by
 
 
 @dataclass
@@ -237,7 +246,7 @@ class FakeLithic:
         raw = self._read_body(handler)
         body = self._decode(raw)
         with self.lock:
-            self.requests.append(RecordedRequest(method, handler.path, headers, body))
+            self.requests.append(RecordedRequest(method, handler.path, headers, body, time.monotonic()))
             down, down_status = self._down, self._down_status
             step = self._script.popleft() if not down and self._script else None
 
@@ -363,9 +372,14 @@ class FakeLithic:
             "replacement_for": None,
             "spend_limit": body.get("spend_limit", 0),
             "spend_limit_duration": body.get("spend_limit_duration", "TRANSACTION"),
-            "state": body.get("state", "OPEN"),
+            # A PHYSICAL card is made and sent before it can be used in person.
+            "state": "PENDING_FULFILLMENT" if body["type"] == "PHYSICAL" else body.get("state", "OPEN"),
             "type": body["type"],
         }
+        if "exp_month" in body:
+            card["exp_month"], card["exp_year"] = body["exp_month"], body["exp_year"]
+        if "product_id" in body:
+            card["product_id"] = body["product_id"]
         if "memo" in body:
             card["memo"] = body["memo"]
         return card
@@ -436,8 +450,64 @@ def _create_problems(body: dict[str, Any]) -> list[str]:
         problems.append("type is required")
     elif body["type"] not in CARD_TYPES:
         problems.append(f"invalid type {body['type']!r}")
+    elif body["type"] in DEPRECATED_CARD_TYPES:
+        problems.append(f"deprecated type {body['type']!r} sent (use VIRTUAL)")
+    problems += _expiry_problems(body)
+    if body.get("type") == "PHYSICAL":
+        if "shipping_address" not in body:
+            problems.append("shipping_address is required for a PHYSICAL card")
+        else:
+            problems += _shipping_problems(body["shipping_address"], body.get("shipping_method"))
+    else:
+        problems += [f"{name} applies to PHYSICAL cards only" for name in PHYSICAL_ONLY_FIELDS if name in body]
+    if "product_id" in body and not (isinstance(body["product_id"], str) and body["product_id"]):
+        problems.append("product_id must be a non-empty string")
+    if "shipping_method" in body and body["shipping_method"] not in SHIPPING_METHODS:
+        problems.append(f"invalid shipping_method {body['shipping_method']!r}")
     if body.get("state") is not None and body["state"] not in CREATE_STATES:
         problems.append(f"invalid state {body['state']!r} (OPEN or PAUSED on create)")
+    return problems
+
+
+def _expiry_problems(body: dict[str, Any]) -> list[str]:
+    """exp_month: two digits (MM); exp_year: four (yyyy); strings, and given together."""
+    problems = []
+    if ("exp_month" in body) != ("exp_year" in body):
+        problems.append("exp_month and exp_year go together")
+    month, year = body.get("exp_month"), body.get("exp_year")
+    if month is not None and not (isinstance(month, str) and re.fullmatch(r"0[1-9]|1[0-2]", month)):
+        problems.append(f"exp_month must be MM, got {month!r}")
+    if year is not None and not (isinstance(year, str) and re.fullmatch(r"[0-9]{4}", year)):
+        problems.append(f"exp_year must be yyyy, got {year!r}")
+    return problems
+
+
+def _shipping_problems(address: Any, method: Any) -> list[str]:
+    if not isinstance(address, dict):
+        return ["shipping_address must be an object"]
+    problems = [f"shipping_address.{name} is required" for name in SHIPPING_REQUIRED if name not in address]
+    problems += [
+        f"unknown field shipping_address.{name}"
+        for name in sorted(address.keys() - {*SHIPPING_REQUIRED, *SHIPPING_OPTIONAL})
+    ]
+    problems += [f"shipping_address.{name} must be a string" for name, v in address.items() if not isinstance(v, str)]
+    if problems:
+        return problems
+    if len(address["first_name"]) + len(address["last_name"]) > 25:
+        problems.append("shipping_address first_name and last_name may not exceed 25 characters together")
+    if not re.fullmatch(r"[A-Z]{3}", address["country"]):
+        problems.append(f"shipping_address.country must be ISO 3166-1 alpha-3, got {address['country']!r}")
+    if address["country"] == "USA":
+        if not re.fullmatch(r"[A-Z]{2}", address["state"]):
+            problems.append("shipping_address.state must be a two-letter code in the US")
+        if not re.fullmatch(r"[0-9]{5}(-[0-9]{4})?", address["postal_code"]):
+            problems.append("shipping_address.postal_code must be 12345 or 12345-1234 in the US")
+    if method == "EXPEDITED":
+        problems += [
+            f"shipping_address.{name} is required with EXPEDITED"
+            for name in ("email", "phone_number")
+            if name not in address
+        ]
     return problems
 
 

@@ -235,10 +235,18 @@ CARD_CONFIG = {
 }
 
 
-def make_worker(pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float = 0.01) -> CardWorker:
+def make_worker(
+    pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float = 0.01, min_interval_seconds: float = 0.0
+) -> CardWorker:
     lithic = LithicClient(timeout=timeout, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
     gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
-    return CardWorker(pool, None, gateway, policy=RetryPolicy(base_seconds=base_seconds, lease_seconds=30))
+    return CardWorker(
+        pool,
+        None,
+        gateway,
+        policy=RetryPolicy(base_seconds=base_seconds, lease_seconds=30),
+        min_interval_seconds=min_interval_seconds,
+    )
 
 
 async def use_lithic(api: ApiClient, fake: FakeLithic) -> None:

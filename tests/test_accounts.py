@@ -28,9 +28,15 @@ CUSTOMER_FIELDS = {
     "verification_status", "title", "passport", "customer_parent_id",
 }  # fmt: skip
 LINK_FIELDS = {"customer_account_role", "customer_account_external_id", "card_details"}
-CARD_FIELDS = {"status", "token", "last_four", "state", "type", "memo", "spend_limit", "error", "lithic"}
+CARD_FIELDS = {
+    "status", "token", "last_four", "state", "type", "memo", "spend_limit", "error", "lithic",
+    "spend_limit_duration", "exp_month", "exp_year", "created", "hostname",
+}  # fmt: skip
 # Canopy's 2021 spec nests these under `lithic`; every card item carries them there too.
-LITHIC_CARD_FIELDS = ("type", "state", "token", "last_four", "memo")
+LITHIC_CARD_FIELDS = (
+    "type", "state", "token", "last_four", "memo", "spend_limit", "spend_limit_duration", "exp_month", "exp_year",
+    "created", "hostname",
+)  # fmt: skip
 BASE62_24 = re.compile(r"^[0-9A-Za-z]{24}$")
 PROGRAM = "a5e38341-cc95-4a9b-a21c-751aeca67e9c"
 CARD_CONFIG: dict[str, Any] = {
@@ -795,6 +801,8 @@ async def test_every_route_answers_card_items_in_both_forms(api: ApiClient, pool
     assert_both_forms(pending)
     assert pending["lithic"] == {
         "type": "MERCHANT_LOCKED", "state": "OPEN", "token": None, "last_four": None, "memo": "Primary College Card",
+        "spend_limit": 8000000, "spend_limit_duration": None, "exp_month": None, "exp_year": None, "created": None,
+        "hostname": None,
     }  # fmt: skip
     await issue_cards(pool, app)
     (issued,) = await cards_of(api)
@@ -939,7 +947,7 @@ async def test_adding_a_lithic_config_to_an_existing_link_issues_one_card(
     ("body", "path", "keyword"),
     [
         ({"lithic": {"state": "CLOSED"}}, "/lithic/state", "enum"),
-        ({"lithic": {"type": "PHYSICAL"}}, "/lithic/type", "enum"),
+        ({"lithic": {"type": "DIGITAL_WALLET"}}, "/lithic/type", "enum"),
         ({"lithic": {"card_program_token": "not-a-uuid"}}, "/lithic/card_program_token", "pattern"),
         ({"spend_limit": 0}, "/spend_limit", "minimum"),
     ],

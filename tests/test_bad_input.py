@@ -141,6 +141,12 @@ def planted(body: dict[str, Any], path: Path, raw: str) -> bytes:
 # --- the organization the requests act on -------------------------------------------------------
 
 
+SHIPPING_ADDRESS = {
+    "first_name": "Ada", "last_name": "Lovelace", "address1": "1 Main St", "address2": "Apt 1", "city": "Springfield",
+    "state": "IL", "postal_code": "62701", "country": "USA", "email": "ada@example.com", "phone_number": "+14155550100",
+}  # fmt: skip
+
+
 class World:
     """A client with generous limits, a product, an account and a linked customer, and a valid
     example of every request Struct that refers to them."""
@@ -151,7 +157,12 @@ class World:
         self.client_id = client_id
         self.secret = secret
         self.addresses = 0
-        card = {"memo": "memo", "type": "UNLOCKED", "state": "OPEN", "card_program_token": str(uuid.uuid4())}
+        # PHYSICAL: the one type that takes every field (and so every nested Struct) of LithicCardConfig.
+        card = {
+            "memo": "memo", "type": "PHYSICAL", "state": "OPEN", "card_program_token": str(uuid.uuid4()),
+            "spend_limit_duration": "MONTHLY", "exp_month": "06", "exp_year": "2031", "product_id": "783991122",
+            "shipping_method": "STANDARD",
+        }  # fmt: skip
         customer = {key: value for key, value in minimal_customer().items()} | {
             "name_prefix": "Dr.", "name_middle": "M", "name_suffix": "Jr", "address_line_two": "Apt 1",
             "address_country_code": "US", "ssn": "123-45-6789", "international_customer_id": "intl-1",
@@ -191,6 +202,9 @@ class World:
             },
             models.IssuerProcessorConfig: {"spend_limit": 1000},
             models.LithicCardConfig: card,
+            # ACTIVE: the world's account must stay open for the card requests that follow.
+            models.AccountStatusUpdate: {"account_status": "ACTIVE", "account_substatus": "CURRENT"},
+            models.ShippingAddress: SHIPPING_ADDRESS,
             models.ProductCreate: {"product_id": "prod-other"},
             models.ProductOverview: {
                 "product_name": "Card",

@@ -60,8 +60,78 @@ async def test_create_sends_exactly_what_lithic_expects(client: LithicClient, fa
         type="SINGLE_USE",
         memo="Jane's card",
         spend_limit=15000,
+        spend_limit_duration="TRANSACTION",
+        exp_month=stored["exp_month"],
+        exp_year=stored["exp_year"],
+        created=datetime.fromisoformat(stored["created"]),
+        hostname=None,  # Lithic's "": not locked to a merchant
     )
     assert stored["pan"] not in repr(issued) and "cvv" not in repr(issued)
+
+
+SHIPPING = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "address1": "1 Main St",
+    "city": "Springfield",
+    "state": "IL",
+    "postal_code": "62701",
+    "country": "USA",
+}
+
+
+async def test_physical_card_sends_shipping_expiry_and_duration(client: LithicClient, fake_lithic: FakeLithic) -> None:
+    card = CardRequest(
+        type="PHYSICAL",
+        spend_limit_duration="MONTHLY",
+        exp_month="07",
+        exp_year="2029",
+        product_id="783991122",
+        shipping_method="STANDARD_WITH_TRACKING",
+        shipping_address=SHIPPING,
+    )
+
+    issued = await client.create_card(fake_lithic.base_url, KEY, new_key(), card)
+
+    assert fake_lithic.spec_violations == []
+    assert fake_lithic.requests[0].body == {
+        "type": "PHYSICAL",
+        "spend_limit_duration": "MONTHLY",
+        "exp_month": "07",
+        "exp_year": "2029",
+        "product_id": "783991122",
+        "shipping_method": "STANDARD_WITH_TRACKING",
+        "shipping_address": SHIPPING,
+    }
+    assert (issued.type, issued.state, issued.spend_limit_duration) == ("PHYSICAL", "PENDING_FULFILLMENT", "MONTHLY")
+    assert (issued.exp_month, issued.exp_year) == ("07", "2029")
+    assert "Lovelace" not in repr(card)  # a request is never logged with its address
+
+
+async def test_answer_keeps_the_locked_merchant_and_never_the_pan() -> None:
+    answer = {
+        "token": str(uuid.uuid4()), "last_four": "4142", "state": "OPEN", "type": "MERCHANT_LOCKED",
+        "memo": "m", "spend_limit": 0, "spend_limit_duration": "FOREVER", "exp_month": "06", "exp_year": "2031",
+        "created": "2021-06-28T22:53:15Z", "hostname": "shop.example.com", "pan": "4111111289144142", "cvv": "776",
+    }  # fmt: skip
+    async with LithicClient(transport=httpx.MockTransport(lambda _: httpx.Response(200, json=answer))) as mocked:
+        issued = await mocked.create_card(LITHIC_SANDBOX_URL, KEY, new_key(), CardRequest(type="MERCHANT_LOCKED"))
+
+    assert issued.hostname == "shop.example.com"
+    assert issued.created == datetime(2021, 6, 28, 22, 53, 15, tzinfo=UTC)
+    assert (issued.spend_limit, issued.spend_limit_duration) == (0, "FOREVER")
+    assert "4111111289144142" not in repr(issued) and "776" not in repr(issued)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"type": "PLASTIC"}, {"state": "LOST"}, {"last_four": "42"}],
+)
+async def test_an_answer_outside_the_spec_is_retried_not_stored(change: dict[str, str]) -> None:
+    answer = {"token": str(uuid.uuid4()), "last_four": "4142", "state": "OPEN", "type": "VIRTUAL"} | change
+    async with LithicClient(transport=httpx.MockTransport(lambda _: httpx.Response(200, json=answer))) as mocked:
+        with pytest.raises(LithicRetryable):
+            await mocked.create_card(LITHIC_SANDBOX_URL, KEY, new_key(), CardRequest(type="VIRTUAL"))
 
 
 async def test_none_fields_are_left_out(client: LithicClient, fake_lithic: FakeLithic) -> None:
@@ -73,7 +143,7 @@ async def test_none_fields_are_left_out(client: LithicClient, fake_lithic: FakeL
 
 
 async def test_same_idempotency_key_twice_makes_one_card(client: LithicClient, fake_lithic: FakeLithic) -> None:
-    key, card = new_key(), CardRequest(type="UNLOCKED", memo="m")
+    key, card = new_key(), CardRequest(type="VIRTUAL", memo="m")
 
     first = await client.create_card(fake_lithic.base_url, KEY, key, card)
     second = await client.create_card(fake_lithic.base_url, KEY, key, card)
@@ -319,6 +389,29 @@ async def test_client_accepts_an_injected_transport() -> None:
         issued = await mocked.create_card(LITHIC_SANDBOX_URL, KEY, new_key(), CardRequest(type="SINGLE_USE"))
 
     assert issued == IssuedCard("t-1", "4242", "OPEN", "SINGLE_USE", None, None)
+
+
+async def test_fake_flags_card_type_shipping_and_expiry_violations(fake_lithic: FakeLithic) -> None:
+    url = fake_lithic.base_url + "/v1/cards"
+    bodies = [
+        {"type": "UNLOCKED"},  # deprecated: the service sends VIRTUAL
+        {"type": "PHYSICAL"},  # no shipping_address
+        {"type": "PHYSICAL", "shipping_address": {**SHIPPING, "country": "US"}},
+        {"type": "PHYSICAL", "shipping_address": {**SHIPPING, "first_name": "Augusta Ada King-Noel"}},
+        {"type": "PHYSICAL", "shipping_address": SHIPPING, "shipping_method": "EXPEDITED"},
+        {"type": "VIRTUAL", "product_id": "1"},
+        {"type": "VIRTUAL", "exp_month": "6", "exp_year": "2029"},
+        {"type": "VIRTUAL", "exp_month": "06"},
+    ]
+    async with httpx.AsyncClient() as raw:
+        answers = [
+            await raw.post(url, headers={"Authorization": KEY, "Idempotency-Key": new_key()}, json=body)
+            for body in bodies
+        ]
+
+    assert [a.status_code for a in answers] == [400] * len(bodies)
+    assert len(fake_lithic.spec_violations) == len(bodies)
+    assert fake_lithic.cards == {}
 
 
 # -- the fake itself: it must catch a client that breaks the rules ----------------------------------------

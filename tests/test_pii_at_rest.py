@@ -21,13 +21,18 @@ from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.logs import JsonFormatter
 from canopy_svc.store import idempotency
 from canopy_svc.store.migrations import SCHEMA_VERSION, migrate
+from tests.fake_lithic import FakeLithic
 from tests.helpers import (
     TEST_DATA_KEY,
     ApiClient,
+    account,
     assert_error,
+    linked_customer,
+    make_worker,
     minimal_customer,
     schema_of,
     seed_customer,
+    use_lithic,
     with_database,
 )
 
@@ -385,6 +390,46 @@ async def test_version_2_answers_in_clear_are_sealed_by_the_migration(pool: asyn
     finally:
         await conn.close()
     await pool.execute(f"DROP DATABASE {name}", timeout=SLOW_DDL_SECONDS)
+
+
+async def test_no_pan_or_cvv_and_no_sent_shipping_address_at_rest(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13, item 2: Lithic answers a card with its PAN and CVV (PCI-enabled programs); neither is
+    kept anywhere. A PHYSICAL card's own shipping address is only sealed until Lithic has it."""
+    caplog.set_level(logging.DEBUG)
+    await use_lithic(api, fake_lithic)
+    await linked_customer(api, await account(api))
+    address = {
+        "first_name": "Homer", "last_name": "Simpson", "address1": "742 Evergreen Terrace", "city": "Springfield",
+        "state": "OR", "postal_code": "97403", "country": "USA",
+    }  # fmt: skip
+    ordered = await api.http.post(
+        "/accounts/acc-1/customers/cust-1/cards", json={"lithic": {"type": "PHYSICAL", "shipping_address": address}}
+    )
+    assert ordered.status_code == 200, ordered.text
+    shipping = [b"Evergreen", b"Simpson", b"Evergreen".hex().encode()]
+    assert await clear_text_in_tables(pool, shipping) == []  # pending: sealed
+
+    worker = make_worker(pool)
+    while await worker.process_due():
+        pass
+
+    assert await pool.fetchval("SELECT count(*) FROM cards WHERE status = 'ISSUED'") == 2
+    assert [r.body["shipping_address"] for r in fake_lithic.requests if r.body and "shipping_address" in r.body] == [
+        address
+    ]
+    pans = [card["pan"].encode() for card in fake_lithic.cards.values()]
+    # A CVV is three digits, found by chance in any table: what would hold one is a column or key of that name.
+    needles = [*pans, *(pan.hex().encode() for pan in pans), b'"cvv"', b'"pan"', *shipping]
+    assert await clear_text_in_tables(pool, needles) == []
+    assert clear_text_in_logs(caplog.records, needles) == []
+    named = await pool.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE column_name IN ('pan', 'cvv')"
+    )
+    assert named == []
+    async with pool.acquire() as conn:
+        assert await clear_text_in_files(conn, [*pans, *shipping]) == []
 
 
 async def test_events_hold_no_ssn_and_webhook_secrets_are_kept_only_encrypted(

@@ -573,7 +573,7 @@ def config(**lithic: Any) -> dict[str, Any]:
     return {"lithic": lithic}
 
 
-@pytest.mark.parametrize("card_type", ["SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"])
+@pytest.mark.parametrize("card_type", ["VIRTUAL", "PHYSICAL", "SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"])
 @pytest.mark.parametrize("state", ["OPEN", "PAUSED"])
 def test_lithic_good(card_type: str, state: str) -> None:
     item = assignment(
@@ -588,7 +588,7 @@ def test_lithic_good(card_type: str, state: str) -> None:
 @pytest.mark.parametrize(
     ("lithic", "path", "keyword"),
     [
-        ({"type": "VIRTUAL"}, "type", "enum"),
+        ({"type": "DIGITAL_WALLET"}, "type", "enum"),
         ({"state": "CLOSED"}, "state", "enum"),
         ({"state": "open"}, "state", "enum"),
         ({"card_program_token": "not-a-uuid"}, "card_program_token", "pattern"),
@@ -609,9 +609,9 @@ def test_lithic_bad(lithic: dict[str, Any], path: str, keyword: str) -> None:
 
 
 def test_lithic_type_enum_lists_allowed_values() -> None:
-    item = assignment(customer_account_issuer_processor_config=config(type="VIRTUAL"))
+    item = assignment(customer_account_issuer_processor_config=config(type="DIGITAL_WALLET"))
     (detail,) = problems(minimal_customer(assign_to_accounts=[item]))
-    assert detail["params"] == {"allowedValues": ["SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"]}
+    assert detail["params"] == {"allowedValues": ["VIRTUAL", "PHYSICAL", "SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"]}
 
 
 @pytest.mark.parametrize(

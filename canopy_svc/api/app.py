@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                     policy=RetryPolicy(
                         base_seconds=settings.card_retry_base_seconds, lease_seconds=settings.card_lease_seconds
                     ),
+                    min_interval_seconds=settings.lithic_min_interval_ms / 1000,
                 )
                 background.start("card-worker", worker.run)
             if settings.delivery_worker:

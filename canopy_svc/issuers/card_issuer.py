@@ -3,7 +3,8 @@ the protocol the card worker and the card rules call (LithicClient and CardSimul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -51,15 +52,33 @@ class LithicRejected(LithicError):
         return f"Lithic rejected the request ({self.status}): {self.message}"
 
 
+# Lithic deprecates UNLOCKED ("please use VIRTUAL instead"): Canopy's clients may still ask for it, and
+# Lithic is sent VIRTUAL, which behaves the same.
+_SENT_AS = {"UNLOCKED": "VIRTUAL"}
+
+
+def lithic_type(requested: str) -> str:
+    """The card type sent to Lithic for the type a card was asked as."""
+    return _SENT_AS.get(requested, requested)
+
+
 @dataclass(frozen=True)
 class CardRequest:
-    """What to ask Lithic for. None means "let Lithic decide" and is left out of the body."""
+    """What to ask Lithic for. None means "let Lithic decide" and is left out of the body.
+
+    `shipping_address` is Lithic's ShippingAddress object (PHYSICAL cards only)."""
 
     type: str
     memo: str | None = None
     state: str | None = None
     spend_limit: int | None = None
     card_program_token: str | None = None
+    spend_limit_duration: str | None = None
+    exp_month: str | None = None
+    exp_year: str | None = None
+    product_id: str | None = None
+    shipping_method: str | None = None
+    shipping_address: dict[str, str] | None = field(default=None, repr=False)  # a name and a home address
 
     def to_json(self) -> dict[str, Any]:
         fields = {
@@ -68,13 +87,21 @@ class CardRequest:
             "state": self.state,
             "spend_limit": self.spend_limit,
             "card_program_token": self.card_program_token,
+            "spend_limit_duration": self.spend_limit_duration,
+            "exp_month": self.exp_month,
+            "exp_year": self.exp_year,
+            "product_id": self.product_id,
+            "shipping_method": self.shipping_method,
+            "shipping_address": self.shipping_address,
         }
         return {key: value for key, value in fields.items() if value is not None}
 
 
 @dataclass(frozen=True)
 class IssuedCard:
-    """The part of Lithic's card object we keep (never the PAN or CVV)."""
+    """The part of Lithic's card object we keep (never the PAN or CVV).
+
+    `hostname` is the merchant a MERCHANT_LOCKED card is locked to (Lithic answers "" until it is)."""
 
     token: str
     last_four: str
@@ -82,6 +109,11 @@ class IssuedCard:
     type: str
     memo: str | None
     spend_limit: int | None
+    spend_limit_duration: str | None = None
+    exp_month: str | None = None
+    exp_year: str | None = None
+    created: datetime | None = None
+    hostname: str | None = None
 
 
 class CardIssuer(Protocol):

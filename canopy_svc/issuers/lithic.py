@@ -209,7 +209,18 @@ def _interpret(response: httpx.Response, api_key: str) -> IssuedCard:
     raise LithicRejected(status, message, debugging_request_id=request_id)
 
 
+# Lithic's Card enums (the stored columns' checks hold the same): an answer outside them is not a card
+# this service can record, and is treated like an answer without a card.
+CARD_TYPES = frozenset({"MERCHANT_LOCKED", "PHYSICAL", "SINGLE_USE", "VIRTUAL", "UNLOCKED", "DIGITAL_WALLET"})
+CARD_STATES = frozenset({"OPEN", "PAUSED", "CLOSED", "PENDING_FULFILLMENT", "PENDING_ACTIVATION"})
+SPEND_LIMIT_DURATIONS = frozenset({"TRANSACTION", "MONTHLY", "ANNUALLY", "FOREVER"})
+_LAST_FOUR = re.compile(r"[0-9]{4}")
+_EXP_MONTH = re.compile(r"0[1-9]|1[0-2]")
+_EXP_YEAR = re.compile(r"[0-9]{4}")
+
+
 def _issued_card(data: object) -> IssuedCard:
+    """The card Lithic answered, as far as we keep it: never its `pan` or `cvv`."""
     if not isinstance(data, dict):
         raise ValueError("card is not an object")
     required = {
@@ -219,10 +230,18 @@ def _issued_card(data: object) -> IssuedCard:
     }
     if len(required) < 4:
         raise ValueError("card lacks token, last_four, state or type")
+    if (
+        required["type"] not in CARD_TYPES
+        or required["state"] not in CARD_STATES
+        or not _LAST_FOUR.fullmatch(required["last_four"])
+    ):
+        raise ValueError("card has a type, state or last_four outside Lithic's spec")
     memo = data.get("memo")
     spend_limit = data.get("spend_limit")
-    if isinstance(spend_limit, bool) or not isinstance(spend_limit, int):
+    if isinstance(spend_limit, bool) or not isinstance(spend_limit, int) or spend_limit < 0:
         spend_limit = None
+    duration = data.get("spend_limit_duration")
+    hostname = data.get("hostname")
     return IssuedCard(
         token=required["token"],
         last_four=required["last_four"],
@@ -230,7 +249,28 @@ def _issued_card(data: object) -> IssuedCard:
         type=required["type"],
         memo=memo if isinstance(memo, str) else None,
         spend_limit=spend_limit,
+        spend_limit_duration=duration if duration in SPEND_LIMIT_DURATIONS else None,
+        exp_month=_matching(data.get("exp_month"), _EXP_MONTH),
+        exp_year=_matching(data.get("exp_year"), _EXP_YEAR),
+        created=_timestamp(data.get("created")),
+        # "" until a MERCHANT_LOCKED card is locked (and for every other type): no merchant.
+        hostname=hostname[:255] if isinstance(hostname, str) and hostname else None,
     )
+
+
+def _matching(value: object, pattern: re.Pattern[str]) -> str | None:
+    return value if isinstance(value, str) and pattern.fullmatch(value) else None
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Lithic's `created`, RFC 3339 in UTC ("2021-06-28T22:53:15Z"); None when unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _error_details(response: httpx.Response, api_key: str) -> tuple[str, str | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected
 
@@ -32,13 +33,24 @@ class CardSimulator:
         if card.state is not None and card.state not in _CREATE_STATES:
             raise LithicRejected(400, f"Invalid state: {card.state}")
         _check_spend_limit(card.spend_limit)
+        if card.type == "PHYSICAL" and card.shipping_address is None:
+            raise LithicRejected(400, "shipping_address is required for PHYSICAL cards")
+        if (card.exp_month is None) != (card.exp_year is None):
+            raise LithicRejected(400, "exp_month and exp_year go together")
+        now = datetime.now(UTC).replace(microsecond=0)
         issued = IssuedCard(
             token=str(uuid.uuid4()),
             last_four=f"{secrets.randbelow(10_000):04d}",
-            state=card.state or "OPEN",
+            # As at Lithic: a PHYSICAL card waits to be made and sent before it can be OPEN.
+            state="PENDING_FULFILLMENT" if card.type == "PHYSICAL" else card.state or "OPEN",
             type=card.type,
             memo=card.memo,
             spend_limit=card.spend_limit if card.spend_limit is not None else 0,
+            spend_limit_duration=card.spend_limit_duration or "TRANSACTION",
+            exp_month=card.exp_month or f"{now.month:02d}",
+            exp_year=card.exp_year or str(now.year + 5),
+            created=now,
+            hostname=None,
         )
         self._cards[issued.token] = issued
         self._by_idempotency_key[idempotency_key] = issued.token

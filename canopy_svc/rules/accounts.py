@@ -245,7 +245,7 @@ async def create_account(conn: Conn, org_id: int, payload: AccountCreate, cipher
         external_fields=_encoder.encode(payload.external_fields or []).decode(),
     )
     if payload.assign_customers:
-        await links.assign_customers(conn, org_id, account_row_id, payload.assign_customers)
+        await links.assign_customers(conn, org_id, account_row_id, payload.assign_customers, cipher)
     (record,) = await account_store.fetch_accounts(conn, org_id, [account_row_id])
     (account,) = await load_accounts(conn, [record], cipher)
     await events.record_event(conn, org_id, "account_created", account)

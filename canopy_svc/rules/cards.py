@@ -12,10 +12,11 @@ from typing import Any
 import asyncpg
 from msgspec import UNSET
 
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.issuers.card_issuer import IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import CardGateway, Issuer
-from canopy_svc.rules import events, links
+from canopy_svc.rules import card_requests, events, links
 from canopy_svc.rules.card_items import card_from_record
 from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import accounts as account_store
@@ -26,6 +27,14 @@ from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
 
 CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)
+
+
+def parse_card_create(body: bytes) -> CardCreate:
+    """A card asked for: its fields' types, then the rules across them (card_requests.py)."""
+    payload = CARD_CREATE_DECODER.decode(body)
+    if payload.lithic is not None:
+        card_requests.check_request(payload.lithic, "/lithic")
+    return payload
 
 
 async def cards_of_links(conn: Queryable, link_ids: Sequence[int]) -> dict[int, list[CardDetails]]:
@@ -53,7 +62,9 @@ async def _link(conn: Conn, org_id: int, account_id: str, customer_id: str) -> a
     return link
 
 
-async def issue_card(conn: Conn, org_id: int, account_id: str, customer_id: str, payload: CardCreate) -> CardDetails:
+async def issue_card(
+    conn: Conn, org_id: int, account_id: str, customer_id: str, payload: CardCreate, cipher: DataCipher
+) -> CardDetails:
     """A new PENDING card for the link; what the body leaves out comes from the link's settings."""
     link = await _link(conn, org_id, account_id, customer_id)
     if link["account_status"] == "CLOSED":
@@ -67,7 +78,9 @@ async def issue_card(conn: Conn, org_id: int, account_id: str, customer_id: str,
         or (str(link["lithic_card_program_token"]) if link["lithic_card_program_token"] else None),
     }
     spend_limit = payload.spend_limit if payload.spend_limit is not None else link["spend_limit"]
-    card = await links.queue_card(conn, org_id, link["link_id"], spend_limit=spend_limit, lithic=settings)
+    card = await links.queue_card(
+        conn, org_id, link["link_id"], spend_limit=spend_limit, lithic=settings, cipher=cipher, request=lithic
+    )
     return card_from_record(card)
 
 
@@ -168,9 +181,15 @@ async def send_card_change(change: CardChange) -> IssuedCard:
 
 
 async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard) -> CardDetails:
-    """Phase 3: records what Lithic answered. Lithic's state is the truth; the limit is what was set."""
+    """Phase 3: records what Lithic answered, the truth (its spend_limit 0, "no limit", as null)."""
     updated = await card_store.finish_change(
-        conn, change.card_id, change.change_id, state=issued.state, spend_limit=change.spend_limit
+        conn,
+        change.card_id,
+        change.change_id,
+        state=issued.state,
+        spend_limit=issued.spend_limit or None,
+        memo=issued.memo,
+        spend_limit_duration=issued.spend_limit_duration,
     )
     await events.record_card_event(conn, events.card_change_type(issued.state), updated)
     # None: our lease ran out and another request or the worker took the change over; it records it.

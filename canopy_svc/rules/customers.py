@@ -67,7 +67,7 @@ async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataC
         record = await store.insert(conn, org_id, customer_id, columns)
         await events.record_event(conn, org_id, "customer_created", customer_from_record(record, cipher))
         if payload.assign_to_accounts:
-            await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts)
+            await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts, cipher)
     return _answer(record, cipher, warnings)
 
 
@@ -126,7 +126,7 @@ async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdat
     updated = await store.update(conn, record["id"], columns)
     await events.record_event(conn, org_id, "customer_updated", customer_from_record(updated, cipher))
     if patch.assign_to_accounts:
-        await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts)
+        await links.assign_accounts(conn, org_id, record["id"], patch.assign_to_accounts, cipher)
     return _answer(updated, cipher, warnings)
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Row
-from canopy_svc.rules import events
+from canopy_svc.rules import card_requests, events
 from canopy_svc.rules.ids import base62_id, new_idempotency_uuid
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
@@ -23,8 +24,8 @@ from canopy_svc.wire.models import (
     LithicCardConfig,
 )
 
-# Lithic requires a card type; a link that names none gets a general-purpose card.
-DEFAULT_CARD_TYPE = "UNLOCKED"
+# Lithic requires a card type; a link that names none gets a general-purpose card, Lithic's default.
+DEFAULT_CARD_TYPE = "VIRTUAL"
 DEFAULT_CARD_STATE = "OPEN"
 
 
@@ -53,20 +54,48 @@ def link_fields(link: Row, cards_by_link: Mapping[int, list[CardDetails]]) -> di
 
 
 async def queue_card(
-    conn: Conn, org_id: int, link_id: int, *, spend_limit: int | None, lithic: LithicCardConfig | dict[str, Any]
+    conn: Conn,
+    org_id: int,
+    link_id: int,
+    *,
+    spend_limit: int | None,
+    lithic: LithicCardConfig | dict[str, Any],
+    cipher: DataCipher,
+    request: LithicCardConfig | None = None,
+    pointer: str = "/lithic",
 ) -> asyncpg.Record:
-    """A PENDING card, committed with the caller's transaction; the worker issues it."""
+    """A PENDING card, committed with the caller's transaction; the worker issues it.
+
+    `lithic` holds type, memo, state and card_program_token (the link's config, or a body's merged
+    with it); `request` the rest of what the body asked (default: `lithic` itself, when it is one):
+    spend_limit_duration, expiry, and a PHYSICAL card's product, shipping method and address, which is
+    sealed until sent. `pointer` is where a 422 points to in the body."""
     get = lithic.get if isinstance(lithic, dict) else lambda name: getattr(lithic, name)
+    if request is None and isinstance(lithic, LithicCardConfig):
+        request = lithic
+    card_type = get("type") or DEFAULT_CARD_TYPE
+    if request is not None:
+        card_requests.check_request(request, pointer)
+    address = await card_requests.shipping_address(conn, link_id, request, card_type, pointer)
+    idempotency_key = new_idempotency_uuid()
     card = await card_store.insert_pending(
         conn,
         org_id,
         link_id,
-        idempotency_key=new_idempotency_uuid(),
-        card_type=get("type") or DEFAULT_CARD_TYPE,
+        idempotency_key=idempotency_key,
+        card_type=card_type,
         memo=get("memo"),
         state=get("state") or DEFAULT_CARD_STATE,
         spend_limit=spend_limit,
         card_program_token=get("card_program_token"),
+        spend_limit_duration=request.spend_limit_duration if request else None,
+        exp_month=request.exp_month if request else None,
+        exp_year=request.exp_year if request else None,
+        product_id=request.product_id if request else None,
+        shipping_method=request.shipping_method if request else None,
+        shipping_address_encrypted=(
+            card_store.seal_shipping_address(cipher, idempotency_key, address) if address is not None else None
+        ),
     )
     await events.record_card_event(conn, "card_pending", card)
     return card
@@ -78,6 +107,8 @@ async def _link(
     account_row_id: int,
     customer_row_id: int,
     assignment: AccountAssignment | CustomerAssignment,
+    cipher: DataCipher,
+    pointer: str,
     *,
     closed_account: str | None = None,
 ) -> None:
@@ -104,7 +135,15 @@ async def _link(
     if created or all(card["status"] == "FAILED" for card in await card_store.of_links(conn, [link_id])):
         if closed_account is not None:
             raise Conflict(f"Account {closed_account} is CLOSED; a closed account gets no new cards")
-        await queue_card(conn, org_id, link_id, spend_limit=config.spend_limit, lithic=config.lithic)
+        await queue_card(
+            conn,
+            org_id,
+            link_id,
+            spend_limit=config.spend_limit,
+            lithic=config.lithic,
+            cipher=cipher,
+            pointer=f"{pointer}/customer_account_issuer_processor_config/lithic",
+        )
 
 
 def _row_id(found: dict[str, int], wanted: str, kind: str) -> int:
@@ -114,20 +153,32 @@ def _row_id(found: dict[str, int], wanted: str, kind: str) -> int:
     return row_id
 
 
-async def assign_accounts(conn: Conn, org_id: int, customer_row_id: int, assignments: list[AccountAssignment]) -> None:
+async def assign_accounts(
+    conn: Conn, org_id: int, customer_row_id: int, assignments: list[AccountAssignment], cipher: DataCipher
+) -> None:
     """`assign_to_accounts` of a customer: every account must be this organization's."""
     found = await account_store.find_live(conn, org_id, [a.account_id for a in assignments])
     row_ids = {account_id: row_id for account_id, (row_id, _) in found.items()}
-    for assignment in assignments:
-        row_id = _row_id(row_ids, assignment.account_id, "account")
+    for index, assignment in enumerate(assignments):
+        account_row_id = _row_id(row_ids, assignment.account_id, "account")
         closed = found[assignment.account_id][1] == "CLOSED"
         await _link(
-            conn, org_id, row_id, customer_row_id, assignment, closed_account=assignment.account_id if closed else None
+            conn,
+            org_id,
+            account_row_id,
+            customer_row_id,
+            assignment,
+            cipher,
+            f"/assign_to_accounts/{index}",
+            closed_account=assignment.account_id if closed else None,
         )
 
 
-async def assign_customers(conn: Conn, org_id: int, account_row_id: int, assignments: list[CustomerAssignment]) -> None:
+async def assign_customers(
+    conn: Conn, org_id: int, account_row_id: int, assignments: list[CustomerAssignment], cipher: DataCipher
+) -> None:
     """`assign_customers` of an account: every customer must be this organization's."""
     found = await customer_store.find_row_ids(conn, org_id, [a.customer_id for a in assignments])
-    for assignment in assignments:
-        await _link(conn, org_id, account_row_id, _row_id(found, assignment.customer_id, "customer"), assignment)
+    for index, assignment in enumerate(assignments):
+        customer_row_id = _row_id(found, assignment.customer_id, "customer")
+        await _link(conn, org_id, account_row_id, customer_row_id, assignment, cipher, f"/assign_customers/{index}")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 
+from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.keyset import each_key
 
-CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error, close_due_at"""
+CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error, close_due_at,
+    spend_limit_duration, exp_month, exp_year, lithic_created, hostname"""
 
 
 def _qualified(alias: str) -> str:
@@ -32,11 +35,19 @@ async def insert_pending(
     state: str,
     spend_limit: int | None,
     card_program_token: str | None,
+    spend_limit_duration: str | None = None,
+    exp_month: str | None = None,
+    exp_year: str | None = None,
+    product_id: str | None = None,
+    shipping_method: str | None = None,
+    shipping_address_encrypted: bytes | None = None,
 ) -> asyncpg.Record:
     record = await conn.fetchrow(
         f"""INSERT INTO cards (org_id, link_id, idempotency_key, card_type, memo, state, spend_limit,
-                card_program_token)
-            VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid) RETURNING {CARD_COLUMNS}""",
+                card_program_token, spend_limit_duration, exp_month, exp_year, product_id, shipping_method,
+                shipping_address_encrypted)
+            VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid, $9, $10, $11, $12, $13, $14)
+            RETURNING {CARD_COLUMNS}""",
         org_id,
         link_id,
         idempotency_key,
@@ -45,9 +56,28 @@ async def insert_pending(
         state,
         spend_limit,
         card_program_token,
+        spend_limit_duration,
+        exp_month,
+        exp_year,
+        product_id,
+        shipping_method,
+        shipping_address_encrypted,
     )
     # Delivered at commit, so a worker never wakes for a card it cannot see yet.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    assert record is not None
+    return record
+
+
+async def shipping_source(conn: Queryable, link_id: int) -> asyncpg.Record:
+    """What a PHYSICAL card of the link is sent to when its request names no shipping address: its
+    customer's name, address and contacts."""
+    record = await conn.fetchrow(
+        """SELECT c.name_first, c.name_last, c.address_line_one, c.address_line_two, c.address_city,
+                  c.address_state, c.address_zip, c.address_country_code, c.email, c.phone_number
+           FROM customer_account_links l JOIN customers c ON c.id = l.customer_row_id WHERE l.id = $1""",
+        link_id,
+    )
     assert record is not None
     return record
 
@@ -103,12 +133,21 @@ async def begin_change(conn: Conn, card_id: int, change_id: str, fields: str) ->
 
 
 async def finish_change(
-    conn: Queryable, card_id: int, change_id: str, *, state: str, spend_limit: int | None
+    conn: Queryable,
+    card_id: int,
+    change_id: str,
+    *,
+    state: str,
+    spend_limit: int | None,
+    memo: str | None = None,
+    spend_limit_duration: str | None = None,
 ) -> asyncpg.Record | None:
-    """Records Lithic's answer to our change; None when another request took the change over."""
+    """Records Lithic's answer to our change; None when another request took the change over. A memo or
+    duration Lithic did not answer stays as it was."""
     return await conn.fetchrow(
-        f"""UPDATE cards SET state = $3, spend_limit = $4, change_id = NULL, change_fields = NULL,
-                change_started_at = NULL, updated_at = now(),
+        f"""UPDATE cards SET state = $3, spend_limit = $4, memo = coalesce($5, memo),
+                spend_limit_duration = coalesce($6, spend_limit_duration), change_id = NULL,
+                change_fields = NULL, change_started_at = NULL, updated_at = now(),
                 -- closed by this change: the pending close (if any) has nothing left to send
                 close_due_at = CASE WHEN $3 = 'CLOSED' THEN NULL ELSE close_due_at END
             WHERE id = $1 AND change_id = $2::uuid RETURNING {CARD_COLUMNS}""",
@@ -116,6 +155,8 @@ async def finish_change(
         change_id,
         state,
         spend_limit,
+        memo,
+        spend_limit_duration,
     )
 
 
@@ -146,7 +187,7 @@ async def claim_stale_changes(
                  ORDER BY change_started_at LIMIT $1 FOR UPDATE SKIP LOCKED) stale,
                 organizations o
            WHERE c.id = stale.id AND o.id = c.org_id
-           RETURNING c.id, c.token, c.state, c.spend_limit, c.change_id::text AS change_id,
+           RETURNING c.id, c.org_id, c.token, c.state, c.spend_limit, c.change_id::text AS change_id,
                      c.change_fields::text AS change_fields,
                      o.lithic_api_key_encrypted, o.lithic_base_url""",
         limit,
@@ -170,35 +211,59 @@ async def claim_due(conn: Queryable, *, limit: int, lease_seconds: float) -> lis
            WHERE c.id = due.id AND o.id = c.org_id
            RETURNING c.id, c.org_id, c.idempotency_key::text AS idempotency_key, c.card_type, c.memo,
                      c.state, c.spend_limit, c.card_program_token::text AS card_program_token, c.attempts,
-                     o.lithic_api_key_encrypted, o.lithic_base_url""",
+                     c.spend_limit_duration, c.exp_month, c.exp_year, c.product_id, c.shipping_method,
+                     c.shipping_address_encrypted, o.lithic_api_key_encrypted, o.lithic_base_url""",
         limit,
         lease_seconds,
     )
 
 
-async def mark_issued(
-    conn: Queryable, card_id: int, *, token: str, last_four: str, state: str
-) -> asyncpg.Record | None:
-    """The card as issued; None when it was not PENDING any more (another worker recorded it)."""
+async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) -> asyncpg.Record | None:
+    """Records the card Lithic made: its answer's values (`issued`: token, last_four, state, type, memo,
+    spend_limit, spend_limit_duration, exp_month, exp_year, created, hostname) replace what was asked;
+    the shipping address has been sent and is erased. None when it was not PENDING any more (another
+    worker recorded it)."""
     return await conn.fetchrow(
-        f"""UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, error = NULL,
+        f"""UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, card_type = $5,
+               memo = $6, spend_limit = $7, spend_limit_duration = $8, exp_month = $9, exp_year = $10,
+               lithic_created = $11, hostname = $12, shipping_address_encrypted = NULL, error = NULL,
                updated_at = now()
            WHERE id = $1 AND status = 'PENDING' RETURNING {CARD_COLUMNS}""",
         card_id,
-        token,
-        last_four,
-        state,
+        issued["token"],
+        issued["last_four"],
+        issued["state"],
+        issued["type"],
+        issued["memo"],
+        issued["spend_limit"],
+        issued["spend_limit_duration"],
+        issued["exp_month"],
+        issued["exp_year"],
+        issued["created"],
+        issued["hostname"],
     )
 
 
 async def mark_failed(conn: Queryable, card_id: int, error: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        # A card Lithic never made has no close to send either.
-        f"""UPDATE cards SET status = 'FAILED', error = $2, close_due_at = NULL, updated_at = now()
+        # A card Lithic never made has no close to send either, nor an address to ship to.
+        f"""UPDATE cards SET status = 'FAILED', error = $2, close_due_at = NULL, shipping_address_encrypted = NULL,
+                updated_at = now()
             WHERE id = $1 AND status = 'PENDING'
             RETURNING {CARD_COLUMNS}""",
         card_id,
         error,
+    )
+
+
+async def defer_issue(conn: Queryable, card_id: int, *, delay_seconds: float) -> None:
+    """Puts a leased card back unsent (the organization's Lithic pace is full): its attempt is not
+    counted, since nothing was sent (attempts = 0 still means "never sent" to close_cards_of_account)."""
+    await conn.execute(
+        """UPDATE cards SET next_attempt_at = now() + make_interval(secs => $2), attempts = attempts - 1
+           WHERE id = $1 AND status = 'PENDING'""",
+        card_id,
+        delay_seconds,
     )
 
 
@@ -250,7 +315,8 @@ async def close_cards_of_account(
     # The card rows are locked here (UPDATE): a worker holding one (SKIP LOCKED) is waited for, and
     # the row re-read as it committed it.
     failed = await conn.fetch(
-        f"""UPDATE cards c SET status = 'FAILED', state = 'CLOSED', error = $2, updated_at = now()
+        f"""UPDATE cards c SET status = 'FAILED', state = 'CLOSED', error = $2, shipping_address_encrypted = NULL,
+                updated_at = now()
             FROM customer_account_links l
             WHERE l.account_row_id = $1 AND c.link_id = l.id AND c.status = 'PENDING'
                   AND {"true" if simulated else "c.attempts = 0"}
@@ -286,7 +352,7 @@ async def claim_due_closes(conn: Queryable, *, limit: int, lease_seconds: float)
                   ORDER BY close_due_at LIMIT $1 FOR UPDATE SKIP LOCKED) due,
                  organizations o
             WHERE c.id = due.id AND o.id = c.org_id
-            RETURNING c.id, c.token, c.close_attempts, o.lithic_api_key_encrypted, o.lithic_base_url""",
+            RETURNING c.id, c.org_id, c.token, c.close_attempts, o.lithic_api_key_encrypted, o.lithic_base_url""",
         limit,
         lease_seconds,
     )
@@ -300,6 +366,16 @@ async def mark_closed(conn: Queryable, card_id: int, *, state: str) -> asyncpg.R
             WHERE id = $1 AND close_due_at IS NOT NULL RETURNING {CARD_COLUMNS}""",
         card_id,
         state,
+    )
+
+
+async def defer_close(conn: Queryable, card_id: int, *, delay_seconds: float) -> None:
+    """Puts a leased close back unsent (the organization's Lithic pace is full), its attempt not counted."""
+    await conn.execute(
+        """UPDATE cards SET close_due_at = now() + make_interval(secs => $2), close_attempts = close_attempts - 1
+           WHERE id = $1 AND close_due_at IS NOT NULL""",
+        card_id,
+        delay_seconds,
     )
 
 
@@ -338,3 +414,53 @@ async def outbox_state(conn: Queryable) -> asyncpg.Record:
     )
     assert row is not None
     return row
+
+
+# --- pacing Lithic calls per organization ---------------------------------------------------------
+
+
+async def claim_lithic_call(conn: Queryable, org_id: int, *, interval_seconds: float) -> float:
+    """0 when the organization may call Lithic now (and no other call may for `interval_seconds`), else
+    the seconds until it may: every worker in every process shares one schedule, in the row."""
+    wait: Any = await conn.fetchval(
+        """WITH claimed AS (
+               UPDATE organizations SET lithic_next_call_at = clock_timestamp() + make_interval(secs => $2)
+               WHERE id = $1 AND (lithic_next_call_at IS NULL OR lithic_next_call_at <= clock_timestamp())
+               RETURNING 0.0::float8 AS wait)
+           SELECT wait FROM claimed
+           UNION ALL
+           SELECT greatest(extract(epoch FROM lithic_next_call_at - clock_timestamp())::float8, 0.001)
+           FROM organizations WHERE id = $1 AND NOT EXISTS (SELECT FROM claimed)""",
+        org_id,
+        interval_seconds,
+    )
+    return float(wait) if wait is not None else 0.0
+
+
+async def hold_lithic_calls(conn: Queryable, org_id: int, *, seconds: float) -> None:
+    """Lithic answered 429 with Retry-After: no call for this organization goes out before then."""
+    await conn.execute(
+        """UPDATE organizations SET lithic_next_call_at =
+               greatest(lithic_next_call_at, clock_timestamp() + make_interval(secs => $2))
+           WHERE id = $1""",
+        org_id,
+        seconds,
+    )
+
+
+# --- a PHYSICAL card's shipping address, sealed until it is sent --------------------------------
+
+_SHIPPING_ADDRESS_CONTEXT = b"card_shipping_address:"
+
+
+def seal_shipping_address(cipher: DataCipher, idempotency_key: str, address: Mapping[str, str]) -> bytes:
+    """AES-GCM, bound to the card's idempotency key: a sealed address copied to another card won't open."""
+    plain = json.dumps(dict(address), separators=(",", ":"))
+    return cipher.encrypt(plain, context=_SHIPPING_ADDRESS_CONTEXT + idempotency_key.encode())
+
+
+def open_shipping_address(cipher: DataCipher, idempotency_key: str, sealed: bytes) -> dict[str, str]:
+    opened: dict[str, str] = json.loads(
+        cipher.decrypt(bytes(sealed), context=_SHIPPING_ADDRESS_CONTEXT + idempotency_key.encode())
+    )
+    return opened

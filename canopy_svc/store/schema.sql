@@ -127,7 +127,8 @@ CREATE TABLE IF NOT EXISTS customer_account_links (
                                  CHECK (char_length(customer_account_external_id) BETWEEN 1 AND 255),
     spend_limit                  bigint CHECK (spend_limit >= 1),
     lithic_memo                  text,
-    lithic_type                  text CHECK (lithic_type IN ('SINGLE_USE', 'MERCHANT_LOCKED', 'UNLOCKED')),
+    lithic_type                  text CHECK (lithic_type IN ('VIRTUAL', 'PHYSICAL', 'SINGLE_USE', 'MERCHANT_LOCKED',
+                                                             'UNLOCKED')),
     lithic_state                 text CHECK (lithic_state IN ('OPEN', 'PAUSED')),
     lithic_card_program_token    uuid,
     has_lithic_config            boolean NOT NULL DEFAULT false,
@@ -148,9 +149,11 @@ CREATE TABLE IF NOT EXISTS cards (
     link_id            bigint NOT NULL REFERENCES customer_account_links (id) ON DELETE CASCADE,
     status             text NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'ISSUED', 'FAILED')),
     idempotency_key    uuid NOT NULL UNIQUE,
-    card_type          text NOT NULL CHECK (card_type IN ('SINGLE_USE', 'MERCHANT_LOCKED', 'UNLOCKED')),
+    card_type          text NOT NULL CHECK (card_type IN ('VIRTUAL', 'PHYSICAL', 'SINGLE_USE', 'MERCHANT_LOCKED',
+                                                          'UNLOCKED', 'DIGITAL_WALLET')),
     memo               text,
-    state              text NOT NULL CHECK (state IN ('OPEN', 'PAUSED', 'CLOSED')),
+    state              text NOT NULL CHECK (state IN ('OPEN', 'PAUSED', 'CLOSED', 'PENDING_FULFILLMENT',
+                                                      'PENDING_ACTIVATION')),
     spend_limit        bigint CHECK (spend_limit >= 1),
     card_program_token uuid,
     token              text,
@@ -730,3 +733,50 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_org_failed ON webhook_deliveries (
 CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (finished_at) WHERE state <> 'pending';
 -- The cascade from a purged event finds its deliveries here.
 CREATE INDEX IF NOT EXISTS webhook_deliveries_event ON webhook_deliveries (event_row_id);
+
+-- Issue 13 (current card types; what Lithic answers is what is stored)
+-- Lithic's card types (VIRTUAL, PHYSICAL; UNLOCKED and DIGITAL_WALLET are deprecated there but still
+-- answered for old cards) and a PHYSICAL card's states. A database made before kept the narrower
+-- checks of the CREATE TABLEs above: each is replaced once, found by what it does not yet allow.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = 'cards_card_type_check'
+                   AND pg_get_constraintdef(oid) LIKE '%DIGITAL_WALLET%') THEN
+        ALTER TABLE cards DROP CONSTRAINT IF EXISTS cards_card_type_check;
+        ALTER TABLE cards ADD CONSTRAINT cards_card_type_check CHECK (card_type IN ('VIRTUAL', 'PHYSICAL',
+            'SINGLE_USE', 'MERCHANT_LOCKED', 'UNLOCKED', 'DIGITAL_WALLET'));
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = 'cards_state_check'
+                   AND pg_get_constraintdef(oid) LIKE '%PENDING_ACTIVATION%') THEN
+        ALTER TABLE cards DROP CONSTRAINT IF EXISTS cards_state_check;
+        ALTER TABLE cards ADD CONSTRAINT cards_state_check CHECK (state IN ('OPEN', 'PAUSED', 'CLOSED',
+            'PENDING_FULFILLMENT', 'PENDING_ACTIVATION'));
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = 'customer_account_links_lithic_type_check'
+                   AND pg_get_constraintdef(oid) LIKE '%PHYSICAL%') THEN
+        ALTER TABLE customer_account_links DROP CONSTRAINT IF EXISTS customer_account_links_lithic_type_check;
+        ALTER TABLE customer_account_links ADD CONSTRAINT customer_account_links_lithic_type_check
+            CHECK (lithic_type IN ('VIRTUAL', 'PHYSICAL', 'SINGLE_USE', 'MERCHANT_LOCKED', 'UNLOCKED'));
+    END IF;
+END
+$$;
+-- While PENDING these hold what is asked of Lithic; once ISSUED, what Lithic answered (as card_type,
+-- state, memo and spend_limit do). hostname: the merchant a MERCHANT_LOCKED card is locked to;
+-- lithic_created: Lithic's `created`. Never the PAN or CVV.
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS spend_limit_duration text
+    CHECK (spend_limit_duration IN ('TRANSACTION', 'MONTHLY', 'ANNUALLY', 'FOREVER'));
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS exp_month text CHECK (exp_month ~ '^(0[1-9]|1[0-2])$');
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS exp_year text CHECK (exp_year ~ '^[0-9]{4}$');
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS lithic_created timestamptz;
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS hostname text CHECK (char_length(hostname) <= 255);
+-- A PHYSICAL card's request: Lithic's product_id and shipping_method, and the shipping address (a
+-- name and a home address) only AES-GCM encrypted (bound to the card's idempotency key), and erased
+-- once Lithic made the card or refused it.
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS product_id text CHECK (char_length(product_id) <= 255);
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS shipping_method text
+    CHECK (shipping_method IN ('STANDARD', 'STANDARD_WITH_TRACKING', 'PRIORITY', 'EXPRESS', '2_DAY', 'EXPEDITED'));
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS shipping_address_encrypted bytea;
+-- The card worker's pacing of Lithic calls per organization (CANOPY_SVC_LITHIC_MIN_INTERVAL_MS): the
+-- earliest time its next call may go out, reserved by each call in one UPDATE, so every process paces
+-- together; a 429's Retry-After pushes it too.
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_next_call_at timestamptz;

@@ -63,8 +63,22 @@ US_STATE_CODES = frozenset(
 US_RULES_COUNTRIES = frozenset({"US", "PR", "GU", "VI", "AS", "MP", "UM"})
 
 CustomerAccountRole = Literal["PRIMARY", "SECONDARY"]
-LithicCardType = Literal["SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"]
+# What a card may be asked as. UNLOCKED is deprecated at Lithic ("please use VIRTUAL instead"): kept for
+# Canopy's clients and sent to Lithic as VIRTUAL (issuers/card_issuer.py, lithic_type).
+LithicCardType = Literal["VIRTUAL", "PHYSICAL", "SINGLE_USE", "MERCHANT_LOCKED", "UNLOCKED"]
 LithicCreateState = Literal["OPEN", "PAUSED"]
+# Lithic's spend_limit_duration and shipping_method enums (postCards). BULK is left out: it needs a
+# bulk order this service does not make.
+SpendLimitDuration = Literal["TRANSACTION", "MONTHLY", "ANNUALLY", "FOREVER"]
+ShippingMethod = Literal["STANDARD", "STANDARD_WITH_TRACKING", "PRIORITY", "EXPRESS", "2_DAY", "EXPEDITED"]
+# Lithic's exp_month is two digits (MM), exp_year four (yyyy); a month is 01..12.
+ExpMonth = Annotated[str, msgspec.Meta(pattern=r"^(0[1-9]|1[0-2])" + END, description="Two digits, MM")]
+ExpYear = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}" + END, description="Four digits, yyyy")]
+# Lithic's physical card configuration id (e.g. "783991122"): printable, no control characters.
+LithicProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*" + END)]
+# ISO 3166-1 alpha-3, uppercase: what Lithic's ShippingAddress.country takes.
+COUNTRY_CODES_ALPHA3: tuple[str, ...] = tuple(sorted(c.alpha_3 for c in pycountry.countries))
+CountryCodeAlpha3 = Literal[COUNTRY_CODES_ALPHA3]  # type: ignore[valid-type]
 BIGINT_MAX = 2**63 - 1  # the columns are bigint
 SpendLimit = Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX, description="Cents")]
 Cents = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]

@@ -11,31 +11,40 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import email_validator
 import msgspec
+import pycountry
 from msgspec import UNSET, UnsetType
 
 from canopy_svc.wire.fields import (
     BIGINT_MAX,
+    COUNTRY_CODES_ALPHA3,
     CUSTOMER_ID_PATTERN,
     EARLIEST_BIRTH_DATE,
     NATIONAL_LENGTHS,
     NO_NUL,
+    NON_BLANK,
     POSTAL_CODE,
     US_RULES_COUNTRIES,
     US_STATE_CODES,
     US_ZIP,
     Cents,
     CountryCode,
+    CountryCodeAlpha3,
     CustomerAccountRole,
     CustomerId,
     Ein,
     Email,
+    ExpMonth,
+    ExpYear,
     IntegerId,
     LithicCardType,
     LithicCreateState,
+    LithicProductId,
     PhoneNumber,
     RequiredText,
     ResourceId,
+    ShippingMethod,
     SpendLimit,
+    SpendLimitDuration,
     Ssn,
     Text255,
     Uuid,
@@ -140,11 +149,111 @@ def _ids_as_text(struct: msgspec.Struct, names: tuple[str, ...]) -> None:
             setattr(struct, name, str(value))
 
 
+# Lithic prints first_name and last_name on a PHYSICAL card: 25 characters at most together (each
+# non-blank, so 24 at most alone); rules/card_requests.py checks the sum, which no JSON Schema can.
+ShippingName = Annotated[str, msgspec.Meta(min_length=1, max_length=24, pattern=NON_BLANK)]
+_US_ALPHA3 = sorted(
+    c.alpha_3 for c in pycountry.countries if c.alpha_2 in US_RULES_COUNTRIES and c.alpha_3 in COUNTRY_CODES_ALPHA3
+)
+LITHIC_US_POSTAL_CODE = r"^[0-9]{5}(-[0-9]{4})?$"
+LITHIC_TWO_LETTER_STATE = r"^[A-Z]{2}$"
+
+
+class ShippingAddress(msgspec.Struct, kw_only=True):
+    """Lithic's ShippingAddress (postCards): where a PHYSICAL card is sent and the name printed on it.
+
+    country is ISO 3166-1 alpha-3; a US address has a USPS state and a ZIP (12345 or 12345-1234), a
+    Canadian one a two-letter province. email and phone_number are required with shipping_method
+    EXPEDITED (LithicCardConfig says so)."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "allOf": [
+            {
+                "if": {"properties": {"country": {"enum": _US_ALPHA3}}},
+                "then": {
+                    "properties": {
+                        "state": {"enum": sorted(US_STATE_CODES)},
+                        "postal_code": {"pattern": LITHIC_US_POSTAL_CODE},
+                    }
+                },
+            },
+            {
+                "if": {"properties": {"country": {"const": "CAN"}}},
+                "then": {"properties": {"state": {"pattern": LITHIC_TWO_LETTER_STATE}}},
+            },
+        ]
+    }
+
+    first_name: ShippingName
+    last_name: ShippingName
+    address1: RequiredText
+    address2: Text255 | None = None
+    city: RequiredText
+    state: Annotated[str, msgspec.Meta(min_length=1, max_length=24, pattern=NON_BLANK)]
+    postal_code: Annotated[str, msgspec.Meta(pattern=POSTAL_CODE.pattern)]
+    country: CountryCodeAlpha3
+    email: EmailAddress | None = None
+    phone_number: PhoneE164 | None = None
+
+
+_PHYSICAL_ONLY = ("shipping_address", "product_id", "shipping_method")
+
+
 class LithicCardConfig(msgspec.Struct, kw_only=True):
+    """How a card is asked of Lithic (postCards). type defaults to VIRTUAL; UNLOCKED is sent as VIRTUAL.
+
+    shipping_address, product_id and shipping_method are for PHYSICAL cards only; a PHYSICAL card with no
+    shipping_address is sent to its customer's address. exp_month and exp_year go together (neither: Lithic
+    picks the expiry)."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "allOf": [
+            # exp_month and exp_year: both or neither (null is neither)
+            *(
+                {
+                    "if": {"required": [given], "properties": {given: {"type": "string"}}},
+                    "then": {"required": [other], "properties": {other: {"type": "string"}}},
+                }
+                for given, other in (("exp_month", "exp_year"), ("exp_year", "exp_month"))
+            ),
+            {
+                # a type given (not null) and not PHYSICAL; with none, the link's type decides
+                "if": {"required": ["type"], "properties": {"type": {"not": {"enum": ["PHYSICAL", None]}}}},
+                "then": {"not": {"anyOf": [{"required": [name]} for name in _PHYSICAL_ONLY]}},
+            },
+            {
+                "if": {
+                    "required": ["shipping_method", "shipping_address"],
+                    "properties": {"shipping_method": {"const": "EXPEDITED"}},
+                },
+                "then": {
+                    "properties": {
+                        "shipping_address": {
+                            "required": ["email", "phone_number"],
+                            "properties": {"email": {"type": "string"}, "phone_number": {"type": "string"}},
+                        }
+                    }
+                },
+            },
+        ],
+    }
+
     memo: Text255 | None = None
-    type: LithicCardType | None = None
+    type: (
+        Annotated[
+            LithicCardType,
+            msgspec.Meta(description="Default VIRTUAL. UNLOCKED, deprecated at Lithic, is sent to Lithic as VIRTUAL."),
+        ]
+        | None
+    ) = None
     state: LithicCreateState | None = None
     card_program_token: Uuid | None = None
+    spend_limit_duration: SpendLimitDuration | None = None
+    exp_month: ExpMonth | None = None
+    exp_year: ExpYear | None = None
+    product_id: LithicProductId | None = None
+    shipping_method: ShippingMethod | None = None
+    shipping_address: ShippingAddress | None = None
 
 
 class IssuerProcessorConfig(msgspec.Struct, kw_only=True):
@@ -444,7 +553,9 @@ ProductType = Literal[
 ]  # fmt: skip
 AccountStatus = Literal["ACTIVE", "SUSPENDED", "CLOSED"]
 CardStatus = Literal["PENDING", "ISSUED", "FAILED"]
-CardState = Literal["OPEN", "PAUSED", "CLOSED"]
+# Lithic's card states: a PHYSICAL card starts PENDING_FULFILLMENT, then PENDING_ACTIVATION.
+CardState = Literal["OPEN", "PAUSED", "CLOSED", "PENDING_FULFILLMENT", "PENDING_ACTIVATION"]
+CardUpdateState = Literal["OPEN", "PAUSED", "CLOSED"]
 
 
 # Canopy's product colour: "#0000FF" or "#00F" (its schema's pattern, anchored).
@@ -693,10 +804,20 @@ class LithicCardDetails(msgspec.Struct):
     token: str | None
     last_four: str | None
     memo: str | None
+    spend_limit: int | None
+    spend_limit_duration: SpendLimitDuration | None
+    exp_month: str | None
+    exp_year: str | None
+    created: datetime.datetime | None
+    hostname: str | None
 
 
 class CardDetails(msgspec.Struct):
-    """A card item in both of Canopy's forms: the flat fields its later clients read, and `lithic`."""
+    """A card item in both of Canopy's forms: the flat fields its later clients read, and `lithic`.
+
+    Once ISSUED, type, state, memo, spend_limit (null: Lithic's 0, no limit), spend_limit_duration,
+    exp_month, exp_year and created are what Lithic answered; hostname is the merchant a MERCHANT_LOCKED
+    card is locked to (null until it is). Never the PAN or CVV."""
 
     status: CardStatus
     token: str | None
@@ -707,6 +828,11 @@ class CardDetails(msgspec.Struct):
     spend_limit: int | None
     error: str | None
     lithic: LithicCardDetails
+    spend_limit_duration: SpendLimitDuration | None
+    exp_month: str | None
+    exp_year: str | None
+    created: datetime.datetime | None
+    hostname: str | None
 
 
 class CardCreate(msgspec.Struct, kw_only=True):
@@ -723,7 +849,7 @@ class CardUpdate(msgspec.Struct, kw_only=True):
     # with neither field.
     json_schema_extra: ClassVar[dict[str, Any]] = {"anyOf": [{"required": ["state"]}, {"required": ["spend_limit"]}]}
 
-    state: CardState | UnsetType = UNSET
+    state: CardUpdateState | UnsetType = UNSET
     spend_limit: SpendLimit | UnsetType | None = UNSET
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -26,8 +27,8 @@ from typing import Any
 import asyncpg
 
 from canopy_svc.core import supervision
-from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable
-from canopy_svc.issuers.gateway import CardGateway
+from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable, lithic_type
+from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import events
 from canopy_svc.store import cards as card_store
 
@@ -57,8 +58,12 @@ class CardWorker:
         policy: RetryPolicy | None = None,
         batch_size: int = 8,
         idle_seconds: float = 30.0,
+        min_interval_seconds: float = 0.0,
     ) -> None:
+        """`min_interval_seconds`: the least time between two Lithic calls of one organization (its key),
+        across every worker sharing the database (0: unpaced)."""
         self.pool = pool
+        self.min_interval_seconds = min_interval_seconds
         self.dsn = dsn
         self.gateway = gateway
         self.policy = policy or RetryPolicy()
@@ -88,10 +93,35 @@ class CardWorker:
             await asyncio.gather(*(self._close(card) for card in closes))
         return max(len(claimed), len(stale), len(closes))
 
+    async def _pace(self, org_id: int, issuer: Issuer) -> float:
+        """Waits for the organization's next slot for a Lithic call (the sandbox limits card writes per
+        key: spacing them beats burning 429s). 0 when the call may go out now; else the seconds until the
+        slot, when it is further off than half a lease: the caller puts the row back instead of holding it
+        past its lease (another worker would take it over)."""
+        if issuer.simulated or self.min_interval_seconds <= 0:
+            return 0.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.lease_seconds / 2
+        while True:
+            wait = await card_store.claim_lithic_call(self.pool, org_id, interval_seconds=self.min_interval_seconds)
+            if wait <= 0:
+                return 0.0
+            if loop.time() + wait > deadline:
+                return wait
+            await asyncio.sleep(wait)  # bounded by the deadline; another worker may take the slot first
+
+    async def _hold_after(self, org_id: int, retryable: LithicRetryable) -> None:
+        """A 429 with Retry-After holds every call of the organization, not only the refused one's retry."""
+        if retryable.status == 429 and retryable.retry_after:
+            await card_store.hold_lithic_calls(self.pool, org_id, seconds=retryable.retry_after)
+
     async def _close(self, card: Any) -> None:
         """PATCH /v1/cards/{token} {"state": "CLOSED"}: retried like an issue, until Lithic answers."""
         try:
             issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
+            if wait := await self._pace(card["org_id"], issuer):
+                await card_store.defer_close(self.pool, card["id"], delay_seconds=wait)
+                return
             closed = await issuer.client.update_card(issuer.base_url, issuer.api_key, card["token"], state="CLOSED")
         except LithicRejected as rejected:
             # Final: retrying cannot succeed (a revoked key, a card Lithic does not know). Kept on the
@@ -100,6 +130,7 @@ class CardWorker:
             refusal = f"The issuer refused to close the card: {rejected.message}"
             await card_store.close_refused(self.pool, card["id"], refusal)
         except LithicRetryable as retryable:
+            await self._hold_after(card["org_id"], retryable)
             delay = self.policy.delay(card["close_attempts"], retryable.retry_after)
             log.info(
                 "card close will be retried",
@@ -120,6 +151,8 @@ class CardWorker:
         fields: dict[str, Any] = json.loads(card["change_fields"])
         try:
             issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
+            if await self._pace(card["org_id"], issuer):
+                return  # the change stays recorded; the next sweep after the lease sends it
             issued = await issuer.client.update_card(
                 issuer.base_url,
                 issuer.api_key,
@@ -127,7 +160,8 @@ class CardWorker:
                 state=fields.get("state"),
                 spend_limit=fields.get("spend_limit"),
             )
-        except LithicRetryable:
+        except LithicRetryable as retryable:
+            await self._hold_after(card["org_id"], retryable)
             return  # the change stays recorded; the next sweep after the lease tries again
         except LithicRejected as rejected:
             log.warning("card change rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
@@ -139,29 +173,49 @@ class CardWorker:
             )
             await card_store.abandon_change(self.pool, card["id"], card["change_id"])
             return
-        limit_given = "spend_limit" in fields
-        spend_limit = (fields["spend_limit"] or None) if limit_given else card["spend_limit"]
+        # Lithic's answer is the truth; its spend_limit 0 is "no limit", stored as null.
         async with self.pool.acquire() as conn, conn.transaction():  # the change and its event together
             finished = await card_store.finish_change(
-                conn, card["id"], card["change_id"], state=issued.state, spend_limit=spend_limit
+                conn,
+                card["id"],
+                card["change_id"],
+                state=issued.state,
+                spend_limit=issued.spend_limit or None,
+                memo=issued.memo,
+                spend_limit_duration=issued.spend_limit_duration,
             )
             await events.record_card_event(conn, events.card_change_type(issued.state), finished)
         log.info("finished an interrupted card change", extra={"card_id": card["id"]})
 
+    def _request(self, card: Any) -> CardRequest:
+        """The row as Lithic's postCards body: UNLOCKED asked, VIRTUAL sent; the sealed address opened."""
+        sealed = card["shipping_address_encrypted"]
+        return CardRequest(
+            type=lithic_type(card["card_type"]),
+            memo=card["memo"],
+            state=card["state"],
+            spend_limit=card["spend_limit"],
+            card_program_token=card["card_program_token"],
+            spend_limit_duration=card["spend_limit_duration"],
+            exp_month=card["exp_month"],
+            exp_year=card["exp_year"],
+            product_id=card["product_id"],
+            shipping_method=card["shipping_method"],
+            shipping_address=(
+                card_store.open_shipping_address(self.gateway.cipher, card["idempotency_key"], sealed)
+                if sealed is not None
+                else None
+            ),
+        )
+
     async def _issue(self, card: Any) -> None:
         try:
             issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
+            if wait := await self._pace(card["org_id"], issuer):
+                await card_store.defer_issue(self.pool, card["id"], delay_seconds=wait)
+                return
             issued = await issuer.client.create_card(
-                issuer.base_url,
-                issuer.api_key,
-                card["idempotency_key"],
-                CardRequest(
-                    type=card["card_type"],
-                    memo=card["memo"],
-                    state=card["state"],
-                    spend_limit=card["spend_limit"],
-                    card_program_token=card["card_program_token"],
-                ),
+                issuer.base_url, issuer.api_key, card["idempotency_key"], self._request(card)
             )
         except LithicRejected as rejected:
             log.warning("card rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
@@ -169,6 +223,7 @@ class CardWorker:
                 failed = await card_store.mark_failed(conn, card["id"], rejected.message)
                 await events.record_card_event(conn, "card_failed", failed)
         except LithicRetryable as retryable:
+            await self._hold_after(card["org_id"], retryable)
             delay = self.policy.delay(card["attempts"], retryable.retry_after)
             log.info(
                 "card issue will be retried",
@@ -180,10 +235,10 @@ class CardWorker:
         except Exception as exc:  # a bug or a bad key must not kill the worker; the lease retries later
             log.error("card issue failed unexpectedly", extra={"card_id": card["id"], "error_type": type(exc).__name__})
         else:
-            async with self.pool.acquire() as conn, conn.transaction():
-                done = await card_store.mark_issued(
-                    conn, card["id"], token=issued.token, last_four=issued.last_four, state=issued.state
-                )
+            # What Lithic answered is what is kept (its spend_limit 0 is "no limit", stored as null).
+            answer = dataclasses.asdict(issued) | {"spend_limit": issued.spend_limit or None}
+            async with self.pool.acquire() as conn, conn.transaction():  # the card and its event together
+                done = await card_store.mark_issued(conn, card["id"], answer)
                 await events.record_card_event(conn, "card_issued", done)
 
     async def run(self) -> None:

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from canopy_svc.api import examples
 from canopy_svc.api.phased_writes import Phases, write_in_phases
-from canopy_svc.api.requests import principal, resources
+from canopy_svc.api.requests import cipher, principal, resources
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
 from canopy_svc.core.dbtypes import Conn
@@ -19,12 +19,13 @@ from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
 async def issue_card(request: Request) -> Response:
     org_id = principal(request).org_id
     account_id, customer_id = request.path_params["account_id"], request.path_params["customer_id"]
+    data_cipher = cipher(request)
 
     # Canopy answers this route with an array of card items, so its clients read one.
     async def work(conn: Conn, card: CardCreate) -> list[CardDetails]:
-        return [await cards.issue_card(conn, org_id, account_id, customer_id, card)]
+        return [await cards.issue_card(conn, org_id, account_id, customer_id, card, data_cipher)]
 
-    return await write(request, cards.CARD_CREATE_DECODER.decode, work)
+    return await write(request, cards.parse_card_create, work)
 
 
 async def update_card(request: Request) -> Response:
