@@ -139,8 +139,10 @@ class Settings:
     webhook_timeout_seconds: float = _env("CANOPY_SVC_WEBHOOK_TIMEOUT_SECONDS", 10.0, float)
     # How long a delivery in flight is held before another process may send it again (its sender died).
     webhook_lease_seconds: float = _env("CANOPY_SVC_WEBHOOK_LEASE_SECONDS", 60.0, float)
-    # Deliveries of one subscription in flight at once, per process: a slow receiver holds no more.
-    webhook_concurrency: int = _env("CANOPY_SVC_WEBHOOK_CONCURRENCY", 4, int)
+    # Deliveries of one subscription in flight at once, per process: a slow receiver holds no more (a
+    # quarter of the worker's 64 slots). 16, not 4: with 4 a busy server delivered 9/s under POST load,
+    # with 16 65/s (BENCHMARKS.md).
+    webhook_concurrency: int = _env("CANOPY_SVC_WEBHOOK_CONCURRENCY", 16, int)
     # Hosts (or host:port) a webhook_url may name wherever they resolve, plain http allowed to loopback
     # (tests and the sandbox); any other URL is https to a public address. Operator only.
     webhook_allowed_hosts: tuple[str, ...] = _env(WEBHOOK_ALLOWED_HOSTS_ENV, (), _words)
