@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from canopy_svc.core import supervision
+from canopy_svc.core import notify, supervision
 from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable, lithic_type
 from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import events
@@ -270,19 +270,4 @@ class CardWorker:
         """LISTEN on a connection of its own; reconnects when the database comes back."""
         if self.dsn is None:
             return
-        while True:
-            connection: asyncpg.Connection | None = None
-            lost = asyncio.Event()
-            try:
-                connection = await asyncpg.connect(self.dsn, timeout=5)
-                connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
-                await connection.add_listener(card_store.NOTIFY_CHANNEL, lambda *_: self._wake.set())
-                self._wake.set()  # cards committed while we were not listening
-                while not connection.is_closed():  # a dead server may not call the termination listener
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 10)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                await asyncio.sleep(1)
-            finally:
-                if connection is not None and not connection.is_closed():
-                    await connection.close()
+        await notify.listen_forever(self.dsn, card_store.NOTIFY_CHANNEL, self._wake)

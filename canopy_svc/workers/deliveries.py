@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from canopy_svc.core import supervision
+from canopy_svc.core import notify, supervision
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.issuers.webhooks import Answer, WebhookClient, canopy_body
 from canopy_svc.rules.webhooks import secret_context
@@ -248,19 +248,4 @@ class DeliveryWorker:
         """LISTEN on a connection of its own; reconnects when the database comes back."""
         if self.dsn is None:
             return
-        while True:
-            connection: asyncpg.Connection | None = None
-            lost = asyncio.Event()
-            try:
-                connection = await asyncpg.connect(self.dsn, timeout=5)
-                connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
-                await connection.add_listener(event_store.NOTIFY_CHANNEL, lambda *_: self._wake.set())
-                self._wake.set()  # deliveries committed while we were not listening
-                while not connection.is_closed():  # a dead server may not call the termination listener
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 10)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                await asyncio.sleep(1)
-            finally:
-                if connection is not None and not connection.is_closed():
-                    await connection.close()
+        await notify.listen_forever(self.dsn, event_store.NOTIFY_CHANNEL, self._wake)
