@@ -7,7 +7,7 @@ import functools
 import gc
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from canopy_svc.api import metrics, openapi, routing
@@ -92,8 +93,17 @@ class CanopyApp(Starlette):
     """Starlette with its Resources, made with it. Given a pool, it needs no lifespan: its State is made
     at once and handed to each request that comes without one (httpx's ASGITransport runs no lifespan)."""
 
-    def __init__(self, resources: Resources, given: State | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        resources: Resources,
+        given: State | None,
+        *,
+        routes: Sequence[BaseRoute],
+        lifespan: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(lifespan=lifespan, **kwargs)
+        self.router = routing.SegmentRouter(routes, lifespan=lifespan)
         self.resources = resources
         self._given = given
 
