@@ -233,7 +233,20 @@ class World:
             models.CardCreate: {"spend_limit": 500},
             models.CardUpdate: {"state": "PAUSED", "spend_limit": 500},
             models.IssuerProcessorsUpdate: {},
-            models.LithicConfigIn: {"api_key": "sk-test-0123456789", "base_url": "https://sandbox.lithic.com"},
+            # Names no card of the service: acknowledged, and nothing to verify.
+            models.LithicWebhookEvent: {
+                "event_type": "card.renewed",
+                "token": None,
+                "card_token": str(uuid.uuid4()),
+                "state": "OPEN",
+                "exp_month": "06",
+                "exp_year": "2031",
+            },
+            models.LithicConfigIn: {
+                "api_key": "sk-test-0123456789",
+                "base_url": "https://sandbox.lithic.com",
+                "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
             models.OrganizationSettingsUpdate: {"duplicate_customer_policy": "warn"},
             # Not CLOSED: that is final, and the other bodies still need an account to change.
             models.AccountStatusUpdate: {"account_status": "SUSPENDED", "account_substatus": "FRAUD_REVIEW"},

@@ -84,6 +84,12 @@ class CardSimulator:
         self._cards[card_token] = updated
         return updated
 
+    async def get_card(self, base_url: str, api_key: str, card_token: str) -> IssuedCard:
+        current = self._cards.get(card_token)
+        if current is None:  # made by another process, or forgotten (MAX_REMEMBERED)
+            raise LithicRejected(404, "Card not found")
+        return current
+
     async def aclose(self) -> None:
         return None
 
