@@ -114,3 +114,17 @@ async def claim_read_backs(conn: Queryable, *, limit: int, min_age_seconds: floa
         limit,
         min_age_seconds,
     )
+
+
+async def seconds_until_next_read(conn: Queryable, *, min_age_seconds: float) -> float | None:
+    """Seconds until a card is due a read-back (0 if one is now); None when none ever will be, so an
+    idle reconciler sleeps instead of polling (each minimum reads an index: cards_reconcile_due,
+    cards_reconcilable)."""
+    value: Any = await conn.fetchval(
+        f"""SELECT extract(epoch FROM least(
+                (SELECT min(reconcile_due_at) FROM cards WHERE reconcile_due_at IS NOT NULL),
+                (SELECT CASE WHEN oldest = '-infinity' THEN now() ELSE oldest + make_interval(secs => $1) END
+                 FROM (SELECT min({_LAST_READ}) AS oldest FROM cards WHERE {RECONCILABLE}) read)) - now())""",
+        min_age_seconds,
+    )
+    return max(float(value), 0.0) if value is not None else None

@@ -35,7 +35,7 @@ class CardReconciler:
         reads_per_second: float,
         min_age_seconds: float,
         batch_size: int = 16,
-        idle_seconds: float = 5.0,
+        idle_seconds: float = 60.0,
     ) -> None:
         """`reads_per_second`: this process's most Lithic reads per second (<= 0: unpaced, for tests)."""
         self.pool = pool
@@ -80,15 +80,19 @@ class CardReconciler:
             log.info("card changed at Lithic, recorded", extra={"card_id": card["id"]})
 
     async def run(self) -> None:
-        """Until cancelled: passes while there is work, then a pause of idle_seconds."""
+        """Until cancelled: passes while there is work, then sleeps until the next card is due, at least
+        a second (a card due but not claimable, its change in flight, waits) and at most idle_seconds
+        (how late a read-back a webhook queued in another process can be)."""
         unreachable = False  # logged once per outage
         while True:
             try:
                 while await self.process_due() == self.batch_size:
                     pass
+                due_in = await store.seconds_until_next_read(self.pool, min_age_seconds=self.min_age_seconds)
                 unreachable = False
             except supervision.RETRIED_ERRORS as exc:
                 if not unreachable:
                     log.warning("reconciler cannot reach the database", extra={"error_type": type(exc).__name__})
                 unreachable = True
-            await asyncio.sleep(self.idle_seconds)
+                due_in = 1.0
+            await asyncio.sleep(min(max(due_in if due_in is not None else self.idle_seconds, 1.0), self.idle_seconds))
