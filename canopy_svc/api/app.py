@@ -34,6 +34,7 @@ from canopy_svc.api.routes import (
     lithic_webhooks,
     organization,
     products,
+    simulator,
     subscriptions,
 )
 from canopy_svc.api.state import LifespanState, Resources, State
@@ -71,6 +72,7 @@ ENDPOINTS: list[routing.Endpoint] = [
     *events.endpoints,
     *health.endpoints,
     *lithic_webhooks.endpoints,
+    *simulator.endpoints,
 ]
 
 

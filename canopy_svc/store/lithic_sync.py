@@ -24,10 +24,17 @@ async def cards_with_token(conn: Queryable, token: str) -> list[asyncpg.Record]:
     """The issued cards Lithic knows by `token` (one, unless two organizations share a Lithic account),
     each with its organization's sealed webhook secret."""
     return await conn.fetch(
-        """SELECT c.id, c.org_id, o.lithic_webhook_secret_encrypted
+        """SELECT c.id, c.org_id, o.lithic_webhook_secret_encrypted, o.lithic_api_key_encrypted
            FROM cards c JOIN organizations o ON o.id = c.org_id
            WHERE c.token = $1 AND c.status = 'ISSUED' ORDER BY c.id""",
         token,
+    )
+
+
+async def issued_card_of(conn: Queryable, org_id: int, token: str) -> asyncpg.Record | None:
+    """The organization's issued card Lithic (or the simulator) knows by `token`."""
+    return await conn.fetchrow(
+        "SELECT id, state FROM cards WHERE org_id = $1 AND token = $2 AND status = 'ISSUED'", org_id, token
     )
 
 

@@ -1207,6 +1207,21 @@ class Description(msgspec.Struct):
     description: str
 
 
+class SimulatedAuthorizationRequest(msgspec.Struct, kw_only=True):
+    """POST /simulator/authorize: a purchase with a simulator's card (Lithic's POST /v1/simulate/authorize)."""
+
+    card_token: Annotated[
+        str, msgspec.Meta(pattern="^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}" + END)
+    ]
+    amount: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]  # cents
+    descriptor: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+" + END)]
+
+
+class SimulatedAuthorization(msgspec.Struct):
+    result: Literal["APPROVED", "DECLINED"]
+    card_state: str  # the card's state here after the purchase (its webhook applied)
+
+
 class LithicWebhookEvent(msgspec.Struct, kw_only=True):
     """What POST /webhooks/lithic reads of Lithic's event bodies (its spec's card.* webhook schemas); every
     other member is ignored. card.updated names its card `token`, the others `card_token` (a transaction's

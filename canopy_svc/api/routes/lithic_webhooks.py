@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api.body import read_json_body
-from canopy_svc.api.requests import cipher, pool
+from canopy_svc.api.requests import cipher, pool, resources
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.rules import lithic_sync
@@ -35,7 +35,10 @@ async def receive(request: Request) -> Response:
     body = await read_json_body(request)  # the raw bytes: the signature is over them
     signed = lithic_sync.Signed(_header(request, "id"), _header(request, "timestamp"), _header(request, "signature"))
     async with pool(request).acquire() as conn, conn.transaction():  # the change, its event, the webhook-id
-        answer = await lithic_sync.receive_webhook(conn, body, signed, cipher(request))
+        simulator_secret = resources(request).card_gateway.simulator.webhook_secret
+        answer = await lithic_sync.receive_webhook(
+            conn, body, signed, cipher(request), simulator_secret=simulator_secret
+        )
     return JSONResponse(answer)
 
 
