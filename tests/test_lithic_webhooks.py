@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from canopy_svc.issuers.webhooks import new_secret
+from canopy_svc.rules import lithic_sync
 from tests.fake_lithic import FakeLithic
 from tests.helpers import (
     ApiClient,
@@ -304,3 +305,13 @@ async def test_a_webhook_naming_no_card_of_the_service_is_acknowledged_and_ignor
     answer = await post(anonymous, body, headers)
     assert answer.json() == {"description": "Ignored: the webhook names no card of this service."}
     assert await pool.fetchval("SELECT count(*) FROM lithic_webhooks_received") == 0
+
+
+async def test_applied_webhook_ids_are_kept_a_week(api: ApiClient, pool: asyncpg.Pool) -> None:
+    await pool.execute(
+        """INSERT INTO lithic_webhooks_received (org_id, webhook_id, received_at)
+           VALUES ($1, 'msg_old', now() - interval '8 days'), ($1, 'msg_recent', now() - interval '6 days')""",
+        api.org_id,
+    )
+    assert await lithic_sync.purge_webhook_ids(pool) == 1
+    assert await pool.fetchval("SELECT array_agg(webhook_id) FROM lithic_webhooks_received") == ["msg_recent"]

@@ -34,6 +34,7 @@ endpoints = [
         "A purchase with a simulator's card: a SINGLE_USE card closes, as at Lithic, by the simulator's webhook",
         models.SimulatedAuthorization,
         models.SimulatedAuthorizationRequest,
+        errors=(401, 403, 404, 409, 429, 500, 503),
         example=EXAMPLE,
     ),
 ]
