@@ -1,14 +1,16 @@
 """A fake Lithic card API on 127.0.0.1, strict about the wire rules so tests catch a client that breaks them.
 
 It runs http.server in its own thread, so it keeps answering while a test's event loop is busy awaiting.
-It checks what Lithic's OpenAPI spec (and our contract) require of `POST /v1/cards` and
-`PATCH /v1/cards/{token}`; anything off is answered 400/401 and appended to `spec_violations`, which tests
-assert is empty.
+It checks what Lithic's OpenAPI spec (and our contract) require of `POST /v1/cards`,
+`PATCH /v1/cards/{token}` and `GET /v1/cards/{token}`; anything off is answered 400/401 and appended to
+`spec_violations`, which tests assert is empty.
 
     with FakeLithic(api_key="test-key") as fake:
         ...  # point the client at fake.base_url
         fake.fail_next(status=429, times=2, retry_after="1")
         fake.lose_answer_next()          # do the work, then answer 500
+        event = fake.change_card(token, state="CLOSED")   # out of band, as Lithic on its own
+        body, headers = fake.signed_webhook(event)        # what Lithic would POST to /webhooks/lithic
         assert fake.spec_violations == []
 """
 
@@ -26,6 +28,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
+
+from canopy_svc.issuers.webhooks import new_secret, signature
 
 # From Lithic's spec: request body properties of postCards / patchCardByToken, and their enums.
 CREATE_FIELDS = frozenset(
@@ -107,6 +111,7 @@ class FakeLithic:
         self.spec_violations: list[str] = []
         self.errors: list[str] = []  # bugs in the fake itself; tests may assert it is empty too
         self.lock = threading.RLock()
+        self.webhook_secret = new_secret()  # what Lithic shows for the event subscription
         self.account_token = str(uuid.uuid4())
         self.default_card_program_token = str(uuid.uuid4())
         self._by_idempotency_key: dict[str, tuple[str, Any]] = {}  # key -> (card token, request body)
@@ -316,6 +321,8 @@ class FakeLithic:
             return self._create(headers, raw, body)
         if method == "PATCH" and card_path:
             return self._update(unquote(card_path[1]), headers, raw, body)
+        if method == "GET" and card_path:
+            return self._get(unquote(card_path[1]), raw)
         return self._violation(404, f"{method} {path} is not an endpoint the client should call")
 
     def _json_body(self, headers: Any, raw: bytes, body: Any) -> str | None:
@@ -401,6 +408,52 @@ class FakeLithic:
                 return _Answer(400, _error_body("Card is closed and cannot be updated"))
             card.update(body)
             return _Answer(200, json.dumps(card).encode())
+
+    def _get(self, token: str, raw: bytes) -> _Answer:
+        """getCardByToken: no body, the card as it is now."""
+        if not _is_uuid(token):
+            return self._violation(400, "card_token must be a UUID")
+        if raw:
+            return self._violation(400, "GET /v1/cards/{card_token} takes no body")
+        with self.lock:
+            card = self.cards.get(token)
+            if card is None:
+                return _Answer(404, _error_body("Card not found"))
+            return _Answer(200, json.dumps(card).encode())
+
+    # -- out of band: what Lithic does on its own, and the webhooks it sends about it ----------------------
+
+    def change_card(self, token: str, **fields: Any) -> dict[str, Any]:
+        """Changes a card as Lithic would on its own (a SINGLE_USE card closing after its first use, a
+        renewal); returns the card.updated event Lithic would send when the state changed (else {})."""
+        with self.lock:
+            card = self.cards[token]
+            previous = {name: card.get(name) for name in fields if card.get(name) != fields[name]}
+            card.update(fields)
+            if "state" not in previous:
+                return {}
+            return {"event_type": "card.updated", "token": token, "state": card["state"], "previous_fields": previous}
+
+    def signed_webhook(
+        self,
+        event: dict[str, Any],
+        *,
+        secret: str | None = None,
+        timestamp: int | None = None,
+        webhook_id: str | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A webhook as Lithic sends it: the body and its Standard Webhooks headers, signed with
+        `secret` (default: this fake's webhook_secret) at `timestamp` (default: now)."""
+        body = json.dumps(event).encode()
+        webhook_id = webhook_id or "msg_" + secrets.token_hex(12)
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature(secret or self.webhook_secret, webhook_id, timestamp, body),
+        }
+        return body, headers
 
     def _send(self, handler: _Handler, answer: _Answer) -> None:
         try:

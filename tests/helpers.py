@@ -28,6 +28,7 @@ from canopy_svc.rules.ids import new_client_id, new_client_secret
 from canopy_svc.rules.passwords import hash_secret
 from canopy_svc.store import organizations
 from canopy_svc.workers.cards import CardWorker, RetryPolicy
+from canopy_svc.workers.reconciler import CardReconciler
 from tests.fake_lithic import FakeLithic
 
 TEST_JWT_SECRET = "test-jwt-secret-with-enough-length-0123456789"
@@ -276,3 +277,21 @@ async def linked_customer(api: ApiClient, account_id: str, customer_id: str = "c
         ),
     )
     assert answer.status_code == 200, answer.text
+
+
+# --- Lithic's webhooks and the reconciler -----------------------------------------------------------
+
+
+async def use_lithic_webhooks(api: ApiClient, fake: FakeLithic, secret: str | None = None) -> None:
+    """The organization's cards go to `fake`, whose webhooks (signed with `secret`, default the fake's)
+    the service verifies."""
+    config = {"api_key": LITHIC_KEY, "base_url": fake.base_url, "webhook_secret": secret or fake.webhook_secret}
+    answer = await api.http.put("/organization/issuer_processors", json={"lithic_config": config})
+    assert answer.status_code == 200, answer.text
+
+
+def make_reconciler(pool: asyncpg.Pool, *, min_age_seconds: float = 0.0) -> CardReconciler:
+    """A reconciler on the fake Lithic, unpaced (reads_per_second 0), driven by process_due()."""
+    lithic = LithicClient(timeout=5.0, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
+    gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
+    return CardReconciler(pool, gateway, reads_per_second=0, min_age_seconds=min_age_seconds)

@@ -24,7 +24,7 @@ from canopy_svc.api.responses import error_for
 from canopy_svc.core import supervision
 from canopy_svc.core.db import UNAVAILABLE_ERRORS
 from canopy_svc.core.settings import Settings
-from canopy_svc.store import cards, idempotency
+from canopy_svc.store import cards, idempotency, lithic_sync
 from tests.helpers import served
 
 BOUND_SECONDS = 60.0  # generous: a busy machine
@@ -69,6 +69,7 @@ async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], what: str) -
     [
         ("idempotency-keys", idempotency, "purge_expired"),
         ("card-worker", cards, "seconds_until_next_due"),
+        ("card-reconciler", lithic_sync, "seconds_until_next_read"),
     ],
 )
 async def test_a_failing_background_task_is_logged_once_restarted_and_reported_by_readyz(

@@ -31,7 +31,7 @@ from canopy_svc.api.app import ENDPOINTS
 from canopy_svc.rules.ratelimit import MemoryRateLimiter
 from canopy_svc.store import api_clients
 from canopy_svc.wire import models
-from tests.helpers import make_client, minimal_customer
+from tests.helpers import make_client, make_worker, minimal_customer
 
 Path = tuple[str | int, ...]
 PLACEHOLDER = "\x01bad-value\x01"  # json.dumps writes it as one known string, replaced by raw JSON text
@@ -233,7 +233,20 @@ class World:
             models.CardCreate: {"spend_limit": 500},
             models.CardUpdate: {"state": "PAUSED", "spend_limit": 500},
             models.IssuerProcessorsUpdate: {},
-            models.LithicConfigIn: {"api_key": "sk-test-0123456789", "base_url": "https://sandbox.lithic.com"},
+            # Names no card of the service: acknowledged, and nothing to verify.
+            models.LithicWebhookEvent: {
+                "event_type": "card.renewed",
+                "token": None,
+                "card_token": str(uuid.uuid4()),
+                "state": "OPEN",
+                "exp_month": "06",
+                "exp_year": "2031",
+            },
+            models.LithicConfigIn: {
+                "api_key": "sk-test-0123456789",
+                "base_url": "https://sandbox.lithic.com",
+                "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
             models.OrganizationSettingsUpdate: {"duplicate_customer_policy": "warn"},
             # Not CLOSED: that is final, and the other bodies still need an account to change.
             models.AccountStatusUpdate: {"account_status": "SUSPENDED", "account_substatus": "FRAUD_REVIEW"},
@@ -294,7 +307,16 @@ async def world(app: Any, pool: asyncpg.Pool) -> typing.AsyncIterator[World]:
         ]:
             answer = await http.post(path, json=body)
             assert answer.status_code == 200, answer.text
-        yield World(app, http, client_id, secret)
+        world = World(app, http, client_id, secret)
+        # A VIRTUAL card of the app's simulator, for POST /simulator/authorize (a purchase changes nothing).
+        answer = await http.post("/accounts/acct-base/customers/cust-base/cards", json={"lithic": {"type": "VIRTUAL"}})
+        assert answer.status_code == 200, answer.text
+        worker = make_worker(pool)
+        worker.gateway = app.resources.card_gateway
+        assert await worker.process_due() == 1
+        token = await pool.fetchval("SELECT token FROM cards WHERE status = 'ISSUED'")
+        world.own[models.SimulatedAuthorizationRequest] = {"card_token": token, "amount": 100, "descriptor": "SHOP"}
+        yield world
 
 
 def assert_answer(response: httpx.Response, *, refused: bool, case: str) -> None:

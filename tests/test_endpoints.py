@@ -34,7 +34,8 @@ DOCS_PAGE = {
 SELF_DESCRIBING = {("GET", "/openapi.json"), *(("GET", path) for path in DOCS_PAGE)}
 OPERATOR = {("GET", "/metrics")}
 # CONTRACT section 3: these need no token; every other route needs one.
-PUBLIC = {"/auth/token", "/healthz", "/readyz", "/openapi.json", *DOCS_PAGE}
+# /webhooks/lithic: Lithic signs it instead (tests/test_lithic_webhooks.py).
+PUBLIC = {"/auth/token", "/healthz", "/readyz", "/openapi.json", "/webhooks/lithic", *DOCS_PAGE}
 
 
 def served_operations(app: Starlette) -> set[tuple[str, str]]:

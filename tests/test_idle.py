@@ -82,7 +82,7 @@ async def test_an_idle_app_sends_only_its_database_probe(
     settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The whole lifespan (its own pool, the gate's probe every second, the card and delivery workers,
-    the purges of idempotency keys and of events): once started, an idle window sees the probe's
+    the reconciler, the purges of idempotency keys and of events): once started, an idle window sees the probe's
     SELECT 1 and nothing else."""
     sent: list[str] = []
     real_execute, real_simple = asyncpg.Connection._execute, asyncpg.Connection.execute
@@ -98,6 +98,13 @@ async def test_an_idle_app_sends_only_its_database_probe(
 
     monkeypatch.setattr(asyncpg.Connection, "_execute", counted_execute)
     monkeypatch.setattr(asyncpg.Connection, "execute", counted_simple)
+    real_add_listener = asyncpg.Connection.add_listener
+
+    async def marked_add_listener(self: asyncpg.Connection, channel: str, callback: Any) -> None:
+        await real_add_listener(self, channel, callback)
+        sent.append(f"LISTENING {channel}")  # the worker's wake is set after this, not when LISTEN is sent
+
+    monkeypatch.setattr(asyncpg.Connection, "add_listener", marked_add_listener)
     idle = dataclasses.replace(settings, database_url=database_url, card_worker=True, db_probe_seconds=1.0)
     app = create_app(idle)
     async with app.router.lifespan_context(app):
@@ -105,9 +112,7 @@ async def test_an_idle_app_sends_only_its_database_probe(
         def woken_round_done(channel: str, claim: str, due: str) -> bool:
             # The worker's round that its LISTEN woke (a round that began after it: the one the LISTEN
             # fell into ends before the wake is seen), up to its look at when the next work is due.
-            after_listen = [
-                q for q in itertools.dropwhile(lambda q: not (q.startswith("LISTEN") and channel in q), sent)
-            ]
+            after_listen = [q for q in itertools.dropwhile(lambda q: q != f"LISTENING {channel}", sent)]
             round_start = next((i for i, q in enumerate(after_listen) if claim in q), None)
             return round_start is not None and any(due in q for q in after_listen[round_start:])
 
@@ -115,7 +120,14 @@ async def test_an_idle_app_sends_only_its_database_probe(
             # The purges and the probe ran, and so did each worker's round that its LISTEN woke.
             return (
                 woken_round_done("canopy_card_outbox", "SET attempts = c.attempts", "min(next_attempt_at) FROM cards")
-                and woken_round_done("canopy_webhook_deliveries", "WITH candidates", "FROM webhook_deliveries")
+                and woken_round_done(
+                    # Not "FROM webhook_deliveries": the retention purge's DELETE says it too.
+                    "canopy_webhook_deliveries",
+                    "WITH candidates",
+                    "min(next_attempt_at) FROM webhook_deliveries",
+                )
+                and any("min(reconcile_due_at)" in q for q in sent)  # the reconciler's first round
+                and any("DELETE FROM lithic_webhooks_received" in q for q in sent)
                 and any("idempotency_keys" in q for q in sent)
                 and any("DELETE FROM events" in q for q in sent)
                 and "SELECT 1" in sent

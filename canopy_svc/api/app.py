@@ -32,8 +32,10 @@ from canopy_svc.api.routes import (
     customers,
     events,
     health,
+    lithic_webhooks,
     organization,
     products,
+    simulator,
     subscriptions,
 )
 from canopy_svc.api.state import LifespanState, Resources, State
@@ -46,7 +48,7 @@ from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
 from canopy_svc.issuers.webhooks import WebhookClient, WebhookHosts
-from canopy_svc.rules import idempotency
+from canopy_svc.rules import idempotency, lithic_sync
 from canopy_svc.rules import retention as event_retention
 from canopy_svc.rules.cursors import CursorCodec
 from canopy_svc.rules.passwords import RecentSecrets
@@ -56,6 +58,7 @@ from canopy_svc.store.migrations import migrate_database
 from canopy_svc.wire.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from canopy_svc.workers.cards import CardWorker, RetryPolicy
 from canopy_svc.workers.deliveries import DeliveryPolicy, DeliveryWorker
+from canopy_svc.workers.reconciler import CardReconciler
 
 # Every endpoint /openapi.json documents, in its order; each resource module declares its own.
 ENDPOINTS: list[routing.Endpoint] = [
@@ -69,6 +72,8 @@ ENDPOINTS: list[routing.Endpoint] = [
     *subscriptions.endpoints,
     *events.endpoints,
     *health.endpoints,
+    *lithic_webhooks.endpoints,
+    *simulator.endpoints,
 ]
 
 
@@ -187,6 +192,23 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                     min_interval_seconds=settings.lithic_min_interval_ms / 1000,
                 )
                 background.start("card-worker", worker.run)
+            if settings.reconcile_reads_per_second > 0:
+                reconciler = CardReconciler(
+                    opened,
+                    resources.card_gateway,
+                    reads_per_second=settings.reconcile_reads_per_second,
+                    min_age_seconds=settings.reconcile_min_age_seconds,
+                )
+                background.start("card-reconciler", reconciler.run)
+            background.start(
+                "lithic-webhook-ids",
+                functools.partial(
+                    supervision.run_every,
+                    3600,
+                    "lithic-webhook-ids",
+                    functools.partial(lithic_sync.purge_webhook_ids, opened),
+                ),
+            )
             if settings.delivery_worker:
                 deliveries = DeliveryWorker(
                     opened,

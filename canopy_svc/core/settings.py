@@ -111,6 +111,11 @@ class Settings:
     # The least time between two Lithic calls of the card worker for one organization (Lithic's
     # sandbox limits card writes per key), across every process; 0 turns pacing off.
     lithic_min_interval_ms: float = _env("CANOPY_SVC_LITHIC_MIN_INTERVAL_MS", 100.0, float)
+    # The reconciler (canopy_svc/workers/reconciler.py): this process's most card read-backs from Lithic
+    # per second (0 turns it off), and how often at most one card whose state can change at Lithic on
+    # its own (a SINGLE_USE card, say) is read back.
+    reconcile_reads_per_second: float = _env("CANOPY_SVC_RECONCILE_READS_PER_SECOND", 2.0, float)
+    reconcile_min_age_seconds: float = _env("CANOPY_SVC_RECONCILE_MIN_AGE_SECONDS", 300.0, float)
     # Hosts (or host:port) a tenant's Lithic base_url may name besides Lithic's own, connected to
     # wherever they resolve (loopback for tests and the sandbox). Operator only.
     lithic_allowed_hosts: tuple[str, ...] = _env(ALLOWED_HOSTS_ENV, (), _words)

@@ -133,13 +133,19 @@ class LithicClient:
             raise ValueError("card_token must be a UUID")
         return await self._send("PATCH", base_url, f"/v1/cards/{card_token}", api_key, body, {})
 
+    async def get_card(self, base_url: str, api_key: str, card_token: str) -> IssuedCard:
+        """GET /v1/cards/{card_token}: the card as Lithic has it now (the reconciler's read-back)."""
+        if not _is_uuid(card_token):
+            raise ValueError("card_token must be a UUID")
+        return await self._send("GET", base_url, f"/v1/cards/{card_token}", api_key, None, {})
+
     async def _send(
         self,
         method: str,
         base_url: str,
         path: str,
         api_key: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | None,
         extra_headers: dict[str, str],
     ) -> IssuedCard:
         url = _endpoint(self.hosts, base_url, path)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected
+from canopy_svc.issuers.webhooks import new_secret, signature
+
+
+@dataclass(frozen=True)
+class SimulatedAuthorization:
+    """CardSimulator.authorize's result: the decision, and the webhook (its body and Standard Webhooks
+    headers) it sends about the card, if the card changed."""
+
+    result: str  # APPROVED or DECLINED
+    webhook_body: bytes = b""
+    webhook_headers: dict[str, str] = field(default_factory=dict)
 
 
 class CardSimulator:
@@ -23,6 +37,8 @@ class CardSimulator:
     def __init__(self) -> None:
         self._by_idempotency_key: dict[str, str] = {}
         self._cards: dict[str, IssuedCard] = {}
+        # Signs the simulator's own webhooks (authorize()): made per process, as its cards are.
+        self.webhook_secret = new_secret()
 
     async def create_card(self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest) -> IssuedCard:
         existing = self._by_idempotency_key.get(idempotency_key)
@@ -83,6 +99,48 @@ class CardSimulator:
         )
         self._cards[card_token] = updated
         return updated
+
+    async def get_card(self, base_url: str, api_key: str, card_token: str) -> IssuedCard:
+        current = self._cards.get(card_token)
+        if current is None:  # made by another process, or forgotten (MAX_REMEMBERED)
+            raise LithicRejected(404, "Card not found")
+        return current
+
+    def authorize(self, card_token: str, amount: int, merchant: str) -> SimulatedAuthorization | None:
+        """A purchase with the card, as Lithic's POST /v1/simulate/authorize: approved or declined, and
+        the signed card.updated webhook Lithic would then send when the card's state changed (a
+        SINGLE_USE card closes after its first authorization; a MERCHANT_LOCKED card locks to its first
+        merchant, which a read-back shows). None for a card it does not know."""
+        current = self._cards.get(card_token)
+        if current is None:
+            return None
+        limit = current.spend_limit or 0
+        if current.state != "OPEN" or current.hostname not in (None, merchant) or (limit and amount > limit):
+            return SimulatedAuthorization("DECLINED")
+        changed = current
+        if current.type == "MERCHANT_LOCKED" and current.hostname is None:
+            changed = replace(changed, hostname=merchant)
+        if current.type == "SINGLE_USE":
+            changed = replace(changed, state="CLOSED")
+        self._cards[card_token] = changed
+        if changed.state == current.state:
+            return SimulatedAuthorization("APPROVED")
+        event: dict[str, Any] = {
+            "event_type": "card.updated",
+            "token": card_token,
+            "state": changed.state,
+            "previous_fields": {"state": current.state},
+        }
+        body = json.dumps(event).encode()
+        webhook_id = "msg_" + secrets.token_hex(12)
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature(self.webhook_secret, webhook_id, timestamp, body),
+        }
+        return SimulatedAuthorization("APPROVED", body, headers)
 
     async def aclose(self) -> None:
         return None

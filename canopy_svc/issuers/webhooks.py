@@ -70,6 +70,52 @@ def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + _hmac_b64(secret_key(secret), f"{webhook_id}.{timestamp}.".encode() + body)
 
 
+# How far a signed webhook's timestamp may be from now, either way (Standard Webhooks' libraries: 5 min).
+TIMESTAMP_TOLERANCE_SECONDS = 300
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+class SignatureRefused(Exception):
+    """A received webhook whose signature does not verify (the reason is for our log, never the sender)."""
+
+
+def verify(
+    secret: str,
+    webhook_id: str | None,
+    timestamp: str | None,
+    signatures: str | None,
+    body: bytes,
+    *,
+    now: float | None = None,
+    tolerance_seconds: float = TIMESTAMP_TOLERANCE_SECONDS,
+) -> None:
+    """Checks a received Standard Webhooks signature, as signature() makes it: `signatures` is the
+    webhook-signature header (space-separated `v1,<base64>` entries: a sender rotating its secret sends
+    several), any of which may match. Raises SignatureRefused; a timestamp outside the tolerance is
+    refused too, so a captured webhook cannot be replayed later."""
+    if not webhook_id or not timestamp or not signatures:
+        raise SignatureRefused("missing webhook-id, webhook-timestamp or webhook-signature")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise SignatureRefused("malformed webhook-timestamp")
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_seconds:
+        raise SignatureRefused("webhook-timestamp outside the tolerance")
+    expected = signature(secret, webhook_id, int(timestamp), body).encode()
+    for candidate in signatures.split(" "):
+        if candidate.startswith("v1,") and hmac.compare_digest(candidate.encode(), expected):
+            return
+    raise SignatureRefused("no matching v1 signature")
+
+
+def is_secret(text: str) -> bool:
+    """Whether `text` is a usable whsec_ secret: the prefix, then base64 of at least 16 bytes."""
+    if not text.startswith(SECRET_PREFIX):
+        return False
+    try:
+        return len(base64.b64decode(text.removeprefix(SECRET_PREFIX), validate=True)) >= 16
+    except ValueError:
+        return False
+
+
 def canopy_body(secret: str, event_type: str, data: bytes) -> bytes:
     """Canopy's body {"event", "data", "hmac_signature"}, `data` kept as the bytes it was signed as."""
     event = _json_string(event_type)

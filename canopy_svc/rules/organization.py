@@ -7,6 +7,7 @@ from msgspec import UNSET
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Queryable
+from canopy_svc.issuers import webhooks
 from canopy_svc.issuers.gateway import LITHIC_KEY_CONTEXT
 from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
 from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL
@@ -34,18 +35,28 @@ def parse_issuer_processors(body: bytes, hosts: LithicHosts = LITHIC_ONLY) -> Is
         problem = hosts.problem(config.base_url)
         if problem is not None:
             raise InvalidInput([detail("/lithic_config/base_url", "format", {"format": "uri"}, problem)])
+    secret = config.webhook_secret if config is not UNSET and config is not None else None
+    if isinstance(secret, str) and not webhooks.is_secret(secret):
+        message = "must be whsec_ and the base64 of at least 16 bytes, as Lithic shows it"
+        raise InvalidInput([detail("/lithic_config/webhook_secret", "format", {"format": "whsec"}, message)])
     return payload
 
 
-def _answer(record: asyncpg.Record) -> IssuerProcessors:
+def _answer(record: asyncpg.Record, webhook_secret_last_four: str | None = None) -> IssuerProcessors:
     if record["lithic_api_key_encrypted"] is None:
         return IssuerProcessors(lithic_config=None)
     return IssuerProcessors(
         lithic_config=LithicConfigOut(
             api_key="****" + (record["lithic_api_key_last_four"] or ""),
             base_url=record["lithic_base_url"] or LITHIC_SANDBOX_URL,
+            webhook_secret=None if webhook_secret_last_four is None else "whsec_****" + webhook_secret_last_four,
         )
     )
+
+
+async def _current(conn: Queryable, org_id: int) -> IssuerProcessors:
+    record = await store.lithic_config(conn, org_id)
+    return _answer(record, await store.lithic_webhook_secret_last_four(conn, org_id))
 
 
 async def set_issuer_processors(
@@ -57,15 +68,26 @@ async def set_issuer_processors(
         pass
     elif config is None:  # null removes the key: cards go back to the simulator
         await store.set_lithic_config(conn, org_id, None, None, None)
+        await store.set_lithic_webhook_secret(conn, org_id, None, None)
     else:
         encrypted = cipher.encrypt(config.api_key, context=LITHIC_KEY_CONTEXT)
         last_four = config.api_key[-4:] if len(config.api_key) >= 12 else ""
         await store.set_lithic_config(conn, org_id, encrypted, last_four, config.base_url)
-    return _answer(await store.lithic_config(conn, org_id))
+        if config.webhook_secret is None:
+            await store.set_lithic_webhook_secret(conn, org_id, None, None)
+        elif config.webhook_secret is not UNSET:
+            sealed = cipher.encrypt(config.webhook_secret, context=webhook_secret_context(org_id))
+            await store.set_lithic_webhook_secret(conn, org_id, sealed, config.webhook_secret[-4:])
+    return await _current(conn, org_id)
+
+
+def webhook_secret_context(org_id: int) -> bytes:
+    """The webhook secret is bound to its organization: a ciphertext copied to another row does not open."""
+    return b"lithic_webhook_secret:" + str(org_id).encode()
 
 
 async def get_issuer_processors(conn: Queryable, org_id: int) -> IssuerProcessors:
-    return _answer(await store.lithic_config(conn, org_id))
+    return await _current(conn, org_id)
 
 
 async def get_settings(conn: Queryable, org_id: int) -> OrganizationSettings:

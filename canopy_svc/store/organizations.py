@@ -58,6 +58,28 @@ async def lithic_config(conn: Queryable, org_id: int) -> asyncpg.Record:
     return record
 
 
+async def set_lithic_webhook_secret(
+    conn: Queryable, org_id: int, encrypted: bytes | None, last_four: str | None
+) -> None:
+    await conn.execute(
+        """UPDATE organizations SET lithic_webhook_secret_encrypted = $2, lithic_webhook_secret_last_four = $3
+           WHERE id = $1""",
+        org_id,
+        encrypted,
+        last_four,
+    )
+
+
+async def lithic_webhook_secret_last_four(conn: Queryable, org_id: int) -> str | None:
+    """The last four characters of the organization's Lithic webhook secret (None: none set)."""
+    last_four: str | None = await conn.fetchval(
+        """SELECT lithic_webhook_secret_last_four FROM organizations
+           WHERE id = $1 AND lithic_webhook_secret_encrypted IS NOT NULL""",
+        org_id,
+    )
+    return last_four
+
+
 async def duplicate_policy(conn: Queryable, org_id: int) -> str:
     policy: str = await conn.fetchval("SELECT duplicate_customer_policy FROM organizations WHERE id = $1", org_id)
     return policy

@@ -780,3 +780,32 @@ ALTER TABLE cards ADD COLUMN IF NOT EXISTS shipping_address_encrypted bytea;
 -- earliest time its next call may go out, reserved by each call in one UPDATE, so every process paces
 -- together; a 429's Retry-After pushes it too.
 ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_next_call_at timestamptz;
+
+-- Issue 13 item 4 (state follows Lithic: its signed webhooks, and the reconciler's read-backs)
+-- Lithic's webhook signing secret (whsec_...), AES-GCM encrypted and bound to its organization
+-- (rules/lithic_sync.py); NULL: webhooks naming the organization's cards are refused (401).
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_webhook_secret_encrypted bytea;
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_webhook_secret_last_four text;
+-- The webhook-ids of the Lithic webhooks applied, per organization, so a retry or a replay changes
+-- nothing twice; kept a week (Lithic retries a webhook for about three days).
+CREATE TABLE IF NOT EXISTS lithic_webhooks_received (
+    org_id      bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    webhook_id  text NOT NULL CHECK (char_length(webhook_id) BETWEEN 1 AND 255),
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, webhook_id)
+);
+CREATE INDEX IF NOT EXISTS lithic_webhooks_received_at ON lithic_webhooks_received (received_at);
+-- When the reconciler last read the card back from Lithic (GET /v1/cards/{token}); a webhook about the
+-- card sets reconcile_due_at, to read it back soon (a webhook's payload alone cannot say which of two
+-- changes is the newer). Both NULL on a card never read back nor named.
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS reconciled_at timestamptz;
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS reconcile_due_at timestamptz;
+CREATE INDEX IF NOT EXISTS cards_reconcile_due ON cards (reconcile_due_at) WHERE reconcile_due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS cards_token ON cards (token) WHERE token IS NOT NULL;
+-- The cards whose state can change at Lithic on its own (store/lithic_sync.py RECONCILABLE): a
+-- SINGLE_USE card closes after its first authorization, a MERCHANT_LOCKED one locks to its first
+-- merchant, a PHYSICAL one leaves fulfillment when shipped and activated. Oldest read-back first.
+CREATE INDEX IF NOT EXISTS cards_reconcilable ON cards ((coalesce(reconciled_at, '-infinity'::timestamptz)))
+    WHERE status = 'ISSUED' AND ((card_type = 'SINGLE_USE' AND state = 'OPEN')
+        OR (card_type = 'MERCHANT_LOCKED' AND state = 'OPEN' AND coalesce(hostname, '') = '')
+        OR state IN ('PENDING_FULFILLMENT', 'PENDING_ACTIVATION'));

@@ -994,6 +994,13 @@ class LithicConfigIn(msgspec.Struct, kw_only=True):
         ]
         | None
     ) = None
+    # Lithic's webhook signing secret (whsec_ and base64), for POST /webhooks/lithic; absent keeps the
+    # one set before, null removes it. Stored encrypted, answered masked.
+    webhook_secret: (
+        Annotated[str, msgspec.Meta(min_length=28, max_length=256, pattern=r"^whsec_[A-Za-z0-9+/]+={0,2}" + END)]
+        | UnsetType
+        | None
+    ) = UNSET
 
 
 class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):
@@ -1006,6 +1013,7 @@ class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):
 class LithicConfigOut(msgspec.Struct):
     api_key: str  # masked: "****" and its last four characters
     base_url: str
+    webhook_secret: str | None = None  # masked: "whsec_****" and its last four characters; null: none set
 
 
 class IssuerProcessors(msgspec.Struct):
@@ -1197,6 +1205,34 @@ class Description(msgspec.Struct):
     """Canopy's bare acknowledgements: {"description": "Event triggered."}."""
 
     description: str
+
+
+class SimulatedAuthorizationRequest(msgspec.Struct, kw_only=True):
+    """POST /simulator/authorize: a purchase with a simulator's card (Lithic's POST /v1/simulate/authorize)."""
+
+    card_token: Annotated[
+        str, msgspec.Meta(pattern="^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}" + END)
+    ]
+    amount: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]  # cents
+    descriptor: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+" + END)]
+
+
+class SimulatedAuthorization(msgspec.Struct):
+    result: Literal["APPROVED", "DECLINED"]
+    card_state: str  # the card's state here after the purchase (its webhook applied)
+
+
+class LithicWebhookEvent(msgspec.Struct, kw_only=True):
+    """What POST /webhooks/lithic reads of Lithic's event bodies (its spec's card.* webhook schemas); every
+    other member is ignored. card.updated names its card `token`, the others `card_token` (a transaction's
+    `token` is the transaction's)."""
+
+    event_type: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    token: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    card_token: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    state: Annotated[str, msgspec.Meta(max_length=255)] | None = None  # card.updated: the state now
+    exp_month: Annotated[str, msgspec.Meta(max_length=255)] | None = None  # card.renewed: the new expiry
+    exp_year: Annotated[str, msgspec.Meta(max_length=255)] | None = None
 
 
 class ReplayedDeliveries(msgspec.Struct):
