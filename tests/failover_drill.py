@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,6 +57,7 @@ from tests.processes import ServerProcess, free_port
 
 APT_PACKAGE = "postgresql-15-auto-failover"
 DATABASE = "canopy"
+ACCOUNT_ID = "drill-account"
 NODE_USER = "postgres"
 # The monitor's health checks, tightened from 5 s period / 20 s unhealthy / 30 s demote timeout so
 # the drill's failover takes seconds, not half a minute (pg_autoctl(5): "Deciding when to promote").
@@ -129,7 +131,10 @@ class Formation:
             f"XDG_DATA_HOME={self.root / 'xdg' / 'data'}",
             f"XDG_RUNTIME_DIR={self.root / 'xdg' / 'run'}",
         ]
-        return [*(["runuser", "-u", self.user, "--"] if self.user else []), *env, "pg_autoctl", *args]
+        # setpriv execs pg_autoctl itself (runuser would stay its parent, and stop itself when its child
+        # is stopped): the process started is pg_autoctl, the leader of a process group of its own.
+        become = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups"] if self.user else []
+        return [*become, *env, f"HOME={self.root}", "pg_autoctl", *args]
 
     def pgdata(self, name: str) -> str:
         return str(self.root / name)
@@ -166,6 +171,8 @@ class Formation:
         common = ["--hostname", "127.0.0.1", "--auth", "trust", "--no-ssl"]  # loopback only, a throwaway
         self.tool("create", "monitor", "--pgdata", self.pgdata("monitor"), "--pgport", str(self.ports["monitor"]),
                   *common)  # fmt: skip
+        # `create monitor` has no --listen: its Postgres would listen on every address.
+        self.tool("config", "set", "--pgdata", self.pgdata("monitor"), "postgresql.listen_addresses", "127.0.0.1")
         self.run("monitor")
         wait_for(lambda: self.monitor_answers(), 60, "the monitor")
         asyncio.run(self.tune_monitor())
@@ -227,9 +234,8 @@ class Formation:
         """The host is gone: its pg_autoctl frozen (nothing left to restart Postgres), its postmaster
         SIGKILLed (its backends exit when they find the postmaster dead)."""
         run = psutil.Process(self.runs[name].pid)
-        keepers = [run, *run.children(recursive=True)]
         postmaster = int((self.root / name / "postmaster.pid").read_text().split()[0])
-        self.frozen = [p for p in keepers if p.pid != postmaster and "postgres" not in p.name()]
+        self.frozen = [p for p in [run, *run.children(recursive=True)] if p.name() != "postgres"]
         for process in self.frozen:
             process.send_signal(signal.SIGSTOP)
         os.kill(postmaster, signal.SIGKILL)
@@ -244,22 +250,24 @@ class Formation:
         self.tool("perform", "switchover", "--pgdata", self.pgdata("monitor"), timeout=120)
 
     def stop(self) -> None:
+        """Each node's pg_autoctl asked to stop (fast), then its process group killed: only what this
+        drill started (pg_autoctl, its services and its Postgres are one group per node)."""
         self.thaw()
         for name in ("node1", "node2", "monitor"):
             if name in self.runs and self.runs[name].poll() is None:
                 with contextlib.suppress(Exception):
-                    self.tool("stop", "--pgdata", self.pgdata(name), "--fast", timeout=30)
+                    self.tool("stop", "--pgdata", self.pgdata(name), "--fast", timeout=20)
         for name, run in self.runs.items():
             with contextlib.suppress(subprocess.TimeoutExpired):
-                run.wait(timeout=30)
-            if run.poll() is None:  # our own process group only: what this drill started
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(run.pid, signal.SIGKILL)
-            pidfile = self.root / name / "postmaster.pid"
+                run.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(run.pid, signal.SIGKILL)
+            run.wait(timeout=10)
+            pidfile = self.root / name / "postmaster.pid"  # a postmaster that left its group, if any
             with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError, IndexError, psutil.Error):
-                pid = int(pidfile.read_text().split()[0])
-                if "postgres" in psutil.Process(pid).name():
-                    os.kill(pid, signal.SIGKILL)
+                postmaster = psutil.Process(int(pidfile.read_text().split()[0]))
+                if postmaster.name() == "postgres" and str(self.root / name) in " ".join(postmaster.cmdline()):
+                    postmaster.kill()
 
 
 def wait_for(predicate: Callable[[], object], seconds: float, what: str) -> None:
@@ -282,7 +290,8 @@ class Attempt:
 
 @dataclass
 class Load:
-    http: httpx.AsyncClient
+    base_url: str
+    token: str
     account_id: str
     deadline: float  # a write not acknowledged by then is given up (and the drill fails)
     attempts: list[Attempt] = field(default_factory=list)
@@ -292,6 +301,7 @@ class Load:
     unexpected: list[tuple[int | None, str]] = field(default_factory=list)
     given_up: int = 0
     stopping: bool = False
+    http: httpx.AsyncClient | None = None
     _count: int = 0
 
     async def write(self) -> None:
@@ -309,6 +319,7 @@ class Load:
             started = time.monotonic()
             status: int | None = None
             answer: httpx.Response | None = None
+            assert self.http is not None
             try:
                 answer = await self.http.post("/customers", json=body, headers={"Idempotency-Key": key})
                 status = answer.status_code
@@ -337,11 +348,22 @@ class Load:
                 await self.write()
                 await asyncio.sleep(pause)
 
-        await asyncio.gather(*(client() for _ in range(clients)))
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=10) as self.http:
+            await asyncio.gather(*(client() for _ in range(clients)))
+
+    def start(self, clients: int, pause: float) -> threading.Thread:
+        """The load on a thread of its own (daemon: an interrupted drill does not wait for it)."""
+        thread = threading.Thread(target=asyncio.run, args=(self.run(clients, pause),), daemon=True)
+        thread.start()
+        return thread
+
+    def acknowledged_since(self, moment: float) -> bool:
+        return any(a.status == 200 and a.started > moment for a in list(self.attempts))
 
     def window(self, since: float, until: float) -> dict[str, Any]:
         """Figures of the attempts started in [since, until)."""
-        inside = [a for a in self.attempts if since <= a.started < until]
+        inside = [a for a in list(self.attempts) if since <= a.started < until]
         unavailable = [a for a in inside if a.status == 503 or a.status is None]
         # The first 200 after the outage began (a write can still commit in the instant after the kill).
         outage = min((a.started for a in unavailable), default=since)
@@ -355,16 +377,6 @@ class Load:
             else 0.0,
             "seconds_to_first_200": None if first_ok is None else round(first_ok - since, 2),
         }
-
-
-async def load_while(load: Load, clients: int, pause: float, steps: Callable[[], Any]) -> None:
-    """The load, running while `steps` (blocking: run in a thread) drives the formation."""
-    running = asyncio.create_task(load.run(clients, pause))
-    try:
-        await asyncio.to_thread(steps)
-    finally:
-        load.stopping = True
-        await running
 
 
 # --- setup and checks ----------------------------------------------------------------------------
@@ -444,7 +456,8 @@ async def check(dsn: str, org_id: int, account_id: str, load: Load) -> dict[str,
 # --- the drill -----------------------------------------------------------------------------------
 
 
-async def drill(formation: Formation, server: ServerProcess, args: argparse.Namespace) -> int:
+async def prepare(formation: Formation, server: ServerProcess) -> tuple[int, str]:
+    """The drill's organization, client (limits that never bind), product and account; its token."""
     org_id, client_id, secret = await make_drill_client(formation.dsn)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
         token = (await http.post("/auth/token", json={"client_id": client_id, "client_secret": secret})).json()
@@ -452,56 +465,59 @@ async def drill(formation: Formation, server: ServerProcess, args: argparse.Name
         product = await http.post(
             "/products", json={"product_overview": {"product_name": "Drill", "product_type": "REVOLVING"}}
         )
-        account_id = "drill-account"
         created = await http.post(
-            "/accounts", json={"account_id": account_id, "product_id": product.json()["product_id"]}
+            "/accounts", json={"account_id": ACCOUNT_ID, "product_id": product.json()["product_id"]}
         )
         assert created.status_code == 200, created.text
+    return org_id, str(token["access_token"])
 
-        load = Load(http, account_id, deadline=time.monotonic() + args.max_seconds)
-        marks: dict[str, float] = {}
-        figures: dict[str, Any] = {}
 
-        def failover() -> None:
-            time.sleep(args.warmup)
-            old = formation.primary()
-            assert old is not None, formation.states()
-            log(f"SIGKILL of {old}'s postmaster (its pg_autoctl frozen)")
-            marks["kill"] = time.monotonic()
-            formation.lose_host(old)
-            wait_for(lambda: formation.primary() not in (None, old), args.recovery_seconds, "the standby's promotion")
-            marks["promoted"] = time.monotonic()
-            log(f"{formation.primary()} promoted after {marks['promoted'] - marks['kill']:.1f} s")
-            wait_for(lambda: any(a.status == 200 and a.started > marks["kill"] for a in load.attempts),
-                     args.recovery_seconds, "a 200 after the kill")  # fmt: skip
-            time.sleep(args.after)
-            marks["failover_end"] = time.monotonic()
-            log(f"thawing {old}: it rejoins as the secondary")
-            formation.thaw()
-            formation.wait_stable(args.recovery_seconds * 2)
-            time.sleep(args.after)
-            log("pg_autoctl perform switchover")
-            marks["switchover"] = time.monotonic()
-            formation.switchover()
-            formation.wait_stable(args.recovery_seconds)
-            marks["switched"] = time.monotonic()
-            log(f"switched over to {formation.primary()} in {marks['switched'] - marks['switchover']:.1f} s")
-            time.sleep(args.after)
-            marks["end"] = time.monotonic()
-
-        started = time.monotonic()
-        await load_while(load, args.clients, args.pause, failover)
-        figures["failover"] = load.window(marks["kill"], marks["failover_end"])
-        figures["failover"]["seconds_to_promotion"] = round(marks["promoted"] - marks["kill"], 2)
-        figures["switchover"] = load.window(marks["switchover"], marks["end"])
-        pending = await wait_cards_settled(formation.dsn, org_id, args.recovery_seconds)
-        figures["checks"] = await check(formation.dsn, org_id, account_id, load)
-        figures["checks"]["cards_pending"] = pending
-        figures["requests"] = len(load.attempts)
-        figures["acknowledged"] = len(load.acknowledged)
-        figures["unexpected_answers"] = len(load.unexpected)
-        figures["given_up"] = load.given_up
-        figures["load_seconds"] = round(marks["end"] - started, 1)
+def drill(formation: Formation, server: ServerProcess, args: argparse.Namespace) -> int:
+    org_id, token = asyncio.run(prepare(formation, server))
+    load = Load(server.base_url, token, ACCOUNT_ID, deadline=time.monotonic() + args.max_seconds)
+    marks: dict[str, float] = {}
+    figures: dict[str, Any] = {}
+    started = time.monotonic()
+    thread = load.start(args.clients, args.pause)
+    try:
+        time.sleep(args.warmup)
+        old = formation.primary()
+        assert old is not None, formation.states()
+        log(f"SIGKILL of {old}'s postmaster (its pg_autoctl frozen)")
+        marks["kill"] = time.monotonic()
+        formation.lose_host(old)
+        wait_for(lambda: formation.primary() not in (None, old), args.recovery_seconds, "the standby's promotion")
+        marks["promoted"] = time.monotonic()
+        log(f"{formation.primary()} promoted after {marks['promoted'] - marks['kill']:.1f} s")
+        wait_for(lambda: load.acknowledged_since(marks["kill"]), args.recovery_seconds, "a 200 after the kill")
+        time.sleep(args.after)
+        marks["failover_end"] = time.monotonic()
+        log(f"thawing {old}: it rejoins as the secondary")
+        formation.thaw()
+        formation.wait_stable(args.recovery_seconds * 2)
+        time.sleep(args.after)
+        log("pg_autoctl perform switchover")
+        marks["switchover"] = time.monotonic()
+        formation.switchover()
+        formation.wait_stable(args.recovery_seconds)
+        marks["switched"] = time.monotonic()
+        log(f"switched over to {formation.primary()} in {marks['switched'] - marks['switchover']:.1f} s")
+        time.sleep(args.after)
+        marks["end"] = time.monotonic()
+    finally:
+        load.stopping = True
+    thread.join(timeout=args.max_seconds)  # each write is bounded by the load's deadline
+    figures["failover"] = load.window(marks["kill"], marks["failover_end"])
+    figures["failover"]["seconds_to_promotion"] = round(marks["promoted"] - marks["kill"], 2)
+    figures["switchover"] = load.window(marks["switchover"], marks["end"])
+    pending = asyncio.run(wait_cards_settled(formation.dsn, org_id, args.recovery_seconds))
+    figures["checks"] = asyncio.run(check(formation.dsn, org_id, ACCOUNT_ID, load))
+    figures["checks"]["cards_pending"] = pending
+    figures["requests"] = len(load.attempts)
+    figures["acknowledged"] = len(load.acknowledged)
+    figures["unexpected_answers"] = len(load.unexpected)
+    figures["given_up"] = load.given_up
+    figures["load_seconds"] = round(marks["end"] - started, 1)
 
     print(json.dumps(figures, indent=2))
     checks = figures["checks"]
@@ -562,6 +578,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data)")
     args = parser.parse_args()
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the cleanup below runs
     ensure_installed()
     user = node_user()
     with scratch(args.keep, user) as root:
@@ -581,7 +598,7 @@ def main() -> int:
                 CANOPY_SVC_LOG_FORMAT="json",
             ).start(timeout=60)
             log(f"canopy-svc serve --workers 2 on {formation.dsn}")
-            return asyncio.run(drill(formation, server, args))
+            return drill(formation, server, args)
         except Exception:
             if server is not None:
                 print(server.log()[-4000:], file=sys.stderr)
