@@ -57,6 +57,8 @@ from tests.processes import ServerProcess, free_port
 
 APT_PACKAGE = "postgresql-15-auto-failover"
 DATABASE = "canopy"
+WEBHOOK_RECEIVER = Path(__file__).resolve().parent.parent / "bench" / "webhook_receiver.py"
+DELIVERED_EVENT = "card_issued"  # the subscription's one type: one delivery per acknowledged card
 ACCOUNT_ID = "drill-account"
 NODE_USER = "postgres"
 # The monitor's health checks, tightened from 5 s period / 20 s unhealthy / 30 s demote timeout so
@@ -382,6 +384,31 @@ class Load:
 # --- setup and checks ----------------------------------------------------------------------------
 
 
+class Receiver:
+    """bench/webhook_receiver.py in a process of its own: 200 to every POST, each webhook-id kept."""
+
+    def __init__(self, root: Path) -> None:
+        self.port_file, self.arrivals_file = root / "receiver.port", root / "receiver.arrivals"
+        self.process = subprocess.Popen(
+            [sys.executable, str(WEBHOOK_RECEIVER), str(self.port_file), str(self.arrivals_file)],
+            start_new_session=True,
+        )
+        wait_for(lambda: self.port_file.exists() and self.port_file.read_text(), 30, "the webhook receiver")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port_file.read_text().strip()}/hooks"
+
+    def stop(self) -> list[str]:
+        """Stops it; the webhook-id of every delivery that arrived, in order."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+        if not self.arrivals_file.exists():
+            return []
+        return [line.split()[0] for line in self.arrivals_file.read_text().splitlines() if line.strip()]
+
+
 async def make_drill_client(dsn: str) -> tuple[int, str, str]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -409,6 +436,38 @@ async def wait_cards_settled(dsn: str, org_id: int, seconds: float) -> int:
             if pending == 0 or time.monotonic() > deadline:
                 return pending
         await asyncio.sleep(0.5)
+
+
+async def check_deliveries(dsn: str, org_id: int, receiver: Receiver, seconds: float) -> dict[str, int]:
+    """Once the outbox has drained: every event of the subscribed type arrived; how many twice."""
+    deadline = time.monotonic() + seconds
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        while True:  # polled with a bound: the outbox is another process's
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM webhook_deliveries WHERE org_id = $1 AND state = 'pending'", org_id
+            )
+            if not pending or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        rows = await conn.fetch("SELECT event_id FROM events WHERE org_id = $1 AND type = $2", org_id, DELIVERED_EVENT)
+        events = {r["event_id"] for r in rows}
+        failed = await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE org_id = $1 AND state = 'failed'", org_id
+        )
+    finally:
+        await conn.close()
+    arrivals = receiver.stop()
+    return {
+        "events": len(events),
+        "arrived": len(set(arrivals) & events),
+        "lost": len(events - set(arrivals)),
+        # At least once (README, "Events and webhooks"): a delivery whose success could not be recorded
+        # before the primary went away is sent again, under the same webhook-id for the receiver to drop.
+        "sent_again": len(arrivals) - len(set(arrivals)),
+        "pending": int(pending),
+        "failed": int(failed),
+    }
 
 
 async def check(dsn: str, org_id: int, account_id: str, load: Load) -> dict[str, int]:
@@ -456,12 +515,17 @@ async def check(dsn: str, org_id: int, account_id: str, load: Load) -> dict[str,
 # --- the drill -----------------------------------------------------------------------------------
 
 
-async def prepare(formation: Formation, server: ServerProcess) -> tuple[int, str]:
-    """The drill's organization, client (limits that never bind), product and account; its token."""
+async def prepare(formation: Formation, server: ServerProcess, webhook_url: str) -> tuple[int, str]:
+    """The drill's organization, client (limits that never bind), webhook subscription, product and
+    account; its token."""
     org_id, client_id, secret = await make_drill_client(formation.dsn)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
         token = (await http.post("/auth/token", json={"client_id": client_id, "client_secret": secret})).json()
         http.headers["Authorization"] = f"Bearer {token['access_token']}"
+        subscribed = await http.put(
+            "/organization/subscribe", json={"webhook_url": webhook_url, "filter_events": [DELIVERED_EVENT]}
+        )
+        assert subscribed.status_code == 201, subscribed.text
         product = await http.post(
             "/products", json={"product_overview": {"product_name": "Drill", "product_type": "REVOLVING"}}
         )
@@ -472,8 +536,8 @@ async def prepare(formation: Formation, server: ServerProcess) -> tuple[int, str
     return org_id, str(token["access_token"])
 
 
-def drill(formation: Formation, server: ServerProcess, args: argparse.Namespace) -> int:
-    org_id, token = asyncio.run(prepare(formation, server))
+def drill(formation: Formation, server: ServerProcess, receiver: Receiver, args: argparse.Namespace) -> int:
+    org_id, token = asyncio.run(prepare(formation, server, receiver.url))
     load = Load(server.base_url, token, ACCOUNT_ID, deadline=time.monotonic() + args.max_seconds)
     marks: dict[str, float] = {}
     figures: dict[str, Any] = {}
@@ -513,6 +577,7 @@ def drill(formation: Formation, server: ServerProcess, args: argparse.Namespace)
     pending = asyncio.run(wait_cards_settled(formation.dsn, org_id, args.recovery_seconds))
     figures["checks"] = asyncio.run(check(formation.dsn, org_id, ACCOUNT_ID, load))
     figures["checks"]["cards_pending"] = pending
+    figures["deliveries"] = asyncio.run(check_deliveries(formation.dsn, org_id, receiver, args.recovery_seconds))
     figures["requests"] = len(load.attempts)
     figures["acknowledged"] = len(load.acknowledged)
     figures["unexpected_answers"] = len(load.unexpected)
@@ -529,6 +594,11 @@ def drill(formation: Formation, server: ServerProcess, args: argparse.Namespace)
     print(f"failover, kill to first 200:      {failover_figures['seconds_to_first_200']} s")
     print(f"switchover, seconds of 503:       {switchover_figures['seconds_of_503']}")
     print(f"cards issued / not issued:        {checks['cards_issued']} / {checks['cards_not_issued']}")
+    deliveries = figures["deliveries"]
+    print(
+        f"webhook deliveries:               {deliveries['arrived']} of {deliveries['events']} {DELIVERED_EVENT} "
+        f"events, {deliveries['lost']} lost, {deliveries['sent_again']} sent again (same webhook-id)"
+    )
     failures = []
     if checks["lost"] or checks["duplicates"]:
         failures.append("acknowledged writes lost or doubled")
@@ -538,6 +608,8 @@ def drill(formation: Formation, server: ServerProcess, args: argparse.Namespace)
         failures.append(f"{load.given_up} writes never acknowledged")
     if checks["cards_not_issued"] or pending:
         failures.append("cards left unissued")
+    if deliveries["lost"] or deliveries["pending"] or deliveries["failed"]:
+        failures.append("webhook deliveries lost, left pending or failed")
     if (
         failover_figures["seconds_to_first_200"] is None
         or failover_figures["seconds_to_first_200"] > args.recovery_seconds
@@ -584,11 +656,13 @@ def main() -> int:
     with scratch(args.keep, user) as root:
         formation = Formation(root, user)
         server: ServerProcess | None = None
+        receiver: Receiver | None = None
         try:
             log(f"building the formation in {root}")
             formation.build()
             log(f"formation up: {formation.states()}")
             asyncio.run(assert_synchronous(formation))
+            receiver = Receiver(root)
             server = ServerProcess(
                 formation.dsn,
                 root / "server",
@@ -596,9 +670,13 @@ def main() -> int:
                 CANOPY_SVC_CARD_LEASE_SECONDS="5",
                 CANOPY_SVC_CARD_RETRY_BASE_SECONDS="0.2",
                 CANOPY_SVC_LOG_FORMAT="json",
+                CANOPY_SVC_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",  # the receiver, on loopback
+                CANOPY_SVC_WEBHOOK_TIMEOUT_SECONDS="3",
+                CANOPY_SVC_WEBHOOK_LEASE_SECONDS="5",  # a claim lost with the old primary is retried soon
+                CANOPY_SVC_WEBHOOK_RETRY_BASE_SECONDS="0.5",
             ).start(timeout=60)
             log(f"canopy-svc serve --workers 2 on {formation.dsn}")
-            return drill(formation, server, args)
+            return drill(formation, server, receiver, args)
         except Exception:
             if server is not None:
                 print(server.log()[-4000:], file=sys.stderr)
@@ -606,6 +684,8 @@ def main() -> int:
         finally:
             if server is not None:
                 server.kill()
+            if receiver is not None:
+                receiver.stop()
             formation.stop()
 
 
