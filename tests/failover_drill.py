@@ -170,6 +170,11 @@ class Formation:
         return f"postgresql://postgres@127.0.0.1:{self.ports[name]}/{DATABASE}?sslmode=disable"
 
     def build(self) -> None:
+        # Made before pg_autoctl runs: it falls back to /tmp/pg_autoctl for a runtime folder that is missing.
+        for folder in ("xdg", "xdg/config", "xdg/data", "xdg/run"):
+            (self.root / folder).mkdir(mode=0o700)
+            if self.user:
+                shutil.chown(self.root / folder, self.user, self.user)
         common = ["--hostname", "127.0.0.1", "--auth", "trust", "--no-ssl"]  # loopback only, a throwaway
         self.tool("create", "monitor", "--pgdata", self.pgdata("monitor"), "--pgport", str(self.ports["monitor"]),
                   *common)  # fmt: skip
@@ -391,6 +396,8 @@ class Receiver:
         self.port_file, self.arrivals_file = root / "receiver.port", root / "receiver.arrivals"
         self.process = subprocess.Popen(
             [sys.executable, str(WEBHOOK_RECEIVER), str(self.port_file), str(self.arrivals_file)],
+            stdout=(root / "receiver.log").open("ab"),  # its keep-alive handlers' cancellation at exit
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         wait_for(lambda: self.port_file.exists() and self.port_file.read_text(), 30, "the webhook receiver")
