@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-stamp
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format bench soak clean
+.PHONY: run test lint format bench soak failover-drill clean
 
 # Python 3.11's own pip (22.3+) installs an editable pyproject project: no upgrade to wait for.
 $(BIN)/python:
@@ -34,6 +34,9 @@ test: $(STAMP)  ## lint, format check and type-check, then the whole suite on a 
 
 soak: $(STAMP)  ## 30,000 mixed requests on one worker (own embedded PostgreSQL); fails if RSS grows >= 10 MB
 	$(BIN)/python tests/soak.py --requests 30000 --seconds 600 --max-growth-mb 10
+
+failover-drill: $(STAMP)  ## pg_auto_failover (monitor, primary, sync secondary) in a temp folder: SIGKILL of the primary, then a switchover, under load; fails on any acknowledged write lost or doubled; ~1-1.5 min; installs pg_auto_failover (apt, as root) if missing
+	$(BIN)/python tests/failover_drill.py
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

@@ -27,24 +27,38 @@ class DatabaseUnavailable(ConnectionError):
 # The server is down, unreachable or frozen (DatabaseUnavailable is a ConnectionError, hence an OSError).
 # A probe failing with one of these closes the gate; anything else (too many connections, a bad
 # password) is an answer from a server that is up.
+# With several hosts in DATABASE_URL and target_session_attrs=read-write, "none of them is a primary
+# right now" (a failover between the old primary's loss and the standby's promotion) is down too.
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.ConnectionFailureError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone or was refused
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: a fast stop, a switchover's demotion
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
 
 # Failures that mean "the database is not there right now": answered 503, never 500. asyncpg's
 # InternalClientError is what a pooled connection that the gate terminated mid-operation can raise.
+# A read-only transaction (25006) is a write sent to a node that is no primary (any more): a demoted
+# primary, or a standby a single-host DATABASE_URL names; the gate's probe notices it and reconnects.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     *UNREACHABLE_ERRORS,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
+
+
+class NotPrimary(ConnectionError):
+    """The probe's node answers but takes no writes (a standby, or a primary being demoted): for this
+    service, whose every request may write, that is down (an OSError, so one of UNREACHABLE_ERRORS)."""
+
+
+# The probe's one query: is this node one that takes writes? (`SELECT 1` would succeed on a standby.)
+PROBE_QUERY = "SELECT NOT (pg_is_in_recovery() OR current_setting('transaction_read_only')::bool)"
 
 # What ends a probe without ending the gate's watch: the server down, or answering with an error.
 # Named (not unpacked inside `except`) because mypy cannot type a starred tuple there.
@@ -64,8 +78,9 @@ class DatabaseGate:
     A stopped server refuses connections at once, but a frozen one (a paused VM, a stalled disk, a
     partition whose packets the kernel still acknowledges) accepts them and never answers: queries wait
     for command_timeout, new connections for the connect timeout, and requests queue behind the pool.
-    So a probe on a connection of its own runs `SELECT 1` every `interval` seconds with a `timeout`.
-    When it fails the gate closes: every connection the pool made is terminated (queries in flight
+    So a probe on a connection of its own runs PROBE_QUERY every `interval` seconds with a `timeout`.
+    When it fails, or finds a node that takes no writes (after a failover, or during a switchover),
+    the gate closes: every connection the pool made is terminated (queries in flight
     fail at once, their transactions roll back server-side) and the pool may not connect again, so
     every request gets a quick 503. The first probe that succeeds opens the gate again.
     """
@@ -130,12 +145,15 @@ class DatabaseGate:
                             probe = await asyncpg.connect(
                                 dsn, timeout=self.timeout, server_settings={"application_name": "canopy-svc-probe"}
                             )
-                        await probe.fetchval("SELECT 1")
+                        if not await probe.fetchval(PROBE_QUERY):
+                            raise NotPrimary("the database takes no writes")
                 except PROBE_ERRORS as exc:
                     if probe is not None:
                         probe.terminate()  # a fresh connection next round
                         probe = None
-                    if isinstance(exc, UNREACHABLE_ERRORS):
+                    if isinstance(exc, UNREACHABLE_ERRORS):  # NotPrimary included (a ConnectionError)
+                        # Cutting the pool's connections makes it reconnect: with several hosts and
+                        # target_session_attrs=read-write in DATABASE_URL, to the new primary.
                         self.close(type(exc).__name__)
                     else:  # answered, so not down; the pool's own errors say the rest
                         if not self._probe_failing:

@@ -7,6 +7,12 @@ import contextlib
 
 import asyncpg
 
+from canopy_svc.core.db import UNAVAILABLE_ERRORS
+
+# Retried, not raised: the database down, no primary among DATABASE_URL's hosts yet (a failover),
+# or an error answered (LISTEN on a standby).
+_RETRIED: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
+
 
 async def listen_forever(dsn: str, channel: str, wake: asyncio.Event) -> None:
     """Sets `wake` on every NOTIFY of `channel`, and once on each (re)connect: what was committed while
@@ -22,7 +28,7 @@ async def listen_forever(dsn: str, channel: str, wake: asyncio.Event) -> None:
             while not connection.is_closed():  # a dead server may not call the termination listener
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lost.wait(), 10)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except _RETRIED:
             await asyncio.sleep(1)
         finally:
             if connection is not None and not connection.is_closed():
