@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 from msgspec import UNSET
 
 from canopy_svc.core.crypto import DataCipher
@@ -14,6 +15,7 @@ from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import organizations as store
 from canopy_svc.wire.errors import InvalidInput, detail
 from canopy_svc.wire.models import (
+    AccountHoldersConfig,
     IssuerProcessors,
     IssuerProcessorsUpdate,
     LithicConfigOut,
@@ -37,6 +39,14 @@ def parse_issuer_processors(body: bytes, hosts: LithicHosts = LITHIC_ONLY) -> Is
     return payload
 
 
+_ACCOUNT_HOLDERS = msgspec.json.Decoder(AccountHoldersConfig)
+
+
+def account_holders_config(stored: str | None) -> AccountHoldersConfig | None:
+    """The organization's account holder setting as stored (organizations.lithic_account_holders)."""
+    return _ACCOUNT_HOLDERS.decode(stored) if stored is not None else None
+
+
 def _answer(record: asyncpg.Record) -> IssuerProcessors:
     if record["lithic_api_key_encrypted"] is None:
         return IssuerProcessors(lithic_config=None)
@@ -44,6 +54,7 @@ def _answer(record: asyncpg.Record) -> IssuerProcessors:
         lithic_config=LithicConfigOut(
             api_key="****" + (record["lithic_api_key_last_four"] or ""),
             base_url=record["lithic_base_url"] or LITHIC_SANDBOX_URL,
+            account_holders=account_holders_config(record["lithic_account_holders"]),
         )
     )
 
@@ -57,10 +68,16 @@ async def set_issuer_processors(
         pass
     elif config is None:  # null removes the key: cards go back to the simulator
         await store.set_lithic_config(conn, org_id, None, None, None)
+        await store.set_lithic_account_holders(conn, org_id, None)
     else:
         encrypted = cipher.encrypt(config.api_key, context=LITHIC_KEY_CONTEXT)
         last_four = config.api_key[-4:] if len(config.api_key) >= 12 else ""
         await store.set_lithic_config(conn, org_id, encrypted, last_four, config.base_url)
+        # The config is replaced whole, as its key and base_url are: sent without it, enrollment is off.
+        holders = config.account_holders
+        await store.set_lithic_account_holders(
+            conn, org_id, msgspec.json.encode(holders).decode() if holders is not None else None
+        )
     return _answer(await store.lithic_config(conn, org_id))
 
 
