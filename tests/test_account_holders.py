@@ -495,3 +495,28 @@ async def test_the_simulator_enrolls_by_the_documented_test_ssns() -> None:
     assert await simulator.get_account_holder("simulator", "simulator", pending.token) == pending
     exempt = {"workflow": "KYC_EXEMPT", "kyc_exemption_type": "PREPAID_CARD_USER"}
     assert (await simulator.create_account_holder("simulator", "simulator", "k4", exempt)).status == "ACCEPTED"
+
+
+async def test_the_simulator_enrolls_an_organization_without_a_lithic_key(api: ApiClient, pool: asyncpg.Pool) -> None:
+    """`make run` with no Lithic account: simulator_config turns enrollment on, the test SSNs decide."""
+    setting = {"enabled": True, "workflow": "KYC_BASIC"}
+    answer = await api.http.put(
+        "/organization/issuer_processors", json={"simulator_config": {"account_holders": setting}}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["lithic_config"] is None
+    assert answer.json()["simulator_config"]["account_holders"]["workflow"] == "KYC_BASIC"
+    await link(api, await account(api, "acc-1"), "ok-1", ssn=SSN)
+    await link(api, await account(api, "acc-2"), "no-1", ssn=REJECTED_TEST_SSN, email="no@example.com")
+    worker = make_worker(pool)
+    while await worker.process_due():
+        pass
+
+    assert [(c["status"], c["error"]) for c in await cards(pool)] == [
+        ("ISSUED", None),
+        ("FAILED", "account holder REJECTED: ID_VERIFICATION_FAILURE"),
+    ]
+    assert await verification(api, "ok-1") == "verified" and await verification(api, "no-1") == "failed"
+    assert [row["status"] for row in await enrollments(pool)] == ["ACCEPTED", "REJECTED"]
+    off = await api.http.put("/organization/issuer_processors", json={"simulator_config": None})
+    assert off.json() == {"lithic_config": None}

@@ -235,6 +235,7 @@ class World:
             models.IssuerProcessorsUpdate: {},
             models.LithicConfigIn: {"api_key": "sk-test-0123456789", "base_url": "https://sandbox.lithic.com"},
             models.AccountHoldersConfig: {"enabled": True, "workflow": "KYC_BASIC", "nature_of_business": "Software"},
+            models.SimulatorConfig: {"account_holders": {"enabled": True, "workflow": "KYC_ADVANCED"}},
             models.OrganizationSettingsUpdate: {"duplicate_customer_policy": "warn"},
             # Not CLOSED: that is final, and the other bodies still need an account to change.
             models.AccountStatusUpdate: {"account_status": "SUSPENDED", "account_substatus": "FRAUD_REVIEW"},

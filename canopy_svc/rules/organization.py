@@ -21,6 +21,7 @@ from canopy_svc.wire.models import (
     LithicConfigOut,
     OrganizationSettings,
     OrganizationSettingsUpdate,
+    SimulatorConfig,
 )
 
 ISSUER_PROCESSORS_DECODER = BodyDecoder(IssuerProcessorsUpdate)
@@ -48,7 +49,10 @@ def account_holders_config(stored: str | None) -> AccountHoldersConfig | None:
 
 
 def _answer(record: asyncpg.Record) -> IssuerProcessors:
+    simulator = account_holders_config(record["simulator_account_holders"])
     if record["lithic_api_key_encrypted"] is None:
+        if simulator is not None:
+            return IssuerProcessors(lithic_config=None, simulator_config=SimulatorConfig(account_holders=simulator))
         return IssuerProcessors(lithic_config=None)
     return IssuerProcessors(
         lithic_config=LithicConfigOut(
@@ -76,6 +80,12 @@ async def set_issuer_processors(
         # The config is replaced whole, as its key and base_url are: sent without it, enrollment is off.
         holders = config.account_holders
         await store.set_lithic_account_holders(
+            conn, org_id, msgspec.json.encode(holders).decode() if holders is not None else None
+        )
+    simulator = payload.simulator_config
+    if simulator is not UNSET:
+        holders = simulator.account_holders if simulator is not None else None
+        await store.set_simulator_account_holders(
             conn, org_id, msgspec.json.encode(holders).decode() if holders is not None else None
         )
     return _answer(await store.lithic_config(conn, org_id))

@@ -15,9 +15,11 @@ COLUMNS = """id, org_id, customer_row_id, idempotency_key::text AS idempotency_k
 
 
 async def card_context(conn: Queryable, card_id: int) -> asyncpg.Record | None:
-    """The card's customer (row id) and its organization's enrollment setting (JSON text, or null)."""
+    """The card's customer (row id) and its organization's enrollment settings (JSON text, or null): at
+    Lithic, and at the simulator."""
     return await conn.fetchrow(
-        """SELECT l.customer_row_id, o.lithic_account_holders::text AS setting
+        """SELECT l.customer_row_id, o.lithic_account_holders::text AS setting,
+                  o.simulator_account_holders::text AS simulator_setting
            FROM cards c JOIN customer_account_links l ON l.id = c.link_id JOIN organizations o ON o.id = c.org_id
            WHERE c.id = $1""",
         card_id,

@@ -787,6 +787,8 @@ ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_next_call_at timestamp
 -- sends the same key, so Lithic makes one account holder however often it is asked. status is Lithic's
 -- answer (NULL: none yet); tokens and statuses are no PII, and nothing of the customer is copied here.
 ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_account_holders jsonb;
+-- The same setting for the built-in simulator (simulator_config), used while the organization has no key.
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS simulator_account_holders jsonb;
 CREATE TABLE IF NOT EXISTS lithic_account_holders (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     org_id          bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,

@@ -1020,11 +1020,20 @@ class LithicConfigIn(msgspec.Struct, kw_only=True):
     account_holders: AccountHoldersConfig | None = None
 
 
+class SimulatorConfig(msgspec.Struct, kw_only=True):
+    """The built-in simulator's settings, which make an organization's cards while it has no Lithic key."""
+
+    # Enrolls customers at the simulator as lithic_config.account_holders does at Lithic (test SSNs).
+    account_holders: AccountHoldersConfig | None = None
+
+
 class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):
     """PUT /organization/issuer_processors."""
 
     # null removes the key (cards go back to the simulator); absent changes nothing.
     lithic_config: LithicConfigIn | UnsetType | None = UNSET
+    # null or absent account_holders: the simulator enrolls no one; absent: unchanged.
+    simulator_config: SimulatorConfig | UnsetType | None = UNSET
 
 
 class LithicConfigOut(msgspec.Struct):
@@ -1035,6 +1044,8 @@ class LithicConfigOut(msgspec.Struct):
 
 class IssuerProcessors(msgspec.Struct):
     lithic_config: LithicConfigOut | None
+    # Answered only when it holds a setting.
+    simulator_config: SimulatorConfig | UnsetType = UNSET
 
 
 DuplicatePolicy = Literal["warn", "block", "off"]

@@ -68,7 +68,8 @@ class Enroller:
         """What the card is issued under. Raises LithicRetryable (the card retries later) and LithicRejected
         (Lithic refused the enrollment request: the card fails) as a card call does."""
         context = await store.card_context(self.pool, card["id"])
-        setting = account_holders_config(context["setting"]) if context is not None else None
+        which = "simulator_setting" if issuer.simulated else "setting"
+        setting = account_holders_config(context[which]) if context is not None else None
         if context is None or setting is None or not setting.enabled:
             return _NOT_ENROLLED
         customer = await store.customer(self.pool, card["org_id"], context["customer_row_id"])
