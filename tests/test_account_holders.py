@@ -280,6 +280,28 @@ async def test_a_retryable_failure_retries_the_enrollment_with_the_same_key(
     assert len(fake_lithic.account_holder_creates()) == 2
 
 
+async def test_a_card_sent_before_enrollment_was_on_is_sent_again_as_it_was(
+    api: ApiClient, pool: asyncpg.Pool, fake_lithic: FakeLithic
+) -> None:
+    """Its retry must be the same request under the same Idempotency-Key: no account appears in it."""
+    await api.http.put(
+        "/organization/issuer_processors",
+        json={"lithic_config": {"api_key": LITHIC_KEY, "base_url": fake_lithic.base_url}},
+    )
+    await link(api, await account(api), ssn=SSN)
+    fake_lithic.fail_next(status=503)
+    worker = make_worker(pool)
+    await worker.process_due()
+    await enable(api, fake_lithic)
+    await make_due_now(pool)
+    await worker.process_due()
+
+    assert (await cards(pool))[0]["status"] == "ISSUED"
+    first, second = card_creates(fake_lithic)
+    assert first.body == second.body and "account_token" not in second.body
+    assert fake_lithic.account_holder_creates() == []
+
+
 # --- KYB ----------------------------------------------------------------------------------------
 
 BUSINESS = {

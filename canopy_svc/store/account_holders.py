@@ -18,7 +18,7 @@ async def card_context(conn: Queryable, card_id: int) -> asyncpg.Record | None:
     """The card's customer (row id) and its organization's enrollment settings (JSON text, or null): at
     Lithic, and at the simulator."""
     return await conn.fetchrow(
-        """SELECT l.customer_row_id, o.lithic_account_holders::text AS setting,
+        """SELECT l.customer_row_id, c.sent_account_token, o.lithic_account_holders::text AS setting,
                   o.simulator_account_holders::text AS simulator_setting
            FROM cards c JOIN customer_account_links l ON l.id = c.link_id JOIN organizations o ON o.id = c.org_id
            WHERE c.id = $1""",
@@ -51,6 +51,18 @@ async def ensure(conn: Queryable, org_id: int, customer_row_id: int, workflow: s
         )
     assert record is not None
     return record
+
+
+async def decide_sent_account(conn: Queryable, card_id: int, account_token: str | None) -> str | None:
+    """Records the account the card is sent under ('' for none) unless one was decided already; answers
+    the one that holds (a racing worker's decision wins, and is what is sent)."""
+    kept: str | None = await conn.fetchval(
+        """UPDATE cards SET sent_account_token = coalesce(sent_account_token, $2) WHERE id = $1
+           RETURNING sent_account_token""",
+        card_id,
+        account_token or "",
+    )
+    return kept or None
 
 
 async def lease(conn: Queryable, enrollment_id: int, *, lease_seconds: float) -> bool:

@@ -807,5 +807,10 @@ CREATE TABLE IF NOT EXISTS lithic_account_holders (
     CONSTRAINT lithic_account_holders_customer_key UNIQUE (org_id, customer_row_id),
     CONSTRAINT lithic_account_holders_answered CHECK (status IS NULL OR token IS NOT NULL)
 );
+-- The account a card is sent to Lithic under, decided (and committed) before its first send: every retry
+-- must be the same request under the same Idempotency-Key. NULL: not decided yet; '': none (enrollment
+-- was off, or the card was sent before it was on).
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS sent_account_token text
+    CHECK (sent_account_token = '' OR sent_account_token ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$');
 -- What a customer's delete (its organization's, cascading) finds its enrollment by.
 CREATE INDEX IF NOT EXISTS lithic_account_holders_customer_row_id ON lithic_account_holders (customer_row_id);

@@ -18,7 +18,7 @@ import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.issuers.account_holders import PENDING_STATUSES, EnrolledHolder
-from canopy_svc.issuers.card_issuer import LithicRejected
+from canopy_svc.issuers.card_issuer import LithicRejected, LithicRetryable
 from canopy_svc.issuers.gateway import Issuer
 from canopy_svc.rules import account_holders as rules
 from canopy_svc.rules.organization import account_holders_config
@@ -44,6 +44,7 @@ class Wait:
     error: str
     soon: bool = False
     attempts: int = 1
+    retryable: LithicRetryable | None = None  # Lithic (or the network) failed the call: its Retry-After
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,30 @@ class Enroller:
         self.lease_seconds = lease_seconds
 
     async def account_for(self, card: Any, issuer: Issuer) -> Outcome:
-        """What the card is issued under. Raises LithicRetryable (the card retries later) and LithicRejected
-        (Lithic refused the enrollment request: the card fails) as a card call does."""
+        """What the card is issued under. Raises LithicRejected (Lithic refused the enrollment request: the
+        card fails) as a card call does. Every other failure is a Wait: the card was not sent, and its
+        attempt must not count. The account decided is committed on the card before it is sent
+        (cards.sent_account_token), so a card sent before keeps the account it was sent under."""
+        try:
+            outcome = await self._account_for(card, issuer)
+            if isinstance(outcome, Proceed):  # committed before the send: every retry sends the same
+                account_token = await store.decide_sent_account(self.pool, card["id"], outcome.account_token)
+                return Proceed(account_token, called_lithic=outcome.called_lithic)
+            return outcome
+        except LithicRejected:
+            raise
+        except LithicRetryable as retryable:
+            return Wait("Enrolling the account holder: issuer unavailable; retrying", retryable=retryable)
+        except Exception as exc:  # a bug must not issue the card under no account; the lease retries later
+            log.error("account holder enrollment failed unexpectedly", extra={"error_type": type(exc).__name__})
+            return Wait("Enrolling the account holder failed; retrying")
+
+    async def _account_for(self, card: Any, issuer: Issuer) -> Outcome:
         context = await store.card_context(self.pool, card["id"])
         which = "simulator_setting" if issuer.simulated else "setting"
         setting = account_holders_config(context[which]) if context is not None else None
+        if context is not None and context["sent_account_token"] is not None:
+            return Proceed(context["sent_account_token"] or None)  # sent before: the same request again
         if context is None or setting is None or not setting.enabled:
             return _NOT_ENROLLED
         customer = await store.customer(self.pool, card["org_id"], context["customer_row_id"])
@@ -107,7 +127,11 @@ class Enroller:
             await store.release(self.pool, enrollment["id"])
             error = f"account holder {status}; reading it again failed: {rejected.message}"
             return Wait(error, attempts=enrollment["attempts"] + 1)
-        except BaseException:  # retryable, cancelled or a bug: the next worker may try at once, same key
+        except LithicRetryable as retryable:  # the next worker may try at once, with the same key
+            await store.release(self.pool, enrollment["id"])
+            error = "Enrolling the account holder: issuer unavailable; retrying"
+            return Wait(error, attempts=enrollment["attempts"] + 1, retryable=retryable)
+        except BaseException:  # cancelled or a bug: the next worker may try at once, with the same key
             await store.release(self.pool, enrollment["id"])
             raise
         async with self.pool.acquire() as conn, conn.transaction():  # the result, the customer, its event

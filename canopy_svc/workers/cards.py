@@ -32,7 +32,7 @@ from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import events
 from canopy_svc.store import account_holders as account_holder_store
 from canopy_svc.store import cards as card_store
-from canopy_svc.workers.account_holders import Enroller, Proceed, Refuse
+from canopy_svc.workers.account_holders import Enroller, Proceed, Refuse, Wait
 
 log = logging.getLogger("canopy_svc.cards")
 
@@ -250,7 +250,7 @@ class CardWorker:
                 done = await card_store.mark_issued(conn, card["id"], answer)
                 await events.record_card_event(conn, "card_issued", done)
 
-    async def _hold_for_enrollment(self, card: Any, outcome: Any) -> None:
+    async def _hold_for_enrollment(self, card: Any, outcome: Wait | Refuse) -> None:
         """A card whose customer's enrollment is not ACCEPTED: FAILED when it was refused, else kept PENDING
         (never issued under another account, nor under none)."""
         if isinstance(outcome, Refuse):
@@ -259,7 +259,11 @@ class CardWorker:
                 failed = await card_store.mark_failed(conn, card["id"], outcome.error)
                 await events.record_card_event(conn, "card_failed", failed)
             return
-        delay = self.policy.base_seconds if outcome.soon else self.policy.delay(outcome.attempts, None)
+        retryable = outcome.retryable
+        if retryable is not None:
+            await self._hold_after(card["org_id"], retryable)
+        retry_after = retryable.retry_after if retryable is not None else None
+        delay = self.policy.base_seconds if outcome.soon else self.policy.delay(outcome.attempts, retry_after)
         await account_holder_store.hold_card(self.pool, card["id"], delay_seconds=delay, error=outcome.error)
 
     async def run(self) -> None:
