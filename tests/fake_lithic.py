@@ -2,8 +2,9 @@
 
 It runs http.server in its own thread, so it keeps answering while a test's event loop is busy awaiting.
 It checks what Lithic's OpenAPI spec (and our contract) require of `POST /v1/cards`,
-`PATCH /v1/cards/{token}` and `GET /v1/cards/{token}`; anything off is answered 400/401 and appended to
-`spec_violations`, which tests assert is empty.
+`PATCH /v1/cards/{token}`, `GET /v1/cards/{token}`, `POST /v1/account_holders` and
+`GET /v1/account_holders/{token}`; anything off is answered 400/401 and appended to `spec_violations`,
+which tests assert is empty.
 
     with FakeLithic(api_key="test-key") as fake:
         ...  # point the client at fake.base_url
@@ -62,6 +63,47 @@ _UUID_FIELDS = ("account_token", "card_program_token", "bulk_order_token", "digi
 
 MAX_BODY = 1 << 20
 
+# postAccountHolders (components/schemas Kyc, Kyb, KycExempt, Individual, BusinessEntity, Address): each
+# body's properties, and the required ones. The test SSNs decide the evaluation, as the simulator's do
+# (canopy_svc/issuers/simulator.py): REJECTED_SSN is REJECTED; PENDING_SSN is PENDING_DOCUMENT under
+# KYC_ADVANCED and PENDING_REVIEW under KYB_BASIC (the workflows that have those states), else ACCEPTED.
+REJECTED_SSN = "666666666"
+PENDING_SSN = "555555555"
+KYC_FIELDS = frozenset({"individual", "tos_timestamp", "workflow", "external_id", "kyc_passed_timestamp"})
+KYC_REQUIRED = ("individual", "tos_timestamp", "workflow")
+KYB_FIELDS = frozenset(
+    {
+        "beneficial_owner_entities", "beneficial_owner_individuals", "business_entity", "control_person",
+        "external_id", "kyb_passed_timestamp", "nature_of_business", "tos_timestamp", "website_url", "workflow",
+    }
+)  # fmt: skip
+KYB_REQUIRED = (
+    "beneficial_owner_entities", "beneficial_owner_individuals", "business_entity", "control_person",
+    "nature_of_business", "tos_timestamp", "workflow",
+)  # fmt: skip
+KYC_EXEMPT_FIELDS = frozenset(
+    {
+        "address", "business_account_token", "email", "external_id", "first_name", "kyc_exemption_type",
+        "last_name", "phone_number", "workflow",
+    }
+)  # fmt: skip
+KYC_EXEMPT_REQUIRED = ("address", "email", "first_name", "kyc_exemption_type", "last_name", "phone_number")
+INDIVIDUAL_FIELDS = frozenset({"address", "dob", "email", "first_name", "government_id", "last_name", "phone_number"})
+KYC_INDIVIDUAL_REQUIRED = ("address", "dob", "email", "first_name", "government_id", "last_name", "phone_number")
+KYB_INDIVIDUAL_REQUIRED = ("address", "dob", "email", "first_name", "government_id", "last_name")
+BUSINESS_FIELDS = frozenset(
+    {"address", "dba_business_name", "entity_token", "government_id", "legal_business_name", "parent_company",
+     "phone_numbers"}
+)  # fmt: skip
+BUSINESS_REQUIRED = ("address", "government_id", "legal_business_name", "phone_numbers")
+ADDRESS_FIELDS = frozenset({"address1", "address2", "city", "country", "postal_code", "state"})
+ADDRESS_REQUIRED = ("address1", "city", "country", "postal_code", "state")
+KYC_WORKFLOWS = frozenset({"KYC_ADVANCED", "KYC_BASIC", "KYC_BYO"})
+KYB_WORKFLOWS = frozenset({"KYB_BASIC", "KYB_BYO"})
+KYC_EXEMPTION_TYPES = frozenset({"AUTHORIZED_USER", "PREPAID_CARD_USER"})
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_NINE_DIGITS = re.compile(r"[0-9]{3}-?[0-9]{2}-?[0-9]{4}|[0-9]{2}-?[0-9]{7}")
+
 
 class RecordedRequest(NamedTuple):
     method: str
@@ -115,6 +157,8 @@ class FakeLithic:
         self.account_token = str(uuid.uuid4())
         self.default_card_program_token = str(uuid.uuid4())
         self._by_idempotency_key: dict[str, tuple[str, Any]] = {}  # key -> (card token, request body)
+        self.account_holders: dict[str, dict[str, Any]] = {}  # token -> Lithic's AccountHolder answer
+        self._holders_by_key: dict[str, tuple[str, Any]] = {}  # key -> (holder token, request body)
         self._script: deque[_Step] = deque()
         self._down = False
         self._down_status: int | None = None
@@ -317,8 +361,13 @@ class FakeLithic:
             return _Answer(401, _error_body("Could not find API key"))
 
         card_path = re.fullmatch(r"/v1/cards/([^/]+)", path)
+        holder_path = re.fullmatch(r"/v1/account_holders/([^/]+)", path)
         if method == "POST" and path == "/v1/cards":
             return self._create(headers, raw, body)
+        if method == "POST" and path == "/v1/account_holders":
+            return self._enroll(headers, raw, body)
+        if method == "GET" and holder_path:
+            return self._account_holder(unquote(holder_path[1]))
         if method == "PATCH" and card_path:
             return self._update(unquote(card_path[1]), headers, raw, body)
         if method == "GET" and card_path:
@@ -455,6 +504,79 @@ class FakeLithic:
         }
         return body, headers
 
+    def set_account_holder_status(self, token: str, status: str, reasons: list[str] | None = None) -> None:
+        """Lithic's review ends (or changes): what GET /v1/account_holders/{token} answers from now on."""
+        with self.lock:
+            holder = self.account_holders[token]
+            holder["status"] = status
+            holder["status_reasons"] = list(reasons or [])
+            holder["verification_application"]["status"] = status
+            holder["verification_application"]["status_reasons"] = list(reasons or [])
+
+    def account_holder_creates(self) -> list[RecordedRequest]:
+        with self.lock:
+            return [r for r in self.requests if r.method == "POST" and r.path == "/v1/account_holders"]
+
+    def _enroll(self, headers: Any, raw: bytes, body: Any) -> _Answer:
+        key = headers.get("Idempotency-Key")
+        if key is not None and not _is_uuid(key):
+            return self._violation(400, "Idempotency-Key must be a UUID")
+        problem = self._json_body(headers, raw, body)
+        if problem:
+            return self._violation(400, problem)
+        problems = _account_holder_problems(body)
+        if problems:
+            return self._violation(400, "; ".join(problems))
+        with self.lock:
+            if key is not None and (seen := self._holders_by_key.get(key)) is not None:
+                token, first_body = seen
+                if first_body != body:
+                    return self._violation(422, "Idempotency-Key reused with a different body")
+                return _Answer(200, json.dumps(self._holder_answer(self.account_holders[token])).encode())
+            holder = self._new_account_holder(body)
+            self.account_holders[holder["token"]] = holder
+            if key is not None:
+                self._holders_by_key[key] = (holder["token"], body)
+            return _Answer(200, json.dumps(self._holder_answer(holder)).encode())
+
+    def _new_account_holder(self, body: dict[str, Any]) -> dict[str, Any]:
+        workflow = body["workflow"]
+        people = [body.get("individual"), body.get("control_person"), *body.get("beneficial_owner_individuals", [])]
+        ids = {str(p["government_id"]).replace("-", "") for p in people if isinstance(p, dict)}
+        status, reasons = "ACCEPTED", []
+        if workflow != "KYC_EXEMPT" and REJECTED_SSN in ids:
+            status, reasons = "REJECTED", ["ID_VERIFICATION_FAILURE"]
+        elif PENDING_SSN in ids and workflow == "KYC_ADVANCED":
+            status, reasons = "PENDING_DOCUMENT", ["DOB_VERIFICATION_FAILURE"]
+        elif PENDING_SSN in ids and workflow == "KYB_BASIC":
+            status, reasons = "PENDING_REVIEW", ["PRIMARY_BUSINESS_ENTITY_ADDRESS_VERIFICATION_FAILURE"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "token": str(uuid.uuid4()),
+            "account_token": str(uuid.uuid4()),
+            "status": status,
+            "status_reasons": reasons,
+            "created": now,
+            "external_id": body.get("external_id"),
+            "user_type": "BUSINESS" if workflow.startswith("KYB") else "INDIVIDUAL",
+            "verification_application": {"created": now, "status": status, "status_reasons": reasons, "updated": now},
+            "workflow": workflow,  # kept for tests; not part of the answer
+            "request": body,  # likewise
+        }
+
+    @staticmethod
+    def _holder_answer(holder: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in holder.items() if key not in ("workflow", "request")}
+
+    def _account_holder(self, token: str) -> _Answer:
+        if not _is_uuid(token):
+            return self._violation(400, "account_holder_token must be a UUID")
+        with self.lock:
+            holder = self.account_holders.get(token)
+            if holder is None:
+                return _Answer(404, _error_body("Account holder not found"))
+            return _Answer(200, json.dumps(self._holder_answer(holder)).encode())
+
     def _send(self, handler: _Handler, answer: _Answer) -> None:
         try:
             handler.send_response(answer.status)
@@ -569,6 +691,129 @@ def _update_problems(body: dict[str, Any]) -> list[str]:
     if body.get("state") is not None and body["state"] not in UPDATE_STATES:
         problems.append(f"invalid state {body['state']!r}")
     return problems
+
+
+def _account_holder_problems(body: dict[str, Any]) -> list[str]:
+    """postAccountHolders: the body is one of Kyc, Kyb, KycExempt, told apart by its workflow."""
+    workflow = body.get("workflow")
+    if workflow == "KYC_EXEMPT":
+        problems = _object_problems(body, "", KYC_EXEMPT_FIELDS, KYC_EXEMPT_REQUIRED)
+        if body.get("kyc_exemption_type") not in KYC_EXEMPTION_TYPES:
+            problems.append(f"invalid kyc_exemption_type {body.get('kyc_exemption_type')!r}")
+        problems += _address_problems(body.get("address"), "address", countries=("USA", "CAN"))
+        problems += _contact_problems(body, "")
+        if "business_account_token" in body and not _is_uuid(body["business_account_token"]):
+            problems.append("business_account_token must be a UUID")
+        return problems
+    if workflow in KYC_WORKFLOWS:
+        problems = _object_problems(body, "", KYC_FIELDS, KYC_REQUIRED)
+        problems += _individual_problems(body.get("individual"), "individual", KYC_INDIVIDUAL_REQUIRED)
+    elif workflow in KYB_WORKFLOWS:
+        problems = _object_problems(body, "", KYB_FIELDS, KYB_REQUIRED)
+        problems += _individual_problems(body.get("control_person"), "control_person", KYB_INDIVIDUAL_REQUIRED)
+        owners, entities = body.get("beneficial_owner_individuals"), body.get("beneficial_owner_entities")
+        if not isinstance(owners, list) or not isinstance(entities, list):
+            problems.append("beneficial_owner_individuals and beneficial_owner_entities must be arrays")
+        else:
+            if not owners and not entities:
+                problems.append("beneficial_owner_individuals or beneficial_owner_entities must be populated")
+            for i, owner in enumerate(owners):
+                problems += _individual_problems(owner, f"beneficial_owner_individuals[{i}]", KYB_INDIVIDUAL_REQUIRED)
+            for i, entity in enumerate(entities):
+                problems += _business_problems(entity, f"beneficial_owner_entities[{i}]")
+        problems += _business_problems(body.get("business_entity"), "business_entity")
+    else:
+        return [f"invalid workflow {workflow!r}"]
+    stamp = "kyb_passed_timestamp" if workflow.startswith("KYB") else "kyc_passed_timestamp"
+    if workflow.endswith("_BYO") and stamp not in body:
+        problems.append(f"{stamp} is required with {workflow}")
+    for name in ("tos_timestamp", stamp):
+        if name in body and not _is_timestamp(body[name]):
+            problems.append(f"{name} must be an RFC 3339 timestamp, got {body[name]!r}")
+    return problems
+
+
+def _object_problems(value: Any, where: str, allowed: frozenset[str], required: tuple[str, ...]) -> list[str]:
+    if not isinstance(value, dict):
+        return [f"{where or 'body'} must be an object"]
+    prefix = f"{where}." if where else ""
+    problems = [f"{prefix}{name} is required" for name in required if name not in value]
+    problems += [f"unknown field {prefix}{name}" for name in sorted(value.keys() - allowed)]
+    problems += [f"{prefix}{name} must not be null (omit it instead)" for name in sorted(value) if value[name] is None]
+    problems += [
+        f"{prefix}{name} must be a string"
+        for name, item in value.items()
+        if item is not None and not isinstance(item, (str, dict, list))
+    ]
+    return problems
+
+
+def _individual_problems(person: Any, where: str, required: tuple[str, ...]) -> list[str]:
+    problems = _object_problems(person, where, INDIVIDUAL_FIELDS, required)
+    if problems:
+        return problems
+    if "government_id" in person and not _NINE_DIGITS.fullmatch(str(person["government_id"])):
+        problems.append(f"{where}.government_id must be nine digits, with or without hyphens")
+    if not _is_date_or_timestamp(person.get("dob")):
+        problems.append(f"{where}.dob must be an RFC 3339 date")
+    problems += _contact_problems(person, where)
+    return problems + _address_problems(person.get("address"), f"{where}.address", countries=("USA",))
+
+
+def _business_problems(business: Any, where: str) -> list[str]:
+    problems = _object_problems(business, where, BUSINESS_FIELDS, BUSINESS_REQUIRED)
+    if problems:
+        return problems
+    phones = business["phone_numbers"]
+    if not isinstance(phones, list) or not phones or not all(isinstance(p, str) and _E164.fullmatch(p) for p in phones):
+        problems.append(f"{where}.phone_numbers must be one or more E.164 numbers")
+    if not re.fullmatch(r"[0-9]{2}-?[0-9]{7}|[0-9]{3}-?[0-9]{2}-?[0-9]{4}", str(business["government_id"])):
+        problems.append(f"{where}.government_id must be a nine-digit EIN")
+    return problems + _address_problems(business.get("address"), f"{where}.address", countries=("USA",))
+
+
+def _contact_problems(person: dict[str, Any], where: str) -> list[str]:
+    prefix = f"{where}." if where else ""
+    problems = []
+    if "phone_number" in person and not _E164.fullmatch(str(person["phone_number"])):
+        problems.append(f"{prefix}phone_number must be E.164")
+    if "email" in person and not re.fullmatch(r"[^@\s]+@[^@\s]+", str(person["email"])):
+        problems.append(f"{prefix}email must be an email address")
+    return problems
+
+
+def _address_problems(address: Any, where: str, *, countries: tuple[str, ...]) -> list[str]:
+    problems = _object_problems(address, where, ADDRESS_FIELDS, ADDRESS_REQUIRED)
+    if problems:
+        return problems
+    if address["country"] not in countries:
+        problems.append(f"{where}.country must be one of {countries} (alpha-3), got {address['country']!r}")
+    elif address["country"] == "USA":
+        if not re.fullmatch(r"[A-Z]{2}", address["state"]):
+            problems.append(f"{where}.state must be a two-letter code")
+        if not re.fullmatch(r"[0-9]{5}(-[0-9]{4})?", address["postal_code"]):
+            problems.append(f"{where}.postal_code must be 12345 or 12345-1234")
+    return problems
+
+
+def _is_timestamp(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) < 19:
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_date_or_timestamp(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -247,6 +247,8 @@ class World:
                 "base_url": "https://sandbox.lithic.com",
                 "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             },
+            models.AccountHoldersConfig: {"enabled": True, "workflow": "KYC_BASIC", "nature_of_business": "Software"},
+            models.SimulatorConfig: {"account_holders": {"enabled": True, "workflow": "KYC_ADVANCED"}},
             models.OrganizationSettingsUpdate: {"duplicate_customer_policy": "warn"},
             # Not CLOSED: that is final, and the other bodies still need an account to change.
             models.AccountStatusUpdate: {"account_status": "SUSPENDED", "account_substatus": "FRAUD_REVIEW"},

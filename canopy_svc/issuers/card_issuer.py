@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from canopy_svc.issuers.account_holders import EnrolledHolder
+
 
 class LithicError(Exception):
     """Anything the client raises. `debugging_request_id` is Lithic's id for support, when it sent one."""
@@ -79,6 +81,8 @@ class CardRequest:
     product_id: str | None = None
     shipping_method: str | None = None
     shipping_address: dict[str, str] | None = field(default=None, repr=False)  # a name and a home address
+    # The customer's Lithic account (its account holder's, issue 13 item 5); None: the program's default.
+    account_token: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         fields = {
@@ -93,6 +97,7 @@ class CardRequest:
             "product_id": self.product_id,
             "shipping_method": self.shipping_method,
             "shipping_address": self.shipping_address,
+            "account_token": self.account_token,
         }
         return {key: value for key, value in fields.items() if value is not None}
 
@@ -132,5 +137,11 @@ class CardIssuer(Protocol):
     ) -> IssuedCard: ...
 
     async def get_card(self, base_url: str, api_key: str, card_token: str) -> IssuedCard: ...
+
+    async def create_account_holder(
+        self, base_url: str, api_key: str, idempotency_key: str, body: dict[str, Any]
+    ) -> EnrolledHolder: ...
+
+    async def get_account_holder(self, base_url: str, api_key: str, account_holder_token: str) -> EnrolledHolder: ...
 
     async def aclose(self) -> None: ...

@@ -25,12 +25,14 @@ import email.utils
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from canopy_svc.issuers.account_holders import EnrolledHolder, enrolled_holder, without_personal_data
 from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected, LithicRetryable
 from canopy_svc.issuers.egress import DestinationRefused, GuardedTransport
 from canopy_svc.issuers.hosts import LITHIC_ONLY, LithicHosts
@@ -47,6 +49,8 @@ MAX_RETRY_AFTER = 3600.0
 # Lithic still processes the first attempt with the same Idempotency-Key). Treating them as final would mark a
 # card FAILED that Lithic is about to create, so they count as retryable like 429 and 5xx.
 _RETRYABLE_4XX = frozenset({408, 409, 429})
+
+_T = TypeVar("_T")
 
 _DELAY_SECONDS = re.compile(r"\d+(\.\d+)?")
 
@@ -139,6 +143,23 @@ class LithicClient:
             raise ValueError("card_token must be a UUID")
         return await self._send("GET", base_url, f"/v1/cards/{card_token}", api_key, None, {})
 
+    async def create_account_holder(
+        self, base_url: str, api_key: str, idempotency_key: str, body: dict[str, Any]
+    ) -> EnrolledHolder:
+        """POST /v1/account_holders (postAccountHolders): `body` is a Kyc, Kyb or KycExempt request. Lithic's
+        messages about it are cleared of SSN- and email-shaped text (they end up on a card's error)."""
+        if not _is_uuid(idempotency_key):
+            raise ValueError("idempotency_key must be a UUID")
+        headers = {"Idempotency-Key": idempotency_key}
+        return await self._call("POST", base_url, "/v1/account_holders", api_key, body, headers, _holder_answer)
+
+    async def get_account_holder(self, base_url: str, api_key: str, account_holder_token: str) -> EnrolledHolder:
+        """GET /v1/account_holders/{account_holder_token} (getAccountHolder): its evaluation as it stands."""
+        if not _is_uuid(account_holder_token):
+            raise ValueError("account_holder_token must be a UUID")
+        path = f"/v1/account_holders/{account_holder_token}"
+        return await self._call("GET", base_url, path, api_key, None, {}, _holder_answer)
+
     async def _send(
         self,
         method: str,
@@ -148,6 +169,18 @@ class LithicClient:
         body: dict[str, Any] | None,
         extra_headers: dict[str, str],
     ) -> IssuedCard:
+        return await self._call(method, base_url, path, api_key, body, extra_headers, _issued_card)
+
+    async def _call(
+        self,
+        method: str,
+        base_url: str,
+        path: str,
+        api_key: str,
+        body: dict[str, Any] | None,
+        extra_headers: dict[str, str],
+        parse: Callable[[object], _T],
+    ) -> _T:
         url = _endpoint(self.hosts, base_url, path)
         _check_api_key(api_key)
         headers = {"Authorization": api_key, "Accept": "application/json", **extra_headers}
@@ -165,7 +198,7 @@ class LithicClient:
             raise LithicRetryable(f"Could not reach Lithic ({type(exc).__name__})") from exc
         # Status and path only: bodies hold card data and headers hold the key.
         log.debug("lithic %s %s -> %s", method, path, response.status_code)
-        return _interpret(response, api_key)
+        return _interpret(response, api_key, parse)
 
 
 def _is_uuid(value: object) -> bool:
@@ -196,15 +229,22 @@ def _check_api_key(api_key: str) -> None:
         raise LithicRejected(0, "Lithic API key is empty or not a valid header value")
 
 
-def _interpret(response: httpx.Response, api_key: str) -> IssuedCard:
+def _holder_answer(data: object) -> EnrolledHolder:
+    return enrolled_holder(data)
+
+
+def _interpret(response: httpx.Response, api_key: str, parse: Callable[[object], _T]) -> _T:
     status = response.status_code
     if 200 <= status < 300:
         try:
-            return _issued_card(response.json())
+            return parse(response.json())
         except ValueError:
             # The request may well have worked; a retry with the same Idempotency-Key fetches the card again.
-            raise LithicRetryable(f"Lithic answered {status} without a card", status=status) from None
+            what = "an account holder" if parse is _holder_answer else "a card"
+            raise LithicRetryable(f"Lithic answered {status} without {what}", status=status) from None
     message, request_id = _error_details(response, api_key)
+    if parse is _holder_answer:
+        message = without_personal_data(message)
     if status in _RETRYABLE_4XX or status >= 500:
         raise LithicRetryable(
             message,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from canopy_svc.issuers.account_holders import EnrolledHolder
 from canopy_svc.issuers.card_issuer import CardRequest, IssuedCard, LithicRejected
 from canopy_svc.issuers.webhooks import new_secret, signature
 
@@ -22,6 +23,13 @@ class SimulatedAuthorization:
     result: str  # APPROVED or DECLINED
     webhook_body: bytes = b""
     webhook_headers: dict[str, str] = field(default_factory=dict)
+
+
+# Test SSNs (README, "Lithic account holders"): an enrollment naming one, as the person's or as a business's
+# control person's or owner's government_id, is REJECTED, or pending where the workflow can be
+# (PENDING_DOCUMENT under KYC_ADVANCED, PENDING_REVIEW under KYB_BASIC). tests/fake_lithic.py decides alike.
+REJECTED_TEST_SSN = "666-66-6666"
+PENDING_TEST_SSN = "555-55-5555"
 
 
 class CardSimulator:
@@ -39,6 +47,8 @@ class CardSimulator:
         self._cards: dict[str, IssuedCard] = {}
         # Signs the simulator's own webhooks (authorize()): made per process, as its cards are.
         self.webhook_secret = new_secret()
+        self._holders_by_key: dict[str, EnrolledHolder] = {}
+        self._holders: dict[str, EnrolledHolder] = {}
 
     async def create_card(self, base_url: str, api_key: str, idempotency_key: str, card: CardRequest) -> IssuedCard:
         existing = self._by_idempotency_key.get(idempotency_key)
@@ -142,8 +152,58 @@ class CardSimulator:
         }
         return SimulatedAuthorization("APPROVED", body, headers)
 
+    async def create_account_holder(
+        self, base_url: str, api_key: str, idempotency_key: str, body: dict[str, Any]
+    ) -> EnrolledHolder:
+        """Decides by the test SSNs above; everything else is ACCEPTED. The same key answers the same holder."""
+        existing = self._holders_by_key.get(idempotency_key)
+        if existing is not None:
+            return existing
+        workflow = body.get("workflow")
+        if workflow not in {"KYC_BASIC", "KYC_ADVANCED", "KYC_EXEMPT", "KYB_BASIC"}:
+            raise LithicRejected(400, f"Invalid workflow: {workflow}")
+        status, reasons = simulated_evaluation(body)
+        holder = EnrolledHolder(
+            token=str(uuid.uuid4()),
+            account_token=str(uuid.uuid4()) if status != "REJECTED" else None,
+            status=status,
+            status_reasons=reasons,
+        )
+        self._holders_by_key[idempotency_key] = holder
+        self._holders[holder.token] = holder
+        if len(self._holders) > self.MAX_REMEMBERED:
+            oldest = next(iter(self._holders_by_key))
+            self._holders.pop(self._holders_by_key.pop(oldest).token, None)
+        return holder
+
+    async def get_account_holder(self, base_url: str, api_key: str, account_holder_token: str) -> EnrolledHolder:
+        holder = self._holders.get(account_holder_token)
+        if holder is None:
+            raise LithicRejected(404, "Account holder not found")
+        return holder
+
     async def aclose(self) -> None:
         return None
+
+
+def _government_ids(body: dict[str, Any]) -> list[str]:
+    people = [body.get("individual"), body.get("control_person"), *(body.get("beneficial_owner_individuals") or [])]
+    return [str(person.get("government_id", "")).replace("-", "") for person in people if isinstance(person, dict)]
+
+
+def simulated_evaluation(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """Lithic's evaluation as the simulator plays it: (status, status_reasons)."""
+    if body.get("workflow") == "KYC_EXEMPT":
+        return "ACCEPTED", ()
+    ids = _government_ids(body)
+    if REJECTED_TEST_SSN.replace("-", "") in ids:
+        return "REJECTED", ("ID_VERIFICATION_FAILURE",)
+    if PENDING_TEST_SSN.replace("-", "") in ids:
+        if body.get("workflow") == "KYC_ADVANCED":
+            return "PENDING_DOCUMENT", ("DOB_VERIFICATION_FAILURE",)
+        if body.get("workflow") == "KYB_BASIC":
+            return "PENDING_REVIEW", ("PRIMARY_BUSINESS_ENTITY_ADDRESS_VERIFICATION_FAILURE",)
+    return "ACCEPTED", ()
 
 
 # The spec's enums (type includes the deprecated values Lithic still accepts).

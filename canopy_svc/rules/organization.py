@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 from msgspec import UNSET
 
 from canopy_svc.core.crypto import DataCipher
@@ -15,11 +16,13 @@ from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import organizations as store
 from canopy_svc.wire.errors import InvalidInput, detail
 from canopy_svc.wire.models import (
+    AccountHoldersConfig,
     IssuerProcessors,
     IssuerProcessorsUpdate,
     LithicConfigOut,
     OrganizationSettings,
     OrganizationSettingsUpdate,
+    SimulatorConfig,
 )
 
 ISSUER_PROCESSORS_DECODER = BodyDecoder(IssuerProcessorsUpdate)
@@ -42,14 +45,26 @@ def parse_issuer_processors(body: bytes, hosts: LithicHosts = LITHIC_ONLY) -> Is
     return payload
 
 
+_ACCOUNT_HOLDERS = msgspec.json.Decoder(AccountHoldersConfig)
+
+
+def account_holders_config(stored: str | None) -> AccountHoldersConfig | None:
+    """The organization's account holder setting as stored (organizations.lithic_account_holders)."""
+    return _ACCOUNT_HOLDERS.decode(stored) if stored is not None else None
+
+
 def _answer(record: asyncpg.Record, webhook_secret_last_four: str | None = None) -> IssuerProcessors:
+    simulator = account_holders_config(record["simulator_account_holders"])
     if record["lithic_api_key_encrypted"] is None:
+        if simulator is not None:
+            return IssuerProcessors(lithic_config=None, simulator_config=SimulatorConfig(account_holders=simulator))
         return IssuerProcessors(lithic_config=None)
     return IssuerProcessors(
         lithic_config=LithicConfigOut(
             api_key="****" + (record["lithic_api_key_last_four"] or ""),
             base_url=record["lithic_base_url"] or LITHIC_SANDBOX_URL,
             webhook_secret=None if webhook_secret_last_four is None else "whsec_****" + webhook_secret_last_four,
+            account_holders=account_holders_config(record["lithic_account_holders"]),
         )
     )
 
@@ -69,6 +84,7 @@ async def set_issuer_processors(
     elif config is None:  # null removes the key: cards go back to the simulator
         await store.set_lithic_config(conn, org_id, None, None, None)
         await store.set_lithic_webhook_secret(conn, org_id, None, None)
+        await store.set_lithic_account_holders(conn, org_id, None)
     else:
         encrypted = cipher.encrypt(config.api_key, context=LITHIC_KEY_CONTEXT)
         last_four = config.api_key[-4:] if len(config.api_key) >= 12 else ""
@@ -78,6 +94,17 @@ async def set_issuer_processors(
         elif config.webhook_secret is not UNSET:
             sealed = cipher.encrypt(config.webhook_secret, context=webhook_secret_context(org_id))
             await store.set_lithic_webhook_secret(conn, org_id, sealed, config.webhook_secret[-4:])
+        # The config is replaced whole, as its key and base_url are: sent without it, enrollment is off.
+        holders = config.account_holders
+        await store.set_lithic_account_holders(
+            conn, org_id, msgspec.json.encode(holders).decode() if holders is not None else None
+        )
+    simulator = payload.simulator_config
+    if simulator is not UNSET:
+        holders = simulator.account_holders if simulator is not None else None
+        await store.set_simulator_account_holders(
+            conn, org_id, msgspec.json.encode(holders).decode() if holders is not None else None
+        )
     return await _current(conn, org_id)
 
 

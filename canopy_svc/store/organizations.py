@@ -48,9 +48,23 @@ async def set_lithic_config(
     )
 
 
+async def set_lithic_account_holders(conn: Queryable, org_id: int, config_json: str | None) -> None:
+    """The account holder setting of the Lithic config (its JSON; None: off)."""
+    await conn.execute("UPDATE organizations SET lithic_account_holders = $2::jsonb WHERE id = $1", org_id, config_json)
+
+
+async def set_simulator_account_holders(conn: Queryable, org_id: int, config_json: str | None) -> None:
+    """The simulator's account holder setting (its JSON; None: off)."""
+    await conn.execute(
+        "UPDATE organizations SET simulator_account_holders = $2::jsonb WHERE id = $1", org_id, config_json
+    )
+
+
 async def lithic_config(conn: Queryable, org_id: int) -> asyncpg.Record:
     record = await conn.fetchrow(
-        """SELECT lithic_api_key_encrypted, lithic_api_key_last_four, lithic_base_url
+        """SELECT lithic_api_key_encrypted, lithic_api_key_last_four, lithic_base_url,
+                  lithic_account_holders::text AS lithic_account_holders,
+                  simulator_account_holders::text AS simulator_account_holders
            FROM organizations WHERE id = $1""",
         org_id,
     )

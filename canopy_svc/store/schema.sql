@@ -809,3 +809,38 @@ CREATE INDEX IF NOT EXISTS cards_reconcilable ON cards ((coalesce(reconciled_at,
     WHERE status = 'ISSUED' AND ((card_type = 'SINGLE_USE' AND state = 'OPEN')
         OR (card_type = 'MERCHANT_LOCKED' AND state = 'OPEN' AND coalesce(hostname, '') = '')
         OR state IN ('PENDING_FULFILLMENT', 'PENDING_ACTIVATION'));
+
+-- Issue 13 item 5 (Lithic account holders): the organization's enrollment setting (its Lithic config's
+-- `account_holders`, as validated: wire/models.py AccountHoldersConfig), and one enrollment per customer.
+-- An enrollment is the outbox of POST /v1/account_holders: its row and Idempotency-Key are committed
+-- before the first call, a worker takes the call with a lease (lease_until), and a retry after a crash
+-- sends the same key, so Lithic makes one account holder however often it is asked. status is Lithic's
+-- answer (NULL: none yet); tokens and statuses are no PII, and nothing of the customer is copied here.
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_account_holders jsonb;
+-- The same setting for the built-in simulator (simulator_config), used while the organization has no key.
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS simulator_account_holders jsonb;
+CREATE TABLE IF NOT EXISTS lithic_account_holders (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id          bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    customer_row_id bigint NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    idempotency_key uuid NOT NULL UNIQUE,
+    workflow        text NOT NULL CHECK (workflow IN ('KYC_BASIC', 'KYC_ADVANCED', 'KYC_EXEMPT', 'KYB_BASIC')),
+    status          text CHECK (status IN ('ACCEPTED', 'PENDING_REVIEW', 'PENDING_DOCUMENT', 'PENDING_RESUBMIT',
+                                           'REJECTED')),
+    status_reasons  text[] NOT NULL DEFAULT '{}',
+    token           uuid,
+    account_token   uuid,
+    attempts        integer NOT NULL DEFAULT 0,
+    lease_until     timestamptz,
+    created_at      timestamptz(0) NOT NULL DEFAULT now(),
+    updated_at      timestamptz(0) NOT NULL DEFAULT now(),
+    CONSTRAINT lithic_account_holders_customer_key UNIQUE (org_id, customer_row_id),
+    CONSTRAINT lithic_account_holders_answered CHECK (status IS NULL OR token IS NOT NULL)
+);
+-- The account a card is sent to Lithic under, decided (and committed) before its first send: every retry
+-- must be the same request under the same Idempotency-Key. NULL: not decided yet; '': none (enrollment
+-- was off, or the card was sent before it was on).
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS sent_account_token text
+    CHECK (sent_account_token = '' OR sent_account_token ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$');
+-- What a customer's delete (its organization's, cascading) finds its enrollment by.
+CREATE INDEX IF NOT EXISTS lithic_account_holders_customer_row_id ON lithic_account_holders (customer_row_id);

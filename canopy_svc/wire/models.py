@@ -984,6 +984,28 @@ class CustomerAccountLinkList(msgspec.Struct):
     paging: Paging
 
 
+# Lithic's account holder workflows (postAccountHolders): KYC for a person, KYB for a business. The BYO
+# workflows ("bring your own" KYC, with a kyc_passed_timestamp) are not offered: nothing here records when
+# an organization's own check passed.
+KycWorkflow = Literal["KYC_BASIC", "KYC_ADVANCED", "KYC_EXEMPT"]
+KybWorkflow = Literal["KYB_BASIC"]
+KycExemptionType = Literal["AUTHORIZED_USER", "PREPAID_CARD_USER"]
+
+
+class AccountHoldersConfig(msgspec.Struct, kw_only=True):
+    """Enrolling each customer at Lithic (POST /v1/account_holders) before its first card, which is then
+    issued under the customer's Lithic account (account_token)."""
+
+    enabled: bool
+    workflow: Annotated[KycWorkflow, msgspec.Meta(description="For a person customer. Default KYC_BASIC")] = "KYC_BASIC"
+    kyc_exemption_type: Annotated[KycExemptionType, msgspec.Meta(description="Sent with KYC_EXEMPT")] = (
+        "PREPAID_CARD_USER"
+    )
+    kyb_workflow: Annotated[KybWorkflow, msgspec.Meta(description="For a business customer")] = "KYB_BASIC"
+    # KYB's required nature_of_business (Canopy's business_details has no such field).
+    nature_of_business: RequiredText | None = None
+
+
 class LithicConfigIn(msgspec.Struct, kw_only=True):
     # Printable ASCII to the very end (END: a bare `$` let "key\n" through, into the Authorization header).
     api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+" + END)]
@@ -1001,6 +1023,15 @@ class LithicConfigIn(msgspec.Struct, kw_only=True):
         | UnsetType
         | None
     ) = UNSET
+    # Absent or null: no enrollment (cards are issued under the program's default account).
+    account_holders: AccountHoldersConfig | None = None
+
+
+class SimulatorConfig(msgspec.Struct, kw_only=True):
+    """The built-in simulator's settings, which make an organization's cards while it has no Lithic key."""
+
+    # Enrolls customers at the simulator as lithic_config.account_holders does at Lithic (test SSNs).
+    account_holders: AccountHoldersConfig | None = None
 
 
 class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):
@@ -1008,16 +1039,21 @@ class IssuerProcessorsUpdate(msgspec.Struct, kw_only=True):
 
     # null removes the key (cards go back to the simulator); absent changes nothing.
     lithic_config: LithicConfigIn | UnsetType | None = UNSET
+    # null or absent account_holders: the simulator enrolls no one; absent: unchanged.
+    simulator_config: SimulatorConfig | UnsetType | None = UNSET
 
 
 class LithicConfigOut(msgspec.Struct):
     api_key: str  # masked: "****" and its last four characters
     base_url: str
     webhook_secret: str | None = None  # masked: "whsec_****" and its last four characters; null: none set
+    account_holders: AccountHoldersConfig | None = None
 
 
 class IssuerProcessors(msgspec.Struct):
     lithic_config: LithicConfigOut | None
+    # Answered only when it holds a setting.
+    simulator_config: SimulatorConfig | UnsetType = UNSET
 
 
 DuplicatePolicy = Literal["warn", "block", "off"]

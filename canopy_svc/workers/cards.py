@@ -30,7 +30,9 @@ from canopy_svc.core import notify, supervision
 from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable, lithic_type
 from canopy_svc.issuers.gateway import CardGateway, Issuer
 from canopy_svc.rules import events
+from canopy_svc.store import account_holders as account_holder_store
 from canopy_svc.store import cards as card_store
+from canopy_svc.workers.account_holders import Enroller, Proceed, Refuse, Wait
 
 log = logging.getLogger("canopy_svc.cards")
 
@@ -70,6 +72,7 @@ class CardWorker:
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
         self._wake = asyncio.Event()
+        self.enroller = Enroller(pool, gateway.cipher, lease_seconds=self.policy.lease_seconds)
 
     def wake(self) -> None:
         self._wake.set()
@@ -214,9 +217,15 @@ class CardWorker:
             if wait := await self._pace(card["org_id"], issuer):
                 await card_store.defer_issue(self.pool, card["id"], delay_seconds=wait)
                 return
-            issued = await issuer.client.create_card(
-                issuer.base_url, issuer.api_key, card["idempotency_key"], self._request(card)
-            )
+            account = await self.enroller.account_for(card, issuer)  # the customer's account holder, if on
+            if not isinstance(account, Proceed):
+                await self._hold_for_enrollment(card, account)
+                return
+            if account.called_lithic and (wait := await self._pace(card["org_id"], issuer)):
+                await card_store.defer_issue(self.pool, card["id"], delay_seconds=wait)  # the enrollment took the slot
+                return
+            request = dataclasses.replace(self._request(card), account_token=account.account_token)
+            issued = await issuer.client.create_card(issuer.base_url, issuer.api_key, card["idempotency_key"], request)
         except LithicRejected as rejected:
             log.warning("card rejected by issuer", extra={"card_id": card["id"], "status": rejected.status})
             async with self.pool.acquire() as conn, conn.transaction():
@@ -240,6 +249,22 @@ class CardWorker:
             async with self.pool.acquire() as conn, conn.transaction():  # the card and its event together
                 done = await card_store.mark_issued(conn, card["id"], answer)
                 await events.record_card_event(conn, "card_issued", done)
+
+    async def _hold_for_enrollment(self, card: Any, outcome: Wait | Refuse) -> None:
+        """A card whose customer's enrollment is not ACCEPTED: FAILED when it was refused, else kept PENDING
+        (never issued under another account, nor under none)."""
+        if isinstance(outcome, Refuse):
+            log.warning("card not issued: account holder not accepted", extra={"card_id": card["id"]})
+            async with self.pool.acquire() as conn, conn.transaction():
+                failed = await card_store.mark_failed(conn, card["id"], outcome.error)
+                await events.record_card_event(conn, "card_failed", failed)
+            return
+        retryable = outcome.retryable
+        if retryable is not None:
+            await self._hold_after(card["org_id"], retryable)
+        retry_after = retryable.retry_after if retryable is not None else None
+        delay = self.policy.base_seconds if outcome.soon else self.policy.delay(outcome.attempts, retry_after)
+        await account_holder_store.hold_card(self.pool, card["id"], delay_seconds=delay, error=outcome.error)
 
     async def run(self) -> None:
         """Until cancelled: drain what is due, then sleep until woken or the next retry is due."""
