@@ -84,6 +84,34 @@ async def issue_card(
     return card_from_record(card)
 
 
+async def _card_of_link(
+    conn: Queryable, link: asyncpg.Record, token: str, account_id: str, customer_id: str, *, for_update: bool = False
+) -> asyncpg.Record:
+    """The link's card with this token: a 404 for a token of another link or organization, as for none."""
+    card = await card_store.card_of_link(conn, link["link_id"], token, for_update=for_update)
+    if card is None:
+        raise NotFound(f"No card {token} found for customer {customer_id} on account {account_id}")
+    return card
+
+
+async def _readable_link(conn: Queryable, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
+    link = await account_store.fetch_link(conn, org_id, account_id, customer_id)
+    if link is None:
+        raise NotFound(f"No customer {customer_id} found on account {account_id}")
+    return link
+
+
+async def list_cards(conn: Queryable, org_id: int, account_id: str, customer_id: str) -> list[CardDetails]:
+    """The link's cards, newest first, as the card items every route answers."""
+    link = await _readable_link(conn, org_id, account_id, customer_id)
+    return [card_from_record(card) for card in await card_store.of_link_newest_first(conn, link["link_id"])]
+
+
+async def get_card(conn: Queryable, org_id: int, account_id: str, customer_id: str, token: str) -> CardDetails:
+    link = await _readable_link(conn, org_id, account_id, customer_id)
+    return card_from_record(await _card_of_link(conn, link, token, account_id, customer_id))
+
+
 @dataclass(frozen=True)
 class CardChange:
     """A change of an issued card, recorded and committed, to be sent to Lithic outside any transaction.
@@ -120,15 +148,18 @@ async def begin_card_change(
     *,
     lease_seconds: float,
 ) -> CardChange:
-    """Phase 1, in the caller's transaction: records the change (from parse_card_update) on the link's
-    newest card, if that card can take it.
+    """Phase 1, in the caller's transaction: records the change (from parse_card_update) on the card
+    the body names by `card_token` (else the link's newest), if that card can take it.
 
     The row locks taken here go with the transaction, before Lithic is called: a slow Lithic holds
     no lock and no pooled connection. A change another request is still sending is a 409."""
     link = await _link(conn, org_id, account_id, customer_id)
-    card = await card_store.latest_of_link(conn, link["link_id"])
-    if card is None:
-        raise NotFound(f"Customer {customer_id} has no card on account {account_id}")
+    if change.card_token is UNSET:
+        card = await card_store.latest_of_link(conn, link["link_id"])
+        if card is None:
+            raise NotFound(f"Customer {customer_id} has no card on account {account_id}")
+    else:
+        card = await _card_of_link(conn, link, change.card_token, account_id, customer_id, for_update=True)
     if card["status"] != "ISSUED":
         raise Conflict(f"The card is {card['status']}; only an issued card can be changed")
     if card["state"] == "CLOSED":

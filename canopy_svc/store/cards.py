@@ -95,6 +95,19 @@ async def latest_of_link(conn: Conn, link_id: int) -> asyncpg.Record | None:
     )
 
 
+async def of_link_newest_first(conn: Queryable, link_id: int) -> list[asyncpg.Record]:
+    """The link's cards, newest first (cards_link_id serves the order)."""
+    return await conn.fetch(f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = $1 ORDER BY id DESC", link_id)
+
+
+async def card_of_link(conn: Queryable, link_id: int, token: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    """The link's card with this Lithic token; None when the link has none (another link's included)."""
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = $1 AND token = $2{lock}", link_id, token
+    )
+
+
 async def set_state(conn: Conn, card_id: int, *, state: str, spend_limit: int | None) -> asyncpg.Record:
     record = await conn.fetchrow(
         f"""UPDATE cards SET state = $2, spend_limit = $3, updated_at = now() WHERE id = $1

@@ -7,7 +7,8 @@ from starlette.responses import Response
 
 from canopy_svc.api import examples
 from canopy_svc.api.phased_writes import Phases, write_in_phases
-from canopy_svc.api.requests import cipher, principal, resources
+from canopy_svc.api.requests import cipher, pool, principal, resources
+from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
 from canopy_svc.core.dbtypes import Conn
@@ -54,6 +55,21 @@ async def update_card(request: Request) -> Response:
     )
 
 
+async def list_cards(request: Request) -> Response:
+    account_id, customer_id = request.path_params["account_id"], request.path_params["customer_id"]
+    async with pool(request).acquire() as conn:
+        return JSONResponse(await cards.list_cards(conn, principal(request).org_id, account_id, customer_id))
+
+
+async def get_card(request: Request) -> Response:
+    params = request.path_params
+    async with pool(request).acquire() as conn:
+        card = await cards.get_card(
+            conn, principal(request).org_id, params["account_id"], params["customer_id"], params["card_token"]
+        )
+    return JSONResponse(card)
+
+
 _PATH = "/accounts/{account_id}/customers/{customer_id}/cards"
 
 endpoints = [
@@ -71,10 +87,26 @@ endpoints = [
         "PUT",
         _PATH,
         update_card,
-        "Change the state or spend limit of the link's newest card at Lithic",
+        "Change the state or spend limit of a card of the link at Lithic (card_token; default: the newest)",
         models.CardDetails,
         models.CardUpdate,
         errors=(401, 403, 404, 409, 429, 500, 503),
         example=examples.CARD_UPDATE,
+    ),
+    Endpoint(
+        "GET",
+        _PATH,
+        list_cards,
+        "List the cards of a customer on an account, newest first",
+        list[models.CardDetails],
+        errors=(401, 403, 404, 429, 500, 503),
+    ),
+    Endpoint(
+        "GET",
+        _PATH + "/{card_token}",
+        get_card,
+        "Get one card of a customer on an account, by its Lithic token",
+        models.CardDetails,
+        errors=(401, 403, 404, 429, 500, 503),
     ),
 ]
