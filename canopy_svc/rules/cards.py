@@ -112,6 +112,16 @@ async def get_card(conn: Queryable, org_id: int, account_id: str, customer_id: s
     return card_from_record(await _card_of_link(conn, link, token, account_id, customer_id))
 
 
+async def cards_still_pending(conn: Queryable, card_ids: Sequence[int]) -> list[int]:
+    """Which of these cards (row ids) the worker has not issued nor failed yet."""
+    return await card_store.still_pending(conn, card_ids)
+
+
+async def cards_by_ids(conn: Queryable, card_ids: Sequence[int]) -> list[CardDetails]:
+    """These cards (row ids) as they now stand, in the order given."""
+    return [card_from_record(await card_store.fetch_card(conn, card_id)) for card_id in card_ids]
+
+
 @dataclass(frozen=True)
 class CardChange:
     """A change of an issued card, recorded and committed, to be sent to Lithic outside any transaction.

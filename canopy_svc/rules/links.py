@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core import notify
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Row
 from canopy_svc.rules import card_requests, events
@@ -98,6 +99,7 @@ async def queue_card(
         ),
     )
     await events.record_card_event(conn, "card_pending", card)
+    notify.note_queued_card(card["id"])  # the request may wait for the worker to issue it (item 7)
     return card
 
 

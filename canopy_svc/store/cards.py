@@ -10,6 +10,7 @@ import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Queryable
+from canopy_svc.core.notify import CARD_SETTLED_CHANNEL
 from canopy_svc.store.keyset import each_key
 
 CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error, close_due_at,
@@ -231,12 +232,26 @@ async def claim_due(conn: Queryable, *, limit: int, lease_seconds: float) -> lis
     )
 
 
+async def _notify_settled(conn: Queryable, card: asyncpg.Record | None) -> asyncpg.Record | None:
+    """Wakes the requests waiting for this card (core/notify.py), in every process; at commit when in
+    a transaction."""
+    if card is not None:
+        await conn.execute("SELECT pg_notify($1, $2)", CARD_SETTLED_CHANNEL, str(card["id"]))
+    return card
+
+
+async def still_pending(conn: Queryable, card_ids: Sequence[int]) -> list[int]:
+    """Which of these cards the worker has not settled yet."""
+    rows = await conn.fetch("SELECT id FROM cards WHERE id = ANY($1::bigint[]) AND status = 'PENDING'", list(card_ids))
+    return [row["id"] for row in rows]
+
+
 async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) -> asyncpg.Record | None:
     """Records the card Lithic made: its answer's values (`issued`: token, last_four, state, type, memo,
     spend_limit, spend_limit_duration, exp_month, exp_year, created, hostname) replace what was asked;
     the shipping address has been sent and is erased. None when it was not PENDING any more (another
     worker recorded it)."""
-    return await conn.fetchrow(
+    record = await conn.fetchrow(
         f"""UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, card_type = $5,
                memo = $6, spend_limit = $7, spend_limit_duration = $8, exp_month = $9, exp_year = $10,
                lithic_created = $11, hostname = $12, shipping_address_encrypted = NULL, error = NULL,
@@ -255,10 +270,11 @@ async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) 
         issued["created"],
         issued["hostname"],
     )
+    return await _notify_settled(conn, record)
 
 
 async def mark_failed(conn: Queryable, card_id: int, error: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+    record = await conn.fetchrow(
         # A card Lithic never made has no close to send either, nor an address to ship to.
         f"""UPDATE cards SET status = 'FAILED', error = $2, close_due_at = NULL, shipping_address_encrypted = NULL,
                 updated_at = now()
@@ -267,6 +283,7 @@ async def mark_failed(conn: Queryable, card_id: int, error: str) -> asyncpg.Reco
         card_id,
         error,
     )
+    return await _notify_settled(conn, record)
 
 
 async def defer_issue(conn: Queryable, card_id: int, *, delay_seconds: float) -> None:

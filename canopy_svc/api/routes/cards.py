@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api import examples
+from canopy_svc.api.card_waits import answer_when_issued
 from canopy_svc.api.phased_writes import Phases, write_in_phases
 from canopy_svc.api.requests import cipher, pool, principal, resources
 from canopy_svc.api.responses import JSONResponse
@@ -26,7 +27,8 @@ async def issue_card(request: Request) -> Response:
     async def work(conn: Conn, card: CardCreate) -> list[CardDetails]:
         return [await cards.issue_card(conn, org_id, account_id, customer_id, card, data_cipher)]
 
-    return await write(request, cards.parse_card_create, work)
+    # Answered ISSUED when the worker issues it in time (api/card_waits.py).
+    return await answer_when_issued(request, lambda: write(request, cards.parse_card_create, work), cards.cards_by_ids)
 
 
 async def update_card(request: Request) -> Response:
