@@ -79,6 +79,7 @@ class CardRequest:
     product_id: str | None = None
     shipping_method: str | None = None
     shipping_address: dict[str, str] | None = field(default=None, repr=False)  # a name and a home address
+    replacement_for: str | None = None  # the token of the card this one replaces (same type: PHYSICAL, VIRTUAL)
 
     def to_json(self) -> dict[str, Any]:
         fields = {
@@ -93,6 +94,7 @@ class CardRequest:
             "product_id": self.product_id,
             "shipping_method": self.shipping_method,
             "shipping_address": self.shipping_address,
+            "replacement_for": self.replacement_for,
         }
         return {key: value for key, value in fields.items() if value is not None}
 

@@ -122,6 +122,57 @@ async def cards_by_ids(conn: Queryable, card_ids: Sequence[int]) -> list[CardDet
     return [card_from_record(await card_store.fetch_card(conn, card_id)) for card_id in card_ids]
 
 
+# Lithic's replacement_for: a PHYSICAL card is replaced by a PHYSICAL one, a VIRTUAL by a VIRTUAL one.
+REPLACEABLE_TYPES = ("PHYSICAL", "VIRTUAL")
+
+
+async def replace_card(
+    conn: Conn,
+    org_id: int,
+    account_id: str,
+    customer_id: str,
+    token: str,
+    payload: CardCreate,
+    cipher: DataCipher,
+) -> CardDetails:
+    """A new PENDING card that replaces a lost or stolen card of the link (Lithic's postCards with
+    replacement_for), through the card outbox as any new card: one card per request, its Idempotency-Key
+    kept with the row. Its type is the replaced card's; what the body leaves out comes from that card."""
+    link = await _link(conn, org_id, account_id, customer_id)
+    if link["account_status"] == "CLOSED":
+        raise Conflict(f"Account {account_id} is CLOSED; a closed account gets no new cards")
+    old = await _card_of_link(conn, link, token, account_id, customer_id, for_update=True)
+    if old["status"] != "ISSUED":
+        raise Conflict(f"The card is {old['status']}; only an issued card can be replaced")
+    if old["state"] == "CLOSED":
+        raise Conflict("The card is CLOSED; a closed card cannot be replaced")
+    if old["card_type"] not in REPLACEABLE_TYPES:
+        raise Conflict(f"The card is {old['card_type']}; Lithic replaces PHYSICAL and VIRTUAL cards only")
+    lithic = payload.lithic
+    if lithic is not None and lithic.type is not None and lithic.type != old["card_type"]:
+        message = f"A replacement has the replaced card's type, {old['card_type']}"
+        raise InvalidInput([detail("/lithic/type", "const", {"allowedValue": old["card_type"]}, message)], message)
+    settings = {
+        "type": old["card_type"],
+        "memo": (lithic.memo if lithic else None) or old["memo"],
+        "state": (lithic.state if lithic else None) or link["lithic_state"],
+        "card_program_token": (lithic.card_program_token if lithic else None)
+        or (str(link["lithic_card_program_token"]) if link["lithic_card_program_token"] else None),
+    }
+    spend_limit = payload.spend_limit if payload.spend_limit is not None else old["spend_limit"]
+    card = await links.queue_card(
+        conn,
+        org_id,
+        link["link_id"],
+        spend_limit=spend_limit,
+        lithic=settings,
+        cipher=cipher,
+        request=lithic,
+        replacement_for=token,
+    )
+    return card_from_record(card)
+
+
 @dataclass(frozen=True)
 class CardChange:
     """A change of an issued card, recorded and committed, to be sent to Lithic outside any transaction.

@@ -64,6 +64,7 @@ async def queue_card(
     cipher: DataCipher,
     request: LithicCardConfig | None = None,
     pointer: str = "/lithic",
+    replacement_for: str | None = None,
 ) -> asyncpg.Record:
     """A PENDING card, committed with the caller's transaction; the worker issues it.
 
@@ -97,6 +98,7 @@ async def queue_card(
         shipping_address_encrypted=(
             card_store.seal_shipping_address(cipher, idempotency_key, address) if address is not None else None
         ),
+        replacement_for=replacement_for,
     )
     await events.record_card_event(conn, "card_pending", card)
     notify.note_queued_card(card["id"])  # the request may wait for the worker to issue it (item 7)

@@ -42,12 +42,13 @@ async def insert_pending(
     product_id: str | None = None,
     shipping_method: str | None = None,
     shipping_address_encrypted: bytes | None = None,
+    replacement_for: str | None = None,
 ) -> asyncpg.Record:
     record = await conn.fetchrow(
         f"""INSERT INTO cards (org_id, link_id, idempotency_key, card_type, memo, state, spend_limit,
                 card_program_token, spend_limit_duration, exp_month, exp_year, product_id, shipping_method,
-                shipping_address_encrypted)
-            VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid, $9, $10, $11, $12, $13, $14)
+                shipping_address_encrypted, replacement_for)
+            VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid, $9, $10, $11, $12, $13, $14, $15)
             RETURNING {CARD_COLUMNS}""",
         org_id,
         link_id,
@@ -63,6 +64,7 @@ async def insert_pending(
         product_id,
         shipping_method,
         shipping_address_encrypted,
+        replacement_for,
     )
     # Delivered at commit, so a worker never wakes for a card it cannot see yet.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -226,7 +228,8 @@ async def claim_due(conn: Queryable, *, limit: int, lease_seconds: float) -> lis
            RETURNING c.id, c.org_id, c.idempotency_key::text AS idempotency_key, c.card_type, c.memo,
                      c.state, c.spend_limit, c.card_program_token::text AS card_program_token, c.attempts,
                      c.spend_limit_duration, c.exp_month, c.exp_year, c.product_id, c.shipping_method,
-                     c.shipping_address_encrypted, o.lithic_api_key_encrypted, o.lithic_base_url""",
+                     c.shipping_address_encrypted, c.replacement_for, o.lithic_api_key_encrypted,
+                     o.lithic_base_url""",
         limit,
         lease_seconds,
     )

@@ -57,6 +57,18 @@ async def update_card(request: Request) -> Response:
     )
 
 
+async def replace_card(request: Request) -> Response:
+    """A new card for a lost or stolen one (Lithic's replacement_for), issued as POST .../cards issues."""
+    org_id, data_cipher = principal(request).org_id, cipher(request)
+    params = request.path_params
+    account_id, customer_id, token = params["account_id"], params["customer_id"], params["card_token"]
+
+    async def work(conn: Conn, card: CardCreate) -> list[CardDetails]:
+        return [await cards.replace_card(conn, org_id, account_id, customer_id, token, card, data_cipher)]
+
+    return await answer_when_issued(request, lambda: write(request, cards.parse_card_create, work), cards.cards_by_ids)
+
+
 async def list_cards(request: Request) -> Response:
     account_id, customer_id = request.path_params["account_id"], request.path_params["customer_id"]
     async with pool(request).acquire() as conn:
@@ -110,5 +122,15 @@ endpoints = [
         "Get one card of a customer on an account, by its Lithic token",
         models.CardDetails,
         errors=(401, 403, 404, 429, 500, 503),
+    ),
+    Endpoint(
+        "POST",
+        _PATH + "/{card_token}/replace",
+        replace_card,
+        "Replace a lost or stolen PHYSICAL or VIRTUAL card with a new one of its type (Lithic's replacement_for)",
+        list[models.CardDetails],
+        models.CardCreate,
+        errors=(401, 403, 404, 409, 429, 500, 503),
+        example={"spend_limit": 100000},
     ),
 ]
