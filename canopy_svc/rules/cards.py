@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -187,6 +189,7 @@ class CardChange:
     state: str
     spend_limit: int | None
     done: CardDetails | None = None
+    org_id: int | None = None  # whose Lithic key the call uses (its calls are paced together)
 
 
 def _change_fields(change: CardUpdate) -> dict[str, Any]:
@@ -242,7 +245,25 @@ async def begin_card_change(
             card["id"], change_id, card["token"], None, fields, state, spend_limit, done=card_from_record(updated)
         )
     await card_store.begin_change(conn, card["id"], change_id, json.dumps(fields))
-    return CardChange(card["id"], change_id, card["token"], issuer, fields, state, spend_limit)
+    return CardChange(card["id"], change_id, card["token"], issuer, fields, state, spend_limit, org_id=org_id)
+
+
+# How long a request waits for its organization's next Lithic slot; a later one is a 503 to retry.
+PACED_WAIT_LIMIT_SECONDS = 1.0
+
+
+async def pace_card_change(conn: Queryable, change: CardChange, *, interval_seconds: float) -> None:
+    """Spaces the request's Lithic call with the card worker's, on the organization's one schedule
+    (CANOPY_SVC_LITHIC_MIN_INTERVAL_MS, every process): a slot within PACED_WAIT_LIMIT_SECONDS is
+    waited for, a later one answers 503 with its Retry-After (the change is abandoned, nothing sent)."""
+    if interval_seconds <= 0 or change.issuer is None or change.org_id is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PACED_WAIT_LIMIT_SECONDS
+    while (wait := await card_store.claim_lithic_call(conn, change.org_id, interval_seconds=interval_seconds)) > 0:
+        if loop.time() + wait > deadline:
+            raise Unavailable(math.ceil(wait))
+        await asyncio.sleep(wait)
 
 
 async def send_card_change(change: CardChange) -> IssuedCard:

@@ -13,6 +13,7 @@ from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
 from canopy_svc.api.writes import write
 from canopy_svc.core.dbtypes import Conn
+from canopy_svc.issuers.card_issuer import IssuedCard
 from canopy_svc.rules import cards
 from canopy_svc.wire import models
 from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
@@ -43,13 +44,20 @@ async def update_card(request: Request) -> Response:
             conn, org_id, account_id, customer_id, change, shared.card_gateway, lease_seconds=lease_seconds
         )
 
+    async def call(change: cards.CardChange) -> IssuedCard:
+        # Paced as the worker's calls are: one schedule per organization's Lithic key.
+        await cards.pace_card_change(
+            pool(request), change, interval_seconds=shared.settings.lithic_min_interval_ms / 1000
+        )
+        return await cards.send_card_change(change)
+
     return await write_in_phases(
         request,
         Phases(
             parse=cards.parse_card_update,
             begin=begin,
             done=lambda change: change.done,
-            call=cards.send_card_change,
+            call=call,
             finish=cards.finish_card_change,
             abandon=cards.abandon_card_change,
             lease_seconds=lease_seconds,
