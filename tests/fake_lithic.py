@@ -396,6 +396,15 @@ class FakeLithic:
         problems = _create_problems(body)
         if problems:
             return self._violation(400, "; ".join(problems))
+        if (replaced := body.get("replacement_for")) is not None:
+            if not (isinstance(replaced, str) and _is_uuid(replaced)):
+                return self._violation(400, "replacement_for must be a card token (uuid)")
+            with self.lock:
+                old = self.cards.get(replaced)
+            if old is None:  # Lithic's 404 would be the service's bug here: it only replaces cards it issued
+                return self._violation(400, f"replacement_for names no card: {replaced}")
+            if old["type"] != body["type"]:
+                return self._violation(400, f"a {old['type']} card is replaced by a {old['type']} card")
 
         with self.lock:
             seen = self._by_idempotency_key.get(key)
@@ -425,7 +434,7 @@ class FakeLithic:
             "last_four": pan[-4:],
             "pan": pan,
             "pin_status": "NOT_SET",
-            "replacement_for": None,
+            "replacement_for": body.get("replacement_for"),
             "spend_limit": body.get("spend_limit", 0),
             "spend_limit_duration": body.get("spend_limit_duration", "TRANSACTION"),
             # A PHYSICAL card is made and sent before it can be used in person.

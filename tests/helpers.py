@@ -4,10 +4,11 @@ modules import from here, never from conftest or from one another (tests/test_te
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,13 +238,19 @@ CARD_CONFIG = {
 
 
 def make_worker(
-    pool: asyncpg.Pool, *, timeout: float = 5.0, base_seconds: float = 0.01, min_interval_seconds: float = 0.0
+    pool: asyncpg.Pool,
+    *,
+    timeout: float = 5.0,
+    base_seconds: float = 0.01,
+    min_interval_seconds: float = 0.0,
+    dsn: str | None = None,
 ) -> CardWorker:
+    """`dsn`: the worker LISTENs there and wakes on NOTIFY when run() (None: process_due() by hand)."""
     lithic = LithicClient(timeout=timeout, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
     gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
     return CardWorker(
         pool,
-        None,
+        dsn,
         gateway,
         policy=RetryPolicy(base_seconds=base_seconds, lease_seconds=30),
         min_interval_seconds=min_interval_seconds,
@@ -295,3 +302,12 @@ def make_reconciler(pool: asyncpg.Pool, *, min_age_seconds: float = 0.0) -> Card
     lithic = LithicClient(timeout=5.0, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
     gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
     return CardReconciler(pool, gateway, reads_per_second=0, min_age_seconds=min_age_seconds)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 60.0) -> None:
+    """Polls `check` until it holds, bounded: for what a background task does on its own time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not await check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)

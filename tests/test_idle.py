@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from canopy_svc.api.app import create_app
+from canopy_svc.core.db import PROBE_QUERY
 from canopy_svc.core.embedded import EmbeddedPostgres
 from canopy_svc.core.settings import Settings
 from canopy_svc.store import cards as card_store
@@ -128,9 +129,10 @@ async def test_an_idle_app_sends_only_its_database_probe(
                 )
                 and any("min(reconcile_due_at)" in q for q in sent)  # the reconciler's first round
                 and any("DELETE FROM lithic_webhooks_received" in q for q in sent)
+                and "LISTENING canopy_card_settled" in sent  # the requests' wait for their cards
                 and any("idempotency_keys" in q for q in sent)
                 and any("DELETE FROM events" in q for q in sent)
-                and "SELECT 1" in sent
+                and " ".join(PROBE_QUERY.split()) in sent
             )
 
         deadline = time.monotonic() + BOUND_SECONDS
@@ -140,7 +142,7 @@ async def test_an_idle_app_sends_only_its_database_probe(
         sent.clear()
         await asyncio.sleep(IDLE_WINDOW_SECONDS)  # the idle window itself, not a wait for anything
         seen = Counter(sent)
-    probes = seen.pop("SELECT 1", 0)
+    probes = seen.pop(" ".join(PROBE_QUERY.split()), 0)
     assert probes <= IDLE_WINDOW_SECONDS / idle.db_probe_seconds + 1
     assert seen == Counter()  # before the fix: ~250 rounds of the card worker's three queries
 

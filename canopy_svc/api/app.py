@@ -181,6 +181,10 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
             stack.push_async_callback(background.aclose)
             if gate is not None:
                 background.start("database-gate", functools.partial(gate.watch, dsn))
+            if settings.database_url is not None and settings.card_issue_wait_ms > 0:
+                background.start(
+                    "card-settlements", functools.partial(resources.card_settlements.listen, settings.database_url)
+                )
             if settings.card_worker:
                 worker = CardWorker(
                     opened,

@@ -7,10 +7,12 @@ in tests) needs no lifespan: its State is made at once and handed to requests th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict
 
 from starlette.types import Scope
+
+from canopy_svc.core.notify import CardSettlements
 
 if TYPE_CHECKING:
     import asyncpg
@@ -40,6 +42,8 @@ class Resources:
     cursors: CursorCodec
     recent_secrets: RecentSecrets  # one per app, so one per worker process
     webhooks: WebhookClient  # its hosts check subscriptions' URLs; the delivery worker posts with it
+    # Requests waiting for the cards they queued; its listener runs with the lifespan (api/card_waits.py).
+    card_settlements: CardSettlements = field(default_factory=CardSettlements)
 
 
 @dataclass(eq=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -33,3 +35,85 @@ async def listen_forever(dsn: str, channel: str, wake: asyncio.Event) -> None:
         finally:
             if connection is not None and not connection.is_closed():
                 await connection.close()
+
+
+# --- requests waiting for the cards they queued (issue 13 item 7) ---------------------------------
+
+# The card worker NOTIFYs this channel with a card's row id when it records the card issued or failed
+# (store/cards.py), in whichever process it runs: each process's one listener wakes its requests.
+CARD_SETTLED_CHANNEL = "canopy_card_settled"
+
+# The row ids of the cards the current request queued (rules/links.py appends each); None outside a
+# request that asked for them (api/card_waits.py sets it).
+queued_cards: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("queued_cards", default=None)
+
+
+def note_queued_card(card_id: int) -> None:
+    queued = queued_cards.get()
+    if queued is not None:
+        queued.append(card_id)
+
+
+class CardSettlements:
+    """Requests of this process waiting, a bounded time, for the worker (any process's) to settle the
+    cards they queued. Waits only while its listener is connected: with no listener (no database URL,
+    or while the database is away) a wait would only run out, so the request answers at once."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, set[asyncio.Event]] = {}
+        self.listening = False
+
+    def settled(self, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            for event in self._waiting.get(int(payload), ()):
+                event.set()
+
+    async def wait(
+        self, card_ids: Sequence[int], pending: Callable[[Sequence[int]], Awaitable[Sequence[int]]], seconds: float
+    ) -> None:
+        """Returns when `pending(ids)` (the ids still PENDING, read from the database) is empty, or after
+        `seconds`. Registered before the first read: a card settled in between is not missed."""
+        if not card_ids or seconds <= 0 or not self.listening:
+            return
+        woken = asyncio.Event()
+        for card_id in card_ids:
+            self._waiting.setdefault(card_id, set()).add(woken)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        try:
+            remaining = await pending(card_ids)
+            while remaining and (left := deadline - loop.time()) > 0:
+                try:
+                    await asyncio.wait_for(woken.wait(), left)
+                except TimeoutError:
+                    return
+                woken.clear()
+                remaining = await pending(remaining)
+        finally:
+            for card_id in card_ids:
+                waiters = self._waiting.get(card_id)
+                if waiters is not None:
+                    waiters.discard(woken)
+                    if not waiters:
+                        del self._waiting[card_id]
+
+    async def listen(self, dsn: str) -> None:
+        """LISTEN on a connection of its own until cancelled; reconnects when the database comes back."""
+        while True:
+            connection: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                connection = await asyncpg.connect(dsn, timeout=5)
+                connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
+                await connection.add_listener(CARD_SETTLED_CHANNEL, lambda *args: self.settled(args[-1]))
+                self.listening = True
+                while not connection.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 10)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                self.listening = False
+                await asyncio.sleep(1)
+            finally:
+                self.listening = False
+                if connection is not None and not connection.is_closed():
+                    await connection.close()

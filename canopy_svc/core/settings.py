@@ -108,6 +108,9 @@ class Settings:
     card_retry_base_seconds: float = _env("CANOPY_SVC_CARD_RETRY_BASE_SECONDS", 1.0, float)
     card_lease_seconds: float = _env("CANOPY_SVC_CARD_LEASE_SECONDS", 60.0, float)
     lithic_timeout_seconds: float = _env("CANOPY_SVC_LITHIC_TIMEOUT_SECONDS", 10.0, float)
+    # How long a request that queued a card (POST /accounts with a Lithic config, POST .../cards) waits
+    # after its commit for the card worker to issue it, to answer it ISSUED; 0 answers at once (PENDING).
+    card_issue_wait_ms: float = _env("CANOPY_SVC_CARD_ISSUE_WAIT_MS", 3000.0, float)
     # The least time between two Lithic calls of the card worker for one organization (Lithic's
     # sandbox limits card writes per key), across every process; 0 turns pacing off.
     lithic_min_interval_ms: float = _env("CANOPY_SVC_LITHIC_MIN_INTERVAL_MS", 100.0, float)

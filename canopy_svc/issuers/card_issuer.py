@@ -83,6 +83,7 @@ class CardRequest:
     shipping_address: dict[str, str] | None = field(default=None, repr=False)  # a name and a home address
     # The customer's Lithic account (its account holder's, issue 13 item 5); None: the program's default.
     account_token: str | None = None
+    replacement_for: str | None = None  # the token of the card this one replaces (same type: PHYSICAL, VIRTUAL)
 
     def to_json(self) -> dict[str, Any]:
         fields = {
@@ -98,6 +99,7 @@ class CardRequest:
             "shipping_method": self.shipping_method,
             "shipping_address": self.shipping_address,
             "account_token": self.account_token,
+            "replacement_for": self.replacement_for,
         }
         return {key: value for key, value in fields.items() if value is not None}
 

@@ -63,6 +63,9 @@ class CardSimulator:
             raise LithicRejected(400, "shipping_address is required for PHYSICAL cards")
         if (card.exp_month is None) != (card.exp_year is None):
             raise LithicRejected(400, "exp_month and exp_year go together")
+        replaced = self._cards.get(card.replacement_for) if card.replacement_for else None
+        if replaced is not None and replaced.type != card.type:  # one it forgot is taken on trust
+            raise LithicRejected(400, f"A {replaced.type} card is replaced by a {replaced.type} card")
         now = datetime.now(UTC).replace(microsecond=0)
         issued = IssuedCard(
             token=str(uuid.uuid4()),

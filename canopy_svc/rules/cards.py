@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -84,6 +86,95 @@ async def issue_card(
     return card_from_record(card)
 
 
+async def _card_of_link(
+    conn: Queryable, link: asyncpg.Record, token: str, account_id: str, customer_id: str, *, for_update: bool = False
+) -> asyncpg.Record:
+    """The link's card with this token: a 404 for a token of another link or organization, as for none."""
+    card = await card_store.card_of_link(conn, link["link_id"], token, for_update=for_update)
+    if card is None:
+        raise NotFound(f"No card {token} found for customer {customer_id} on account {account_id}")
+    return card
+
+
+async def _readable_link(conn: Queryable, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
+    link = await account_store.fetch_link(conn, org_id, account_id, customer_id)
+    if link is None:
+        raise NotFound(f"No customer {customer_id} found on account {account_id}")
+    return link
+
+
+async def list_cards(conn: Queryable, org_id: int, account_id: str, customer_id: str) -> list[CardDetails]:
+    """The link's cards, newest first, as the card items every route answers."""
+    link = await _readable_link(conn, org_id, account_id, customer_id)
+    return [card_from_record(card) for card in await card_store.of_link_newest_first(conn, link["link_id"])]
+
+
+async def get_card(conn: Queryable, org_id: int, account_id: str, customer_id: str, token: str) -> CardDetails:
+    link = await _readable_link(conn, org_id, account_id, customer_id)
+    return card_from_record(await _card_of_link(conn, link, token, account_id, customer_id))
+
+
+async def cards_still_pending(conn: Queryable, card_ids: Sequence[int]) -> list[int]:
+    """Which of these cards (row ids) the worker has not issued nor failed yet."""
+    return await card_store.still_pending(conn, card_ids)
+
+
+async def cards_by_ids(conn: Queryable, card_ids: Sequence[int]) -> list[CardDetails]:
+    """These cards (row ids) as they now stand, in the order given."""
+    return [card_from_record(await card_store.fetch_card(conn, card_id)) for card_id in card_ids]
+
+
+# Lithic's replacement_for: a PHYSICAL card is replaced by a PHYSICAL one, a VIRTUAL by a VIRTUAL one.
+REPLACEABLE_TYPES = ("PHYSICAL", "VIRTUAL")
+
+
+async def replace_card(
+    conn: Conn,
+    org_id: int,
+    account_id: str,
+    customer_id: str,
+    token: str,
+    payload: CardCreate,
+    cipher: DataCipher,
+) -> CardDetails:
+    """A new PENDING card that replaces a lost or stolen card of the link (Lithic's postCards with
+    replacement_for), through the card outbox as any new card: one card per request, its Idempotency-Key
+    kept with the row. Its type is the replaced card's; what the body leaves out comes from that card."""
+    link = await _link(conn, org_id, account_id, customer_id)
+    if link["account_status"] == "CLOSED":
+        raise Conflict(f"Account {account_id} is CLOSED; a closed account gets no new cards")
+    old = await _card_of_link(conn, link, token, account_id, customer_id, for_update=True)
+    if old["status"] != "ISSUED":
+        raise Conflict(f"The card is {old['status']}; only an issued card can be replaced")
+    if old["state"] == "CLOSED":
+        raise Conflict("The card is CLOSED; a closed card cannot be replaced")
+    if old["card_type"] not in REPLACEABLE_TYPES:
+        raise Conflict(f"The card is {old['card_type']}; Lithic replaces PHYSICAL and VIRTUAL cards only")
+    lithic = payload.lithic
+    if lithic is not None and lithic.type is not None and lithic.type != old["card_type"]:
+        message = f"A replacement has the replaced card's type, {old['card_type']}"
+        raise InvalidInput([detail("/lithic/type", "const", {"allowedValue": old["card_type"]}, message)], message)
+    settings = {
+        "type": old["card_type"],
+        "memo": (lithic.memo if lithic else None) or old["memo"],
+        "state": (lithic.state if lithic else None) or link["lithic_state"],
+        "card_program_token": (lithic.card_program_token if lithic else None)
+        or (str(link["lithic_card_program_token"]) if link["lithic_card_program_token"] else None),
+    }
+    spend_limit = payload.spend_limit if payload.spend_limit is not None else old["spend_limit"]
+    card = await links.queue_card(
+        conn,
+        org_id,
+        link["link_id"],
+        spend_limit=spend_limit,
+        lithic=settings,
+        cipher=cipher,
+        request=lithic,
+        replacement_for=token,
+    )
+    return card_from_record(card)
+
+
 @dataclass(frozen=True)
 class CardChange:
     """A change of an issued card, recorded and committed, to be sent to Lithic outside any transaction.
@@ -98,6 +189,7 @@ class CardChange:
     state: str
     spend_limit: int | None
     done: CardDetails | None = None
+    org_id: int | None = None  # whose Lithic key the call uses (its calls are paced together)
 
 
 def _change_fields(change: CardUpdate) -> dict[str, Any]:
@@ -120,15 +212,18 @@ async def begin_card_change(
     *,
     lease_seconds: float,
 ) -> CardChange:
-    """Phase 1, in the caller's transaction: records the change (from parse_card_update) on the link's
-    newest card, if that card can take it.
+    """Phase 1, in the caller's transaction: records the change (from parse_card_update) on the card
+    the body names by `card_token` (else the link's newest), if that card can take it.
 
     The row locks taken here go with the transaction, before Lithic is called: a slow Lithic holds
     no lock and no pooled connection. A change another request is still sending is a 409."""
     link = await _link(conn, org_id, account_id, customer_id)
-    card = await card_store.latest_of_link(conn, link["link_id"])
-    if card is None:
-        raise NotFound(f"Customer {customer_id} has no card on account {account_id}")
+    if change.card_token is UNSET:
+        card = await card_store.latest_of_link(conn, link["link_id"])
+        if card is None:
+            raise NotFound(f"Customer {customer_id} has no card on account {account_id}")
+    else:
+        card = await _card_of_link(conn, link, change.card_token, account_id, customer_id, for_update=True)
     if card["status"] != "ISSUED":
         raise Conflict(f"The card is {card['status']}; only an issued card can be changed")
     if card["state"] == "CLOSED":
@@ -150,7 +245,25 @@ async def begin_card_change(
             card["id"], change_id, card["token"], None, fields, state, spend_limit, done=card_from_record(updated)
         )
     await card_store.begin_change(conn, card["id"], change_id, json.dumps(fields))
-    return CardChange(card["id"], change_id, card["token"], issuer, fields, state, spend_limit)
+    return CardChange(card["id"], change_id, card["token"], issuer, fields, state, spend_limit, org_id=org_id)
+
+
+# How long a request waits for its organization's next Lithic slot; a later one is a 503 to retry.
+PACED_WAIT_LIMIT_SECONDS = 1.0
+
+
+async def pace_card_change(conn: Queryable, change: CardChange, *, interval_seconds: float) -> None:
+    """Spaces the request's Lithic call with the card worker's, on the organization's one schedule
+    (CANOPY_SVC_LITHIC_MIN_INTERVAL_MS, every process): a slot within PACED_WAIT_LIMIT_SECONDS is
+    waited for, a later one answers 503 with its Retry-After (the change is abandoned, nothing sent)."""
+    if interval_seconds <= 0 or change.issuer is None or change.org_id is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PACED_WAIT_LIMIT_SECONDS
+    while (wait := await card_store.claim_lithic_call(conn, change.org_id, interval_seconds=interval_seconds)) > 0:
+        if loop.time() + wait > deadline:
+            raise Unavailable(math.ceil(wait))
+        await asyncio.sleep(wait)
 
 
 async def send_card_change(change: CardChange) -> IssuedCard:

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from canopy_svc.core import notify
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Row
 from canopy_svc.rules import card_requests, events
@@ -63,6 +64,7 @@ async def queue_card(
     cipher: DataCipher,
     request: LithicCardConfig | None = None,
     pointer: str = "/lithic",
+    replacement_for: str | None = None,
 ) -> asyncpg.Record:
     """A PENDING card, committed with the caller's transaction; the worker issues it.
 
@@ -96,8 +98,10 @@ async def queue_card(
         shipping_address_encrypted=(
             card_store.seal_shipping_address(cipher, idempotency_key, address) if address is not None else None
         ),
+        replacement_for=replacement_for,
     )
     await events.record_card_event(conn, "card_pending", card)
+    notify.note_queued_card(card["id"])  # the request may wait for the worker to issue it (item 7)
     return card
 
 

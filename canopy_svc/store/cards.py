@@ -10,6 +10,7 @@ import asyncpg
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.dbtypes import Conn, Queryable
+from canopy_svc.core.notify import CARD_SETTLED_CHANNEL
 from canopy_svc.store.keyset import each_key
 
 CARD_COLUMNS = """id, link_id, status, card_type, memo, state, spend_limit, token, last_four, error, close_due_at,
@@ -41,12 +42,13 @@ async def insert_pending(
     product_id: str | None = None,
     shipping_method: str | None = None,
     shipping_address_encrypted: bytes | None = None,
+    replacement_for: str | None = None,
 ) -> asyncpg.Record:
     record = await conn.fetchrow(
         f"""INSERT INTO cards (org_id, link_id, idempotency_key, card_type, memo, state, spend_limit,
                 card_program_token, spend_limit_duration, exp_month, exp_year, product_id, shipping_method,
-                shipping_address_encrypted)
-            VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid, $9, $10, $11, $12, $13, $14)
+                shipping_address_encrypted, replacement_for)
+            VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid, $9, $10, $11, $12, $13, $14, $15)
             RETURNING {CARD_COLUMNS}""",
         org_id,
         link_id,
@@ -62,6 +64,7 @@ async def insert_pending(
         product_id,
         shipping_method,
         shipping_address_encrypted,
+        replacement_for,
     )
     # Delivered at commit, so a worker never wakes for a card it cannot see yet.
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -92,6 +95,19 @@ async def of_links(conn: Queryable, link_ids: Sequence[int]) -> list[asyncpg.Rec
 async def latest_of_link(conn: Conn, link_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = $1 ORDER BY id DESC LIMIT 1 FOR UPDATE", link_id
+    )
+
+
+async def of_link_newest_first(conn: Queryable, link_id: int) -> list[asyncpg.Record]:
+    """The link's cards, newest first (cards_link_id serves the order)."""
+    return await conn.fetch(f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = $1 ORDER BY id DESC", link_id)
+
+
+async def card_of_link(conn: Queryable, link_id: int, token: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    """The link's card with this Lithic token; None when the link has none (another link's included)."""
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {CARD_COLUMNS} FROM cards WHERE link_id = $1 AND token = $2{lock}", link_id, token
     )
 
 
@@ -212,10 +228,25 @@ async def claim_due(conn: Queryable, *, limit: int, lease_seconds: float) -> lis
            RETURNING c.id, c.org_id, c.idempotency_key::text AS idempotency_key, c.card_type, c.memo,
                      c.state, c.spend_limit, c.card_program_token::text AS card_program_token, c.attempts,
                      c.spend_limit_duration, c.exp_month, c.exp_year, c.product_id, c.shipping_method,
-                     c.shipping_address_encrypted, o.lithic_api_key_encrypted, o.lithic_base_url""",
+                     c.shipping_address_encrypted, c.replacement_for, o.lithic_api_key_encrypted,
+                     o.lithic_base_url""",
         limit,
         lease_seconds,
     )
+
+
+async def _notify_settled(conn: Queryable, card: asyncpg.Record | None) -> asyncpg.Record | None:
+    """Wakes the requests waiting for this card (core/notify.py), in every process; at commit when in
+    a transaction."""
+    if card is not None:
+        await conn.execute("SELECT pg_notify($1, $2)", CARD_SETTLED_CHANNEL, str(card["id"]))
+    return card
+
+
+async def still_pending(conn: Queryable, card_ids: Sequence[int]) -> list[int]:
+    """Which of these cards the worker has not settled yet."""
+    rows = await conn.fetch("SELECT id FROM cards WHERE id = ANY($1::bigint[]) AND status = 'PENDING'", list(card_ids))
+    return [row["id"] for row in rows]
 
 
 async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) -> asyncpg.Record | None:
@@ -223,7 +254,7 @@ async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) 
     spend_limit, spend_limit_duration, exp_month, exp_year, created, hostname) replace what was asked;
     the shipping address has been sent and is erased. None when it was not PENDING any more (another
     worker recorded it)."""
-    return await conn.fetchrow(
+    record = await conn.fetchrow(
         f"""UPDATE cards SET status = 'ISSUED', token = $2, last_four = $3, state = $4, card_type = $5,
                memo = $6, spend_limit = $7, spend_limit_duration = $8, exp_month = $9, exp_year = $10,
                lithic_created = $11, hostname = $12, shipping_address_encrypted = NULL, error = NULL,
@@ -242,10 +273,11 @@ async def mark_issued(conn: Queryable, card_id: int, issued: Mapping[str, Any]) 
         issued["created"],
         issued["hostname"],
     )
+    return await _notify_settled(conn, record)
 
 
 async def mark_failed(conn: Queryable, card_id: int, error: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+    record = await conn.fetchrow(
         # A card Lithic never made has no close to send either, nor an address to ship to.
         f"""UPDATE cards SET status = 'FAILED', error = $2, close_due_at = NULL, shipping_address_encrypted = NULL,
                 updated_at = now()
@@ -254,6 +286,7 @@ async def mark_failed(conn: Queryable, card_id: int, error: str) -> asyncpg.Reco
         card_id,
         error,
     )
+    return await _notify_settled(conn, record)
 
 
 async def defer_issue(conn: Queryable, card_id: int, *, delay_seconds: float) -> None:

@@ -177,6 +177,9 @@ ALTER TABLE cards ADD COLUMN IF NOT EXISTS change_id uuid;
 ALTER TABLE cards ADD COLUMN IF NOT EXISTS change_fields jsonb;
 ALTER TABLE cards ADD COLUMN IF NOT EXISTS change_started_at timestamptz;
 CREATE INDEX IF NOT EXISTS cards_change_started ON cards (change_started_at) WHERE change_id IS NOT NULL;
+-- A card issued to replace a lost or stolen one: the replaced card's Lithic token, sent to Lithic as
+-- postCards' replacement_for (POST .../cards/{card_token}/replace).
+ALTER TABLE cards ADD COLUMN IF NOT EXISTS replacement_for text;
 
 -- Rate limits per API client (GCRA): sustained requests per second and burst.
 ALTER TABLE api_clients ADD COLUMN IF NOT EXISTS rate_per_second double precision NOT NULL DEFAULT 100

@@ -556,6 +556,8 @@ CardStatus = Literal["PENDING", "ISSUED", "FAILED"]
 # Lithic's card states: a PHYSICAL card starts PENDING_FULFILLMENT, then PENDING_ACTIVATION.
 CardState = Literal["OPEN", "PAUSED", "CLOSED", "PENDING_FULFILLMENT", "PENDING_ACTIVATION"]
 CardUpdateState = Literal["OPEN", "PAUSED", "CLOSED"]
+# A card's Lithic token, as a body names it (Lithic's are uuids; the simulator's too).
+CardToken = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 # Canopy's product colour: "#0000FF" or "#00F" (its schema's pattern, anchored).
@@ -851,6 +853,8 @@ class CardUpdate(msgspec.Struct, kw_only=True):
 
     state: CardUpdateState | UnsetType = UNSET
     spend_limit: SpendLimit | UnsetType | None = UNSET
+    # Which of the link's cards to change (its Lithic token); without it, the link's newest card.
+    card_token: CardToken | UnsetType = UNSET
 
 
 class AccountOverview(msgspec.Struct):

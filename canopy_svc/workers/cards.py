@@ -209,6 +209,7 @@ class CardWorker:
                 if sealed is not None
                 else None
             ),
+            replacement_for=card["replacement_for"],
         )
 
     async def _issue(self, card: Any) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy_svc.api import examples
+from canopy_svc.api.card_waits import answer_when_issued
 from canopy_svc.api.openapi import comma_list, listing_query
 from canopy_svc.api.requests import cipher, cursors, pool, principal, resources
 from canopy_svc.api.responses import JSONResponse
@@ -25,10 +27,18 @@ from canopy_svc.wire.models import Account, AccountCreate, AccountDeleted, Accou
 async def create_account(request: Request) -> Response:
     org_id, data_cipher = principal(request).org_id, cipher(request)
 
-    async def work(conn: Conn, payload: AccountCreate) -> Account:
-        return await accounts.create_account(conn, org_id, payload, data_cipher)
+    created: list[str] = []  # the account's id, for the answer made again after the card wait
 
-    return await write(request, accounts.parse_account, work)
+    async def work(conn: Conn, payload: AccountCreate) -> Account:
+        account = await accounts.create_account(conn, org_id, payload, data_cipher)
+        created.append(account.account_id)
+        return account
+
+    async def reread(conn: Conn, _card_ids: Sequence[int]) -> Account:
+        return await accounts.get_account(conn, org_id, created[0], data_cipher)
+
+    # Its customers' new cards answered ISSUED when the worker issues them in time (api/card_waits.py).
+    return await answer_when_issued(request, lambda: write(request, accounts.parse_account, work), reread)
 
 
 # Canopy's `?external=true`: the path's id is the account's external_account_id.
