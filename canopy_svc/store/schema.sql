@@ -780,3 +780,21 @@ ALTER TABLE cards ADD COLUMN IF NOT EXISTS shipping_address_encrypted bytea;
 -- earliest time its next call may go out, reserved by each call in one UPDATE, so every process paces
 -- together; a 429's Retry-After pushes it too.
 ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_next_call_at timestamptz;
+
+-- Issue 15 (bulk import: `canopy-svc customers import FILE --org ORG`)
+-- One row per organization and file (its SHA-256): how far the import got. lines_done is written in
+-- the transaction of each batch with the batch's customers and events, so a run killed anywhere
+-- resumes after the last committed batch, and a row is never created twice. The counts are the
+-- import's so far; finished_at is set once the file's last line is done.
+CREATE TABLE IF NOT EXISTS customer_imports (
+    org_id      bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    file_sha256 bytea NOT NULL CHECK (octet_length(file_sha256) = 32),
+    lines_done  bigint NOT NULL DEFAULT 0,
+    created     bigint NOT NULL DEFAULT 0,
+    rejected    bigint NOT NULL DEFAULT 0,
+    warned      bigint NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    PRIMARY KEY (org_id, file_sha256)
+);
