@@ -334,6 +334,15 @@ class RejectFile:
         for item in sorted(rejected, key=lambda r: r.line):
             self.handle.write(b'{"line":%d,' % item.line + item.error[1:] + b"\n")
 
+    def position(self) -> int:
+        return self.handle.tell()
+
+    def rewind(self, position: int) -> None:
+        """Drops what a batch that did not commit wrote."""
+        self.handle.seek(position)
+        self.handle.truncate()
+        self.sync()
+
     def sync(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
@@ -423,14 +432,14 @@ def _batches(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
 
 
 async def _checked_batches(
-    batches: Iterator[list[RawRow]], executor: Executor | None, cipher: DataCipher, columns: Callable[[], list[str]]
+    batches: Iterator[list[RawRow]], executor: Executor | None, jobs: int, cipher: DataCipher, columns: list[str]
 ) -> AsyncIterator[tuple[int, list[Outcome]]]:
-    """(the batch's last line, its outcomes), in file order; with workers, a few batches ahead."""
+    """(the batch's last line, its outcomes), in file order; with workers, a batch ahead per worker."""
     if executor is None:
         for batch in batches:
-            yield batch[-1][0], [check_row(line, raw, cipher, columns()) for line, raw in batch]
+            yield batch[-1][0], [check_row(line, raw, cipher, columns) for line, raw in batch]
         return
-    ahead = (getattr(executor, "_max_workers", 1) or 1) + 1
+    ahead = jobs + 1
     pending: list[tuple[int, Future[list[Outcome]]]] = []
     for batch in batches:
         pending.append((batch[-1][0], executor.submit(check_rows, batch)))
@@ -439,6 +448,49 @@ async def _checked_batches(
             yield last, await asyncio.wrap_future(future)
     for last, future in pending:
         yield last, await asyncio.wrap_future(future)
+
+
+# A batch whose insert meets a customer_id created meanwhile (by the API, between the check and the
+# insert) is checked again: the second time the row is refused as taken.
+_BATCH_ATTEMPTS = 3
+
+
+async def _commit_batch(
+    conn: asyncpg.Connection,
+    org_id: int,
+    digest: bytes,
+    outcomes: list[Outcome],
+    cipher: DataCipher,
+    rejects: RejectFile,
+    progress: Progress,
+    last_line: int,
+) -> tuple[list[Rejected], int, int]:
+    for attempt in range(1, _BATCH_ATTEMPTS + 1):
+        mark = rejects.position()
+        try:
+            async with conn.transaction():
+                batch_rejects, created, warned = await apply_batch(conn, org_id, outcomes, cipher)
+                rejects.write(batch_rejects)
+                rejects.sync()  # on disk before the batch commits: a resumed run keeps exactly these
+                await store.record_progress(
+                    conn,
+                    org_id,
+                    digest,
+                    lines_done=last_line,
+                    created=progress.created + created,
+                    rejected=progress.rejected + len(batch_rejects),
+                    warned=progress.warned + warned,
+                    finished=False,
+                )
+            return batch_rejects, created, warned
+        except asyncpg.UniqueViolationError:
+            rejects.rewind(mark)
+            if attempt == _BATCH_ATTEMPTS:
+                raise
+        except BaseException:
+            rejects.rewind(mark)
+            raise
+    raise AssertionError("unreachable")
 
 
 async def run_import(
@@ -488,22 +540,11 @@ async def run_import(
     try:
         with _executor(jobs, data_key, reader.columns) as executor:
             async for last_line, outcomes in _checked_batches(
-                _batches(todo, batch_rows), executor, cipher, lambda: reader.columns
+                _batches(todo, batch_rows), executor, jobs, cipher, reader.columns
             ):
-                async with conn.transaction():
-                    batch_rejects, created, warned = await apply_batch(conn, org_id, outcomes, cipher)
-                    rejects.write(batch_rejects)
-                    rejects.sync()  # on disk before the batch commits: a resumed run keeps exactly these
-                    await store.record_progress(
-                        conn,
-                        org_id,
-                        digest,
-                        lines_done=last_line,
-                        created=progress.created + created,
-                        rejected=progress.rejected + len(batch_rejects),
-                        warned=progress.warned + warned,
-                        finished=False,
-                    )
+                batch_rejects, created, warned = await _commit_batch(
+                    conn, org_id, digest, outcomes, cipher, rejects, progress, last_line
+                )
                 progress.lines_done = last_line
                 progress.created += created
                 progress.rejected += len(batch_rejects)
