@@ -203,12 +203,15 @@ class _ImportDisplay:
         self.started = time.monotonic()
         self.bar: Any = None
         self.shown_bytes = 0
+        self.rows_before = 0
         self.show_bar = show_bar
 
     def update(self, progress: customer_import.Progress) -> None:
         if not self.show_bar:
             return
         if self.bar is None:
+            # The rate counts from the first batch on: not the database's start nor the workers' spawn.
+            self.started, self.rows_before = time.monotonic(), progress.rows_this_run
             # tqdm: small, dependency-free and cheap per update; its time left follows the bytes read.
             from tqdm import tqdm
 
@@ -217,10 +220,14 @@ class _ImportDisplay:
                 unit="B",
                 unit_scale=True,
                 file=sys.stderr,
-                bar_format="{percentage:3.0f}%|{bar:24}| {postfix} [{elapsed}, {remaining} left]",
+                # A terminal that reports no size (0 x 0: some ptys) would hide the bar: 80 x 24 then.
+                ncols=shutil.get_terminal_size().columns,
+                nrows=shutil.get_terminal_size().lines,
+                bar_format="{desc} {percentage:3.0f}%|{bar:20}| [{elapsed}, {remaining} left]",
             )
-        rate = progress.rows_this_run / max(time.monotonic() - self.started, 1e-9)
-        self.bar.set_postfix_str(
+        elapsed = time.monotonic() - self.started
+        rate = (progress.rows_this_run - self.rows_before) / elapsed if elapsed > 0 else 0.0
+        self.bar.set_description_str(
             f"{progress.created:,} created, {progress.rejected:,} rejected, {rate:,.0f} rows/s", refresh=False
         )
         self.bar.update(progress.bytes_read - self.shown_bytes)

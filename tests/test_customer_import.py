@@ -432,3 +432,47 @@ def test_the_command_refuses_an_unknown_organization_and_an_unknown_format(datab
     odd.write_text("{}\n")
     refused = run_command(import_command(odd), env)
     assert refused.returncode == 2 and "--format" in refused.stderr
+
+
+def run_on_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """The command with stderr on a pseudo-terminal of 120 x 40; its exit status and what it drew there."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal's other end closed: the command ended
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    return process.wait(timeout=300), drawn.decode(errors="replace")
+
+
+async def test_a_progress_bar_on_a_terminal_and_only_the_summary_otherwise(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO organizations (name) VALUES ('import-org')")
+    env = cli_env(database_url)
+    path = write_jsonl(tmp_path / "book.jsonl", [person(n) for n in range(1, 401)] + ["nope"])
+    status, drawn = await asyncio.to_thread(
+        run_on_terminal, import_command(path, "--batch-rows", "100", "--jobs", "0"), env
+    )
+    assert status == 0, drawn
+    assert "400 created, 1 rejected" in drawn and "rows/s" in drawn and "100%|" in drawn and "left]" in drawn
+
+    quiet = await asyncio.to_thread(
+        run_command, import_command(tmp_path / "book.jsonl", "--batch-rows", "100", "--jobs", "0"), env
+    )
+    assert quiet.returncode == 0 and "%|" not in quiet.stderr and "rows/s" not in quiet.stderr
+    assert "already imported" in quiet.stdout and "400 created, 1 rejected" in quiet.stdout
