@@ -241,6 +241,35 @@ async def test_a_csv_row_with_more_cells_than_the_header_is_rejected_alone(
     assert reject["line"] == 2 and reject["error"]["code"] == "bad_request"
 
 
+async def test_csv_rows_with_a_nul_bad_utf8_or_an_unclosed_quote_are_rejected_alone(
+    api: ApiClient, database_url: str, tmp_path: Path
+) -> None:
+    names = list(person(1))
+
+    def line(body: dict[str, Any]) -> bytes:
+        return ",".join(str(body[n]) for n in names).encode() + b"\n"
+
+    path = tmp_path / "book.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + ",".join(names).encode() + b"\n"  # a BOM, as spreadsheets write
+        + line(person(1))
+        + line(person(2, name_first="Ada\x00Bob"))
+        + line(person(3)).replace(b"Ada", b"Ad\xff")
+        + line(person(4))
+        + line(person(5)).replace(b"Ada", b'"Ada')  # a quote never closed: the rest of the file is its cell
+    )  # fmt: skip
+    done = await import_file(database_url, api.org_id, path, "csv")
+    assert (done.created, done.rejected) == (2, 3)
+    rejects = rejects_of(tmp_path / "book.csv.rejects.jsonl")
+    assert [(r["line"], r["error"]["code"]) for r in rejects] == [
+        (3, "invalid_input"),
+        (4, "bad_request"),
+        (6, "bad_request"),
+    ]
+    assert rejects[0]["error"]["details"][0]["instancePath"] == "/name_first"
+    assert "UTF-8" in rejects[1]["error"]["message"] and "CSV" in rejects[2]["error"]["message"]
+
+
 # --- duplicates and ids -----------------------------------------------------------------------------
 
 
