@@ -162,14 +162,23 @@ async def test_csv_columns_are_field_paths_and_empty_cells_are_absent(
     assert second["customer_type"] == "person"
 
 
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ("name_first,name_lst", "name_lst"),  # a typo
+        ("name_first,assign_to_accounts", "assign_to_accounts"),  # a list: no column
+        ("name_first,name_first", "named twice"),
+    ],
+)
 async def test_a_csv_header_naming_no_field_stops_before_any_row(
-    api: ApiClient, pool: asyncpg.Pool, database_url: str, tmp_path: Path
+    api: ApiClient, pool: asyncpg.Pool, database_url: str, tmp_path: Path, header: str, named: str
 ) -> None:
     path = tmp_path / "book.csv"
-    path.write_text("name_first,name_lst\nAda,Lovelace\n")
-    with pytest.raises(customer_import.UnreadableFile, match="name_lst"):
+    path.write_text(f"{header}\nAda,Lovelace\n")
+    with pytest.raises(customer_import.UnreadableFile, match=named):
         await import_file(database_url, api.org_id, path, "csv")
     assert await pool.fetchval("SELECT count(*) FROM customers") == 0
+    assert await pool.fetchval("SELECT count(*) FROM customer_imports") == 0
 
 
 # --- bad rows -------------------------------------------------------------------------------------

@@ -34,11 +34,12 @@ import datetime
 import hashlib
 import json
 import os
+import types
 import typing
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,7 +95,7 @@ def _field_paths(model: type[msgspec.Struct], prefix: str = "") -> dict[str, boo
         nested = struct_in(info.type)
         if nested is not None:
             paths.update(_field_paths(nested, name + "."))
-        elif typing.get_origin(info.type) is list or "list[" in str(info.type):
+        elif list in {typing.get_origin(base) or base for base in _base_types(info.type)}:
             continue
         else:
             paths[name] = bool in _base_types(info.type)
@@ -102,11 +103,11 @@ def _field_paths(model: type[msgspec.Struct], prefix: str = "") -> dict[str, boo
 
 
 def _base_types(annotation: Any) -> set[Any]:
+    """The types a field takes, its union spelled out and Annotated taken off (list[X] stays list[X])."""
     if typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
-    args = typing.get_args(annotation)
-    if args and typing.get_origin(annotation) is not typing.Literal:
-        return {base for arg in args for base in _base_types(arg)}
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        return {base for arg in typing.get_args(annotation) for base in _base_types(arg)}
     return {annotation}
 
 
@@ -309,7 +310,6 @@ class Progress:
     resumed_from_line: int = 0
     already_finished: bool = False
     finished: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RejectFile:
