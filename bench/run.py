@@ -41,7 +41,11 @@ Read every figure as a ratio within this run: the machine (2 cores) is shared wi
    event committed every BENCH_WEBHOOK_PROBE_MS (50) for BENCH_SECONDS, at idle and while wrk runs
    POST /customers as above (whose events are delivered too). BENCH_ONLY=webhooks runs this part
    alone (no pgbench, no shapes; about 2 minutes), into bench-results/result-webhooks.json.
-6. bench-results/result.json, a table on stdout, and every target of issue 9, PASS or FAIL with its figure.
+6. Bulk import (issue 15; BENCH_IMPORT 1, 0 skips): `canopy-svc customers import` of BENCH_IMPORT_ROWS
+   (200,000) valid JSON lines into a database of BENCH_ROWS loaded customers (the unique shape's load),
+   policy `warn`, the command's defaults; target 20,000 rows/s. BENCH_ONLY=import runs this part alone,
+   into bench-results/result-import.json.
+7. bench-results/result.json, a table on stdout, and every target of issue 9, PASS or FAIL with its figure.
 
 Environment: BENCH_SECONDS (15), BENCH_ROWS (1000000), BENCH_SHAPES, BENCH_CONNECTIONS (32),
 BENCH_THREADS (2), BENCH_WORKERS ("1,2"; workers beyond 1 run on the unique shape), BENCH_SLICES (5),
@@ -53,7 +57,8 @@ BENCH_PROFILE (1 when py-spy is found), BENCH_PROFILE_SECONDS (10), BENCH_PROFIL
 ("python,native", see profile()), BENCH_PROFILE_PIN (1), BENCH_LOG_LEVEL (INFO: the access log on;
 WARNING turns it off), BENCH_DEEP_CURSOR ("search" or "walk"), BENCH_RESULTS (bench-results),
 BENCH_SERVER_ENV (unset; e.g. "CANOPY_SVC_POOL_MAX=32": settings for the servers under test),
-BENCH_WEBHOOKS (1), BENCH_WEBHOOK_BACKLOG (5000), BENCH_WEBHOOK_PROBE_MS (50), BENCH_ONLY ("webhooks").
+BENCH_WEBHOOKS (1), BENCH_WEBHOOK_BACKLOG (5000), BENCH_WEBHOOK_PROBE_MS (50), BENCH_IMPORT (1),
+BENCH_IMPORT_ROWS (200000), BENCH_IMPORT_BATCH_ROWS (2000), BENCH_ONLY ("webhooks" or "import").
 A quick smoke run: BENCH_ROWS=20000 BENCH_SECONDS=3 BENCH_IDLE_SECONDS=5 BENCH_PROFILE=0 make bench.
 """
 
@@ -122,7 +127,8 @@ ACCESS_LOG = LOG_LEVEL in ("INFO", "DEBUG")
 DEEP_CURSOR_MODE = os.environ.get("BENCH_DEEP_CURSOR", "search")
 RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench-results"))
 WEBHOOKS = _flag("BENCH_WEBHOOKS", "1")
-ONLY = os.environ.get("BENCH_ONLY", "")  # "webhooks": that part alone (no pgbench, no shapes)
+ONLY = os.environ.get("BENCH_ONLY", "")  # "webhooks" or "import": that part alone (no pgbench, no shapes)
+IMPORT = _flag("BENCH_IMPORT", "1")
 WEBHOOK_BACKLOG = int(os.environ.get("BENCH_WEBHOOK_BACKLOG", "5000"))
 WEBHOOK_PROBE_MS = float(os.environ.get("BENCH_WEBHOOK_PROBE_MS", "50"))
 # Secrets made for this run and given to every process it starts (CLI, server workers), so they agree.
@@ -2086,6 +2092,78 @@ def check_pgbench_scripts() -> None:
             raise SystemExit(f"bench: bench/{script} does not answer the store's columns {COLUMN_NAMES[1:]}")
 
 
+IMPORT_ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", "200000"))
+IMPORT_BATCH_ROWS = int(os.environ.get("BENCH_IMPORT_BATCH_ROWS", "2000"))
+IMPORT_TARGET_ROWS_PER_S = 20000
+
+
+def import_file(path: Path, rows: int) -> None:
+    """rows valid POST /customers bodies, one per line, sharing no compared value with the loaded rows
+    (their phones are +1201..., emails customerN@example.com) nor with one another."""
+    with path.open("w") as handle:
+        for n in range(1, rows + 1):
+            body = {
+                "customer_id": f"imp-{n}", "name_first": ("Ada", "Alan", "Grace", "Linus")[n % 4],
+                "name_last": f"Importer{n}", "phone_number": f"+1646{2000000 + n:07d}",
+                "address_line_one": f"{n} Import Road", "address_city": "Springfield", "address_state": "IL",
+                "address_zip": f"{10000 + n % 89999:05d}", "email": f"imported{n}@example.org",
+                "date_of_birth": f"19{50 + n % 50}-0{1 + n % 9}-1{n % 10}",
+                "ssn": f"{100 + n // 9999 % 600:03d}-{10 + n // 99 % 89:02d}-{n % 9999 + 1:04d}",
+            }  # fmt: skip
+            handle.write(json.dumps(body) + "\n")
+
+
+def bench_import(cluster: Cluster, tmp: Path) -> dict[str, Any]:
+    """Issue 15: `canopy-svc customers import` of IMPORT_ROWS valid JSON lines into an organization of
+    ROWS loaded customers (the unique shape's load), duplicate policy `warn` (the default: every row
+    compared), with the command's defaults (a worker process per CPU)."""
+    db, load = prepare(cluster, Shape("import", "import", "bench_import", "unique", "unique", 0, True), tmp)
+    path = tmp / "import.jsonl"
+    import_file(path, IMPORT_ROWS)
+    log(f"import: {IMPORT_ROWS:,} rows into {ROWS:,} customers")
+    env = base_env(db.dsn, db.data_dir)
+    before = psutil.cpu_times()
+    started = time.monotonic()
+    done = subprocess.run(
+        [*cli(), "customers", "import", str(path), "--org", "bench", "--json", "--batch-rows", str(IMPORT_BATCH_ROWS),
+         "--data-dir", str(db.data_dir)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    after = psutil.cpu_times()
+    if done.returncode != 0:
+        raise SystemExit(f"bench: customers import failed:\n{done.stdout}\n{done.stderr}")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    busy = sum(getattr(after, f) - getattr(before, f) for f in after._fields if f not in ("idle", "iowait"))
+    result = {
+        "rows": IMPORT_ROWS, "table_rows_before": ROWS, "batch_rows": IMPORT_BATCH_ROWS,
+        "created": summary["created"], "rejected": summary["rejected"],
+        "seconds": round(seconds, 2), "command_seconds": summary["seconds"],
+        "rows_per_s": round(summary["created"] / summary["seconds"]),
+        "box_busy_cores": round(busy / seconds, 2), "load": load,
+        "target_rows_per_s": IMPORT_TARGET_ROWS_PER_S,
+    }  # fmt: skip
+    log(f"  {result['rows_per_s']:,} rows/s ({result['created']:,} created in {result['command_seconds']} s; "
+        f"box busy {result['box_busy_cores']} cores)")
+    return result
+
+
+def import_only(cluster: Cluster, tmp: Path, started: float, started_at: str, before: dict[str, Any],
+                version: str) -> int:
+    """BENCH_ONLY=import: the import part alone, written to bench-results/result-import.json."""
+    outcome = bench_import(cluster, tmp)
+    result = {"started_at": started_at, "machine": machine() | {"postgres": version}, "load_before_start": before,
+              "import": outcome, "duration_s": round(time.monotonic() - started, 1)}  # fmt: skip
+    (RESULTS / "result-import.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    verdict = "PASS" if outcome["rows_per_s"] >= IMPORT_TARGET_ROWS_PER_S else "FAIL"
+    print(f"machine: {result['machine']['cpu_model']}, {result['machine']['logical_cpus']} CPUs; busy "
+          f"{before['busy_pct_of_one_core']:.0f}% of a core before the start")
+    print(f"customers import: {outcome['rows_per_s']:,} rows/s into {ROWS:,} customers "
+          f"(target {IMPORT_TARGET_ROWS_PER_S:,}: {verdict})")
+    print(f"\nwritten: {RESULTS / 'result-import.json'} ({result['duration_s']} s in all)")
+    return 0
+
+
 def webhooks_only(cluster: Cluster, tmp: Path, started: float, started_at: str, before: dict[str, Any],
                   version: str) -> int:
     """BENCH_ONLY=webhooks: the webhook part alone, written to bench-results/result-webhooks.json."""
@@ -2103,14 +2181,15 @@ def webhooks_only(cluster: Cluster, tmp: Path, started: float, started_at: str, 
 
 
 def main() -> int:
-    if ONLY not in ("", "webhooks"):
-        print(f"bench: BENCH_ONLY={ONLY!r}: only 'webhooks' (or unset: everything)", file=sys.stderr)
+    if ONLY not in ("", "webhooks", "import"):
+        print(f"bench: BENCH_ONLY={ONLY!r}: only 'webhooks' or 'import' (or unset: everything)", file=sys.stderr)
         return 2
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and ONLY != "import":
         print("bench: wrk is not installed. On Debian/Ubuntu: sudo apt-get install -y wrk", file=sys.stderr)
         return 2
-    pg_bin("pgbench")
-    check_pgbench_scripts()
+    if ONLY != "import":  # the import part runs no pgbench
+        pg_bin("pgbench")
+        check_pgbench_scripts()
     chosen = shapes()
     spy = py_spy()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -2134,6 +2213,8 @@ def main() -> int:
         cluster = Cluster(dsn=dsn, socket_dir=_socket_dir(dsn), postmaster_pid=postmaster, version=version)
         if ONLY == "webhooks":
             return webhooks_only(cluster, tmp, started, started_at, before, version)
+        if ONLY == "import":
+            return import_only(cluster, tmp, started, started_at, before, version)
         prepared = {shape.key: prepare(cluster, shape, tmp) for shape in chosen}
         # The ceilings on a database of a million unique customers, the unique shape's if it runs.
         if "unique" in prepared:
@@ -2179,6 +2260,7 @@ def main() -> int:
                 "get_ids": outcome.get("get_ids"), "table_after": outcome.get("table_after"),
             })  # fmt: skip
         webhooks = bench_webhooks(cluster, tmp, tags) if WEBHOOKS else None
+        imported = bench_import(cluster, tmp) if IMPORT else None
         for r in runs:
             r["ratio_to_ceiling"] = round(r["requests_per_s"] / ceilings[r["ceiling"]], 4) if r["ceiling"] else None
         result: dict[str, Any] = {
@@ -2209,6 +2291,7 @@ def main() -> int:
             "runs": runs,
             "profiles": profiles,
             "webhooks": webhooks,
+            "import": imported,
         }
         result["targets"] = evaluate(result)
         result["duration_s"] = round(time.monotonic() - started, 1)

@@ -7,10 +7,12 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ from canopy_svc.api import examples
 from canopy_svc.core import secret_files
 from canopy_svc.core.crypto import DataCipher, DataKeyError
 from canopy_svc.core.settings import Settings, use_metrics_folder, variable
-from canopy_svc.rules import clients
+from canopy_svc.rules import clients, customer_import
 from canopy_svc.store import organizations
 from canopy_svc.store.data_key import DataKeyMismatch
 from canopy_svc.store.migrations import migrate, migrate_database
@@ -193,6 +195,120 @@ def cmd_orgs_set_duplicate_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ImportDisplay:
+    """The import's progress on stderr: a bar (rows, rate, rejects, time left by the bytes read) on a
+    terminal, nothing otherwise; the summary is printed at the end either way."""
+
+    def __init__(self, show_bar: bool) -> None:
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.shown_bytes = 0
+        self.rows_before = 0
+        self.show_bar = show_bar
+
+    def update(self, progress: customer_import.Progress) -> None:
+        if not self.show_bar:
+            return
+        if self.bar is None:
+            # The rate counts from the first batch on: not the database's start nor the workers' spawn.
+            self.started, self.rows_before = time.monotonic(), progress.rows_this_run
+            # tqdm: small, dependency-free and cheap per update; its time left follows the bytes read.
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=progress.total_bytes,
+                unit="B",
+                unit_scale=True,
+                file=sys.stderr,
+                # A terminal that reports no size (0 x 0: some ptys) would hide the bar: 80 x 24 then.
+                ncols=shutil.get_terminal_size().columns,
+                nrows=shutil.get_terminal_size().lines,
+                bar_format="{desc} {percentage:3.0f}%|{bar:20}| [{elapsed}, {remaining} left]",
+            )
+        elapsed = time.monotonic() - self.started
+        rate = (progress.rows_this_run - self.rows_before) / elapsed if elapsed > 0 else 0.0
+        self.bar.set_description_str(
+            f"{progress.created:,} created, {progress.rejected:,} rejected, {rate:,.0f} rows/s", refresh=False
+        )
+        self.bar.update(progress.bytes_read - self.shown_bytes)
+        self.shown_bytes = progress.bytes_read
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def _import_customers(
+    dsn: str, args: argparse.Namespace, data_key: bytes, file_format: customer_import.Format, display: _ImportDisplay
+) -> customer_import.Progress | None:
+    async with _migrated(dsn, DataCipher(data_key)) as conn:
+        org_id = await organizations.find_organization(conn, args.org)
+        if org_id is None:
+            return None
+        return await customer_import.run_import(
+            conn,
+            org_id,
+            args.file,
+            file_format,
+            data_key,
+            rejects_path=args.rejects or args.file.with_name(args.file.name + ".rejects.jsonl"),
+            batch_rows=args.batch_rows,
+            jobs=args.jobs,
+            on_progress=display.update,
+        )
+
+
+def cmd_customers_import(args: argparse.Namespace) -> int:
+    try:
+        file_format = customer_import.format_of(args.file, args.format)
+    except customer_import.UnreadableFile as exc:
+        print(f"canopy-svc customers import: {exc}", file=sys.stderr)
+        return 2
+    if not args.file.is_file():
+        print(f"canopy-svc customers import: no file {args.file}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    display = _ImportDisplay(sys.stderr.isatty() and not args.json)
+    started = time.monotonic()
+    try:
+        with database(settings) as dsn:
+            done = asyncio.run(_import_customers(dsn, args, settings.data_key, file_format, display))
+    except customer_import.UnreadableFile as exc:
+        print(f"canopy-svc customers import: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        display.close()
+    if done is None:
+        print(f"canopy-svc: no organization named {args.org!r}", file=sys.stderr)
+        return 1
+    seconds = time.monotonic() - started
+    summary = {
+        "org": args.org,
+        "file": str(args.file),
+        "created": done.created,
+        "rejected": done.rejected,
+        "with_warnings": done.warned,
+        "rows_this_run": done.rows_this_run,
+        "resumed_after_line": done.resumed_from_line,
+        "already_imported": done.already_finished,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(done.rows_this_run / seconds) if seconds > 0 else None,
+        "rejects_file": str(args.rejects or args.file.with_name(args.file.name + ".rejects.jsonl")),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    elif done.already_finished:
+        print(f"{args.file} was already imported into {args.org}: {done.created:,} created, {done.rejected:,} rejected")
+    else:
+        resumed = f" (resumed after line {done.resumed_from_line:,})" if done.resumed_from_line else ""
+        print(
+            f"imported {args.file} into {args.org}{resumed}: {done.created:,} created "
+            f"({done.warned:,} with duplicate warnings), {done.rejected:,} rejected "
+            f"(see {summary['rejects_file']}); {done.rows_this_run:,} rows in {seconds:.1f} s"
+        )
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with database(settings) as dsn:
@@ -342,6 +458,32 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--org", required=True, help="organization name")
     policy.add_argument("policy", choices=["warn", "block", "off"])
     policy.set_defaults(handler=cmd_orgs_set_duplicate_policy)
+
+    customers = commands.add_parser("customers", help="customers of an organization")
+    customer_commands = customers.add_subparsers(dest="customers_command", required=True)
+    importing = customer_commands.add_parser(
+        "import",
+        help="load a CSV or JSON-lines file of POST /customers bodies; resumes where a killed run stopped",
+    )
+    _add_database_options(importing)
+    importing.add_argument("file", type=Path, help="the file (.csv, or .jsonl / .ndjson: one body per line)")
+    importing.add_argument("--org", required=True, help="organization name")
+    importing.add_argument("--format", choices=customer_import.FORMATS, help="csv or jsonl (default: by extension)")
+    importing.add_argument("--rejects", type=Path, help="where refused rows are written (default FILE.rejects.jsonl)")
+    importing.add_argument(
+        "--batch-rows",
+        type=_burst_arg,
+        default=customer_import.DEFAULT_BATCH_ROWS,
+        help=f"rows per transaction (default {customer_import.DEFAULT_BATCH_ROWS})",
+    )
+    importing.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes that check and encrypt rows (default: the CPUs; 0: in this process)",
+    )
+    importing.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    importing.set_defaults(handler=cmd_customers_import)
     return parser
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-import asyncpg
-
 from canopy_svc.core.dbtypes import Conn
 from canopy_svc.store import customers as store
 from canopy_svc.wire.errors import DuplicateCustomer
@@ -50,9 +48,23 @@ async def check(
         # Check again under locks on the values: a concurrent twin now waits for our commit and sees us.
         await store.lock_values(conn, org_id, **arguments)
         policy, matches = await store.duplicates(conn, org_id, **arguments)
-    warnings = warnings_for([(match["code"], match["customer_id"]) for match in matches])
+    found = [(match["code"], match["customer_id"], match["date_of_birth"]) for match in matches]
+    return decide(policy, found, values["date_of_birth"], ignore_warnings=ignore_warnings)
+
+
+def decide(
+    policy: str,
+    matches: list[tuple[str, str, datetime.date]],
+    date_of_birth: datetime.date,
+    *,
+    ignore_warnings: bool,
+) -> list[DuplicateWarning]:
+    """The warnings for these matches [(field, customer_id, their date of birth)]; under `block`,
+    DuplicateCustomer instead (always for the same SSN and date of birth). The API's check and the
+    bulk import's (rules/customer_import.py) both decide here."""
+    warnings = warnings_for([(code, customer_id) for code, customer_id, _ in matches])
     if policy == "block" and warnings:
-        same_person = _same_ssn_and_birth_date(matches, values["date_of_birth"])
+        same_person = any(code == "ssn" and born == date_of_birth for code, _, born in matches)
         if not ignore_warnings or same_person:
             message = (
                 "A customer with the same SSN and date of birth already exists"
@@ -69,7 +81,3 @@ def warnings_for(matches: list[tuple[str, str]]) -> list[DuplicateWarning]:
         DuplicateWarning(code=f"duplicate_{field}", field=field, customer_id=customer_id, message=_MESSAGES[field])
         for field, customer_id in matches
     ]
-
-
-def _same_ssn_and_birth_date(matches: list[asyncpg.Record], date_of_birth: datetime.date) -> bool:
-    return any(match["code"] == "ssn" and match["date_of_birth"] == date_of_birth for match in matches)

@@ -56,6 +56,15 @@ async def record_event(conn: Conn, org_id: int, event_type: str, data: Any) -> E
     return event_from_record(record)
 
 
+async def record_events(conn: Conn, org_id: int, event_type: str, items: list[Any]) -> None:
+    """record_event for many objects of one type (the bulk import's batch), in one statement."""
+    assert event_type in EVENT_TYPES, event_type
+    if not items:
+        return
+    data = [_encoder.encode(without_pii(msgspec.to_builtins(item))).decode() for item in items]
+    await store.insert_many(conn, org_id, event_type, [new_event_id() for _ in items], data)
+
+
 async def record_card_event(conn: Conn, event_type: str, card: Row | None) -> None:
     """A card_* event for a card row as the store returns it (None: the row did not change, no event),
     in the organization of the card's link."""

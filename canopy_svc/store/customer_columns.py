@@ -178,7 +178,7 @@ STORED_DIFFERENTLY: Mapping[str, StorageSpec] = {
 }
 
 
-def _struct_in(annotation: Any) -> type[msgspec.Struct] | None:
+def struct_in(annotation: Any) -> type[msgspec.Struct] | None:
     """The Struct of `Model` or `Model | None`; None for any other type."""
     if typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
@@ -199,7 +199,7 @@ def _derive(
         spec = mapping.get(key)
         if key in mapping and spec is NOT_STORED:
             continue
-        nested = _struct_in(info.type)
+        nested = struct_in(info.type)
         storage: Storage
         if isinstance(spec, Column | EncryptedSsn | Encrypted):
             storage = spec

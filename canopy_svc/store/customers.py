@@ -163,7 +163,7 @@ async def find_row_ids(conn: Conn, org_id: int, customer_ids: list[str]) -> dict
 _MATCHES_SHOWN = "(SELECT 5)"
 
 
-def _duplicate_matches(
+def duplicate_matches(
     *, org: str, ssn_hash: str, email: str, phone: str, line_one: str, zip_code: str, country: str, exclude: str
 ) -> str:
     """The four comparisons, as SQL over the given parameter references. Each branch reads five
@@ -195,7 +195,7 @@ _DUPLICATES = f"""
     WITH policy AS ({_POLICY})
     SELECT policy.policy, match.code, match.customer_id, match.date_of_birth
     FROM policy LEFT JOIN LATERAL ({
-    _duplicate_matches(
+    duplicate_matches(
         org="$1", ssn_hash="$2", email="$3", phone="$4", line_one="$5", zip_code="$6", country="$8", exclude="$7"
     )
 }
@@ -215,7 +215,7 @@ _INSERT_COMPARING = f"""
     ),
     matches AS (
         SELECT match.* FROM policy, LATERAL ({
-    _duplicate_matches(
+    duplicate_matches(
         org="$1",
         ssn_hash=_PARAM["ssn_hash"],
         email=_PARAM["email"],
@@ -272,9 +272,16 @@ async def duplicates(
 
 # The compared values as the comparisons see them (lower(email), canopy_address_key), so equal
 # values always make equal lock keys; computed by the database, never re-implemented here.
-_LOCK_KEYS = """SELECT ARRAY['email:' || lower($1::text), 'phone:' || $2::text,
-                     'address:' || canopy_address_key($3::text, $4::text, $5::text),
-                     'ssn:' || encode($6::bytea, 'hex')]"""
+def lock_keys(*, email: str, phone: str, line_one: str, zip_code: str, country: str, ssn_hash: str) -> str:
+    """The lock keys of one customer's compared values, as SQL over the given references (also the
+    bulk import's, over its staged rows: store/customer_import.py)."""
+    return f"""ARRAY['email:' || lower({email}::text), 'phone:' || {phone}::text,
+                     'address:' || canopy_address_key({line_one}::text, {zip_code}::text, {country}::text),
+                     'ssn:' || encode({ssn_hash}::bytea, 'hex')]"""
+
+
+LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || v, 0)) FROM unnest($2::text[]) v"
+_LOCK_KEYS = "SELECT " + lock_keys(email="$1", phone="$2", line_one="$3", zip_code="$4", country="$5", ssn_hash="$6")
 
 
 async def lock_values(
@@ -295,7 +302,7 @@ async def lock_values(
         _LOCK_KEYS, email, phone_number, address_line_one, address_zip, address_country_code, ssn_hash
     )
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || v, 0)) FROM unnest($2::text[]) v",
+        LOCK_SQL,
         str(org_id),
         sorted({key for key in keys if key is not None}),
     )

@@ -39,6 +39,31 @@ async def insert(conn: Conn, org_id: int, event_id: str, event_type: str, data: 
     return record
 
 
+# insert() for many events of one type at once (the bulk import's batches): the same deliveries and
+# NOTIFY, one statement for the batch. unnest WITH ORDINALITY keeps the given order in the feed.
+_INSERT_MANY = f"""
+WITH event AS (
+    INSERT INTO events (org_id, event_id, type, data)
+    SELECT $1, e.event_id, $2, e.data::jsonb
+    FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS e(event_id, data, position) ORDER BY e.position
+    RETURNING id
+), deliveries AS (
+    INSERT INTO webhook_deliveries (org_id, subscription_row_id, event_row_id)
+    SELECT $1, s.id, event.id FROM webhook_subscriptions s, event
+    WHERE s.org_id = $1 AND s.active AND (s.filter_events IS NULL OR $2 = ANY(s.filter_events))
+    RETURNING 1
+), woken AS (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT FROM deliveries)
+)
+SELECT (SELECT count(*) FROM event) AS events, (SELECT count(*) FROM woken) AS woken"""
+
+
+async def insert_many(conn: Conn, org_id: int, event_type: str, event_ids: list[str], data: list[str]) -> int:
+    """Events of one type, in the given order; how many were written."""
+    written: int = await conn.fetchval(_INSERT_MANY, org_id, event_type, event_ids, data)
+    return written
+
+
 async def fetch(conn: Queryable, org_id: int, event_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.org_id = $1 AND e.event_id = $2", org_id, event_id

@@ -847,3 +847,21 @@ ALTER TABLE cards ADD COLUMN IF NOT EXISTS sent_account_token text
     CHECK (sent_account_token = '' OR sent_account_token ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$');
 -- What a customer's delete (its organization's, cascading) finds its enrollment by.
 CREATE INDEX IF NOT EXISTS lithic_account_holders_customer_row_id ON lithic_account_holders (customer_row_id);
+
+-- Issue 15 (bulk import: `canopy-svc customers import FILE --org ORG`)
+-- One row per organization and file (its SHA-256): how far the import got. lines_done is written in
+-- the transaction of each batch with the batch's customers and events, so a run killed anywhere
+-- resumes after the last committed batch, and a row is never created twice. The counts are the
+-- import's so far; finished_at is set once the file's last line is done.
+CREATE TABLE IF NOT EXISTS customer_imports (
+    org_id      bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    file_sha256 bytea NOT NULL CHECK (octet_length(file_sha256) = 32),
+    lines_done  bigint NOT NULL DEFAULT 0,
+    created     bigint NOT NULL DEFAULT 0,
+    rejected    bigint NOT NULL DEFAULT 0,
+    warned      bigint NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    PRIMARY KEY (org_id, file_sha256)
+);
