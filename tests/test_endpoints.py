@@ -162,6 +162,8 @@ async def test_the_document_shows_the_declared_examples(anonymous: httpx.AsyncCl
         "beneficial_owner_id": examples.BENEFICIAL_OWNER["beneficial_owner_id"],
         "subscription_id": examples.PATH_IDS["subscription_id"],
         "event_id": examples.PATH_IDS["event_id"],
+        "loanpro_id": examples.PATH_IDS["loanpro_id"],
+        "navigation": examples.PATH_IDS["navigation"],
     }
     shown = {
         (parameter["name"], parameter["example"])

@@ -45,6 +45,7 @@ from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
 from canopy_svc.issuers.webhooks import WebhookClient, WebhookHosts
+from canopy_svc.loanpro import customers as loanpro_customers
 from canopy_svc.rules import idempotency
 from canopy_svc.rules import retention as event_retention
 from canopy_svc.rules.cursors import CursorCodec
@@ -68,6 +69,7 @@ ENDPOINTS: list[routing.Endpoint] = [
     *subscriptions.endpoints,
     *events.endpoints,
     *health.endpoints,
+    *loanpro_customers.endpoints,
 ]
 
 

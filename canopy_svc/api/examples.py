@@ -52,4 +52,6 @@ PATH_IDS = {
     "beneficial_owner_id": BENEFICIAL_OWNER["beneficial_owner_id"],
     # Made by the server (sub_ and evt_ with 24 base62): these stand for one.
     "subscription_id": "sub_4Xq1mJ0bR7cT2vN8kP5sL3wZ", "event_id": "evt_9Hd2pL6qW1zK8mR3tY0nB5vC",
+    # The LoanPro face's: a customer's integer id (seed 002's), and one of its navigations.
+    "loanpro_id": "751", "navigation": "Phones",
 }  # fmt: skip

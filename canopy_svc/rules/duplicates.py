@@ -34,8 +34,11 @@ async def check(
     *,
     ignore_warnings: bool,
     exclude_row_id: int = 0,
+    waived: frozenset[str] = frozenset(),
 ) -> list[DuplicateWarning]:
-    """The warnings for a customer with these (merged) values; raises DuplicateCustomer under `block`."""
+    """The warnings for a customer with these (merged) values; raises DuplicateCustomer under `block`.
+    `waived`: the fields ("address", "phone_number", ...) whose warnings are ignored as `ignore_warnings`
+    ignores them all (LoanPro's `__ignoreWarnings` on the nested object that caused them)."""
     arguments = {
         "ssn_hash": ssn_hash,
         "email": values["email"],
@@ -53,7 +56,8 @@ async def check(
     warnings = warnings_for([(match["code"], match["customer_id"]) for match in matches])
     if policy == "block" and warnings:
         same_person = _same_ssn_and_birth_date(matches, values["date_of_birth"])
-        if not ignore_warnings or same_person:
+        ignored = ignore_warnings or all(warning.field in waived for warning in warnings)
+        if not ignored or same_person:
             message = (
                 "A customer with the same SSN and date of birth already exists"
                 if same_person

@@ -780,3 +780,27 @@ ALTER TABLE cards ADD COLUMN IF NOT EXISTS shipping_address_encrypted bytea;
 -- earliest time its next call may go out, reserved by each call in one UPDATE, so every process paces
 -- together; a 429's Retry-After pushes it too.
 ALTER TABLE organizations ADD COLUMN IF NOT EXISTS lithic_next_call_at timestamptz;
+-- The LoanPro face (canopy_svc/loanpro/). Its ids are integers: drawn at random (52 bits, exact in a
+-- JavaScript number) so that one organization's ids say nothing of another's or of how many there
+-- are, as a shared sequence would. The instance id is what `Autopal-Instance-ID` must carry; a
+-- customer's LoanPro id is unique within its organization (a repeat draw is a unique violation,
+-- about one in 2^52 / customers).
+CREATE OR REPLACE FUNCTION loanpro_random_id() RETURNS bigint LANGUAGE sql VOLATILE AS
+$$ SELECT ('x' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 13))::bit(52)::bigint + 1 $$;
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS loanpro_instance_id bigint NOT NULL DEFAULT loanpro_random_id();
+CREATE UNIQUE INDEX IF NOT EXISTS organizations_loanpro_instance_id ON organizations (loanpro_instance_id);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS loanpro_id bigint NOT NULL DEFAULT loanpro_random_id();
+CREATE UNIQUE INDEX IF NOT EXISTS customers_org_loanpro_id ON customers (org_id, loanpro_id);
+-- LoanPro's nested entities that the Canopy columns do not hold (MailAddress, ...): one row per
+-- item, its LoanPro fields as JSON only AES-GCM encrypted (context "loanpro:<nav>": addresses and
+-- phones are personal data), its id random like the customer's.
+CREATE TABLE IF NOT EXISTS loanpro_entities (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id          bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    customer_row_id bigint NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    nav             text NOT NULL CHECK (char_length(nav) BETWEEN 1 AND 64),
+    item_id         bigint NOT NULL DEFAULT loanpro_random_id(),
+    body_encrypted  bytea NOT NULL,
+    created_at      timestamptz(0) NOT NULL DEFAULT now(),
+    CONSTRAINT loanpro_entities_item_key UNIQUE (customer_row_id, nav, item_id)
+);

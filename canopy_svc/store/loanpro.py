@@ -1,0 +1,98 @@
+"""SQL for the LoanPro face: its integer ids beside the Canopy ones, and the nested entities the
+customers table does not hold (loanpro_entities). Every statement is scoped by org_id."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from canopy_svc.core.dbtypes import Conn, Queryable
+from canopy_svc.store.customers import COLUMNS
+
+
+async def instance_id(conn: Queryable, org_id: int) -> int:
+    value: int | None = await conn.fetchval("SELECT loanpro_instance_id FROM organizations WHERE id = $1", org_id)
+    assert value is not None
+    return value
+
+
+async def instance_id_by_name(conn: Queryable, name: str) -> int | None:
+    value: int | None = await conn.fetchval("SELECT loanpro_instance_id FROM organizations WHERE name = $1", name)
+    return value
+
+
+async def customer_id_of(conn: Queryable, org_id: int, loanpro_id: int) -> str | None:
+    """The Canopy customer_id of the organization's customer with this LoanPro id."""
+    value: str | None = await conn.fetchval(
+        "SELECT customer_id FROM customers WHERE org_id = $1 AND loanpro_id = $2", org_id, loanpro_id
+    )
+    return value
+
+
+async def loanpro_ids(conn: Queryable, org_id: int, customer_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """customer_id -> (LoanPro id, row id), for the organization's customers among `customer_ids`."""
+    rows = await conn.fetch(
+        "SELECT customer_id, loanpro_id, id FROM customers WHERE org_id = $1 AND customer_id = ANY($2::text[])",
+        org_id,
+        customer_ids,
+    )
+    return {row["customer_id"]: (row["loanpro_id"], row["id"]) for row in rows}
+
+
+async def page(conn: Queryable, org_id: int, *, offset: int, limit: int | None) -> tuple[list[asyncpg.Record], int]:
+    """LoanPro's offset paging ($skip, $top), oldest first, and the total. The LoanPro id is added to
+    the Canopy columns as `loanpro_id`."""
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS}, loanpro_id FROM customers WHERE org_id = $1 ORDER BY id OFFSET $2 LIMIT $3",
+        org_id,
+        offset,
+        limit,
+    )
+    total: int = await conn.fetchval("SELECT count(*) FROM customers WHERE org_id = $1", org_id)
+    return list(rows), total
+
+
+async def entities(conn: Queryable, org_id: int, customer_row_id: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """SELECT nav, item_id, body_encrypted FROM loanpro_entities
+               WHERE org_id = $1 AND customer_row_id = $2 ORDER BY id""",
+            org_id,
+            customer_row_id,
+        )
+    )
+
+
+async def insert_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str, body: bytes) -> int:
+    item_id: int = await conn.fetchval(
+        """INSERT INTO loanpro_entities (org_id, customer_row_id, nav, body_encrypted)
+           VALUES ($1, $2, $3, $4) RETURNING item_id""",
+        org_id,
+        customer_row_id,
+        nav,
+        body,
+    )
+    return item_id
+
+
+async def update_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str, item_id: int, body: bytes) -> bool:
+    status: str = await conn.execute(
+        """UPDATE loanpro_entities SET body_encrypted = $5
+           WHERE org_id = $1 AND customer_row_id = $2 AND nav = $3 AND item_id = $4""",
+        org_id,
+        customer_row_id,
+        nav,
+        item_id,
+        body,
+    )
+    return status == "UPDATE 1"
+
+
+async def delete_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str, item_id: int) -> bool:
+    status: str = await conn.execute(
+        "DELETE FROM loanpro_entities WHERE org_id = $1 AND customer_row_id = $2 AND nav = $3 AND item_id = $4",
+        org_id,
+        customer_row_id,
+        nav,
+        item_id,
+    )
+    return status == "DELETE 1"
