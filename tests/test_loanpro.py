@@ -450,3 +450,59 @@ async def test_idempotency_keys_and_events_work_on_loanpro_writes(lp: httpx.Asyn
     assert ok(await lp.get(CUSTOMERS))["d"]["summary"]["total"] == 1
     events = ok(await api.http.get("/events"))
     assert [e["type"] for e in events["results"]].count("customer_created") == 1
+
+
+BAD_VALUES: list[Any] = [None, 5, "", ["a"], {"results": "x"}, "\u0000"]
+
+
+def field_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every field of a body, nested objects and results lists included."""
+    paths = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            paths.append((*path, key))
+            paths += field_paths(inner, (*path, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            paths += field_paths(inner, (*path, index))
+    return paths
+
+
+def replaced(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(body)
+    target: Any = changed
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return changed
+
+
+async def test_every_field_of_seed_000_given_a_bad_value_is_taken_or_a_409_never_a_500(lp: httpx.AsyncClient) -> None:
+    """The create body and the same body as an update: each field, one bad value after another. A refused
+    create writes nothing; nothing answers a 5xx or the Canopy envelope."""
+    number = customer_number(ok(await lp.post(CUSTOMERS, json=seed_body(email="base@example.com"))))
+    made = 1
+    for path in field_paths(SEED_000):
+        for value in BAD_VALUES:
+            body = replaced(seed_body(), path, value)
+            for method, url in (("POST", CUSTOMERS), ("PUT", f"{CUSTOMERS}({number})")):
+                answer = await lp.request(method, url, json=body)
+                assert answer.status_code in (200, 409), (method, path, value, answer.text)
+                if answer.status_code == 409:
+                    assert set(answer.json()) <= {"error", "warnings"} and "type" in answer.json()["error"]
+                elif method == "POST":
+                    made += 1
+    assert ok(await lp.get(CUSTOMERS, params={"nopaging": "true"}))["d"]["summary"]["total"] == made
+
+
+async def test_clients_create_and_the_dev_banner_show_the_instance_id(
+    database_url: str, settings: Any, pool: Any
+) -> None:
+    from canopy_svc import cli
+    from canopy_svc.core.crypto import DataCipher
+
+    created = await cli._create_client(database_url, "initech", "read write", DataCipher(settings.data_key))
+    org_id = await pool.fetchval("SELECT id FROM organizations WHERE name = 'initech'")
+    assert created["loanpro_instance_id"] == await loanpro_rules.instance_id(pool, org_id)
+    banner = cli.dev_banner(created, "http://127.0.0.1:8000")
+    assert f"Autopal-Instance-ID: {created['loanpro_instance_id']}" in banner

@@ -156,12 +156,12 @@ def _scalars_in(doc: dict[str, Any], canopy: dict[str, Any], creating: bool) -> 
     if "ssn" in doc:
         canopy["ssn"] = doc["ssn"] or None
     if "generationCode" in doc:
-        if doc["generationCode"] not in lp.GENERATION_CODES:
+        if not isinstance(doc["generationCode"], str) or doc["generationCode"] not in lp.GENERATION_CODES:
             raise lp.invalid("generationCode must be one of " + ", ".join(lp.GENERATION_CODES))
         canopy["name_suffix"] = lp.GENERATION_CODES[doc["generationCode"]]
     kind = doc.get("customerType", "customer.type.individual" if creating else None)
     if kind is not None:
-        if kind not in lp.CUSTOMER_TYPES:
+        if not isinstance(kind, str) or kind not in lp.CUSTOMER_TYPES:
             raise lp.invalid("customerType must be one of " + ", ".join(lp.CUSTOMER_TYPES))
         canopy["customer_type"] = lp.CUSTOMER_TYPES[kind]
         if kind == "customer.type.company":
