@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from canopy_svc.rules import loanpro as loanpro_rules
-from tests.helpers import ApiClient, minimal_customer
+from canopy_svc.store import api_clients
+from tests.helpers import ApiClient, account, linked_customer, minimal_customer
 
 BASE = "/api/public/api/1/odata.svc"
 CUSTOMERS = f"{BASE}/Customers"
@@ -477,9 +478,15 @@ def replaced(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[st
     return changed
 
 
-async def test_every_field_of_seed_000_given_a_bad_value_is_taken_or_a_409_never_a_500(lp: httpx.AsyncClient) -> None:
+async def test_every_field_of_seed_000_given_a_bad_value_is_taken_or_a_409_never_a_500(
+    api: ApiClient, pool: Any
+) -> None:
     """The create body and the same body as an update: each field, one bad value after another. A refused
     create writes nothing; nothing answers a 5xx or the Canopy envelope."""
+    # Generous limits before the first request (the limiter caches them): many requests, none throttled.
+    await api_clients.set_limits(pool, api.client_id, rate=1_000_000.0, burst=1_000_000)
+    api.http.headers.update(await headers_for(api, pool))
+    lp = api.http
     number = customer_number(ok(await lp.post(CUSTOMERS, json=seed_body(email="base@example.com"))))
     made = 1
     for path in field_paths(SEED_000):
@@ -506,3 +513,46 @@ async def test_clients_create_and_the_dev_banner_show_the_instance_id(
     assert created["loanpro_instance_id"] == await loanpro_rules.instance_id(pool, org_id)
     banner = cli.dev_banner(created, "http://127.0.0.1:8000")
     assert f"Autopal-Instance-ID: {created['loanpro_instance_id']}" in banner
+
+
+# --- delete, and seed 002's portal calls ----------------------------------------------------------------
+
+
+async def test_delete_is_soft_and_refused_while_on_an_account(lp: httpx.AsyncClient, api: ApiClient) -> None:
+    await linked_customer(api, await account(api, "acc-1"), "on-account")
+    listed = ok(await lp.get(CUSTOMERS))["d"]["results"]
+    [linked] = [c["id"] for c in listed]
+    refused = await lp.delete(f"{CUSTOMERS}({linked})")
+    assert "linked" in loanpro_error(refused, 409, "ValidationException")["error"]["message"]
+    ok(await lp.get(f"{CUSTOMERS}({linked})"))
+
+    number = customer_number(ok(await lp.post(CUSTOMERS, json=seed_body(customId="gone"))))
+    assert ok(await lp.delete(f"{CUSTOMERS}({number})")) == {"d": {"success": True}}
+    loanpro_error(await lp.get(f"{CUSTOMERS}({number})"), 404, "ODataException")
+    loanpro_error(await lp.delete(f"{CUSTOMERS}({number})"), 404, "ODataException")
+    loanpro_error(await lp.put(f"{CUSTOMERS}({number})", json={"firstName": "X"}), 404, "ODataException")
+    assert [c["id"] for c in ok(await lp.get(CUSTOMERS))["d"]["results"]] == [linked]
+    assert ok(await api.http.get("/customers/gone"))["customer_id"] == "gone"  # the Canopy face has no delete
+
+
+async def test_the_portal_calls_show_addresses_phones_and_accounts(lp: httpx.AsyncClient, api: ApiClient) -> None:
+    """Seed 002: a customer's details with its addresses, phones and accounts in one call."""
+    await linked_customer(api, await account(api, "card-1"), "portal")
+    loan_product = await api.http.post(
+        "/products", json={"product_overview": {"product_name": "Term loan", "product_type": "INSTALLMENT"}}
+    )
+    ok(await api.http.post("/accounts", json={"account_id": "loan-1", "product_id": loan_product.json()["product_id"],
+                                             "assign_customers": [{"customer_id": "portal"}]}))  # fmt: skip
+    [listed] = ok(await lp.get(CUSTOMERS))["d"]["results"]
+    expand = "PrimaryAddress,MailAddress,Phones,Loans,LineOfCredits"
+    shown = ok(await lp.get(f"{CUSTOMERS}({listed['id']})", params={"$expand": expand}))["d"]
+    [line] = shown["LineOfCredits"]["results"]
+    assert line["displayId"] == "card-1" and line["title"] == "Card" and line["statusText"] == "Active"
+    assert line["__metadata"]["type"] == "Entity.LineOfCredit" and isinstance(line["id"], int)
+    [loan] = shown["Loans"]["results"]
+    assert (
+        loan["displayId"] == "loan-1" and loan["title"] == "Term loan" and loan["__metadata"]["type"] == "Entity.Loan"
+    )
+    assert not {"principalBalance", "payoff", "amountDue"} & set(loan)  # no ledger figures
+    assert shown["MailAddress"] is None and shown["Phones"]["results"][0]["phone"] == "4155550123"
+    assert ok(await lp.get(f"{CUSTOMERS}({listed['id']})/Loans"))["d"]["results"] == [loan]

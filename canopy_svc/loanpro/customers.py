@@ -38,8 +38,12 @@ def parse_create(body: bytes) -> tuple[mapping.Mapped, Any]:
     return mapped, _canopy_create(mapped)
 
 
+def _shown(shown: rules.LoanProCustomer, expand: set[str]) -> dict[str, Any]:
+    return mapping.customer_out(shown.customer, shown.loanpro_id, shown.entities, expand, shown.accounts)
+
+
 async def _answer(conn: Conn, org_id: int, shown: rules.LoanProCustomer, expand: set[str]) -> dict[str, Any]:
-    answer: dict[str, Any] = {"d": mapping.customer_out(shown.customer, shown.loanpro_id, shown.entities, expand)}
+    answer: dict[str, Any] = {"d": _shown(shown, expand)}
     if shown.customer.warnings:  # the `warn` policy: told beside `d`, the customer made
         answer["warnings"] = await face.warning_texts(conn, org_id, list(shown.customer.warnings))
     return answer
@@ -90,6 +94,22 @@ async def update_customer(request: Request) -> Response:
     return await write(request, mapping.document, work)
 
 
+@face.loanpro_route
+async def delete_customer(request: Request) -> Response:
+    """A soft delete, refused while the customer is on an account (LoanPro: "only if not linked to any loan")."""
+    org_id, loanpro_id = principal(request).org_id, face.path_id(request)
+
+    async def work(conn: Conn, _: bytes) -> dict[str, Any]:
+        outcome = await rules.soft_delete(conn, org_id, loanpro_id)
+        if outcome == "missing":
+            raise lp.not_found("Customer not found")
+        if outcome == "linked":
+            raise lp.invalid("The customer is linked to an account and cannot be deleted")
+        return {"d": {"success": True}}
+
+    return await write(request, lambda body: body, work, bodyless=True)
+
+
 async def _read(request: Request) -> rules.LoanProCustomer:
     org_id, loanpro_id = principal(request).org_id, face.path_id(request)
     customer_id = await rules.customer_id_of(pool(request), org_id, loanpro_id)
@@ -102,7 +122,7 @@ async def _read(request: Request) -> rules.LoanProCustomer:
 async def get_customer(request: Request) -> Response:
     expand = face.expansions(request)
     shown = await _read(request)
-    return JSONResponse({"d": mapping.customer_out(shown.customer, shown.loanpro_id, shown.entities, expand)})
+    return JSONResponse({"d": _shown(shown, expand)})
 
 
 @face.loanpro_route
@@ -113,7 +133,7 @@ async def get_navigation(request: Request) -> Response:
         raise lp.not_found("Resource not found")
     shown = await _read(request)
     expand = {navigation, *(f"{navigation}/{inner}" for inner in mapping.INNER_NAVS.get(navigation, ()))}
-    whole = mapping.customer_out(shown.customer, shown.loanpro_id, shown.entities, expand)
+    whole = _shown(shown, expand)
     return JSONResponse({"d": whole[navigation]})
 
 
@@ -140,7 +160,7 @@ async def list_customers(request: Request) -> Response:
         results = []
         for customer, _ in shown:
             one = await rules.read(pool(request), org_id, customer.customer_id, data_cipher)
-            results.append(mapping.customer_out(one.customer, one.loanpro_id, one.entities, expand))
+            results.append(_shown(one, expand))
     else:
         results = [mapping.customer_out(customer, loanpro_id, {}, set()) for customer, loanpro_id in shown]
     summary = {"start": skip, "pageSize": top, "total": total}
@@ -204,6 +224,14 @@ endpoints = [
         "LoanPro: update a customer and its nested entities (__id with __update or __destroy)",
         lp.CustomerEnvelope,
         lp.CustomerIn,
+        errors=_ERRORS,
+    ),
+    Endpoint(
+        "DELETE",
+        ONE,
+        delete_customer,
+        "LoanPro: delete a customer (soft; refused while it is on an account)",
+        lp.SuccessEnvelope,
         errors=_ERRORS,
     ),
     Endpoint(

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from canopy_svc.rules.loanpro import COLLECTIONS, SINGLE, NestedWrite
+from canopy_svc.rules.loanpro import COLLECTIONS, SINGLE, Account, NestedWrite
 from canopy_svc.wire import loanpro as lp
 from canopy_svc.wire.errors import ErrorDetail
 from canopy_svc.wire.models import Customer
@@ -365,10 +365,11 @@ def customer_out(
     loanpro_id: int,
     entities: dict[str, list[tuple[int, dict[str, Any]]]],
     expand: set[str],
-    accounts: dict[str, list[dict[str, Any]]] | None = None,
+    on_accounts: list[Account] | None = None,
 ) -> dict[str, Any]:
     """Entity.Customer in LoanPro's key order: navigations first (deferred unless expanded), then scalars."""
     own = f"Customers(id={loanpro_id})"
+    accounts = accounts_out(on_accounts or [])
     single = {nav: items[0][1] for nav, items in entities.items() if nav in SINGLE and items}
     out: dict[str, Any] = {"__metadata": {"uri": f"{lp.URI_BASE}{own}", "type": "Entity.Customer"}}
     for nav in ALL_NAVS:
@@ -384,7 +385,7 @@ def customer_out(
             out[nav] = _nested_out(nav, items[0][0], items[0][1], expand, own) if items else None
         elif nav in COLLECTIONS:
             out[nav] = {"results": [_nested_out(nav, i, f, expand, own) for i, f in entities.get(nav, [])]}
-        elif accounts is not None and nav in accounts:
+        elif nav in accounts:
             out[nav] = {"results": accounts[nav]}
         else:  # kept nowhere by this service: always empty
             out[nav] = {"results": []}
@@ -420,3 +421,28 @@ def customer_out(
         "lastUpdate": lp.date_out(customer.updated_at),
     }
     return out
+
+
+_ACCOUNT_STATUS = {"ACTIVE": "Active", "SUSPENDED": "Suspended", "CLOSED": "Closed"}
+
+
+def accounts_out(accounts: list[Account]) -> dict[str, list[dict[str, Any]]]:
+    """Seed 002's portal calls: REVOLVING products' accounts as LineOfCredits, the others as Loans. Their
+    ids, display ids (Canopy's account_id), product and status; no ledger figures, which are kept nowhere."""
+    shown: dict[str, list[dict[str, Any]]] = {"Loans": [], "LineOfCredits": []}
+    for account in accounts:
+        nav, entity = ("LineOfCredits", "LineOfCredit") if account.product_type == "REVOLVING" else ("Loans", "Loan")
+        shown[nav].append(
+            {
+                "__metadata": _metadata(nav, account.loanpro_id, f"Entity.{entity}"),
+                "id": account.loanpro_id,
+                "displayId": account.account_id,
+                "title": account.product_name,
+                "productType": account.product_type,
+                "statusText": _ACCOUNT_STATUS.get(account.status, account.status),
+                "active": 0 if account.status == "CLOSED" else 1,
+                "loanRole": f"loan.customerRole.{account.role.lower()}",
+                "created": lp.date_out(account.created_at),
+            }
+        )
+    return shown

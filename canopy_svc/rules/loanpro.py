@@ -7,6 +7,7 @@ events): the face only maps its fields (canopy_svc/loanpro/mapping.py).
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,6 +64,20 @@ class LoanProCustomer:
     customer: Customer
     loanpro_id: int
     entities: dict[str, list[tuple[int, dict[str, Any]]]]
+    accounts: list[Account] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account the customer is on, as the portal calls show it: no ledger figures (none are kept)."""
+
+    loanpro_id: int
+    account_id: str
+    status: str
+    role: str
+    product_name: str
+    product_type: str
+    created_at: datetime.datetime
 
 
 def _context(nav: str) -> bytes:
@@ -80,7 +95,14 @@ async def read(conn: Queryable, org_id: int, customer_id: str, cipher: DataCiphe
     for row in await store.entities(conn, org_id, row_id):
         fields = msgspec.json.decode(cipher.decrypt_bytes(row["body_encrypted"], context=_context(row["nav"])))
         entities.setdefault(row["nav"], []).append((row["item_id"], fields))
-    return LoanProCustomer(customer, loanpro_id, entities)
+    accounts = [
+        Account(
+            r["loanpro_id"], r["account_id"], r["account_status"], r["customer_account_role"], r["product_name"],
+            r["product_type"], r["created_at"],
+        )
+        for r in await store.accounts_of(conn, org_id, row_id)
+    ]  # fmt: skip
+    return LoanProCustomer(customer, loanpro_id, entities, accounts)
 
 
 async def create(
@@ -165,3 +187,10 @@ async def page(
     """LoanPro's offset paging, oldest first: (customer, LoanPro id) and the total."""
     records, total = await store.page(conn, org_id, offset=offset, limit=limit)
     return [(customers.customer_from_record(r, cipher), r["loanpro_id"]) for r in records], total
+
+
+async def soft_delete(conn: Conn, org_id: int, loanpro_id: int) -> Literal["deleted", "missing", "linked"]:
+    """LoanPro's DELETE: refused while the customer is on an account."""
+    outcome = await store.soft_delete(conn, org_id, loanpro_id)
+    assert outcome in ("deleted", "missing", "linked")
+    return outcome  # type: ignore[return-value]

@@ -23,7 +23,9 @@ async def instance_id_by_name(conn: Queryable, name: str) -> int | None:
 async def customer_id_of(conn: Queryable, org_id: int, loanpro_id: int) -> str | None:
     """The Canopy customer_id of the organization's customer with this LoanPro id."""
     value: str | None = await conn.fetchval(
-        "SELECT customer_id FROM customers WHERE org_id = $1 AND loanpro_id = $2", org_id, loanpro_id
+        "SELECT customer_id FROM customers WHERE org_id = $1 AND loanpro_id = $2 AND loanpro_deleted_at IS NULL",
+        org_id,
+        loanpro_id,
     )
     return value
 
@@ -42,12 +44,15 @@ async def page(conn: Queryable, org_id: int, *, offset: int, limit: int | None) 
     """LoanPro's offset paging ($skip, $top), oldest first, and the total. The LoanPro id is added to
     the Canopy columns as `loanpro_id`."""
     rows = await conn.fetch(
-        f"SELECT {COLUMNS}, loanpro_id FROM customers WHERE org_id = $1 ORDER BY id OFFSET $2 LIMIT $3",
+        f"""SELECT {COLUMNS}, loanpro_id FROM customers WHERE org_id = $1 AND loanpro_deleted_at IS NULL
+            ORDER BY id OFFSET $2 LIMIT $3""",
         org_id,
         offset,
         limit,
     )
-    total: int = await conn.fetchval("SELECT count(*) FROM customers WHERE org_id = $1", org_id)
+    total: int = await conn.fetchval(
+        "SELECT count(*) FROM customers WHERE org_id = $1 AND loanpro_deleted_at IS NULL", org_id
+    )
     return list(rows), total
 
 
@@ -96,3 +101,38 @@ async def delete_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str,
         item_id,
     )
     return status == "DELETE 1"
+
+
+async def soft_delete(conn: Conn, org_id: int, loanpro_id: int) -> str:
+    """ "deleted", "missing" (none, or deleted already) or "linked" (on a live account: kept)."""
+    row = await conn.fetchrow(
+        """SELECT c.id, EXISTS (SELECT 1 FROM customer_account_links l
+                                WHERE l.customer_row_id = c.id AND l.deleted_at IS NULL) AS linked
+           FROM customers c WHERE c.org_id = $1 AND c.loanpro_id = $2 AND c.loanpro_deleted_at IS NULL
+           FOR UPDATE OF c""",
+        org_id,
+        loanpro_id,
+    )
+    if row is None:
+        return "missing"
+    if row["linked"]:
+        return "linked"
+    await conn.execute("UPDATE customers SET loanpro_deleted_at = now(), updated_at = now() WHERE id = $1", row["id"])
+    return "deleted"
+
+
+async def accounts_of(conn: Queryable, org_id: int, customer_row_id: int) -> list[asyncpg.Record]:
+    """The live accounts the customer is on, with their product, in the order it was put on them."""
+    return list(
+        await conn.fetch(
+            """SELECT a.loanpro_id, a.account_id, a.account_status, a.created_at, l.customer_account_role,
+                      p.product_name, p.product_type
+               FROM customer_account_links l
+               JOIN accounts a ON a.id = l.account_row_id
+               JOIN products p ON p.id = a.product_row_id
+               WHERE l.org_id = $1 AND l.customer_row_id = $2 AND l.deleted_at IS NULL AND a.deleted_at IS NULL
+               ORDER BY l.id""",
+            org_id,
+            customer_row_id,
+        )
+    )

@@ -791,6 +791,12 @@ ALTER TABLE organizations ADD COLUMN IF NOT EXISTS loanpro_instance_id bigint NO
 CREATE UNIQUE INDEX IF NOT EXISTS organizations_loanpro_instance_id ON organizations (loanpro_instance_id);
 ALTER TABLE customers ADD COLUMN IF NOT EXISTS loanpro_id bigint NOT NULL DEFAULT loanpro_random_id();
 CREATE UNIQUE INDEX IF NOT EXISTS customers_org_loanpro_id ON customers (org_id, loanpro_id);
+-- LoanPro's DELETE is a soft delete: the LoanPro face no longer shows the customer (the Canopy face,
+-- which has no customer delete, still does).
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS loanpro_deleted_at timestamptz;
+-- An account's LoanPro id (Loans(id) / LineOfCredits(id) in a customer's $expand).
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS loanpro_id bigint NOT NULL DEFAULT loanpro_random_id();
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_org_loanpro_id ON accounts (org_id, loanpro_id);
 -- LoanPro's nested entities that the Canopy columns do not hold (MailAddress, ...): one row per
 -- item, its LoanPro fields as JSON only AES-GCM encrypted (context "loanpro:<nav>": addresses and
 -- phones are personal data), its id random like the customer's.

@@ -164,6 +164,14 @@ class NavigationEnvelope(msgspec.Struct):
     d: dict[str, Any] | None
 
 
+class Success(msgspec.Struct):
+    success: bool
+
+
+class SuccessEnvelope(msgspec.Struct):
+    d: Success
+
+
 class AddressIn(msgspec.Struct, kw_only=True, rename={"ignore_warnings": "__ignoreWarnings"}):
     address1: str
     address2: str | None = None
