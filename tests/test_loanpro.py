@@ -420,7 +420,10 @@ async def test_every_loanpro_route_is_isolated(lp: httpx.AsyncClient, other_api:
     other_api.http.headers.update(await headers_for(other_api, pool))
     for endpoint in endpoints:
         url = endpoint.path.format(loanpro_id=number, navigation="Phones")
-        if endpoint.method == "GET" and "{" not in endpoint.path:  # the list: theirs, without ours
+        if endpoint.path.endswith("Autopal.Search()"):  # their search finds none of ours
+            found = ok(await other_api.http.post(url, json={"query": {"query_string": {"query": "John"}}}))
+            assert number not in [c["id"] for c in found["d"]["results"]]
+        elif endpoint.method == "GET" and "{" not in endpoint.path:  # the list: theirs, without ours
             assert number not in [c["id"] for c in ok(await other_api.http.get(url))["d"]["results"]]
         elif endpoint.method == "POST":  # a create makes their own customer, with an id of their own
             theirs = customer_number(ok(await other_api.http.post(url, json=seed_body())))
@@ -556,3 +559,22 @@ async def test_the_portal_calls_show_addresses_phones_and_accounts(lp: httpx.Asy
     assert not {"principalBalance", "payoff", "amountDue"} & set(loan)  # no ledger figures
     assert shown["MailAddress"] is None and shown["Phones"]["results"][0]["phone"] == "4155550123"
     assert ok(await lp.get(f"{CUSTOMERS}({listed['id']})/Loans"))["d"]["results"] == [loan]
+
+
+async def test_search_walks_the_canopy_search_index(lp: httpx.AsyncClient, api: ApiClient) -> None:
+    url = "/api/public/api/1/Customers/Autopal.Search()"
+    for n, (first, last) in enumerate([("John", "Doe"), ("Johanna", "Smith"), ("Ada", "Johnson")]):
+        body = minimal_customer(customer_id=f"s{n}", name_first=first, name_last=last, email=f"s{n}@example.com")
+        ok(await api.http.post("/customers", json=body))
+    found = ok(await lp.post(url, json={"query": {"bool": {"must": [{"query_string": {"query": "*joh*"}}]}}}))["d"]
+    assert [hit["customId"] for hit in found["results"]] == ["s0", "s1", "s2"]
+    assert found["summary"] == {"start": 0, "pageSize": 10, "total": 3}
+    assert found["results"][0]["customerName"] == "John Doe" and found["results"][0]["primaryPhone"] == "4155550123"
+    both = ok(await lp.post(url, json={"query": {"query_string": {"query": "john doe"}}}))["d"]
+    assert [hit["customId"] for hit in both["results"]] == ["s0"]
+    paged = ok(await lp.post(url, params={"$top": "1", "$start": "1"}, json={"query": {"match": {"name": "joh"}}}))
+    assert [hit["customId"] for hit in paged["d"]["results"]] == ["s1"] and paged["d"]["summary"]["total"] == 3
+    everyone = ok(await lp.post(url, json={}))["d"]
+    assert everyone["summary"]["total"] == 3
+    too_many = {"query": {"query_string": {"query": " ".join(f"w{i}" for i in range(11))}}}
+    loanpro_error(await lp.post(url, json=too_many), 409, "ValidationException")

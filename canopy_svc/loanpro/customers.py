@@ -9,6 +9,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from canopy_svc.api.body import read_json_body
 from canopy_svc.api.requests import cipher, pool, principal
 from canopy_svc.api.responses import JSONResponse
 from canopy_svc.api.routing import Endpoint
@@ -167,6 +168,63 @@ async def list_customers(request: Request) -> Response:
     return JSONResponse({"d": {"results": results, "summary": summary}})
 
 
+SEARCH_PAGE_SIZE = 10  # LoanPro's search default (LOANPRO.md section 3)
+# The keys of a search query that are options, not text searched.
+_QUERY_OPTIONS = frozenset({"fields", "default_operator", "analyze_wildcard", "type", "boost", "operator"})
+
+
+def _query_text(value: Any, key: str = "") -> list[str]:
+    """Every text an Elasticsearch-style `query` holds (query_string.query, match values, ...)."""
+    if key in _QUERY_OPTIONS:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for k, v in value.items() for text in _query_text(v, k)]
+    if isinstance(value, list):
+        return [text for v in value for text in _query_text(v, key)]
+    return []
+
+
+def parse_search(body: bytes) -> list[str]:
+    doc = mapping.document(body) if body.strip() else {}
+    try:
+        return customers.search_words(" ".join(_query_text(doc.get("query", {}))))
+    except ApiError:
+        raise lp.invalid(f"query may have at most {customers.MAX_SEARCH_WORDS} words") from None
+
+
+def search_document(customer: Any, loanpro_id: int) -> dict[str, Any]:
+    """A search hit, flat as LoanPro's index documents are."""
+    return {
+        "id": loanpro_id,
+        "customId": customer.customer_id,
+        "customerType": lp.CUSTOMER_TYPE_OUT[customer.customer_type],
+        "customerName": " ".join(filter(None, (customer.name_first, customer.name_middle, customer.name_last))),
+        "firstName": customer.name_first,
+        "lastName": customer.name_last,
+        "companyName": customer.business_details.doing_business_as if customer.business_details else None,
+        "email": customer.email,
+        "primaryPhone": mapping.phone_out(customer.phone_number),
+        "ssn": lp.mask_ssn(customer.ssn),
+        "birthDate": lp.date_out(customer.date_of_birth),
+        "created": lp.date_out(customer.created_at),
+    }
+
+
+@face.loanpro_route
+async def search_customers(request: Request) -> Response:
+    """`Customers/Autopal.Search()`: the words of the body's `query` matched as the Canopy search
+    matches them (each at the start of a name), `$top` (default 10) from `$start`."""
+    words = parse_search(await read_json_body(request))
+    top, start = _count(request, "$top", SEARCH_PAGE_SIZE), _count(request, "$start", 0)
+    found, total = await rules.search(
+        pool(request), principal(request).org_id, words, offset=start, limit=top, cipher=cipher(request)
+    )
+    results = [search_document(customer, loanpro_id) for customer, loanpro_id in found]
+    return JSONResponse({"d": {"results": results, "summary": {"start": start, "pageSize": top, "total": total}}})
+
+
 _ERRORS = (401, 404, 409, 429, 500, 503)
 _EXPAND = {
     "$expand": {
@@ -224,6 +282,22 @@ endpoints = [
         "LoanPro: update a customer and its nested entities (__id with __update or __destroy)",
         lp.CustomerEnvelope,
         lp.CustomerIn,
+        errors=_ERRORS,
+    ),
+    Endpoint(
+        "POST",
+        f"{lp.PREFIX}/Customers/Autopal.Search()",
+        search_customers,
+        "LoanPro: search customers (the words of `query`, each at the start of a name; $top, $start)",
+        lp.SearchEnvelope,
+        lp.SearchIn,
+        query={
+            "type": "object",
+            "properties": {
+                "$top": {"type": "integer", "minimum": 0, "default": SEARCH_PAGE_SIZE},
+                "$start": {"type": "integer", "minimum": 0, "default": 0},
+            },
+        },
         errors=_ERRORS,
     ),
     Endpoint(

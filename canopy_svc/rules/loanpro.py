@@ -194,3 +194,11 @@ async def soft_delete(conn: Conn, org_id: int, loanpro_id: int) -> Literal["dele
     outcome = await store.soft_delete(conn, org_id, loanpro_id)
     assert outcome in ("deleted", "missing", "linked")
     return outcome  # type: ignore[return-value]
+
+
+async def search(
+    conn: Queryable, org_id: int, words: list[str], *, offset: int, limit: int, cipher: DataCipher
+) -> tuple[list[tuple[Customer, int]], int]:
+    """The Canopy search's matching (every word at the start of a name), paged by offset."""
+    records, total = await store.search(conn, org_id, words, offset=offset, limit=limit)
+    return [(customers.customer_from_record(r, cipher), r["loanpro_id"]) for r in records], total

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from canopy_svc.core.dbtypes import Conn, Queryable
-from canopy_svc.store.customers import COLUMNS
+from canopy_svc.store.customers import _SEARCH_TERM, COLUMN_NAMES, COLUMNS, prefix_query
 
 
 async def instance_id(conn: Queryable, org_id: int) -> int:
@@ -136,3 +136,29 @@ async def accounts_of(conn: Queryable, org_id: int, customer_row_id: int) -> lis
             customer_row_id,
         )
     )
+
+
+# Elasticsearch's default count (track_total_hits): LoanPro's search answers its totals up to it.
+SEARCH_COUNT_CAP = 10_000
+_MATCHES = f"""FROM customer_search_terms t JOIN customers c ON c.id = t.customer_row_id
+    WHERE t.org_id = $1 AND t.term = {_SEARCH_TERM} AND c.org_id = $1
+      AND c.search_vector @@ to_tsquery('simple', $3) AND c.loanpro_deleted_at IS NULL"""
+
+
+async def search(
+    conn: Queryable, org_id: int, words: list[str], *, offset: int, limit: int
+) -> tuple[list[asyncpg.Record], int]:
+    """The customers whose names start with every word, over the index the Canopy search walks
+    (customer_search_terms, store/customers.py), oldest first; and their count, up to the cap."""
+    if not words:
+        return await page(conn, org_id, offset=offset, limit=limit)
+    args = [org_id, " ".join(words), prefix_query(words)]
+    rows = await conn.fetch(
+        f"""SELECT {", ".join(f"c.{name}" for name in COLUMN_NAMES)}, c.loanpro_id {_MATCHES}
+            ORDER BY t.customer_row_id OFFSET $4 LIMIT $5""",
+        *args,
+        offset,
+        limit,
+    )
+    total: int = await conn.fetchval(f"SELECT count(*) FROM (SELECT 1 {_MATCHES} LIMIT {SEARCH_COUNT_CAP}) m", *args)
+    return list(rows), total

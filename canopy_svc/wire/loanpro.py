@@ -164,6 +164,37 @@ class NavigationEnvelope(msgspec.Struct):
     d: dict[str, Any] | None
 
 
+class SearchIn(msgspec.Struct):
+    """An Elasticsearch-style body, e.g. `{"query": {"query_string": {"query": "john"}}}`: its texts'
+    words are searched."""
+
+    query: dict[str, Any] = {}
+
+
+class SearchHit(msgspec.Struct):
+    id: int
+    customId: str | None
+    customerType: str
+    customerName: str
+    firstName: str
+    lastName: str
+    companyName: str | None
+    email: str
+    primaryPhone: str
+    ssn: str | None
+    birthDate: str
+    created: str
+
+
+class SearchResults(msgspec.Struct):
+    results: list[SearchHit]
+    summary: Summary
+
+
+class SearchEnvelope(msgspec.Struct):
+    d: SearchResults
+
+
 class Success(msgspec.Struct):
     success: bool
 
