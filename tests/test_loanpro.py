@@ -578,3 +578,12 @@ async def test_search_walks_the_canopy_search_index(lp: httpx.AsyncClient, api: 
     assert everyone["summary"]["total"] == 3
     too_many = {"query": {"query_string": {"query": " ".join(f"w{i}" for i in range(11))}}}
     loanpro_error(await lp.post(url, json=too_many), 409, "ValidationException")
+
+
+async def test_rate_limiting_applies_and_answers_in_loanpros_shape(api: ApiClient, pool: Any) -> None:
+    await api_clients.set_limits(pool, api.client_id, rate=0.001, burst=1)  # before the first request
+    api.http.headers.update(await headers_for(api, pool))
+    ok(await api.http.get(CUSTOMERS))
+    limited = await api.http.get(CUSTOMERS)
+    loanpro_error(limited, 429, "RateLimitedException")
+    assert int(limited.headers["Retry-After"]) >= 1

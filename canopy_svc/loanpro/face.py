@@ -59,11 +59,7 @@ def translated(error: ApiError) -> ApiError:
         return lp.invalid(mapping.problems_message(error.details))
     if isinstance(error, NotFound):
         return lp.not_found("Customer not found" if "customer" in error.message else error.message)
-    return lp.LoanProError(error.status, error.message, _kind(error), headers=error.headers)
-
-
-def _kind(error: ApiError) -> str:
-    return "".join(part.capitalize() for part in error.code.split("_")) + "Exception"
+    return lp.reshaped(error)
 
 
 async def warning_texts(conn: Queryable, org_id: int, warnings: list[DuplicateWarning]) -> list[str]:

@@ -87,6 +87,20 @@ class LoanProError(ApiError):
         return msgspec.json.encode(content)
 
 
+def reshaped(error: ApiError) -> LoanProError:
+    """Any other error in LoanPro's shape: its status, message and headers (Retry-After, Allow)
+    kept, its code as the exception's name (`rate_limited` -> RateLimitedException)."""
+    if isinstance(error, LoanProError):
+        return error
+    kind = "".join(part.capitalize() for part in error.code.split("_")) + "Exception"
+    return LoanProError(error.status, error.message, kind, headers=error.headers)
+
+
+def in_face(path: str, error: ApiError) -> ApiError:
+    """`error` as answered at `path`: in LoanPro's shape under its prefix."""
+    return reshaped(error) if path.startswith(PREFIX + "/") else error
+
+
 def invalid(message: str) -> LoanProError:
     """A validation failure: LoanPro answers those 409 (LOANPRO.md section 5)."""
     return LoanProError(409, message, "ValidationException")
