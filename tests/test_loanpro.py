@@ -337,6 +337,10 @@ def other_person(**overrides: Any) -> dict[str, Any]:
             "address1": "1 Other St", "city": "Chicago", "state": "geo.state.IL", "zipcode": "60601",
             "country": "company.country.usa",
         },
+        MailAddress={
+            "address1": "2 Other St", "city": "Chicago", "state": "geo.state.IL", "zipcode": "60601",
+            "country": "company.country.usa",
+        },
     )  # fmt: skip
     body.pop("__ignoreWarnings")
     body.update(overrides)
@@ -357,6 +361,11 @@ def other_person(**overrides: Any) -> dict[str, Any]:
             {"PrimaryAddress": copy.deepcopy(SEED_000["PrimaryAddress"])},
             "(PrimaryAddress) Address already found in the system",
             ("PrimaryAddress",),
+        ),
+        (
+            {"MailAddress": {**SEED_000["MailAddress"], "address1": "201  e randolph st"}},  # the same, respelled
+            "(MailAddress) Address already found in the system",
+            ("MailAddress",),
         ),
     ],
 )

@@ -25,6 +25,7 @@ _WARNINGS = {
     "email": "Email already exists in the system (Customer ID {id}).",
     "phone_number": "(Phones) Phone already found in the system (Customer ID {id}).",
     "address": "(PrimaryAddress) Address already found in the system (Customer ID {id}).",
+    "mail_address": "(MailAddress) Address already found in the system (Customer ID {id}).",
 }
 SAME_PERSON = "A customer with the same SSN and date of birth already exists"
 

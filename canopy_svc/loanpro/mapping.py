@@ -224,6 +224,8 @@ def from_loanpro(doc: dict[str, Any], *, creating: bool, current: Current | None
             continue
         if nav == "MailAddress":
             _address_in(value, nav)  # checked as PrimaryAddress is, kept as LoanPro sent it
+            if _truthy(value.get("__ignoreWarnings")):
+                waived.add("mail_address")
         if _truthy(value.get("__destroy")):
             nested.append(NestedWrite(nav, "destroy"))
         else:

@@ -13,6 +13,7 @@ import asyncpg
 
 from canopy_svc.core.dbtypes import Conn
 from canopy_svc.store import customers as store
+from canopy_svc.store import loanpro as loanpro_store
 from canopy_svc.wire.errors import DuplicateCustomer
 from canopy_svc.wire.models import DuplicateWarning
 
@@ -23,6 +24,7 @@ _MESSAGES = {
     "email": "Another customer has the same email address",
     "phone_number": "Another customer has the same phone number",
     "address": "Another customer has the same primary address",
+    "mail_address": "Another customer has the same mail address",
 }
 
 
@@ -77,3 +79,17 @@ def warnings_for(matches: list[tuple[str, str]]) -> list[DuplicateWarning]:
 
 def _same_ssn_and_birth_date(matches: list[asyncpg.Record], date_of_birth: datetime.date) -> bool:
     return any(match["code"] == "ssn" and match["date_of_birth"] == date_of_birth for match in matches)
+
+
+async def check_nested(
+    conn: Conn, org_id: int, field: str, nav: str, match_hash: bytes, *, ignore_warnings: bool, exclude_row_id: int
+) -> list[DuplicateWarning]:
+    """The same policy for a value kept beside the customers row (the LoanPro face's MailAddress):
+    found by its keyed hash; under `block` refused unless `ignore_warnings`."""
+    policy, customer_ids = await loanpro_store.matching_entities(conn, org_id, nav, match_hash, exclude_row_id)
+    if policy == "off":
+        return []
+    warnings = warnings_for([(field, customer_id) for customer_id in customer_ids])
+    if policy == "block" and warnings and not ignore_warnings:
+        raise DuplicateCustomer(warnings)
+    return warnings

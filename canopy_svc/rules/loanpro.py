@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
+from msgspec import UnsetType
 
 from canopy_svc.core.crypto import DataCipher
 from canopy_svc.core.db import atomic
 from canopy_svc.core.dbtypes import Conn, Queryable
-from canopy_svc.rules import customers
+from canopy_svc.rules import customers, duplicates
 from canopy_svc.store import loanpro as store
-from canopy_svc.wire.models import Customer, CustomerCreate, CustomerUpdate
+from canopy_svc.wire.models import Customer, CustomerCreate, CustomerUpdate, DuplicateWarning
 
 # Navigations kept in loanpro_entities: single-valued ones hold at most one item. "Customer",
 # "PrimaryAddress" and "PrimaryPhone" hold LoanPro's fields of what the customers row holds too
@@ -118,10 +119,17 @@ async def create(
     async with atomic(conn):
         created = await customers.create(conn, org_id, payload, cipher, waived=waived)
         _, row_id = (await store.loanpro_ids(conn, org_id, [created.customer_id]))[created.customer_id]
-        await _write_nested(conn, org_id, row_id, nested, cipher)
+        ignore = payload.ignore_warnings or "mail_address" in waived
+        more = await _write_nested(conn, org_id, row_id, nested, cipher, ignore_warnings=ignore)
         answer = await read(conn, org_id, created.customer_id, cipher)
-    answer.customer.warnings = created.warnings
+    _warn(answer, created.warnings, more)
     return answer
+
+
+def _warn(answer: LoanProCustomer, found: list[DuplicateWarning] | UnsetType, more: list[DuplicateWarning]) -> None:
+    warnings = [*(found or []), *more]
+    if warnings:
+        answer.customer.warnings = warnings
 
 
 async def update(
@@ -137,13 +145,45 @@ async def update(
     """Runs in the caller's transaction (api/writes.py): a refused nested write keeps nothing."""
     updated = await customers.update(conn, org_id, customer_id, patch, cipher, waived=waived)
     _, row_id = (await store.loanpro_ids(conn, org_id, [customer_id]))[customer_id]
-    await _write_nested(conn, org_id, row_id, nested, cipher)
+    ignore = patch.ignore_warnings or "mail_address" in waived
+    more = await _write_nested(conn, org_id, row_id, nested, cipher, ignore_warnings=ignore)
     answer = await read(conn, org_id, customer_id, cipher)
-    answer.customer.warnings = updated.warnings
+    _warn(answer, updated.warnings, more)
     return answer
 
 
-async def _write_nested(conn: Conn, org_id: int, row_id: int, writes: list[NestedWrite], cipher: DataCipher) -> None:
+def _match_hash(cipher: DataCipher, nav: str, fields: dict[str, Any]) -> bytes | None:
+    """A MailAddress's keyed hash, compared as the primary address is (first line, zip, country)."""
+    if nav != "MailAddress":
+        return None
+    key = "\x00".join(
+        " ".join(str(fields.get(name) or "").lower().split()) for name in ("address1", "zipcode", "country")
+    )
+    return cipher.lookup_hash(key, context=b"loanpro:MailAddress")
+
+
+async def _write_nested(
+    conn: Conn, org_id: int, row_id: int, writes: list[NestedWrite], cipher: DataCipher, *, ignore_warnings: bool
+) -> list[DuplicateWarning]:
+    """The writes, in order; the duplicate warnings a MailAddress raised (refused under `block`)."""
+    warnings: list[DuplicateWarning] = []
+
+    async def hashed(nav: str, fields: dict[str, Any]) -> bytes | None:
+        match_hash = _match_hash(cipher, nav, fields)
+        if match_hash is not None:
+            warnings.extend(
+                await duplicates.check_nested(
+                    conn,
+                    org_id,
+                    "mail_address",
+                    nav,
+                    match_hash,
+                    ignore_warnings=ignore_warnings,
+                    exclude_row_id=row_id,
+                )
+            )
+        return match_hash
+
     existing: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     if any(w.op in ("update", "replace") for w in writes):
         for row in await store.entities(conn, org_id, row_id):
@@ -151,15 +191,19 @@ async def _write_nested(conn: Conn, org_id: int, row_id: int, writes: list[Neste
             existing.setdefault(row["nav"], []).append((row["item_id"], fields))
     for write in writes:
         if write.op == "add":
-            await store.insert_entity(conn, org_id, row_id, write.nav, _seal(cipher, write.nav, write.fields))
+            sealed = _seal(cipher, write.nav, write.fields)
+            await store.insert_entity(conn, org_id, row_id, write.nav, sealed, await hashed(write.nav, write.fields))
         elif write.op == "replace":  # a single-valued navigation: edited in place, keeping its id
             current = existing.get(write.nav)
             if current:
                 item_id, fields = current[0]
                 merged = fields | write.fields
-                await store.update_entity(conn, org_id, row_id, write.nav, item_id, _seal(cipher, write.nav, merged))
+                sealed, match_hash = _seal(cipher, write.nav, merged), await hashed(write.nav, merged)
+                await store.update_entity(conn, org_id, row_id, write.nav, item_id, sealed, match_hash)
             else:
-                await store.insert_entity(conn, org_id, row_id, write.nav, _seal(cipher, write.nav, write.fields))
+                sealed = _seal(cipher, write.nav, write.fields)
+                match_hash = await hashed(write.nav, write.fields)
+                await store.insert_entity(conn, org_id, row_id, write.nav, sealed, match_hash)
         elif write.op == "update":
             found = dict(existing.get(write.nav, []))
             if write.item_id not in found:
@@ -175,6 +219,7 @@ async def _write_nested(conn: Conn, org_id: int, row_id: int, writes: list[Neste
             assert write.item_id is not None
             if not await store.delete_entity(conn, org_id, row_id, write.nav, write.item_id):
                 raise NestedRefused(f"({write.nav}) No item with __id {write.item_id}")
+    return warnings
 
 
 async def _items(conn: Conn, org_id: int, row_id: int, nav: str) -> list[tuple[int, dict[str, Any]]]:

@@ -67,29 +67,59 @@ async def entities(conn: Queryable, org_id: int, customer_row_id: int) -> list[a
     )
 
 
-async def insert_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str, body: bytes) -> int:
+async def insert_entity(
+    conn: Conn, org_id: int, customer_row_id: int, nav: str, body: bytes, match_hash: bytes | None = None
+) -> int:
     item_id: int = await conn.fetchval(
-        """INSERT INTO loanpro_entities (org_id, customer_row_id, nav, body_encrypted)
-           VALUES ($1, $2, $3, $4) RETURNING item_id""",
+        """INSERT INTO loanpro_entities (org_id, customer_row_id, nav, body_encrypted, match_hash)
+           VALUES ($1, $2, $3, $4, $5) RETURNING item_id""",
         org_id,
         customer_row_id,
         nav,
         body,
+        match_hash,
     )
     return item_id
 
 
-async def update_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str, item_id: int, body: bytes) -> bool:
+async def update_entity(
+    conn: Conn,
+    org_id: int,
+    customer_row_id: int,
+    nav: str,
+    item_id: int,
+    body: bytes,
+    match_hash: bytes | None = None,
+) -> bool:
     status: str = await conn.execute(
-        """UPDATE loanpro_entities SET body_encrypted = $5
+        """UPDATE loanpro_entities SET body_encrypted = $5, match_hash = $6
            WHERE org_id = $1 AND customer_row_id = $2 AND nav = $3 AND item_id = $4""",
         org_id,
         customer_row_id,
         nav,
         item_id,
         body,
+        match_hash,
     )
     return status == "UPDATE 1"
+
+
+async def matching_entities(
+    conn: Queryable, org_id: int, nav: str, match_hash: bytes, exclude_row_id: int
+) -> tuple[str, list[str]]:
+    """The organization's duplicate policy, and the (live) customers with an item of this hash."""
+    policy: str = await conn.fetchval("SELECT duplicate_customer_policy FROM organizations WHERE id = $1", org_id)
+    rows = await conn.fetch(
+        """SELECT c.customer_id FROM loanpro_entities e JOIN customers c ON c.id = e.customer_row_id
+           WHERE e.org_id = $1 AND e.nav = $2 AND e.match_hash = $3 AND e.customer_row_id <> $4
+             AND c.loanpro_deleted_at IS NULL
+           ORDER BY e.id LIMIT 5""",
+        org_id,
+        nav,
+        match_hash,
+        exclude_row_id,
+    )
+    return policy, [row["customer_id"] for row in rows]
 
 
 async def delete_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str, item_id: int) -> bool:

@@ -810,3 +810,8 @@ CREATE TABLE IF NOT EXISTS loanpro_entities (
     created_at      timestamptz(0) NOT NULL DEFAULT now(),
     CONSTRAINT loanpro_entities_item_key UNIQUE (customer_row_id, nav, item_id)
 );
+-- A MailAddress's keyed hash (address1, zipcode, country, normalized), for the duplicate check
+-- LoanPro makes on it: equal addresses found without decrypting any.
+ALTER TABLE loanpro_entities ADD COLUMN IF NOT EXISTS match_hash bytea;
+CREATE INDEX IF NOT EXISTS loanpro_entities_match ON loanpro_entities (org_id, nav, match_hash)
+    WHERE match_hash IS NOT NULL;
