@@ -24,7 +24,7 @@ from canopy_svc.api import examples
 from canopy_svc.core import secret_files
 from canopy_svc.core.crypto import DataCipher, DataKeyError
 from canopy_svc.core.settings import Settings, use_metrics_folder, variable
-from canopy_svc.rules import clients, customer_import
+from canopy_svc.rules import clients, customer_import, loanpro
 from canopy_svc.store import organizations
 from canopy_svc.store.data_key import DataKeyMismatch
 from canopy_svc.store.migrations import migrate, migrate_database
@@ -86,13 +86,23 @@ async def _create_client(
 ) -> dict[str, Any]:
     async with _migrated(dsn, cipher) as conn, conn.transaction():
         created = await clients.create_client(conn, org, scopes, rate=rate, burst=burst)
+        instance_id = await loanpro.instance_id_by_name(conn, org)
     return {
         "org": created.org,
         "client_id": created.client_id,
         "client_secret": created.client_secret,
         "rate_per_second": created.limits[0],
         "burst": created.limits[1],
+        "loanpro_instance_id": instance_id,
     }
+
+
+async def _instance_id(dsn: str, org: str) -> int | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await loanpro.instance_id_by_name(conn, org)
+    finally:
+        await conn.close()
 
 
 async def _set_limits(
@@ -147,6 +157,7 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
         print(f"client_id:     {created['client_id']}")
         print(f"client_secret: {created['client_secret']}")
         print(f"rate:          {created['rate_per_second']:g} requests/s, burst {created['burst']}")
+        print(f"instance id:   {created['loanpro_instance_id']}  (the LoanPro face's Autopal-Instance-ID)")
         print("The secret is shown only now; it is stored as a hash.", file=sys.stderr)
     return 0
 
@@ -321,7 +332,8 @@ def _dev_client(dsn: str, settings: Settings) -> dict[str, Any]:
     """The sandbox's dev client: made on first start, kept (0600) in the data folder after."""
     saved = secret_files.read_dev_client(settings.data_dir)
     if saved is not None and asyncio.run(_client_exists(dsn, saved["client_id"])):
-        return saved
+        # Read again: a client saved before the LoanPro face has none in its file.
+        return saved | {"loanpro_instance_id": asyncio.run(_instance_id(dsn, saved["org"]))}
     created = asyncio.run(_create_client(dsn, DEV_ORG, "read write", DataCipher(settings.data_key)))
     secret_files.write_dev_client(settings.data_dir, created)
     return created
@@ -341,11 +353,23 @@ def dev_banner(client: dict[str, Any], base_url: str) -> str:
             f"-H 'Content-Type: application/json' -d '{json.dumps(examples.CUSTOMER, separators=(',', ':'))}'",
             "Watch what happened (every change is an event; subscribe a URL to have them pushed):",
             f'curl -s {base_url}/events -H "Authorization: Bearer $TOKEN"',
+            *_loanpro_lines(client, base_url),
             "",
             f"API docs: {base_url}/docs",
             "",
         ]
     )
+
+
+def _loanpro_lines(client: dict[str, Any], base_url: str) -> list[str]:
+    instance_id = client.get("loanpro_instance_id")
+    if instance_id is None:
+        return []
+    return [
+        f"The same customers through the LoanPro face (Autopal-Instance-ID {instance_id}):",
+        f"curl -s '{base_url}/api/public/api/1/odata.svc/Customers?$expand=PrimaryAddress,Phones' "
+        f'-H "Authorization: Bearer $TOKEN" -H "Autopal-Instance-ID: {instance_id}"',
+    ]
 
 
 @contextmanager

@@ -71,7 +71,13 @@ INVALID_AT_FIELD = set(REFUSED) - MALFORMED
 
 
 def request_operations() -> list[tuple[str, str, type[msgspec.Struct]]]:
-    return [(op.method, op.path, op.request) for op in ENDPOINTS if op.request is not None]
+    """The Canopy face's: the LoanPro face answers bad input in LoanPro's 409 shape instead (CONTRACT
+    section 10), walked field by field in tests/test_loanpro.py."""
+    return [
+        (op.method, op.path, op.request)
+        for op in ENDPOINTS
+        if op.request is not None and not op.path.startswith("/api/public/api/1/")
+    ]
 
 
 def _concrete(tp: Any) -> Any:

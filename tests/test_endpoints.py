@@ -164,6 +164,8 @@ async def test_the_document_shows_the_declared_examples(anonymous: httpx.AsyncCl
         "subscription_id": examples.PATH_IDS["subscription_id"],
         "event_id": examples.PATH_IDS["event_id"],
         "card_token": examples.PATH_IDS["card_token"],  # made by Lithic: it stands for one
+        "loanpro_id": examples.PATH_IDS["loanpro_id"],
+        "navigation": examples.PATH_IDS["navigation"],
     }
     shown = {
         (parameter["name"], parameter["example"])

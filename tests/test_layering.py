@@ -1,4 +1,5 @@
-"""Imports flow one way: HTTP (api) -> rules -> store, with the outside world (issuers) below the rules,
+"""Imports flow one way: HTTP (api, and the LoanPro face beside it: loanpro) -> rules -> store, with
+the outside world (issuers) below the rules,
 the background workers beside the HTTP face, and under them all the contract's vocabulary (wire: the
 types and the errors) and the plumbing (core).
 
@@ -19,14 +20,18 @@ COMPOSITION_ROOT = "canopy_svc.api.app"
 
 # layer -> the layers it must not import.
 FORBIDDEN = {
-    "api": {"store", "workers"},
-    "workers": {"api"},
-    "rules": {"api", "workers"},
-    "store": {"api", "rules", "issuers", "workers"},
-    "issuers": {"api", "rules", "store", "workers"},
+    # The Canopy face; api/app.py, the composition root, mounts the LoanPro face beside it.
+    "api": {"store", "workers", "loanpro"},
+    # The LoanPro face: a sibling of api/ that reuses its plumbing (writes.py, routing.py, requests.py)
+    # and calls the same rules; never the store.
+    "loanpro": {"store", "workers"},
+    "workers": {"api", "loanpro"},
+    "rules": {"api", "workers", "loanpro"},
+    "store": {"api", "rules", "issuers", "workers", "loanpro"},
+    "issuers": {"api", "rules", "store", "workers", "loanpro"},
     # Settings validates the operator's Lithic hosts with issuers/hosts.py, so core may import issuers.
-    "core": {"api", "rules", "store", "workers"},
-    "wire": {"api", "rules", "store", "issuers", "workers", "core"},
+    "core": {"api", "rules", "store", "workers", "loanpro"},
+    "wire": {"api", "rules", "store", "issuers", "workers", "core", "loanpro"},
 }
 LAYERS = tuple(FORBIDDEN)
 

@@ -48,6 +48,8 @@ from canopy_svc.issuers.gateway import CardGateway
 from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LithicClient
 from canopy_svc.issuers.webhooks import WebhookClient, WebhookHosts
+from canopy_svc.loanpro import customers as loanpro_customers
+from canopy_svc.loanpro import face as loanpro_face
 from canopy_svc.rules import idempotency, lithic_sync
 from canopy_svc.rules import retention as event_retention
 from canopy_svc.rules.cursors import CursorCodec
@@ -56,6 +58,7 @@ from canopy_svc.rules.tokens import TokenAuthority
 from canopy_svc.store.data_key import ensure_key_check
 from canopy_svc.store.migrations import migrate_database
 from canopy_svc.wire.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from canopy_svc.wire.loanpro import PREFIX as LOANPRO_PREFIX
 from canopy_svc.workers.cards import CardWorker, RetryPolicy
 from canopy_svc.workers.deliveries import DeliveryPolicy, DeliveryWorker
 from canopy_svc.workers.reconciler import CardReconciler
@@ -74,12 +77,21 @@ ENDPOINTS: list[routing.Endpoint] = [
     *health.endpoints,
     *lithic_webhooks.endpoints,
     *simulator.endpoints,
+    *loanpro_customers.endpoints,
 ]
+
+
+def _in_its_face(request: Request, error: ApiError) -> ApiError:
+    """Under the LoanPro face's prefix, an error raised before its handlers (routing, an unknown path)
+    is answered in LoanPro's shape too."""
+    if request.url.path.startswith(LOANPRO_PREFIX + "/"):
+        return loanpro_face.translated(error)
+    return error
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc)
+    return error_response(_in_its_face(request, exc))
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -91,7 +103,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         error = MethodNotAllowed(headers=dict(exc.headers or {}))
     else:
         error = BadRequest()
-    return error_response(error)
+    return error_response(_in_its_face(request, error))
 
 
 class CanopyApp(Starlette):

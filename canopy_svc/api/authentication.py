@@ -10,6 +10,7 @@ from canopy_svc.api.responses import send_error
 from canopy_svc.api.routing import TokenScope, scope_for_method
 from canopy_svc.core import metrics
 from canopy_svc.rules.tokens import TokenAuthority, require_scope
+from canopy_svc.wire import loanpro as lp
 from canopy_svc.wire.errors import ApiError, Unauthorized
 
 
@@ -30,17 +31,19 @@ class AuthenticationMiddleware:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
+        # The LoanPro face answers its own shape: any failed credential is its 401 (LOANPRO.md section 1).
+        loanpro = scope["path"].startswith(lp.PREFIX + "/")
         try:
             principal = self.tokens.verify(_bearer_token(scope))
         except ApiError as error:
             metrics.token_failed("bearer")
-            await send_error(send, error)
+            await send_error(send, lp.unauthorized() if loanpro else error)
             return
         try:
             require_scope(principal, self.scopes.get(method) or scope_for_method(method))
         except ApiError as error:
             metrics.token_failed("scope")
-            await send_error(send, error)
+            await send_error(send, lp.LoanProError(403, "Forbidden", "ForbiddenException") if loanpro else error)
             return
         scope["state"]["principal"] = principal
         await self.app(scope, receive, send)

@@ -53,4 +53,6 @@ PATH_IDS = {
     # Made by the server (sub_ and evt_ with 24 base62): these stand for one.
     "subscription_id": "sub_4Xq1mJ0bR7cT2vN8kP5sL3wZ", "event_id": "evt_9Hd2pL6qW1zK8mR3tY0nB5vC",
     "card_token": "7ef7d65c-9023-4da3-b113-3b8583fd7951",
+    # The LoanPro face's: a customer's integer id (seed 002's), and one of its navigations.
+    "loanpro_id": "751", "navigation": "Phones",
 }  # fmt: skip

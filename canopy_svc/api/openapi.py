@@ -82,7 +82,7 @@ def build_document(
     """The document as of `today` (UTC; default now), for a server allowing these Lithic and webhook
     hosts: what depends on the day or the operator's settings is stated as it is."""
     types = {op.response for op in operations} | {op.request for op in operations if op.request}
-    types.add(ErrorEnvelope)
+    types |= {ErrorEnvelope} | {op.error_body for op in operations if op.error_body is not None}
     schemas, components = msgspec.json.schema_components(
         sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
     )
@@ -105,8 +105,9 @@ def build_document(
         }
         # A bad query parameter (a limit that is not a number, a forged cursor) is a 400 too.
         extra = (*((400,) if op.query else ()), *((400, 413, 415, 422) if op.request else ()))
+        errors = error_ref if op.error_body is None else {"application/json": {"schema": refs[op.error_body]}}
         for status in sorted({*op.errors, *extra}):
-            responses[str(status)] = {"description": _ERROR_DESCRIPTIONS[status], "content": error_ref}
+            responses[str(status)] = {"description": _ERROR_DESCRIPTIONS[status], "content": errors}
         operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
         parameters = [
             {
@@ -117,6 +118,9 @@ def build_document(
                 **({"example": PATH_IDS[name]} if name in PATH_IDS else {}),
             }
             for name in op.parameters
+        ]
+        parameters += [
+            {"name": name, "in": "header", "required": True, "schema": {"type": "string"}} for name in op.headers
         ]
         if op.query is not None:
             described = "; ".join(

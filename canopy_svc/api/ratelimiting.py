@@ -39,6 +39,7 @@ from canopy_svc.rules.ratelimit import (
     RateLimiter,
     headers_for,
 )
+from canopy_svc.wire import loanpro as lp
 from canopy_svc.wire.errors import RateLimited
 
 log = logging.getLogger("canopy_svc.ratelimit")
@@ -162,7 +163,7 @@ class RateLimitMiddleware:
         rate, burst = await limiting.client_limits.get(principal.client_id)
         decision = await limiting.hit(f"client:{principal.client_id}", rate, burst)
         if not decision.allowed:
-            await send_error(send, denied(decision, "client"))
+            await send_error(send, lp.in_face(scope["path"], denied(decision, "client")))
             return
         rate_headers = headers_for(decision)
 
@@ -182,7 +183,7 @@ class RateLimitMiddleware:
             # first, with the same error it would choose, lets this answer carry RateLimit-* too.
             # It sees the response started and only logs. A client that went away gets no answer.
             if not response_started and not isinstance(exc, ClientDisconnect):
-                await send_error(send_with_limits, error_for(exc))
+                await send_error(send_with_limits, lp.in_face(scope["path"], error_for(exc)))
             raise
 
 

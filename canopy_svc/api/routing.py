@@ -54,6 +54,8 @@ class Endpoint:
     errors: tuple[int, ...] = field(default=(401, 403, 429, 500, 503))
     example: Any = None  # a request body, shown by /docs and sent first by schemathesis
     status: int = 200  # of a success (Canopy answers 201 to a few of its routes)
+    error_body: Any = None  # the type of its error bodies, when not the contract's (the LoanPro face)
+    headers: tuple[str, ...] = ()  # request headers it requires beside the token (Autopal-Instance-ID)
 
     def __post_init__(self) -> None:
         if self.public and self.scope is not None:

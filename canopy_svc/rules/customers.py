@@ -46,10 +46,12 @@ def parse_update(body: bytes) -> CustomerUpdate:
 customer_from_record = STORAGE.customer
 
 
-async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataCipher) -> Customer:
+async def create(
+    conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataCipher, *, waived: frozenset[str] = frozenset()
+) -> Customer:
     """Creates the customer. Without links, in one statement that also compares it with the others
     (the common case: one round trip); with links, or under the `block` policy (which must compare
-    first, under locks), in a transaction."""
+    first, under locks), in a transaction. `waived`: the fields duplicates.check waives."""
     customer_id = payload.customer_id or new_customer_id()
     await _check_parent(conn, org_id, payload.customer_parent_id)
     fields = msgspec.structs.asdict(payload)
@@ -62,7 +64,7 @@ async def create(conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataC
                 return _answer(record, cipher, duplicates.warnings_for(matches))
     async with atomic(conn):
         warnings = await duplicates.check(
-            conn, org_id, fields, columns["ssn_hash"], ignore_warnings=payload.ignore_warnings
+            conn, org_id, fields, columns["ssn_hash"], ignore_warnings=payload.ignore_warnings, waived=waived
         )
         record = await store.insert(conn, org_id, customer_id, columns)
         await events.record_event(conn, org_id, "customer_created", customer_from_record(record, cipher))
@@ -93,7 +95,15 @@ async def get(conn: Queryable, org_id: int, customer_id: str, cipher: DataCipher
     return customer_from_record(record, cipher)
 
 
-async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdate, cipher: DataCipher) -> Customer:
+async def update(
+    conn: Conn,
+    org_id: int,
+    customer_id: str,
+    patch: CustomerUpdate,
+    cipher: DataCipher,
+    *,
+    waived: frozenset[str] = frozenset(),
+) -> Customer:
     parent_id = patch.customer_parent_id if isinstance(patch.customer_parent_id, str) else None
     record = await store.fetch(conn, org_id, customer_id, for_update=True)
     if record is None:
@@ -121,7 +131,13 @@ async def update(conn: Conn, org_id: int, customer_id: str, patch: CustomerUpdat
     if duplicates.CHECKED_FIELDS & given.keys():
         ssn_hash = columns["ssn_hash"] if "ssn" in given else record["ssn_hash"]
         warnings = await duplicates.check(
-            conn, org_id, merged, ssn_hash, ignore_warnings=patch.ignore_warnings, exclude_row_id=record["id"]
+            conn,
+            org_id,
+            merged,
+            ssn_hash,
+            ignore_warnings=patch.ignore_warnings,
+            exclude_row_id=record["id"],
+            waived=waived,
         )
     updated = await store.update(conn, record["id"], columns)
     await events.record_event(conn, org_id, "customer_updated", customer_from_record(updated, cipher))

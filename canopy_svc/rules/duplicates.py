@@ -11,6 +11,7 @@ from typing import Any
 
 from canopy_svc.core.dbtypes import Conn
 from canopy_svc.store import customers as store
+from canopy_svc.store import loanpro as loanpro_store
 from canopy_svc.wire.errors import DuplicateCustomer
 from canopy_svc.wire.models import DuplicateWarning
 
@@ -21,6 +22,7 @@ _MESSAGES = {
     "email": "Another customer has the same email address",
     "phone_number": "Another customer has the same phone number",
     "address": "Another customer has the same primary address",
+    "mail_address": "Another customer has the same mail address",
 }
 
 
@@ -32,8 +34,11 @@ async def check(
     *,
     ignore_warnings: bool,
     exclude_row_id: int = 0,
+    waived: frozenset[str] = frozenset(),
 ) -> list[DuplicateWarning]:
-    """The warnings for a customer with these (merged) values; raises DuplicateCustomer under `block`."""
+    """The warnings for a customer with these (merged) values; raises DuplicateCustomer under `block`.
+    `waived`: the fields ("address", "phone_number", ...) whose warnings are ignored as `ignore_warnings`
+    ignores them all (LoanPro's `__ignoreWarnings` on the nested object that caused them)."""
     arguments = {
         "ssn_hash": ssn_hash,
         "email": values["email"],
@@ -49,7 +54,7 @@ async def check(
         await store.lock_values(conn, org_id, **arguments)
         policy, matches = await store.duplicates(conn, org_id, **arguments)
     found = [(match["code"], match["customer_id"], match["date_of_birth"]) for match in matches]
-    return decide(policy, found, values["date_of_birth"], ignore_warnings=ignore_warnings)
+    return decide(policy, found, values["date_of_birth"], ignore_warnings=ignore_warnings, waived=waived)
 
 
 def decide(
@@ -58,14 +63,17 @@ def decide(
     date_of_birth: datetime.date,
     *,
     ignore_warnings: bool,
+    waived: frozenset[str] = frozenset(),
 ) -> list[DuplicateWarning]:
     """The warnings for these matches [(field, customer_id, their date of birth)]; under `block`,
-    DuplicateCustomer instead (always for the same SSN and date of birth). The API's check and the
-    bulk import's (rules/customer_import.py) both decide here."""
+    DuplicateCustomer instead (always for the same SSN and date of birth), unless ignored: all of them
+    (`ignore_warnings`) or each one's field (`waived`). The API's check, the LoanPro face's and the
+    bulk import's (rules/customer_import.py) all decide here."""
     warnings = warnings_for([(code, customer_id) for code, customer_id, _ in matches])
     if policy == "block" and warnings:
         same_person = any(code == "ssn" and born == date_of_birth for code, _, born in matches)
-        if not ignore_warnings or same_person:
+        ignored = ignore_warnings or all(warning.field in waived for warning in warnings)
+        if not ignored or same_person:
             message = (
                 "A customer with the same SSN and date of birth already exists"
                 if same_person
@@ -81,3 +89,17 @@ def warnings_for(matches: list[tuple[str, str]]) -> list[DuplicateWarning]:
         DuplicateWarning(code=f"duplicate_{field}", field=field, customer_id=customer_id, message=_MESSAGES[field])
         for field, customer_id in matches
     ]
+
+
+async def check_nested(
+    conn: Conn, org_id: int, field: str, nav: str, match_hash: bytes, *, ignore_warnings: bool, exclude_row_id: int
+) -> list[DuplicateWarning]:
+    """The same policy for a value kept beside the customers row (the LoanPro face's MailAddress):
+    found by its keyed hash; under `block` refused unless `ignore_warnings`."""
+    policy, customer_ids = await loanpro_store.matching_entities(conn, org_id, nav, match_hash, exclude_row_id)
+    if policy == "off":
+        return []
+    warnings = warnings_for([(field, customer_id) for customer_id in customer_ids])
+    if policy == "block" and warnings and not ignore_warnings:
+        raise DuplicateCustomer(warnings)
+    return warnings

@@ -31,8 +31,9 @@ from canopy_svc.wire.models import Customer, CustomerUpdate
 C = TypeVar("C", bound=msgspec.Struct)
 
 # Columns of the table that are no field of the customer: the row id (the paging key and the target
-# of foreign keys), the tenant, and the words the database derives for search.
-INTERNAL_COLUMNS = ("id", "org_id", "search_vector")
+# of foreign keys), the tenant, the words the database derives for search, and the LoanPro face's
+# integer id and soft-delete mark (store/loanpro.py reads them).
+INTERNAL_COLUMNS = ("id", "org_id", "search_vector", "loanpro_id", "loanpro_deleted_at")
 
 
 class Storage(Protocol):

@@ -865,3 +865,39 @@ CREATE TABLE IF NOT EXISTS customer_imports (
     finished_at timestamptz,
     PRIMARY KEY (org_id, file_sha256)
 );
+
+-- The LoanPro face (canopy_svc/loanpro/). Its ids are integers: drawn at random (52 bits, exact in a
+-- JavaScript number) so that one organization's ids say nothing of another's or of how many there
+-- are, as a shared sequence would. The instance id is what `Autopal-Instance-ID` must carry; a
+-- customer's LoanPro id is unique within its organization (a repeat draw is a unique violation,
+-- about one in 2^52 / customers).
+CREATE OR REPLACE FUNCTION loanpro_random_id() RETURNS bigint LANGUAGE sql VOLATILE AS
+$$ SELECT ('x' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 13))::bit(52)::bigint + 1 $$;
+ALTER TABLE organizations ADD COLUMN IF NOT EXISTS loanpro_instance_id bigint NOT NULL DEFAULT loanpro_random_id();
+CREATE UNIQUE INDEX IF NOT EXISTS organizations_loanpro_instance_id ON organizations (loanpro_instance_id);
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS loanpro_id bigint NOT NULL DEFAULT loanpro_random_id();
+CREATE UNIQUE INDEX IF NOT EXISTS customers_org_loanpro_id ON customers (org_id, loanpro_id);
+-- LoanPro's DELETE is a soft delete: the LoanPro face no longer shows the customer (the Canopy face,
+-- which has no customer delete, still does).
+ALTER TABLE customers ADD COLUMN IF NOT EXISTS loanpro_deleted_at timestamptz;
+-- An account's LoanPro id (Loans(id) / LineOfCredits(id) in a customer's $expand).
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS loanpro_id bigint NOT NULL DEFAULT loanpro_random_id();
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_org_loanpro_id ON accounts (org_id, loanpro_id);
+-- LoanPro's nested entities that the Canopy columns do not hold (MailAddress, ...): one row per
+-- item, its LoanPro fields as JSON only AES-GCM encrypted (context "loanpro:<nav>": addresses and
+-- phones are personal data), its id random like the customer's.
+CREATE TABLE IF NOT EXISTS loanpro_entities (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id          bigint NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    customer_row_id bigint NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    nav             text NOT NULL CHECK (char_length(nav) BETWEEN 1 AND 64),
+    item_id         bigint NOT NULL DEFAULT loanpro_random_id(),
+    body_encrypted  bytea NOT NULL,
+    created_at      timestamptz(0) NOT NULL DEFAULT now(),
+    CONSTRAINT loanpro_entities_item_key UNIQUE (customer_row_id, nav, item_id)
+);
+-- A MailAddress's keyed hash (address1, zipcode, country, normalized), for the duplicate check
+-- LoanPro makes on it: equal addresses found without decrypting any.
+ALTER TABLE loanpro_entities ADD COLUMN IF NOT EXISTS match_hash bytea;
+CREATE INDEX IF NOT EXISTS loanpro_entities_match ON loanpro_entities (org_id, nav, match_hash)
+    WHERE match_hash IS NOT NULL;
