@@ -19,20 +19,36 @@ _RETRIED: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, asyncpg.Postgr
 async def listen_forever(dsn: str, channel: str, wake: asyncio.Event) -> None:
     """Sets `wake` on every NOTIFY of `channel`, and once on each (re)connect: what was committed while
     nobody listened is due too. Reconnects when the database comes back; runs until cancelled."""
+
+    def connected(up: bool) -> None:
+        if up:
+            wake.set()
+
+    await listen(dsn, channel, lambda _payload: wake.set(), connected)
+
+
+async def listen(
+    dsn: str, channel: str, on_notify: Callable[[str], None], on_connected: Callable[[bool], None]
+) -> None:
+    """LISTEN on a connection of its own until cancelled: `on_notify(payload)` for every NOTIFY,
+    `on_connected(True)` once the LISTEN holds and `on_connected(False)` when the connection is lost
+    (then it reconnects, every second, through outages and failovers alike)."""
     while True:
         connection: asyncpg.Connection | None = None
         lost = asyncio.Event()
         try:
             connection = await asyncpg.connect(dsn, timeout=5)
             connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
-            await connection.add_listener(channel, lambda *_: wake.set())
-            wake.set()
+            await connection.add_listener(channel, lambda *args: on_notify(args[-1]))
+            on_connected(True)
             while not connection.is_closed():  # a dead server may not call the termination listener
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lost.wait(), 10)
         except _RETRIED:
+            on_connected(False)
             await asyncio.sleep(1)
         finally:
+            on_connected(False)
             if connection is not None and not connection.is_closed():
                 await connection.close()
 
@@ -99,21 +115,7 @@ class CardSettlements:
 
     async def listen(self, dsn: str) -> None:
         """LISTEN on a connection of its own until cancelled; reconnects when the database comes back."""
-        while True:
-            connection: asyncpg.Connection | None = None
-            lost = asyncio.Event()
-            try:
-                connection = await asyncpg.connect(dsn, timeout=5)
-                connection.add_termination_listener(lambda _connection, lost=lost: lost.set())
-                await connection.add_listener(CARD_SETTLED_CHANNEL, lambda *args: self.settled(args[-1]))
-                self.listening = True
-                while not connection.is_closed():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 10)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                self.listening = False
-                await asyncio.sleep(1)
-            finally:
-                self.listening = False
-                if connection is not None and not connection.is_closed():
-                    await connection.close()
+        await listen(dsn, CARD_SETTLED_CHANNEL, self.settled, self._connected)
+
+    def _connected(self, up: bool) -> None:
+        self.listening = up
