@@ -357,6 +357,11 @@ def other_person(**overrides: Any) -> dict[str, Any]:
             "(Phones) Phone already found in the system",
             ("Phones",),
         ),
+        (  # another customer's primary phone as this one's other phone (the primary is the marked one)
+            {"Phones": {"results": [{"phone": "3125550100", "isPrimary": 0}, {"phone": "3125550999", "isPrimary": 1}]}},
+            "(Phones) Phone already found in the system",
+            ("Phones",),
+        ),
         (
             {"PrimaryAddress": copy.deepcopy(SEED_000["PrimaryAddress"])},
             "(PrimaryAddress) Address already found in the system",
@@ -388,6 +393,57 @@ async def test_each_duplicate_is_a_transaction_warning_waived_at_the_root_or_on_
         nested_only["PrimaryAddress"]["__ignoreWarnings"] = True
         loanpro_error(await lp.post(CUSTOMERS, json=nested_only), 409, "TransactionWarningException")
         ok(await lp.post(CUSTOMERS, json=other_person(__ignoreWarnings=True, **copy.deepcopy(overrides))))
+
+
+async def test_an_other_phone_is_compared_with_every_customers_phones_both_ways(
+    lp: httpx.AsyncClient, api: ApiClient
+) -> None:
+    """Phones beyond the primary are kept encrypted beside the row: found by a keyed hash, whichever
+    face or field holds the other copy, on create, on an added item and on an item's __update."""
+    await block(api)
+    two_phones = {"results": [{"phone": "3125550100", "isPrimary": 1}, {"phone": "3125550177", "isPrimary": 0}]}
+    first = customer_number(ok(await lp.post(CUSTOMERS, json=seed_body(Phones=copy.deepcopy(two_phones)))))
+    expected = [f"(Phones) Phone already found in the system (Customer ID {first})."]
+
+    # Its other phone as a new customer's primary, then as a new customer's other phone.
+    as_primary = other_person(Phones={"results": [{"phone": "3125550177", "isPrimary": 1}]})
+    assert (
+        loanpro_error(await lp.post(CUSTOMERS, json=as_primary), 409, "TransactionWarningException")["warnings"]
+        == expected
+    )
+    as_other = other_person(
+        Phones={"results": [{"phone": "3125550188", "isPrimary": 1}, {"phone": "+13125550177", "isPrimary": 0}]}
+    )
+    assert (
+        loanpro_error(await lp.post(CUSTOMERS, json=as_other), 409, "TransactionWarningException")["warnings"]
+        == expected
+    )
+    assert ok(await lp.get(CUSTOMERS))["d"]["summary"]["total"] == 1  # nothing half-written
+
+    # An existing customer's other phone, added and edited into a taken number, is refused; nothing changes.
+    second = customer_number(
+        ok(await lp.post(CUSTOMERS, json=other_person(Phones={"results": [{"phone": "3125550188", "isPrimary": 1}]})))
+    )
+    added = {"Phones": {"results": [{"phone": "3125550177", "isPrimary": 0}]}}
+    assert (
+        loanpro_error(await lp.put(f"{CUSTOMERS}({second})", json=added), 409, "TransactionWarningException")[
+            "warnings"
+        ]
+        == expected
+    )
+    ok(await lp.put(f"{CUSTOMERS}({second})", json={"Phones": {"results": [{"phone": "3125550199", "isPrimary": 0}]}}))
+    phones = ok(await lp.get(f"{CUSTOMERS}({second})/Phones"))["d"]["results"]
+    (other,) = [p for p in phones if p["phone"] == "3125550199"]
+    edit = {"Phones": {"results": [{"__id": other["id"], "__update": True, "phone": "3125550100"}]}}
+    assert (
+        loanpro_error(await lp.put(f"{CUSTOMERS}({second})", json=edit), 409, "TransactionWarningException")["warnings"]
+        == expected
+    )
+    after = ok(await lp.get(f"{CUSTOMERS}({second})/Phones"))["d"]["results"]
+    assert sorted(p["phone"] for p in after) == ["3125550188", "3125550199"]
+    # Waived on the phone itself.
+    edit["Phones"]["results"][0]["__ignoreWarnings"] = True
+    ok(await lp.put(f"{CUSTOMERS}({second})", json=edit))
 
 
 async def test_the_same_ssn_and_birth_date_is_never_waived(lp: httpx.AsyncClient, api: ApiClient) -> None:

@@ -289,6 +289,8 @@ def _phones_in(
             continue
         if "phone" in item:
             phone_in(item["phone"])
+        if _truthy(item.get("__ignoreWarnings")):
+            waived.add("phones")  # an other phone's warnings, waived on the phone itself
         if item.get("__id") is not None and "isPrimary" in item and _truthy(item["isPrimary"]):
             raise lp.invalid("(Phones) To change the primary phone, add it without __id and with isPrimary 1")
         write = _item_write("Phones", item)

@@ -103,3 +103,19 @@ async def check_nested(
     if policy == "block" and warnings and not ignore_warnings:
         raise DuplicateCustomer(warnings)
     return warnings
+
+
+async def check_phone_item(
+    conn: Conn, org_id: int, phone: str, match_hash: bytes, *, ignore_warnings: bool, exclude_row_id: int
+) -> list[DuplicateWarning]:
+    """A phone that is not the customer's primary (the LoanPro face's other Phones, kept encrypted):
+    compared with every other customer's primary phone and with their other phones (by keyed hash)."""
+    policy, in_items = await loanpro_store.matching_entities(conn, org_id, "Phones", match_hash, exclude_row_id)
+    if policy == "off":
+        return []
+    as_primary = await loanpro_store.customers_with_phone(conn, org_id, phone, exclude_row_id)
+    customer_ids = list(dict.fromkeys([*as_primary, *in_items]))[:5]
+    warnings = warnings_for([("phone_number", customer_id) for customer_id in customer_ids])
+    if policy == "block" and warnings and not ignore_warnings:
+        raise DuplicateCustomer(warnings)
+    return warnings

@@ -119,8 +119,12 @@ async def create(
     async with atomic(conn):
         created = await customers.create(conn, org_id, payload, cipher, waived=waived)
         _, row_id = (await store.loanpro_ids(conn, org_id, [created.customer_id]))[created.customer_id]
-        ignore = payload.ignore_warnings or "mail_address" in waived
-        more = await _write_nested(conn, org_id, row_id, nested, cipher, ignore_warnings=ignore)
+        more = await _primary_phone_in_items(
+            conn, org_id, row_id, created.phone_number, cipher, ignore_warnings=payload.ignore_warnings, waived=waived
+        )
+        more += await _write_nested(
+            conn, org_id, row_id, nested, cipher, ignore_warnings=payload.ignore_warnings, waived=waived
+        )
         answer = await read(conn, org_id, created.customer_id, cipher)
     _warn(answer, created.warnings, more)
     return answer
@@ -145,15 +149,53 @@ async def update(
     """Runs in the caller's transaction (api/writes.py): a refused nested write keeps nothing."""
     updated = await customers.update(conn, org_id, customer_id, patch, cipher, waived=waived)
     _, row_id = (await store.loanpro_ids(conn, org_id, [customer_id]))[customer_id]
-    ignore = patch.ignore_warnings or "mail_address" in waived
-    more = await _write_nested(conn, org_id, row_id, nested, cipher, ignore_warnings=ignore)
+    more: list[DuplicateWarning] = []
+    if isinstance(patch.phone_number, str):  # a new primary phone: is it another customer's other phone?
+        more += await _primary_phone_in_items(
+            conn, org_id, row_id, patch.phone_number, cipher, ignore_warnings=patch.ignore_warnings, waived=waived
+        )
+    more += await _write_nested(
+        conn, org_id, row_id, nested, cipher, ignore_warnings=patch.ignore_warnings, waived=waived
+    )
     answer = await read(conn, org_id, customer_id, cipher)
     _warn(answer, updated.warnings, more)
     return answer
 
 
+def _e164(phone: str) -> str:
+    """A Phones item's number as the customers table keeps phones: LoanPro's 10 digits are a +1 number."""
+    return phone if phone.startswith("+") else "+1" + phone
+
+
+def _phone_hash(cipher: DataCipher, e164: str) -> bytes:
+    return cipher.lookup_hash(e164, context=b"loanpro:Phones")
+
+
+async def _primary_phone_in_items(
+    conn: Conn,
+    org_id: int,
+    row_id: int,
+    phone: str,
+    cipher: DataCipher,
+    *,
+    ignore_warnings: bool | UnsetType,
+    waived: frozenset[str],
+) -> list[DuplicateWarning]:
+    """The customer's primary phone against the other customers' other Phones (the Canopy check saw
+    their primary phones only): waived as the primary phone's own warnings are."""
+    ignore = ignore_warnings is True or "phone_number" in waived
+    return await duplicates.check_nested(
+        conn, org_id, "phone_number", "Phones", _phone_hash(cipher, phone), ignore_warnings=ignore,
+        exclude_row_id=row_id,
+    )  # fmt: skip
+
+
 def _match_hash(cipher: DataCipher, nav: str, fields: dict[str, Any]) -> bytes | None:
-    """A MailAddress's keyed hash, compared as the primary address is (first line, zip, country)."""
+    """A MailAddress's keyed hash, compared as the primary address is (first line, zip, country); an
+    other phone's, compared as the primary phone is (E.164)."""
+    if nav == "Phones":
+        phone = fields.get("phone")
+        return _phone_hash(cipher, _e164(phone)) if isinstance(phone, str) and phone else None
     if nav != "MailAddress":
         return None
     key = "\x00".join(
@@ -163,14 +205,34 @@ def _match_hash(cipher: DataCipher, nav: str, fields: dict[str, Any]) -> bytes |
 
 
 async def _write_nested(
-    conn: Conn, org_id: int, row_id: int, writes: list[NestedWrite], cipher: DataCipher, *, ignore_warnings: bool
+    conn: Conn,
+    org_id: int,
+    row_id: int,
+    writes: list[NestedWrite],
+    cipher: DataCipher,
+    *,
+    ignore_warnings: bool | UnsetType,
+    waived: frozenset[str],
 ) -> list[DuplicateWarning]:
-    """The writes, in order; the duplicate warnings a MailAddress raised (refused under `block`)."""
+    """The writes, in order; the duplicate warnings a MailAddress or an other phone raised (refused under
+    `block` unless waived at the root or on the object: "mail_address", "phones")."""
     warnings: list[DuplicateWarning] = []
+    ignore_all = ignore_warnings is True
 
     async def hashed(nav: str, fields: dict[str, Any]) -> bytes | None:
         match_hash = _match_hash(cipher, nav, fields)
-        if match_hash is not None:
+        if match_hash is not None and nav == "Phones":
+            warnings.extend(
+                await duplicates.check_phone_item(
+                    conn,
+                    org_id,
+                    _e164(str(fields["phone"])),
+                    match_hash,
+                    ignore_warnings=ignore_all or "phones" in waived,
+                    exclude_row_id=row_id,
+                )
+            )
+        elif match_hash is not None:
             warnings.extend(
                 await duplicates.check_nested(
                     conn,
@@ -178,7 +240,7 @@ async def _write_nested(
                     "mail_address",
                     nav,
                     match_hash,
-                    ignore_warnings=ignore_warnings,
+                    ignore_warnings=ignore_all or "mail_address" in waived,
                     exclude_row_id=row_id,
                 )
             )
@@ -210,7 +272,8 @@ async def _write_nested(
                 raise NestedRefused(f"({write.nav}) No item with __id {write.item_id}")
             assert write.item_id is not None
             merged = found[write.item_id] | write.fields
-            await store.update_entity(conn, org_id, row_id, write.nav, write.item_id, _seal(cipher, write.nav, merged))
+            sealed, match_hash = _seal(cipher, write.nav, merged), await hashed(write.nav, merged)
+            await store.update_entity(conn, org_id, row_id, write.nav, write.item_id, sealed, match_hash)
         else:
             if write.item_id is None and write.nav in SINGLE:
                 for item_id, _ in existing.get(write.nav, []) or await _items(conn, org_id, row_id, write.nav):

@@ -122,6 +122,19 @@ async def matching_entities(
     return policy, [row["customer_id"] for row in rows]
 
 
+async def customers_with_phone(conn: Queryable, org_id: int, phone: str, exclude_row_id: int) -> list[str]:
+    """The (live) customers whose primary phone is `phone` (E.164), by customers_dup_phone_at."""
+    rows = await conn.fetch(
+        """SELECT customer_id FROM customers
+           WHERE org_id = $1 AND phone_number = $2 AND id <> $3 AND loanpro_deleted_at IS NULL
+           ORDER BY created_at LIMIT 5""",
+        org_id,
+        phone,
+        exclude_row_id,
+    )
+    return [row["customer_id"] for row in rows]
+
+
 async def delete_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str, item_id: int) -> bool:
     status: str = await conn.execute(
         "DELETE FROM loanpro_entities WHERE org_id = $1 AND customer_row_id = $2 AND nav = $3 AND item_id = $4",
