@@ -2,7 +2,8 @@
 
 It runs http.server in its own thread, so it keeps answering while a test's event loop is busy awaiting.
 It checks what Lithic's OpenAPI spec (and our contract) require of `POST /v1/cards`,
-`PATCH /v1/cards/{token}`, `GET /v1/cards/{token}`, `POST /v1/account_holders` and
+`PATCH /v1/cards/{token}`, `GET /v1/cards/{token}`, `POST /v1/cards/{token}/renew` and `.../reissue`,
+`POST /v1/account_holders` and
 `GET /v1/account_holders/{token}`; anything off is answered 400/401 and appended to `spec_violations`,
 which tests assert is empty.
 
@@ -55,6 +56,12 @@ PHYSICAL_ONLY_FIELDS = ("shipping_address", "product_id", "shipping_method")
 # ShippingAddress (components/schemas): required and optional properties, all strings.
 SHIPPING_REQUIRED = ("first_name", "last_name", "address1", "city", "state", "postal_code", "country")
 SHIPPING_OPTIONAL = ("address2", "email", "phone_number", "line2_text")
+# postCardRenew / postCardReissue: their bodies' properties, and the card types each applies to.
+RENEW_FIELDS = frozenset({"shipping_address", "carrier", "exp_month", "exp_year", "product_id", "shipping_method"})
+REISSUE_FIELDS = frozenset({"carrier", "product_id", "shipping_address", "shipping_method"})
+RENEWABLE_TYPES = frozenset({"PHYSICAL", "VIRTUAL"})
+REISSUABLE_TYPES = frozenset({"PHYSICAL"})
+MAX_REISSUES_AND_RENEWALS = 8
 CREATE_STATES = frozenset({"OPEN", "PAUSED"})
 UPDATE_STATES = frozenset({"OPEN", "PAUSED", "CLOSED"})
 SPEND_LIMIT_DURATIONS = frozenset({"ANNUALLY", "FOREVER", "MONTHLY", "TRANSACTION"})
@@ -157,6 +164,7 @@ class FakeLithic:
         self.account_token = str(uuid.uuid4())
         self.default_card_program_token = str(uuid.uuid4())
         self._by_idempotency_key: dict[str, tuple[str, Any]] = {}  # key -> (card token, request body)
+        self.replacements: dict[str, int] = {}  # card token -> its renewals and reissues
         self.account_holders: dict[str, dict[str, Any]] = {}  # token -> Lithic's AccountHolder answer
         self._holders_by_key: dict[str, tuple[str, Any]] = {}  # key -> (holder token, request body)
         self._script: deque[_Step] = deque()
@@ -372,6 +380,8 @@ class FakeLithic:
             return self._update(unquote(card_path[1]), headers, raw, body)
         if method == "GET" and card_path:
             return self._get(unquote(card_path[1]), raw)
+        if method == "POST" and (again := re.fullmatch(r"/v1/cards/([^/]+)/(renew|reissue)", path)):
+            return self._renew_or_reissue(unquote(again[1]), again[2], headers, raw, body)
         return self._violation(404, f"{method} {path} is not an endpoint the client should call")
 
     def _json_body(self, headers: Any, raw: bytes, body: Any) -> str | None:
@@ -465,6 +475,39 @@ class FakeLithic:
             if card["state"] == "CLOSED":
                 return _Answer(400, _error_body("Card is closed and cannot be updated"))
             card.update(body)
+            return _Answer(200, json.dumps(card).encode())
+
+    def _renew_or_reissue(self, token: str, operation: str, headers: Any, raw: bytes, body: Any) -> _Answer:
+        """postCardRenew (PHYSICAL, VIRTUAL; shipping_address required; a new expiry) and postCardReissue
+        (PHYSICAL; a duplicate, same expiry). Lithic counts both: 8 at most per card."""
+        if not _is_uuid(token):
+            return self._violation(400, "card_token must be a UUID")
+        problem = self._json_body(headers, raw, body)
+        if problem:
+            return self._violation(400, problem)
+        problems = _renewal_problems(body, operation)
+        if problems:
+            return self._violation(400, "; ".join(problems))
+        done = {"renew": "renewed", "reissue": "reissued"}[operation]
+        with self.lock:
+            card = self.cards.get(token)
+            if card is None:
+                return _Answer(404, _error_body("Card not found"))
+            allowed = RENEWABLE_TYPES if operation == "renew" else REISSUABLE_TYPES
+            if card["type"] not in allowed:  # the service checks the type first: sending it is a bug
+                return self._violation(400, f"a {card['type']} card cannot be {done}")
+            if card["state"] == "CLOSED":
+                return _Answer(400, _error_body(f"A closed card cannot be {done}"))
+            if self.replacements.get(token, 0) >= MAX_REISSUES_AND_RENEWALS:
+                return _Answer(400, _error_body("Card has been reissued or renewed the maximum number of times"))
+            self.replacements[token] = self.replacements.get(token, 0) + 1
+            if operation == "renew":
+                now = datetime.now(UTC)
+                card["exp_month"] = body.get("exp_month", f"{now.month:02d}")
+                card["exp_year"] = body.get("exp_year", str(now.year + 6))
+                card["cvv"] = f"{secrets.randbelow(1000):03d}"
+            if "product_id" in body:
+                card["product_id"] = body["product_id"]
             return _Answer(200, json.dumps(card).encode())
 
     def _get(self, token: str, raw: bytes) -> _Answer:
@@ -692,6 +735,26 @@ def _shipping_problems(address: Any, method: Any) -> list[str]:
             for name in ("email", "phone_number")
             if name not in address
         ]
+    return problems
+
+
+def _renewal_problems(body: dict[str, Any], operation: str) -> list[str]:
+    """The request bodies of postCardRenew and postCardReissue (CardRenewParams, CardReissueParams)."""
+    allowed = RENEW_FIELDS if operation == "renew" else REISSUE_FIELDS
+    problems = [f"unknown field {name}" for name in sorted(body.keys() - allowed)]
+    problems += [f"{name} must not be null (omit it instead)" for name in sorted(body) if body[name] is None]
+    if problems:
+        return problems
+    if operation == "renew":
+        problems += _expiry_problems(body)
+        if "shipping_address" not in body:
+            problems.append("shipping_address is required")
+    if "shipping_address" in body:
+        problems += _shipping_problems(body["shipping_address"], body.get("shipping_method"))
+    if "product_id" in body and not (isinstance(body["product_id"], str) and body["product_id"]):
+        problems.append("product_id must be a non-empty string")
+    if "shipping_method" in body and body["shipping_method"] not in SHIPPING_METHODS:
+        problems.append(f"invalid shipping_method {body['shipping_method']!r}")
     return problems
 
 

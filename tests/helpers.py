@@ -101,6 +101,27 @@ def minimal_customer(**overrides: Any) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not ...}
 
 
+# Lithic's ShippingAddress of minimal_customer's address, and one elsewhere (to tell them apart).
+CUSTOMERS_SHIPPING_ADDRESS = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "address1": "1 Main St",
+    "city": "Springfield",
+    "state": "IL",
+    "postal_code": "62701",
+    "country": "USA",
+}
+SHIPPING_ELSEWHERE = {
+    "first_name": "Homer",
+    "last_name": "Simpson",
+    "address1": "742 Evergreen Terrace",
+    "city": "Springfield",
+    "state": "OR",
+    "postal_code": "97403-1234",
+    "country": "USA",
+}
+
+
 # --- the contract's error envelope ----------------------------------------------------------------
 
 
@@ -244,10 +265,13 @@ def make_worker(
     base_seconds: float = 0.01,
     min_interval_seconds: float = 0.0,
     dsn: str | None = None,
+    gateway: CardGateway | None = None,
 ) -> CardWorker:
-    """`dsn`: the worker LISTENs there and wakes on NOTIFY when run() (None: process_due() by hand)."""
-    lithic = LithicClient(timeout=timeout, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
-    gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
+    """`dsn`: the worker LISTENs there and wakes on NOTIFY when run() (None: process_due() by hand).
+    `gateway`: the app's (its simulator is the one the app's requests ask), else one of its own."""
+    if gateway is None:
+        lithic = LithicClient(timeout=timeout, hosts=LithicHosts.from_entries(TEST_LITHIC_HOSTS))
+        gateway = CardGateway(DataCipher(TEST_DATA_KEY), lithic=lithic)
     return CardWorker(
         pool,
         dsn,

@@ -238,6 +238,8 @@ class World:
             models.PostPromotionalPolicies: {"post_promo_len": 48, "post_promo_default_interest_rate_percent": 3},
             models.CardCreate: {"spend_limit": 500},
             models.CardUpdate: {"state": "PAUSED", "spend_limit": 500},
+            models.CardRenewal: {"exp_month": "06", "exp_year": "2032", "shipping_method": "STANDARD"},
+            models.CardReissue: {"product_id": "art", "shipping_method": "STANDARD"},
             models.IssuerProcessorsUpdate: {},
             # Names no card of the service: acknowledged, and nothing to verify.
             models.LithicWebhookEvent: {

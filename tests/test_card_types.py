@@ -11,6 +11,8 @@ import pytest
 from tests.fake_lithic import FakeLithic
 from tests.helpers import (
     CARD_CONFIG,
+    CUSTOMERS_SHIPPING_ADDRESS,
+    SHIPPING_ELSEWHERE,
     ApiClient,
     account,
     assert_invalid,
@@ -21,16 +23,6 @@ from tests.helpers import (
 )
 
 CARDS = "/accounts/acc-1/customers/cust-1/cards"
-# Distinct from the customer's own address (tests.helpers.minimal_customer), to tell them apart.
-ELSEWHERE = {
-    "first_name": "Homer",
-    "last_name": "Simpson",
-    "address1": "742 Evergreen Terrace",
-    "city": "Springfield",
-    "state": "OR",
-    "postal_code": "97403-1234",
-    "country": "USA",
-}
 
 
 def creates(fake: FakeLithic) -> list[Any]:
@@ -102,13 +94,7 @@ async def test_physical_card_ships_to_its_customer_by_default(
     # minimal_customer's name and address, in Lithic's shape (alpha-3 country), and the contacts
     # Lithic requires to ship EXPEDITED
     assert body["shipping_address"] == {
-        "first_name": "Ada",
-        "last_name": "Lovelace",
-        "address1": "1 Main St",
-        "city": "Springfield",
-        "state": "IL",
-        "postal_code": "62701",
-        "country": "USA",
+        **CUSTOMERS_SHIPPING_ADDRESS,
         "email": "ada@example.com",
         "phone_number": "+14155550123",
     }
@@ -120,14 +106,14 @@ async def test_physical_card_ships_to_its_customer_by_default(
 async def test_a_given_shipping_address_is_sent_sealed_until_then_and_erased_after(
     api: ApiClient, pool: asyncpg.Pool, at_lithic: FakeLithic
 ) -> None:
-    await new_card(api, {"type": "PHYSICAL", "shipping_address": ELSEWHERE})
+    await new_card(api, {"type": "PHYSICAL", "shipping_address": SHIPPING_ELSEWHERE})
     (sealed,) = await pool.fetch("SELECT * FROM cards WHERE shipping_address_encrypted IS NOT NULL")
     row_text = str(dict(sealed)).encode() + bytes(sealed["shipping_address_encrypted"])
     assert b"Evergreen" not in row_text and b"Simpson" not in row_text
 
     await make_worker(pool).process_due()
 
-    assert creates(at_lithic)[-1].body["shipping_address"] == ELSEWHERE
+    assert creates(at_lithic)[-1].body["shipping_address"] == SHIPPING_ELSEWHERE
     assert at_lithic.spec_violations == []
     assert await pool.fetchval("SELECT count(*) FROM cards WHERE shipping_address_encrypted IS NOT NULL") == 0
 
@@ -204,8 +190,8 @@ async def test_a_change_records_lithics_answer(api: ApiClient, pool: asyncpg.Poo
 
 
 def physical(**address: Any) -> dict[str, Any]:
-    """A PHYSICAL card's `lithic` sent to ELSEWHERE changed by `address` (None: that field left out)."""
-    changed = {name: value for name, value in (ELSEWHERE | address).items() if value is not None}
+    """A PHYSICAL card's `lithic` sent to SHIPPING_ELSEWHERE changed by `address` (None: that field left out)."""
+    changed = {name: value for name, value in (SHIPPING_ELSEWHERE | address).items() if value is not None}
     return {"type": "PHYSICAL", "shipping_address": changed}
 
 
@@ -224,7 +210,7 @@ ADDRESS = "/lithic/shipping_address"
         ({"spend_limit_duration": "DAILY"}, "/lithic/spend_limit_duration", "enum"),
         ({"type": "PHYSICAL", "shipping_method": "BULK"}, "/lithic/shipping_method", "enum"),
         ({"type": "VIRTUAL", "product_id": "1"}, "/lithic/product_id", "not"),
-        ({"type": "SINGLE_USE", "shipping_address": ELSEWHERE}, ADDRESS, "not"),
+        ({"type": "SINGLE_USE", "shipping_address": SHIPPING_ELSEWHERE}, ADDRESS, "not"),
         # the link's type (MERCHANT_LOCKED) is the card's when the body names none
         ({"shipping_method": "STANDARD"}, "/lithic/shipping_method", "not"),
         (physical(country="US"), f"{ADDRESS}/country", "enum"),
@@ -264,7 +250,7 @@ async def test_a_customer_whose_name_does_not_fit_a_card_needs_a_shipping_addres
     assert "25 characters" in detail["message"]
     assert await pool.fetchval("SELECT count(*) FROM customers") == 0  # the whole request is refused
 
-    given = {"lithic": {"type": "PHYSICAL", "shipping_address": {**ELSEWHERE, "first_name": "Max"}}}
+    given = {"lithic": {"type": "PHYSICAL", "shipping_address": {**SHIPPING_ELSEWHERE, "first_name": "Max"}}}
     body["assign_to_accounts"][0]["customer_account_issuer_processor_config"] = given
     assert (await api.http.post("/customers", json=body)).status_code == 200
 

@@ -15,6 +15,7 @@ from canopy_svc.issuers.hosts import LithicHosts
 from canopy_svc.issuers.lithic import LITHIC_SANDBOX_URL, LithicClient, parse_retry_after
 from canopy_svc.issuers.simulator import CardSimulator
 from tests.fake_lithic import FakeLithic
+from tests.helpers import CUSTOMERS_SHIPPING_ADDRESS
 
 KEY = "test-key"
 FAKE = LithicHosts.from_entries(["127.0.0.1"])  # the operator's setting that lets the fake Lithic be reached
@@ -69,17 +70,6 @@ async def test_create_sends_exactly_what_lithic_expects(client: LithicClient, fa
     assert stored["pan"] not in repr(issued) and "cvv" not in repr(issued)
 
 
-SHIPPING = {
-    "first_name": "Ada",
-    "last_name": "Lovelace",
-    "address1": "1 Main St",
-    "city": "Springfield",
-    "state": "IL",
-    "postal_code": "62701",
-    "country": "USA",
-}
-
-
 async def test_physical_card_sends_shipping_expiry_and_duration(client: LithicClient, fake_lithic: FakeLithic) -> None:
     card = CardRequest(
         type="PHYSICAL",
@@ -88,7 +78,7 @@ async def test_physical_card_sends_shipping_expiry_and_duration(client: LithicCl
         exp_year="2029",
         product_id="783991122",
         shipping_method="STANDARD_WITH_TRACKING",
-        shipping_address=SHIPPING,
+        shipping_address=CUSTOMERS_SHIPPING_ADDRESS,
     )
 
     issued = await client.create_card(fake_lithic.base_url, KEY, new_key(), card)
@@ -101,7 +91,7 @@ async def test_physical_card_sends_shipping_expiry_and_duration(client: LithicCl
         "exp_year": "2029",
         "product_id": "783991122",
         "shipping_method": "STANDARD_WITH_TRACKING",
-        "shipping_address": SHIPPING,
+        "shipping_address": CUSTOMERS_SHIPPING_ADDRESS,
     }
     assert (issued.type, issued.state, issued.spend_limit_duration) == ("PHYSICAL", "PENDING_FULFILLMENT", "MONTHLY")
     assert (issued.exp_month, issued.exp_year) == ("07", "2029")
@@ -396,9 +386,9 @@ async def test_fake_flags_card_type_shipping_and_expiry_violations(fake_lithic: 
     bodies = [
         {"type": "UNLOCKED"},  # deprecated: the service sends VIRTUAL
         {"type": "PHYSICAL"},  # no shipping_address
-        {"type": "PHYSICAL", "shipping_address": {**SHIPPING, "country": "US"}},
-        {"type": "PHYSICAL", "shipping_address": {**SHIPPING, "first_name": "Augusta Ada King-Noel"}},
-        {"type": "PHYSICAL", "shipping_address": SHIPPING, "shipping_method": "EXPEDITED"},
+        {"type": "PHYSICAL", "shipping_address": {**CUSTOMERS_SHIPPING_ADDRESS, "country": "US"}},
+        {"type": "PHYSICAL", "shipping_address": {**CUSTOMERS_SHIPPING_ADDRESS, "first_name": "Augusta Ada King-Noel"}},
+        {"type": "PHYSICAL", "shipping_address": CUSTOMERS_SHIPPING_ADDRESS, "shipping_method": "EXPEDITED"},
         {"type": "VIRTUAL", "product_id": "1"},
         {"type": "VIRTUAL", "exp_month": "6", "exp_year": "2029"},
         {"type": "VIRTUAL", "exp_month": "06"},

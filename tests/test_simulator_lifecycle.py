@@ -91,3 +91,18 @@ async def test_bad_requests_are_4xx(api: ApiClient) -> None:
         assert_error(await api.http.post(PATH, json=body), 422, "invalid_input")
     unknown = {"card_token": "7ef7d65c-9023-4da3-b113-3b8583fd7951", "amount": 1, "descriptor": "SHOP"}
     assert_error(await api.http.post(PATH, json=unknown), 404, "not_found")
+
+
+async def test_a_card_paused_through_the_api_is_declined_by_the_simulator(
+    api: ApiClient, pool: asyncpg.Pool, app: Any
+) -> None:
+    """The simulator decides by its own copy of the card: a change through PUT reaches it too."""
+    token = await simulated_card(api, pool, app, "VIRTUAL")
+    body = {"card_token": token, "amount": 100, "descriptor": "BOOKS"}
+    assert (await api.http.put(CARDS, json={"card_token": token, "state": "PAUSED"})).status_code == 200
+    assert (await api.http.post(PATH, json=body)).json() == {"result": "DECLINED", "card_state": "PAUSED"}
+    assert (
+        await api.http.put(CARDS, json={"card_token": token, "state": "OPEN", "spend_limit": 50})
+    ).status_code == 200
+    assert (await api.http.post(PATH, json=body)).json()["result"] == "DECLINED"  # over its new limit
+    assert (await api.http.post(PATH, json={**body, "amount": 50})).json()["result"] == "APPROVED"

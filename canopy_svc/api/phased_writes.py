@@ -47,7 +47,8 @@ class Phases(Generic[Payload, Intent, Outcome]):
     done: Callable[[Intent], Any | None]
     call: Callable[[Intent], Awaitable[Outcome]]  # raises ApiError when the call fails
     finish: Callable[[Conn, Intent, Outcome], Awaitable[Any]]
-    abandon: Callable[[Conn, Intent], Awaitable[None]]
+    # Given the call's error: a call whose outcome is unknown may keep its intent for a later sweep.
+    abandon: Callable[[Conn, Intent, ApiError], Awaitable[None]]
     lease_seconds: float
 
 
@@ -87,7 +88,7 @@ async def write_in_phases(request: Request, phases: Phases[Payload, Intent, Outc
         outcome = await phases.call(intent)
     except ApiError as error:
         async with pool(request).acquire() as conn, conn.transaction():
-            await phases.abandon(conn, intent)
+            await phases.abandon(conn, intent, error)
             if keyed is not None:
                 if keepable(error):
                     await keyed.remember(conn, error.status, error.body())

@@ -140,6 +140,16 @@ class CardIssuer(Protocol):
 
     async def get_card(self, base_url: str, api_key: str, card_token: str) -> IssuedCard: ...
 
+    async def renew_card(self, base_url: str, api_key: str, card_token: str, body: dict[str, Any]) -> IssuedCard:
+        """POST /v1/cards/{card_token}/renew: `body` has a shipping_address and may have exp_month and
+        exp_year, product_id and shipping_method."""
+        ...
+
+    async def reissue_card(self, base_url: str, api_key: str, card_token: str, body: dict[str, Any]) -> IssuedCard:
+        """POST /v1/cards/{card_token}/reissue (PHYSICAL): `body` may have product_id, shipping_method and
+        shipping_address."""
+        ...
+
     async def create_account_holder(
         self, base_url: str, api_key: str, idempotency_key: str, body: dict[str, Any]
     ) -> EnrolledHolder: ...

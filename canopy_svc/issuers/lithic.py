@@ -11,6 +11,10 @@ src/lithic/_client.py and types/card_create_params.py, card_update_params.py):
   MERCHANT_LOCKED, PHYSICAL, SINGLE_USE, VIRTUAL, and the deprecated UNLOCKED/DIGITAL_WALLET); optional
   `memo` (string), `state` (OPEN|PAUSED), `spend_limit` (integer cents, minimum 0; 0 means "no limit"),
   `card_program_token` (uuid). Lithic answers 200 with the card.
+- `POST /v1/cards/{card_token}/renew` (PHYSICAL, VIRTUAL) requires `shipping_address` and takes
+  `exp_month`/`exp_year`, `product_id`, `shipping_method`, `carrier`; `POST /v1/cards/{card_token}/reissue`
+  (PHYSICAL) takes the same but the expiry, all optional. Both answer the card; neither declares an
+  Idempotency-Key, and a card is reissued or renewed 8 times at most.
 - `PATCH /v1/cards/{card_token}` (card_token is a uuid) takes `state` (CLOSED|OPEN|PAUSED; CLOSED is final)
   and/or `spend_limit`; unsupplied fields stay unchanged. The spec declares no Idempotency-Key here: setting
   absolute values is idempotent already.
@@ -142,6 +146,23 @@ class LithicClient:
         if not _is_uuid(card_token):
             raise ValueError("card_token must be a UUID")
         return await self._send("GET", base_url, f"/v1/cards/{card_token}", api_key, None, {})
+
+    async def renew_card(self, base_url: str, api_key: str, card_token: str, body: dict[str, Any]) -> IssuedCard:
+        """POST /v1/cards/{card_token}/renew (postCardRenew): a new expiry and CVV, same token and PAN. The
+        spec takes no Idempotency-Key here, and Lithic counts each renewal: the caller never resends one
+        whose outcome it does not know, it reads the card back."""
+        if not _is_uuid(card_token):
+            raise ValueError("card_token must be a UUID")
+        if "shipping_address" not in body:
+            raise ValueError("Lithic's renew requires a shipping_address")
+        return await self._send("POST", base_url, f"/v1/cards/{card_token}/renew", api_key, body, {})
+
+    async def reissue_card(self, base_url: str, api_key: str, card_token: str, body: dict[str, Any]) -> IssuedCard:
+        """POST /v1/cards/{card_token}/reissue (postCardReissue): a duplicate PHYSICAL card, same PAN and
+        expiry; no Idempotency-Key either (see renew_card)."""
+        if not _is_uuid(card_token):
+            raise ValueError("card_token must be a UUID")
+        return await self._send("POST", base_url, f"/v1/cards/{card_token}/reissue", api_key, body, {})
 
     async def create_account_holder(
         self, base_url: str, api_key: str, idempotency_key: str, body: dict[str, Any]

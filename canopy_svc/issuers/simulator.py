@@ -29,6 +29,8 @@ class SimulatedAuthorization:
 # control person's or owner's government_id, is REJECTED, or pending where the workflow can be
 # (PENDING_DOCUMENT under KYC_ADVANCED, PENDING_REVIEW under KYB_BASIC). tests/fake_lithic.py decides alike.
 REJECTED_TEST_SSN = "666-66-6666"
+# Lithic: "A card can be reissued or renewed a total of 8 times."
+MAX_REISSUES_AND_RENEWALS = 8
 PENDING_TEST_SSN = "555-55-5555"
 
 
@@ -45,6 +47,7 @@ class CardSimulator:
     def __init__(self) -> None:
         self._by_idempotency_key: dict[str, str] = {}
         self._cards: dict[str, IssuedCard] = {}
+        self._replacements: dict[str, int] = {}  # card token -> reissues and renewals so far
         # Signs the simulator's own webhooks (authorize()): made per process, as its cards are.
         self.webhook_secret = new_secret()
         self._holders_by_key: dict[str, EnrolledHolder] = {}
@@ -85,7 +88,9 @@ class CardSimulator:
         self._by_idempotency_key[idempotency_key] = issued.token
         if len(self._cards) > self.MAX_REMEMBERED:  # dicts keep insertion order: drop the oldest
             oldest = next(iter(self._by_idempotency_key))
-            self._cards.pop(self._by_idempotency_key.pop(oldest), None)
+            forgotten = self._by_idempotency_key.pop(oldest)
+            self._cards.pop(forgotten, None)
+            self._replacements.pop(forgotten, None)
         return issued
 
     async def update_card(
@@ -117,6 +122,40 @@ class CardSimulator:
         current = self._cards.get(card_token)
         if current is None:  # made by another process, or forgotten (MAX_REMEMBERED)
             raise LithicRejected(404, "Card not found")
+        return current
+
+    async def renew_card(self, base_url: str, api_key: str, card_token: str, body: dict[str, Any]) -> IssuedCard:
+        """As Lithic: a PHYSICAL or VIRTUAL card gets a new expiry (the one given, else six years on)."""
+        current = self._replaceable(card_token, ("PHYSICAL", "VIRTUAL"), "renewed")
+        if "shipping_address" not in body:
+            raise LithicRejected(400, "shipping_address is required")
+        if ("exp_month" in body) != ("exp_year" in body):
+            raise LithicRejected(400, "exp_month and exp_year go together")
+        now = datetime.now(UTC)
+        renewed = replace(
+            current,
+            exp_month=body.get("exp_month", f"{now.month:02d}"),
+            exp_year=body.get("exp_year", str(now.year + 6)),
+        )
+        self._cards[card_token] = renewed
+        return renewed
+
+    async def reissue_card(self, base_url: str, api_key: str, card_token: str, body: dict[str, Any]) -> IssuedCard:
+        """As Lithic: a duplicate of a PHYSICAL card is made and sent; number and expiry stay."""
+        return self._replaceable(card_token, ("PHYSICAL",), "reissued")
+
+    def _replaceable(self, card_token: str, types: tuple[str, ...], done: str) -> IssuedCard:
+        """The card, counted against Lithic's limit of 8 reissues and renewals; a 400 or 404 as Lithic's."""
+        current = self._cards.get(card_token)
+        if current is None:
+            raise LithicRejected(404, "Card not found")
+        if current.type not in types:
+            raise LithicRejected(400, f"A {current.type} card cannot be {done}")
+        if current.state == "CLOSED":
+            raise LithicRejected(400, f"A closed card cannot be {done}")
+        if self._replacements.get(card_token, 0) >= MAX_REISSUES_AND_RENEWALS:
+            raise LithicRejected(400, f"A card is reissued or renewed {MAX_REISSUES_AND_RENEWALS} times at most")
+        self._replacements[card_token] = self._replacements.get(card_token, 0) + 1
         return current
 
     def authorize(self, card_token: str, amount: int, merchant: str) -> SimulatedAuthorization | None:

@@ -21,6 +21,8 @@ from canopy_svc.wire.fields import US_RULES_COUNTRIES, US_STATE_CODES
 from canopy_svc.wire.models import (
     LITHIC_TWO_LETTER_STATE,
     LITHIC_US_POSTAL_CODE,
+    CardReissue,
+    CardRenewal,
     LithicCardConfig,
     ShippingAddress,
 )
@@ -33,14 +35,20 @@ _TWO_LETTERS = re.compile(LITHIC_TWO_LETTER_STATE)
 _US_ZIP_DIGITS = re.compile(r"([0-9]{5})-?([0-9]{4})?")
 
 
-def request_problems(config: LithicCardConfig, pointer: str) -> list[ErrorDetail]:
-    """The rules a `lithic` object breaks by itself (the document states each; see models.py)."""
+# A card asked of Lithic (postCards), renewed (renew) or reissued (reissue): each has the fields a card
+# is shipped with; the first two have an expiry.
+CardAsked = LithicCardConfig | CardRenewal | CardReissue
+
+
+def request_problems(config: CardAsked, pointer: str) -> list[ErrorDetail]:
+    """The rules a `lithic` object (or a renewal's or reissue's body) breaks by itself (the document
+    states each; see models.py)."""
     problems: list[ErrorDetail] = []
-    if (config.exp_month is None) != (config.exp_year is None):
+    if not isinstance(config, CardReissue) and (config.exp_month is None) != (config.exp_year is None):
         missing = "exp_year" if config.exp_year is None else "exp_month"
         problems.append(detail(pointer, "required", {"missingProperty": missing}, "exp_month and exp_year go together"))
-    if config.type is not None and config.type != "PHYSICAL":
-        problems += _physical_only(config, pointer, config.type)
+    if isinstance(config, LithicCardConfig) and config.type is not None and config.type != "PHYSICAL":
+        problems += physical_only(config, pointer, config.type)
     address = config.shipping_address
     if address is not None:
         problems += _address_problems(address, f"{pointer}/shipping_address")
@@ -58,12 +66,12 @@ def request_problems(config: LithicCardConfig, pointer: str) -> list[ErrorDetail
     return problems
 
 
-def check_request(config: LithicCardConfig, pointer: str) -> None:
+def check_request(config: CardAsked, pointer: str) -> None:
     if problems := request_problems(config, pointer):
         raise InvalidInput(problems)
 
 
-def _physical_only(config: LithicCardConfig, pointer: str, card_type: str) -> list[ErrorDetail]:
+def physical_only(config: CardAsked, pointer: str, card_type: str) -> list[ErrorDetail]:
     return [
         detail(f"{pointer}/{name}", "not", {}, f"applies to PHYSICAL cards only; this card is {card_type}")
         for name in PHYSICAL_ONLY
@@ -124,7 +132,7 @@ async def shipping_address(
     """Lithic's ShippingAddress for a card of this type: the one given, else (PHYSICAL) the customer's.
     A 422 when the card's fields do not fit its type, or the customer's address does not fit Lithic's."""
     if card_type != "PHYSICAL":
-        if config is not None and (problems := _physical_only(config, pointer, card_type)):
+        if config is not None and (problems := physical_only(config, pointer, card_type)):
             raise InvalidInput(problems)  # the type came from the link's config, not the body
         return None
     method = config.shipping_method if config is not None else None
@@ -135,11 +143,32 @@ async def shipping_address(
     return _customer_address(customer, method, f"{pointer}/shipping_address")
 
 
-def _customer_address(customer: Any, method: str | None, pointer: str) -> dict[str, str]:
+async def renewal_shipping_address(
+    conn: Queryable, link_id: int, body: CardRenewal | CardReissue, card_type: str, *, required: bool
+) -> dict[str, str] | None:
+    """The ShippingAddress a renewal or reissue sends: the body's, else (when Lithic requires one, as
+    renew does of every card) the customer's. product_id and shipping_method are a PHYSICAL card's."""
+    if card_type != "PHYSICAL":
+        # Lithic's renew takes (requires) a shipping_address for every card type.
+        problems = [found for found in physical_only(body, "", card_type) if found.instancePath != "/shipping_address"]
+        if problems:
+            raise InvalidInput(problems)
+    if body.shipping_address is not None:
+        given: dict[str, str] = msgspec.to_builtins(body.shipping_address)
+        return {name: value for name, value in given.items() if value is not None}
+    if not required:
+        return None
+    customer = await card_store.shipping_source(conn, link_id)
+    return _customer_address(customer, body.shipping_method, "/shipping_address", needs="Lithic's renew")
+
+
+def _customer_address(
+    customer: Any, method: str | None, pointer: str, *, needs: str = "A PHYSICAL card"
+) -> dict[str, str]:
     """The customer's address in Lithic's shape, or a 422 asking for a shipping_address."""
 
     def refuse(reason: str) -> InvalidInput:
-        message = f"A PHYSICAL card needs a shipping_address: {reason}"
+        message = f"{needs} needs a shipping_address: {reason}"
         return InvalidInput([detail(pointer, "required", {"missingProperty": "shipping_address"}, message)], message)
 
     first, last = customer["name_first"], customer["name_last"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -24,11 +25,13 @@ from canopy_svc.rules.validation import BodyDecoder
 from canopy_svc.store import accounts as account_store
 from canopy_svc.store import cards as card_store
 from canopy_svc.store import organizations as organization_store
-from canopy_svc.wire.errors import Conflict, InvalidInput, NotFound, Unavailable, detail
-from canopy_svc.wire.models import CardCreate, CardDetails, CardUpdate
+from canopy_svc.wire.errors import ApiError, Conflict, InvalidInput, NotFound, Unavailable, detail
+from canopy_svc.wire.models import CardCreate, CardDetails, CardReissue, CardRenewal, CardUpdate
 
 CARD_CREATE_DECODER = BodyDecoder(CardCreate)
 CARD_UPDATE_DECODER = BodyDecoder(CardUpdate)
+CARD_RENEWAL_DECODER = BodyDecoder(CardRenewal)
+CARD_REISSUE_DECODER = BodyDecoder(CardReissue)
 
 
 def parse_card_create(body: bytes) -> CardCreate:
@@ -55,6 +58,18 @@ def parse_card_update(body: bytes) -> CardUpdate:
             [detail("", "required", {"missingProperty": "state"}, "must have property 'state' or 'spend_limit'")]
         )
     return change
+
+
+def parse_card_renewal(body: bytes) -> CardRenewal:
+    renewal = CARD_RENEWAL_DECODER.decode(body)
+    card_requests.check_request(renewal, "")
+    return renewal
+
+
+def parse_card_reissue(body: bytes) -> CardReissue:
+    reissue = CARD_REISSUE_DECODER.decode(body)
+    card_requests.check_request(reissue, "")
+    return reissue
 
 
 async def _link(conn: Conn, org_id: int, account_id: str, customer_id: str) -> asyncpg.Record:
@@ -190,6 +205,10 @@ class CardChange:
     spend_limit: int | None
     done: CardDetails | None = None
     org_id: int | None = None  # whose Lithic key the call uses (its calls are paced together)
+    # "update" (PATCH), "renew" or "reissue"; `body` is what renew and reissue send, a shipping address
+    # among it: held in memory for the call, never stored (change_fields keeps the operation only).
+    operation: str = "update"
+    body: dict[str, Any] | None = field(default=None, repr=False)
 
 
 def _change_fields(change: CardUpdate) -> dict[str, Any]:
@@ -224,14 +243,7 @@ async def begin_card_change(
             raise NotFound(f"Customer {customer_id} has no card on account {account_id}")
     else:
         card = await _card_of_link(conn, link, change.card_token, account_id, customer_id, for_update=True)
-    if card["status"] != "ISSUED":
-        raise Conflict(f"The card is {card['status']}; only an issued card can be changed")
-    if card["state"] == "CLOSED":
-        raise Conflict("The card is CLOSED; a closed card cannot be changed")
-    if card["close_due_at"] is not None:
-        raise Conflict("The card is being closed with its account; it cannot be changed")
-    if await card_store.change_in_progress(conn, card["id"], lease_seconds):
-        raise Conflict("Another change of this card is in progress; retry shortly")
+    await _check_changeable(conn, card, lease_seconds, "changed")
     fields = _change_fields(change)
     state = change.state if change.state is not UNSET else card["state"]
     spend_limit = change.spend_limit if change.spend_limit is not UNSET else card["spend_limit"]
@@ -239,6 +251,9 @@ async def begin_card_change(
     issuer = gateway.issuer(config["lithic_api_key_encrypted"], config["lithic_base_url"])
     change_id = str(uuid.uuid4())
     if issuer.simulated:
+        # The simulator decides authorizations by its own copy; one it forgot has nothing to tell.
+        with contextlib.suppress(LithicRejected):
+            await issuer.client.update_card(issuer.base_url, issuer.api_key, card["token"], **fields)
         updated = await card_store.set_state(conn, card["id"], state=state, spend_limit=spend_limit)
         await events.record_card_event(conn, events.card_change_type(state), updated)
         return CardChange(
@@ -246,6 +261,81 @@ async def begin_card_change(
         )
     await card_store.begin_change(conn, card["id"], change_id, json.dumps(fields))
     return CardChange(card["id"], change_id, card["token"], issuer, fields, state, spend_limit, org_id=org_id)
+
+
+async def _check_changeable(conn: Conn, card: asyncpg.Record, lease_seconds: float, verb: str) -> None:
+    """A 409 unless the card is issued, not closed (nor being closed) and free of another change."""
+    if card["status"] != "ISSUED":
+        raise Conflict(f"The card is {card['status']}; only an issued card can be {verb}")
+    if card["state"] == "CLOSED":
+        raise Conflict(f"The card is CLOSED; a closed card cannot be {verb}")
+    if card["close_due_at"] is not None:
+        raise Conflict(f"The card is being closed with its account; it cannot be {verb}")
+    if await card_store.change_in_progress(conn, card["id"], lease_seconds):
+        raise Conflict("Another change of this card is in progress; retry shortly")
+
+
+# Lithic renews PHYSICAL and VIRTUAL cards, and reissues PHYSICAL ones.
+RENEWABLE_TYPES = ("PHYSICAL", "VIRTUAL")
+REISSUABLE_TYPES = ("PHYSICAL",)
+
+
+async def begin_card_renewal(
+    conn: Conn,
+    org_id: int,
+    account_id: str,
+    customer_id: str,
+    token: str,
+    request: CardRenewal | CardReissue,
+    gateway: CardGateway,
+    *,
+    lease_seconds: float,
+) -> CardChange:
+    """Phase 1 of a renewal (Lithic's renew: a new expiry and CVV, same number) or a reissue (a duplicate
+    PHYSICAL card, same number and expiry) of the link's card `token`, as begin_card_change records a
+    change. Lithic counts each (8 at most) and takes no Idempotency-Key for them, so an interrupted one is
+    never sent again: the card worker reads the card back instead (workers/cards.py)."""
+    operation, types = ("renew", RENEWABLE_TYPES) if isinstance(request, CardRenewal) else ("reissue", REISSUABLE_TYPES)
+    verb = "renewed" if operation == "renew" else "reissued"
+    link = await _link(conn, org_id, account_id, customer_id)
+    card = await _card_of_link(conn, link, token, account_id, customer_id, for_update=True)
+    await _check_changeable(conn, card, lease_seconds, verb)
+    if card["card_type"] not in types:
+        raise Conflict(f"The card is {card['card_type']}; Lithic {operation}s {' and '.join(types)} cards only")
+    body: dict[str, Any] = {
+        name: value
+        for name in ("exp_month", "exp_year", "product_id", "shipping_method")
+        if (value := getattr(request, name, None)) is not None
+    }
+    address = await card_requests.renewal_shipping_address(
+        conn, link["link_id"], request, card["card_type"], required=operation == "renew"
+    )
+    if address is not None:
+        body["shipping_address"] = address
+    config = await organization_store.lithic_config(conn, org_id)
+    issuer = gateway.issuer(config["lithic_api_key_encrypted"], config["lithic_base_url"])
+    change_id = str(uuid.uuid4())
+    change = CardChange(
+        card["id"], change_id, card["token"], issuer, {}, card["state"], card["spend_limit"],
+        org_id=org_id, operation=operation, body=body,
+    )  # fmt: skip
+    if issuer.simulated:  # in memory, no network: done in this transaction
+        try:
+            issued = await _call_issuer(change)
+        except LithicRejected as rejected:
+            if rejected.status == 404:
+                message = "The simulator no longer holds this card (it keeps its cards in its process's memory)"
+                raise Conflict(message) from None
+            raise _refusal(change, rejected) from None
+        await card_store.begin_change(conn, card["id"], change_id, json.dumps({"operation": operation}))
+        return replace(change, issuer=None, done=await finish_card_change(conn, change, issued))
+    await card_store.begin_change(conn, card["id"], change_id, json.dumps({"operation": operation}))
+    return change
+
+
+class OutcomeUnknown(Unavailable):
+    """Lithic may have done what was sent (a timeout, a lost answer, a 5xx): a 503, and the change stays
+    recorded for the card worker to settle by reading the card back, after the lease."""
 
 
 # How long a request waits for its organization's next Lithic slot; a later one is a 503 to retry.
@@ -266,31 +356,45 @@ async def pace_card_change(conn: Queryable, change: CardChange, *, interval_seco
         await asyncio.sleep(wait)
 
 
+async def _call_issuer(change: CardChange) -> IssuedCard:
+    assert change.issuer is not None
+    issuer = change.issuer
+    if change.operation == "renew":
+        return await issuer.client.renew_card(issuer.base_url, issuer.api_key, change.token, change.body or {})
+    if change.operation == "reissue":
+        return await issuer.client.reissue_card(issuer.base_url, issuer.api_key, change.token, change.body or {})
+    return await issuer.client.update_card(
+        issuer.base_url,
+        issuer.api_key,
+        change.token,
+        state=change.fields.get("state"),
+        spend_limit=change.fields.get("spend_limit"),
+    )
+
+
+def _refusal(change: CardChange, rejected: LithicRejected) -> InvalidInput:
+    """The contract's 422 for Lithic's refusal: on each field a change sent, else on the body."""
+    what = {"update": "change", "renew": "renewal", "reissue": "reissue"}[change.operation]
+    message = f"The issuer refused the {what}: {rejected.message}"
+    issuer_format = {"format": "issuer"}
+    problems = [detail(f"/{name}", "format", issuer_format, message) for name in change.fields]
+    return InvalidInput(problems or [detail("", "format", issuer_format, message)], message)
+
+
 async def send_card_change(change: CardChange) -> IssuedCard:
-    """Phase 2, with no connection held: Lithic's PATCH /v1/cards/{token}.
+    """Phase 2, with no connection held: Lithic's PATCH /v1/cards/{token} (or its renew or reissue).
 
     A refusal is the contract's 422 naming each field sent; an unreachable issuer is a 503."""
-    assert change.issuer is not None
     try:
-        return await change.issuer.client.update_card(
-            change.issuer.base_url,
-            change.issuer.api_key,
-            change.token,
-            state=change.fields.get("state"),
-            spend_limit=change.fields.get("spend_limit"),
-        )
+        return await _call_issuer(change)
     except LithicRejected as rejected:
-        message = f"The issuer refused the change: {rejected.message}"
-        raise InvalidInput(
-            [
-                detail(f"/{name}", "format", {"format": "issuer"}, message)
-                for name in ("state", "spend_limit")
-                if name in change.fields
-            ],
-            message,
-        ) from None
+        raise _refusal(change, rejected) from None
     except LithicRetryable as retryable:
-        raise Unavailable(int(retryable.retry_after or 1)) from None
+        retry_after = int(retryable.retry_after or 1)
+        # A PATCH sets absolute values (resending is harmless); a renewal or reissue is not resent.
+        if change.operation != "update" and retryable.status != 429:
+            raise OutcomeUnknown(retry_after) from None
+        raise Unavailable(retry_after) from None
 
 
 async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard) -> CardDetails:
@@ -303,14 +407,19 @@ async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard)
         spend_limit=issued.spend_limit or None,
         memo=issued.memo,
         spend_limit_duration=issued.spend_limit_duration,
+        exp_month=issued.exp_month,
+        exp_year=issued.exp_year,
     )
     await events.record_card_event(conn, events.card_change_type(issued.state), updated)
     # None: our lease ran out and another request or the worker took the change over; it records it.
     return card_from_record(updated if updated is not None else await card_store.fetch_card(conn, change.card_id))
 
 
-async def abandon_card_change(conn: Queryable, change: CardChange) -> None:
-    """Phase 3 when Lithic refused the change or could not be reached: the card is as it was."""
+async def abandon_card_change(conn: Queryable, change: CardChange, error: ApiError) -> None:
+    """Phase 3 when Lithic refused the change or could not be reached: the card is as it was. A renewal
+    or reissue Lithic may have made stays recorded: the card worker reads the card back after the lease."""
+    if isinstance(error, OutcomeUnknown):
+        return
     await card_store.abandon_change(conn, change.card_id, change.change_id)
 
 

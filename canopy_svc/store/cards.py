@@ -157,12 +157,15 @@ async def finish_change(
     spend_limit: int | None,
     memo: str | None = None,
     spend_limit_duration: str | None = None,
+    exp_month: str | None = None,
+    exp_year: str | None = None,
 ) -> asyncpg.Record | None:
-    """Records Lithic's answer to our change; None when another request took the change over. A memo or
-    duration Lithic did not answer stays as it was."""
+    """Records Lithic's answer to our change; None when another request took the change over. A memo,
+    duration or expiry Lithic did not answer stays as it was (a renewal answers a new expiry)."""
     return await conn.fetchrow(
         f"""UPDATE cards SET state = $3, spend_limit = $4, memo = coalesce($5, memo),
-                spend_limit_duration = coalesce($6, spend_limit_duration), change_id = NULL,
+                spend_limit_duration = coalesce($6, spend_limit_duration),
+                exp_month = coalesce($7, exp_month), exp_year = coalesce($8, exp_year), change_id = NULL,
                 change_fields = NULL, change_started_at = NULL, updated_at = now(),
                 -- closed by this change: the pending close (if any) has nothing left to send
                 close_due_at = CASE WHEN $3 = 'CLOSED' THEN NULL ELSE close_due_at END
@@ -173,6 +176,8 @@ async def finish_change(
         spend_limit,
         memo,
         spend_limit_duration,
+        exp_month,
+        exp_year,
     )
 
 

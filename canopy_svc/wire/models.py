@@ -256,6 +256,10 @@ class LithicCardConfig(msgspec.Struct, kw_only=True):
     shipping_address: ShippingAddress | None = None
 
 
+_EXPIRY_TOGETHER = LithicCardConfig.json_schema_extra["allOf"][:2]
+_EXPEDITED_CONTACTS = LithicCardConfig.json_schema_extra["allOf"][3]
+
+
 class IssuerProcessorConfig(msgspec.Struct, kw_only=True):
     spend_limit: SpendLimit | None = None
     lithic: LithicCardConfig | None = None
@@ -855,6 +859,33 @@ class CardUpdate(msgspec.Struct, kw_only=True):
     spend_limit: SpendLimit | UnsetType | None = UNSET
     # Which of the link's cards to change (its Lithic token); without it, the link's newest card.
     card_token: CardToken | UnsetType = UNSET
+
+
+class CardRenewal(msgspec.Struct, kw_only=True):
+    """POST .../cards/{card_token}/renew: a new expiry (and CVV) for the same card (Lithic's renew).
+
+    exp_month and exp_year go together (neither: Lithic's default, six years on). shipping_address,
+    shipping_method and product_id apply to PHYSICAL cards, sent to the customer's address unless given."""
+
+    # LithicCardConfig's rules that apply here: the expiry's two fields together; EXPEDITED's contacts.
+    json_schema_extra: ClassVar[dict[str, Any]] = {"allOf": [*_EXPIRY_TOGETHER, _EXPEDITED_CONTACTS]}
+
+    exp_month: ExpMonth | None = None
+    exp_year: ExpYear | None = None
+    product_id: LithicProductId | None = None
+    shipping_method: ShippingMethod | None = None
+    shipping_address: ShippingAddress | None = None
+
+
+class CardReissue(msgspec.Struct, kw_only=True):
+    """POST .../cards/{card_token}/reissue: a duplicate of a damaged PHYSICAL card, same number and
+    expiry (Lithic's reissue); without a shipping_address Lithic sends it where it sent the card."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {"allOf": [_EXPEDITED_CONTACTS]}
+
+    product_id: LithicProductId | None = None
+    shipping_method: ShippingMethod | None = None
+    shipping_address: ShippingAddress | None = None
 
 
 class AccountOverview(msgspec.Struct):

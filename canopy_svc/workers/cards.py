@@ -150,19 +150,24 @@ class CardWorker:
                 await events.record_card_event(conn, events.card_change_type(closed.state), done)
 
     async def _finish_change(self, card: Any) -> None:
-        """Sends the recorded change again (Lithic's PATCH sets absolute values: a repeat is harmless)."""
+        """Sends the recorded change again (Lithic's PATCH sets absolute values: a repeat is harmless).
+        A renewal or reissue is not sent again (Lithic counts each, and takes no Idempotency-Key for
+        them): the card is read back, and what Lithic has is recorded, renewed or not."""
         fields: dict[str, Any] = json.loads(card["change_fields"])
         try:
             issuer = self.gateway.issuer(card["lithic_api_key_encrypted"], card["lithic_base_url"])
             if await self._pace(card["org_id"], issuer):
                 return  # the change stays recorded; the next sweep after the lease sends it
-            issued = await issuer.client.update_card(
-                issuer.base_url,
-                issuer.api_key,
-                card["token"],
-                state=fields.get("state"),
-                spend_limit=fields.get("spend_limit"),
-            )
+            if fields.get("operation", "update") != "update":
+                issued = await issuer.client.get_card(issuer.base_url, issuer.api_key, card["token"])
+            else:
+                issued = await issuer.client.update_card(
+                    issuer.base_url,
+                    issuer.api_key,
+                    card["token"],
+                    state=fields.get("state"),
+                    spend_limit=fields.get("spend_limit"),
+                )
         except LithicRetryable as retryable:
             await self._hold_after(card["org_id"], retryable)
             return  # the change stays recorded; the next sweep after the lease tries again
@@ -186,6 +191,8 @@ class CardWorker:
                 spend_limit=issued.spend_limit or None,
                 memo=issued.memo,
                 spend_limit_duration=issued.spend_limit_duration,
+                exp_month=issued.exp_month,
+                exp_year=issued.exp_year,
             )
             await events.record_card_event(conn, events.card_change_type(issued.state), finished)
         log.info("finished an interrupted card change", extra={"card_id": card["id"]})
