@@ -122,6 +122,27 @@ SHIPPING_ELSEWHERE = {
 }
 
 
+# Canopy's newer customer fields (issue 11 item 2), every one of them given.
+CONTROLLER: dict[str, Any] = {
+    "name_prefix": "Ms.", "name_first": "Grace", "name_middle": "B.", "name_last": "Hopper", "name_suffix": None,
+    "title": "CEO", "phone_number": "+15555555555", "address_line_one": "1 Navy Way", "address_line_two": "Apt 2",
+    "address_city": "Arlington", "address_state": "VA", "address_zip": "22202", "address_country_code": "US",
+    "ssn": "123-45-6789", "passport": {"number": "C01X00T47", "country": "US"},
+}  # fmt: skip
+BUSINESS: dict[str, Any] = {
+    "doing_business_as": "Umbrella", "business_ein": "12-3456789", "business_legal_name": "Umbrella Corporation",
+    "business_type": "llc", "business_classification_id": "9ed3f670-7d6f-11e3-b1ce-5404a6144203",
+    "website": "https://www.umbrella.example.com", "controller": CONTROLLER,
+}  # fmt: skip
+NEW_FIELDS: dict[str, Any] = {
+    "customer_type": "business",
+    "verification_status": "verified",
+    "title": "Dr.",
+    "passport": {"number": "X1234567", "country": "GB"},
+    "business_details": BUSINESS,
+}
+
+
 # --- the contract's error envelope ----------------------------------------------------------------
 
 

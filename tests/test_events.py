@@ -12,6 +12,7 @@ import pytest
 from tests.fake_lithic import FakeLithic
 from tests.helpers import (
     CARD_CONFIG,
+    NEW_FIELDS,
     ApiClient,
     account,
     assert_error,
@@ -275,3 +276,67 @@ async def test_closing_and_deleting_an_account_are_events_and_so_is_each_card_th
     assert_error(await api.http.delete("/accounts/acc-2"), 404, "not_found")
     assert_error(await api.http.put("/accounts/acc-1/status", json={"account_status": "ACTIVE"}), 409, "conflict")
     assert await types(api) == after
+
+
+def without_pii_anywhere(value: Any) -> Any:
+    """The answer as an event holds it: no SSN or passport at any depth (the controller's included)."""
+    if isinstance(value, dict):
+        return {k: without_pii_anywhere(v) for k, v in value.items() if k not in ("ssn", "passport", "warnings")}
+    if isinstance(value, list):
+        return [without_pii_anywhere(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize("policy", ["off", "warn", "block"])
+async def test_a_created_customers_event_is_its_answer_with_every_field(api: ApiClient, policy: str) -> None:
+    """The event of a create without links is written in the create's one statement, from what the row
+    holds (its timestamps from the row): the same object as the answer, whatever fields it has."""
+    settings = await api.http.put("/organization/settings", json={"duplicate_customer_policy": policy})
+    assert settings.status_code == 200, settings.text
+    parent = await api.http.post("/customers", json=seed_customer(customer_id="parent-1"))
+    assert parent.status_code == 200, parent.text
+    body = seed_customer(customer_id="child-1", customer_parent_id="parent-1", **NEW_FIELDS)
+    if policy == "block":  # created through the transaction that compares first: nothing shared
+        body |= {"email": "other@example.com", "phone_number": "+14155550177", "ssn": "123-45-6780"}
+        body |= {"address_line_one": "2 Other Rd"}
+    created = await api.http.post("/customers", json=body)
+    assert created.status_code == 200, created.text
+    assert bool(created.json().get("warnings")) == (policy == "warn")
+    event = (await all_events(api))[-1]
+    assert event["type"] == "customer_created"
+    assert event["data"] == without_pii_anywhere(created.json())
+    assert (
+        event["data"]["created_at"]
+        == created.json()["created_at"]
+        == (await api.http.get("/customers/child-1")).json()["created_at"]
+    )
+    assert "ssn" not in event["data"]["business_details"]["controller"]
+
+
+async def test_a_create_without_links_is_one_statement(api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The customer, its comparisons and its event in one round trip: no BEGIN, no COMMIT, no second
+    statement (each costs a round trip to PostgreSQL and the server's time in asyncpg)."""
+    import asyncpg.connection
+
+    sent: list[str] = []
+    execute, do_execute = asyncpg.connection.Connection.execute, asyncpg.connection.Connection._do_execute
+
+    async def counted_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if not args:
+            sent.append(query)
+        return await execute(self, query, *args, **kwargs)
+
+    async def counted_do_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query)
+        return await do_execute(self, query, *args, **kwargs)
+
+    assert (await api.http.post("/customers", json=minimal_customer(customer_id="warm-up"))).status_code == 200
+    monkeypatch.setattr(asyncpg.connection.Connection, "execute", counted_execute)
+    monkeypatch.setattr(asyncpg.connection.Connection, "_do_execute", counted_do_execute)
+    created = await api.http.post(
+        "/customers",
+        json=minimal_customer(customer_id="one-trip", email="one@example.com", phone_number="+14155550199"),
+    )
+    assert created.status_code == 200, created.text
+    assert len(sent) == 1, sent
+    assert (await all_events(api))[-1]["data"]["customer_id"] == "one-trip"

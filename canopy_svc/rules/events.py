@@ -47,12 +47,19 @@ def without_pii(value: Any, *, top: bool = True) -> Any:
     return value
 
 
+def encoded_data(data: Any, *, leave_out: tuple[str, ...] = ()) -> str:
+    """An event's data as stored: the object as answered, without its PII (and the fields left out)."""
+    fields = without_pii(msgspec.to_builtins(data))
+    for name in leave_out:
+        fields.pop(name, None)
+    return _encoder.encode(fields).decode()
+
+
 async def record_event(conn: Conn, org_id: int, event_type: str, data: Any) -> Event:
     """Writes the event and one pending delivery per active subscription that wants its type, in the
     caller's transaction (the caller must be in one, with the change): rolled back, nothing is told."""
     assert event_type in EVENT_TYPES, event_type
-    fields = without_pii(msgspec.to_builtins(data))
-    record = await store.insert(conn, org_id, new_event_id(), event_type, _encoder.encode(fields).decode())
+    record = await store.insert(conn, org_id, new_event_id(), event_type, encoded_data(data))
     return event_from_record(record)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -10,6 +11,7 @@ import asyncpg
 from canopy_svc.core.dbtypes import Conn, Queryable
 from canopy_svc.store.conflicts import conflict_for
 from canopy_svc.store.customer_columns import STORAGE
+from canopy_svc.store.events import event_ctes
 from canopy_svc.store.keyset import page_bounds
 
 # How many characters of a word's start customer_search_terms keeps, as schema.sql's canopy_search_terms.
@@ -32,10 +34,12 @@ _INSERT = f"""INSERT INTO customers (org_id, customer_id, {", ".join(WRITABLE)})
     RETURNING {COLUMNS}"""
 
 
-async def _insert_row(conn: Conn, sql: str, org_id: int, customer_id: str, row: Mapping[str, Any]) -> asyncpg.Record:
-    """Runs an INSERT taking (org_id, customer_id, *WRITABLE); a taken customer_id is 409."""
+async def _insert_row(
+    conn: Conn, sql: str, org_id: int, customer_id: str, row: Mapping[str, Any], *more: Any
+) -> asyncpg.Record:
+    """Runs an INSERT taking (org_id, customer_id, *WRITABLE, *more); a taken customer_id is 409."""
     try:
-        record = await conn.fetchrow(sql, org_id, customer_id, *(row.get(c) for c in WRITABLE))
+        record = await conn.fetchrow(sql, org_id, customer_id, *(row.get(c) for c in WRITABLE), *more)
     except asyncpg.UniqueViolationError as exc:
         raise conflict_for(exc, customer_id=customer_id) from None
     assert record is not None
@@ -234,11 +238,58 @@ _INSERT_COMPARING = f"""
 """
 
 
+# And its customer_created event in the same statement: one round trip, atomic by itself. The event's
+# data is the answer as the caller computed it from stored_row (the row's values are the statement's
+# parameters), but its timestamps, which the database gives: set here, as msgspec writes a UTC time
+# with whole seconds (the columns are timestamptz(0)).
+_UTC_SECONDS = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+_EVENT_ID, _EVENT_DATA = f"${len(WRITABLE) + 3}", f"${len(WRITABLE) + 4}"
+_CREATED_EVENT_DATA = (
+    f"{_EVENT_DATA}::jsonb || jsonb_build_object("
+    f"'created_at', {_UTC_SECONDS.format('inserted.created_at')}, "
+    f"'updated_at', {_UTC_SECONDS.format('inserted.updated_at')})"
+)
+_CREATED_EVENT = event_ctes(
+    org="$1",
+    event_id=_EVENT_ID,
+    event_type="'customer_created'::text",
+    data=_CREATED_EVENT_DATA,
+    source="FROM inserted",
+)
+_INSERT_COMPARING_WITH_EVENT = _INSERT_COMPARING.replace(
+    "\n    SELECT policy.policy,",
+    f",\n    {_CREATED_EVENT}\n    SELECT (SELECT count(*) FROM woken) AS woken, policy.policy,",
+    1,
+)
+assert _INSERT_COMPARING_WITH_EVENT != _INSERT_COMPARING
+
+
+def stored_row(customer_id: str, row: Mapping[str, Any], at: datetime) -> dict[str, Any]:
+    """The columns an insert of `row` stores and answers (a row is stored as given), with `at` as its
+    timestamps: what the answer and the event are made from before the row exists."""
+    return {
+        **{name: row.get(name) for name in WRITABLE},
+        "customer_id": customer_id,
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
 async def insert_comparing(
-    conn: Conn, org_id: int, customer_id: str, row: Mapping[str, Any]
+    conn: Conn,
+    org_id: int,
+    customer_id: str,
+    row: Mapping[str, Any],
+    *,
+    event: tuple[str, str] | None = None,
 ) -> tuple[str, asyncpg.Record | None, list[tuple[str, str]]]:
-    """(policy, the new customer or None under `block`, [(field, matching customer_id)] under `warn`)."""
-    record = await _insert_row(conn, _INSERT_COMPARING, org_id, customer_id, row)
+    """(policy, the new customer or None under `block`, [(field, matching customer_id)] under `warn`).
+    `event`: (event_id, its data as JSON without created_at and updated_at) of the customer_created
+    event written with the customer, in this statement."""
+    if event is None:
+        record = await _insert_row(conn, _INSERT_COMPARING, org_id, customer_id, row)
+    else:
+        record = await _insert_row(conn, _INSERT_COMPARING_WITH_EVENT, org_id, customer_id, row, *event)
     matches = list(zip(record["match_codes"] or (), record["match_customer_ids"] or (), strict=True))
     return record["policy"], (record if record["id"] is not None else None), matches
 

@@ -13,21 +13,28 @@ from canopy_svc.store.keyset import page_bounds
 NOTIFY_CHANNEL = "canopy_webhook_deliveries"
 EVENT_COLUMNS = "e.id, e.event_id, e.type, e.data::text AS data, e.created_at"
 
-# One statement: the event, its deliveries, and a NOTIFY (delivered at commit, so a worker never
-# wakes for a delivery it cannot see yet, and a rolled-back change wakes nobody) only when there is
-# a delivery to make.
-_INSERT = f"""
-WITH event AS (
-    INSERT INTO events (org_id, event_id, type, data) VALUES ($1, $2, $3, $4::jsonb)
+
+def event_ctes(*, org: str, event_id: str, event_type: str, data: str, source: str = "") -> str:
+    """The CTEs `event`, `deliveries` and `woken` of a statement that writes one event: the event, its
+    deliveries, and a NOTIFY (delivered at commit, so a worker never wakes for a delivery it cannot see
+    yet, and a rolled-back change wakes nobody) only when there is a delivery to make. The arguments
+    are SQL: `data` the event's jsonb, `source` a FROM clause the event is written for each row of
+    (the change it tells). The statement must read `woken` for the NOTIFY to happen."""
+    return f"""event AS (
+    INSERT INTO events (org_id, event_id, type, data) SELECT {org}, {event_id}, {event_type}, {data} {source}
     RETURNING id, event_id, type, data, created_at
 ), deliveries AS (
     INSERT INTO webhook_deliveries (org_id, subscription_row_id, event_row_id)
-    SELECT $1, s.id, event.id FROM webhook_subscriptions s, event
-    WHERE s.org_id = $1 AND s.active AND (s.filter_events IS NULL OR $3 = ANY(s.filter_events))
+    SELECT {org}, s.id, event.id FROM webhook_subscriptions s, event
+    WHERE s.org_id = {org} AND s.active AND (s.filter_events IS NULL OR {event_type} = ANY(s.filter_events))
     RETURNING 1
 ), woken AS (
     SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT FROM deliveries)
-)
+)"""
+
+
+_INSERT = f"""
+WITH {event_ctes(org="$1", event_id="$2", event_type="$3::text", data="$4::jsonb")}
 SELECT event.id, event.event_id, event.type, event.data::text AS data, event.created_at,
        (SELECT count(*) FROM woken) AS woken
 FROM event"""
