@@ -27,6 +27,21 @@ async def listen_forever(dsn: str, channel: str, wake: asyncio.Event) -> None:
     await listen(dsn, channel, lambda _payload: wake.set(), connected)
 
 
+async def wait_set(event: asyncio.Event, seconds: float) -> bool:
+    """`event.wait()` for at most `seconds`: whether it was set. Not `asyncio.wait_for`: on
+    Python 3.10 and 3.11 that swallows a cancellation arriving in the loop tick the event is set in
+    (cpython#86296), and a worker cancelled at that moment never stops; `asyncio.wait` never absorbs
+    the caller's cancellation."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()  # nothing when it is done; else it would wait on, unawaited
+    return event.is_set()
+
+
 async def listen(
     dsn: str, channel: str, on_notify: Callable[[str], None], on_connected: Callable[[bool], None]
 ) -> None:
@@ -42,8 +57,7 @@ async def listen(
             await connection.add_listener(channel, lambda *args: on_notify(args[-1]))
             on_connected(True)
             while not connection.is_closed():  # a dead server may not call the termination listener
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), 10)
+                await wait_set(lost, 10)
         except _RETRIED:
             on_connected(False)
             await asyncio.sleep(1)
@@ -99,9 +113,7 @@ class CardSettlements:
         try:
             remaining = await pending(card_ids)
             while remaining and (left := deadline - loop.time()) > 0:
-                try:
-                    await asyncio.wait_for(woken.wait(), left)
-                except TimeoutError:
+                if not await wait_set(woken, left):
                     return
                 woken.clear()
                 remaining = await pending(remaining)

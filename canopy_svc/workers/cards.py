@@ -15,7 +15,6 @@ sets an absolute value), so a worker that dies mid-call leaves the close to the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -294,8 +293,7 @@ class CardWorker:
                     unreachable = True
                     due_in = 1.0
                 timeout = self.idle_seconds if due_in is None else min(max(due_in, 0.01), self.idle_seconds)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                await notify.wait_set(self._wake, timeout)  # cancellable at any tick (see there)
         finally:
             await supervision.stop(listener)
 

@@ -18,7 +18,6 @@ is due (an idle system sleeps, with a bounded fallback poll in case a NOTIFY was
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import Counter
@@ -235,8 +234,7 @@ class DeliveryWorker:
                 elif due_in == 0.0:
                     continue  # more may be due than one claim took
                 timeout = self.idle_seconds if due_in is None else min(max(due_in, 0.01), self.idle_seconds)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                await notify.wait_set(self._wake, timeout)  # cancellable at any tick (see there)
         finally:
             await supervision.stop(listener)
             tasks = list(self._tasks)
