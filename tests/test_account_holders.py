@@ -57,7 +57,9 @@ async def cards(pool: asyncpg.Pool) -> list[asyncpg.Record]:
 
 
 async def enrollments(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    return await pool.fetch("SELECT * FROM lithic_account_holders ORDER BY id")
+    """In the order of their customers: the worker enrolls the customers of the cards it claimed
+    concurrently, so which enrollment row is written first (its id) depends on the machine's load."""
+    return await pool.fetch("SELECT * FROM lithic_account_holders ORDER BY customer_row_id")
 
 
 async def make_due_now(pool: asyncpg.Pool) -> None:
