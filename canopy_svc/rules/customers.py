@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 
@@ -50,20 +51,24 @@ customer_from_record = STORAGE.customer
 async def create(
     conn: Conn, org_id: int, payload: CustomerCreate, cipher: DataCipher, *, waived: frozenset[str] = frozenset()
 ) -> Customer:
-    """Creates the customer. Without links, in one statement that also compares it with the others
-    (the common case: one round trip); with links, or under the `block` policy (which must compare
-    first, under locks), in a transaction. `waived`: the fields duplicates.check waives."""
+    """Creates the customer. Unless the policy is `block` (which must compare first, under locks), in
+    one statement that also compares it with the others and writes its event (without links, the
+    whole request: one round trip); its links after it, in the same transaction. `waived`: the fields
+    duplicates.check waives (under `block` only: the other policies answer every warning)."""
     customer_id = payload.customer_id or new_customer_id()
     await _check_parent(conn, org_id, payload.customer_parent_id)
     fields = msgspec.structs.asdict(payload)
     columns = STORAGE.row(fields, cipher)
-    if not payload.assign_to_accounts:
-        # The customer and its event in one statement (no BEGIN or COMMIT to wait for): the event's
-        # data is the answer, made from what the row will hold; the database adds its timestamps.
+    # No BEGIN or COMMIT to wait for without links: the statement is atomic by itself.
+    async with atomic(conn) if payload.assign_to_accounts else contextlib.nullcontext():
+        # The event's data is the answer, made from what the row will hold; the database adds its
+        # timestamps.
         created = customer_from_record(store.stored_row(customer_id, columns, _NO_TIME_YET), cipher)
         event = (events.new_event_id(), events.encoded_data(created, leave_out=("created_at", "updated_at")))
         _, record, matches = await store.insert_comparing(conn, org_id, customer_id, columns, event=event)
         if record is not None:
+            if payload.assign_to_accounts:
+                await links.assign_accounts(conn, org_id, record["id"], payload.assign_to_accounts, cipher)
             return _answer(record, cipher, duplicates.warnings_for(matches))
     async with atomic(conn):
         warnings = await duplicates.check(

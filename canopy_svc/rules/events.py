@@ -72,12 +72,13 @@ async def record_events(conn: Conn, org_id: int, event_type: str, items: list[An
     await store.insert_many(conn, org_id, event_type, [new_event_id() for _ in items], data)
 
 
-async def record_card_event(conn: Conn, event_type: str, card: Row | None) -> None:
+async def record_card_event(conn: Conn, event_type: str, card: Row | None, *, link: Row | None = None) -> None:
     """A card_* event for a card row as the store returns it (None: the row did not change, no event),
-    in the organization of the card's link."""
+    in the organization of the card's link. `link`: its summary, when the caller has it already."""
     if card is None:
         return
-    link = await store.link_summary(conn, card["link_id"])
+    if link is None:
+        link = await store.link_summary(conn, card["link_id"])
     item = msgspec.structs.asdict(card_from_record(card))
     await record_event(
         conn,
@@ -92,10 +93,12 @@ def card_change_type(state: str) -> str:
     return "card_closed" if state == "CLOSED" else "card_updated"
 
 
-async def record_link_event(conn: Conn, org_id: int, link_id: int) -> None:
+async def record_link_event(conn: Conn, org_id: int, link_id: int) -> Row:
+    """The customer_account_linked event; returns the link's summary (for its card's event)."""
     link = await store.link_summary(conn, link_id)
     fields = {name: link[name] for name in CustomerAccountLinkEvent.__struct_fields__}
     await record_event(conn, org_id, "customer_account_linked", CustomerAccountLinkEvent(**fields))
+    return link
 
 
 def event_from_record(record: Row) -> Event:

@@ -65,13 +65,15 @@ async def queue_card(
     request: LithicCardConfig | None = None,
     pointer: str = "/lithic",
     replacement_for: str | None = None,
+    link: Row | None = None,
 ) -> asyncpg.Record:
     """A PENDING card, committed with the caller's transaction; the worker issues it.
 
     `lithic` holds type, memo, state and card_program_token (the link's config, or a body's merged
     with it); `request` the rest of what the body asked (default: `lithic` itself, when it is one):
     spend_limit_duration, expiry, and a PHYSICAL card's product, shipping method and address, which is
-    sealed until sent. `pointer` is where a 422 points to in the body."""
+    sealed until sent. `pointer` is where a 422 points to in the body; `link` the link's summary, when
+    the caller has it (its event's)."""
     get = lithic.get if isinstance(lithic, dict) else lambda name: getattr(lithic, name)
     if request is None and isinstance(lithic, LithicCardConfig):
         request = lithic
@@ -100,7 +102,7 @@ async def queue_card(
         ),
         replacement_for=replacement_for,
     )
-    await events.record_card_event(conn, "card_pending", card)
+    await events.record_card_event(conn, "card_pending", card, link=link)
     notify.note_queued_card(card["id"])  # the request may wait for the worker to issue it (item 7)
     return card
 
@@ -131,8 +133,7 @@ async def _link(
     )
     if closed_account is not None and created:
         raise Conflict(f"Account {closed_account} is CLOSED; a closed account gets no new customers")
-    if created:
-        await events.record_link_event(conn, org_id, link_id)
+    summary = await events.record_link_event(conn, org_id, link_id) if created else None
     if config is None or config.lithic is None:
         return
     # A new link gets its card; an existing one only if it has none that is pending or issued.
@@ -147,6 +148,7 @@ async def _link(
             lithic=config.lithic,
             cipher=cipher,
             pointer=f"{pointer}/customer_account_issuer_processor_config/lithic",
+            link=summary,
         )
 
 

@@ -44,12 +44,17 @@ async def insert_pending(
     shipping_address_encrypted: bytes | None = None,
     replacement_for: str | None = None,
 ) -> asyncpg.Record:
+    # The NOTIFY in the same statement (delivered at commit, so a worker never wakes for a card it
+    # cannot see yet): one round trip.
     record = await conn.fetchrow(
-        f"""INSERT INTO cards (org_id, link_id, idempotency_key, card_type, memo, state, spend_limit,
-                card_program_token, spend_limit_duration, exp_month, exp_year, product_id, shipping_method,
-                shipping_address_encrypted, replacement_for)
-            VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid, $9, $10, $11, $12, $13, $14, $15)
-            RETURNING {CARD_COLUMNS}""",
+        f"""WITH card AS (
+                INSERT INTO cards (org_id, link_id, idempotency_key, card_type, memo, state, spend_limit,
+                    card_program_token, spend_limit_duration, exp_month, exp_year, product_id, shipping_method,
+                    shipping_address_encrypted, replacement_for)
+                VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::uuid, $9, $10, $11, $12, $13, $14, $15)
+                RETURNING {CARD_COLUMNS}
+            ), woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', ''))
+            SELECT card.*, (SELECT count(*) FROM woken) AS woken FROM card""",
         org_id,
         link_id,
         idempotency_key,
@@ -66,8 +71,6 @@ async def insert_pending(
         shipping_address_encrypted,
         replacement_for,
     )
-    # Delivered at commit, so a worker never wakes for a card it cannot see yet.
-    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     assert record is not None
     return record
 
