@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from canopy_svc.store.customers import _DUPLICATES, _INSERT_COMPARING, WRITABLE
+from canopy_svc.store.customers import _DUPLICATES, _INSERT_COMPARING_WITH_EVENT, WRITABLE
 from tests.helpers import ApiClient, minimal_customer
 
 # A customer sharing nothing with minimal_customer().
@@ -359,11 +359,12 @@ async def test_a_check_reads_a_bounded_number_of_index_entries_however_many_shar
             rollback = connection.transaction()
             await rollback.start()  # EXPLAIN ANALYZE inserts for real: nothing of it is kept
             try:
+                # The statement a create runs: the customer, its comparisons and its event.
                 create_check = await _explain(
                     connection,
-                    _INSERT_COMPARING,
-                    ", ".join(["bigint", "text", *(_column_type(c) for c in WRITABLE)]),
-                    (api.org_id, f"new-{phone}", *(row.get(c) for c in WRITABLE)),
+                    _INSERT_COMPARING_WITH_EVENT,
+                    ", ".join(["bigint", "text", *(_column_type(c) for c in WRITABLE), "text", "text"]),
+                    (api.org_id, f"new-{phone}", *(row.get(c) for c in WRITABLE), f"evt_{phone}", "{}"),
                 )
             finally:
                 await rollback.rollback()

@@ -281,15 +281,12 @@ async def insert_comparing(
     customer_id: str,
     row: Mapping[str, Any],
     *,
-    event: tuple[str, str] | None = None,
+    event: tuple[str, str],
 ) -> tuple[str, asyncpg.Record | None, list[tuple[str, str]]]:
     """(policy, the new customer or None under `block`, [(field, matching customer_id)] under `warn`).
     `event`: (event_id, its data as JSON without created_at and updated_at) of the customer_created
     event written with the customer, in this statement."""
-    if event is None:
-        record = await _insert_row(conn, _INSERT_COMPARING, org_id, customer_id, row)
-    else:
-        record = await _insert_row(conn, _INSERT_COMPARING_WITH_EVENT, org_id, customer_id, row, *event)
+    record = await _insert_row(conn, _INSERT_COMPARING_WITH_EVENT, org_id, customer_id, row, *event)
     matches = list(zip(record["match_codes"] or (), record["match_customer_ids"] or (), strict=True))
     return record["policy"], (record if record["id"] is not None else None), matches
 
