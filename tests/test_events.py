@@ -313,19 +313,15 @@ async def test_a_created_customers_event_is_its_answer_with_every_field(api: Api
     assert "ssn" not in event["data"]["business_details"]["controller"]
 
 
-async def test_a_create_with_a_link_and_its_card_takes_nine_round_trips(
-    api: ApiClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """BEGIN; the customer with its comparisons and event; the account; the link; the link's summary;
-    its event; the card with its NOTIFY; the card's event; COMMIT. (Before: thirteen, the comparisons,
-    the customer's event, the NOTIFY and a second read of the link's summary apart.)"""
+def count_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, every statement any connection sends to PostgreSQL (a round trip each), listed."""
     import asyncpg.connection
 
     sent: list[str] = []
     execute, do_execute = asyncpg.connection.Connection.execute, asyncpg.connection.Connection._do_execute
 
     async def counted_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not args:
+        if not args:  # with arguments, execute goes through _do_execute, counted there
             sent.append(query)
         return await execute(self, query, *args, **kwargs)
 
@@ -333,12 +329,22 @@ async def test_a_create_with_a_link_and_its_card_takes_nine_round_trips(
         sent.append(query)
         return await do_execute(self, query, *args, **kwargs)
 
+    monkeypatch.setattr(asyncpg.connection.Connection, "execute", counted_execute)
+    monkeypatch.setattr(asyncpg.connection.Connection, "_do_execute", counted_do_execute)
+    return sent
+
+
+async def test_a_create_with_a_link_and_its_card_takes_nine_round_trips(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN; the customer with its comparisons and event; the account; the link; the link's summary;
+    its event; the card with its NOTIFY; the card's event; COMMIT. (Before: thirteen, the comparisons,
+    the customer's event, the NOTIFY and a second read of the link's summary apart.)"""
     await account(api)
     assignment = {"account_id": "acc-1", "customer_account_issuer_processor_config": CARD_CONFIG}
     warm = minimal_customer(customer_id="warm-up", assign_to_accounts=[assignment])
     assert (await api.http.post("/customers", json=warm)).status_code == 200
-    monkeypatch.setattr(asyncpg.connection.Connection, "execute", counted_execute)
-    monkeypatch.setattr(asyncpg.connection.Connection, "_do_execute", counted_do_execute)
+    sent = count_statements(monkeypatch)
     body = minimal_customer(
         customer_id="linked", email="l@example.com", phone_number="+14155550188", assign_to_accounts=[assignment]
     )
@@ -351,23 +357,8 @@ async def test_a_create_with_a_link_and_its_card_takes_nine_round_trips(
 async def test_a_create_without_links_is_one_statement(api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The customer, its comparisons and its event in one round trip: no BEGIN, no COMMIT, no second
     statement (each costs a round trip to PostgreSQL and the server's time in asyncpg)."""
-    import asyncpg.connection
-
-    sent: list[str] = []
-    execute, do_execute = asyncpg.connection.Connection.execute, asyncpg.connection.Connection._do_execute
-
-    async def counted_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not args:
-            sent.append(query)
-        return await execute(self, query, *args, **kwargs)
-
-    async def counted_do_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        sent.append(query)
-        return await do_execute(self, query, *args, **kwargs)
-
     assert (await api.http.post("/customers", json=minimal_customer(customer_id="warm-up"))).status_code == 200
-    monkeypatch.setattr(asyncpg.connection.Connection, "execute", counted_execute)
-    monkeypatch.setattr(asyncpg.connection.Connection, "_do_execute", counted_do_execute)
+    sent = count_statements(monkeypatch)
     created = await api.http.post(
         "/customers",
         json=minimal_customer(customer_id="one-trip", email="one@example.com", phone_number="+14155550199"),
