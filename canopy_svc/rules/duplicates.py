@@ -97,6 +97,11 @@ async def check_nested(
     """The same policy for a value kept beside the customers row (the LoanPro face's MailAddress):
     found by its keyed hash; under `block` refused unless `ignore_warnings`."""
     policy, customer_ids = await loanpro_store.matching_entities(conn, org_id, nav, match_hash, exclude_row_id)
+    return _decided(policy, field, customer_ids, ignore_warnings=ignore_warnings)
+
+
+def _decided(policy: str, field: str, customer_ids: list[str], *, ignore_warnings: bool) -> list[DuplicateWarning]:
+    """A nested value's matches as warnings: none under `off`, refused under `block` unless ignored."""
     if policy == "off":
         return []
     warnings = warnings_for([(field, customer_id) for customer_id in customer_ids])
@@ -115,7 +120,4 @@ async def check_phone_item(
         return []
     as_primary = await loanpro_store.customers_with_phone(conn, org_id, phone, exclude_row_id)
     customer_ids = list(dict.fromkeys([*as_primary, *in_items]))[:5]
-    warnings = warnings_for([("phone_number", customer_id) for customer_id in customer_ids])
-    if policy == "block" and warnings and not ignore_warnings:
-        raise DuplicateCustomer(warnings)
-    return warnings
+    return _decided(policy, "phone_number", customer_ids, ignore_warnings=ignore_warnings)

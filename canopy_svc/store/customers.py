@@ -164,7 +164,7 @@ async def find_row_ids(conn: Conn, org_id: int, customer_ids: list[str]) -> dict
 # told LIMIT 5 and pricing a shared address at five rows (a generic plan, with statistics of the index
 # expression and none of the table's), it chose a bitmap scan of everyone at the address and a sort,
 # 4,000 entries read for five, where the index gives the five in order.
-_MATCHES_SHOWN = "(SELECT 5)"
+MATCHES_SHOWN = "(SELECT 5)"
 
 
 def duplicate_matches(
@@ -177,20 +177,20 @@ def duplicate_matches(
     return f"""
         (SELECT 'ssn' AS code, customer_id, date_of_birth FROM customers
          WHERE org_id = {org} AND ssn_hash = {ssn_hash} AND id <> {exclude}
-         ORDER BY created_at LIMIT {_MATCHES_SHOWN})
+         ORDER BY created_at LIMIT {MATCHES_SHOWN})
         UNION ALL
         (SELECT 'email', customer_id, date_of_birth FROM customers
          WHERE org_id = {org} AND lower(email) = lower({email}) AND id <> {exclude}
-         ORDER BY created_at LIMIT {_MATCHES_SHOWN})
+         ORDER BY created_at LIMIT {MATCHES_SHOWN})
         UNION ALL
         (SELECT 'phone_number', customer_id, date_of_birth FROM customers
          WHERE org_id = {org} AND phone_number = {phone} AND id <> {exclude}
-         ORDER BY created_at LIMIT {_MATCHES_SHOWN})
+         ORDER BY created_at LIMIT {MATCHES_SHOWN})
         UNION ALL
         (SELECT 'address', customer_id, date_of_birth FROM customers
          WHERE org_id = {org} AND canopy_address_key(address_line_one, address_zip, address_country_code)
                                   = canopy_address_key({line_one}, {zip_code}, {country}) AND id <> {exclude}
-         ORDER BY created_at LIMIT {_MATCHES_SHOWN})"""
+         ORDER BY created_at LIMIT {MATCHES_SHOWN})"""
 
 
 _POLICY = "SELECT duplicate_customer_policy AS policy FROM organizations WHERE id = $1"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from canopy_svc.core.dbtypes import Conn, Queryable
-from canopy_svc.store.customers import _SEARCH_TERM, COLUMN_NAMES, COLUMNS, prefix_query
+from canopy_svc.store.customers import _SEARCH_TERM, COLUMN_NAMES, COLUMNS, MATCHES_SHOWN, prefix_query
 
 
 async def instance_id(conn: Queryable, org_id: int) -> int:
@@ -124,10 +124,11 @@ async def matching_entities(
 
 async def customers_with_phone(conn: Queryable, org_id: int, phone: str, exclude_row_id: int) -> list[str]:
     """The (live) customers whose primary phone is `phone` (E.164), by customers_dup_phone_at."""
+    # The limit hidden from the planner, as the Canopy comparisons hide theirs (store/customers.py).
     rows = await conn.fetch(
-        """SELECT customer_id FROM customers
+        f"""SELECT customer_id FROM customers
            WHERE org_id = $1 AND phone_number = $2 AND id <> $3 AND loanpro_deleted_at IS NULL
-           ORDER BY created_at LIMIT 5""",
+           ORDER BY created_at LIMIT {MATCHES_SHOWN}""",
         org_id,
         phone,
         exclude_row_id,
