@@ -164,17 +164,20 @@ async def test_a_close_is_retried_after_a_5xx_with_backoff(
     await api.http.delete("/accounts/acc-1")
     fake_lithic.fail_next(status=503)
     fake_lithic.fail_next(status=429, retry_after="7")
-    worker = make_worker(pool)
+    # A base long enough that no busy machine reaches it between two calls: 15-30 s for the first retry.
+    worker = make_worker(pool, base_seconds=30)
 
     await worker.process_due()
     (waiting,) = await cards(pool)
     assert waiting["state"] == "OPEN" and waiting["close_due_at"] is not None
     assert waiting["error"] == "Closing: issuer unavailable; retrying"
+    wait = await pool.fetchval("SELECT extract(epoch FROM close_due_at - now()) FROM cards")
+    assert 10 < wait <= 30  # the backoff
     assert await worker.process_due() == 0  # not due again before its backoff
     await pool.execute("UPDATE cards SET close_due_at = now()")
     await worker.process_due()
     wait = await pool.fetchval("SELECT extract(epoch FROM close_due_at - now()) FROM cards")
-    assert 5 < wait <= 7.5  # Lithic's Retry-After, not the 10 ms base backoff
+    assert 5 < wait <= 7.5  # Lithic's Retry-After, not the base backoff (30 s, doubled by now)
     await pool.execute("UPDATE cards SET close_due_at = now()")
     await worker.process_due()
 
