@@ -16,6 +16,7 @@ import pytest
 from canopy_svc.core.db import UNAVAILABLE_ERRORS, DatabaseGate, DatabaseUnavailable, create_pool
 
 UNREACHABLE_DSN = "postgresql://nobody@127.0.0.1:1/none"  # port 1: refused at once
+CUT_QUERY_MARK = "/* cut by the gate */"
 
 
 async def wait_until(predicate: object, seconds: float) -> None:
@@ -41,7 +42,7 @@ async def test_closing_cuts_queries_in_flight_and_refuses_new_ones_at_once(
 ) -> None:
     gate, pool = gated
     assert await pool.fetchval("SELECT 1") == 1
-    in_flight = asyncio.create_task(pool.fetchval("SELECT pg_sleep(30)"))
+    in_flight = asyncio.create_task(pool.fetchval(f"SELECT pg_sleep(30) {CUT_QUERY_MARK}"))
     await asyncio.sleep(0.2)  # let it reach the server; the assertion below does not depend on it
     started = time.monotonic()
     gate.close("test")
@@ -55,6 +56,12 @@ async def test_closing_cuts_queries_in_flight_and_refuses_new_ones_at_once(
 
     gate.open()
     assert await pool.fetchval("SELECT 1") == 1  # the pool reconnects by itself
+    # The server's side of the cut connection sleeps on until it next writes: end it, not to linger
+    # under later tests.
+    await pool.execute(
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%' || $1 AND pid <> pg_backend_pid()",
+        CUT_QUERY_MARK,
+    )
 
 
 async def test_a_closed_gate_is_an_unavailable_error(gated: tuple[DatabaseGate, asyncpg.Pool]) -> None:
