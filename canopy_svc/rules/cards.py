@@ -397,12 +397,13 @@ async def send_card_change(change: CardChange) -> IssuedCard:
         raise Unavailable(retry_after) from None
 
 
-async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard) -> CardDetails:
-    """Phase 3: records what Lithic answered, the truth (its spend_limit 0, "no limit", as null)."""
+async def record_issuer_answer(conn: Conn, card_id: int, change_id: str, issued: IssuedCard) -> asyncpg.Record | None:
+    """Records what Lithic answered to a change, the truth (its spend_limit 0, "no limit", as null), and
+    its event, in the caller's transaction; None when another request or the worker took the change over."""
     updated = await card_store.finish_change(
         conn,
-        change.card_id,
-        change.change_id,
+        card_id,
+        change_id,
         state=issued.state,
         spend_limit=issued.spend_limit or None,
         memo=issued.memo,
@@ -411,6 +412,12 @@ async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard)
         exp_year=issued.exp_year,
     )
     await events.record_card_event(conn, events.card_change_type(issued.state), updated)
+    return updated
+
+
+async def finish_card_change(conn: Conn, change: CardChange, issued: IssuedCard) -> CardDetails:
+    """Phase 3: records what Lithic answered."""
+    updated = await record_issuer_answer(conn, change.card_id, change.change_id, issued)
     # None: our lease ran out and another request or the worker took the change over; it records it.
     return card_from_record(updated if updated is not None else await card_store.fetch_card(conn, change.card_id))
 

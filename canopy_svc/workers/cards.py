@@ -28,6 +28,7 @@ import asyncpg
 from canopy_svc.core import notify, supervision
 from canopy_svc.issuers.card_issuer import CardRequest, LithicRejected, LithicRetryable, lithic_type
 from canopy_svc.issuers.gateway import CardGateway, Issuer
+from canopy_svc.rules import cards as card_rules
 from canopy_svc.rules import events
 from canopy_svc.store import account_holders as account_holder_store
 from canopy_svc.store import cards as card_store
@@ -180,20 +181,8 @@ class CardWorker:
             )
             await card_store.abandon_change(self.pool, card["id"], card["change_id"])
             return
-        # Lithic's answer is the truth; its spend_limit 0 is "no limit", stored as null.
         async with self.pool.acquire() as conn, conn.transaction():  # the change and its event together
-            finished = await card_store.finish_change(
-                conn,
-                card["id"],
-                card["change_id"],
-                state=issued.state,
-                spend_limit=issued.spend_limit or None,
-                memo=issued.memo,
-                spend_limit_duration=issued.spend_limit_duration,
-                exp_month=issued.exp_month,
-                exp_year=issued.exp_year,
-            )
-            await events.record_card_event(conn, events.card_change_type(issued.state), finished)
+            await card_rules.record_issuer_answer(conn, card["id"], str(card["change_id"]), issued)
         log.info("finished an interrupted card change", extra={"card_id": card["id"]})
 
     def _request(self, card: Any) -> CardRequest:
