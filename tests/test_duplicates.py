@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from canopy_svc.store.customers import _DUPLICATES, _INSERT_COMPARING_WITH_EVENT, WRITABLE
+from canopy_svc.store.loanpro import _NESTED_MATCHES_SQL
 from tests.helpers import ApiClient, minimal_customer
 
 # A customer sharing nothing with minimal_customer().
@@ -291,10 +292,10 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _customer_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    found = [plan] if plan.get("Relation Name") == "customers" and "Scan" in plan["Node Type"] else []
+def _customer_scans(plan: dict[str, Any], relations: tuple[str, ...] = ("customers",)) -> list[dict[str, Any]]:
+    found = [plan] if plan.get("Relation Name") in relations and "Scan" in plan["Node Type"] else []
     for child in plan.get("Plans", []):
-        found.extend(_customer_scans(child))
+        found.extend(_customer_scans(child, relations))
     return found
 
 
@@ -381,5 +382,59 @@ async def test_a_check_reads_a_bounded_number_of_index_entries_however_many_shar
                     assert scan.get("Rows Removed by Filter", 0) <= 1, (statement, scan["Index Name"])
                     blocks = scan["Shared Hit Blocks"] + scan["Shared Read Blocks"]
                     assert blocks <= 8, (statement, scan["Index Name"], blocks)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize("statistics", ["fresh", "analyzed"])
+@pytest.mark.parametrize("plan_mode", ["force_custom_plan", "force_generic_plan"])
+async def test_the_loanpro_nested_check_reads_a_bounded_number_of_entries_however_many_share_a_value(
+    api: ApiClient, pool: asyncpg.Pool, database_url: str, statistics: str, plan_mode: str
+) -> None:
+    """The LoanPro face's check of a MailAddress or an other phone (store/loanpro.py): after thousands
+    of customers with the same mail address and other phone, and the same primary phone, it reads at
+    most five entries of each index, as the Canopy checks do."""
+    await _crowd(pool, api.org_id)
+    shared_hash = sha256(b"shared item").digest()
+    await pool.execute(
+        """INSERT INTO loanpro_entities (org_id, customer_row_id, nav, body_encrypted, match_hash)
+           SELECT c.org_id, c.id, nav, '\\x00', $2 FROM customers c, unnest(ARRAY['MailAddress', 'Phones']) nav
+           WHERE c.org_id = $1""",
+        api.org_id,
+        shared_hash,
+    )
+    connection = await asyncpg.connect(
+        database_url, statement_cache_size=0, server_settings={"plan_cache_mode": plan_mode}
+    )
+    try:
+        if statistics == "analyzed":
+            await connection.execute("ANALYZE customers; ANALYZE loanpro_entities")
+        else:
+            try:
+                await connection.execute(
+                    "DELETE FROM pg_statistic WHERE starelid IN ('customers'::regclass, 'loanpro_entities'::regclass)"
+                )
+            except asyncpg.InsufficientPrivilegeError:
+                pytest.skip("clearing a table's statistics needs a superuser (TEST_DATABASE_URL is not one)")
+        for nav, match_hash, phone in (
+            ("MailAddress", shared_hash, None),
+            ("Phones", shared_hash, SHARED_PHONE),
+            ("Phones", b"r" * 32, "+19995550123"),
+        ):
+            plan = await _explain(
+                connection,
+                _NESTED_MATCHES_SQL,
+                "bigint, text, bytea, bigint, text",
+                (api.org_id, nav, match_hash, 0, phone),
+            )
+            scans = _customer_scans(plan, ("customers", "loanpro_entities"))
+            assert {scan["Index Name"] for scan in scans} >= {"loanpro_entities_match_at"}, scans
+            for scan in scans:  # the customers looked up by id: one loop per entity found, five at most
+                loops = scan["Actual Loops"]
+                assert scan["Node Type"] == "Index Scan", (nav, scan["Node Type"])
+                assert loops <= 5 and scan["Actual Rows"] * loops <= 5, (nav, scan["Index Name"], loops)
+                assert scan.get("Rows Removed by Filter", 0) <= 1, (nav, scan["Index Name"])
+                blocks = scan["Shared Hit Blocks"] + scan["Shared Read Blocks"]
+                assert blocks <= 8 * max(loops, 1), (nav, scan["Index Name"], blocks)
     finally:
         await connection.close()

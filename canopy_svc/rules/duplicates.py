@@ -96,7 +96,7 @@ async def check_nested(
 ) -> list[DuplicateWarning]:
     """The same policy for a value kept beside the customers row (the LoanPro face's MailAddress):
     found by its keyed hash; under `block` refused unless `ignore_warnings`."""
-    policy, customer_ids = await loanpro_store.matching_entities(conn, org_id, nav, match_hash, exclude_row_id)
+    policy, customer_ids, _ = await loanpro_store.matching_entities(conn, org_id, nav, match_hash, exclude_row_id)
     return _decided(policy, field, customer_ids, ignore_warnings=ignore_warnings)
 
 
@@ -115,9 +115,8 @@ async def check_phone_item(
 ) -> list[DuplicateWarning]:
     """A phone that is not the customer's primary (the LoanPro face's other Phones, kept encrypted):
     compared with every other customer's primary phone and with their other phones (by keyed hash)."""
-    policy, in_items = await loanpro_store.matching_entities(conn, org_id, "Phones", match_hash, exclude_row_id)
-    if policy == "off":
-        return []
-    as_primary = await loanpro_store.customers_with_phone(conn, org_id, phone, exclude_row_id)
+    policy, in_items, as_primary = await loanpro_store.matching_entities(
+        conn, org_id, "Phones", match_hash, exclude_row_id, phone=phone
+    )
     customer_ids = list(dict.fromkeys([*as_primary, *in_items]))[:5]
     return _decided(policy, "phone_number", customer_ids, ignore_warnings=ignore_warnings)

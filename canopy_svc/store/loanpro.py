@@ -104,36 +104,30 @@ async def update_entity(
     return status == "UPDATE 1"
 
 
+# The organization's policy and the (live) customers with an item of a hash, in one statement; no
+# matches are read under `off`. $5, a phone (E.164) or null: also the customers whose primary phone
+# it is, by customers_dup_phone_at, the limit hidden from the planner as store/customers.py hides its.
+_NESTED_MATCHES_SQL = f"""\
+WITH policy AS (SELECT duplicate_customer_policy AS value FROM organizations WHERE id = $1)
+SELECT (SELECT value FROM policy) AS policy,
+       ARRAY(SELECT c.customer_id FROM loanpro_entities e JOIN customers c ON c.id = e.customer_row_id
+             WHERE e.org_id = $1 AND e.nav = $2 AND e.match_hash = $3 AND e.customer_row_id <> $4
+               AND c.loanpro_deleted_at IS NULL AND (SELECT value FROM policy) <> 'off'
+             ORDER BY e.created_at, e.id LIMIT {MATCHES_SHOWN}) AS in_items,
+       ARRAY(SELECT customer_id FROM customers
+             WHERE org_id = $1 AND phone_number = $5::text AND id <> $4 AND loanpro_deleted_at IS NULL
+               AND (SELECT value FROM policy) <> 'off'
+             ORDER BY created_at LIMIT {MATCHES_SHOWN}) AS as_primary"""
+
+
 async def matching_entities(
-    conn: Queryable, org_id: int, nav: str, match_hash: bytes, exclude_row_id: int
-) -> tuple[str, list[str]]:
-    """The organization's duplicate policy, and the (live) customers with an item of this hash."""
-    policy: str = await conn.fetchval("SELECT duplicate_customer_policy FROM organizations WHERE id = $1", org_id)
-    rows = await conn.fetch(
-        """SELECT c.customer_id FROM loanpro_entities e JOIN customers c ON c.id = e.customer_row_id
-           WHERE e.org_id = $1 AND e.nav = $2 AND e.match_hash = $3 AND e.customer_row_id <> $4
-             AND c.loanpro_deleted_at IS NULL
-           ORDER BY e.id LIMIT 5""",
-        org_id,
-        nav,
-        match_hash,
-        exclude_row_id,
-    )
-    return policy, [row["customer_id"] for row in rows]
-
-
-async def customers_with_phone(conn: Queryable, org_id: int, phone: str, exclude_row_id: int) -> list[str]:
-    """The (live) customers whose primary phone is `phone` (E.164), by customers_dup_phone_at."""
-    # The limit hidden from the planner, as the Canopy comparisons hide theirs (store/customers.py).
-    rows = await conn.fetch(
-        f"""SELECT customer_id FROM customers
-           WHERE org_id = $1 AND phone_number = $2 AND id <> $3 AND loanpro_deleted_at IS NULL
-           ORDER BY created_at LIMIT {MATCHES_SHOWN}""",
-        org_id,
-        phone,
-        exclude_row_id,
-    )
-    return [row["customer_id"] for row in rows]
+    conn: Queryable, org_id: int, nav: str, match_hash: bytes, exclude_row_id: int, *, phone: str | None = None
+) -> tuple[str, list[str], list[str]]:
+    """The organization's duplicate policy; the (live) customers with an item of this hash; and, for a
+    `phone`, those whose primary phone it is. One round trip; no customers under `off`."""
+    row = await conn.fetchrow(_NESTED_MATCHES_SQL, org_id, nav, match_hash, exclude_row_id, phone)
+    assert row is not None  # one row, whatever matched
+    return row["policy"], list(row["in_items"]), list(row["as_primary"])
 
 
 async def delete_entity(conn: Conn, org_id: int, customer_row_id: int, nav: str, item_id: int) -> bool:

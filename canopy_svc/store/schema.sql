@@ -899,5 +899,10 @@ CREATE TABLE IF NOT EXISTS loanpro_entities (
 -- A MailAddress's keyed hash (address1, zipcode, country, normalized), for the duplicate check
 -- LoanPro makes on it: equal addresses found without decrypting any.
 ALTER TABLE loanpro_entities ADD COLUMN IF NOT EXISTS match_hash bytea;
-CREATE INDEX IF NOT EXISTS loanpro_entities_match ON loanpro_entities (org_id, nav, match_hash)
+-- In creation order, so the check reads the first five of a value however many items share it (an
+-- apartment block's mail address, a family's phone): without an order it read every one, then
+-- sorted. (An order by id alone would let the planner walk the primary key and filter, as
+-- customers_dup_*_at explain.)
+DROP INDEX IF EXISTS loanpro_entities_match;
+CREATE INDEX IF NOT EXISTS loanpro_entities_match_at ON loanpro_entities (org_id, nav, match_hash, created_at, id)
     WHERE match_hash IS NOT NULL;
