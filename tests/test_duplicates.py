@@ -299,6 +299,28 @@ def _customer_scans(plan: dict[str, Any], relations: tuple[str, ...] = ("custome
     return found
 
 
+async def _planning_connection(
+    database_url: str, plan_mode: str, statistics: str, tables: tuple[str, ...]
+) -> asyncpg.Connection:
+    """A connection planning as `plan_mode`, the tables analyzed or (`fresh`) without statistics."""
+    connection = await asyncpg.connect(
+        database_url, statement_cache_size=0, server_settings={"plan_cache_mode": plan_mode}
+    )
+    try:
+        if statistics == "analyzed":
+            await connection.execute("; ".join(f"ANALYZE {table}" for table in tables))
+            return connection
+        # a new server's tables, before autovacuum's first ANALYZE
+        await connection.execute("DELETE FROM pg_statistic WHERE starelid = ANY($1::regclass[])", list(tables))
+        return connection
+    except asyncpg.InsufficientPrivilegeError:
+        await connection.close()
+        pytest.skip("clearing a table's statistics needs a superuser (TEST_DATABASE_URL is not one)")
+    except BaseException:
+        await connection.close()
+        raise
+
+
 async def _explain(connection: asyncpg.Connection, sql: str, types: str, args: tuple[Any, ...]) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of a prepared statement, as the pool runs it (custom or generic plan)."""
     await connection.execute("DEALLOCATE PREPARE ALL")
@@ -322,17 +344,8 @@ async def test_a_check_reads_a_bounded_number_of_index_entries_however_many_shar
     custom and generic plans, on a table never analyzed as on an analyzed one, for a shared value and a
     rare one. Counted from EXPLAIN (ANALYZE, BUFFERS): deterministic, unlike a timing."""
     await _crowd(pool, api.org_id)
-    connection = await asyncpg.connect(
-        database_url, statement_cache_size=0, server_settings={"plan_cache_mode": plan_mode}
-    )
+    connection = await _planning_connection(database_url, plan_mode, statistics, ("customers",))
     try:
-        if statistics == "analyzed":
-            await connection.execute("ANALYZE customers")
-        else:
-            try:  # a new server's table, before autovacuum's first ANALYZE
-                await connection.execute("DELETE FROM pg_statistic WHERE starelid = 'customers'::regclass")
-            except asyncpg.InsufficientPrivilegeError:
-                pytest.skip("clearing a table's statistics needs a superuser (TEST_DATABASE_URL is not one)")
         shared = (sha256(b"shared").digest(), "new@example.com", SHARED_PHONE, SHARED_ADDRESS, SHARED_ZIP, "US")
         rare = (b"r" * 32, "rare@example.com", "+19995550123", "1 Rare Rd", "99999", "US")
         for ssn_hash, email, phone, line_one, zip_code, country in (shared, rare):
@@ -403,19 +416,8 @@ async def test_the_loanpro_nested_check_reads_a_bounded_number_of_entries_howeve
         api.org_id,
         shared_hash,
     )
-    connection = await asyncpg.connect(
-        database_url, statement_cache_size=0, server_settings={"plan_cache_mode": plan_mode}
-    )
+    connection = await _planning_connection(database_url, plan_mode, statistics, ("customers", "loanpro_entities"))
     try:
-        if statistics == "analyzed":
-            await connection.execute("ANALYZE customers; ANALYZE loanpro_entities")
-        else:
-            try:
-                await connection.execute(
-                    "DELETE FROM pg_statistic WHERE starelid IN ('customers'::regclass, 'loanpro_entities'::regclass)"
-                )
-            except asyncpg.InsufficientPrivilegeError:
-                pytest.skip("clearing a table's statistics needs a superuser (TEST_DATABASE_URL is not one)")
         for nav, match_hash, phone in (
             ("MailAddress", shared_hash, None),
             ("Phones", shared_hash, SHARED_PHONE),
