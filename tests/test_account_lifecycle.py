@@ -171,12 +171,15 @@ async def test_a_close_is_retried_after_a_5xx_with_backoff(
     (waiting,) = await cards(pool)
     assert waiting["state"] == "OPEN" and waiting["close_due_at"] is not None
     assert waiting["error"] == "Closing: issuer unavailable; retrying"
-    wait = await pool.fetchval("SELECT extract(epoch FROM close_due_at - now()) FROM cards")
+    # The delay the worker chose, from the statement that set it (updated_at is its now()): a stall
+    # between that statement and this read does not shrink it.
+    chosen_delay = "SELECT extract(epoch FROM close_due_at - updated_at) FROM cards"
+    wait = await pool.fetchval(chosen_delay)
     assert 10 < wait <= 30  # the backoff
     assert await worker.process_due() == 0  # not due again before its backoff
     await pool.execute("UPDATE cards SET close_due_at = now()")
     await worker.process_due()
-    wait = await pool.fetchval("SELECT extract(epoch FROM close_due_at - now()) FROM cards")
+    wait = await pool.fetchval(chosen_delay)
     assert 5 < wait <= 7.5  # Lithic's Retry-After, not the base backoff (30 s, doubled by now)
     await pool.execute("UPDATE cards SET close_due_at = now()")
     await worker.process_due()
