@@ -4,12 +4,9 @@ Fixtures only: what test modules share besides fixtures is in tests/helpers.py."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,15 @@ from canopy_svc.core.db import create_pool
 from canopy_svc.core.settings import Settings
 from canopy_svc.store.migrations import migrate_database
 from tests.fake_lithic import FakeLithic
-from tests.helpers import LITHIC_KEY, TEST_DATA_KEY, TEST_JWT_SECRET, TEST_LITHIC_HOSTS, ApiClient, make_client
+from tests.helpers import (
+    LITHIC_KEY,
+    TEST_DATA_KEY,
+    TEST_JWT_SECRET,
+    TEST_LITHIC_HOSTS,
+    ApiClient,
+    empty_tables,
+    make_client,
+)
 
 
 @pytest.fixture(scope="session")
@@ -55,50 +60,10 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await created.close()
 
 
-# The TRUNCATE that cleans between tests waits this long before it asks why: a loaded machine takes
-# a second or two, a session of an earlier test that still holds a table would block it for ever.
-CLEAN_PATIENCE_SECONDS = 10.0
-CLEAN_LIMIT_SECONDS = 300.0
-
-_SESSIONS_SQL = """\
-SELECT pid, application_name, backend_type, state, wait_event_type, wait_event, xact_start,
-       left(query, 300) AS query, pid = ANY(pg_blocking_pids($1)) AS blocking,
-       (SELECT array_agg(DISTINCT l.relation::regclass::text) FROM pg_locks l
-        WHERE l.pid = a.pid AND l.granted AND l.relation IS NOT NULL) AS tables
-FROM pg_stat_activity a WHERE datname = current_database() AND pid <> pg_backend_pid()"""
-
-
 @pytest.fixture(autouse=True)
 async def clean_database(pool: asyncpg.Pool) -> None:
     """Every test starts from empty tables (the schema and its version stay)."""
-    tables = await pool.fetch(
-        "SELECT quote_ident(tablename) AS name FROM pg_tables "
-        "WHERE schemaname = 'public' AND tablename <> 'schema_version'"
-    )
-    if not tables:
-        return
-    statement = f"TRUNCATE {', '.join(t['name'] for t in tables)} RESTART IDENTITY CASCADE"
-    async with pool.acquire() as connection:
-        truncating = asyncio.ensure_future(connection.execute(statement, timeout=CLEAN_LIMIT_SECONDS))
-        done, _ = await asyncio.wait({truncating}, timeout=CLEAN_PATIENCE_SECONDS)
-        if done:
-            truncating.result()  # raises what the TRUNCATE raised
-            return
-        # Still waiting: ask the server what it waits on, while it does.
-        sessions = [dict(s) for s in await pool.fetch(_SESSIONS_SQL, connection.get_server_pid())]
-        blockers = [s for s in sessions if s["blocking"]]
-        if blockers:
-            # A session holding a table (a leaked transaction, a worker never stopped): name it, since
-            # the test that left it has already passed, and end it so later tests are not blocked too.
-            await pool.execute(
-                "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", [b["pid"] for b in blockers]
-            )
-            with contextlib.suppress(asyncpg.PostgresError, TimeoutError):
-                await truncating
-            pytest.fail(f"a session held the tables when this test began (terminated): {blockers}")
-        # Nobody holds a lock: the server is slow (I/O, a loaded machine). Wait, and say so.
-        warnings.warn(f"cleaning the tables took over {CLEAN_PATIENCE_SECONDS} s; sessions: {sessions}", stacklevel=1)
-        await truncating
+    await empty_tables(pool)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -65,6 +67,56 @@ class ApiClient:
     client_id: str
     client_secret: str
     http: httpx.AsyncClient
+
+
+async def truncate_all_statement(conn: asyncpg.Pool | asyncpg.Connection) -> str | None:
+    """The TRUNCATE that empties every table but schema_version (None: no tables yet)."""
+    tables = await conn.fetch(
+        "SELECT quote_ident(tablename) AS name FROM pg_tables "
+        "WHERE schemaname = 'public' AND tablename <> 'schema_version'"
+    )
+    return f"TRUNCATE {', '.join(t['name'] for t in tables)} RESTART IDENTITY CASCADE" if tables else None
+
+
+_SESSIONS_SQL = """\
+SELECT pid, application_name, backend_type, state, wait_event_type, wait_event, xact_start,
+       left(query, 300) AS query, pid = ANY(pg_blocking_pids($1)) AS blocking,
+       (SELECT array_agg(DISTINCT l.relation::regclass::text) FROM pg_locks l
+        WHERE l.pid = a.pid AND l.granted AND l.relation IS NOT NULL) AS tables
+FROM pg_stat_activity a WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+
+
+async def empty_tables(pool: asyncpg.Pool, *, patience_seconds: float = 10.0, limit_seconds: float = 300.0) -> None:
+    """Empties the tables. A TRUNCATE still waiting after `patience_seconds` (a loaded machine takes a
+    second or two) asks the server why, while it waits: a session holding the tables (a transaction an
+    earlier test leaked, a worker never stopped) is terminated, so later tests are not blocked too,
+    and this one fails naming it, since the test that left it has already passed. With no blocker the
+    server is only slow (I/O, load): it waits up to `limit_seconds`, with a warning."""
+    statement = await truncate_all_statement(pool)
+    if statement is None:
+        return
+    async with pool.acquire() as connection:
+        # The statement's own timeout is the limit: past it, the task ends with TimeoutError.
+        truncating = asyncio.ensure_future(connection.execute(statement, timeout=limit_seconds))
+        warned = False
+        while True:
+            done, _ = await asyncio.wait({truncating}, timeout=patience_seconds)
+            if done:
+                truncating.result()  # raises what the TRUNCATE raised
+                return
+            # Asked again each round: a lock wait can begin after the first question.
+            sessions = [dict(s) for s in await pool.fetch(_SESSIONS_SQL, connection.get_server_pid())]
+            blockers = [s for s in sessions if s["blocking"]]
+            if blockers:
+                await pool.execute(
+                    "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", [b["pid"] for b in blockers]
+                )
+                with contextlib.suppress(asyncpg.PostgresError, TimeoutError):
+                    await truncating
+                pytest.fail(f"a session held the tables when this test began (terminated): {blockers}")
+            if not warned:
+                warnings.warn(f"cleaning the tables took over {patience_seconds} s; sessions: {sessions}", stacklevel=2)
+                warned = True
 
 
 async def make_client(pool: asyncpg.Pool, org_name: str, scopes: str = "read write") -> tuple[int, str, str]:

@@ -41,7 +41,7 @@ from canopy_svc.api.app import ENDPOINTS, CanopyApp, create_app
 from canopy_svc.core.settings import Settings
 from canopy_svc.issuers.simulator import CardSimulator
 from canopy_svc.store import api_clients
-from tests.helpers import TEST_DATA_KEY, TEST_JWT_SECRET, make_client
+from tests.helpers import TEST_DATA_KEY, TEST_JWT_SECRET, make_client, truncate_all_statement
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXAMPLES_PER_OPERATION = 200
@@ -123,11 +123,9 @@ async def start_fresh(database_url: str, served_app: CanopyApp) -> dict[str, str
     """Empty tables (the schema stays), a fresh organization and client, and its bearer token."""
     connection = await asyncpg.connect(database_url)
     try:
-        tables = await connection.fetch(
-            "SELECT quote_ident(tablename) AS name FROM pg_tables "
-            "WHERE schemaname = 'public' AND tablename <> 'schema_version'"
-        )
-        await connection.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)} RESTART IDENTITY CASCADE")
+        statement = await truncate_all_statement(connection)
+        if statement is not None:
+            await connection.execute(statement)
     finally:
         await connection.close()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
