@@ -34,6 +34,13 @@ async def gated(database_url: str) -> AsyncIterator[tuple[DatabaseGate, asyncpg.
         yield gate, pool
     finally:
         gate.open()
+        # The server's side of a connection the gate cut runs on until it next writes (a pg_sleep for
+        # 30 s): ended here, not to linger under later tests, whether the test passed or not.
+        await pool.execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE '%' || $1 AND pid <> pg_backend_pid()",
+            CUT_QUERY_MARK,
+        )
         await pool.close()
 
 
@@ -56,12 +63,6 @@ async def test_closing_cuts_queries_in_flight_and_refuses_new_ones_at_once(
 
     gate.open()
     assert await pool.fetchval("SELECT 1") == 1  # the pool reconnects by itself
-    # The server's side of the cut connection sleeps on until it next writes: end it, not to linger
-    # under later tests.
-    await pool.execute(
-        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%' || $1 AND pid <> pg_backend_pid()",
-        CUT_QUERY_MARK,
-    )
 
 
 async def test_a_closed_gate_is_an_unavailable_error(gated: tuple[DatabaseGate, asyncpg.Pool]) -> None:
