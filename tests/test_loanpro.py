@@ -395,31 +395,33 @@ async def test_each_duplicate_is_a_transaction_warning_waived_at_the_root_or_on_
         ok(await lp.post(CUSTOMERS, json=other_person(__ignoreWarnings=True, **copy.deepcopy(overrides))))
 
 
+# Each nested kind of duplicate (overrides of other_person()), and the warning it raises.
 NESTED_DUPLICATES = {
-    "an other phone as another's primary": {
-        "Phones": {"results": [{"phone": "3125550100", "isPrimary": 0}, {"phone": "3125550999", "isPrimary": 1}]}
-    },
-    "an other phone as another's other phone": {
-        "Phones": {"results": [{"phone": "3125550188", "isPrimary": 1}, {"phone": "3125550177", "isPrimary": 0}]}
-    },
-    "a mail address": {"MailAddress": {**SEED_000["MailAddress"], "address1": "201  e randolph st"}},
+    "an other phone as another's primary": (
+        {"Phones": {"results": [{"phone": "3125550100", "isPrimary": 0}, {"phone": "3125550999", "isPrimary": 1}]}},
+        "(Phones) Phone already found in the system",
+    ),
+    "an other phone as another's other phone": (
+        {"Phones": {"results": [{"phone": "3125550188", "isPrimary": 1}, {"phone": "3125550177", "isPrimary": 0}]}},
+        "(Phones) Phone already found in the system",
+    ),
+    "a mail address": (
+        {"MailAddress": {**SEED_000["MailAddress"], "address1": "201  e randolph st"}},
+        "(MailAddress) Address already found in the system",
+    ),
 }
 
 
 @pytest.mark.parametrize("policy", ["warn", "off"])
-@pytest.mark.parametrize("overrides", NESTED_DUPLICATES.values(), ids=NESTED_DUPLICATES.keys())
+@pytest.mark.parametrize(("overrides", "text"), NESTED_DUPLICATES.values(), ids=NESTED_DUPLICATES.keys())
 async def test_a_nested_duplicate_is_told_under_warn_and_not_under_off(
-    lp: httpx.AsyncClient, api: ApiClient, policy: str, overrides: dict[str, Any]
+    lp: httpx.AsyncClient, api: ApiClient, policy: str, overrides: dict[str, Any], text: str
 ) -> None:
     ok(await api.http.put("/organization/settings", json={"duplicate_customer_policy": policy}))
     phones = {"results": [{"phone": "3125550100", "isPrimary": 1}, {"phone": "3125550177", "isPrimary": 0}]}
     first = customer_number(ok(await lp.post(CUSTOMERS, json=seed_body(Phones=phones))))
     answer = ok(await lp.post(CUSTOMERS, json=other_person(**copy.deepcopy(overrides))))
-    expected = (
-        [f"({next(iter(overrides))}) {'Phone' if 'Phones' in overrides else 'Address'} already found in the system"
-         f" (Customer ID {first})."]
-        if policy == "warn" else None
-    )  # fmt: skip
+    expected = [f"{text} (Customer ID {first})."] if policy == "warn" else None
     assert answer.get("warnings") == expected
     assert ok(await lp.get(CUSTOMERS))["d"]["summary"]["total"] == 2  # made, under either policy
 
