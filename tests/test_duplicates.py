@@ -292,10 +292,10 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _customer_scans(plan: dict[str, Any], relations: tuple[str, ...] = ("customers",)) -> list[dict[str, Any]]:
+def _table_scans(plan: dict[str, Any], relations: tuple[str, ...] = ("customers",)) -> list[dict[str, Any]]:
     found = [plan] if plan.get("Relation Name") in relations and "Scan" in plan["Node Type"] else []
     for child in plan.get("Plans", []):
-        found.extend(_customer_scans(child, relations))
+        found.extend(_table_scans(child, relations))
     return found
 
 
@@ -383,7 +383,7 @@ async def test_a_check_reads_a_bounded_number_of_index_entries_however_many_shar
             finally:
                 await rollback.rollback()
             for statement, plan in (("update", update_check), ("create", create_check)):
-                scans = _customer_scans(plan)
+                scans = _table_scans(plan)
                 assert {scan["Index Name"] for scan in scans} >= {
                     "customers_dup_email_at",
                     "customers_dup_phone_at",
@@ -429,7 +429,7 @@ async def test_the_loanpro_nested_check_reads_a_bounded_number_of_entries_howeve
                 "bigint, text, bytea, bigint, text",
                 (api.org_id, nav, match_hash, 0, phone),
             )
-            scans = _customer_scans(plan, ("customers", "loanpro_entities"))
+            scans = _table_scans(plan, ("customers", "loanpro_entities"))
             assert {scan["Index Name"] for scan in scans} >= {"loanpro_entities_match_at"}, scans
             for scan in scans:  # the customers looked up by id: one loop per entity found, five at most
                 loops = scan["Actual Loops"]
@@ -438,5 +438,15 @@ async def test_the_loanpro_nested_check_reads_a_bounded_number_of_entries_howeve
                 assert scan.get("Rows Removed by Filter", 0) <= 1, (nav, scan["Index Name"])
                 blocks = scan["Shared Hit Blocks"] + scan["Shared Read Blocks"]
                 assert blocks <= 8 * max(loops, 1), (nav, scan["Index Name"], blocks)
+        # Under `off` nothing is looked for: no scan of either table runs at all.
+        await pool.execute("UPDATE organizations SET duplicate_customer_policy = 'off' WHERE id = $1", api.org_id)
+        plan = await _explain(
+            connection,
+            _NESTED_MATCHES_SQL,
+            "bigint, text, bytea, bigint, text",
+            (api.org_id, "Phones", shared_hash, 0, SHARED_PHONE),
+        )
+        scans = _table_scans(plan, ("customers", "loanpro_entities"))
+        assert scans and all(scan["Actual Loops"] == 0 for scan in scans), scans
     finally:
         await connection.close()
